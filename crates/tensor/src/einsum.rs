@@ -1,0 +1,344 @@
+use std::fmt;
+
+use rayon::prelude::*;
+
+use crate::gemm_kernel::{gemm_into, Strided};
+use crate::shape::contiguous_strides;
+use num_traits::Zero;
+
+use crate::{ReduceOp, Tensor, TensorError};
+
+/// A parsed einsum specification with an explicit output, e.g. `"ni,oi->no"`.
+///
+/// Each operand names every axis with one letter; a letter appears at most once
+/// per operand and in the output; output letters must appear in some operand.
+///
+/// ```
+/// use secondo_tensor::EinsumSpec;
+/// let s: EinsumSpec = "ni,oi->no".parse().unwrap();
+/// assert_eq!(s.output_shape(&[&[8, 3], &[5, 3]]).unwrap(), vec![8, 5]);
+/// assert_eq!(s.to_string(), "ni,oi->no");
+/// assert!("ii->i".parse::<EinsumSpec>().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EinsumSpec {
+    /// The letters of each operand.
+    pub inputs: Vec<Vec<char>>,
+    /// The letters of the result.
+    pub output: Vec<char>,
+}
+
+impl std::str::FromStr for EinsumSpec {
+    type Err = TensorError;
+    fn from_str(s: &str) -> Result<Self, TensorError> {
+        let err = |reason: &str| TensorError::Einsum {
+            spec: s.to_string(),
+            reason: reason.to_string(),
+        };
+        let (lhs, rhs) = s.split_once("->").ok_or_else(|| err("missing '->'"))?;
+        let parse_term = |t: &str| -> Result<Vec<char>, TensorError> {
+            let letters: Vec<char> = t.trim().chars().collect();
+            if let Some(c) = letters.iter().find(|c| !c.is_ascii_alphabetic()) {
+                return Err(err(&format!("'{c}' is not an axis letter")));
+            }
+            let mut sorted = letters.clone();
+            sorted.sort_unstable();
+            if sorted.windows(2).any(|w| w[0] == w[1]) {
+                return Err(err("an axis letter repeats within one term"));
+            }
+            Ok(letters)
+        };
+        let inputs = lhs.split(',').map(parse_term).collect::<Result<Vec<_>, _>>()?;
+        let output = parse_term(rhs)?;
+        if let Some(c) = output.iter().find(|c| !inputs.iter().any(|i| i.contains(c))) {
+            return Err(err(&format!("output axis '{c}' appears in no operand")));
+        }
+        Ok(EinsumSpec { inputs, output })
+    }
+}
+
+impl fmt::Display for EinsumSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let terms: Vec<String> = self.inputs.iter().map(|t| t.iter().collect()).collect();
+        write!(f, "{}->{}", terms.join(","), self.output.iter().collect::<String>())
+    }
+}
+
+impl EinsumSpec {
+    /// Size of every letter, checking operand ranks and consistent sizes.
+    ///
+    /// ```
+    /// use secondo_tensor::EinsumSpec;
+    /// let s: EinsumSpec = "ij,jk->ik".parse().unwrap();
+    /// assert!(s.sizes(&[&[2, 3], &[4, 5]]).is_err());
+    /// ```
+    pub fn sizes(&self, shapes: &[&[usize]]) -> Result<Vec<(char, usize)>, TensorError> {
+        let err = |reason: String| TensorError::Einsum {
+            spec: self.to_string(),
+            reason,
+        };
+        if shapes.len() != self.inputs.len() {
+            return Err(err(format!(
+                "{} operands given for {} terms",
+                shapes.len(),
+                self.inputs.len()
+            )));
+        }
+        let mut sizes: Vec<(char, usize)> = Vec::new();
+        for (k, (term, shape)) in self.inputs.iter().zip(shapes).enumerate() {
+            if term.len() != shape.len() {
+                return Err(err(format!(
+                    "operand {k} has shape {shape:?} but term '{}' names {} axes",
+                    term.iter().collect::<String>(),
+                    term.len()
+                )));
+            }
+            for (&c, &d) in term.iter().zip(shape.iter()) {
+                match sizes.iter().find(|(x, _)| *x == c) {
+                    Some(&(_, e)) if e != d => {
+                        return Err(err(format!("axis '{c}' has sizes {e} and {d}")))
+                    }
+                    Some(_) => {}
+                    None => sizes.push((c, d)),
+                }
+            }
+        }
+        Ok(sizes)
+    }
+
+    /// The shape of the result for the given operand shapes.
+    ///
+    /// ```
+    /// use secondo_tensor::EinsumSpec;
+    /// let s: EinsumSpec = "ij->j".parse().unwrap();
+    /// assert_eq!(s.output_shape(&[&[2, 7]]).unwrap(), vec![7]);
+    /// ```
+    pub fn output_shape(&self, shapes: &[&[usize]]) -> Result<Vec<usize>, TensorError> {
+        let sizes = self.sizes(shapes)?;
+        Ok(self.output.iter().map(|c| size_of(&sizes, *c)).collect())
+    }
+}
+
+fn size_of(sizes: &[(char, usize)], c: char) -> usize {
+    sizes.iter().find(|(x, _)| *x == c).map_or(1, |p| p.1)
+}
+
+/// Evaluates an einsum over any number of operands (pairwise, left to right),
+/// each pair as batched GEMM calls on strided views (copies only when a view
+/// cannot be expressed with strides).
+///
+/// ```
+/// use secondo_tensor::{einsum, Tensor};
+/// let g = Tensor::from_vec(vec![2, 2], vec![1.0f64, 2.0, 3.0, 4.0]).unwrap();
+/// let x = Tensor::from_vec(vec![2, 3], vec![1.0f64, 0.0, 1.0, 0.0, 1.0, 1.0]).unwrap();
+/// let per_sample = einsum("no,ni->noi", &[&g, &x]).unwrap();
+/// assert_eq!(per_sample.shape(), &[2, 2, 3]);
+/// let summed = einsum("no,ni->oi", &[&g, &x]).unwrap();
+/// assert_eq!(summed.to_f64_vec(), vec![1.0, 3.0, 4.0, 2.0, 4.0, 6.0]);
+/// ```
+pub fn einsum(spec: &str, operands: &[&Tensor]) -> Result<Tensor, TensorError> {
+    let spec: EinsumSpec = spec.parse()?;
+    einsum_parsed(&spec, operands)
+}
+
+/// [`einsum`] with an already parsed specification.
+///
+/// ```
+/// use secondo_tensor::{einsum_parsed, EinsumSpec, Tensor};
+/// let s: EinsumSpec = "i,i->".parse().unwrap();
+/// let v = Tensor::from_vec(vec![2], vec![3.0f64, 4.0]).unwrap();
+/// assert_eq!(einsum_parsed(&s, &[&v, &v]).unwrap().item(), 25.0);
+/// ```
+pub fn einsum_parsed(spec: &EinsumSpec, operands: &[&Tensor]) -> Result<Tensor, TensorError> {
+    let shapes: Vec<&[usize]> = operands.iter().map(|t| t.shape()).collect();
+    spec.sizes(&shapes)?;
+    if let Some(t) = operands.iter().find(|t| t.dtype() != operands[0].dtype()) {
+        return Err(TensorError::DTypeMismatch {
+            op: format!("einsum '{spec}'"),
+            a: operands[0].dtype(),
+            b: t.dtype(),
+        });
+    }
+    let mut acc = operands[0].clone();
+    let mut acc_term = spec.inputs[0].clone();
+    if operands.len() == 1 {
+        return unary(&acc, &acc_term, &spec.output);
+    }
+    for i in 1..operands.len() {
+        let later: Vec<char> = spec.inputs[i + 1..]
+            .iter()
+            .flatten()
+            .chain(&spec.output)
+            .copied()
+            .collect();
+        let out_term: Vec<char> = if i + 1 == operands.len() {
+            spec.output.clone()
+        } else {
+            let mut t: Vec<char> = acc_term
+                .iter()
+                .chain(&spec.inputs[i])
+                .copied()
+                .filter(|c| later.contains(c))
+                .collect();
+            t.dedup_by(|a, b| a == b);
+            let mut seen = Vec::new();
+            t.retain(|c| {
+                let new = !seen.contains(c);
+                seen.push(*c);
+                new
+            });
+            t
+        };
+        acc = binary(&acc, &acc_term, operands[i], &spec.inputs[i], &out_term)?;
+        acc_term = out_term;
+    }
+    Ok(acc)
+}
+
+/// Sums the axes of `t` not in `keep_or_out` then permutes to `out`'s order.
+fn unary(t: &Tensor, term: &[char], out: &[char]) -> Result<Tensor, TensorError> {
+    let summed: Vec<usize> = (0..term.len()).filter(|&i| !out.contains(&term[i])).collect();
+    let reduced = ReduceOp::Sum.apply(t, &summed)?;
+    let rest: Vec<char> = term.iter().copied().filter(|c| out.contains(c)).collect();
+    let perm: Vec<usize> = out
+        .iter()
+        .map(|c| rest.iter().position(|x| x == c).expect("output letter in operand"))
+        .collect();
+    reduced.permute(&perm)
+}
+
+/// A tensor with its letters, contiguous strides and sizes per letter.
+struct View<'a> {
+    t: &'a Tensor,
+    term: Vec<char>,
+}
+
+impl View<'_> {
+    fn stride(&self, c: char) -> isize {
+        let strides = contiguous_strides(self.t.shape());
+        self.term.iter().position(|&x| x == c).map_or(0, |i| strides[i])
+    }
+    fn size(&self, c: char) -> usize {
+        self.term
+            .iter()
+            .position(|&x| x == c)
+            .map_or(1, |i| self.t.shape()[i])
+    }
+}
+
+/// The single stride of a group of letters when they can be merged into one axis.
+fn merged_stride(group: &[char], term: &[char], shape: &[usize]) -> Option<isize> {
+    let strides = contiguous_strides(shape);
+    let dims: Vec<(usize, isize)> = group
+        .iter()
+        .map(|c| {
+            let i = term.iter().position(|x| x == c).expect("letter in term");
+            (shape[i], strides[i])
+        })
+        .filter(|&(d, _)| d != 1)
+        .collect();
+    if dims.windows(2).all(|w| w[0].1 == w[1].1 * w[1].0 as isize) {
+        Some(dims.last().map_or(1, |d| d.1))
+    } else {
+        None
+    }
+}
+
+fn binary(a: &Tensor, ta: &[char], b: &Tensor, tb: &[char], out: &[char]) -> Result<Tensor, TensorError> {
+    // Sum letters private to one operand first.
+    let private_a: Vec<char> = ta.iter().copied().filter(|c| tb.contains(c) || out.contains(c)).collect();
+    let private_b: Vec<char> = tb.iter().copied().filter(|c| ta.contains(c) || out.contains(c)).collect();
+    let a = if private_a.len() < ta.len() { unary(a, ta, &private_a)? } else { a.clone() };
+    let b = if private_b.len() < tb.len() { unary(b, tb, &private_b)? } else { b.clone() };
+    let (ta, tb) = (private_a, private_b);
+
+    let batch: Vec<char> = ta.iter().copied().filter(|c| tb.contains(c) && out.contains(c)).collect();
+    let m: Vec<char> = ta.iter().copied().filter(|c| !tb.contains(c)).collect();
+    let k: Vec<char> = ta.iter().copied().filter(|c| tb.contains(c) && !out.contains(c)).collect();
+    let n: Vec<char> = tb.iter().copied().filter(|c| !ta.contains(c)).collect();
+
+    // Bring each operand to a layout where M, K (and K, N) merge into single strided axes.
+    let canon = |t: Tensor, term: Vec<char>, rows: &[char], cols: &[char]| -> Result<(Tensor, Vec<char>), TensorError> {
+        if merged_stride(rows, &term, t.shape()).is_some() && merged_stride(cols, &term, t.shape()).is_some() {
+            return Ok((t, term));
+        }
+        let order: Vec<char> = batch.iter().chain(rows).chain(cols).copied().collect();
+        let perm: Vec<usize> = order.iter().map(|c| term.iter().position(|x| x == c).expect("letter")).collect();
+        Ok((t.permute(&perm)?, order))
+    };
+    let (a, ta) = canon(a, ta, &m, &k)?;
+    let (b, tb) = canon(b, tb, &k, &n)?;
+    let va = View { t: &a, term: ta.clone() };
+    let vb = View { t: &b, term: tb.clone() };
+
+    let letter_size = |c: char| if ta.contains(&c) { va.size(c) } else { vb.size(c) };
+    let sizes = |cs: &[char]| -> usize { cs.iter().map(|&c| letter_size(c)).product() };
+    let (mm, kk, nn) = (sizes(&m), sizes(&k), sizes(&n));
+    let out_shape: Vec<usize> = out.iter().map(|&c| letter_size(c)).collect();
+
+    // Destination: write straight into the result when its M and N groups merge.
+    let direct = merged_stride(&m, out, &out_shape).is_some() && merged_stride(&n, out, &out_shape).is_some();
+    let (d_shape, d_term): (Vec<usize>, Vec<char>) = if direct {
+        (out_shape.clone(), out.to_vec())
+    } else {
+        let term: Vec<char> = batch.iter().chain(&m).chain(&n).copied().collect();
+        (term.iter().map(|&c| letter_size(c)).collect(), term)
+    };
+    let d_strides = contiguous_strides(&d_shape);
+    let d_stride = |c: char| d_term.iter().position(|&x| x == c).map_or(0, |i| d_strides[i]);
+
+    let group = |view: &View, g: &[char]| merged_stride(g, &view.term, view.t.shape()).expect("canonical layout");
+    let la = Strided { rs: group(&va, &m), cs: group(&va, &k) };
+    let rb = Strided { rs: group(&vb, &k), cs: group(&vb, &n) };
+    let dd = Strided {
+        rs: merged_stride(&m, &d_term, &d_shape).expect("merged"),
+        cs: merged_stride(&n, &d_term, &d_shape).expect("merged"),
+    };
+    let batch_sizes: Vec<usize> = batch.iter().map(|&c| va.size(c)).collect();
+    let batch_count: usize = batch_sizes.iter().product();
+    let offsets = |mut idx: usize| -> (isize, isize, isize) {
+        let (mut oa, mut ob, mut od) = (0, 0, 0);
+        for (j, &c) in batch.iter().enumerate().rev() {
+            let i = (idx % batch_sizes[j]) as isize;
+            idx /= batch_sizes[j];
+            oa += i * va.stride(c);
+            ob += i * vb.stride(c);
+            od += i * d_stride(c);
+        }
+        (oa, ob, od)
+    };
+
+    let d_numel: usize = d_shape.iter().product();
+    let result = crate::dispatch!(a, av, T => {
+        let bv = b.typed::<T>("einsum")?;
+        let mut dst = vec![T::zero(); d_numel];
+        if d_numel > 0 {
+            let (ap, bp, dp) = (av.as_ptr() as usize, bv.as_ptr() as usize, dst.as_mut_ptr() as usize);
+            let run = |bi: usize, parallel: bool| {
+                let (oa, ob, od) = offsets(bi);
+                // SAFETY: offsets and strides come from the operands' own shapes; each
+                // batch writes a disjoint block of `dst`.
+                unsafe {
+                    gemm_into::<T>(
+                        mm, nn, kk,
+                        (dp as *mut T).offset(od), dd,
+                        (ap as *const T).offset(oa), la,
+                        (bp as *const T).offset(ob), rb,
+                        parallel,
+                    )
+                }
+            };
+            if batch_count > 1 && mm * nn * kk.max(1) * batch_count >= 1 << 15 {
+                (0..batch_count).into_par_iter().for_each(|bi| run(bi, false));
+            } else {
+                (0..batch_count).for_each(|bi| run(bi, true));
+            }
+        }
+        Tensor::from_typed(d_shape.clone(), dst)
+    });
+    if direct {
+        return Ok(result);
+    }
+    let perm: Vec<usize> = out.iter().map(|c| d_term.iter().position(|x| x == c).expect("letter")).collect();
+    result.permute(&perm)
+}

@@ -1,0 +1,94 @@
+use std::time::Instant;
+
+use crate::{DType, Element, Tensor, TensorError};
+
+/// A strided matrix operand: element `(r, c)` lives at `ptr + r * rs + c * cs`.
+#[derive(Clone, Copy)]
+pub(crate) struct Strided {
+    pub rs: isize,
+    pub cs: isize,
+}
+
+/// Work (m·n·k) above which one product is split across the rayon pool.
+const PARALLEL_WORK: usize = 48 * 48 * 48;
+
+/// `dst[m×n] = lhs[m×k] · rhs[k×n]` through the `gemm` crate.
+///
+/// # Safety
+/// Every pointer with its strides must address valid, non-overlapping memory
+/// for the given sizes, and `dst` must not alias the operands.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_into<T: Element>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut T,
+    d: Strided,
+    lhs: *const T,
+    l: Strided,
+    rhs: *const T,
+    r: Strided,
+    allow_parallel: bool,
+) {
+    let parallelism = if allow_parallel && m * n * k >= PARALLEL_WORK {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        d.cs,
+        d.rs,
+        false,
+        lhs,
+        l.cs,
+        l.rs,
+        rhs,
+        r.cs,
+        r.rs,
+        T::zero(),
+        T::one(),
+        false,
+        false,
+        false,
+        parallelism,
+    );
+}
+
+/// Matrix product of two 2-D tensors.
+///
+/// ```
+/// use secondo_tensor::{matmul, Tensor};
+/// let a = Tensor::from_vec(vec![1, 2], vec![1.0f64, 2.0]).unwrap();
+/// let b = Tensor::from_vec(vec![2, 1], vec![3.0f64, 4.0]).unwrap();
+/// assert_eq!(matmul(&a, &b).unwrap().to_f64_vec(), vec![11.0]);
+/// ```
+pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor, TensorError> {
+    crate::einsum("ij,jk->ik", &[a, b])
+}
+
+/// Measures the GEMM rate (GFLOP/s) of an `n×n×n` product on the whole rayon pool:
+/// the best of `repeats` runs after one warm-up.
+///
+/// ```
+/// let rate = secondo_tensor::measure_gemm_gflops(64, secondo_tensor::DType::F32, 2);
+/// assert!(rate > 0.0);
+/// ```
+pub fn measure_gemm_gflops(n: usize, dtype: DType, repeats: usize) -> f64 {
+    let a = Tensor::full(vec![n, n], 0.5, dtype);
+    let b = Tensor::full(vec![n, n], 0.25, dtype);
+    let mut best = f64::INFINITY;
+    for i in 0..=repeats {
+        let start = Instant::now();
+        let c = matmul(&a, &b).expect("square operands");
+        let elapsed = start.elapsed().as_secs_f64();
+        std::hint::black_box(c);
+        if i > 0 {
+            best = best.min(elapsed);
+        }
+    }
+    2.0 * (n as f64).powi(3) / best / 1e9
+}

@@ -1,0 +1,161 @@
+//! Kernels against naive loops.
+
+use secondo_tensor::{einsum, BinaryOp, DType, ReduceOp, Tensor, UnaryOp};
+
+/// Deterministic pseudo-random values in [-1, 1).
+fn values(n: usize, seed: u64) -> Vec<f64> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn random(shape: &[usize], seed: u64, dtype: DType) -> Tensor {
+    let n = shape.iter().product();
+    Tensor::from_f64(shape.to_vec(), &values(n, seed), dtype).unwrap()
+}
+
+/// Naive einsum by looping over every letter assignment.
+fn naive_einsum(spec: &str, ops: &[&Tensor]) -> Vec<f64> {
+    let (lhs, out) = spec.split_once("->").unwrap();
+    let terms: Vec<Vec<char>> = lhs.split(',').map(|t| t.chars().collect()).collect();
+    let out: Vec<char> = out.chars().collect();
+    let mut letters: Vec<(char, usize)> = Vec::new();
+    for (t, op) in terms.iter().zip(ops) {
+        for (c, &d) in t.iter().zip(op.shape()) {
+            if !letters.iter().any(|l| l.0 == *c) {
+                letters.push((*c, d));
+            }
+        }
+    }
+    let out_sizes: Vec<usize> = out.iter().map(|c| letters.iter().find(|l| l.0 == *c).unwrap().1).collect();
+    let mut result = vec![0.0; out_sizes.iter().product()];
+    let data: Vec<Vec<f64>> = ops.iter().map(|t| t.to_f64_vec()).collect();
+    let total: usize = letters.iter().map(|l| l.1).product();
+    for flat in 0..total {
+        let mut rem = flat;
+        let mut val = vec![0usize; letters.len()];
+        for (i, l) in letters.iter().enumerate().rev() {
+            val[i] = rem % l.1;
+            rem /= l.1;
+        }
+        let idx = |c: char| val[letters.iter().position(|l| l.0 == c).unwrap()];
+        let mut prod = 1.0;
+        for (k, t) in terms.iter().enumerate() {
+            let shape = ops[k].shape();
+            let mut off = 0;
+            for (j, c) in t.iter().enumerate() {
+                off = off * shape[j] + idx(*c);
+            }
+            prod *= data[k][off];
+        }
+        let mut off = 0;
+        for (j, c) in out.iter().enumerate() {
+            off = off * out_sizes[j] + idx(*c);
+        }
+        result[off] += prod;
+    }
+    result
+}
+
+#[test]
+fn einsum_matches_naive_loops() {
+    let cases: &[(&str, &[&[usize]])] = &[
+        ("ij,jk->ik", &[&[3, 4], &[4, 5]]),
+        ("ni,oi->no", &[&[6, 4], &[3, 4]]),
+        ("no,ni->oi", &[&[6, 3], &[6, 4]]),
+        ("no,ni->noi", &[&[5, 3], &[5, 4]]),
+        ("no,ni->ion", &[&[5, 3], &[5, 4]]),
+        ("bij,bjk->bik", &[&[2, 3, 4], &[2, 4, 5]]),
+        ("ibj,kjb->bki", &[&[3, 2, 4], &[5, 4, 2]]),
+        ("ij,jk->ki", &[&[3, 4], &[4, 5]]),
+        ("ij,kl->ijkl", &[&[2, 3], &[2, 2]]),
+        ("ij,ij->", &[&[3, 4], &[3, 4]]),
+        ("ij,ij->i", &[&[3, 4], &[3, 4]]),
+        ("ijk,k->j", &[&[3, 4, 2], &[2]]),
+        ("ij->ji", &[&[3, 4]]),
+        ("ijk->ki", &[&[2, 3, 4]]),
+        ("ij,jk,kl->il", &[&[2, 3], &[3, 4], &[4, 2]]),
+        ("no,ni,no,ni->n", &[&[4, 3], &[4, 2], &[4, 3], &[4, 2]]),
+        ("a,b->ab", &[&[3], &[4]]),
+        ("abcd,cd->ab", &[&[2, 3, 4, 5], &[4, 5]]),
+        ("abcd,dc->ba", &[&[2, 3, 4, 5], &[5, 4]]),
+    ];
+    for (k, (spec, shapes)) in cases.iter().enumerate() {
+        for dtype in [DType::F64, DType::F32] {
+            let ops: Vec<Tensor> = shapes.iter().enumerate().map(|(i, s)| random(s, (k * 10 + i) as u64, dtype)).collect();
+            let refs: Vec<&Tensor> = ops.iter().collect();
+            let got = einsum(spec, &refs).unwrap();
+            let want = naive_einsum(spec, &refs);
+            let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+            for (g, w) in got.to_f64_vec().iter().zip(&want) {
+                assert!((g - w).abs() <= tol * (1.0 + w.abs()), "{spec} {dtype}: {g} vs {w}");
+            }
+            assert_eq!(got.numel(), want.len(), "{spec}");
+        }
+    }
+}
+
+#[test]
+fn large_gemm_matches_naive() {
+    let a = random(&[70, 90], 1, DType::F64);
+    let b = random(&[90, 60], 2, DType::F64);
+    let got = einsum("ij,jk->ik", &[&a, &b]).unwrap().to_f64_vec();
+    let want = naive_einsum("ij,jk->ik", &[&a, &b]);
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-12);
+    }
+}
+
+#[test]
+fn einsum_rejects_bad_operands() {
+    let a = random(&[2, 3], 1, DType::F64);
+    let b = random(&[4, 5], 1, DType::F64);
+    assert!(einsum("ij,jk->ik", &[&a, &b]).is_err());
+    assert!(einsum("ij->ik", &[&a]).is_err());
+    assert!(einsum("ijk->i", &[&a]).is_err());
+    let c = random(&[3, 2], 1, DType::F32);
+    assert!(einsum("ij,jk->ik", &[&a, &c]).is_err());
+}
+
+#[test]
+fn reductions_over_any_axes() {
+    let t = random(&[3, 4, 5], 7, DType::F64);
+    let v = t.to_f64_vec();
+    let s = ReduceOp::Sum.apply(&t, &[0, 2]).unwrap();
+    for j in 0..4 {
+        let want: f64 = (0..3).flat_map(|i| (0..5).map(move |k| (i, k))).map(|(i, k)| v[i * 20 + j * 5 + k]).sum();
+        assert!((s.to_f64_vec()[j] - want).abs() < 1e-12);
+    }
+    let m = ReduceOp::Max.apply(&t, &[1]).unwrap();
+    assert_eq!(m.shape(), &[3, 5]);
+    for i in 0..3 {
+        for k in 0..5 {
+            let want = (0..4).map(|j| v[i * 20 + j * 5 + k]).fold(f64::NEG_INFINITY, f64::max);
+            assert_eq!(m.to_f64_vec()[i * 5 + k], want);
+        }
+    }
+    assert!(ReduceOp::Sum.apply(&t, &[3]).is_err());
+    assert!(ReduceOp::Sum.apply(&t, &[1, 1]).is_err());
+}
+
+#[test]
+fn elementwise_and_shape_ops() {
+    let t = random(&[300, 300], 3, DType::F64);
+    let e = UnaryOp::Exp.apply(t.clone());
+    for (a, b) in t.to_f64_vec().iter().zip(e.to_f64_vec()) {
+        assert_eq!(a.exp(), b);
+    }
+    let d = BinaryOp::Sub.apply(t.clone(), t.clone()).unwrap();
+    assert!(d.to_f64_vec().iter().all(|&x| x == 0.0));
+    let p = t.permute(&[1, 0]).unwrap();
+    assert_eq!(p.to_f64_vec()[1], t.to_f64_vec()[300]);
+    let b = Tensor::from_vec(vec![3, 1], vec![1.0f64, 2.0, 3.0]).unwrap();
+    assert_eq!(b.broadcast_to(&[2, 3, 2]).unwrap().to_f64_vec(), vec![1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0]);
+    assert!(b.broadcast_to(&[2, 2]).is_err());
+    assert!(t.permute(&[0, 0]).is_err());
+    assert!(BinaryOp::Add.apply(t.clone(), t.to_dtype(DType::F32)).is_err());
+}
