@@ -48,9 +48,15 @@ impl std::str::FromStr for EinsumSpec {
             }
             Ok(letters)
         };
-        let inputs = lhs.split(',').map(parse_term).collect::<Result<Vec<_>, _>>()?;
+        let inputs = lhs
+            .split(',')
+            .map(parse_term)
+            .collect::<Result<Vec<_>, _>>()?;
         let output = parse_term(rhs)?;
-        if let Some(c) = output.iter().find(|c| !inputs.iter().any(|i| i.contains(c))) {
+        if let Some(c) = output
+            .iter()
+            .find(|c| !inputs.iter().any(|i| i.contains(c)))
+        {
             return Err(err(&format!("output axis '{c}' appears in no operand")));
         }
         Ok(EinsumSpec { inputs, output })
@@ -60,7 +66,12 @@ impl std::str::FromStr for EinsumSpec {
 impl fmt::Display for EinsumSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let terms: Vec<String> = self.inputs.iter().map(|t| t.iter().collect()).collect();
-        write!(f, "{}->{}", terms.join(","), self.output.iter().collect::<String>())
+        write!(
+            f,
+            "{}->{}",
+            terms.join(","),
+            self.output.iter().collect::<String>()
+        )
     }
 }
 
@@ -197,12 +208,18 @@ pub fn einsum_parsed(spec: &EinsumSpec, operands: &[&Tensor]) -> Result<Tensor, 
 
 /// Sums the axes of `t` not in `keep_or_out` then permutes to `out`'s order.
 fn unary(t: &Tensor, term: &[char], out: &[char]) -> Result<Tensor, TensorError> {
-    let summed: Vec<usize> = (0..term.len()).filter(|&i| !out.contains(&term[i])).collect();
+    let summed: Vec<usize> = (0..term.len())
+        .filter(|&i| !out.contains(&term[i]))
+        .collect();
     let reduced = ReduceOp::Sum.apply(t, &summed)?;
     let rest: Vec<char> = term.iter().copied().filter(|c| out.contains(c)).collect();
     let perm: Vec<usize> = out
         .iter()
-        .map(|c| rest.iter().position(|x| x == c).expect("output letter in operand"))
+        .map(|c| {
+            rest.iter()
+                .position(|x| x == c)
+                .expect("output letter in operand")
+        })
         .collect();
     reduced.permute(&perm)
 }
@@ -216,7 +233,10 @@ struct View<'a> {
 impl View<'_> {
     fn stride(&self, c: char) -> isize {
         let strides = contiguous_strides(self.t.shape());
-        self.term.iter().position(|&x| x == c).map_or(0, |i| strides[i])
+        self.term
+            .iter()
+            .position(|&x| x == c)
+            .map_or(0, |i| strides[i])
     }
     fn size(&self, c: char) -> usize {
         self.term
@@ -244,40 +264,92 @@ fn merged_stride(group: &[char], term: &[char], shape: &[usize]) -> Option<isize
     }
 }
 
-fn binary(a: &Tensor, ta: &[char], b: &Tensor, tb: &[char], out: &[char]) -> Result<Tensor, TensorError> {
+fn binary(
+    a: &Tensor,
+    ta: &[char],
+    b: &Tensor,
+    tb: &[char],
+    out: &[char],
+) -> Result<Tensor, TensorError> {
     // Sum letters private to one operand first.
-    let private_a: Vec<char> = ta.iter().copied().filter(|c| tb.contains(c) || out.contains(c)).collect();
-    let private_b: Vec<char> = tb.iter().copied().filter(|c| ta.contains(c) || out.contains(c)).collect();
-    let a = if private_a.len() < ta.len() { unary(a, ta, &private_a)? } else { a.clone() };
-    let b = if private_b.len() < tb.len() { unary(b, tb, &private_b)? } else { b.clone() };
+    let private_a: Vec<char> = ta
+        .iter()
+        .copied()
+        .filter(|c| tb.contains(c) || out.contains(c))
+        .collect();
+    let private_b: Vec<char> = tb
+        .iter()
+        .copied()
+        .filter(|c| ta.contains(c) || out.contains(c))
+        .collect();
+    let a = if private_a.len() < ta.len() {
+        unary(a, ta, &private_a)?
+    } else {
+        a.clone()
+    };
+    let b = if private_b.len() < tb.len() {
+        unary(b, tb, &private_b)?
+    } else {
+        b.clone()
+    };
     let (ta, tb) = (private_a, private_b);
 
-    let batch: Vec<char> = ta.iter().copied().filter(|c| tb.contains(c) && out.contains(c)).collect();
+    let batch: Vec<char> = ta
+        .iter()
+        .copied()
+        .filter(|c| tb.contains(c) && out.contains(c))
+        .collect();
     let m: Vec<char> = ta.iter().copied().filter(|c| !tb.contains(c)).collect();
-    let k: Vec<char> = ta.iter().copied().filter(|c| tb.contains(c) && !out.contains(c)).collect();
+    let k: Vec<char> = ta
+        .iter()
+        .copied()
+        .filter(|c| tb.contains(c) && !out.contains(c))
+        .collect();
     let n: Vec<char> = tb.iter().copied().filter(|c| !ta.contains(c)).collect();
 
     // Bring each operand to a layout where M, K (and K, N) merge into single strided axes.
-    let canon = |t: Tensor, term: Vec<char>, rows: &[char], cols: &[char]| -> Result<(Tensor, Vec<char>), TensorError> {
-        if merged_stride(rows, &term, t.shape()).is_some() && merged_stride(cols, &term, t.shape()).is_some() {
+    let canon = |t: Tensor,
+                 term: Vec<char>,
+                 rows: &[char],
+                 cols: &[char]|
+     -> Result<(Tensor, Vec<char>), TensorError> {
+        if merged_stride(rows, &term, t.shape()).is_some()
+            && merged_stride(cols, &term, t.shape()).is_some()
+        {
             return Ok((t, term));
         }
         let order: Vec<char> = batch.iter().chain(rows).chain(cols).copied().collect();
-        let perm: Vec<usize> = order.iter().map(|c| term.iter().position(|x| x == c).expect("letter")).collect();
+        let perm: Vec<usize> = order
+            .iter()
+            .map(|c| term.iter().position(|x| x == c).expect("letter"))
+            .collect();
         Ok((t.permute(&perm)?, order))
     };
     let (a, ta) = canon(a, ta, &m, &k)?;
     let (b, tb) = canon(b, tb, &k, &n)?;
-    let va = View { t: &a, term: ta.clone() };
-    let vb = View { t: &b, term: tb.clone() };
+    let va = View {
+        t: &a,
+        term: ta.clone(),
+    };
+    let vb = View {
+        t: &b,
+        term: tb.clone(),
+    };
 
-    let letter_size = |c: char| if ta.contains(&c) { va.size(c) } else { vb.size(c) };
+    let letter_size = |c: char| {
+        if ta.contains(&c) {
+            va.size(c)
+        } else {
+            vb.size(c)
+        }
+    };
     let sizes = |cs: &[char]| -> usize { cs.iter().map(|&c| letter_size(c)).product() };
     let (mm, kk, nn) = (sizes(&m), sizes(&k), sizes(&n));
     let out_shape: Vec<usize> = out.iter().map(|&c| letter_size(c)).collect();
 
     // Destination: write straight into the result when its M and N groups merge.
-    let direct = merged_stride(&m, out, &out_shape).is_some() && merged_stride(&n, out, &out_shape).is_some();
+    let direct = merged_stride(&m, out, &out_shape).is_some()
+        && merged_stride(&n, out, &out_shape).is_some();
     let (d_shape, d_term): (Vec<usize>, Vec<char>) = if direct {
         (out_shape.clone(), out.to_vec())
     } else {
@@ -285,11 +357,24 @@ fn binary(a: &Tensor, ta: &[char], b: &Tensor, tb: &[char], out: &[char]) -> Res
         (term.iter().map(|&c| letter_size(c)).collect(), term)
     };
     let d_strides = contiguous_strides(&d_shape);
-    let d_stride = |c: char| d_term.iter().position(|&x| x == c).map_or(0, |i| d_strides[i]);
+    let d_stride = |c: char| {
+        d_term
+            .iter()
+            .position(|&x| x == c)
+            .map_or(0, |i| d_strides[i])
+    };
 
-    let group = |view: &View, g: &[char]| merged_stride(g, &view.term, view.t.shape()).expect("canonical layout");
-    let la = Strided { rs: group(&va, &m), cs: group(&va, &k) };
-    let rb = Strided { rs: group(&vb, &k), cs: group(&vb, &n) };
+    let group = |view: &View, g: &[char]| {
+        merged_stride(g, &view.term, view.t.shape()).expect("canonical layout")
+    };
+    let la = Strided {
+        rs: group(&va, &m),
+        cs: group(&va, &k),
+    };
+    let rb = Strided {
+        rs: group(&vb, &k),
+        cs: group(&vb, &n),
+    };
     let dd = Strided {
         rs: merged_stride(&m, &d_term, &d_shape).expect("merged"),
         cs: merged_stride(&n, &d_term, &d_shape).expect("merged"),
@@ -339,6 +424,9 @@ fn binary(a: &Tensor, ta: &[char], b: &Tensor, tb: &[char], out: &[char]) -> Res
     if direct {
         return Ok(result);
     }
-    let perm: Vec<usize> = out.iter().map(|c| d_term.iter().position(|x| x == c).expect("letter")).collect();
+    let perm: Vec<usize> = out
+        .iter()
+        .map(|c| d_term.iter().position(|x| x == c).expect("letter"))
+        .collect();
     result.permute(&perm)
 }

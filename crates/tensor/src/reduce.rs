@@ -53,8 +53,14 @@ impl ReduceOp {
         let pre: usize = shape[..start].iter().product();
         let red: usize = shape[start..end].iter().product();
         let post: usize = shape[end..].iter().product();
-        let out_shape: Vec<usize> = shape[..start].iter().chain(&shape[end..]).copied().collect();
-        Ok(crate::dispatch!(src, v, T => Tensor::from_typed(out_shape, reduce_block::<T>(self, v, pre, red, post))))
+        let out_shape: Vec<usize> = shape[..start]
+            .iter()
+            .chain(&shape[end..])
+            .copied()
+            .collect();
+        Ok(
+            crate::dispatch!(src, v, T => Tensor::from_typed(out_shape, reduce_block::<T>(self, v, pre, red, post))),
+        )
     }
 }
 
@@ -76,7 +82,10 @@ fn reduce_block<T: Element>(op: ReduceOp, v: &[T], pre: usize, red: usize, post:
         for row in block.chunks_exact(post) {
             match op {
                 ReduceOp::Sum => o.iter_mut().zip(row).for_each(|(x, &y)| *x += y),
-                ReduceOp::Max => o.iter_mut().zip(row).for_each(|(x, &y)| *x = max_nan(*x, y)),
+                ReduceOp::Max => o
+                    .iter_mut()
+                    .zip(row)
+                    .for_each(|(x, &y)| *x = max_nan(*x, y)),
             }
         }
     };

@@ -90,7 +90,11 @@ impl Tensor {
     pub fn permute(&self, perm: &[usize]) -> Result<Tensor, TensorError> {
         let rank = self.shape().len();
         let mut seen = vec![false; rank];
-        if perm.len() != rank || perm.iter().any(|&p| p >= rank || std::mem::replace(&mut seen[p], true)) {
+        if perm.len() != rank
+            || perm
+                .iter()
+                .any(|&p| p >= rank || std::mem::replace(&mut seen[p], true))
+        {
             return Err(TensorError::Invalid(format!(
                 "permute: {perm:?} is not a permutation of the {rank} axes of {:?}",
                 self.shape()
@@ -102,7 +106,9 @@ impl Tensor {
         let src_strides = contiguous_strides(self.shape());
         let shape: Vec<usize> = perm.iter().map(|&p| self.shape()[p]).collect();
         let strides: Vec<isize> = perm.iter().map(|&p| src_strides[p]).collect();
-        Ok(crate::dispatch!(self, v, T => Tensor::from_typed(shape.clone(), strided_copy::<T>(v, &shape, &strides))))
+        Ok(
+            crate::dispatch!(self, v, T => Tensor::from_typed(shape.clone(), strided_copy::<T>(v, &shape, &strides))),
+        )
     }
 
     /// Repeats values along new leading axes and along axes of size 1 (NumPy rules).
@@ -135,6 +141,8 @@ impl Tensor {
                 }
             })
             .collect();
-        Ok(crate::dispatch!(self, v, T => Tensor::from_typed(shape.to_vec(), strided_copy::<T>(v, shape, &strides))))
+        Ok(
+            crate::dispatch!(self, v, T => Tensor::from_typed(shape.to_vec(), strided_copy::<T>(v, shape, &strides))),
+        )
     }
 }

@@ -189,11 +189,12 @@ impl Tensor {
 
     /// Typed values, erroring with the operation's name on a dtype mismatch.
     pub(crate) fn typed<T: Element>(&self, op: &str) -> Result<&[T], TensorError> {
-        self.as_slice::<T>().ok_or_else(|| TensorError::DTypeMismatch {
-            op: op.to_string(),
-            a: T::DTYPE,
-            b: self.dtype(),
-        })
+        self.as_slice::<T>()
+            .ok_or_else(|| TensorError::DTypeMismatch {
+                op: op.to_string(),
+                a: T::DTYPE,
+                b: self.dtype(),
+            })
     }
 
     /// Takes the values out, copying only when they are shared.

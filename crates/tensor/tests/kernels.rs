@@ -4,10 +4,14 @@ use secondo_tensor::{einsum, BinaryOp, DType, ReduceOp, Tensor, UnaryOp};
 
 /// Deterministic pseudo-random values in [-1, 1).
 fn values(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
         })
         .collect()
@@ -31,7 +35,10 @@ fn naive_einsum(spec: &str, ops: &[&Tensor]) -> Vec<f64> {
             }
         }
     }
-    let out_sizes: Vec<usize> = out.iter().map(|c| letters.iter().find(|l| l.0 == *c).unwrap().1).collect();
+    let out_sizes: Vec<usize> = out
+        .iter()
+        .map(|c| letters.iter().find(|l| l.0 == *c).unwrap().1)
+        .collect();
     let mut result = vec![0.0; out_sizes.iter().product()];
     let data: Vec<Vec<f64>> = ops.iter().map(|t| t.to_f64_vec()).collect();
     let total: usize = letters.iter().map(|l| l.1).product();
@@ -86,13 +93,20 @@ fn einsum_matches_naive_loops() {
     ];
     for (k, (spec, shapes)) in cases.iter().enumerate() {
         for dtype in [DType::F64, DType::F32] {
-            let ops: Vec<Tensor> = shapes.iter().enumerate().map(|(i, s)| random(s, (k * 10 + i) as u64, dtype)).collect();
+            let ops: Vec<Tensor> = shapes
+                .iter()
+                .enumerate()
+                .map(|(i, s)| random(s, (k * 10 + i) as u64, dtype))
+                .collect();
             let refs: Vec<&Tensor> = ops.iter().collect();
             let got = einsum(spec, &refs).unwrap();
             let want = naive_einsum(spec, &refs);
             let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
             for (g, w) in got.to_f64_vec().iter().zip(&want) {
-                assert!((g - w).abs() <= tol * (1.0 + w.abs()), "{spec} {dtype}: {g} vs {w}");
+                assert!(
+                    (g - w).abs() <= tol * (1.0 + w.abs()),
+                    "{spec} {dtype}: {g} vs {w}"
+                );
             }
             assert_eq!(got.numel(), want.len(), "{spec}");
         }
@@ -127,14 +141,19 @@ fn reductions_over_any_axes() {
     let v = t.to_f64_vec();
     let s = ReduceOp::Sum.apply(&t, &[0, 2]).unwrap();
     for j in 0..4 {
-        let want: f64 = (0..3).flat_map(|i| (0..5).map(move |k| (i, k))).map(|(i, k)| v[i * 20 + j * 5 + k]).sum();
+        let want: f64 = (0..3)
+            .flat_map(|i| (0..5).map(move |k| (i, k)))
+            .map(|(i, k)| v[i * 20 + j * 5 + k])
+            .sum();
         assert!((s.to_f64_vec()[j] - want).abs() < 1e-12);
     }
     let m = ReduceOp::Max.apply(&t, &[1]).unwrap();
     assert_eq!(m.shape(), &[3, 5]);
     for i in 0..3 {
         for k in 0..5 {
-            let want = (0..4).map(|j| v[i * 20 + j * 5 + k]).fold(f64::NEG_INFINITY, f64::max);
+            let want = (0..4)
+                .map(|j| v[i * 20 + j * 5 + k])
+                .fold(f64::NEG_INFINITY, f64::max);
             assert_eq!(m.to_f64_vec()[i * 5 + k], want);
         }
     }
@@ -154,8 +173,13 @@ fn elementwise_and_shape_ops() {
     let p = t.permute(&[1, 0]).unwrap();
     assert_eq!(p.to_f64_vec()[1], t.to_f64_vec()[300]);
     let b = Tensor::from_vec(vec![3, 1], vec![1.0f64, 2.0, 3.0]).unwrap();
-    assert_eq!(b.broadcast_to(&[2, 3, 2]).unwrap().to_f64_vec(), vec![1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0]);
+    assert_eq!(
+        b.broadcast_to(&[2, 3, 2]).unwrap().to_f64_vec(),
+        vec![1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0]
+    );
     assert!(b.broadcast_to(&[2, 2]).is_err());
     assert!(t.permute(&[0, 0]).is_err());
-    assert!(BinaryOp::Add.apply(t.clone(), t.to_dtype(DType::F32)).is_err());
+    assert!(BinaryOp::Add
+        .apply(t.clone(), t.to_dtype(DType::F32))
+        .is_err());
 }
