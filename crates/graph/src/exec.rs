@@ -1,0 +1,220 @@
+use std::collections::HashMap;
+
+use secondo_tensor::{einsum_parsed, one_hot, Tensor, TensorError};
+
+use crate::passes::{eliminate_common_subexpressions, prune};
+use crate::{Graph, GraphError, NodeId, Op};
+
+/// Named tensors for a graph's inputs and parameters.
+///
+/// ```
+/// use secondo_graph::Feeds;
+/// use secondo_tensor::{DType, Tensor};
+/// let mut f = Feeds::new();
+/// f.insert("x", Tensor::zeros(vec![2], DType::F32));
+/// assert!(f.get("x").is_some());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Feeds {
+    map: HashMap<String, Tensor>,
+}
+
+impl Feeds {
+    /// No feeds.
+    ///
+    /// ```
+    /// assert!(secondo_graph::Feeds::new().get("x").is_none());
+    /// ```
+    pub fn new() -> Feeds {
+        Feeds::default()
+    }
+
+    /// Sets (or replaces) a named tensor.
+    ///
+    /// ```
+    /// # use secondo_graph::Feeds;
+    /// # use secondo_tensor::{DType, Tensor};
+    /// let mut f = Feeds::new();
+    /// f.insert("w", Tensor::zeros(vec![1], DType::F64));
+    /// ```
+    pub fn insert(&mut self, name: &str, t: Tensor) {
+        self.map.insert(name.to_string(), t);
+    }
+
+    /// The tensor fed under a name.
+    ///
+    /// ```
+    /// # use secondo_graph::Feeds;
+    /// assert!(Feeds::new().get("w").is_none());
+    /// ```
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.map.get(name)
+    }
+}
+
+/// A graph compiled for repeated execution: pruned to what the outputs need,
+/// common subexpressions merged, with each buffer released (or reused in place)
+/// after its last use.
+///
+/// ```
+/// use secondo_graph::{Builder, Executable, Feeds};
+/// use secondo_tensor::{DType, Tensor};
+/// let b = Builder::new(DType::F32);
+/// let x = b.input("x", &[2]);
+/// let y = (x * 3.0).sum_all();
+/// let exe = Executable::compile(&b.finish().unwrap(), &[y.id()]).unwrap();
+/// let mut f = Feeds::new();
+/// f.insert("x", Tensor::from_vec(vec![2], vec![1.0f32, 2.0]).unwrap());
+/// assert_eq!(exe.run(&f).unwrap()[0].item(), 9.0);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Executable {
+    graph: Graph,
+    outputs: Vec<NodeId>,
+    last_use: Vec<usize>,
+}
+
+impl Executable {
+    /// Optimises the graph for `outputs` and plans buffer lifetimes.
+    ///
+    /// ```
+    /// # use secondo_graph::{Executable, Graph};
+    /// assert!(Executable::compile(&Graph::new(), &[3]).is_err());
+    /// ```
+    pub fn compile(graph: &Graph, outputs: &[NodeId]) -> Result<Executable, GraphError> {
+        if let Some(&bad) = outputs.iter().find(|&&o| o >= graph.len()) {
+            return Err(GraphError::UnknownNode(bad));
+        }
+        let (pruned, outs) = prune(graph, outputs);
+        let (merged, outs) = eliminate_common_subexpressions(&pruned, &outs);
+        let (graph, outputs) = prune(&merged, &outs);
+        let mut last_use = vec![0usize; graph.len()];
+        for (i, node) in graph.nodes().iter().enumerate() {
+            for &j in &node.inputs {
+                last_use[j] = i;
+            }
+        }
+        for &o in &outputs {
+            last_use[o] = usize::MAX;
+        }
+        Ok(Executable {
+            graph,
+            outputs,
+            last_use,
+        })
+    }
+
+    /// The optimised graph that runs.
+    ///
+    /// ```
+    /// # use secondo_graph::{Builder, Executable};
+    /// # use secondo_tensor::DType;
+    /// let b = Builder::new(DType::F32);
+    /// let x = b.input("x", &[2]);
+    /// let exe = Executable::compile(&b.finish().unwrap(), &[x.id()]).unwrap();
+    /// assert_eq!(exe.graph().len(), 1);
+    /// ```
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Runs the graph on the feeds and returns the outputs in order.
+    ///
+    /// ```
+    /// # use secondo_graph::{Builder, Executable, Feeds};
+    /// # use secondo_tensor::DType;
+    /// let b = Builder::new(DType::F32);
+    /// let x = b.input("x", &[2]);
+    /// let exe = Executable::compile(&b.finish().unwrap(), &[x.id()]).unwrap();
+    /// let err = exe.run(&Feeds::new()).unwrap_err();
+    /// assert_eq!(err.to_string(), "input 'x': not fed");
+    /// ```
+    pub fn run(&self, feeds: &Feeds) -> Result<Vec<Tensor>, GraphError> {
+        let mut values: Vec<Option<Tensor>> = vec![None; self.graph.len()];
+        for (i, node) in self.graph.nodes().iter().enumerate() {
+            let mut args = Vec::with_capacity(node.inputs.len());
+            for (pos, &j) in node.inputs.iter().enumerate() {
+                let last_here = self.last_use[j] == i && !node.inputs[pos + 1..].contains(&j);
+                let v = if last_here {
+                    values[j].take()
+                } else {
+                    values[j].clone()
+                };
+                args.push(v.expect("operands are computed before use"));
+            }
+            let value = self.eval(i, args, feeds).map_err(|e| match e {
+                Eval::Graph(g) => g,
+                Eval::Kernel(t) => GraphError::Run {
+                    node: i,
+                    op: node.op.to_string(),
+                    reason: t.to_string(),
+                },
+            })?;
+            values[i] = Some(value);
+        }
+        Ok(self
+            .outputs
+            .iter()
+            .map(|&o| values[o].clone().expect("outputs are kept"))
+            .collect())
+    }
+
+    fn eval(&self, i: NodeId, mut args: Vec<Tensor>, feeds: &Feeds) -> Result<Tensor, Eval> {
+        let node = self.graph.node(i);
+        let mut arg = |k: usize| std::mem::replace(&mut args[k], Tensor::scalar(0.0, node.dtype));
+        Ok(match &node.op {
+            Op::Input(name) | Op::Param(name) => {
+                let t = feeds
+                    .get(name)
+                    .ok_or_else(|| feed_err(name, "not fed".into()))?;
+                if t.shape() != node.shape.as_slice() {
+                    return Err(feed_err(
+                        name,
+                        format!("expected shape {:?}, got {:?}", node.shape, t.shape()),
+                    ));
+                }
+                if t.dtype() != node.dtype {
+                    return Err(feed_err(
+                        name,
+                        format!("expected dtype {}, got {}", node.dtype, t.dtype()),
+                    ));
+                }
+                t.clone()
+            }
+            Op::Constant(t) => t.clone(),
+            Op::Unary(u) => u.apply(arg(0)),
+            Op::Binary(b) => {
+                let a = arg(0);
+                b.apply(a, arg(1))?
+            }
+            Op::Where => Tensor::select(&args[0], &args[1], &args[2])?,
+            Op::Reduce(r, axes) => r.apply(&args[0], axes)?,
+            Op::Reshape => args[0].reshape(node.shape.clone())?,
+            Op::Permute(p) => args[0].permute(p)?,
+            Op::Broadcast => args[0].broadcast_to(&node.shape)?,
+            Op::Einsum(spec) => {
+                let refs: Vec<&Tensor> = args.iter().collect();
+                einsum_parsed(spec, &refs)?
+            }
+            Op::OneHot(c) => one_hot(&args[0], *c)?,
+        })
+    }
+}
+
+enum Eval {
+    Graph(GraphError),
+    Kernel(TensorError),
+}
+
+impl From<TensorError> for Eval {
+    fn from(e: TensorError) -> Self {
+        Eval::Kernel(e)
+    }
+}
+
+fn feed_err(name: &str, reason: String) -> Eval {
+    Eval::Graph(GraphError::Feed {
+        name: name.to_string(),
+        reason,
+    })
+}

@@ -1,0 +1,332 @@
+use std::fmt;
+
+use secondo_tensor::{broadcast_shapes, DType};
+
+use crate::{GraphError, Op};
+
+/// Index of a node in its graph. Nodes only refer to earlier nodes, so ids are
+/// a topological order.
+pub type NodeId = usize;
+
+/// One operation with its operands and result type.
+///
+/// ```
+/// use secondo_graph::Builder;
+/// use secondo_tensor::DType;
+/// let b = Builder::new(DType::F32);
+/// let x = b.input("x", &[2]);
+/// let g = b.finish().unwrap();
+/// assert_eq!(g.node(x.id()).shape, vec![2]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// The operation.
+    pub op: Op,
+    /// Operand node ids.
+    pub inputs: Vec<NodeId>,
+    /// Result shape.
+    pub shape: Vec<usize>,
+    /// Result element type.
+    pub dtype: DType,
+}
+
+/// An append-only graph of primitive operations.
+///
+/// ```
+/// use secondo_graph::Builder;
+/// use secondo_tensor::DType;
+/// let b = Builder::new(DType::F64);
+/// let x = b.input("x", &[2]);
+/// let _y = x.exp();
+/// assert_eq!(b.finish().unwrap().len(), 2);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Graph {
+    nodes: Vec<Node>,
+}
+
+fn build_err(op: &Op, reason: String) -> GraphError {
+    GraphError::Build {
+        op: op.to_string(),
+        reason,
+    }
+}
+
+impl Graph {
+    /// An empty graph.
+    ///
+    /// ```
+    /// assert!(secondo_graph::Graph::new().is_empty());
+    /// ```
+    pub fn new() -> Graph {
+        Graph::default()
+    }
+
+    /// Number of nodes.
+    ///
+    /// ```
+    /// assert_eq!(secondo_graph::Graph::new().len(), 0);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the graph has no nodes.
+    ///
+    /// ```
+    /// assert!(secondo_graph::Graph::new().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The node with this id (panics on an id from another graph; see [`Graph::get`]).
+    ///
+    /// ```
+    /// # use secondo_graph::Builder;
+    /// # use secondo_tensor::DType;
+    /// let b = Builder::new(DType::F32);
+    /// let p = b.param("w", &[3]);
+    /// assert_eq!(b.finish().unwrap().node(p.id()).shape, vec![3]);
+    /// ```
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id]
+    }
+
+    /// The node with this id, or an error.
+    ///
+    /// ```
+    /// assert!(secondo_graph::Graph::new().get(0).is_err());
+    /// ```
+    pub fn get(&self, id: NodeId) -> Result<&Node, GraphError> {
+        self.nodes.get(id).ok_or(GraphError::UnknownNode(id))
+    }
+
+    /// All nodes in topological order.
+    ///
+    /// ```
+    /// assert_eq!(secondo_graph::Graph::new().nodes().len(), 0);
+    /// ```
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// The id of the input or parameter node with this name.
+    ///
+    /// ```
+    /// # use secondo_graph::Builder;
+    /// # use secondo_tensor::DType;
+    /// let b = Builder::new(DType::F32);
+    /// let w = b.param("w", &[3]);
+    /// assert_eq!(b.finish().unwrap().find_leaf("w"), Some(w.id()));
+    /// ```
+    pub fn find_leaf(&self, name: &str) -> Option<NodeId> {
+        self.nodes.iter().position(|n| match &n.op {
+            Op::Input(x) | Op::Param(x) => x == name,
+            _ => false,
+        })
+    }
+
+    /// Appends an operation after checking its operands; returns the new id.
+    ///
+    /// `shape` is required for leaves, `Reshape` and `Broadcast` (the target) and
+    /// ignored otherwise.
+    ///
+    /// ```
+    /// use secondo_graph::{Graph, Op};
+    /// use secondo_tensor::{DType, UnaryOp};
+    /// let mut g = Graph::new();
+    /// let x = g.push(Op::Input("x".into()), vec![], Some(vec![2]), DType::F32).unwrap();
+    /// let y = g.push(Op::Unary(UnaryOp::Exp), vec![x], None, DType::F32).unwrap();
+    /// assert_eq!(g.node(y).shape, vec![2]);
+    /// ```
+    pub fn push(
+        &mut self,
+        op: Op,
+        inputs: Vec<NodeId>,
+        shape: Option<Vec<usize>>,
+        dtype: DType,
+    ) -> Result<NodeId, GraphError> {
+        if let Some(&bad) = inputs.iter().find(|&&i| i >= self.nodes.len()) {
+            return Err(GraphError::UnknownNode(bad));
+        }
+        if let Some(&i) = inputs.iter().find(|&&i| self.nodes[i].dtype != dtype) {
+            return Err(build_err(
+                &op,
+                format!(
+                    "operand {i} is {} but the graph is {dtype}",
+                    self.nodes[i].dtype
+                ),
+            ));
+        }
+        let shape = self.infer_shape(&op, &inputs, shape)?;
+        self.nodes.push(Node {
+            op,
+            inputs,
+            shape,
+            dtype,
+        });
+        Ok(self.nodes.len() - 1)
+    }
+
+    fn infer_shape(
+        &self,
+        op: &Op,
+        inputs: &[NodeId],
+        shape: Option<Vec<usize>>,
+    ) -> Result<Vec<usize>, GraphError> {
+        let s = |k: usize| self.nodes[inputs[k]].shape.clone();
+        let arity = match op {
+            Op::Input(_) | Op::Param(_) | Op::Constant(_) => 0,
+            Op::Unary(_)
+            | Op::Reduce(..)
+            | Op::Reshape
+            | Op::Permute(_)
+            | Op::Broadcast
+            | Op::OneHot(_) => 1,
+            Op::Binary(_) => 2,
+            Op::Where => 3,
+            Op::Einsum(spec) => spec.inputs.len(),
+        };
+        if inputs.len() != arity {
+            return Err(build_err(
+                op,
+                format!("takes {arity} operands, got {}", inputs.len()),
+            ));
+        }
+        let need_shape = |shape: Option<Vec<usize>>| {
+            shape.ok_or_else(|| build_err(op, "needs a target shape".into()))
+        };
+        match op {
+            Op::Input(_) | Op::Param(_) => need_shape(shape),
+            Op::Constant(t) => Ok(t.shape().to_vec()),
+            Op::Unary(_) => Ok(s(0)),
+            Op::Binary(_) | Op::Where => {
+                let shapes: Vec<Vec<usize>> = (0..arity).map(s).collect();
+                let full = shapes
+                    .iter()
+                    .find(|x| !x.is_empty())
+                    .cloned()
+                    .unwrap_or_default();
+                if shapes.iter().all(|x| x.is_empty() || *x == full) {
+                    Ok(full)
+                } else {
+                    Err(build_err(op, format!("operand shapes {shapes:?} differ")))
+                }
+            }
+            Op::Reduce(_, axes) => {
+                let a = s(0);
+                let mut sorted = axes.clone();
+                sorted.sort_unstable();
+                sorted.dedup();
+                if sorted.len() != axes.len() || axes.iter().any(|&x| x >= a.len()) {
+                    return Err(build_err(
+                        op,
+                        format!("axes {axes:?} invalid for shape {a:?}"),
+                    ));
+                }
+                Ok((0..a.len())
+                    .filter(|i| !axes.contains(i))
+                    .map(|i| a[i])
+                    .collect())
+            }
+            Op::Reshape => {
+                let target = need_shape(shape)?;
+                let a = s(0);
+                if target.iter().product::<usize>() != a.iter().product::<usize>() {
+                    return Err(build_err(op, format!("cannot reshape {a:?} to {target:?}")));
+                }
+                Ok(target)
+            }
+            Op::Permute(perm) => {
+                let a = s(0);
+                let mut sorted = perm.clone();
+                sorted.sort_unstable();
+                if sorted != (0..a.len()).collect::<Vec<_>>() {
+                    return Err(build_err(
+                        op,
+                        format!("{perm:?} is not a permutation of the axes of {a:?}"),
+                    ));
+                }
+                Ok(perm.iter().map(|&p| a[p]).collect())
+            }
+            Op::Broadcast => {
+                let target = need_shape(shape)?;
+                let a = s(0);
+                if broadcast_shapes(&a, &target).as_deref() != Some(target.as_slice()) {
+                    return Err(build_err(
+                        op,
+                        format!("cannot broadcast {a:?} to {target:?}"),
+                    ));
+                }
+                Ok(target)
+            }
+            Op::Einsum(spec) => {
+                let shapes: Vec<Vec<usize>> = (0..arity).map(s).collect();
+                let refs: Vec<&[usize]> = shapes.iter().map(|x| x.as_slice()).collect();
+                spec.output_shape(&refs)
+                    .map_err(|e| build_err(op, e.to_string()))
+            }
+            Op::OneHot(classes) => {
+                let mut a = s(0);
+                a.push(*classes);
+                Ok(a)
+            }
+        }
+    }
+}
+
+/// What [`Graph::rebuild`] does with one node.
+pub(crate) enum Decision {
+    /// Copy it.
+    Keep,
+    /// Leave it out (nothing kept may use it).
+    Drop,
+    /// Use this node of the new graph instead.
+    Replace(NodeId),
+}
+
+impl Graph {
+    /// Copies the graph node by node, letting `decide` keep, drop or replace each
+    /// one (it sees the node with operands already renumbered and the id a kept
+    /// node would get); returns the new graph and the outputs' new ids.
+    pub(crate) fn rebuild(
+        &self,
+        mut decide: impl FnMut(NodeId, &Node, NodeId) -> Decision,
+        outputs: &[NodeId],
+    ) -> (Graph, Vec<NodeId>) {
+        let mut map = vec![usize::MAX; self.nodes.len()];
+        let mut out = Graph::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let mut node = node.clone();
+            node.inputs.iter_mut().for_each(|j| *j = map[*j]);
+            match decide(i, &node, out.nodes.len()) {
+                Decision::Keep => {
+                    map[i] = out.nodes.len();
+                    out.nodes.push(node);
+                }
+                Decision::Drop => {}
+                Decision::Replace(j) => map[i] = j,
+            }
+        }
+        (out, outputs.iter().map(|&o| map[o]).collect())
+    }
+}
+
+impl fmt::Display for Graph {
+    /// One line per node: `%id = op(%inputs) : shape`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, n) in self.nodes.iter().enumerate() {
+            let args: Vec<String> = n.inputs.iter().map(|a| format!("%{a}")).collect();
+            writeln!(
+                f,
+                "%{i} = {}({}) : {:?} {}",
+                n.op,
+                args.join(", "),
+                n.shape,
+                n.dtype
+            )?;
+        }
+        Ok(())
+    }
+}
