@@ -187,6 +187,24 @@ impl Tensor {
         typed_ref::<T>(&self.storage).map(|v| v.as_slice())
     }
 
+    /// Mutable typed values (copied first when shared), or `None` when `T` is not
+    /// this tensor's element type.
+    ///
+    /// ```
+    /// # use secondo_tensor::{DType, Tensor};
+    /// let mut t = Tensor::zeros(vec![2], DType::F64);
+    /// t.as_mut_slice::<f64>().unwrap()[1] = 5.0;
+    /// assert_eq!(t.to_f64_vec(), vec![0.0, 5.0]);
+    /// ```
+    pub fn as_mut_slice<T: Element>(&mut self) -> Option<&mut [T]> {
+        let any: &mut dyn std::any::Any = match &mut self.storage {
+            Storage::F32(v) => v,
+            Storage::F64(v) => v,
+        };
+        any.downcast_mut::<Arc<Vec<T>>>()
+            .map(|arc| Arc::make_mut(arc).as_mut_slice())
+    }
+
     /// Typed values, erroring with the operation's name on a dtype mismatch.
     pub(crate) fn typed<T: Element>(&self, op: &str) -> Result<&[T], TensorError> {
         self.as_slice::<T>()

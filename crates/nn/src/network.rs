@@ -1,0 +1,179 @@
+//! A sequential network from a model spec, built as a graph.
+
+use secondo_graph::{Builder, Var};
+
+use crate::spec::{Layer, ModelSpec, ParamInfo};
+use crate::{activation, NnError};
+
+/// A sequential network: its spec, per-sample input shape and parameters.
+///
+/// ```
+/// use secondo_graph::Builder;
+/// use secondo_nn::{spec::ModelSpec, Network};
+/// use secondo_tensor::DType;
+/// let spec: ModelSpec = "linear(4,8),relu,linear(8,3)".parse().unwrap();
+/// let net = Network::new(spec, &[4]).unwrap();
+/// assert_eq!(net.output_shape(), &[3]);
+/// let b = Builder::new(DType::F32);
+/// let x = b.input("x", &[5, 4]);
+/// let params = net.param_vars(&b);
+/// assert_eq!(net.forward(x, &params).unwrap().shape(), vec![5, 3]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Network {
+    spec: ModelSpec,
+    input_shape: Vec<usize>,
+    output_shape: Vec<usize>,
+    params: Vec<ParamInfo>,
+}
+
+impl Network {
+    /// Checks that the layers fit together on per-sample inputs of `input_shape`
+    /// and that every layer can be built.
+    ///
+    /// ```
+    /// use secondo_nn::{spec::ModelSpec, Network};
+    /// let spec: ModelSpec = "linear(4,8),linear(9,3)".parse().unwrap();
+    /// assert!(Network::new(spec, &[4]).is_err());
+    /// ```
+    pub fn new(spec: ModelSpec, input_shape: &[usize]) -> Result<Network, NnError> {
+        let shapes = spec.output_shapes(input_shape)?;
+        for (index, l) in spec.layers().iter().enumerate() {
+            if matches!(
+                l.layer,
+                Layer::Conv2d { .. }
+                    | Layer::MaxPool2d { .. }
+                    | Layer::AvgPool2d { .. }
+                    | Layer::BatchNorm1d { .. }
+                    | Layer::BatchNorm2d { .. }
+                    | Layer::LayerNorm { .. }
+            ) {
+                return Err(NnError::Unsupported {
+                    index,
+                    text: l.text.clone(),
+                    reason: "this layer is not supported yet (dense layers and activations are)".into(),
+                });
+            }
+        }
+        let output_shape = shapes.last().cloned().unwrap_or_else(|| input_shape.to_vec());
+        Ok(Network {
+            params: spec.parameters(),
+            spec,
+            input_shape: input_shape.to_vec(),
+            output_shape,
+        })
+    }
+
+    /// The spec.
+    ///
+    /// ```
+    /// # use secondo_nn::{spec::ModelSpec, Network};
+    /// let net = Network::new("linear(2,1)".parse().unwrap(), &[2]).unwrap();
+    /// assert_eq!(net.spec().to_string(), "linear(2,1)");
+    /// ```
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// Per-sample input shape.
+    ///
+    /// ```
+    /// # use secondo_nn::{spec::ModelSpec, Network};
+    /// let net = Network::new("linear(2,1)".parse().unwrap(), &[2]).unwrap();
+    /// assert_eq!(net.input_shape(), &[2]);
+    /// ```
+    pub fn input_shape(&self) -> &[usize] {
+        &self.input_shape
+    }
+
+    /// Per-sample output shape.
+    ///
+    /// ```
+    /// # use secondo_nn::{spec::ModelSpec, Network};
+    /// let net = Network::new("linear(2,1)".parse().unwrap(), &[2]).unwrap();
+    /// assert_eq!(net.output_shape(), &[1]);
+    /// ```
+    pub fn output_shape(&self) -> &[usize] {
+        &self.output_shape
+    }
+
+    /// Parameters in `state_dict` order.
+    ///
+    /// ```
+    /// # use secondo_nn::{spec::ModelSpec, Network};
+    /// let net = Network::new("linear(2,1)".parse().unwrap(), &[2]).unwrap();
+    /// assert_eq!(net.params()[1].name, "0.bias");
+    /// ```
+    pub fn params(&self) -> &[ParamInfo] {
+        &self.params
+    }
+
+    /// One parameter node per parameter, in order.
+    ///
+    /// ```
+    /// # use secondo_nn::{spec::ModelSpec, Network};
+    /// # use secondo_graph::Builder;
+    /// # use secondo_tensor::DType;
+    /// let net = Network::new("linear(2,1)".parse().unwrap(), &[2]).unwrap();
+    /// let b = Builder::new(DType::F64);
+    /// assert_eq!(net.param_vars(&b).len(), 2);
+    /// ```
+    pub fn param_vars<'b>(&self, b: &'b Builder) -> Vec<Var<'b>> {
+        self.params.iter().map(|p| b.param(&p.name, &p.shape)).collect()
+    }
+
+    /// The network applied to a batch `x` of shape `[N, input_shape...]`, with
+    /// `params` as returned by [`Network::param_vars`].
+    ///
+    /// ```
+    /// # use secondo_nn::{spec::ModelSpec, Network};
+    /// # use secondo_graph::Builder;
+    /// # use secondo_tensor::DType;
+    /// let net = Network::new("linear(2,3),tanh".parse().unwrap(), &[2]).unwrap();
+    /// let b = Builder::new(DType::F64);
+    /// let y = net.forward(b.input("x", &[7, 2]), &net.param_vars(&b)).unwrap();
+    /// assert_eq!(y.shape(), vec![7, 3]);
+    /// ```
+    pub fn forward<'b>(&self, x: Var<'b>, params: &[Var<'b>]) -> Result<Var<'b>, NnError> {
+        let b = x.builder();
+        let mut h = x;
+        let mut next = 0;
+        let mut take = || {
+            let p = params.get(next).copied();
+            next += 1;
+            p.ok_or_else(|| NnError::Targets("fewer parameter nodes than parameters".into()))
+        };
+        for l in self.spec.layers() {
+            if let Some(y) = activation(&l.layer, h) {
+                h = y;
+                continue;
+            }
+            h = match &l.layer {
+                Layer::Linear { bias, .. } => {
+                    let w = take()?;
+                    let rank = h.shape().len();
+                    let batch: String = "abcdefgh".chars().take(rank.saturating_sub(1)).collect();
+                    let z = b.einsum(&format!("{batch}i,oi->{batch}o"), &[h, w]);
+                    if *bias {
+                        z + take()?
+                    } else {
+                        z
+                    }
+                }
+                Layer::Flatten => {
+                    let shape = h.shape();
+                    h.reshape(&[shape[0], shape[1..].iter().product()])
+                }
+                other => {
+                    return Err(NnError::Unsupported {
+                        index: 0,
+                        text: format!("{other:?}"),
+                        reason: "not supported yet".into(),
+                    })
+                }
+            };
+        }
+        b.check()?;
+        Ok(h)
+    }
+}

@@ -1,0 +1,348 @@
+//! Named parameter tensors in PyTorch's layout, PyTorch's default
+//! initialisation, and safetensors files.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use secondo_tensor::{DType, Tensor};
+
+use crate::spec::{Layer, ModelSpec, ParamInfo, ParamKind};
+use crate::NnError;
+
+/// Named tensors in a fixed order (a model's `state_dict`).
+///
+/// ```
+/// use secondo_nn::ParamStore;
+/// use secondo_tensor::{DType, Tensor};
+/// let mut p = ParamStore::new();
+/// p.insert("0.weight", Tensor::zeros(vec![2, 3], DType::F32));
+/// assert_eq!(p.get("0.weight").unwrap().shape(), &[2, 3]);
+/// assert_eq!(p.names(), vec!["0.weight"]);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ParamStore {
+    entries: Vec<(String, Tensor)>,
+}
+
+impl ParamStore {
+    /// An empty store.
+    ///
+    /// ```
+    /// assert!(secondo_nn::ParamStore::new().is_empty());
+    /// ```
+    pub fn new() -> ParamStore {
+        ParamStore::default()
+    }
+
+    /// Adds or replaces a tensor (new names go last).
+    ///
+    /// ```
+    /// # use secondo_nn::ParamStore;
+    /// # use secondo_tensor::{DType, Tensor};
+    /// let mut p = ParamStore::new();
+    /// p.insert("a", Tensor::zeros(vec![1], DType::F32));
+    /// p.insert("a", Tensor::zeros(vec![2], DType::F32));
+    /// assert_eq!(p.len(), 1);
+    /// ```
+    pub fn insert(&mut self, name: &str, t: Tensor) {
+        match self.entries.iter_mut().find(|(n, _)| n == name) {
+            Some(e) => e.1 = t,
+            None => self.entries.push((name.to_string(), t)),
+        }
+    }
+
+    /// The tensor of that name.
+    ///
+    /// ```
+    /// assert!(secondo_nn::ParamStore::new().get("x").is_none());
+    /// ```
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.entries.iter().find(|(n, _)| n == name).map(|e| &e.1)
+    }
+
+    /// Names in order.
+    ///
+    /// ```
+    /// assert!(secondo_nn::ParamStore::new().names().is_empty());
+    /// ```
+    pub fn names(&self) -> Vec<&str> {
+        self.entries.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    /// `(name, tensor)` pairs in order.
+    ///
+    /// ```
+    /// assert_eq!(secondo_nn::ParamStore::new().iter().count(), 0);
+    /// ```
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+        self.entries.iter().map(|(n, t)| (n.as_str(), t))
+    }
+
+    /// Mutable tensors in order.
+    ///
+    /// ```
+    /// assert_eq!(secondo_nn::ParamStore::new().tensors_mut().count(), 0);
+    /// ```
+    pub fn tensors_mut(&mut self) -> impl Iterator<Item = &mut Tensor> {
+        self.entries.iter_mut().map(|(_, t)| t)
+    }
+
+    /// Number of tensors.
+    ///
+    /// ```
+    /// assert_eq!(secondo_nn::ParamStore::new().len(), 0);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no tensors.
+    ///
+    /// ```
+    /// assert!(secondo_nn::ParamStore::new().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Total number of scalar values.
+    ///
+    /// ```
+    /// # use secondo_nn::ParamStore;
+    /// # use secondo_tensor::{DType, Tensor};
+    /// let mut p = ParamStore::new();
+    /// p.insert("w", Tensor::zeros(vec![2, 3], DType::F32));
+    /// assert_eq!(p.numel(), 6);
+    /// ```
+    pub fn numel(&self) -> usize {
+        self.entries.iter().map(|(_, t)| t.numel()).sum()
+    }
+
+    /// All tensors converted to `dtype`.
+    ///
+    /// ```
+    /// # use secondo_nn::ParamStore;
+    /// # use secondo_tensor::{DType, Tensor};
+    /// let mut p = ParamStore::new();
+    /// p.insert("w", Tensor::zeros(vec![2], DType::F32));
+    /// assert_eq!(p.to_dtype(DType::F64).get("w").unwrap().dtype(), DType::F64);
+    /// ```
+    pub fn to_dtype(&self, dtype: DType) -> ParamStore {
+        ParamStore {
+            entries: self
+                .entries
+                .iter()
+                .map(|(n, t)| (n.clone(), t.to_dtype(dtype)))
+                .collect(),
+        }
+    }
+
+    /// PyTorch's default initialisation of the spec's parameters, seeded: weights and biases of
+    /// linear and convolution layers uniform in ±1/√fan_in (Kaiming-uniform with
+    /// a = √5), normalisation weights 1 and biases 0.
+    ///
+    /// ```
+    /// use secondo_nn::{spec::ModelSpec, ParamStore};
+    /// use secondo_tensor::DType;
+    /// let spec: ModelSpec = "linear(4,3),relu,linear(3,2)".parse().unwrap();
+    /// let a = ParamStore::init(&spec, 0, DType::F32);
+    /// let b = ParamStore::init(&spec, 0, DType::F32);
+    /// assert_eq!(a.get("2.weight").unwrap().to_f64_vec(), b.get("2.weight").unwrap().to_f64_vec());
+    /// assert!(a.get("0.weight").unwrap().to_f64_vec().iter().all(|v| v.abs() <= 0.5));
+    /// ```
+    pub fn init(spec: &ModelSpec, seed: u64, dtype: DType) -> ParamStore {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut store = ParamStore::new();
+        for p in spec.parameters() {
+            let n: usize = p.shape.iter().product();
+            let values: Vec<f64> = match &spec.layers()[p.layer].layer {
+                Layer::Linear { in_features, .. } => uniform(&mut rng, n, fan_in_bound(*in_features)),
+                Layer::Conv2d { in_channels, kernel, .. } => {
+                    uniform(&mut rng, n, fan_in_bound(in_channels * kernel * kernel))
+                }
+                _ if p.kind == ParamKind::Weight => vec![1.0; n],
+                _ => vec![0.0; n],
+            };
+            let t = Tensor::from_f64(p.shape.clone(), &values, dtype).expect("length matches shape");
+            store.insert(&p.name, t);
+        }
+        store
+    }
+
+    /// Loads exactly the parameters `params` from a safetensors file (PyTorch
+    /// names and layout), converting to `dtype`. Missing tensors, wrong shapes,
+    /// non-float dtypes and non-finite values are errors naming the tensor; other
+    /// tensors in the file (e.g. buffers) are ignored.
+    ///
+    /// ```no_run
+    /// use secondo_nn::{spec::ModelSpec, ParamStore};
+    /// use secondo_tensor::DType;
+    /// let spec: ModelSpec = "linear(4,3)".parse().unwrap();
+    /// let p = ParamStore::load(std::path::Path::new("w.safetensors"), &spec.parameters(), DType::F32)?;
+    /// # Ok::<(), secondo_nn::NnError>(())
+    /// ```
+    pub fn load(path: &Path, params: &[ParamInfo], dtype: DType) -> Result<ParamStore, NnError> {
+        let file = path.display().to_string();
+        let all = read_safetensors(path)?;
+        let mut store = ParamStore::new();
+        for p in params {
+            let t = all.get(&p.name).ok_or_else(|| NnError::MissingParameter {
+                file: file.clone(),
+                name: p.name.clone(),
+            })?;
+            let bad = |reason: String| NnError::BadTensor {
+                file: file.clone(),
+                name: p.name.clone(),
+                reason,
+            };
+            if t.shape() != p.shape.as_slice() {
+                return Err(bad(format!("expected shape {:?}, got {:?}", p.shape, t.shape())));
+            }
+            if let Some(i) = t.first_non_finite() {
+                return Err(bad(format!("non-finite value at flat index {i}")));
+            }
+            store.insert(&p.name, t.to_dtype(dtype));
+        }
+        Ok(store)
+    }
+
+    /// Writes all tensors to a safetensors file atomically (a temporary file
+    /// renamed into place, so no partial file is ever left).
+    ///
+    /// ```
+    /// # use secondo_nn::ParamStore;
+    /// # use secondo_tensor::{DType, Tensor};
+    /// let mut p = ParamStore::new();
+    /// p.insert("0.weight", Tensor::full(vec![2, 2], 0.5, DType::F32));
+    /// let path = std::env::temp_dir().join("secondo-doc-params.safetensors");
+    /// p.save(&path).unwrap();
+    /// let back = secondo_nn::read_safetensors(&path).unwrap();
+    /// assert_eq!(back.get("0.weight").unwrap().to_f64_vec(), vec![0.5; 4]);
+    /// # std::fs::remove_file(path).unwrap();
+    /// ```
+    pub fn save(&self, path: &Path) -> Result<(), NnError> {
+        write_safetensors(path, self.iter(), &HashMap::new())
+    }
+}
+
+fn fan_in_bound(fan_in: usize) -> f64 {
+    1.0 / (fan_in.max(1) as f64).sqrt()
+}
+
+fn uniform(rng: &mut ChaCha8Rng, n: usize, bound: f64) -> Vec<f64> {
+    (0..n).map(|_| rng.random_range(-bound..bound)).collect()
+}
+
+/// Reads every float tensor of a safetensors file; integer tensors are
+/// converted to floats. Errors name the file.
+///
+/// ```no_run
+/// let tensors = secondo_nn::read_safetensors(std::path::Path::new("results.safetensors"))?;
+/// # Ok::<(), secondo_nn::NnError>(())
+/// ```
+pub fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>, NnError> {
+    let file = path.display().to_string();
+    let err = |reason: String| NnError::File {
+        file: file.clone(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| err(format!("not a valid safetensors file ({e})")))?;
+    let mut out = HashMap::new();
+    for (name, view) in st.tensors() {
+        let shape = view.shape().to_vec();
+        let data = view.data();
+        let values: Vec<f64> = match view.dtype() {
+            Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+                .collect(),
+            Dtype::F64 => data
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect(),
+            Dtype::I64 => data
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as f64)
+                .collect(),
+            Dtype::I32 => data
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as f64)
+                .collect(),
+            other => {
+                return Err(NnError::BadTensor {
+                    file: file.clone(),
+                    name,
+                    reason: format!("unsupported dtype {other:?} (expected F32, F64, I32 or I64)"),
+                })
+            }
+        };
+        let dtype = if view.dtype() == Dtype::F32 { DType::F32 } else { DType::F64 };
+        let t = Tensor::from_f64(shape, &values, dtype).map_err(|e| NnError::BadTensor {
+            file: file.clone(),
+            name: name.clone(),
+            reason: e.to_string(),
+        })?;
+        out.insert(name, t);
+    }
+    Ok(out)
+}
+
+/// Writes named tensors (in their own dtypes) and string metadata to a
+/// safetensors file atomically.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use secondo_tensor::{DType, Tensor};
+/// let t = Tensor::zeros(vec![3], DType::F64);
+/// let path = std::env::temp_dir().join("secondo-doc-write.safetensors");
+/// secondo_nn::write_safetensors(&path, [("grad/0.bias", &t)], &HashMap::new()).unwrap();
+/// # std::fs::remove_file(path).unwrap();
+/// ```
+pub fn write_safetensors<'a>(
+    path: &Path,
+    tensors: impl IntoIterator<Item = (&'a str, &'a Tensor)>,
+    metadata: &HashMap<String, String>,
+) -> Result<(), NnError> {
+    let file = path.display().to_string();
+    let err = |reason: String| NnError::File {
+        file: file.clone(),
+        reason,
+    };
+    let owned: Vec<(String, Vec<usize>, Dtype, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(name, t)| {
+            let (dtype, bytes) = match t.dtype() {
+                DType::F32 => (
+                    Dtype::F32,
+                    t.as_slice::<f32>().expect("f32").iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ),
+                DType::F64 => (
+                    Dtype::F64,
+                    t.as_slice::<f64>().expect("f64").iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ),
+            };
+            (name.to_string(), t.shape().to_vec(), dtype, bytes)
+        })
+        .collect();
+    let views = owned
+        .iter()
+        .map(|(n, s, d, b)| {
+            TensorView::new(*d, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| err(format!("tensor '{n}': {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let meta = (!metadata.is_empty()).then(|| metadata.clone());
+    let bytes = safetensors::serialize(views, meta).map_err(|e| err(e.to_string()))?;
+    let tmp = path.with_extension("safetensors.partial");
+    std::fs::write(&tmp, bytes).map_err(|e| err(e.to_string()))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        err(e.to_string())
+    })
+}

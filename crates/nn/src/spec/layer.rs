@@ -1,0 +1,471 @@
+use std::fmt;
+
+use super::ParamKind;
+
+/// One layer of a sequential model, with the hyperparameters its spec gives.
+///
+/// The variants mirror PyTorch modules of the same (lower-case) name. Sizes
+/// are at least 1 in a parsed spec; pooling strides default to the kernel
+/// size as in PyTorch. [`Display`](fmt::Display) writes the canonical spec
+/// text, which leaves out arguments equal to their defaults.
+///
+/// ```
+/// use secondo_nn::spec::Layer;
+/// let conv = Layer::Conv2d {
+///     in_channels: 1,
+///     out_channels: 32,
+///     kernel: 5,
+///     stride: 1,
+///     padding: 2,
+///     dilation: 1,
+///     bias: true,
+/// };
+/// assert_eq!(conv.to_string(), "conv2d(1,32,k=5,p=2)");
+/// assert_eq!(conv.name(), "conv2d");
+/// assert!(conv.has_parameters());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Layer {
+    /// `linear(in,out[,bias=false])`: `y = x Wᵀ + b` over the last axis, with
+    /// `W` of shape `[out, in]`.
+    Linear {
+        /// Size of the input's last axis.
+        in_features: usize,
+        /// Size of the output's last axis.
+        out_features: usize,
+        /// Whether the layer adds a bias.
+        bias: bool,
+    },
+    /// `conv2d(in,out,k=K[,s=S][,p=P][,d=D][,bias=false])`: a square-kernel 2-d
+    /// convolution (zero padding, one group) with weight `[out, in, K, K]`.
+    Conv2d {
+        /// Input channels.
+        in_channels: usize,
+        /// Output channels.
+        out_channels: usize,
+        /// Kernel height and width.
+        kernel: usize,
+        /// Stride (default 1).
+        stride: usize,
+        /// Zero padding on each side (default 0).
+        padding: usize,
+        /// Dilation (default 1).
+        dilation: usize,
+        /// Whether the layer adds a bias.
+        bias: bool,
+    },
+    /// `maxpool2d(K[,s=S][,p=P])`: 2-d max pooling (floor mode).
+    MaxPool2d {
+        /// Window height and width.
+        kernel: usize,
+        /// Stride (defaults to the kernel size).
+        stride: usize,
+        /// Implicit padding on each side, at most half the kernel size.
+        padding: usize,
+    },
+    /// `avgpool2d(K[,s=S][,p=P])`: 2-d average pooling (floor mode, padding
+    /// counted in the average as PyTorch does by default).
+    AvgPool2d {
+        /// Window height and width.
+        kernel: usize,
+        /// Stride (defaults to the kernel size).
+        stride: usize,
+        /// Zero padding on each side, at most half the kernel size.
+        padding: usize,
+    },
+    /// `flatten`: all per-sample axes into one (`nn.Flatten()`).
+    Flatten,
+    /// `relu`: `max(x, 0)`.
+    Relu,
+    /// `sigmoid`: `1 / (1 + e^-x)`.
+    Sigmoid,
+    /// `tanh`.
+    Tanh,
+    /// `leakyrelu(slope)` (bare `leakyrelu`: slope 0.01): `x` for `x >= 0`,
+    /// `slope * x` otherwise.
+    LeakyRelu {
+        /// The negative slope; finite.
+        slope: f64,
+    },
+    /// `elu` or `elu(alpha)`: `x` for `x > 0`, `alpha * (e^x - 1)` otherwise.
+    Elu {
+        /// Scale of the negative part (default 1); finite.
+        alpha: f64,
+    },
+    /// `selu`: scaled ELU with PyTorch's fixed constants.
+    Selu,
+    /// `softplus`: `ln(1 + e^x)` (PyTorch's defaults: beta 1, threshold 20).
+    Softplus,
+    /// `gelu`: the exact (erf) form.
+    Gelu,
+    /// `identity`.
+    Identity,
+    /// `dropout(p)` (bare `dropout`: p 0.5); the identity when evaluating
+    /// curvature.
+    Dropout {
+        /// Drop probability, `0 <= p < 1`.
+        p: f64,
+    },
+    /// `batchnorm1d(n)` in evaluation mode: per-channel affine map with the
+    /// running statistics, over a `[n]` or `[n, L]` sample.
+    BatchNorm1d {
+        /// Number of channels.
+        features: usize,
+    },
+    /// `batchnorm2d(n)` in evaluation mode, over a `[n, H, W]` sample.
+    BatchNorm2d {
+        /// Number of channels.
+        features: usize,
+    },
+    /// `layernorm(n)`: normalization over the last axis (of size `n`) with an
+    /// elementwise affine map.
+    LayerNorm {
+        /// Size of the normalized (last) axis.
+        features: usize,
+    },
+}
+
+impl Layer {
+    /// The layer names the spec language knows, in the order error messages
+    /// list them.
+    ///
+    /// ```
+    /// use secondo_nn::spec::Layer;
+    /// assert_eq!(&Layer::NAMES[..2], &["linear", "conv2d"]);
+    /// assert_eq!(Layer::NAMES.len(), 18);
+    /// ```
+    pub const NAMES: &'static [&'static str] = &[
+        "linear",
+        "conv2d",
+        "maxpool2d",
+        "avgpool2d",
+        "flatten",
+        "relu",
+        "sigmoid",
+        "tanh",
+        "leakyrelu",
+        "elu",
+        "selu",
+        "softplus",
+        "gelu",
+        "identity",
+        "dropout",
+        "batchnorm1d",
+        "batchnorm2d",
+        "layernorm",
+    ];
+
+    /// The layer's name in the spec language (one of [`Layer::NAMES`]).
+    ///
+    /// ```
+    /// use secondo_nn::spec::Layer;
+    /// assert_eq!(Layer::LeakyRelu { slope: 0.1 }.name(), "leakyrelu");
+    /// ```
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Linear { .. } => "linear",
+            Self::Conv2d { .. } => "conv2d",
+            Self::MaxPool2d { .. } => "maxpool2d",
+            Self::AvgPool2d { .. } => "avgpool2d",
+            Self::Flatten => "flatten",
+            Self::Relu => "relu",
+            Self::Sigmoid => "sigmoid",
+            Self::Tanh => "tanh",
+            Self::LeakyRelu { .. } => "leakyrelu",
+            Self::Elu { .. } => "elu",
+            Self::Selu => "selu",
+            Self::Softplus => "softplus",
+            Self::Gelu => "gelu",
+            Self::Identity => "identity",
+            Self::Dropout { .. } => "dropout",
+            Self::BatchNorm1d { .. } => "batchnorm1d",
+            Self::BatchNorm2d { .. } => "batchnorm2d",
+            Self::LayerNorm { .. } => "layernorm",
+        }
+    }
+
+    /// Whether the layer has trainable parameters (a weight, perhaps a bias).
+    ///
+    /// ```
+    /// use secondo_nn::spec::Layer;
+    /// assert!(Layer::LayerNorm { features: 8 }.has_parameters());
+    /// assert!(!Layer::Relu.has_parameters());
+    /// ```
+    pub fn has_parameters(&self) -> bool {
+        !self.parameter_shapes().is_empty()
+    }
+
+    /// The trainable parameters' kinds and shapes, in state_dict order.
+    pub(super) fn parameter_shapes(&self) -> Vec<(ParamKind, Vec<usize>)> {
+        let with_bias = |weight: Vec<usize>, bias: bool, out: usize| {
+            let mut params = vec![(ParamKind::Weight, weight)];
+            if bias {
+                params.push((ParamKind::Bias, vec![out]));
+            }
+            params
+        };
+        match *self {
+            Self::Linear {
+                in_features,
+                out_features,
+                bias,
+            } => with_bias(vec![out_features, in_features], bias, out_features),
+            Self::Conv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                bias,
+                ..
+            } => with_bias(
+                vec![out_channels, in_channels, kernel, kernel],
+                bias,
+                out_channels,
+            ),
+            Self::BatchNorm1d { features }
+            | Self::BatchNorm2d { features }
+            | Self::LayerNorm { features } => with_bias(vec![features], true, features),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The non-trainable state (running statistics), in state_dict order.
+    pub(super) fn buffer_shapes(&self) -> Vec<(ParamKind, Vec<usize>)> {
+        match *self {
+            Self::BatchNorm1d { features } | Self::BatchNorm2d { features } => vec![
+                (ParamKind::RunningMean, vec![features]),
+                (ParamKind::RunningVar, vec![features]),
+            ],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether the layer keeps PyTorch's `num_batches_tracked` counter.
+    pub(super) fn tracks_batches(&self) -> bool {
+        matches!(self, Self::BatchNorm1d { .. } | Self::BatchNorm2d { .. })
+    }
+
+    /// The number of trainable scalars, or `None` if it overflows `usize`.
+    pub(super) fn parameter_count(&self) -> Option<usize> {
+        self.parameter_shapes()
+            .iter()
+            .try_fold(0usize, |total, (_, shape)| {
+                let numel = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))?;
+                total.checked_add(numel)
+            })
+    }
+
+    /// The per-sample output shape for a per-sample input shape, or what is
+    /// wrong with the input, in words.
+    pub(super) fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>, String> {
+        const OVERFLOW: &str = "gives an output size that overflows";
+        match *self {
+            Self::Linear {
+                in_features,
+                out_features,
+                ..
+            } => match input.split_last() {
+                None => Err("expects at least one input axis, got shape []".to_owned()),
+                Some((&last, _)) if last != in_features => Err(format!(
+                    "expects {in_features} input features, got {last}"
+                )),
+                Some((_, rest)) => Ok([rest, &[out_features]].concat()),
+            },
+            Self::Conv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                stride,
+                padding,
+                dilation,
+                ..
+            } => {
+                let &[channels, height, width] = input else {
+                    return Err(format!("expects a [C, H, W] input, got shape {input:?}"));
+                };
+                if channels != in_channels {
+                    return Err(format!(
+                        "expects {in_channels} input channels, got {channels}"
+                    ));
+                }
+                let reach = if kernel == 0 || dilation == 0 {
+                    0
+                } else {
+                    (kernel - 1)
+                        .checked_mul(dilation)
+                        .and_then(|r| r.checked_add(1))
+                        .ok_or(OVERFLOW)?
+                };
+                let out_h = window_count(height, reach, stride, padding)?;
+                let out_w = window_count(width, reach, stride, padding)?;
+                Ok(vec![out_channels, out_h, out_w])
+            }
+            Self::MaxPool2d {
+                kernel,
+                stride,
+                padding,
+            }
+            | Self::AvgPool2d {
+                kernel,
+                stride,
+                padding,
+            } => {
+                let &[channels, height, width] = input else {
+                    return Err(format!("expects a [C, H, W] input, got shape {input:?}"));
+                };
+                let out_h = window_count(height, kernel, stride, padding)?;
+                let out_w = window_count(width, kernel, stride, padding)?;
+                Ok(vec![channels, out_h, out_w])
+            }
+            Self::Flatten => {
+                if input.is_empty() {
+                    return Err("expects at least one input axis, got shape []".to_owned());
+                }
+                let numel = input
+                    .iter()
+                    .try_fold(1usize, |n, &d| n.checked_mul(d))
+                    .ok_or(OVERFLOW)?;
+                Ok(vec![numel])
+            }
+            Self::BatchNorm1d { features } => match input {
+                [c] | [c, _] if *c == features => Ok(input.to_vec()),
+                _ => Err(format!(
+                    "expects a [C] or [C, L] input with C = {features}, got shape {input:?}"
+                )),
+            },
+            Self::BatchNorm2d { features } => match input {
+                [c, _, _] if *c == features => Ok(input.to_vec()),
+                _ => Err(format!(
+                    "expects a [C, H, W] input with C = {features}, got shape {input:?}"
+                )),
+            },
+            Self::LayerNorm { features } => match input.last() {
+                Some(&last) if last == features => Ok(input.to_vec()),
+                _ => Err(format!(
+                    "expects a last axis of size {features}, got shape {input:?}"
+                )),
+            },
+            Self::Relu
+            | Self::Sigmoid
+            | Self::Tanh
+            | Self::LeakyRelu { .. }
+            | Self::Elu { .. }
+            | Self::Selu
+            | Self::Softplus
+            | Self::Gelu
+            | Self::Identity
+            | Self::Dropout { .. } => Ok(input.to_vec()),
+        }
+    }
+}
+
+/// How many windows of extent `reach` fit along an axis of `size` padded by
+/// `padding` on both sides, moving by `stride` (PyTorch's floor mode).
+fn window_count(size: usize, reach: usize, stride: usize, padding: usize) -> Result<usize, String> {
+    let padded = padding
+        .checked_mul(2)
+        .and_then(|p| p.checked_add(size))
+        .ok_or("gives an output size that overflows")?;
+    if reach == 0 || stride == 0 {
+        return Err("has a zero kernel size, stride or dilation".to_owned());
+    }
+    if padded < reach {
+        return Err(format!(
+            "has a window of {reach} that does not fit the input axis of size {size} \
+             (padded to {padded})"
+        ));
+    }
+    Ok((padded - reach) / stride + 1)
+}
+
+impl fmt::Display for Layer {
+    /// The canonical spec text: no spaces, defaults left out.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.name();
+        match *self {
+            Self::Linear {
+                in_features,
+                out_features,
+                bias,
+            } => {
+                write!(f, "{name}({in_features},{out_features}")?;
+                if !bias {
+                    f.write_str(",bias=false")?;
+                }
+                f.write_str(")")
+            }
+            Self::Conv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                stride,
+                padding,
+                dilation,
+                bias,
+            } => {
+                write!(f, "{name}({in_channels},{out_channels},k={kernel}")?;
+                if stride != 1 {
+                    write!(f, ",s={stride}")?;
+                }
+                if padding != 0 {
+                    write!(f, ",p={padding}")?;
+                }
+                if dilation != 1 {
+                    write!(f, ",d={dilation}")?;
+                }
+                if !bias {
+                    f.write_str(",bias=false")?;
+                }
+                f.write_str(")")
+            }
+            Self::MaxPool2d {
+                kernel,
+                stride,
+                padding,
+            }
+            | Self::AvgPool2d {
+                kernel,
+                stride,
+                padding,
+            } => {
+                write!(f, "{name}({kernel}")?;
+                if stride != kernel {
+                    write!(f, ",s={stride}")?;
+                }
+                if padding != 0 {
+                    write!(f, ",p={padding}")?;
+                }
+                f.write_str(")")
+            }
+            Self::LeakyRelu { slope } => write!(f, "{name}({})", Real(slope)),
+            Self::Elu { alpha } if alpha == 1.0 => f.write_str(name),
+            Self::Elu { alpha } => write!(f, "{name}({})", Real(alpha)),
+            Self::Dropout { p } => write!(f, "{name}({})", Real(p)),
+            Self::BatchNorm1d { features }
+            | Self::BatchNorm2d { features }
+            | Self::LayerNorm { features } => write!(f, "{name}({features})"),
+            Self::Flatten
+            | Self::Relu
+            | Self::Sigmoid
+            | Self::Tanh
+            | Self::Selu
+            | Self::Softplus
+            | Self::Gelu
+            | Self::Identity => f.write_str(name),
+        }
+    }
+}
+
+/// A real number written so that it parses back to the same value: plainly
+/// for moderate magnitudes, with an exponent for very large or small ones.
+struct Real(f64);
+
+impl fmt::Display for Real {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let magnitude = self.0.abs();
+        if magnitude != 0.0 && !(1e-5..1e16).contains(&magnitude) {
+            write!(f, "{:e}", self.0)
+        } else {
+            write!(f, "{}", self.0)
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! Model spec strings: a sequential model written as comma-separated layers
+//! named like PyTorch modules in lower case.
+//!
+//! ```text
+//! linear(784,256),relu,linear(256,10)
+//! conv2d(1,32,k=5,p=2),relu,maxpool2d(2),flatten,linear(1568,10)
+//! ```
+//!
+//! The layers and their arguments:
+//!
+//! | spec | PyTorch |
+//! |------|---------|
+//! | `linear(in,out[,bias=false])` | `nn.Linear` |
+//! | `conv2d(in,out,k=K[,s=S][,p=P][,d=D][,bias=false])` | `nn.Conv2d` (square kernel) |
+//! | `maxpool2d(K[,s=S][,p=P])`, `avgpool2d(K[,s=S][,p=P])` | `nn.MaxPool2d`, `nn.AvgPool2d` (stride defaults to `K`) |
+//! | `flatten` | `nn.Flatten()` |
+//! | `relu`, `sigmoid`, `tanh`, `selu`, `softplus`, `gelu`, `identity` | the module of that name |
+//! | `leakyrelu(slope)` (bare: 0.01), `elu` / `elu(alpha)` | `nn.LeakyReLU`, `nn.ELU` |
+//! | `dropout(p)` (bare: 0.5, `0 <= p < 1`) | `nn.Dropout` |
+//! | `batchnorm1d(n)`, `batchnorm2d(n)` (evaluation mode), `layernorm(n)` | `nn.BatchNorm1d`, `nn.BatchNorm2d`, `nn.LayerNorm` |
+//!
+//! Whitespace may surround any token. Positional arguments come in PyTorch's
+//! order (so `conv2d(1,32,5)` also works); keyword arguments follow them, each
+//! at most once, and may also use PyTorch's names (`kernel_size=`, `stride=`,
+//! `padding=`, `dilation=`). `bias=true` is accepted, and names and `true` /
+//! `false` ignore ASCII case. Parameters are named like the state_dict of
+//! the equivalent `nn.Sequential`: the layer's index, a dot, then `weight` or
+//! `bias` (see [`ModelSpec::parameters`]).
+//!
+//! Errors name the 0-based character offset into the string and what was
+//! expected there:
+//!
+//! ```
+//! use secondo_nn::spec::ModelSpec;
+//! let err = ModelSpec::parse("lineer(784,10)").unwrap_err();
+//! assert!(err.to_string().starts_with(
+//!     "model spec: unknown layer 'lineer' at position 0 (expected one of: linear, conv2d,"
+//! ));
+//! ```
+
+mod error;
+mod layer;
+mod lexer;
+mod params;
+mod parser;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::str::FromStr;
+
+pub use error::SpecError;
+pub use layer::Layer;
+pub use params::{ParamInfo, ParamKind};
+
+/// One layer of a parsed spec, with where it came from in the spec string.
+///
+/// ```
+/// use secondo_nn::spec::{Layer, ModelSpec};
+/// let spec = ModelSpec::parse("relu, dropout( 0.1 )").unwrap();
+/// let dropout = &spec.layers()[1];
+/// assert_eq!(dropout.layer, Layer::Dropout { p: 0.1 });
+/// assert_eq!((dropout.position, dropout.text.as_str()), (6, "dropout( 0.1 )"));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerSpec {
+    /// The layer and its hyperparameters.
+    pub layer: Layer,
+    /// 0-based character offset of the layer's name in the spec string.
+    pub position: usize,
+    /// The layer's source text, from its name to its closing parenthesis.
+    pub text: String,
+}
+
+/// A parsed model spec: a non-empty sequence of layers.
+///
+/// Parse it with [`ModelSpec::parse`] or [`str::parse`]; [`Display`](fmt::Display)
+/// writes the canonical spec string (no spaces, default arguments left out),
+/// which parses back to an equal spec. Two specs are equal when their layers
+/// are, wherever those were written in the source text.
+///
+/// ```
+/// use secondo_nn::spec::ModelSpec;
+/// let spec: ModelSpec = "conv2d(1, 32, k=5, s=1, p=2, bias=true), relu, maxpool2d(2, s=2)"
+///     .parse()
+///     .unwrap();
+/// assert_eq!(spec.to_string(), "conv2d(1,32,k=5,p=2),relu,maxpool2d(2)");
+/// assert_eq!(spec.to_string().parse::<ModelSpec>().unwrap(), spec);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    layers: Vec<LayerSpec>,
+    num_parameters: usize,
+}
+
+impl ModelSpec {
+    /// Parses a spec string.
+    ///
+    /// # Errors
+    /// [`SpecError`] naming the character position of the first problem: a
+    /// syntax error (including an empty spec or a trailing comma), an unknown
+    /// layer, or an argument that is missing, unknown, repeated or out of
+    /// range (zero or non-integer sizes, `p` outside `[0, 1)`, ...).
+    ///
+    /// ```
+    /// use secondo_nn::spec::ModelSpec;
+    /// let spec = ModelSpec::parse("linear(784,256),relu,linear(256,10)").unwrap();
+    /// assert_eq!(spec.layers().len(), 3);
+    /// let err = ModelSpec::parse("linear(784,256),").unwrap_err();
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "model spec: at position 16: expected a layer name after ',', found end of input"
+    /// );
+    /// ```
+    pub fn parse(spec: &str) -> Result<Self, SpecError> {
+        let layers = parser::parse(spec)?;
+        let mut num_parameters = 0usize;
+        for layer in &layers {
+            num_parameters = layer
+                .layer
+                .parameter_count()
+                .and_then(|n| num_parameters.checked_add(n))
+                .ok_or_else(|| SpecError::InvalidArgument {
+                    position: layer.position,
+                    message: "the model has too many parameters to count".to_owned(),
+                })?;
+        }
+        Ok(Self {
+            layers,
+            num_parameters,
+        })
+    }
+
+    /// The layers, in order.
+    ///
+    /// ```
+    /// use secondo_nn::spec::{Layer, ModelSpec};
+    /// let spec = ModelSpec::parse("flatten,tanh").unwrap();
+    /// let layers: Vec<Layer> = spec.layers().iter().map(|l| l.layer).collect();
+    /// assert_eq!(layers, [Layer::Flatten, Layer::Tanh]);
+    /// ```
+    pub fn layers(&self) -> &[LayerSpec] {
+        &self.layers
+    }
+
+    /// The trainable parameters in state_dict order: for each layer that has
+    /// any, `"<i>.weight"` then `"<i>.bias"`. Shapes follow PyTorch: Linear
+    /// weight `[out, in]`, Conv2d weight `[out, in, k, k]`, biases `[out]`,
+    /// batch-norm and layer-norm weight and bias `[n]`.
+    ///
+    /// ```
+    /// use secondo_nn::spec::ModelSpec;
+    /// let spec = ModelSpec::parse("linear(4,3),relu,linear(3,2,bias=false)").unwrap();
+    /// let params: Vec<(String, Vec<usize>)> =
+    ///     spec.parameters().into_iter().map(|p| (p.name, p.shape)).collect();
+    /// assert_eq!(
+    ///     params,
+    ///     [
+    ///         ("0.weight".to_owned(), vec![3, 4]),
+    ///         ("0.bias".to_owned(), vec![3]),
+    ///         ("2.weight".to_owned(), vec![2, 3]),
+    ///     ]
+    /// );
+    /// ```
+    pub fn parameters(&self) -> Vec<ParamInfo> {
+        self.state(Layer::parameter_shapes)
+    }
+
+    /// The non-trainable buffers in state_dict order: `"<i>.running_mean"`
+    /// and `"<i>.running_var"` (shape `[n]`) of each batch-norm layer.
+    ///
+    /// PyTorch's state_dict also holds `"<i>.num_batches_tracked"` (an int64
+    /// scalar) for each batch-norm layer; it plays no part in evaluation
+    /// mode, is not listed here, and loaders should skip it (see
+    /// [`ModelSpec::is_ignored_state_entry`]).
+    ///
+    /// ```
+    /// use secondo_nn::spec::ModelSpec;
+    /// let spec = ModelSpec::parse("linear(4,3),batchnorm1d(3)").unwrap();
+    /// let names: Vec<String> = spec.buffers().into_iter().map(|b| b.name).collect();
+    /// assert_eq!(names, ["1.running_mean", "1.running_var"]);
+    /// ```
+    pub fn buffers(&self) -> Vec<ParamInfo> {
+        self.state(Layer::buffer_shapes)
+    }
+
+    fn state(&self, shapes: fn(&Layer) -> Vec<(ParamKind, Vec<usize>)>) -> Vec<ParamInfo> {
+        self.layers
+            .iter()
+            .enumerate()
+            .flat_map(|(index, spec)| {
+                shapes(&spec.layer)
+                    .into_iter()
+                    .map(move |(kind, shape)| ParamInfo::new(index, kind, shape))
+            })
+            .collect()
+    }
+
+    /// Whether a state_dict entry of this name is one that loaders should
+    /// skip: `"<i>.num_batches_tracked"` where layer `i` is a batch norm.
+    ///
+    /// ```
+    /// use secondo_nn::spec::ModelSpec;
+    /// let spec = ModelSpec::parse("linear(4,3),batchnorm1d(3)").unwrap();
+    /// assert!(spec.is_ignored_state_entry("1.num_batches_tracked"));
+    /// assert!(!spec.is_ignored_state_entry("0.num_batches_tracked"));
+    /// assert!(!spec.is_ignored_state_entry("1.running_mean"));
+    /// ```
+    pub fn is_ignored_state_entry(&self, name: &str) -> bool {
+        name.strip_suffix(".num_batches_tracked")
+            .is_some_and(|index| {
+                self.layers.iter().enumerate().any(|(i, spec)| {
+                    spec.layer.tracks_batches() && index == i.to_string()
+                })
+            })
+    }
+
+    /// The total number of trainable scalars.
+    ///
+    /// ```
+    /// use secondo_nn::spec::ModelSpec;
+    /// let spec = ModelSpec::parse("linear(784,256),relu,linear(256,10)").unwrap();
+    /// assert_eq!(spec.num_parameters(), 203_530);
+    /// ```
+    pub fn num_parameters(&self) -> usize {
+        self.num_parameters
+    }
+
+    /// The per-sample shape (without the batch axis) after each layer, for a
+    /// per-sample input of `input_shape`.
+    ///
+    /// Linear layers act on the last axis (`[.., in]` to `[.., out]`),
+    /// convolutions and pooling need `[C, H, W]`, `batchnorm1d(n)` takes `[n]`
+    /// or `[n, L]`, `batchnorm2d(n)` `[n, H, W]`, `layernorm(n)` a last axis
+    /// of `n`, and `flatten` joins all axes into one.
+    ///
+    /// # Errors
+    /// [`SpecError::Shape`] for the first layer that cannot take the shape it
+    /// receives, naming its index, text and position.
+    ///
+    /// ```
+    /// use secondo_nn::spec::ModelSpec;
+    /// let spec = ModelSpec::parse("conv2d(1,32,k=5,p=2),relu,maxpool2d(2),flatten,linear(1568,10)")
+    ///     .unwrap();
+    /// let shapes = spec.output_shapes(&[1, 28, 28]).unwrap();
+    /// assert_eq!(shapes[2], [32, 14, 14]);
+    /// assert_eq!(shapes[4], [10]);
+    ///
+    /// let spec = ModelSpec::parse("linear(784,256),relu,linear(100,10)").unwrap();
+    /// assert_eq!(
+    ///     spec.output_shapes(&[784]).unwrap_err().to_string(),
+    ///     "model spec: layer 2 `linear(100,10)` at position 21 expects 100 input features, got 256"
+    /// );
+    /// ```
+    pub fn output_shapes(&self, input_shape: &[usize]) -> Result<Vec<Vec<usize>>, SpecError> {
+        let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(self.layers.len());
+        for (index, spec) in self.layers.iter().enumerate() {
+            let input = shapes.last().map_or(input_shape, Vec::as_slice);
+            let output = spec
+                .layer
+                .output_shape(input)
+                .map_err(|message| SpecError::Shape {
+                    layer: index,
+                    text: one_line(&spec.text),
+                    position: spec.position,
+                    message,
+                })?;
+            shapes.push(output);
+        }
+        Ok(shapes)
+    }
+
+    /// The simplest per-sample input shape the spec implies, if it implies
+    /// one: `[in]` when the first layer that constrains its input is
+    /// `linear(in, ..)`, `batchnorm1d(in)` or `layernorm(in)` (elementwise
+    /// layers, dropout and flatten before it do not change that). `None` when
+    /// it is a convolution, pooling or `batchnorm2d` (whose height and width
+    /// the spec leaves open), or when no layer constrains the input.
+    ///
+    /// The hint only reads the first constraining layer; if later layers
+    /// disagree with each other, [`ModelSpec::output_shapes`] still reports
+    /// it.
+    ///
+    /// ```
+    /// use secondo_nn::spec::ModelSpec;
+    /// let mlp = ModelSpec::parse("flatten,linear(784,10)").unwrap();
+    /// assert_eq!(mlp.input_shape_hint(), Some(vec![784]));
+    /// let cnn = ModelSpec::parse("conv2d(1,8,k=3),flatten").unwrap();
+    /// assert_eq!(cnn.input_shape_hint(), None);
+    /// ```
+    pub fn input_shape_hint(&self) -> Option<Vec<usize>> {
+        for spec in &self.layers {
+            match spec.layer {
+                Layer::Linear {
+                    in_features: size, ..
+                }
+                | Layer::BatchNorm1d { features: size }
+                | Layer::LayerNorm { features: size } => return Some(vec![size]),
+                Layer::Conv2d { .. }
+                | Layer::MaxPool2d { .. }
+                | Layer::AvgPool2d { .. }
+                | Layer::BatchNorm2d { .. } => return None,
+                Layer::Flatten
+                | Layer::Relu
+                | Layer::Sigmoid
+                | Layer::Tanh
+                | Layer::LeakyRelu { .. }
+                | Layer::Elu { .. }
+                | Layer::Selu
+                | Layer::Softplus
+                | Layer::Gelu
+                | Layer::Identity
+                | Layer::Dropout { .. } => {}
+            }
+        }
+        None
+    }
+}
+
+/// `text` with every whitespace or control character replaced by a space.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_whitespace() || c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+impl PartialEq for ModelSpec {
+    fn eq(&self, other: &Self) -> bool {
+        self.layers.len() == other.layers.len()
+            && self
+                .layers
+                .iter()
+                .zip(&other.layers)
+                .all(|(a, b)| a.layer == b.layer)
+    }
+}
+
+impl FromStr for ModelSpec {
+    type Err = SpecError;
+
+    fn from_str(spec: &str) -> Result<Self, SpecError> {
+        Self::parse(spec)
+    }
+}
+
+impl fmt::Display for ModelSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, spec) in self.layers.iter().enumerate() {
+            if index > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{}", spec.layer)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,99 @@
+//! Benchmark helpers: repeated timing, FLOP counts and the PyTorch reference run.
+//! Timings are only ever reported as ratios to baselines measured in the same run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use secondo_nn::spec::{Layer, ModelSpec};
+
+/// Median and best wall time of repeated runs, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    /// Median over the repeats.
+    pub median: f64,
+    /// Fastest repeat.
+    pub min: f64,
+}
+
+/// Times `f` `repeats` times after `warmup` untimed runs.
+///
+/// ```
+/// let t = secondo::bench::time(2, 5, || { std::hint::black_box(1 + 1); });
+/// assert!(t.min <= t.median);
+/// ```
+pub fn time(warmup: usize, repeats: usize, mut f: impl FnMut()) -> Timing {
+    for _ in 0..warmup {
+        f();
+    }
+    let mut samples: Vec<f64> = (0..repeats.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    Timing {
+        median: samples[samples.len() / 2],
+        min: samples[0],
+    }
+}
+
+/// FLOPs of one forward and backward pass (parameter gradients only) of the
+/// dense layers of `spec` on a batch of `n`: 2·n·in·out for the forward
+/// product, the same for the weight gradient, and again for the input gradient
+/// of every layer but the first.
+///
+/// ```
+/// let spec: secondo_nn::spec::ModelSpec = "linear(10,5),relu,linear(5,2)".parse().unwrap();
+/// assert_eq!(secondo::bench::dense_gradient_flops(&spec, 4), (2 * 4 * 50) * 2 + (2 * 4 * 10) * 3);
+/// ```
+pub fn dense_gradient_flops(spec: &ModelSpec, n: usize) -> u64 {
+    let mut flops = 0u64;
+    let mut first = true;
+    for l in spec.layers() {
+        if let Layer::Linear {
+            in_features,
+            out_features,
+            ..
+        } = l.layer
+        {
+            let mm = 2 * (n * in_features * out_features) as u64;
+            flops += if first { 2 * mm } else { 3 * mm };
+            first = false;
+        }
+    }
+    flops
+}
+
+/// The Python interpreter to run the PyTorch reference with: `.venv/bin/python`
+/// when it exists, else `python3`.
+pub fn default_python() -> PathBuf {
+    let venv = Path::new(".venv/bin/python");
+    if venv.exists() {
+        venv.to_path_buf()
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
+/// Runs `scripts/reference/bench_torch.py` with `args` and returns its JSON
+/// output, or `None` (with the reason) when PyTorch or the script is missing.
+pub fn torch_reference(python: &Path, args: &[&str]) -> Result<serde_json::Value, String> {
+    let script = Path::new("scripts/reference/bench_torch.py");
+    if !script.exists() {
+        return Err(format!("{} not found (run from the repository root)", script.display()));
+    }
+    let out = Command::new(python)
+        .arg(script)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{}: {e}", python.display()))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().last().unwrap_or("failed");
+        return Err(format!("PyTorch reference unavailable: {last}"));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("bad JSON from the reference: {e}"))
+}

@@ -1,0 +1,36 @@
+//! Argument parsing and the subcommands.
+
+mod bench;
+mod common;
+mod quantities;
+mod train;
+
+use clap::{Parser, Subcommand};
+
+/// secondo: gradients and what lies beyond them (curvature, per-sample statistics).
+#[derive(Debug, Parser)]
+#[command(name = "secondo", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Train a network (defaults: an MLP on the embedded digits dataset).
+    Train(train::TrainArgs),
+    /// Compute quantities (gradient, ...) of a model on a data file.
+    Quantities(quantities::QuantitiesArgs),
+    /// Benchmark the gradient step against the GEMM peak (and PyTorch when installed).
+    Bench(bench::BenchArgs),
+}
+
+/// Runs the parsed command (`train` with defaults when none is given).
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Some(Command::Train(a)) => train::run(a),
+        Some(Command::Quantities(a)) => quantities::run(a),
+        Some(Command::Bench(a)) => bench::run(a),
+        None => run(Cli::parse_from(["secondo", "train"])),
+    }
+}

@@ -1,0 +1,105 @@
+//! `secondo quantities`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::Args;
+
+use super::common::{check_output, load_data, objective, parse_dtype, weights};
+
+/// Every quantity name of shared/INTERFACES.md.
+const KNOWN: &[&str] = &[
+    "grad",
+    "batch_grad",
+    "batch_l2",
+    "sum_grad_squared",
+    "variance",
+    "diag_ggn_exact",
+    "diag_ggn_mc",
+    "batch_diag_ggn_exact",
+    "diag_hessian",
+    "kfac",
+    "kflr",
+    "kfra",
+];
+
+/// The quantities this build computes.
+const AVAILABLE: &[&str] = &["grad"];
+
+#[derive(Debug, Args)]
+pub struct QuantitiesArgs {
+    /// Model spec, e.g. "linear(784,256),relu,linear(256,10)".
+    #[arg(long)]
+    model: String,
+    /// Weights (safetensors, PyTorch names); absent: PyTorch's default init with --seed.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Data: a safetensors file with `x` and `y`, or `digits`. All samples form one batch.
+    #[arg(long)]
+    data: String,
+    /// Loss: cross_entropy, mse or bce_with_logits.
+    #[arg(long, default_value = "cross_entropy")]
+    loss: String,
+    /// Reduction of the loss over samples: mean or sum.
+    #[arg(long, default_value = "mean")]
+    reduction: String,
+    /// Comma-separated quantity names, e.g. grad.
+    #[arg(long)]
+    quantities: String,
+    /// Monte-Carlo samples for MC quantities.
+    #[arg(long, default_value_t = 1)]
+    mc_samples: usize,
+    /// Seed for initialisation and MC sampling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Element type: f32 or f64.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Output safetensors file with tensors `<quantity>/<parameter>`.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(a: QuantitiesArgs) -> anyhow::Result<()> {
+    check_output(&a.out)?;
+    let names: Vec<&str> = a.quantities.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    if names.is_empty() {
+        bail!("--quantities: no quantity named");
+    }
+    for n in &names {
+        if !KNOWN.contains(n) {
+            bail!("--quantities: unknown quantity '{n}' (expected one of: {})", KNOWN.join(", "));
+        }
+        if !AVAILABLE.contains(n) {
+            bail!("--quantities: '{n}' is not available in this version (available: {})", AVAILABLE.join(", "));
+        }
+    }
+    if a.mc_samples == 0 {
+        bail!("--mc-samples must be at least 1");
+    }
+    let dtype = parse_dtype(&a.dtype)?;
+    let data = load_data(&a.data)?;
+    let objective = objective(&a.model, &data, &a.loss, &a.reduction, dtype)?;
+    let params = weights(&objective, a.weights.as_ref(), a.seed)?;
+    let batch = data.batches(data.len().max(1))?.next().ok_or_else(|| anyhow::anyhow!("{}: no samples", a.data))?;
+    let (x, y) = objective.batch_tensors(&batch)?;
+    let out = objective.program(batch.len(), true)?.run(&params, x, y)?;
+    let mut tensors = Vec::new();
+    for (name, g) in params.names().iter().zip(&out.grads) {
+        tensors.push((format!("grad/{name}"), g.clone()));
+    }
+    let metadata: HashMap<String, String> = [
+        ("model", a.model.clone()),
+        ("loss", a.loss.clone()),
+        ("reduction", a.reduction.clone()),
+        ("samples", data.len().to_string()),
+        ("loss_value", format!("{}", out.loss)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    secondo_nn::write_safetensors(&a.out, tensors.iter().map(|(n, t)| (n.as_str(), t)), &metadata)?;
+    println!("loss {:.6}; wrote {} tensors to {}", out.loss, tensors.len(), a.out.display());
+    Ok(())
+}

@@ -1,0 +1,29 @@
+use thiserror::Error;
+
+/// Everything that can go wrong in secondo's top-level operations; one line each.
+///
+/// ```
+/// let e = secondo::Error::Invalid("--batch must be at least 1".into());
+/// assert_eq!(e.to_string(), "--batch must be at least 1");
+/// ```
+#[derive(Debug, Error)]
+pub enum Error {
+    /// A network, loss or weights problem.
+    #[error(transparent)]
+    Nn(#[from] secondo_nn::NnError),
+    /// A data problem.
+    #[error(transparent)]
+    Data(#[from] secondo_data::DataError),
+    /// A graph problem.
+    #[error(transparent)]
+    Graph(#[from] secondo_graph::GraphError),
+    /// An optimizer problem.
+    #[error(transparent)]
+    Optim(#[from] secondo_optim::OptimError),
+    /// A spec problem.
+    #[error(transparent)]
+    Spec(#[from] secondo_nn::spec::SpecError),
+    /// An invalid argument or combination of inputs.
+    #[error("{0}")]
+    Invalid(String),
+}

@@ -1,0 +1,308 @@
+//! Fitting an [`Objective`] to a dataset with a first-order optimizer.
+
+use std::collections::HashMap;
+
+use secondo_data::{Dataset, Targets};
+use secondo_nn::ParamStore;
+use secondo_optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
+use secondo_tensor::{DType, Tensor};
+
+use crate::{Error, GradientProgram, Objective};
+
+/// Which optimizer, with its hyperparameters (PyTorch's meanings and defaults).
+///
+/// ```
+/// use secondo::train::OptimizerChoice;
+/// let o = OptimizerChoice::parse("adam", 1e-3, 0.0, false, 0.0).unwrap();
+/// assert!(matches!(o, OptimizerChoice::Adam(_)));
+/// assert!(OptimizerChoice::parse("lbfgs", 1e-3, 0.0, false, 0.0).is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OptimizerChoice {
+    /// Stochastic gradient descent (momentum, Nesterov, weight decay).
+    Sgd(SgdConfig),
+    /// Adam, or AdamW when decoupled.
+    Adam(AdamConfig),
+}
+
+impl OptimizerChoice {
+    /// Builds a choice from a name (`sgd`, `adam`, `adamw`) and common hyperparameters.
+    pub fn parse(
+        name: &str,
+        lr: f64,
+        momentum: f64,
+        nesterov: bool,
+        weight_decay: f64,
+    ) -> Result<OptimizerChoice, Error> {
+        match name {
+            "sgd" => Ok(OptimizerChoice::Sgd(SgdConfig {
+                lr,
+                momentum,
+                nesterov,
+                weight_decay,
+                ..SgdConfig::default()
+            })),
+            "adam" => Ok(OptimizerChoice::Adam(AdamConfig {
+                lr,
+                weight_decay,
+                ..AdamConfig::default()
+            })),
+            "adamw" => Ok(OptimizerChoice::Adam(AdamConfig {
+                lr,
+                weight_decay,
+                ..AdamConfig::adamw()
+            })),
+            other => Err(Error::Invalid(format!(
+                "unknown optimizer '{other}' (expected sgd, adam or adamw)"
+            ))),
+        }
+    }
+}
+
+/// How to train.
+///
+/// ```
+/// let c = secondo::train::TrainConfig::default();
+/// assert_eq!(c.batch_size, 32);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainConfig {
+    /// Passes over the training data.
+    pub epochs: usize,
+    /// Samples per step.
+    pub batch_size: usize,
+    /// The optimizer.
+    pub optimizer: OptimizerChoice,
+    /// Seed for the shuffling of every epoch.
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 20,
+            batch_size: 32,
+            optimizer: OptimizerChoice::Adam(AdamConfig::default()),
+            seed: 0,
+        }
+    }
+}
+
+/// Progress reported after every step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// Current epoch (from 1).
+    pub epoch: usize,
+    /// Steps done in total.
+    pub step: usize,
+    /// Steps planned in total.
+    pub total_steps: usize,
+    /// Mean loss over the epoch so far.
+    pub loss: f64,
+    /// Accuracy over the epoch so far (classification only).
+    pub accuracy: Option<f64>,
+}
+
+/// Loss and accuracy of parameters on a dataset.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evaluation {
+    /// Mean per-sample loss term (the loss with mean reduction over samples).
+    pub loss: f64,
+    /// Fraction of correctly classified samples (classification only).
+    pub accuracy: Option<f64>,
+}
+
+enum AnyOptimizer {
+    F32(Box<dyn Optimizer<f32>>),
+    F64(Box<dyn Optimizer<f64>>),
+}
+
+impl AnyOptimizer {
+    fn new(choice: OptimizerChoice, dtype: DType) -> Result<AnyOptimizer, Error> {
+        Ok(match (choice, dtype) {
+            (OptimizerChoice::Sgd(c), DType::F32) => AnyOptimizer::F32(Box::new(Sgd::new(c)?)),
+            (OptimizerChoice::Sgd(c), DType::F64) => AnyOptimizer::F64(Box::new(Sgd::new(c)?)),
+            (OptimizerChoice::Adam(c), DType::F32) => AnyOptimizer::F32(Box::new(Adam::new(c)?)),
+            (OptimizerChoice::Adam(c), DType::F64) => AnyOptimizer::F64(Box::new(Adam::new(c)?)),
+        })
+    }
+
+    fn step(&mut self, params: &mut ParamStore, grads: &[Tensor]) -> Result<(), Error> {
+        match self {
+            AnyOptimizer::F32(o) => step_typed(o.as_mut(), params, grads),
+            AnyOptimizer::F64(o) => step_typed(o.as_mut(), params, grads),
+        }
+    }
+}
+
+fn step_typed<T: secondo_tensor::Element + secondo_optim::Scalar>(
+    opt: &mut dyn Optimizer<T>,
+    params: &mut ParamStore,
+    grads: &[Tensor],
+) -> Result<(), Error> {
+    let dtype_err = || Error::Invalid("parameters and gradients differ in dtype".into());
+    let g: Vec<&[T]> = grads
+        .iter()
+        .map(|t| t.as_slice::<T>().ok_or_else(dtype_err))
+        .collect::<Result<_, _>>()?;
+    let mut p: Vec<&mut [T]> = params
+        .tensors_mut()
+        .map(|t| t.as_mut_slice::<T>().ok_or_else(dtype_err))
+        .collect::<Result<_, _>>()?;
+    opt.step(&mut p, &g)?;
+    Ok(())
+}
+
+/// Compiled programs per batch size (the last batch of an epoch may be smaller).
+struct Programs<'a> {
+    objective: &'a Objective,
+    with_grad: bool,
+    cache: HashMap<usize, GradientProgram>,
+}
+
+impl<'a> Programs<'a> {
+    fn new(objective: &'a Objective, with_grad: bool) -> Self {
+        Programs {
+            objective,
+            with_grad,
+            cache: HashMap::new(),
+        }
+    }
+
+    fn get(&mut self, n: usize) -> Result<&GradientProgram, Error> {
+        if !self.cache.contains_key(&n) {
+            let p = self.objective.program(n, self.with_grad)?;
+            self.cache.insert(n, p);
+        }
+        Ok(&self.cache[&n])
+    }
+}
+
+/// Number of samples whose arg-max output equals the label.
+fn correct(output: &Tensor, labels: &[i64]) -> usize {
+    let width = output.shape().get(1).copied().unwrap_or(1).max(1);
+    output
+        .to_f64_vec()
+        .chunks(width)
+        .zip(labels)
+        .filter(|(row, &l)| {
+            let best = row
+                .iter()
+                .enumerate()
+                .fold((0, f64::NEG_INFINITY), |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc });
+            best.0 as i64 == l
+        })
+        .count()
+}
+
+/// Trains `params` in place; calls `progress` after every step. Returns the
+/// evaluation on the training data of the last epoch (running averages).
+///
+/// ```
+/// use secondo::train::{train, TrainConfig};
+/// use secondo::{Objective, ObjectiveConfig};
+/// use secondo_nn::ParamStore;
+/// let obj = Objective::from_config(&ObjectiveConfig { spec: "linear(64,10)".into(), input_shape: vec![64], ..Default::default() }).unwrap();
+/// let mut params = ParamStore::init(obj.network.spec(), 0, obj.dtype);
+/// let data = secondo_data::digits().select(&(0..100).collect::<Vec<_>>()).unwrap();
+/// let config = TrainConfig { epochs: 1, ..TrainConfig::default() };
+/// let eval = train(&obj, &mut params, &data, &config, |_| {}).unwrap();
+/// assert!(eval.loss.is_finite());
+/// ```
+pub fn train(
+    objective: &Objective,
+    params: &mut ParamStore,
+    data: &Dataset,
+    config: &TrainConfig,
+    mut progress: impl FnMut(Progress),
+) -> Result<Evaluation, Error> {
+    if config.batch_size == 0 || config.epochs == 0 {
+        return Err(Error::Invalid("--epochs and --batch must be at least 1".into()));
+    }
+    objective.check_targets(&data.y)?;
+    let mut opt = AnyOptimizer::new(config.optimizer, objective.dtype)?;
+    let mut programs = Programs::new(objective, true);
+    let steps_per_epoch = data.len().div_ceil(config.batch_size);
+    let total_steps = steps_per_epoch * config.epochs;
+    let mut step = 0;
+    let mut last = Evaluation {
+        loss: f64::NAN,
+        accuracy: None,
+    };
+    for epoch in 1..=config.epochs {
+        let shuffled = data.shuffled(config.seed.wrapping_add(epoch as u64))?;
+        let (mut loss_sum, mut hits, mut seen) = (0.0, 0usize, 0usize);
+        for batch in shuffled.batches(config.batch_size)? {
+            let (x, y) = objective.batch_tensors(&batch)?;
+            let out = programs.get(batch.len())?.run(params, x, y)?;
+            if !out.loss.is_finite() {
+                return Err(Error::Invalid(format!(
+                    "the loss became {} in epoch {epoch}; try a smaller --lr",
+                    out.loss
+                )));
+            }
+            opt.step(params, &out.grads)?;
+            loss_sum += mean_term(objective, out.loss, batch.len()) * batch.len() as f64;
+            if let secondo_data::BatchTargets::Classes { labels, .. } = batch.y {
+                hits += correct(&out.output, labels);
+            }
+            seen += batch.len();
+            step += 1;
+            last = Evaluation {
+                loss: loss_sum / seen as f64,
+                accuracy: matches!(data.y, Targets::Classes { .. }).then(|| hits as f64 / seen as f64),
+            };
+            progress(Progress {
+                epoch,
+                step,
+                total_steps,
+                loss: last.loss,
+                accuracy: last.accuracy,
+            });
+        }
+    }
+    Ok(last)
+}
+
+/// The loss as a mean over samples, whatever the reduction.
+fn mean_term(objective: &Objective, loss: f64, n: usize) -> f64 {
+    match objective.loss.reduction {
+        secondo_nn::Reduction::Mean => loss,
+        secondo_nn::Reduction::Sum => loss / n.max(1) as f64,
+    }
+}
+
+/// Loss and accuracy of `params` on a dataset, in batches of `batch_size`.
+///
+/// ```
+/// use secondo::train::evaluate;
+/// use secondo::{Objective, ObjectiveConfig};
+/// use secondo_nn::ParamStore;
+/// let obj = Objective::from_config(&ObjectiveConfig { spec: "linear(64,10)".into(), input_shape: vec![64], ..Default::default() }).unwrap();
+/// let params = ParamStore::init(obj.network.spec(), 0, obj.dtype);
+/// let e = evaluate(&obj, &params, &secondo_data::digits(), 256).unwrap();
+/// assert!(e.accuracy.unwrap() < 0.5);
+/// ```
+pub fn evaluate(
+    objective: &Objective,
+    params: &ParamStore,
+    data: &Dataset,
+    batch_size: usize,
+) -> Result<Evaluation, Error> {
+    objective.check_targets(&data.y)?;
+    let mut programs = Programs::new(objective, false);
+    let (mut loss_sum, mut hits) = (0.0, 0usize);
+    for batch in data.batches(batch_size.max(1))? {
+        let (x, y) = objective.batch_tensors(&batch)?;
+        let out = programs.get(batch.len())?.run(params, x, y)?;
+        loss_sum += mean_term(objective, out.loss, batch.len()) * batch.len() as f64;
+        if let secondo_data::BatchTargets::Classes { labels, .. } = batch.y {
+            hits += correct(&out.output, labels);
+        }
+    }
+    let n = data.len().max(1) as f64;
+    Ok(Evaluation {
+        loss: loss_sum / n,
+        accuracy: matches!(data.y, Targets::Classes { .. }).then(|| hits as f64 / n),
+    })
+}
