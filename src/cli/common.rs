@@ -11,13 +11,16 @@ use secondo_tensor::DType;
 /// Hidden width of the default model built for a dataset.
 const DEFAULT_HIDDEN: usize = 256;
 
-/// Loads `digits` (the embedded dataset, pixels scaled to [0, 1]) or a
-/// safetensors data file.
+/// Loads `digits` (the embedded dataset, pixels scaled to [0, 1]), a pair of
+/// MNIST-format IDX files `IMAGES,LABELS` (raw or gzip), or a safetensors data file.
 pub fn load_data(source: &str) -> anyhow::Result<Dataset> {
     if source == "digits" {
         let mut d = secondo_data::digits();
         d.x.iter_mut().for_each(|v| *v /= 16.0);
         return Ok(d);
+    }
+    if let Some((images, labels)) = source.split_once(',') {
+        return Ok(secondo_data::load_idx_pair(images, labels)?);
     }
     let path = Path::new(source);
     Ok(secondo_data::load_safetensors(path)?)

@@ -35,7 +35,7 @@ pub struct QuantitiesArgs {
     /// Weights (safetensors, PyTorch names); absent: PyTorch's default init with --seed.
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// Data: a safetensors file with `x` and `y`, or `digits`. All samples form one batch.
+    /// Data: a safetensors file with `x` and `y`, IDX files `IMAGES,LABELS`, or `digits`. All samples form one batch.
     #[arg(long)]
     data: String,
     /// Loss: cross_entropy, mse or bce_with_logits.

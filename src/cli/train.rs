@@ -13,7 +13,7 @@ pub struct TrainArgs {
     /// Model spec, e.g. "linear(64,256),relu,linear(256,10)" (default: one hidden ReLU layer of 256 fitted to the data).
     #[arg(long)]
     model: Option<String>,
-    /// Training data: a safetensors file with `x` and `y`, or `digits` (embedded, pixels scaled to [0, 1]).
+    /// Training data: a safetensors file with `x` and `y`, IDX files `IMAGES,LABELS`, or `digits` (embedded, pixels scaled to [0, 1]).
     #[arg(long, default_value = "digits")]
     data: String,
     /// Test data file; without it a seeded split of --data is held out.

@@ -244,6 +244,19 @@ fn uniform(rng: &mut ChaCha8Rng, n: usize, bound: f64) -> Vec<f64> {
 /// # Ok::<(), secondo_nn::NnError>(())
 /// ```
 pub fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>, NnError> {
+    read_safetensors_with_metadata(path).map(|(t, _)| t)
+}
+
+/// [`read_safetensors`] plus the file's string metadata.
+///
+/// ```no_run
+/// let (tensors, meta) = secondo_nn::read_safetensors_with_metadata(std::path::Path::new("f.safetensors"))?;
+/// println!("{:?}", meta.get("spec"));
+/// # Ok::<(), secondo_nn::NnError>(())
+/// ```
+pub fn read_safetensors_with_metadata(
+    path: &Path,
+) -> Result<(HashMap<String, Tensor>, HashMap<String, String>), NnError> {
     let file = path.display().to_string();
     let err = |reason: String| NnError::File {
         file: file.clone(),
@@ -252,6 +265,10 @@ pub fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>, NnError>
     let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| err(format!("not a valid safetensors file ({e})")))?;
+    let metadata = SafeTensors::read_metadata(&bytes)
+        .ok()
+        .and_then(|(_, m)| m.metadata().clone())
+        .unwrap_or_default();
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {
         let shape = view.shape().to_vec();
@@ -289,7 +306,7 @@ pub fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>, NnError>
         })?;
         out.insert(name, t);
     }
-    Ok(out)
+    Ok((out, metadata))
 }
 
 /// Writes named tensors (in their own dtypes) and string metadata to a

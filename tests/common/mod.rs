@@ -1,0 +1,89 @@
+//! Helpers shared by the integration tests: loading reference fixtures.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use secondo::{Objective, ObjectiveConfig};
+use secondo_nn::{ParamStore, Reduction};
+use secondo_tensor::{DType, Tensor};
+
+/// One fixture file: its tensors and metadata.
+pub struct Fixture {
+    pub path: PathBuf,
+    pub tensors: HashMap<String, Tensor>,
+    pub meta: HashMap<String, String>,
+}
+
+impl Fixture {
+    pub fn load(path: &Path) -> Fixture {
+        let (tensors, meta) = secondo_nn::read_safetensors_with_metadata(path).expect("fixture loads");
+        Fixture {
+            path: path.to_path_buf(),
+            tensors,
+            meta,
+        }
+    }
+
+    pub fn dtype(&self) -> DType {
+        match self.meta["dtype"].as_str() {
+            "float32" => DType::F32,
+            _ => DType::F64,
+        }
+    }
+
+    pub fn tensor(&self, name: &str) -> &Tensor {
+        self.tensors
+            .get(name)
+            .unwrap_or_else(|| panic!("{}: no tensor {name}", self.path.display()))
+    }
+
+    /// The objective the fixture was made with.
+    pub fn objective(&self) -> Objective {
+        let x = self.tensor("x");
+        Objective::from_config(&ObjectiveConfig {
+            spec: self.meta["spec"].clone(),
+            input_shape: x.shape()[1..].to_vec(),
+            loss: self.meta["loss"].clone(),
+            reduction: self.meta["reduction"].parse::<Reduction>().unwrap(),
+            dtype: self.dtype(),
+        })
+        .unwrap()
+    }
+
+    /// The fixture's parameters (`param/<name>`) in the objective's order.
+    pub fn params(&self, objective: &Objective) -> ParamStore {
+        let mut p = ParamStore::new();
+        for info in objective.network.params() {
+            p.insert(&info.name, self.tensor(&format!("param/{}", info.name)).to_dtype(self.dtype()));
+        }
+        p
+    }
+
+    /// Inputs and targets in the fixture's dtype (targets as float class indices or values).
+    pub fn data(&self) -> (Tensor, Tensor) {
+        let d = self.dtype();
+        (self.tensor("x").to_dtype(d), self.tensor("y").to_dtype(d))
+    }
+}
+
+/// Every `.safetensors` file of a fixtures subfolder, sorted.
+pub fn fixtures(dir: &str) -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(dir);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no fixtures in {}", root.display());
+    files
+}
+
+/// max|a − b| / max|b|: the relative error of a whole tensor.
+pub fn relative_error(got: &Tensor, want: &Tensor) -> f64 {
+    assert_eq!(got.shape(), want.shape(), "shapes differ");
+    let scale = want.to_f64_vec().iter().fold(0f64, |m, v| m.max(v.abs()));
+    got.max_abs_diff(want) / scale.max(f64::MIN_POSITIVE)
+}
