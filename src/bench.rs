@@ -83,7 +83,10 @@ pub fn default_python() -> PathBuf {
 pub fn torch_reference(python: &Path, args: &[&str]) -> Result<serde_json::Value, String> {
     let script = Path::new("scripts/reference/bench_torch.py");
     if !script.exists() {
-        return Err(format!("{} not found (run from the repository root)", script.display()));
+        return Err(format!(
+            "{} not found (run from the repository root)",
+            script.display()
+        ));
     }
     let out = Command::new(python)
         .arg(script)

@@ -245,7 +245,9 @@ impl GradientProgram {
         feeds.insert(TARGET, y);
         let mut out = self.exe.run(&feeds)?.into_iter();
         let loss = out.next().map(|t| t.item()).unwrap_or(f64::NAN);
-        let output = out.next().ok_or_else(|| Error::Invalid("no output".into()))?;
+        let output = out
+            .next()
+            .ok_or_else(|| Error::Invalid("no output".into()))?;
         Ok(StepOutput {
             loss,
             output,

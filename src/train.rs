@@ -189,7 +189,10 @@ fn correct(output: &Tensor, labels: &[i64]) -> usize {
             let best = row
                 .iter()
                 .enumerate()
-                .fold((0, f64::NEG_INFINITY), |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc });
+                .fold(
+                    (0, f64::NEG_INFINITY),
+                    |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc },
+                );
             best.0 as i64 == l
         })
         .count()
@@ -217,7 +220,9 @@ pub fn train(
     mut progress: impl FnMut(Progress),
 ) -> Result<Evaluation, Error> {
     if config.batch_size == 0 || config.epochs == 0 {
-        return Err(Error::Invalid("--epochs and --batch must be at least 1".into()));
+        return Err(Error::Invalid(
+            "--epochs and --batch must be at least 1".into(),
+        ));
     }
     objective.check_targets(&data.y)?;
     let mut opt = AnyOptimizer::new(config.optimizer, objective.dtype)?;
@@ -250,7 +255,8 @@ pub fn train(
             step += 1;
             last = Evaluation {
                 loss: loss_sum / seen as f64,
-                accuracy: matches!(data.y, Targets::Classes { .. }).then(|| hits as f64 / seen as f64),
+                accuracy: matches!(data.y, Targets::Classes { .. })
+                    .then(|| hits as f64 / seen as f64),
             };
             progress(Progress {
                 epoch,

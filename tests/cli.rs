@@ -44,12 +44,19 @@ struct Setup {
 impl Setup {
     fn new() -> Setup {
         let dir = tempfile::tempdir().unwrap();
-        let fixture = fixtures("grad").into_iter().find(|p| p.ends_with("mlp_f64.safetensors")).unwrap();
+        let fixture = fixtures("grad")
+            .into_iter()
+            .find(|p| p.ends_with("mlp_f64.safetensors"))
+            .unwrap();
         let f = Fixture::load(&fixture);
         let objective = f.objective();
         let weights = dir.path().join("weights.safetensors");
         f.params(&objective).save(&weights).unwrap();
-        Setup { dir, fixture, weights }
+        Setup {
+            dir,
+            fixture,
+            weights,
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -72,13 +79,26 @@ fn quantities_grad_matches_pytorch_through_the_cli() {
     let t = Setup::new();
     let out = t.path("grad.safetensors");
     let o = secondo(&[
-        "quantities", "--model", SPEC, "--weights", s(&t.weights), "--data", s(&t.fixture),
-        "--quantities", "grad", "--dtype", "f64", "--out", s(&out),
+        "quantities",
+        "--model",
+        SPEC,
+        "--weights",
+        s(&t.weights),
+        "--data",
+        s(&t.fixture),
+        "--quantities",
+        "grad",
+        "--dtype",
+        "f64",
+        "--out",
+        s(&out),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let got = secondo_nn::read_safetensors(&out).unwrap();
     let f = Fixture::load(&t.fixture);
-    for name in ["0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"] {
+    for name in [
+        "0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias",
+    ] {
         let key = format!("grad/{name}");
         let err = relative_error(&got[&key], f.tensor(&key));
         assert!(err < 1e-10, "{key}: {err:e}");
@@ -89,9 +109,27 @@ fn quantities_grad_matches_pytorch_through_the_cli() {
 fn malformed_spec_names_the_position() {
     let t = Setup::new();
     let out = t.path("o.safetensors");
-    let o = secondo(&["quantities", "--model", "linear(20,16),relu,lineer(16,5)", "--data", s(&t.fixture), "--quantities", "grad", "--out", s(&out)]);
+    let o = secondo(&[
+        "quantities",
+        "--model",
+        "linear(20,16),relu,lineer(16,5)",
+        "--data",
+        s(&t.fixture),
+        "--quantities",
+        "grad",
+        "--out",
+        s(&out),
+    ]);
     assert_bad_input(&o, "unknown layer 'lineer' at position 19", &out);
-    let o = secondo(&["train", "--model", "linear(64,10", "--epochs", "1", "--out", s(&out)]);
+    let o = secondo(&[
+        "train",
+        "--model",
+        "linear(64,10",
+        "--epochs",
+        "1",
+        "--out",
+        s(&out),
+    ]);
     assert_bad_input(&o, "position", &out);
 }
 
@@ -99,7 +137,17 @@ fn malformed_spec_names_the_position() {
 fn spec_that_does_not_fit_the_data_is_refused() {
     let t = Setup::new();
     let out = t.path("o.safetensors");
-    let o = secondo(&["quantities", "--model", "linear(21,5)", "--data", s(&t.fixture), "--quantities", "grad", "--out", s(&out)]);
+    let o = secondo(&[
+        "quantities",
+        "--model",
+        "linear(21,5)",
+        "--data",
+        s(&t.fixture),
+        "--quantities",
+        "grad",
+        "--out",
+        s(&out),
+    ]);
     assert_bad_input(&o, "linear(21,5)", &out);
 }
 
@@ -111,15 +159,43 @@ fn weights_missing_a_parameter_or_with_a_wrong_shape() {
     partial.insert("0.weight", Tensor::zeros(vec![16, 20], DType::F32));
     let missing = t.path("missing.safetensors");
     partial.save(&missing).unwrap();
-    let o = secondo(&["quantities", "--model", SPEC, "--weights", s(&missing), "--data", s(&t.fixture), "--quantities", "grad", "--out", s(&out)]);
+    let o = secondo(&[
+        "quantities",
+        "--model",
+        SPEC,
+        "--weights",
+        s(&missing),
+        "--data",
+        s(&t.fixture),
+        "--quantities",
+        "grad",
+        "--out",
+        s(&out),
+    ]);
     assert_bad_input(&o, "missing parameter '0.bias'", &out);
 
     let mut wrong = ParamStore::new();
     wrong.insert("0.weight", Tensor::zeros(vec![20, 16], DType::F32));
     let wrong_path = t.path("wrong.safetensors");
     wrong.save(&wrong_path).unwrap();
-    let o = secondo(&["quantities", "--model", SPEC, "--weights", s(&wrong_path), "--data", s(&t.fixture), "--quantities", "grad", "--out", s(&out)]);
-    assert_bad_input(&o, "tensor '0.weight': expected shape [16, 20], got [20, 16]", &out);
+    let o = secondo(&[
+        "quantities",
+        "--model",
+        SPEC,
+        "--weights",
+        s(&wrong_path),
+        "--data",
+        s(&t.fixture),
+        "--quantities",
+        "grad",
+        "--out",
+        s(&out),
+    ]);
+    assert_bad_input(
+        &o,
+        "tensor '0.weight': expected shape [16, 20], got [20, 16]",
+        &out,
+    );
 }
 
 #[test]
@@ -131,10 +207,28 @@ fn nan_in_data_names_the_tensor() {
     let bad = t.path("nan.safetensors");
     // Written by hand: the data crate's writer refuses non-finite values.
     let x = Tensor::from_vec(vec![d.len(), 20], d.x.clone()).unwrap();
-    let y = Tensor::from_vec(vec![d.len()], (0..d.len()).map(|i| (i % 5) as f64).collect()).unwrap();
+    let y = Tensor::from_vec(
+        vec![d.len()],
+        (0..d.len()).map(|i| (i % 5) as f64).collect(),
+    )
+    .unwrap();
     secondo_nn::write_safetensors(&bad, [("x", &x), ("y", &y)], &Default::default()).unwrap();
-    let o = secondo(&["quantities", "--model", SPEC, "--data", s(&bad), "--quantities", "grad", "--out", s(&out)]);
-    assert_bad_input(&o, "tensor `x` has non-finite value NaN at flat index 7", &out);
+    let o = secondo(&[
+        "quantities",
+        "--model",
+        SPEC,
+        "--data",
+        s(&bad),
+        "--quantities",
+        "grad",
+        "--out",
+        s(&out),
+    ]);
+    assert_bad_input(
+        &o,
+        "tensor `x` has non-finite value NaN at flat index 7",
+        &out,
+    );
 }
 
 #[test]
@@ -143,12 +237,34 @@ fn truncated_files_are_reported() {
     let out = t.path("o.safetensors");
     let bytes = std::fs::read(&t.fixture).unwrap();
     let cut = t.write("cut.safetensors", &bytes[..bytes.len() / 2]);
-    let o = secondo(&["quantities", "--model", SPEC, "--data", s(&cut), "--quantities", "grad", "--out", s(&out)]);
+    let o = secondo(&[
+        "quantities",
+        "--model",
+        SPEC,
+        "--data",
+        s(&cut),
+        "--quantities",
+        "grad",
+        "--out",
+        s(&out),
+    ]);
     assert_bad_input(&o, "cut.safetensors", &out);
 
     let wbytes = std::fs::read(&t.weights).unwrap();
     let wcut = t.write("wcut.safetensors", &wbytes[..wbytes.len() - 10]);
-    let o = secondo(&["quantities", "--model", SPEC, "--weights", s(&wcut), "--data", s(&t.fixture), "--quantities", "grad", "--out", s(&out)]);
+    let o = secondo(&[
+        "quantities",
+        "--model",
+        SPEC,
+        "--weights",
+        s(&wcut),
+        "--data",
+        s(&t.fixture),
+        "--quantities",
+        "grad",
+        "--out",
+        s(&out),
+    ]);
     assert_bad_input(&o, "wcut.safetensors", &out);
 
     // IDX: 3 images of 2x2 declared, only 1 present.
@@ -166,17 +282,49 @@ fn truncated_files_are_reported() {
 fn unknown_names_are_refused() {
     let t = Setup::new();
     let out = t.path("o.safetensors");
-    let base = ["quantities", "--model", SPEC, "--data", s(&t.fixture), "--out", s(&out)];
+    let base = [
+        "quantities",
+        "--model",
+        SPEC,
+        "--data",
+        s(&t.fixture),
+        "--out",
+        s(&out),
+    ];
     let with = |extra: &[&str]| {
         let mut a: Vec<&str> = base.to_vec();
         a.extend_from_slice(extra);
         secondo(&a)
     };
-    assert_bad_input(&with(&["--quantities", "gradd"]), "unknown quantity 'gradd'", &out);
-    assert_bad_input(&with(&["--quantities", "grad", "--loss", "hinge"]), "unknown loss 'hinge'", &out);
-    assert_bad_input(&with(&["--quantities", "grad", "--dtype", "f16"]), "unknown dtype 'f16'", &out);
-    assert_bad_input(&with(&["--quantities", "grad", "--mc-samples", "0"]), "--mc-samples", &out);
-    let o = secondo(&["train", "--optimizer", "lbfgs", "--epochs", "1", "--out", s(&out)]);
+    assert_bad_input(
+        &with(&["--quantities", "gradd"]),
+        "unknown quantity 'gradd'",
+        &out,
+    );
+    assert_bad_input(
+        &with(&["--quantities", "grad", "--loss", "hinge"]),
+        "unknown loss 'hinge'",
+        &out,
+    );
+    assert_bad_input(
+        &with(&["--quantities", "grad", "--dtype", "f16"]),
+        "unknown dtype 'f16'",
+        &out,
+    );
+    assert_bad_input(
+        &with(&["--quantities", "grad", "--mc-samples", "0"]),
+        "--mc-samples",
+        &out,
+    );
+    let o = secondo(&[
+        "train",
+        "--optimizer",
+        "lbfgs",
+        "--epochs",
+        "1",
+        "--out",
+        s(&out),
+    ]);
     assert_bad_input(&o, "unknown optimizer 'lbfgs'", &out);
     let o = secondo(&["train", "--loss", "mse", "--epochs", "1", "--out", s(&out)]);
     assert_bad_input(&o, "mse", &out);
@@ -208,8 +356,20 @@ fn default_training_is_accurate_and_deterministic() {
     };
     let text = run(&a);
     run(&b);
-    let test_line = text.lines().find(|l| l.starts_with("test ")).expect("test line");
-    let accuracy: f64 = test_line.split_whitespace().last().unwrap().parse().unwrap();
+    let test_line = text
+        .lines()
+        .find(|l| l.starts_with("test "))
+        .expect("test line");
+    let accuracy: f64 = test_line
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(accuracy >= 0.95, "{text}");
-    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "same seed, different weights");
+    assert_eq!(
+        std::fs::read(&a).unwrap(),
+        std::fs::read(&b).unwrap(),
+        "same seed, different weights"
+    );
 }

@@ -8,12 +8,23 @@ use secondo_nn::{Loss, LossKind, Network, Reduction};
 use secondo_tensor::Tensor;
 
 const ACTIVATIONS: &[&str] = &[
-    "relu", "sigmoid", "tanh", "leakyrelu(0.1)", "elu", "selu", "softplus", "gelu", "identity", "dropout(0.5)",
+    "relu",
+    "sigmoid",
+    "tanh",
+    "leakyrelu(0.1)",
+    "elu",
+    "selu",
+    "softplus",
+    "gelu",
+    "identity",
+    "dropout(0.5)",
 ];
 
 fn targets(kind: LossKind, n: usize, c: usize) -> Tensor {
     match kind {
-        LossKind::CrossEntropy => Tensor::from_vec(vec![n], (0..n).map(|i| (i % c) as f64).collect()).unwrap(),
+        LossKind::CrossEntropy => {
+            Tensor::from_vec(vec![n], (0..n).map(|i| (i % c) as f64).collect()).unwrap()
+        }
         LossKind::Mse => Tensor::from_vec(vec![n, c], pseudo_random(n * c, 5)).unwrap(),
         LossKind::BceWithLogits => {
             Tensor::from_vec(vec![n, c], (0..n * c).map(|i| (i % 2) as f64).collect()).unwrap()
@@ -25,14 +36,23 @@ fn targets(kind: LossKind, n: usize, c: usize) -> Tensor {
 fn every_activation_and_loss_matches_finite_differences() {
     let (n, c) = (5, 3);
     for act in ACTIVATIONS {
-        for kind in [LossKind::CrossEntropy, LossKind::Mse, LossKind::BceWithLogits] {
+        for kind in [
+            LossKind::CrossEntropy,
+            LossKind::Mse,
+            LossKind::BceWithLogits,
+        ] {
             for reduction in [Reduction::Mean, Reduction::Sum] {
                 let spec: ModelSpec = format!("linear(4,6),{act},linear(6,{c})").parse().unwrap();
                 let net = Network::new(spec, &[4]).unwrap();
-                let shapes: Vec<Vec<usize>> = net.params().iter().map(|p| p.shape.clone()).collect();
+                let shapes: Vec<Vec<usize>> =
+                    net.params().iter().map(|p| p.shape.clone()).collect();
                 let shape_refs: Vec<&[usize]> = shapes.iter().map(|s| s.as_slice()).collect();
                 let loss = Loss::new(kind, reduction);
-                let x = Tensor::from_vec(vec![n, 4], pseudo_random(n * 4, 9).iter().map(|v| 2.0 * v).collect()).unwrap();
+                let x = Tensor::from_vec(
+                    vec![n, 4],
+                    pseudo_random(n * 4, 9).iter().map(|v| 2.0 * v).collect(),
+                )
+                .unwrap();
                 let y = targets(kind, n, c);
                 let err = vjp_error(
                     |b: &Builder, params| {
@@ -64,8 +84,14 @@ fn per_sample_terms_sum_to_the_loss() {
     let g = b.finish().unwrap();
     let exe = Executable::compile(&g, &[total.id(), terms.id()]).unwrap();
     let mut feeds = Feeds::new();
-    feeds.insert("0.weight", Tensor::from_vec(vec![3, 4], pseudo_random(12, 2)).unwrap());
-    feeds.insert("0.bias", Tensor::from_vec(vec![3], pseudo_random(3, 3)).unwrap());
+    feeds.insert(
+        "0.weight",
+        Tensor::from_vec(vec![3, 4], pseudo_random(12, 2)).unwrap(),
+    );
+    feeds.insert(
+        "0.bias",
+        Tensor::from_vec(vec![3], pseudo_random(3, 3)).unwrap(),
+    );
     let r = exe.run(&feeds).unwrap();
     let sum: f64 = r[1].to_f64_vec().iter().sum();
     assert!((r[0].item() - sum / 6.0).abs() < 1e-14);

@@ -14,7 +14,11 @@ fn gradients_match_pytorch() {
         let params = f.params(&objective);
         let (x, y) = f.data();
         let n = x.shape()[0];
-        let out = objective.program(n, true).unwrap().run(&params, x, y).unwrap();
+        let out = objective
+            .program(n, true)
+            .unwrap()
+            .run(&params, x, y)
+            .unwrap();
         let tol = if f.dtype() == DType::F32 { 1e-5 } else { 1e-10 };
         let want_loss = f.tensor("loss").item();
         assert!(
@@ -26,7 +30,12 @@ fn gradients_match_pytorch() {
         for (info, g) in objective.network.params().iter().zip(&out.grads) {
             let want = f.tensor(&format!("grad/{}", info.name));
             let err = relative_error(g, &want.to_dtype(f.dtype()));
-            assert!(err < tol, "{} {}: relative error {err:e}", path.display(), info.name);
+            assert!(
+                err < tol,
+                "{} {}: relative error {err:e}",
+                path.display(),
+                info.name
+            );
         }
     }
 }

@@ -25,6 +25,9 @@ pub struct BenchArgs {
     /// Skip the PyTorch reference.
     #[arg(long)]
     no_torch: bool,
+    /// Print the most expensive nodes of the gradient graph.
+    #[arg(long)]
+    profile: bool,
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
@@ -47,8 +50,15 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
 
     let program = objective.program(n, true)?;
     let grad = time(20, a.repeats, || {
-        std::hint::black_box(program.run(&params, x.clone(), y.clone()).expect("benchmark step"));
+        std::hint::black_box(
+            program
+                .run(&params, x.clone(), y.clone())
+                .expect("benchmark step"),
+        );
     });
+    if a.profile {
+        print_profile(&program, &params, &x, &y, a.repeats)?;
+    }
     let flops = dense_gradient_flops(objective.network.spec(), n) as f64;
     let rate = flops / grad.median / 1e9;
 
@@ -88,6 +98,46 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             v["threads"]
         ),
         Err(reason) => println!("PyTorch reference: {reason}"),
+    }
+    Ok(())
+}
+
+/// Sums per-node times over `repeats` runs and prints the top nodes.
+fn print_profile(
+    program: &secondo::GradientProgram,
+    params: &ParamStore,
+    x: &Tensor,
+    y: &Tensor,
+    repeats: usize,
+) -> anyhow::Result<()> {
+    let exe = program.executable();
+    let mut feeds = secondo_graph::Feeds::new();
+    for (name, t) in params.iter() {
+        feeds.insert(name, t.clone());
+    }
+    feeds.insert("x", x.clone());
+    feeds.insert("y", y.clone());
+    let mut total = vec![0.0; exe.graph().len()];
+    for _ in 0..repeats.max(1) {
+        let (_, times) = exe.run_timed(&feeds)?;
+        total.iter_mut().zip(times).for_each(|(t, s)| *t += s);
+    }
+    let mut order: Vec<usize> = (0..total.len()).collect();
+    order.sort_by(|&a, &b| total[b].total_cmp(&total[a]));
+    println!(
+        "profile: {} nodes, top 15 by time (ms per run):",
+        total.len()
+    );
+    for &i in order.iter().take(15) {
+        let node = exe.graph().node(i);
+        let inputs: Vec<String> = node.inputs.iter().map(|j| format!("%{j}")).collect();
+        println!(
+            "  {:>8.4}  %{i} = {}({}) : {:?}",
+            total[i] * 1e3 / repeats.max(1) as f64,
+            node.op,
+            inputs.join(", "),
+            node.shape
+        );
     }
     Ok(())
 }

@@ -33,7 +33,11 @@ pub fn default_model(data: &Dataset) -> String {
         Targets::Classes { num_classes, .. } => *num_classes,
         Targets::Values { width, .. } => *width,
     };
-    let flatten = if data.sample_shape.len() > 1 { "flatten," } else { "" };
+    let flatten = if data.sample_shape.len() > 1 {
+        "flatten,"
+    } else {
+        ""
+    };
     format!("{flatten}linear({inputs},{DEFAULT_HIDDEN}),relu,linear({DEFAULT_HIDDEN},{outputs})")
 }
 
@@ -43,7 +47,13 @@ pub fn parse_dtype(s: &str) -> anyhow::Result<DType> {
 }
 
 /// Builds the objective for a model on a dataset.
-pub fn objective(spec: &str, data: &Dataset, loss: &str, reduction: &str, dtype: DType) -> anyhow::Result<Objective> {
+pub fn objective(
+    spec: &str,
+    data: &Dataset,
+    loss: &str,
+    reduction: &str,
+    dtype: DType,
+) -> anyhow::Result<Objective> {
     let reduction: Reduction = reduction.parse()?;
     let objective = Objective::from_config(&ObjectiveConfig {
         spec: spec.to_string(),
@@ -52,23 +62,44 @@ pub fn objective(spec: &str, data: &Dataset, loss: &str, reduction: &str, dtype:
         reduction,
         dtype,
     })?;
-    objective.check_targets(&data.y).with_context(|| format!("data '{}'", data.name))?;
+    objective
+        .check_targets(&data.y)
+        .with_context(|| format!("data '{}'", data.name))?;
     Ok(objective)
 }
 
 /// Loads weights from a file, or initialises them like PyTorch with `seed`.
-pub fn weights(objective: &Objective, path: Option<&PathBuf>, seed: u64) -> anyhow::Result<ParamStore> {
+pub fn weights(
+    objective: &Objective,
+    path: Option<&PathBuf>,
+    seed: u64,
+) -> anyhow::Result<ParamStore> {
     match path {
-        Some(p) => Ok(ParamStore::load(p, objective.network.params(), objective.dtype)?),
-        None => Ok(ParamStore::init(objective.network.spec(), seed, objective.dtype)),
+        Some(p) => Ok(ParamStore::load(
+            p,
+            objective.network.params(),
+            objective.dtype,
+        )?),
+        None => Ok(ParamStore::init(
+            objective.network.spec(),
+            seed,
+            objective.dtype,
+        )),
     }
 }
 
 /// Refuses an output path whose directory does not exist (before any work is done).
 pub fn check_output(path: &Path) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     if !dir.is_dir() {
-        bail!("{}: directory '{}' does not exist", path.display(), dir.display());
+        bail!(
+            "{}: directory '{}' does not exist",
+            path.display(),
+            dir.display()
+        );
     }
     Ok(())
 }

@@ -63,16 +63,27 @@ pub struct QuantitiesArgs {
 
 pub fn run(a: QuantitiesArgs) -> anyhow::Result<()> {
     check_output(&a.out)?;
-    let names: Vec<&str> = a.quantities.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let names: Vec<&str> = a
+        .quantities
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     if names.is_empty() {
         bail!("--quantities: no quantity named");
     }
     for n in &names {
         if !KNOWN.contains(n) {
-            bail!("--quantities: unknown quantity '{n}' (expected one of: {})", KNOWN.join(", "));
+            bail!(
+                "--quantities: unknown quantity '{n}' (expected one of: {})",
+                KNOWN.join(", ")
+            );
         }
         if !AVAILABLE.contains(n) {
-            bail!("--quantities: '{n}' is not available in this version (available: {})", AVAILABLE.join(", "));
+            bail!(
+                "--quantities: '{n}' is not available in this version (available: {})",
+                AVAILABLE.join(", ")
+            );
         }
     }
     if a.mc_samples == 0 {
@@ -82,7 +93,10 @@ pub fn run(a: QuantitiesArgs) -> anyhow::Result<()> {
     let data = load_data(&a.data)?;
     let objective = objective(&a.model, &data, &a.loss, &a.reduction, dtype)?;
     let params = weights(&objective, a.weights.as_ref(), a.seed)?;
-    let batch = data.batches(data.len().max(1))?.next().ok_or_else(|| anyhow::anyhow!("{}: no samples", a.data))?;
+    let batch = data
+        .batches(data.len().max(1))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{}: no samples", a.data))?;
     let (x, y) = objective.batch_tensors(&batch)?;
     let out = objective.program(batch.len(), true)?.run(&params, x, y)?;
     let mut tensors = Vec::new();
@@ -99,7 +113,16 @@ pub fn run(a: QuantitiesArgs) -> anyhow::Result<()> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    secondo_nn::write_safetensors(&a.out, tensors.iter().map(|(n, t)| (n.as_str(), t)), &metadata)?;
-    println!("loss {:.6}; wrote {} tensors to {}", out.loss, tensors.len(), a.out.display());
+    secondo_nn::write_safetensors(
+        &a.out,
+        tensors.iter().map(|(n, t)| (n.as_str(), t)),
+        &metadata,
+    )?;
+    println!(
+        "loss {:.6}; wrote {} tensors to {}",
+        out.loss,
+        tensors.len(),
+        a.out.display()
+    );
     Ok(())
 }

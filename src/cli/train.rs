@@ -80,8 +80,10 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let objective = objective(&spec, &train_set, &a.loss, &a.reduction, dtype)?;
     objective.check_targets(&test_set.y)?;
     let mut params = weights(&objective, a.weights.as_ref(), a.seed)?;
-    let lr = a.lr.unwrap_or(if a.optimizer == "sgd" { 0.1 } else { 1e-3 });
-    let optimizer = OptimizerChoice::parse(&a.optimizer, lr, a.momentum, a.nesterov, a.weight_decay)?;
+    let lr =
+        a.lr.unwrap_or(if a.optimizer == "sgd" { 0.1 } else { 1e-3 });
+    let optimizer =
+        OptimizerChoice::parse(&a.optimizer, lr, a.momentum, a.nesterov, a.weight_decay)?;
     let config = TrainConfig {
         epochs: a.epochs,
         batch_size: a.batch,
@@ -97,14 +99,22 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     );
     let bar = ProgressBar::new((train_set.len().div_ceil(a.batch.max(1)) * a.epochs) as u64);
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise}<{eta_precise}]")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise}<{eta_precise}]",
+        )
+        .expect("valid template"),
     );
     let start = std::time::Instant::now();
     let last = train(&objective, &mut params, &train_set, &config, |p| {
         bar.set_position(p.step as u64);
-        let acc = p.accuracy.map(|a| format!("  accuracy {:.4}", a)).unwrap_or_default();
-        bar.set_message(format!("epoch {}/{}  loss {:.4}{acc}", p.epoch, a.epochs, p.loss));
+        let acc = p
+            .accuracy
+            .map(|a| format!("  accuracy {:.4}", a))
+            .unwrap_or_default();
+        bar.set_message(format!(
+            "epoch {}/{}  loss {:.4}{acc}",
+            p.epoch, a.epochs, p.loss
+        ));
     })?;
     bar.finish_and_clear();
     let train_eval = evaluate(&objective, &params, &train_set, 256)?;
@@ -121,7 +131,10 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
             "train loss {:.4}  accuracy {:.4}\ntest  loss {:.4}  accuracy {:.4}",
             train_eval.loss, tr, test_eval.loss, te
         ),
-        _ => println!("train loss {:.6}\ntest  loss {:.6}", train_eval.loss, test_eval.loss),
+        _ => println!(
+            "train loss {:.6}\ntest  loss {:.6}",
+            train_eval.loss, test_eval.loss
+        ),
     }
     println!("weights written to {}", a.out.display());
     Ok(())

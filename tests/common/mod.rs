@@ -18,7 +18,8 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn load(path: &Path) -> Fixture {
-        let (tensors, meta) = secondo_nn::read_safetensors_with_metadata(path).expect("fixture loads");
+        let (tensors, meta) =
+            secondo_nn::read_safetensors_with_metadata(path).expect("fixture loads");
         Fixture {
             path: path.to_path_buf(),
             tensors,
@@ -56,7 +57,11 @@ impl Fixture {
     pub fn params(&self, objective: &Objective) -> ParamStore {
         let mut p = ParamStore::new();
         for info in objective.network.params() {
-            p.insert(&info.name, self.tensor(&format!("param/{}", info.name)).to_dtype(self.dtype()));
+            p.insert(
+                &info.name,
+                self.tensor(&format!("param/{}", info.name))
+                    .to_dtype(self.dtype()),
+            );
         }
         p
     }
@@ -70,7 +75,9 @@ impl Fixture {
 
 /// Every `.safetensors` file of a fixtures subfolder, sorted.
 pub fn fixtures(dir: &str) -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(dir);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(dir);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
         .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
         .map(|e| e.unwrap().path())

@@ -91,6 +91,63 @@ pub fn vjp_error(
     Ok(worst)
 }
 
+/// Compares the forward-mode derivative of `f` along a random tangent against
+/// central finite differences at a random point, in f64. Returns the largest
+/// error relative to `max(1, |value|)`.
+///
+/// ```
+/// use secondo_graph::check::jvp_error;
+/// let err = jvp_error(|_, x| x[0].exp() / x[1], &[&[3], &[]], 1).unwrap();
+/// assert!(err < 1e-8);
+/// ```
+pub fn jvp_error(
+    f: impl for<'a> Fn(&'a Builder, &[Var<'a>]) -> Var<'a>,
+    shapes: &[&[usize]],
+    seed: u64,
+) -> Result<f64, GraphError> {
+    let b = Builder::new(DType::F64);
+    let names: Vec<String> = (0..shapes.len()).map(|i| format!("x{i}")).collect();
+    let tnames: Vec<String> = (0..shapes.len()).map(|i| format!("t{i}")).collect();
+    let xs: Vec<Var> = names.iter().zip(shapes).map(|(n, s)| b.input(n, s)).collect();
+    let ts: Vec<Var> = tnames.iter().zip(shapes).map(|(n, s)| b.input(n, s)).collect();
+    let out = f(&b, &xs);
+    let tangent = b.jvp(&[out], &xs, &ts)?[0];
+    let graph = b.finish()?;
+    let exe = Executable::compile(&graph, &[tangent.id()])?;
+    let value_exe = Executable::compile(&graph, &[out.id()])?;
+    let point: Vec<Vec<f64>> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| pseudo_random(s.iter().product(), seed * 31 + i as u64))
+        .collect();
+    let dir: Vec<Vec<f64>> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| pseudo_random(s.iter().product(), seed * 31 + 500 + i as u64))
+        .collect();
+    let feeds = |step: f64| -> Feeds {
+        let mut feeds = Feeds::new();
+        for (i, s) in shapes.iter().enumerate() {
+            let moved: Vec<f64> = point[i].iter().zip(&dir[i]).map(|(p, d)| p + step * d).collect();
+            feeds.insert(&names[i], tensor(s, &moved));
+            feeds.insert(&tnames[i], tensor(s, &dir[i]));
+        }
+        feeds
+    };
+    let analytic = exe.run(&feeds(0.0))?[0].to_f64_vec();
+    let h = 1e-6;
+    let plus = value_exe.run(&feeds(h))?[0].to_f64_vec();
+    let minus = value_exe.run(&feeds(-h))?[0].to_f64_vec();
+    Ok(analytic
+        .iter()
+        .zip(plus.iter().zip(&minus))
+        .map(|(a, (p, m))| {
+            let numeric = (p - m) / (2.0 * h);
+            (numeric - a).abs() / 1f64.max(numeric.abs()).max(a.abs())
+        })
+        .fold(0.0, f64::max))
+}
+
 fn tensor(shape: &[usize], v: &[f64]) -> Tensor {
     Tensor::from_vec(shape.to_vec(), v.to_vec()).expect("length matches shape")
 }

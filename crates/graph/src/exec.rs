@@ -130,6 +130,48 @@ impl Executable {
     /// assert_eq!(err.to_string(), "input 'x': not fed");
     /// ```
     pub fn run(&self, feeds: &Feeds) -> Result<Vec<Tensor>, GraphError> {
+        self.run_inner(feeds, None)
+    }
+
+    /// Like [`Executable::run`], also returning the wall time of every node in
+    /// seconds (indexed like [`Executable::graph`]'s nodes) for profiling.
+    ///
+    /// ```
+    /// # use secondo_graph::{Builder, Executable, Feeds};
+    /// # use secondo_tensor::{DType, Tensor};
+    /// let b = Builder::new(DType::F32);
+    /// let x = b.input("x", &[2]);
+    /// let y = x.exp();
+    /// let exe = Executable::compile(&b.finish().unwrap(), &[y.id()]).unwrap();
+    /// let mut f = Feeds::new();
+    /// f.insert("x", Tensor::zeros(vec![2], DType::F32));
+    /// let (_, times) = exe.run_timed(&f).unwrap();
+    /// assert_eq!(times.len(), exe.graph().len());
+    /// ```
+    pub fn run_timed(&self, feeds: &Feeds) -> Result<(Vec<Tensor>, Vec<f64>), GraphError> {
+        let mut times = vec![0.0; self.graph.len()];
+        let out = self.run_inner(feeds, Some(&mut times))?;
+        Ok((out, times))
+    }
+
+    fn run_inner(
+        &self,
+        feeds: &Feeds,
+        times: Option<&mut Vec<f64>>,
+    ) -> Result<Vec<Tensor>, GraphError> {
+        // Run on a worker of the rayon pool: the kernels' parallel parts then
+        // share the pool with the sequential ones instead of competing with
+        // idle workers spinning for work (measured in docs/PERFORMANCE.md).
+        let mut result = None;
+        rayon::scope(|_| result = Some(self.run_steps(feeds, times)));
+        result.expect("scope ran")
+    }
+
+    fn run_steps(
+        &self,
+        feeds: &Feeds,
+        mut times: Option<&mut Vec<f64>>,
+    ) -> Result<Vec<Tensor>, GraphError> {
         let mut values: Vec<Option<Tensor>> = vec![None; self.graph.len()];
         for (i, node) in self.graph.nodes().iter().enumerate() {
             let mut args = Vec::with_capacity(node.inputs.len());
@@ -142,6 +184,7 @@ impl Executable {
                 };
                 args.push(v.expect("operands are computed before use"));
             }
+            let start = times.as_ref().map(|_| std::time::Instant::now());
             let value = self.eval(i, args, feeds).map_err(|e| match e {
                 Eval::Graph(g) => g,
                 Eval::Kernel(t) => GraphError::Run {
@@ -150,6 +193,9 @@ impl Executable {
                     reason: t.to_string(),
                 },
             })?;
+            if let (Some(t), Some(s)) = (times.as_deref_mut(), start) {
+                t[i] = s.elapsed().as_secs_f64();
+            }
             values[i] = Some(value);
         }
         Ok(self

@@ -24,6 +24,7 @@ pub mod check;
 mod error;
 mod exec;
 mod graph;
+mod jvp;
 mod op;
 pub mod passes;
 mod vjp;

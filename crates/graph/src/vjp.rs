@@ -112,7 +112,7 @@ impl Builder {
     }
 
     /// Nodes that depend on some `wrt` node and that some output depends on.
-    fn active_nodes(&self, outputs: &[Var<'_>], wrt: &[Var<'_>], n: usize) -> Vec<bool> {
+    pub(crate) fn active_nodes(&self, outputs: &[Var<'_>], wrt: &[Var<'_>], n: usize) -> Vec<bool> {
         let graph = self.graph();
         let mut depends = vec![false; n];
         for w in wrt {
@@ -157,9 +157,9 @@ impl Builder {
                 UnaryOp::Log => g / x(0),
                 UnaryOp::Tanh => g * (1.0 - y.square()),
                 UnaryOp::Erf => g * ((-x(0).square()).exp() * std::f64::consts::FRAC_2_SQRT_PI),
-                UnaryOp::Powf(p) if p == 0.0 => return None,
-                UnaryOp::Powf(p) if p == 2.0 => g * (x(0) * 2.0),
-                UnaryOp::Powf(p) if p == 1.0 => g,
+                UnaryOp::Powf(0.0) => return None,
+                UnaryOp::Powf(2.0) => g * (x(0) * 2.0),
+                UnaryOp::Powf(1.0) => g,
                 UnaryOp::Powf(p) => g * (x(0).powf(p - 1.0) * p),
             }),
             Op::Binary(b) => {

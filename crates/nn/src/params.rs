@@ -159,14 +159,19 @@ impl ParamStore {
         for p in spec.parameters() {
             let n: usize = p.shape.iter().product();
             let values: Vec<f64> = match &spec.layers()[p.layer].layer {
-                Layer::Linear { in_features, .. } => uniform(&mut rng, n, fan_in_bound(*in_features)),
-                Layer::Conv2d { in_channels, kernel, .. } => {
-                    uniform(&mut rng, n, fan_in_bound(in_channels * kernel * kernel))
+                Layer::Linear { in_features, .. } => {
+                    uniform(&mut rng, n, fan_in_bound(*in_features))
                 }
+                Layer::Conv2d {
+                    in_channels,
+                    kernel,
+                    ..
+                } => uniform(&mut rng, n, fan_in_bound(in_channels * kernel * kernel)),
                 _ if p.kind == ParamKind::Weight => vec![1.0; n],
                 _ => vec![0.0; n],
             };
-            let t = Tensor::from_f64(p.shape.clone(), &values, dtype).expect("length matches shape");
+            let t =
+                Tensor::from_f64(p.shape.clone(), &values, dtype).expect("length matches shape");
             store.insert(&p.name, t);
         }
         store
@@ -199,7 +204,11 @@ impl ParamStore {
                 reason,
             };
             if t.shape() != p.shape.as_slice() {
-                return Err(bad(format!("expected shape {:?}, got {:?}", p.shape, t.shape())));
+                return Err(bad(format!(
+                    "expected shape {:?}, got {:?}",
+                    p.shape,
+                    t.shape()
+                )));
             }
             if let Some(i) = t.first_non_finite() {
                 return Err(bad(format!("non-finite value at flat index {i}")));
@@ -247,6 +256,9 @@ pub fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>, NnError>
     read_safetensors_with_metadata(path).map(|(t, _)| t)
 }
 
+/// String metadata of a safetensors file.
+pub type Metadata = HashMap<String, String>;
+
 /// [`read_safetensors`] plus the file's string metadata.
 ///
 /// ```no_run
@@ -256,7 +268,7 @@ pub fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>, NnError>
 /// ```
 pub fn read_safetensors_with_metadata(
     path: &Path,
-) -> Result<(HashMap<String, Tensor>, HashMap<String, String>), NnError> {
+) -> Result<(HashMap<String, Tensor>, Metadata), NnError> {
     let file = path.display().to_string();
     let err = |reason: String| NnError::File {
         file: file.clone(),
@@ -298,7 +310,11 @@ pub fn read_safetensors_with_metadata(
                 })
             }
         };
-        let dtype = if view.dtype() == Dtype::F32 { DType::F32 } else { DType::F64 };
+        let dtype = if view.dtype() == Dtype::F32 {
+            DType::F32
+        } else {
+            DType::F64
+        };
         let t = Tensor::from_f64(shape, &values, dtype).map_err(|e| NnError::BadTensor {
             file: file.clone(),
             name: name.clone(),
@@ -336,11 +352,19 @@ pub fn write_safetensors<'a>(
             let (dtype, bytes) = match t.dtype() {
                 DType::F32 => (
                     Dtype::F32,
-                    t.as_slice::<f32>().expect("f32").iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    t.as_slice::<f32>()
+                        .expect("f32")
+                        .iter()
+                        .flat_map(|v| v.to_le_bytes())
+                        .collect(),
                 ),
                 DType::F64 => (
                     Dtype::F64,
-                    t.as_slice::<f64>().expect("f64").iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    t.as_slice::<f64>()
+                        .expect("f64")
+                        .iter()
+                        .flat_map(|v| v.to_le_bytes())
+                        .collect(),
                 ),
             };
             (name.to_string(), t.shape().to_vec(), dtype, bytes)

@@ -82,46 +82,56 @@ fn zip_into<T: Element>(out: &mut [T], other: &[T], f: impl Fn(T, T) -> T + Sync
     }
 }
 
-fn unary_fn<T: Element>(op: UnaryOp) -> impl Fn(T) -> T + Sync {
-    move |x: T| match op {
-        UnaryOp::Neg => -x,
-        UnaryOp::Exp => x.exp(),
-        UnaryOp::Log => x.ln(),
-        UnaryOp::Tanh => x.tanh(),
-        UnaryOp::Erf => x.erf(),
+/// Applies a unary op with the operation chosen outside the loop, so each
+/// arm compiles to its own (vectorizable) loop.
+fn unary_loop<T: Element>(op: UnaryOp, v: &mut [T]) {
+    match op {
+        UnaryOp::Neg => map_inplace(v, |x| -x),
+        UnaryOp::Exp => map_inplace(v, |x| x.exp()),
+        UnaryOp::Log => map_inplace(v, |x| x.ln()),
+        UnaryOp::Tanh => map_inplace(v, |x| x.tanh()),
+        UnaryOp::Erf => map_inplace(v, |x| x.erf()),
+        UnaryOp::Powf(2.0) => map_inplace(v, |x| x * x),
+        UnaryOp::Powf(0.5) => map_inplace(v, |x| x.sqrt()),
+        UnaryOp::Powf(-1.0) => map_inplace(v, |x| x.recip()),
         UnaryOp::Powf(p) => {
-            if p == 2.0 {
-                x * x
-            } else if p == 0.5 {
-                x.sqrt()
-            } else if p == -1.0 {
-                x.recip()
-            } else {
-                x.powf(T::from_f64(p))
-            }
+            let p = T::from_f64(p);
+            map_inplace(v, move |x| x.powf(p))
         }
     }
 }
 
-fn binary_fn<T: Element>(op: BinaryOp) -> impl Fn(T, T) -> T + Sync {
-    let mask = |c: bool| if c { T::one() } else { T::zero() };
-    move |a: T, b: T| match op {
-        BinaryOp::Add => a + b,
-        BinaryOp::Sub => a - b,
-        BinaryOp::Mul => a * b,
-        BinaryOp::Div => a / b,
-        BinaryOp::Max => {
-            if a >= b || b.is_nan() {
-                a
-            } else {
-                b
-            }
-        }
-        BinaryOp::Gt => mask(a > b),
-        BinaryOp::Ge => mask(a >= b),
-        BinaryOp::Lt => mask(a < b),
-        BinaryOp::Eq => mask(a == b),
+fn mask<T: Element>(c: bool) -> T {
+    if c {
+        T::one()
+    } else {
+        T::zero()
     }
+}
+
+fn max_nan<T: Element>(a: T, b: T) -> T {
+    if a >= b || b.is_nan() {
+        a
+    } else {
+        b
+    }
+}
+
+/// Calls `$apply` with the binary operation as a closure, one arm per op.
+macro_rules! with_binary_fn {
+    ($op:expr, $T:ty, $apply:expr) => {
+        match $op {
+            BinaryOp::Add => $apply(|a: $T, b: $T| a + b),
+            BinaryOp::Sub => $apply(|a: $T, b: $T| a - b),
+            BinaryOp::Mul => $apply(|a: $T, b: $T| a * b),
+            BinaryOp::Div => $apply(|a: $T, b: $T| a / b),
+            BinaryOp::Max => $apply(|a: $T, b: $T| max_nan(a, b)),
+            BinaryOp::Gt => $apply(|a: $T, b: $T| mask::<$T>(a > b)),
+            BinaryOp::Ge => $apply(|a: $T, b: $T| mask::<$T>(a >= b)),
+            BinaryOp::Lt => $apply(|a: $T, b: $T| mask::<$T>(a < b)),
+            BinaryOp::Eq => $apply(|a: $T, b: $T| mask::<$T>(a == b)),
+        }
+    };
 }
 
 impl UnaryOp {
@@ -136,7 +146,7 @@ impl UnaryOp {
         let shape = a.shape().to_vec();
         crate::dispatch!(a, _v, T => {
             let mut data: Vec<T> = a.into_typed_vec().expect("dtype matches dispatch");
-            map_inplace(&mut data, unary_fn::<T>(self));
+            unary_loop(self, &mut data);
             Tensor::from_typed(shape, data)
         })
     }
@@ -161,21 +171,20 @@ impl BinaryOp {
         }
         let (sa, sb) = (a.shape().to_vec(), b.shape().to_vec());
         crate::dispatch!(a, _v, T => {
-            let f = binary_fn::<T>(self);
             if sa == sb {
                 let bv = b.typed::<T>("binary")?;
                 let mut out: Vec<T> = a.into_typed_vec().expect("dtype matches dispatch");
-                zip_into(&mut out, bv, f);
+                with_binary_fn!(self, T, |f| zip_into(&mut out, bv, f));
                 Ok(Tensor::from_typed(sa, out))
             } else if b.numel() == 1 {
                 let s = b.typed::<T>("binary")?[0];
                 let mut out: Vec<T> = a.into_typed_vec().expect("dtype");
-                map_inplace(&mut out, move |x| f(x, s));
+                with_binary_fn!(self, T, |f: fn(T, T) -> T| map_inplace(&mut out, move |x| f(x, s)));
                 Ok(Tensor::from_typed(sa, out))
             } else if a.numel() == 1 {
                 let s = a.typed::<T>("binary")?[0];
                 let mut out: Vec<T> = b.into_typed_vec().expect("dtype");
-                map_inplace(&mut out, move |x| f(s, x));
+                with_binary_fn!(self, T, |f: fn(T, T) -> T| map_inplace(&mut out, move |x| f(s, x)));
                 Ok(Tensor::from_typed(sb, out))
             } else {
                 Err(TensorError::ShapeMismatch { op: format!("{self:?}"), a: sa, b: sb })
@@ -209,12 +218,13 @@ impl Tensor {
         crate::dispatch!(cond, c, T => {
             let av = a.typed::<T>("where")?;
             let bv = b.typed::<T>("where")?;
-            let pick = |v: &[T], i: usize| if v.len() == 1 { v[0] } else { v[i] };
-            let out: Vec<T> = c
-                .iter()
-                .enumerate()
-                .map(|(i, &m)| if m != T::zero() { pick(av, i) } else { pick(bv, i) })
-                .collect();
+            let z = T::zero();
+            let out: Vec<T> = match (av.len() == 1 && c.len() != 1, bv.len() == 1 && c.len() != 1) {
+                (false, false) => c.iter().zip(av).zip(bv).map(|((&m, &x), &y)| if m != z { x } else { y }).collect(),
+                (false, true) => c.iter().zip(av).map(|(&m, &x)| if m != z { x } else { bv[0] }).collect(),
+                (true, false) => c.iter().zip(bv).map(|(&m, &y)| if m != z { av[0] } else { y }).collect(),
+                (true, true) => c.iter().map(|&m| if m != z { av[0] } else { bv[0] }).collect(),
+            };
             Ok(Tensor::from_typed(shape, out))
         })
     }

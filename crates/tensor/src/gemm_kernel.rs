@@ -30,11 +30,56 @@ pub(crate) unsafe fn gemm_into<T: Element>(
     r: Strided,
     allow_parallel: bool,
 ) {
-    let parallelism = if allow_parallel && m * n * k >= PARALLEL_WORK {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
+    let threads = rayon::current_num_threads();
+    if allow_parallel && threads > 1 && m * n * k >= PARALLEL_WORK {
+        // Split the larger output dimension into one block per thread, each a
+        // single-threaded product: measured faster than the crate's own
+        // parallel mode at the sizes of network layers (docs/PERFORMANCE.md).
+        let split_n = n >= m;
+        let len = if split_n { n } else { m };
+        let block = len.div_ceil(threads).next_multiple_of(16).max(16);
+        let (dst, lhs, rhs) = (dst as usize, lhs as usize, rhs as usize);
+        rayon::scope(|s| {
+            for start in (0..len).step_by(block) {
+                let size = block.min(len - start);
+                s.spawn(move |_| {
+                    let off = start as isize;
+                    // SAFETY: each block addresses a disjoint slice of `dst` and
+                    // valid parts of the operands (caller's contract).
+                    unsafe {
+                        if split_n {
+                            gemm_into(
+                                m,
+                                size,
+                                k,
+                                (dst as *mut T).offset(off * d.cs),
+                                d,
+                                lhs as *const T,
+                                l,
+                                (rhs as *const T).offset(off * r.cs),
+                                r,
+                                false,
+                            )
+                        } else {
+                            gemm_into(
+                                size,
+                                n,
+                                k,
+                                (dst as *mut T).offset(off * d.rs),
+                                d,
+                                (lhs as *const T).offset(off * l.rs),
+                                l,
+                                rhs as *const T,
+                                r,
+                                false,
+                            )
+                        }
+                    }
+                });
+            }
+        });
+        return;
+    }
     gemm::gemm(
         m,
         n,
@@ -54,7 +99,7 @@ pub(crate) unsafe fn gemm_into<T: Element>(
         false,
         false,
         false,
-        parallelism,
+        gemm::Parallelism::None,
     );
 }
 

@@ -1,6 +1,7 @@
-//! Finite-difference tests of every primitive's vjp rule, and of grad-of-grad.
+//! Finite-difference tests of every primitive's vjp and jvp rules, and of
+//! their compositions (grad of grad, forward-over-reverse).
 
-use secondo_graph::check::vjp_error;
+use secondo_graph::check::{jvp_error, vjp_error};
 use secondo_graph::{Builder, Executable, Feeds, Var};
 use secondo_tensor::{BinaryOp, DType, Tensor};
 
@@ -13,10 +14,9 @@ fn assert_fd(
 ) {
     for seed in 1..4 {
         let err = vjp_error(&f, shapes, seed).unwrap();
-        assert!(
-            err < TOL,
-            "{name}: finite-difference error {err:e} (seed {seed})"
-        );
+        assert!(err < TOL, "{name}: vjp error {err:e} (seed {seed})");
+        let err = jvp_error(&f, shapes, seed).unwrap();
+        assert!(err < TOL, "{name}: jvp error {err:e} (seed {seed})");
     }
 }
 
@@ -260,4 +260,49 @@ fn cse_and_dce_shrink_the_graph() {
         .filter(|n| n.op.to_string() == "exp")
         .count();
     assert_eq!(exps, 1, "{}", exe.graph());
+}
+
+/// Hessian-vector product by forward-over-reverse equals reverse-over-reverse.
+#[test]
+fn forward_over_reverse_equals_reverse_over_reverse() {
+    let b = Builder::new(DType::F64);
+    let x = b.input("x", &[4]);
+    let w = b.input("w", &[3, 4]);
+    let v = b.input("v", &[4]);
+    let z = b.einsum("oi,i->o", &[w, x]);
+    let f = (z.tanh().square() + z.exp() * 0.1).sum_all() + x.powf(3.0).sum_all();
+    let g = b.grad(f, &[x]).unwrap()[0];
+    let hv_fwd = b.jvp(&[g], &[x], &[v]).unwrap()[0];
+    let hv_rev = b.grad((g * v).sum_all(), &[x]).unwrap()[0];
+    let graph = b.finish().unwrap();
+    let exe = Executable::compile(&graph, &[hv_fwd.id(), hv_rev.id()]).unwrap();
+    let mut feeds = Feeds::new();
+    feeds.insert("x", Tensor::from_vec(vec![4], vec![0.3, -0.2, 0.5, 0.1]).unwrap());
+    feeds.insert("w", Tensor::from_vec(vec![3, 4], (0..12).map(|i| (i as f64 - 6.0) / 10.0).collect()).unwrap());
+    feeds.insert("v", Tensor::from_vec(vec![4], vec![1.0, -2.0, 0.5, 3.0]).unwrap());
+    let out = exe.run(&feeds).unwrap();
+    assert!(out[0].max_abs_diff(&out[1]) < 1e-12, "{:?} vs {:?}", out[0], out[1]);
+    assert!(out[0].to_f64_vec().iter().any(|v| v.abs() > 0.1));
+}
+
+/// ⟨u, J v⟩ = ⟨Jᵀ u, v⟩ for a vector function.
+#[test]
+fn jvp_and_vjp_are_adjoint() {
+    let b = Builder::new(DType::F64);
+    let x = b.input("x", &[3, 2]);
+    let u = b.input("u", &[3]);
+    let v = b.input("v", &[3, 2]);
+    let y = (x.exp() * x.sum(&[0])).max_over(&[1]) + x.tanh().sum(&[1]);
+    let jv = b.jvp(&[y], &[x], &[v]).unwrap()[0];
+    let jtu = b.vjp(&[y], &[u], &[x]).unwrap()[0];
+    let lhs = (u * jv).sum_all();
+    let rhs = (jtu * v).sum_all();
+    let graph = b.finish().unwrap();
+    let exe = Executable::compile(&graph, &[lhs.id(), rhs.id()]).unwrap();
+    let mut feeds = Feeds::new();
+    feeds.insert("x", Tensor::from_vec(vec![3, 2], vec![0.1, 0.9, -0.4, 0.3, 0.7, -0.8]).unwrap());
+    feeds.insert("u", Tensor::from_vec(vec![3], vec![1.0, -1.5, 0.5]).unwrap());
+    feeds.insert("v", Tensor::from_vec(vec![3, 2], vec![0.2, -0.3, 1.0, 0.4, -0.6, 0.5]).unwrap());
+    let out = exe.run(&feeds).unwrap();
+    assert!((out[0].item() - out[1].item()).abs() < 1e-12);
 }
