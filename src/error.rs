@@ -23,6 +23,9 @@ pub enum Error {
     /// A spec problem.
     #[error(transparent)]
     Spec(#[from] secondo_nn::spec::SpecError),
+    /// An objective or curvature problem.
+    #[error(transparent)]
+    Curvature(#[from] secondo_curvature::CurvatureError),
     /// An invalid argument or combination of inputs.
     #[error("{0}")]
     Invalid(String),

@@ -17,11 +17,11 @@
 
 pub mod bench;
 mod error;
-mod objective;
 pub mod train;
 
 pub use error::Error;
-pub use objective::{GradientProgram, Objective, ObjectiveConfig, StepOutput};
+pub use secondo_curvature as curvature;
+pub use secondo_curvature::{GradientProgram, Objective, ObjectiveConfig, StepOutput};
 pub use secondo_data as data;
 pub use secondo_graph as graph;
 pub use secondo_nn as nn;

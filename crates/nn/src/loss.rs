@@ -159,7 +159,8 @@ impl Loss {
             LossKind::Mse => (output - target).square().sum(&[1]),
             LossKind::BceWithLogits => {
                 let zero = b.scalar(0.0);
-                let terms = output.max(zero) - output * target + ((-output.abs()).exp() + 1.0).log();
+                let terms =
+                    output.max(zero) - output * target + ((-output.abs()).exp() + 1.0).log();
                 terms.sum(&[1])
             }
         })

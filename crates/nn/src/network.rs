@@ -51,11 +51,15 @@ impl Network {
                 return Err(NnError::Unsupported {
                     index,
                     text: l.text.clone(),
-                    reason: "this layer is not supported yet (dense layers and activations are)".into(),
+                    reason: "this layer is not supported yet (dense layers and activations are)"
+                        .into(),
                 });
             }
         }
-        let output_shape = shapes.last().cloned().unwrap_or_else(|| input_shape.to_vec());
+        let output_shape = shapes
+            .last()
+            .cloned()
+            .unwrap_or_else(|| input_shape.to_vec());
         Ok(Network {
             params: spec.parameters(),
             spec,
@@ -119,7 +123,10 @@ impl Network {
     /// assert_eq!(net.param_vars(&b).len(), 2);
     /// ```
     pub fn param_vars<'b>(&self, b: &'b Builder) -> Vec<Var<'b>> {
-        self.params.iter().map(|p| b.param(&p.name, &p.shape)).collect()
+        self.params
+            .iter()
+            .map(|p| b.param(&p.name, &p.shape))
+            .collect()
     }
 
     /// The network applied to a batch `x` of shape `[N, input_shape...]`, with

@@ -2,6 +2,9 @@ use std::fmt;
 
 use super::ParamKind;
 
+/// Kinds and shapes of a layer's state tensors, in state_dict order.
+pub(super) type StateShapes = Vec<(ParamKind, Vec<usize>)>;
+
 /// One layer of a sequential model, with the hyperparameters its spec gives.
 ///
 /// The variants mirror PyTorch modules of the same (lower-case) name. Sizes
@@ -196,7 +199,7 @@ impl Layer {
     }
 
     /// The trainable parameters' kinds and shapes, in state_dict order.
-    pub(super) fn parameter_shapes(&self) -> Vec<(ParamKind, Vec<usize>)> {
+    pub(super) fn parameter_shapes(&self) -> StateShapes {
         let with_bias = |weight: Vec<usize>, bias: bool, out: usize| {
             let mut params = vec![(ParamKind::Weight, weight)];
             if bias {
@@ -229,7 +232,7 @@ impl Layer {
     }
 
     /// The non-trainable state (running statistics), in state_dict order.
-    pub(super) fn buffer_shapes(&self) -> Vec<(ParamKind, Vec<usize>)> {
+    pub(super) fn buffer_shapes(&self) -> StateShapes {
         match *self {
             Self::BatchNorm1d { features } | Self::BatchNorm2d { features } => vec![
                 (ParamKind::RunningMean, vec![features]),
@@ -265,9 +268,9 @@ impl Layer {
                 ..
             } => match input.split_last() {
                 None => Err("expects at least one input axis, got shape []".to_owned()),
-                Some((&last, _)) if last != in_features => Err(format!(
-                    "expects {in_features} input features, got {last}"
-                )),
+                Some((&last, _)) if last != in_features => {
+                    Err(format!("expects {in_features} input features, got {last}"))
+                }
                 Some((_, rest)) => Ok([rest, &[out_features]].concat()),
             },
             Self::Conv2d {
@@ -437,7 +440,7 @@ impl fmt::Display for Layer {
                 f.write_str(")")
             }
             Self::LeakyRelu { slope } => write!(f, "{name}({})", Real(slope)),
-            Self::Elu { alpha } if alpha == 1.0 => f.write_str(name),
+            Self::Elu { alpha: 1.0 } => f.write_str(name),
             Self::Elu { alpha } => write!(f, "{name}({})", Real(alpha)),
             Self::Dropout { p } => write!(f, "{name}({})", Real(p)),
             Self::BatchNorm1d { features }

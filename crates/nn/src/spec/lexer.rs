@@ -186,7 +186,9 @@ mod tests {
 
     #[test]
     fn numbers() {
-        for n in ["1", "007", "1.5", ".5", "5.", "-0.1", "+2", "1e-3", "2.5E+10"] {
+        for n in [
+            "1", "007", "1.5", ".5", "5.", "-0.1", "+2", "1e-3", "2.5E+10",
+        ] {
             assert_eq!(kinds(n), vec![(Kind::Number, n.to_owned())], "{n}");
         }
         assert_eq!(
@@ -197,10 +199,7 @@ mod tests {
             kinds("-x"),
             vec![(Kind::Other, "-".into()), (Kind::Ident, "x".into())]
         );
-        assert_eq!(
-            kinds("."),
-            vec![(Kind::Other, ".".into())]
-        );
+        assert_eq!(kinds("."), vec![(Kind::Other, ".".into())]);
         assert_eq!(
             kinds("784x"),
             vec![(Kind::Number, "784".into()), (Kind::Ident, "x".into())]

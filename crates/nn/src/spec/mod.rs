@@ -185,7 +185,7 @@ impl ModelSpec {
         self.state(Layer::buffer_shapes)
     }
 
-    fn state(&self, shapes: fn(&Layer) -> Vec<(ParamKind, Vec<usize>)>) -> Vec<ParamInfo> {
+    fn state(&self, shapes: fn(&Layer) -> layer::StateShapes) -> Vec<ParamInfo> {
         self.layers
             .iter()
             .enumerate()
@@ -210,9 +210,10 @@ impl ModelSpec {
     pub fn is_ignored_state_entry(&self, name: &str) -> bool {
         name.strip_suffix(".num_batches_tracked")
             .is_some_and(|index| {
-                self.layers.iter().enumerate().any(|(i, spec)| {
-                    spec.layer.tracks_batches() && index == i.to_string()
-                })
+                self.layers
+                    .iter()
+                    .enumerate()
+                    .any(|(i, spec)| spec.layer.tracks_batches() && index == i.to_string())
             })
     }
 
@@ -241,10 +242,11 @@ impl ModelSpec {
     ///
     /// ```
     /// use secondo_nn::spec::ModelSpec;
-    /// let spec = ModelSpec::parse("conv2d(1,32,k=5,p=2),relu,maxpool2d(2),flatten,linear(1568,10)")
+    /// let spec = ModelSpec::parse("conv2d(1,32,k=5,p=2),relu,maxpool2d(2),flatten,linear(6272,10)")
     ///     .unwrap();
     /// let shapes = spec.output_shapes(&[1, 28, 28]).unwrap();
     /// assert_eq!(shapes[2], [32, 14, 14]);
+    /// assert_eq!(shapes[3], [6272]);
     /// assert_eq!(shapes[4], [10]);
     ///
     /// let spec = ModelSpec::parse("linear(784,256),relu,linear(100,10)").unwrap();
@@ -321,7 +323,13 @@ impl ModelSpec {
 /// `text` with every whitespace or control character replaced by a space.
 fn one_line(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_whitespace() || c.is_control() { ' ' } else { c })
+        .map(|c| {
+            if c.is_whitespace() || c.is_control() {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect()
 }
 

@@ -210,7 +210,8 @@ impl LayerDef {
 
     fn slot_index(&self, key: &str) -> Option<usize> {
         self.slots.iter().position(|s| {
-            s.name.eq_ignore_ascii_case(key) || s.aliases.iter().any(|a| a.eq_ignore_ascii_case(key))
+            s.name.eq_ignore_ascii_case(key)
+                || s.aliases.iter().any(|a| a.eq_ignore_ascii_case(key))
         })
     }
 }
@@ -265,7 +266,10 @@ pub(super) fn parse(input: &str) -> Result<Vec<LayerSpec>, SpecError> {
 }
 
 /// Parses one layer whose name is `name`, up to its closing parenthesis.
-fn parse_layer(lx: &mut Lexer<'_>, name: Token) -> Result<(LayerSpec, &'static LayerDef), SpecError> {
+fn parse_layer(
+    lx: &mut Lexer<'_>,
+    name: Token,
+) -> Result<(LayerSpec, &'static LayerDef), SpecError> {
     let text = lx.text(name);
     let def = LayerDef::find(&text).ok_or_else(|| SpecError::UnknownLayer {
         name: shorten(&text),
@@ -313,7 +317,9 @@ fn parse_arguments(lx: &mut Lexer<'_>, args: &mut Args) -> Result<(), SpecError>
                 args.keyword(lx, token, value)?;
                 value
             }
-            Kind::Ident if !is_bool(&lx.text(token)) && args.def.slot_index(&lx.text(token)).is_some() => {
+            Kind::Ident
+                if !is_bool(&lx.text(token)) && args.def.slot_index(&lx.text(token)).is_some() =>
+            {
                 let expected = format!("'=' after {}", lx.text(token));
                 return Err(syntax(lx, lx.peek(), expected));
             }
@@ -356,6 +362,17 @@ struct Arg {
     kind: Kind,
     text: String,
     position: usize,
+}
+
+impl Arg {
+    /// A syntax error saying that `expected` should stand where this is.
+    fn unexpected(&self, expected: String) -> SpecError {
+        SpecError::Syntax {
+            position: self.position,
+            expected,
+            found: quote(&self.text),
+        }
+    }
 }
 
 /// The arguments given to one layer, by slot.
@@ -448,14 +465,6 @@ impl Args {
         (name, self.values.get(index).and_then(Option::as_ref))
     }
 
-    fn syntax(&self, arg: &Arg, expected: String) -> SpecError {
-        SpecError::Syntax {
-            position: arg.position,
-            expected,
-            found: quote(&arg.text),
-        }
-    }
-
     /// A non-negative integer; `positive` also rules out 0.
     fn integer(&self, index: usize, positive: bool) -> Result<Option<usize>, SpecError> {
         let layer = self.def.name;
@@ -464,7 +473,7 @@ impl Args {
         };
         let what = if positive { "positive" } else { "non-negative" };
         if arg.kind != Kind::Number || !arg.text.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(self.syntax(arg, format!("a {what} integer for {name} of {layer}")));
+            return Err(arg.unexpected(format!("a {what} integer for {name} of {layer}")));
         }
         let Ok(value) = arg.text.parse::<usize>() else {
             let message = format!("{name} of {layer} is too large: {}", quote(&arg.text));
@@ -509,10 +518,13 @@ impl Args {
             None
         };
         let Some(value) = parsed else {
-            return Err(self.syntax(arg, format!("a number for {name} of {layer}")));
+            return Err(arg.unexpected(format!("a number for {name} of {layer}")));
         };
         if !value.is_finite() {
-            let message = format!("{name} of {layer} must be finite, found {}", quote(&arg.text));
+            let message = format!(
+                "{name} of {layer} must be finite, found {}",
+                quote(&arg.text)
+            );
             return Err(invalid(arg.position, message));
         }
         Ok(Some((value, arg)))
@@ -547,7 +559,7 @@ impl Args {
             Ok(arg.text.eq_ignore_ascii_case("true"))
         } else {
             let expected = format!("true or false for {name} of {}", self.def.name);
-            Err(self.syntax(arg, expected))
+            Err(arg.unexpected(expected))
         }
     }
 

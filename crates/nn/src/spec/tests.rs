@@ -72,7 +72,10 @@ fn conv2d_with_every_option() {
     assert_eq!(layer("conv2d(3,8,k=5,p=2)"), conv(5, 1, 2, 1, true));
     assert_eq!(layer("conv2d(3,8,k=5,d=3)"), conv(5, 1, 0, 3, true));
     assert_eq!(layer("conv2d(3,8,k=5,bias=false)"), conv(5, 1, 0, 1, false));
-    assert_eq!(layer("conv2d(3,8,k=5,p=0,bias=true)"), conv(5, 1, 0, 1, true));
+    assert_eq!(
+        layer("conv2d(3,8,k=5,p=0,bias=true)"),
+        conv(5, 1, 0, 1, true)
+    );
     assert_eq!(
         layer("conv2d(3,8,k=3,s=2,p=1,d=2,bias=false)"),
         conv(3, 2, 1, 2, false)
@@ -147,7 +150,10 @@ fn layers_with_a_real_argument() {
         ("leakyrelu()", Layer::LeakyRelu { slope: 0.01 }),
         ("leakyrelu(0.2)", Layer::LeakyRelu { slope: 0.2 }),
         ("leakyrelu(-1.5)", Layer::LeakyRelu { slope: -1.5 }),
-        ("LeakyReLU(negative_slope=.1)", Layer::LeakyRelu { slope: 0.1 }),
+        (
+            "LeakyReLU(negative_slope=.1)",
+            Layer::LeakyRelu { slope: 0.1 },
+        ),
         ("leakyrelu(slope=1e-3)", Layer::LeakyRelu { slope: 1e-3 }),
         ("leakyrelu(2)", Layer::LeakyRelu { slope: 2.0 }),
         ("elu", Layer::Elu { alpha: 1.0 }),
@@ -167,11 +173,17 @@ fn layers_with_a_real_argument() {
 fn normalization_layers() {
     for (spec, expected) in [
         ("batchnorm1d(16)", Layer::BatchNorm1d { features: 16 }),
-        ("BatchNorm1d(num_features=16)", Layer::BatchNorm1d { features: 16 }),
+        (
+            "BatchNorm1d(num_features=16)",
+            Layer::BatchNorm1d { features: 16 },
+        ),
         ("batchnorm2d(32)", Layer::BatchNorm2d { features: 32 }),
         ("batchnorm2d(n=32)", Layer::BatchNorm2d { features: 32 }),
         ("layernorm(64)", Layer::LayerNorm { features: 64 }),
-        ("LayerNorm(normalized_shape=64)", Layer::LayerNorm { features: 64 }),
+        (
+            "LayerNorm(normalized_shape=64)",
+            Layer::LayerNorm { features: 64 },
+        ),
     ] {
         assert_eq!(layer(spec), expected, "{spec}");
         assert!(expected.has_parameters());
@@ -180,8 +192,9 @@ fn normalization_layers() {
 
 #[test]
 fn layer_positions_and_texts() {
-    let spec = ModelSpec::parse(" conv2d( 1,32 , k=5,p=2),relu ,\tmaxpool2d(2),flatten,linear(1568,10) ")
-        .unwrap();
+    let spec =
+        ModelSpec::parse(" conv2d( 1,32 , k=5,p=2),relu ,\tmaxpool2d(2),flatten,linear(1568,10) ")
+            .unwrap();
     let found: Vec<(usize, &str)> = spec
         .layers()
         .iter()
@@ -191,10 +204,10 @@ fn layer_positions_and_texts() {
         found,
         [
             (1, "conv2d( 1,32 , k=5,p=2)"),
-            (26, "relu"),
-            (33, "maxpool2d(2)"),
-            (46, "flatten"),
-            (54, "linear(1568,10)"),
+            (25, "relu"),
+            (32, "maxpool2d(2)"),
+            (45, "flatten"),
+            (53, "linear(1568,10)"),
         ]
     );
     // Positions count characters, not bytes.
@@ -211,6 +224,8 @@ fn names_and_parameter_flags() {
             "maxpool2d" | "avgpool2d" | "batchnorm1d" | "batchnorm2d" | "layernorm" => {
                 format!("{name}(2)")
             }
+            "leakyrelu" => "leakyrelu(0.01)".to_owned(),
+            "dropout" => "dropout(0.5)".to_owned(),
             _ => (*name).to_owned(),
         };
         let l = layer(&spec);
@@ -286,8 +301,26 @@ fn cnn_parameters_and_shapes() {
         ])
     );
     assert_eq!(spec.num_parameters(), 32 * 25 + 32 + 15680 + 10);
+    // As PyTorch computes it: 28x28 stays 28x28 through the padded
+    // convolution and pools to 14x14, so flatten gives 32 * 14 * 14 = 6272
+    // features; linear(1568,10) fits a 14x14 input (or 8 channels at 28x28).
     assert_eq!(
-        spec.output_shapes(&[1, 28, 28]).unwrap(),
+        spec.output_shapes(&[1, 28, 28]).unwrap_err().to_string(),
+        "model spec: layer 4 `linear(1568,10)` at position 47 expects 1568 input features, got 6272"
+    );
+    assert_eq!(
+        spec.output_shapes(&[1, 14, 14]).unwrap(),
+        [
+            vec![32, 14, 14],
+            vec![32, 14, 14],
+            vec![32, 7, 7],
+            vec![1568],
+            vec![10]
+        ]
+    );
+    let mnist = ModelSpec::parse(&CNN.replace("1568", "6272")).unwrap();
+    assert_eq!(
+        mnist.output_shapes(&[1, 28, 28]).unwrap(),
         [
             vec![32, 28, 28],
             vec![32, 28, 28],
@@ -309,8 +342,10 @@ fn cnn_parameters_and_shapes() {
 
 #[test]
 fn normalization_parameters_and_buffers() {
-    let spec = ModelSpec::parse("conv2d(3,8,k=3,bias=false),batchnorm2d(8),flatten,layernorm(72),batchnorm1d(72)")
-        .unwrap();
+    let spec = ModelSpec::parse(
+        "conv2d(3,8,k=3,bias=false),batchnorm2d(8),flatten,layernorm(72),batchnorm1d(72)",
+    )
+    .unwrap();
     assert_eq!(
         names_and_shapes(spec.parameters()),
         named(&[
@@ -377,7 +412,11 @@ fn shape_after(spec: &str, input: &[usize]) -> Result<Vec<usize>, String> {
 #[test]
 fn shapes_of_each_layer() {
     let ok = |spec: &str, input: &[usize], expected: &[usize]| {
-        assert_eq!(shape_after(spec, input), Ok(expected.to_vec()), "{spec} {input:?}");
+        assert_eq!(
+            shape_after(spec, input),
+            Ok(expected.to_vec()),
+            "{spec} {input:?}"
+        );
     };
     ok("linear(3,4)", &[3], &[4]);
     ok("linear(3,4)", &[2, 7, 3], &[2, 7, 4]);
@@ -398,7 +437,15 @@ fn shapes_of_each_layer() {
     ok("batchnorm2d(3)", &[3, 4, 5], &[3, 4, 5]);
     ok("layernorm(5)", &[2, 5], &[2, 5]);
     for spec in [
-        "relu", "sigmoid", "tanh", "leakyrelu", "elu", "selu", "softplus", "gelu", "identity",
+        "relu",
+        "sigmoid",
+        "tanh",
+        "leakyrelu",
+        "elu",
+        "selu",
+        "softplus",
+        "gelu",
+        "identity",
         "dropout",
     ] {
         ok(spec, &[2, 3], &[2, 3]);
@@ -409,10 +456,22 @@ fn shapes_of_each_layer() {
         let expected = format!("model spec: layer 0 `{spec}` at position 0 {message}");
         assert_eq!(shape_after(spec, input), Err(expected), "{spec} {input:?}");
     };
-    err("linear(3,4)", &[], "expects at least one input axis, got shape []");
+    err(
+        "linear(3,4)",
+        &[],
+        "expects at least one input axis, got shape []",
+    );
     err("linear(3,4)", &[3, 2], "expects 3 input features, got 2");
-    err("conv2d(3,8,k=3)", &[3, 9], "expects a [C, H, W] input, got shape [3, 9]");
-    err("conv2d(3,8,k=3)", &[1, 9, 9], "expects 3 input channels, got 1");
+    err(
+        "conv2d(3,8,k=3)",
+        &[3, 9],
+        "expects a [C, H, W] input, got shape [3, 9]",
+    );
+    err(
+        "conv2d(3,8,k=3)",
+        &[1, 9, 9],
+        "expects 3 input channels, got 1",
+    );
     err(
         "conv2d(3,8,k=3,d=2)",
         &[3, 4, 9],
@@ -423,8 +482,16 @@ fn shapes_of_each_layer() {
         &[3, 9, 0],
         "has a window of 3 that does not fit the input axis of size 0 (padded to 2)",
     );
-    err("avgpool2d(2)", &[4, 4], "expects a [C, H, W] input, got shape [4, 4]");
-    err("flatten", &[], "expects at least one input axis, got shape []");
+    err(
+        "avgpool2d(2)",
+        &[4, 4],
+        "expects a [C, H, W] input, got shape [4, 4]",
+    );
+    err(
+        "flatten",
+        &[],
+        "expects at least one input axis, got shape []",
+    );
     err(
         "flatten",
         &[usize::MAX, 2],
@@ -445,15 +512,23 @@ fn shapes_of_each_layer() {
         &[3, 4],
         "expects a [C, H, W] input with C = 3, got shape [3, 4]",
     );
-    err("layernorm(5)", &[5, 4], "expects a last axis of size 5, got shape [5, 4]");
-    err("layernorm(5)", &[], "expects a last axis of size 5, got shape []");
+    err(
+        "layernorm(5)",
+        &[5, 4],
+        "expects a last axis of size 5, got shape [5, 4]",
+    );
+    err(
+        "layernorm(5)",
+        &[],
+        "expects a last axis of size 5, got shape []",
+    );
     err(
         "conv2d(3,8,k=3,p=9223372036854775807)",
         &[3, 4, 4],
         "gives an output size that overflows",
     );
     err(
-        "conv2d(3,8,k=3,d=9223372036854775807)",
+        "conv2d(3,8,k=3,d=9223372036854775808)",
         &[3, 4, 4],
         "gives an output size that overflows",
     );
@@ -557,7 +632,10 @@ fn display_is_canonical_and_round_trips() {
         ("dropout(0)", "dropout(0)"),
         ("dropout(1e-300)", "dropout(1e-300)"),
         ("relu(),gelu( )", "relu,gelu"),
-        ("batchnorm1d(4),batchnorm2d(4),layernorm(4)", "batchnorm1d(4),batchnorm2d(4),layernorm(4)"),
+        (
+            "batchnorm1d(4),batchnorm2d(4),layernorm(4)",
+            "batchnorm1d(4),batchnorm2d(4),layernorm(4)",
+        ),
         ("linear(007,8)", "linear(7,8)"),
     ] {
         let parsed = ModelSpec::parse(spec).unwrap();
@@ -717,8 +795,8 @@ fn syntax_errors_name_the_position() {
         ),
         (
             "relu,\n\ntanh(\n",
-            12,
-            "at position 12: expected an argument or ')', found end of input",
+            13,
+            "at position 13: expected an argument or ')', found end of input",
         ),
     ] {
         let e = error(spec);
@@ -925,13 +1003,18 @@ fn check_any(input: &str, rng: &mut Rng) {
     match ModelSpec::parse(input) {
         Ok(spec) => {
             let text = spec.to_string();
-            let again = ModelSpec::parse(&text).unwrap_or_else(|e| panic!("{input:?} -> {text:?}: {e}"));
+            let again =
+                ModelSpec::parse(&text).unwrap_or_else(|e| panic!("{input:?} -> {text:?}: {e}"));
             assert_eq!(again, spec, "{input:?}");
             assert_eq!(again.to_string(), text);
             let count = input.chars().count();
             for layer in spec.layers() {
                 assert!(layer.position + layer.text.chars().count() <= count);
-                let at: String = input.chars().skip(layer.position).take(layer.text.chars().count()).collect();
+                let at: String = input
+                    .chars()
+                    .skip(layer.position)
+                    .take(layer.text.chars().count())
+                    .collect();
                 assert_eq!(at, layer.text);
             }
             let _ = spec.parameters();
@@ -959,19 +1042,76 @@ fn check_any(input: &str, rng: &mut Rng) {
                 !message.contains(['\n', '\r']),
                 "{input:?} gave a message over several lines: {message}"
             );
-            assert!(e.position() <= input.chars().count(), "{input:?}: {message}");
+            assert!(
+                e.position() <= input.chars().count(),
+                "{input:?}: {message}"
+            );
         }
     }
 }
 
 const FRAGMENTS: &[&str] = &[
-    "linear", "conv2d", "maxpool2d", "avgpool2d", "flatten", "relu", "sigmoid", "tanh",
-    "leakyrelu", "elu", "selu", "softplus", "gelu", "identity", "dropout", "batchnorm1d",
-    "batchnorm2d", "layernorm", "(", ")", ",", "=", " ", "\t", "\n", "k", "s", "p", "d",
-    "bias", "true", "false", "in", "out", "0", "1", "2", "3", "28", "784", "0.5", "-1",
-    "1e-3", "1e400", ".", "+", "-", "e", "99999999999999999999999999999",
-    "18446744073709551615", "18446744073709551616", "é", "ℓ", "\u{0}", "\u{202e}", "🦀",
-    "\u{2028}", "\u{a0}", "_", "x", ";",
+    "linear",
+    "conv2d",
+    "maxpool2d",
+    "avgpool2d",
+    "flatten",
+    "relu",
+    "sigmoid",
+    "tanh",
+    "leakyrelu",
+    "elu",
+    "selu",
+    "softplus",
+    "gelu",
+    "identity",
+    "dropout",
+    "batchnorm1d",
+    "batchnorm2d",
+    "layernorm",
+    "(",
+    ")",
+    ",",
+    "=",
+    " ",
+    "\t",
+    "\n",
+    "k",
+    "s",
+    "p",
+    "d",
+    "bias",
+    "true",
+    "false",
+    "in",
+    "out",
+    "0",
+    "1",
+    "2",
+    "3",
+    "28",
+    "784",
+    "0.5",
+    "-1",
+    "1e-3",
+    "1e400",
+    ".",
+    "+",
+    "-",
+    "e",
+    "99999999999999999999999999999",
+    "18446744073709551615",
+    "18446744073709551616",
+    "é",
+    "ℓ",
+    "\u{0}",
+    "\u{202e}",
+    "🦀",
+    "\u{2028}",
+    "\u{a0}",
+    "_",
+    "x",
+    ";",
 ];
 
 #[test]
@@ -988,9 +1128,7 @@ fn random_garbage_never_panics() {
             .map(|_| char::from_u32(rng.below(0x11_0000) as u32).unwrap_or('?'))
             .collect();
         check_any(&input, &mut rng);
-        let ascii: String = (0..len)
-            .map(|_| char::from(rng.below(128) as u8))
-            .collect();
+        let ascii: String = (0..len).map(|_| char::from(rng.below(128) as u8)).collect();
         check_any(&ascii, &mut rng);
     }
 }
@@ -1009,7 +1147,7 @@ fn random_layer(rng: &mut Rng) -> String {
         ),
         1 => {
             let k = size(rng);
-            let mut s = format!("conv2d({},{w},{},k={k}", size(rng), size(rng));
+            let mut s = format!("conv2d({},{w}{},k={k}", size(rng), size(rng));
             if rng.below(2) == 0 {
                 s += &format!(",s={}", size(rng));
             }
@@ -1019,7 +1157,7 @@ fn random_layer(rng: &mut Rng) -> String {
             if rng.below(2) == 0 {
                 s += &format!(",d={}", size(rng));
             }
-            s + rng.pick(&["", ",bias=false"]) + ")"
+            s + *rng.pick(&["", ",bias=false"]) + ")"
         }
         2 | 3 => {
             let k = size(rng);
@@ -1030,15 +1168,17 @@ fn random_layer(rng: &mut Rng) -> String {
                 rng.below(k / 2 + 1)
             )
         }
-        4 => format!("leakyrelu({})", rng.pick(&["0.01", "-2.5", "1e-7", "3E20", "0"])),
+        4 => format!(
+            "leakyrelu({})",
+            rng.pick(&["0.01", "-2.5", "1e-7", "3E20", "0"])
+        ),
         5 => format!("elu{}", rng.pick(&["", "(2)", "(0.25)"])),
         6 => format!("dropout{}", rng.pick(&["", "(0)", "(0.1)", "(p=.9)"])),
         7 => format!("batchnorm1d({})", size(rng)),
         8 => format!("batchnorm2d({w}{})", size(rng)),
         9 => format!("layernorm(n={})", size(rng)),
         _ => (*rng.pick(&[
-            "flatten", "relu", "sigmoid", "tanh", "selu", "softplus", "gelu", "identity",
-            "ReLU()",
+            "flatten", "relu", "sigmoid", "tanh", "selu", "softplus", "gelu", "identity", "ReLU()",
         ]))
         .to_owned(),
     }
@@ -1050,7 +1190,7 @@ fn random_valid_specs_round_trip_and_mutations_never_panic() {
     for _ in 0..3_000 {
         let count = 1 + rng.below(6);
         let spec: Vec<String> = (0..count).map(|_| random_layer(&mut rng)).collect();
-        let spec = spec.join(rng.pick(&[",", " , ", ",\n"]));
+        let spec = spec.join(*rng.pick(&[",", " , ", ",\n"]));
         let parsed = ModelSpec::parse(&spec).unwrap_or_else(|e| panic!("{spec:?}: {e}"));
         assert_eq!(parsed.layers().len(), count);
         check_any(&spec, &mut rng);
@@ -1063,8 +1203,13 @@ fn random_valid_specs_round_trip_and_mutations_never_panic() {
                 0 if at < chars.len() => {
                     chars.remove(at);
                 }
-                1 => chars.insert(at, *rng.pick(&['(', ')', ',', '=', '0', '9', '.', 'x', ' ', 'é', '-'])),
-                _ if at < chars.len() => chars[at] = *rng.pick(&['(', ')', ',', '=', '0', 'k', '\n']),
+                1 => chars.insert(
+                    at,
+                    *rng.pick(&['(', ')', ',', '=', '0', '9', '.', 'x', ' ', 'é', '-']),
+                ),
+                _ if at < chars.len() => {
+                    chars[at] = *rng.pick(&['(', ')', ',', '=', '0', 'k', '\n'])
+                }
                 _ => {}
             }
         }

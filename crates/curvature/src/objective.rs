@@ -4,7 +4,7 @@ use secondo_nn::spec::ModelSpec;
 use secondo_nn::{Loss, LossKind, Network, ParamStore, Reduction};
 use secondo_tensor::{DType, Tensor};
 
-use crate::Error;
+use crate::CurvatureError as Error;
 
 /// Name of the input node holding a batch of samples.
 pub const INPUT: &str = "x";
@@ -14,7 +14,7 @@ pub const TARGET: &str = "y";
 /// What an [`Objective`] is made of, as plain values (e.g. from the command line).
 ///
 /// ```
-/// let c = secondo::ObjectiveConfig::default();
+/// let c = secondo_curvature::ObjectiveConfig::default();
 /// assert_eq!(c.loss, "cross_entropy");
 /// ```
 #[derive(Debug, Clone)]
@@ -47,7 +47,7 @@ impl Default for ObjectiveConfig {
 /// secondo computes.
 ///
 /// ```
-/// use secondo::{Objective, ObjectiveConfig};
+/// use secondo_curvature::{Objective, ObjectiveConfig};
 /// use secondo_nn::ParamStore;
 /// let obj = Objective::from_config(&ObjectiveConfig {
 ///     spec: "linear(3,2)".into(),
@@ -91,7 +91,7 @@ impl Objective {
     /// Parses the spec and loss and checks that they fit the input shape.
     ///
     /// ```
-    /// use secondo::{Objective, ObjectiveConfig};
+    /// use secondo_curvature::{Objective, ObjectiveConfig};
     /// let bad = ObjectiveConfig { spec: "linear(3,2)".into(), input_shape: vec![3], loss: "hinge".into(), ..Default::default() };
     /// assert!(Objective::from_config(&bad).is_err());
     /// ```
@@ -120,7 +120,7 @@ impl Objective {
     /// Checks that a dataset's targets fit the loss and the network's outputs.
     ///
     /// ```
-    /// use secondo::{Objective, ObjectiveConfig};
+    /// use secondo_curvature::{Objective, ObjectiveConfig};
     /// let obj = Objective::from_config(&ObjectiveConfig { spec: "linear(64,3)".into(), input_shape: vec![64], ..Default::default() }).unwrap();
     /// assert!(obj.check_targets(&secondo_data::digits().y).is_err());
     /// ```
@@ -158,7 +158,7 @@ impl Objective {
     /// The input and target tensors of a batch.
     ///
     /// ```
-    /// use secondo::{Objective, ObjectiveConfig};
+    /// use secondo_curvature::{Objective, ObjectiveConfig};
     /// let obj = Objective::from_config(&ObjectiveConfig { spec: "linear(64,10)".into(), input_shape: vec![64], ..Default::default() }).unwrap();
     /// let digits = secondo_data::digits();
     /// let batch = digits.batches(5).unwrap().next().unwrap();
@@ -187,7 +187,7 @@ impl Objective {
     /// Compiles the loss (and its gradient when `with_grad`) for batches of `batch_size`.
     ///
     /// ```
-    /// use secondo::{Objective, ObjectiveConfig};
+    /// use secondo_curvature::{Objective, ObjectiveConfig};
     /// let obj = Objective::from_config(&ObjectiveConfig { spec: "linear(64,10)".into(), input_shape: vec![64], ..Default::default() }).unwrap();
     /// let program = obj.program(8, true).unwrap();
     /// assert_eq!(program.batch_size(), 8);
@@ -225,7 +225,7 @@ impl GradientProgram {
     /// Runs the program on one batch.
     ///
     /// ```
-    /// use secondo::{Objective, ObjectiveConfig};
+    /// use secondo_curvature::{Objective, ObjectiveConfig};
     /// use secondo_nn::ParamStore;
     /// let obj = Objective::from_config(&ObjectiveConfig { spec: "linear(64,10)".into(), input_shape: vec![64], ..Default::default() }).unwrap();
     /// let params = ParamStore::init(obj.network.spec(), 0, obj.dtype);

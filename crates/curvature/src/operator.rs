@@ -1,0 +1,360 @@
+//! Curvature matrices of the loss over a whole dataset, as linear operators.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use secondo_data::Dataset;
+use secondo_graph::{Executable, Feeds};
+use secondo_nn::ParamStore;
+use secondo_tensor::Tensor;
+
+use crate::objective::{INPUT, TARGET};
+use crate::program::{compile, Product, COTANGENT, TANGENT};
+use crate::sampling::sample_targets;
+use crate::{CurvatureError, Objective};
+
+/// Which curvature matrix.
+///
+/// ```
+/// use secondo_curvature::Curvature;
+/// assert_eq!("ggn".parse::<Curvature>().unwrap(), Curvature::Ggn);
+/// assert!("hessain".parse::<Curvature>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Curvature {
+    /// The Hessian of the loss.
+    Hessian,
+    /// The generalized Gauss-Newton matrix `Σ_n J_nᵀ H_n J_n` (exact).
+    Ggn,
+    /// The Fisher, estimated with `samples` targets per input drawn from the
+    /// model's predictive distribution (seeded).
+    FisherMc {
+        /// Monte-Carlo samples per input.
+        samples: usize,
+        /// Seed of the draws.
+        seed: u64,
+    },
+    /// The empirical Fisher `Σ_n g_n g_nᵀ` (per-sample gradients with the data's targets).
+    EmpiricalFisher,
+}
+
+impl FromStr for Curvature {
+    type Err = CurvatureError;
+    fn from_str(s: &str) -> Result<Self, CurvatureError> {
+        match s {
+            "hessian" => Ok(Curvature::Hessian),
+            "ggn" => Ok(Curvature::Ggn),
+            "fisher" => Ok(Curvature::FisherMc { samples: 1, seed: 0 }),
+            "ef" => Ok(Curvature::EmpiricalFisher),
+            other => Err(CurvatureError::Invalid(format!(
+                "unknown curvature '{other}' (expected hessian, ggn, fisher or ef)"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Curvature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Curvature::Hessian => f.write_str("hessian"),
+            Curvature::Ggn => f.write_str("ggn"),
+            Curvature::FisherMc { samples, .. } => write!(f, "fisher ({samples} MC samples)"),
+            Curvature::EmpiricalFisher => f.write_str("ef"),
+        }
+    }
+}
+
+/// One batch of the dataset as tensors, with its Monte-Carlo targets.
+struct BatchData {
+    x: Tensor,
+    y: Tensor,
+    sampled: Vec<Tensor>,
+}
+
+/// A curvature matrix of the loss reduced over a whole dataset (curvlinops'
+/// convention), restricted to a group of parameters (a diagonal block), applied
+/// matrix-free. Vectors are flat `f64`: the group's parameters in order, each
+/// row-major.
+///
+/// ```
+/// use secondo_curvature::{Curvature, CurvatureOperator, Objective, ObjectiveConfig};
+/// use secondo_nn::ParamStore;
+/// use secondo_tensor::DType;
+/// let obj = Objective::from_config(&ObjectiveConfig {
+///     spec: "linear(64,10)".into(), input_shape: vec![64], dtype: DType::F64, ..Default::default()
+/// }).unwrap();
+/// let params = ParamStore::init(obj.network.spec(), 0, DType::F64);
+/// let data = secondo_data::digits().select(&(0..10).collect::<Vec<_>>()).unwrap();
+/// let ggn = CurvatureOperator::new(&obj, &params, &data, 4, Curvature::Ggn, Some(&["0.bias"])).unwrap();
+/// assert_eq!(ggn.dim(), 10);
+/// let m = ggn.to_dense().unwrap();
+/// assert!((m[1] - m[10]).abs() < 1e-14); // symmetric
+/// ```
+pub struct CurvatureOperator {
+    objective: Objective,
+    params: ParamStore,
+    kind: Curvature,
+    group: Vec<usize>,
+    batches: Vec<BatchData>,
+    programs: HashMap<usize, Executable>,
+    jacobians: HashMap<(usize, bool), Executable>,
+    scale: f64,
+    products: Cell<usize>,
+}
+
+impl CurvatureOperator {
+    /// The operator of `kind` for `params` on `data` evaluated in batches of
+    /// `batch_size`, restricted to the parameters named in `group` (all when
+    /// `None`).
+    pub fn new(
+        objective: &Objective,
+        params: &ParamStore,
+        data: &Dataset,
+        batch_size: usize,
+        kind: Curvature,
+        group: Option<&[&str]>,
+    ) -> Result<CurvatureOperator, CurvatureError> {
+        if batch_size == 0 {
+            return Err(CurvatureError::Invalid("batch size must be at least 1".into()));
+        }
+        if data.is_empty() {
+            return Err(CurvatureError::Invalid(format!("data '{}' has no samples", data.name)));
+        }
+        if let Curvature::FisherMc { samples: 0, .. } = kind {
+            return Err(CurvatureError::Invalid("the Fisher needs at least 1 MC sample".into()));
+        }
+        objective.check_targets(&data.y)?;
+        let names: Vec<&str> = objective.network.params().iter().map(|p| p.name.as_str()).collect();
+        let group: Vec<usize> = match group {
+            None => (0..names.len()).collect(),
+            Some(g) => g
+                .iter()
+                .map(|n| {
+                    names.iter().position(|m| m == n).ok_or_else(|| {
+                        CurvatureError::Invalid(format!(
+                            "unknown parameter '{n}' (the model has: {})",
+                            names.join(", ")
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let product = match kind {
+            Curvature::Hessian => Product::Hessian,
+            Curvature::Ggn => Product::Ggn,
+            Curvature::FisherMc { .. } | Curvature::EmpiricalFisher => Product::OuterGradients,
+        };
+        let mut rng = match kind {
+            Curvature::FisherMc { seed, .. } => ChaCha8Rng::seed_from_u64(seed),
+            _ => ChaCha8Rng::seed_from_u64(0),
+        };
+        let mut programs = HashMap::new();
+        let mut batches = Vec::new();
+        for batch in data.batches(batch_size)? {
+            let (x, y) = objective.batch_tensors(&batch)?;
+            let n = batch.len();
+            if !programs.contains_key(&n) {
+                programs.insert(n, compile(objective, product, n, &group)?);
+            }
+            let sampled = match kind {
+                Curvature::FisherMc { samples, .. } => {
+                    let out = objective.program(n, false)?.run(params, x.clone(), y.clone())?;
+                    (0..samples)
+                        .map(|_| sample_targets(objective.loss.kind, &out.output, &mut rng))
+                        .collect()
+                }
+                _ => Vec::new(),
+            };
+            batches.push(BatchData { x, y, sampled });
+        }
+        let scale = objective.loss.scale(&[data.len(), objective.network.output_shape()[0]]);
+        Ok(CurvatureOperator {
+            objective: objective.clone(),
+            params: params.clone(),
+            kind,
+            group,
+            batches,
+            programs,
+            jacobians: HashMap::new(),
+            scale,
+            products: Cell::new(0),
+        })
+    }
+
+    /// Dimension: the number of scalar parameters in the group.
+    pub fn dim(&self) -> usize {
+        self.group_shapes().iter().map(|s| s.iter().product::<usize>()).sum()
+    }
+
+    /// Which matrix this is.
+    pub fn kind(&self) -> Curvature {
+        self.kind
+    }
+
+    /// Names of the parameters in the group, in order.
+    pub fn parameter_names(&self) -> Vec<String> {
+        let all = self.objective.network.params();
+        self.group.iter().map(|&i| all[i].name.clone()).collect()
+    }
+
+    /// Matrix-vector products done so far (one per vector per pass over the data).
+    pub fn products(&self) -> usize {
+        self.products.get()
+    }
+
+    fn group_shapes(&self) -> Vec<Vec<usize>> {
+        let all = self.objective.network.params();
+        self.group.iter().map(|&i| all[i].shape.clone()).collect()
+    }
+
+    /// Splits a flat vector into the group's tensors.
+    fn split(&self, v: &[f64]) -> Result<Vec<Tensor>, CurvatureError> {
+        if v.len() != self.dim() {
+            return Err(CurvatureError::Invalid(format!(
+                "vector of length {}, expected {}",
+                v.len(),
+                self.dim()
+            )));
+        }
+        let mut out = Vec::new();
+        let mut at = 0;
+        for s in self.group_shapes() {
+            let n: usize = s.iter().product();
+            out.push(Tensor::from_f64(s, &v[at..at + n], self.objective.dtype).expect("sizes match"));
+            at += n;
+        }
+        Ok(out)
+    }
+
+    fn feeds(&self, batch: &BatchData, y: &Tensor, tangents: &[Tensor]) -> Feeds {
+        let mut feeds = Feeds::new();
+        for (name, t) in self.params.iter() {
+            feeds.insert(name, t.clone());
+        }
+        feeds.insert(INPUT, batch.x.clone());
+        feeds.insert(TARGET, y.clone());
+        for (name, t) in self.parameter_names().iter().zip(tangents) {
+            feeds.insert(&format!("{TANGENT}{name}"), t.clone());
+        }
+        feeds
+    }
+
+    /// The product of the matrix with a flat vector.
+    pub fn apply(&self, v: &[f64]) -> Result<Vec<f64>, CurvatureError> {
+        let tangents = self.split(v)?;
+        let mut acc = vec![0.0; v.len()];
+        let mut add = |outs: Vec<Tensor>, weight: f64| {
+            let mut at = 0;
+            for t in outs {
+                for x in t.to_f64_vec() {
+                    acc[at] += weight * x;
+                    at += 1;
+                }
+            }
+        };
+        for batch in &self.batches {
+            let exe = &self.programs[&batch.x.shape()[0]];
+            if batch.sampled.is_empty() {
+                add(exe.run(&self.feeds(batch, &batch.y, &tangents))?, self.scale);
+            } else {
+                let w = self.scale / batch.sampled.len() as f64;
+                for y in &batch.sampled {
+                    add(exe.run(&self.feeds(batch, y, &tangents))?, w);
+                }
+            }
+        }
+        self.products.set(self.products.get() + 1);
+        Ok(acc)
+    }
+
+    /// Products with `k` vectors stored one after another (`v.len() == dim·k`).
+    pub fn apply_block(&self, v: &[f64], k: usize) -> Result<Vec<f64>, CurvatureError> {
+        let d = self.dim();
+        if v.len() != d * k {
+            return Err(CurvatureError::Invalid(format!(
+                "block of length {}, expected {d}·{k}",
+                v.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(d * k);
+        for col in v.chunks(d.max(1)).take(k) {
+            out.extend(self.apply(col)?);
+        }
+        Ok(out)
+    }
+
+    /// The dense matrix (row-major, `dim × dim`), built column by column.
+    pub fn to_dense(&self) -> Result<Vec<f64>, CurvatureError> {
+        let d = self.dim();
+        let mut m = vec![0.0; d * d];
+        let mut e = vec![0.0; d];
+        for j in 0..d {
+            e[j] = 1.0;
+            let col = self.apply(&e)?;
+            e[j] = 0.0;
+            for i in 0..d {
+                m[i * d + j] = col[i];
+            }
+        }
+        Ok(m)
+    }
+
+    fn jacobian_program(&mut self, n: usize, transpose: bool) -> Result<&Executable, CurvatureError> {
+        if !self.jacobians.contains_key(&(n, transpose)) {
+            let product = if transpose { Product::JacobianTranspose } else { Product::Jacobian };
+            let exe = compile(&self.objective, product, n, &self.group)?;
+            self.jacobians.insert((n, transpose), exe);
+        }
+        Ok(&self.jacobians[&(n, transpose)])
+    }
+
+    /// The Jacobian of the network outputs on every sample times a flat parameter
+    /// vector: row-major `[N, C]`.
+    pub fn jacobian_vector(&mut self, v: &[f64]) -> Result<Vec<f64>, CurvatureError> {
+        let tangents = self.split(v)?;
+        let mut out = Vec::new();
+        for i in 0..self.batches.len() {
+            let n = self.batches[i].x.shape()[0];
+            self.jacobian_program(n, false)?;
+            let feeds = self.feeds(&self.batches[i], &self.batches[i].y, &tangents);
+            let r = self.jacobians[&(n, false)].run(&feeds)?;
+            out.extend(r[0].to_f64_vec());
+        }
+        Ok(out)
+    }
+
+    /// The transposed Jacobian times output-space vectors `u` (row-major `[N, C]`).
+    pub fn jacobian_transpose_vector(&mut self, u: &[f64]) -> Result<Vec<f64>, CurvatureError> {
+        let c = self.objective.network.output_shape()[0];
+        let total: usize = self.batches.iter().map(|b| b.x.shape()[0]).sum();
+        if u.len() != total * c {
+            return Err(CurvatureError::Invalid(format!(
+                "output vector of length {}, expected {total}·{c}",
+                u.len()
+            )));
+        }
+        let mut acc = vec![0.0; self.dim()];
+        let mut at = 0;
+        let zeros = self.split(&vec![0.0; self.dim()])?;
+        for i in 0..self.batches.len() {
+            let n = self.batches[i].x.shape()[0];
+            self.jacobian_program(n, true)?;
+            let mut feeds = self.feeds(&self.batches[i], &self.batches[i].y, &zeros);
+            let slice = &u[at * c..(at + n) * c];
+            feeds.insert(COTANGENT, Tensor::from_f64(vec![n, c], slice, self.objective.dtype).expect("n·c"));
+            at += n;
+            let mut k = 0;
+            for t in self.jacobians[&(n, true)].run(&feeds)? {
+                for x in t.to_f64_vec() {
+                    acc[k] += x;
+                    k += 1;
+                }
+            }
+        }
+        Ok(acc)
+    }
+}
