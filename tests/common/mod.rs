@@ -94,3 +94,35 @@ pub fn relative_error(got: &Tensor, want: &Tensor) -> f64 {
     let scale = want.to_f64_vec().iter().fold(0f64, |m, v| m.max(v.abs()));
     got.max_abs_diff(want) / scale.max(f64::MIN_POSITIVE)
 }
+
+impl Fixture {
+    /// The fixture's `x`/`y` as a dataset (classes for cross-entropy).
+    pub fn dataset(&self, classes: usize) -> secondo_data::Dataset {
+        let x = self.tensor("x");
+        let y = self.tensor("y").to_f64_vec();
+        let targets = if self.meta["loss"] == "cross_entropy" {
+            secondo_data::Targets::Classes {
+                labels: y.iter().map(|&v| v as i64).collect(),
+                num_classes: classes,
+            }
+        } else {
+            secondo_data::Targets::Values {
+                width: y.len() / x.shape()[0],
+                values: y,
+            }
+        };
+        secondo_data::Dataset::new(x.to_f64_vec(), x.shape()[1..].to_vec(), targets, "fixture")
+            .unwrap()
+    }
+}
+
+/// max|a − b| / max|b| over flat slices.
+pub fn relative_error_flat(got: &[f64], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len(), "lengths differ");
+    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+    let diff = got
+        .iter()
+        .zip(want)
+        .fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+    diff / scale.max(f64::MIN_POSITIVE)
+}

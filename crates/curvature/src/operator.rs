@@ -48,7 +48,10 @@ impl FromStr for Curvature {
         match s {
             "hessian" => Ok(Curvature::Hessian),
             "ggn" => Ok(Curvature::Ggn),
-            "fisher" => Ok(Curvature::FisherMc { samples: 1, seed: 0 }),
+            "fisher" => Ok(Curvature::FisherMc {
+                samples: 1,
+                seed: 0,
+            }),
             "ef" => Ok(Curvature::EmpiricalFisher),
             other => Err(CurvatureError::Invalid(format!(
                 "unknown curvature '{other}' (expected hessian, ggn, fisher or ef)"
@@ -119,16 +122,28 @@ impl CurvatureOperator {
         group: Option<&[&str]>,
     ) -> Result<CurvatureOperator, CurvatureError> {
         if batch_size == 0 {
-            return Err(CurvatureError::Invalid("batch size must be at least 1".into()));
+            return Err(CurvatureError::Invalid(
+                "batch size must be at least 1".into(),
+            ));
         }
         if data.is_empty() {
-            return Err(CurvatureError::Invalid(format!("data '{}' has no samples", data.name)));
+            return Err(CurvatureError::Invalid(format!(
+                "data '{}' has no samples",
+                data.name
+            )));
         }
         if let Curvature::FisherMc { samples: 0, .. } = kind {
-            return Err(CurvatureError::Invalid("the Fisher needs at least 1 MC sample".into()));
+            return Err(CurvatureError::Invalid(
+                "the Fisher needs at least 1 MC sample".into(),
+            ));
         }
         objective.check_targets(&data.y)?;
-        let names: Vec<&str> = objective.network.params().iter().map(|p| p.name.as_str()).collect();
+        let names: Vec<&str> = objective
+            .network
+            .params()
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
         let group: Vec<usize> = match group {
             None => (0..names.len()).collect(),
             Some(g) => g
@@ -162,7 +177,9 @@ impl CurvatureOperator {
             }
             let sampled = match kind {
                 Curvature::FisherMc { samples, .. } => {
-                    let out = objective.program(n, false)?.run(params, x.clone(), y.clone())?;
+                    let out = objective
+                        .program(n, false)?
+                        .run(params, x.clone(), y.clone())?;
                     (0..samples)
                         .map(|_| sample_targets(objective.loss.kind, &out.output, &mut rng))
                         .collect()
@@ -171,7 +188,9 @@ impl CurvatureOperator {
             };
             batches.push(BatchData { x, y, sampled });
         }
-        let scale = objective.loss.scale(&[data.len(), objective.network.output_shape()[0]]);
+        let scale = objective
+            .loss
+            .scale(&[data.len(), objective.network.output_shape()[0]]);
         Ok(CurvatureOperator {
             objective: objective.clone(),
             params: params.clone(),
@@ -187,7 +206,10 @@ impl CurvatureOperator {
 
     /// Dimension: the number of scalar parameters in the group.
     pub fn dim(&self) -> usize {
-        self.group_shapes().iter().map(|s| s.iter().product::<usize>()).sum()
+        self.group_shapes()
+            .iter()
+            .map(|s| s.iter().product::<usize>())
+            .sum()
     }
 
     /// Which matrix this is.
@@ -224,7 +246,9 @@ impl CurvatureOperator {
         let mut at = 0;
         for s in self.group_shapes() {
             let n: usize = s.iter().product();
-            out.push(Tensor::from_f64(s, &v[at..at + n], self.objective.dtype).expect("sizes match"));
+            out.push(
+                Tensor::from_f64(s, &v[at..at + n], self.objective.dtype).expect("sizes match"),
+            );
             at += n;
         }
         Ok(out)
@@ -259,7 +283,10 @@ impl CurvatureOperator {
         for batch in &self.batches {
             let exe = &self.programs[&batch.x.shape()[0]];
             if batch.sampled.is_empty() {
-                add(exe.run(&self.feeds(batch, &batch.y, &tangents))?, self.scale);
+                add(
+                    exe.run(&self.feeds(batch, &batch.y, &tangents))?,
+                    self.scale,
+                );
             } else {
                 let w = self.scale / batch.sampled.len() as f64;
                 for y in &batch.sampled {
@@ -303,9 +330,17 @@ impl CurvatureOperator {
         Ok(m)
     }
 
-    fn jacobian_program(&mut self, n: usize, transpose: bool) -> Result<&Executable, CurvatureError> {
+    fn jacobian_program(
+        &mut self,
+        n: usize,
+        transpose: bool,
+    ) -> Result<&Executable, CurvatureError> {
         if !self.jacobians.contains_key(&(n, transpose)) {
-            let product = if transpose { Product::JacobianTranspose } else { Product::Jacobian };
+            let product = if transpose {
+                Product::JacobianTranspose
+            } else {
+                Product::Jacobian
+            };
             let exe = compile(&self.objective, product, n, &self.group)?;
             self.jacobians.insert((n, transpose), exe);
         }
@@ -345,7 +380,10 @@ impl CurvatureOperator {
             self.jacobian_program(n, true)?;
             let mut feeds = self.feeds(&self.batches[i], &self.batches[i].y, &zeros);
             let slice = &u[at * c..(at + n) * c];
-            feeds.insert(COTANGENT, Tensor::from_f64(vec![n, c], slice, self.objective.dtype).expect("n·c"));
+            feeds.insert(
+                COTANGENT,
+                Tensor::from_f64(vec![n, c], slice, self.objective.dtype).expect("n·c"),
+            );
             at += n;
             let mut k = 0;
             for t in self.jacobians[&(n, true)].run(&feeds)? {

@@ -108,8 +108,16 @@ pub fn jvp_error(
     let b = Builder::new(DType::F64);
     let names: Vec<String> = (0..shapes.len()).map(|i| format!("x{i}")).collect();
     let tnames: Vec<String> = (0..shapes.len()).map(|i| format!("t{i}")).collect();
-    let xs: Vec<Var> = names.iter().zip(shapes).map(|(n, s)| b.input(n, s)).collect();
-    let ts: Vec<Var> = tnames.iter().zip(shapes).map(|(n, s)| b.input(n, s)).collect();
+    let xs: Vec<Var> = names
+        .iter()
+        .zip(shapes)
+        .map(|(n, s)| b.input(n, s))
+        .collect();
+    let ts: Vec<Var> = tnames
+        .iter()
+        .zip(shapes)
+        .map(|(n, s)| b.input(n, s))
+        .collect();
     let out = f(&b, &xs);
     let tangent = b.jvp(&[out], &xs, &ts)?[0];
     let graph = b.finish()?;
@@ -128,7 +136,11 @@ pub fn jvp_error(
     let feeds = |step: f64| -> Feeds {
         let mut feeds = Feeds::new();
         for (i, s) in shapes.iter().enumerate() {
-            let moved: Vec<f64> = point[i].iter().zip(&dir[i]).map(|(p, d)| p + step * d).collect();
+            let moved: Vec<f64> = point[i]
+                .iter()
+                .zip(&dir[i])
+                .map(|(p, d)| p + step * d)
+                .collect();
             feeds.insert(&names[i], tensor(s, &moved));
             feeds.insert(&tnames[i], tensor(s, &dir[i]));
         }

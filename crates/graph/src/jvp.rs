@@ -46,7 +46,11 @@ impl Builder {
             if w.shape() != t.shape() {
                 return Err(GraphError::Build {
                     op: "jvp".into(),
-                    reason: format!("wrt shape {:?} but tangent shape {:?}", w.shape(), t.shape()),
+                    reason: format!(
+                        "wrt shape {:?} but tangent shape {:?}",
+                        w.shape(),
+                        t.shape()
+                    ),
                 });
             }
         }
@@ -89,12 +93,7 @@ impl Builder {
     fn jvp_rule<'a>(&'a self, node: &Node, id: NodeId, ts: &[Option<Var<'a>>]) -> Option<Var<'a>> {
         let x = |j: usize| self.var(node.inputs[j]);
         let y = self.var(id);
-        let sum = |terms: Vec<Option<Var<'a>>>| {
-            terms
-                .into_iter()
-                .flatten()
-                .reduce(|a, b| a + b)
-        };
+        let sum = |terms: Vec<Option<Var<'a>>>| terms.into_iter().flatten().reduce(|a, b| a + b);
         match &node.op {
             Op::Input(_) | Op::Param(_) | Op::Constant(_) | Op::OneHot(_) => None,
             Op::Unary(u) => {

@@ -277,11 +277,29 @@ fn forward_over_reverse_equals_reverse_over_reverse() {
     let graph = b.finish().unwrap();
     let exe = Executable::compile(&graph, &[hv_fwd.id(), hv_rev.id()]).unwrap();
     let mut feeds = Feeds::new();
-    feeds.insert("x", Tensor::from_vec(vec![4], vec![0.3, -0.2, 0.5, 0.1]).unwrap());
-    feeds.insert("w", Tensor::from_vec(vec![3, 4], (0..12).map(|i| (i as f64 - 6.0) / 10.0).collect()).unwrap());
-    feeds.insert("v", Tensor::from_vec(vec![4], vec![1.0, -2.0, 0.5, 3.0]).unwrap());
+    feeds.insert(
+        "x",
+        Tensor::from_vec(vec![4], vec![0.3, -0.2, 0.5, 0.1]).unwrap(),
+    );
+    feeds.insert(
+        "w",
+        Tensor::from_vec(
+            vec![3, 4],
+            (0..12).map(|i| (i as f64 - 6.0) / 10.0).collect(),
+        )
+        .unwrap(),
+    );
+    feeds.insert(
+        "v",
+        Tensor::from_vec(vec![4], vec![1.0, -2.0, 0.5, 3.0]).unwrap(),
+    );
     let out = exe.run(&feeds).unwrap();
-    assert!(out[0].max_abs_diff(&out[1]) < 1e-12, "{:?} vs {:?}", out[0], out[1]);
+    assert!(
+        out[0].max_abs_diff(&out[1]) < 1e-12,
+        "{:?} vs {:?}",
+        out[0],
+        out[1]
+    );
     assert!(out[0].to_f64_vec().iter().any(|v| v.abs() > 0.1));
 }
 
@@ -300,9 +318,18 @@ fn jvp_and_vjp_are_adjoint() {
     let graph = b.finish().unwrap();
     let exe = Executable::compile(&graph, &[lhs.id(), rhs.id()]).unwrap();
     let mut feeds = Feeds::new();
-    feeds.insert("x", Tensor::from_vec(vec![3, 2], vec![0.1, 0.9, -0.4, 0.3, 0.7, -0.8]).unwrap());
-    feeds.insert("u", Tensor::from_vec(vec![3], vec![1.0, -1.5, 0.5]).unwrap());
-    feeds.insert("v", Tensor::from_vec(vec![3, 2], vec![0.2, -0.3, 1.0, 0.4, -0.6, 0.5]).unwrap());
+    feeds.insert(
+        "x",
+        Tensor::from_vec(vec![3, 2], vec![0.1, 0.9, -0.4, 0.3, 0.7, -0.8]).unwrap(),
+    );
+    feeds.insert(
+        "u",
+        Tensor::from_vec(vec![3], vec![1.0, -1.5, 0.5]).unwrap(),
+    );
+    feeds.insert(
+        "v",
+        Tensor::from_vec(vec![3, 2], vec![0.2, -0.3, 1.0, 0.4, -0.6, 0.5]).unwrap(),
+    );
     let out = exe.run(&feeds).unwrap();
     assert!((out[0].item() - out[1].item()).abs() < 1e-12);
 }
