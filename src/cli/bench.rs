@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use secondo::bench::{default_python, dense_gradient_flops, time, torch_reference};
+use secondo::curvature::{Curvature, CurvatureOperator};
 use secondo::{Objective, ObjectiveConfig};
 use secondo_nn::ParamStore;
 use secondo_tensor::{measure_gemm_gflops, DType, Tensor};
@@ -50,50 +51,58 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
 
     let program = objective.program(n, true)?;
     let grad = time(20, a.repeats, || {
-        std::hint::black_box(
-            program
-                .run(&params, x.clone(), y.clone())
-                .expect("benchmark step"),
-        );
+        std::hint::black_box(program.run(&params, x.clone(), y.clone()).expect("benchmark step"));
     });
     if a.profile {
         print_profile(&program, &params, &x, &y, a.repeats)?;
     }
     let flops = dense_gradient_flops(objective.network.spec(), n) as f64;
     let rate = flops / grad.median / 1e9;
+    println!("gradient: {:.3} ms, {rate:.1} GFLOP/s ({:.0}% of the GEMM peak)", grad.median * 1e3, 100.0 * rate / peak);
+
+    let data = benchmark_dataset(&xs, &labels)?;
+    let mut rows = vec![("grad", grad)];
+    let v: Vec<f64> = secondo_graph::check::pseudo_random(params.numel(), 2);
+    for (name, kind) in [
+        ("hvp", Curvature::Hessian),
+        ("ggnvp", Curvature::Ggn),
+        ("efvp", Curvature::EmpiricalFisher),
+        ("fishervp", Curvature::FisherMc { samples: 1, seed: 0 }),
+    ] {
+        let op = CurvatureOperator::new(&objective, &params, &data, n, kind, None)?;
+        let t = time(5, (a.repeats / 4).max(1), || {
+            std::hint::black_box(op.apply(&v).expect("benchmark product"));
+        });
+        rows.push((name, t));
+    }
 
     let torch = if a.no_torch {
         Err("skipped (--no-torch)".to_string())
     } else {
         let python = a.python.clone().unwrap_or_else(default_python);
-        let repeats = a.repeats.to_string();
-        torch_reference(&python, &["--only", "grad", "--repeats", &repeats])
+        let repeats = (a.repeats / 4).max(5).to_string();
+        torch_reference(&python, &["--only", "grad,hvp,ggnvp,efvp,fishervp", "--repeats", &repeats])
     };
-    let torch_grad_ms = torch
-        .as_ref()
-        .ok()
-        .and_then(|v| v["median_ms"]["grad"].as_f64());
-
+    let torch_ms = |key: &str| torch.as_ref().ok().and_then(|v| v["median_ms"][key].as_f64());
     println!(
-        "{:<10} {:>12} {:>10} {:>10} {:>12} {:>14}",
-        "quantity", "secondo ms", "GFLOP/s", "% of peak", "PyTorch ms", "secondo/torch"
+        "{:<10} {:>12} {:>10} {:>12} {:>12} {:>14}",
+        "quantity", "secondo ms", "x grad", "PyTorch ms", "torch x grad", "secondo/torch"
     );
-    let (torch_col, ratio_col) = match torch_grad_ms {
-        Some(t) => (format!("{t:.3}"), format!("{:.2}", grad.median * 1e3 / t)),
-        None => ("-".into(), "-".into()),
-    };
-    println!(
-        "{:<10} {:>12.3} {:>10.1} {:>9.0}% {:>12} {:>14}",
-        "grad",
-        grad.median * 1e3,
-        rate,
-        100.0 * rate / peak,
-        torch_col,
-        ratio_col
-    );
+    let torch_grad = torch_ms("grad");
+    for (name, t) in &rows {
+        let ms = t.median * 1e3;
+        let (tc, tx, ratio) = match (torch_ms(name), torch_grad) {
+            (Some(tm), Some(tg)) => (format!("{tm:.3}"), format!("{:.2}", tm / tg), format!("{:.2}", ms / tm)),
+            _ => ("-".into(), "-".into(), "-".into()),
+        };
+        println!(
+            "{name:<10} {ms:>12.3} {:>10.2} {tc:>12} {tx:>12} {ratio:>14}",
+            t.median / grad.median
+        );
+    }
     match torch {
         Ok(v) => println!(
-            "PyTorch {} with {} threads measured in the same run",
+            "PyTorch {} (curvlinops for products) with {} threads, measured in the same run",
             v["torch_version"].as_str().unwrap_or("?"),
             v["threads"]
         ),
@@ -140,4 +149,13 @@ fn print_profile(
         );
     }
     Ok(())
+}
+
+/// The benchmark batch as a dataset (for the curvature operators).
+fn benchmark_dataset(xs: &[f64], labels: &[f64]) -> anyhow::Result<secondo_data::Dataset> {
+    let y = secondo_data::Targets::Classes {
+        labels: labels.iter().map(|&l| l as i64).collect(),
+        num_classes: 10,
+    };
+    Ok(secondo_data::Dataset::new(xs.to_vec(), vec![784], y, "benchmark")?)
 }
