@@ -165,7 +165,7 @@ fn ggn_and_ef_equal_brute_force_sums_over_samples() {
             let mut ggn = vec![0.0; p * p];
             let mut ef = vec![0.0; p * p];
             let scale = objective.loss.scale(&[data.len(), c]);
-            for n in 0..data.len() {
+            for (n, jn) in jac.iter().enumerate() {
                 let one = data.select(&[n]).unwrap();
                 let batch = one.batches(1).unwrap().next().unwrap();
                 let (x, y) = objective.batch_tensors(&batch).unwrap();
@@ -189,7 +189,7 @@ fn ggn_and_ef_equal_brute_force_sums_over_samples() {
                         let mut s = 0.0;
                         for i in 0..c {
                             for j in 0..c {
-                                s += jac[n][i][a] * h[i][j] * jac[n][j][b];
+                                s += jn[i][a] * h[i][j] * jn[j][b];
                             }
                         }
                         ggn[a * p + b] += scale * s;

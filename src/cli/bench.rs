@@ -51,14 +51,22 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
 
     let program = objective.program(n, true)?;
     let grad = time(20, a.repeats, || {
-        std::hint::black_box(program.run(&params, x.clone(), y.clone()).expect("benchmark step"));
+        std::hint::black_box(
+            program
+                .run(&params, x.clone(), y.clone())
+                .expect("benchmark step"),
+        );
     });
     if a.profile {
         print_profile(&program, &params, &x, &y, a.repeats)?;
     }
     let flops = dense_gradient_flops(objective.network.spec(), n) as f64;
     let rate = flops / grad.median / 1e9;
-    println!("gradient: {:.3} ms, {rate:.1} GFLOP/s ({:.0}% of the GEMM peak)", grad.median * 1e3, 100.0 * rate / peak);
+    println!(
+        "gradient: {:.3} ms, {rate:.1} GFLOP/s ({:.0}% of the GEMM peak)",
+        grad.median * 1e3,
+        100.0 * rate / peak
+    );
 
     let data = benchmark_dataset(&xs, &labels)?;
     let mut rows = vec![("grad", grad)];
@@ -67,7 +75,13 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         ("hvp", Curvature::Hessian),
         ("ggnvp", Curvature::Ggn),
         ("efvp", Curvature::EmpiricalFisher),
-        ("fishervp", Curvature::FisherMc { samples: 1, seed: 0 }),
+        (
+            "fishervp",
+            Curvature::FisherMc {
+                samples: 1,
+                seed: 0,
+            },
+        ),
     ] {
         let op = CurvatureOperator::new(&objective, &params, &data, n, kind, None)?;
         let t = time(5, (a.repeats / 4).max(1), || {
@@ -81,9 +95,22 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     } else {
         let python = a.python.clone().unwrap_or_else(default_python);
         let repeats = (a.repeats / 4).max(5).to_string();
-        torch_reference(&python, &["--only", "grad,hvp,ggnvp,efvp,fishervp", "--repeats", &repeats])
+        torch_reference(
+            &python,
+            &[
+                "--only",
+                "grad,hvp,ggnvp,efvp,fishervp",
+                "--repeats",
+                &repeats,
+            ],
+        )
     };
-    let torch_ms = |key: &str| torch.as_ref().ok().and_then(|v| v["median_ms"][key].as_f64());
+    let torch_ms = |key: &str| {
+        torch
+            .as_ref()
+            .ok()
+            .and_then(|v| v["median_ms"][key].as_f64())
+    };
     println!(
         "{:<10} {:>12} {:>10} {:>12} {:>12} {:>14}",
         "quantity", "secondo ms", "x grad", "PyTorch ms", "torch x grad", "secondo/torch"
@@ -92,7 +119,11 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     for (name, t) in &rows {
         let ms = t.median * 1e3;
         let (tc, tx, ratio) = match (torch_ms(name), torch_grad) {
-            (Some(tm), Some(tg)) => (format!("{tm:.3}"), format!("{:.2}", tm / tg), format!("{:.2}", ms / tm)),
+            (Some(tm), Some(tg)) => (
+                format!("{tm:.3}"),
+                format!("{:.2}", tm / tg),
+                format!("{:.2}", ms / tm),
+            ),
             _ => ("-".into(), "-".into(), "-".into()),
         };
         println!(
@@ -157,5 +188,10 @@ fn benchmark_dataset(xs: &[f64], labels: &[f64]) -> anyhow::Result<secondo_data:
         labels: labels.iter().map(|&l| l as i64).collect(),
         num_classes: 10,
     };
-    Ok(secondo_data::Dataset::new(xs.to_vec(), vec![784], y, "benchmark")?)
+    Ok(secondo_data::Dataset::new(
+        xs.to_vec(),
+        vec![784],
+        y,
+        "benchmark",
+    )?)
 }

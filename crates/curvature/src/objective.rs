@@ -127,13 +127,14 @@ impl Objective {
     pub fn check_targets(&self, y: &secondo_data::Targets) -> Result<(), Error> {
         let width = self.width();
         match (self.loss.kind, y) {
-            (LossKind::CrossEntropy, secondo_data::Targets::Classes { num_classes, .. }) => {
-                if *num_classes > width {
-                    return Err(Error::Invalid(format!(
-                        "the data has {num_classes} classes but the network has {width} outputs"
-                    )));
-                }
+            (LossKind::CrossEntropy, secondo_data::Targets::Classes { num_classes, .. })
+                if *num_classes > width =>
+            {
+                return Err(Error::Invalid(format!(
+                    "the data has {num_classes} classes but the network has {width} outputs"
+                )));
             }
+            (LossKind::CrossEntropy, secondo_data::Targets::Classes { .. }) => {}
             (LossKind::CrossEntropy, _) => {
                 return Err(Error::Invalid(
                     "cross_entropy needs integer class labels in 'y'".into(),

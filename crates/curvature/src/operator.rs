@@ -172,8 +172,8 @@ impl CurvatureOperator {
         for batch in data.batches(batch_size)? {
             let (x, y) = objective.batch_tensors(&batch)?;
             let n = batch.len();
-            if !programs.contains_key(&n) {
-                programs.insert(n, compile(objective, product, n, &group)?);
+            if let std::collections::hash_map::Entry::Vacant(e) = programs.entry(n) {
+                e.insert(compile(objective, product, n, &group)?);
             }
             let sampled = match kind {
                 Curvature::FisherMc { samples, .. } => {
