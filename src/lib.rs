@@ -16,6 +16,7 @@
 //! ```
 
 pub mod bench;
+pub mod plot;
 mod error;
 pub mod train;
 
