@@ -35,6 +35,23 @@ fn assert_bad_input(o: &Output, needle: &str, out: &Path) {
     assert!(!out.exists(), "{} was left behind", out.display());
 }
 
+/// `secondo quantities --quantities grad` on `model` and `data`, plus `extra` arguments.
+fn grad_cmd(model: &str, data: &str, extra: &[&str], out: &Path) -> Output {
+    let mut args = vec![
+        "quantities",
+        "--model",
+        model,
+        "--data",
+        data,
+        "--quantities",
+        "grad",
+        "--out",
+        s(out),
+    ];
+    args.extend_from_slice(extra);
+    secondo(&args)
+}
+
 struct Setup {
     dir: tempfile::TempDir,
     fixture: PathBuf,
@@ -159,38 +176,14 @@ fn weights_missing_a_parameter_or_with_a_wrong_shape() {
     partial.insert("0.weight", Tensor::zeros(vec![16, 20], DType::F32));
     let missing = t.path("missing.safetensors");
     partial.save(&missing).unwrap();
-    let o = secondo(&[
-        "quantities",
-        "--model",
-        SPEC,
-        "--weights",
-        s(&missing),
-        "--data",
-        s(&t.fixture),
-        "--quantities",
-        "grad",
-        "--out",
-        s(&out),
-    ]);
+    let o = grad_cmd(SPEC, s(&t.fixture), &["--weights", s(&missing)], &out);
     assert_bad_input(&o, "missing parameter '0.bias'", &out);
 
     let mut wrong = ParamStore::new();
     wrong.insert("0.weight", Tensor::zeros(vec![20, 16], DType::F32));
     let wrong_path = t.path("wrong.safetensors");
     wrong.save(&wrong_path).unwrap();
-    let o = secondo(&[
-        "quantities",
-        "--model",
-        SPEC,
-        "--weights",
-        s(&wrong_path),
-        "--data",
-        s(&t.fixture),
-        "--quantities",
-        "grad",
-        "--out",
-        s(&out),
-    ]);
+    let o = grad_cmd(SPEC, s(&t.fixture), &["--weights", s(&wrong_path)], &out);
     assert_bad_input(
         &o,
         "tensor '0.weight': expected shape [16, 20], got [20, 16]",
@@ -213,17 +206,7 @@ fn nan_in_data_names_the_tensor() {
     )
     .unwrap();
     secondo_nn::write_safetensors(&bad, [("x", &x), ("y", &y)], &Default::default()).unwrap();
-    let o = secondo(&[
-        "quantities",
-        "--model",
-        SPEC,
-        "--data",
-        s(&bad),
-        "--quantities",
-        "grad",
-        "--out",
-        s(&out),
-    ]);
+    let o = grad_cmd(SPEC, s(&bad), &[], &out);
     assert_bad_input(
         &o,
         "tensor `x` has non-finite value NaN at flat index 7",
@@ -237,34 +220,12 @@ fn truncated_files_are_reported() {
     let out = t.path("o.safetensors");
     let bytes = std::fs::read(&t.fixture).unwrap();
     let cut = t.write("cut.safetensors", &bytes[..bytes.len() / 2]);
-    let o = secondo(&[
-        "quantities",
-        "--model",
-        SPEC,
-        "--data",
-        s(&cut),
-        "--quantities",
-        "grad",
-        "--out",
-        s(&out),
-    ]);
+    let o = grad_cmd(SPEC, s(&cut), &[], &out);
     assert_bad_input(&o, "cut.safetensors", &out);
 
     let wbytes = std::fs::read(&t.weights).unwrap();
     let wcut = t.write("wcut.safetensors", &wbytes[..wbytes.len() - 10]);
-    let o = secondo(&[
-        "quantities",
-        "--model",
-        SPEC,
-        "--weights",
-        s(&wcut),
-        "--data",
-        s(&t.fixture),
-        "--quantities",
-        "grad",
-        "--out",
-        s(&out),
-    ]);
+    let o = grad_cmd(SPEC, s(&t.fixture), &["--weights", s(&wcut)], &out);
     assert_bad_input(&o, "wcut.safetensors", &out);
 
     // IDX: 3 images of 2x2 declared, only 1 present.

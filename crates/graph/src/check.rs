@@ -39,12 +39,8 @@ pub fn vjp_error(
     seed: u64,
 ) -> Result<f64, GraphError> {
     let b = Builder::new(DType::F64);
-    let names: Vec<String> = (0..shapes.len()).map(|i| format!("x{i}")).collect();
-    let xs: Vec<Var> = names
-        .iter()
-        .zip(shapes)
-        .map(|(n, s)| b.input(n, s))
-        .collect();
+    let names = input_names("x", shapes.len());
+    let xs = inputs(&b, &names, shapes);
     let out = f(&b, &xs);
     let ct_shape = out.shape();
     let ct = b.input("cotangent", &ct_shape);
@@ -106,18 +102,10 @@ pub fn jvp_error(
     seed: u64,
 ) -> Result<f64, GraphError> {
     let b = Builder::new(DType::F64);
-    let names: Vec<String> = (0..shapes.len()).map(|i| format!("x{i}")).collect();
-    let tnames: Vec<String> = (0..shapes.len()).map(|i| format!("t{i}")).collect();
-    let xs: Vec<Var> = names
-        .iter()
-        .zip(shapes)
-        .map(|(n, s)| b.input(n, s))
-        .collect();
-    let ts: Vec<Var> = tnames
-        .iter()
-        .zip(shapes)
-        .map(|(n, s)| b.input(n, s))
-        .collect();
+    let names = input_names("x", shapes.len());
+    let tnames = input_names("t", shapes.len());
+    let xs = inputs(&b, &names, shapes);
+    let ts = inputs(&b, &tnames, shapes);
     let out = f(&b, &xs);
     let tangent = b.jvp(&[out], &xs, &ts)?[0];
     let graph = b.finish()?;
@@ -158,6 +146,18 @@ pub fn jvp_error(
             (numeric - a).abs() / 1f64.max(numeric.abs()).max(a.abs())
         })
         .fold(0.0, f64::max))
+}
+
+fn input_names(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+fn inputs<'a>(b: &'a Builder, names: &[String], shapes: &[&[usize]]) -> Vec<Var<'a>> {
+    names
+        .iter()
+        .zip(shapes)
+        .map(|(n, s)| b.input(n, s))
+        .collect()
 }
 
 fn tensor(shape: &[usize], v: &[f64]) -> Tensor {
