@@ -26,6 +26,9 @@ pub enum Error {
     /// An objective or curvature problem.
     #[error(transparent)]
     Curvature(#[from] secondo_curvature::CurvatureError),
+    /// A linear-algebra problem.
+    #[error(transparent)]
+    Linalg(#[from] secondo_linalg::LinalgError),
     /// An invalid argument or combination of inputs.
     #[error("{0}")]
     Invalid(String),

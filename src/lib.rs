@@ -16,8 +16,9 @@
 //! ```
 
 pub mod bench;
-pub mod plot;
 mod error;
+pub mod plot;
+pub mod spectrum;
 pub mod train;
 
 pub use error::Error;
@@ -25,6 +26,7 @@ pub use secondo_curvature as curvature;
 pub use secondo_curvature::{GradientProgram, Objective, ObjectiveConfig, StepOutput};
 pub use secondo_data as data;
 pub use secondo_graph as graph;
+pub use secondo_linalg as linalg;
 pub use secondo_nn as nn;
 pub use secondo_optim as optim;
 pub use secondo_tensor as tensor;

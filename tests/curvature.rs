@@ -362,3 +362,38 @@ fn group_restriction_is_a_diagonal_block() {
     )
     .is_err());
 }
+
+#[test]
+fn parameter_list_and_block_forms_agree_with_flat_products() {
+    let (objective, params, data) =
+        small_objective("linear(3,4),tanh,linear(4,2)", "mse", Reduction::Mean);
+    let op = CurvatureOperator::new(&objective, &params, &data, 4, Curvature::Ggn, None).unwrap();
+    let d = op.dim();
+    let v1 = pseudo_random(d, 1);
+    let v2 = pseudo_random(d, 2);
+    let flat1 = op.apply(&v1).unwrap();
+    let flat2 = op.apply(&v2).unwrap();
+    let block = op.apply_block(&[v1.clone(), v2].concat(), 2).unwrap();
+    assert_eq!(block, [flat1.clone(), flat2].concat());
+    let tensors: Vec<Tensor> = {
+        let mut at = 0;
+        objective
+            .network
+            .params()
+            .iter()
+            .map(|p| {
+                let n = p.numel();
+                at += n;
+                Tensor::from_vec(p.shape.clone(), v1[at - n..at].to_vec()).unwrap()
+            })
+            .collect()
+    };
+    let out: Vec<f64> = op
+        .apply_tensors(&tensors)
+        .unwrap()
+        .iter()
+        .flat_map(|t| t.to_f64_vec())
+        .collect();
+    assert_eq!(out, flat1);
+    assert!(op.apply(&v1[1..]).is_err());
+}

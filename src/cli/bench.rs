@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use secondo::bench::{default_python, dense_gradient_flops, time, torch_reference};
 use secondo::curvature::{Curvature, CurvatureOperator};
+use secondo::spectrum::{compute, SpectrumOptions};
 use secondo::{Objective, ObjectiveConfig};
 use secondo_nn::ParamStore;
 use secondo_tensor::{measure_gemm_gflops, DType, Tensor};
@@ -89,6 +90,17 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         });
         rows.push((name, t));
     }
+    let hessian = CurvatureOperator::new(&objective, &params, &data, n, Curvature::Hessian, None)?;
+    let top10 = SpectrumOptions {
+        top: Some(10),
+        ..SpectrumOptions::default()
+    };
+    let eig = time(1, 3, || {
+        std::hint::black_box(
+            compute(&hessian, &top10, &mut |_, _| {}).expect("benchmark eigenvalues"),
+        );
+    });
+    rows.push(("eigsh_top10", eig));
 
     let torch = if a.no_torch {
         Err("skipped (--no-torch)".to_string())

@@ -3,6 +3,7 @@
 mod bench;
 mod common;
 mod quantities;
+mod spectrum;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +22,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Compute quantities (gradient, ...) of a model on a data file.
     Quantities(quantities::QuantitiesArgs),
+    /// Top eigenvalues, trace and spectral density of a curvature matrix over a dataset.
+    Spectrum(spectrum::SpectrumArgs),
     /// Benchmark the gradient step against the GEMM peak (and PyTorch when installed).
     Bench(bench::BenchArgs),
 }
@@ -30,6 +33,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Train(a)) => train::run(a),
         Some(Command::Quantities(a)) => quantities::run(a),
+        Some(Command::Spectrum(a)) => spectrum::run(a),
         Some(Command::Bench(a)) => bench::run(a),
         None => run(Cli::parse_from(["secondo", "train"])),
     }

@@ -298,6 +298,33 @@ impl CurvatureOperator {
         Ok(acc)
     }
 
+    /// The product in parameter-list form: one tensor per parameter of the
+    /// group (in order and shape), returned the same way in `f64`.
+    pub fn apply_tensors(&self, v: &[Tensor]) -> Result<Vec<Tensor>, CurvatureError> {
+        let shapes = self.group_shapes();
+        if v.len() != shapes.len()
+            || v.iter()
+                .zip(&shapes)
+                .any(|(t, s)| t.shape() != s.as_slice())
+        {
+            let got: Vec<&[usize]> = v.iter().map(|t| t.shape()).collect();
+            return Err(CurvatureError::Invalid(format!(
+                "tensors of shapes {got:?}, expected {shapes:?}"
+            )));
+        }
+        let flat: Vec<f64> = v.iter().flat_map(|t| t.to_f64_vec()).collect();
+        let out = self.apply(&flat)?;
+        let mut at = 0;
+        Ok(shapes
+            .into_iter()
+            .map(|s| {
+                let n: usize = s.iter().product();
+                at += n;
+                Tensor::from_vec(s, out[at - n..at].to_vec()).expect("sizes match")
+            })
+            .collect())
+    }
+
     /// Products with `k` vectors stored one after another (`v.len() == dim·k`).
     pub fn apply_block(&self, v: &[f64], k: usize) -> Result<Vec<f64>, CurvatureError> {
         let d = self.dim();

@@ -1,0 +1,153 @@
+//! Dense symmetric eigendecomposition and thin SVD through `faer`.
+
+use faer::{MatRef, Side};
+
+use crate::{DenseSymmetric, LinalgError, SymmetricOperator};
+
+/// The eigendecomposition `A = V diag(values) Vᵀ` of a dense symmetric matrix.
+///
+/// # Example
+///
+/// ```
+/// use secondo_linalg::{dense_symmetric_eigen, DenseSymmetric};
+///
+/// let a = DenseSymmetric::new(2, vec![2.0, 1.0, 1.0, 2.0])?;
+/// let eig = dense_symmetric_eigen(&a)?;
+/// assert!((eig.values[0] - 1.0).abs() < 1e-14 && (eig.values[1] - 3.0).abs() < 1e-14);
+/// let v = eig.vector(1).unwrap();
+/// assert!((v[0].abs() - 0.5_f64.sqrt()).abs() < 1e-14);
+/// # Ok::<(), secondo_linalg::LinalgError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct SymmetricEigen {
+    /// Eigenvalues in ascending order.
+    pub values: Vec<f64>,
+    /// Orthonormal eigenvectors, column-major `n × n`: vector `j` is `vectors[j*n..(j+1)*n]`.
+    pub vectors: Vec<f64>,
+}
+
+impl SymmetricEigen {
+    /// The eigenvector of `values[j]`, or `None` when `j` is out of range.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use secondo_linalg::{dense_symmetric_eigen, DenseSymmetric};
+    ///
+    /// let eig = dense_symmetric_eigen(&DenseSymmetric::new(1, vec![5.0])?)?;
+    /// assert_eq!(eig.vector(0).map(|v| v[0].abs()), Some(1.0));
+    /// assert!(eig.vector(1).is_none());
+    /// # Ok::<(), secondo_linalg::LinalgError>(())
+    /// ```
+    pub fn vector(&self, j: usize) -> Option<&[f64]> {
+        let n = self.values.len();
+        let start = j.checked_mul(n).filter(|_| j < n)?;
+        self.vectors.get(start..start.checked_add(n)?)
+    }
+}
+
+/// Eigenvalues (ascending) and orthonormal eigenvectors of a dense symmetric matrix.
+///
+/// # Example
+///
+/// ```
+/// use secondo_linalg::{dense_symmetric_eigen, DenseSymmetric};
+///
+/// let a = DenseSymmetric::new(3, vec![4.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 2.0])?;
+/// let eig = dense_symmetric_eigen(&a)?;
+/// assert_eq!(eig.values, vec![-1.0, 2.0, 4.0]);
+/// # Ok::<(), secondo_linalg::LinalgError>(())
+/// ```
+pub fn dense_symmetric_eigen(matrix: &DenseSymmetric) -> Result<SymmetricEigen, LinalgError> {
+    symmetric_eigen(matrix.as_slice(), matrix.dim())
+}
+
+/// Eigendecomposition of the symmetric matrix whose lower triangle is stored
+/// column-major in `a` (`n × n`).
+pub(crate) fn symmetric_eigen(a: &[f64], n: usize) -> Result<SymmetricEigen, LinalgError> {
+    if n == 0 {
+        return Ok(SymmetricEigen {
+            values: Vec::new(),
+            vectors: Vec::new(),
+        });
+    }
+    let eig = MatRef::from_column_major_slice(a, n, n)
+        .self_adjoint_eigen(Side::Lower)
+        .map_err(|_| LinalgError::DenseNoConvergence("symmetric eigendecomposition"))?;
+    let values: Vec<f64> = eig.S().column_vector().iter().copied().collect();
+    let vectors = column_major(eig.U());
+    if values.iter().chain(&vectors).any(|x| !x.is_finite()) {
+        return Err(LinalgError::DenseNoConvergence(
+            "symmetric eigendecomposition",
+        ));
+    }
+    Ok(SymmetricEigen { values, vectors })
+}
+
+/// A thin singular value decomposition `A = U diag(s) Vᵀ`, singular values non-increasing.
+pub(crate) struct ThinSvd {
+    /// `rows × r` left singular vectors, column-major.
+    pub(crate) u: Vec<f64>,
+    /// The `r = min(rows, cols)` singular values.
+    pub(crate) s: Vec<f64>,
+    /// `cols × r` right singular vectors, column-major.
+    pub(crate) v: Vec<f64>,
+}
+
+/// Thin SVD of the column-major `rows × cols` matrix `a`.
+pub(crate) fn thin_svd(a: &[f64], rows: usize, cols: usize) -> Result<ThinSvd, LinalgError> {
+    if rows == 0 || cols == 0 {
+        return Ok(ThinSvd {
+            u: Vec::new(),
+            s: Vec::new(),
+            v: Vec::new(),
+        });
+    }
+    let svd = MatRef::from_column_major_slice(a, rows, cols)
+        .thin_svd()
+        .map_err(|_| LinalgError::DenseNoConvergence("singular value decomposition"))?;
+    let s: Vec<f64> = svd.S().column_vector().iter().copied().collect();
+    let (u, v) = (column_major(svd.U()), column_major(svd.V()));
+    if s.iter().chain(&u).chain(&v).any(|x| !x.is_finite()) {
+        return Err(LinalgError::DenseNoConvergence(
+            "singular value decomposition",
+        ));
+    }
+    Ok(ThinSvd { u, s, v })
+}
+
+fn column_major(m: MatRef<'_, f64>) -> Vec<f64> {
+    (0..m.ncols())
+        .flat_map(|j| m.col(j).iter().copied().collect::<Vec<_>>())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn svd_reconstructs_a_rectangular_matrix() {
+        // 3×2 column-major.
+        let a = [1.0, 2.0, 3.0, -1.0, 0.0, 4.0];
+        let svd = thin_svd(&a, 3, 2).unwrap();
+        assert_eq!(svd.s.len(), 2);
+        assert!(svd.s[0] >= svd.s[1]);
+        for i in 0..3 {
+            for j in 0..2 {
+                let rebuilt: f64 = (0..2)
+                    .map(|r| svd.u[r * 3 + i] * svd.s[r] * svd.v[r * 2 + j])
+                    .sum();
+                assert!((rebuilt - a[j * 3 + i]).abs() < 1e-12);
+            }
+        }
+    }
+
+    #[test]
+    fn eigen_reads_only_the_lower_triangle() {
+        // Lower triangle of [[2, 1], [1, 2]]; the upper entry is garbage.
+        let eig = symmetric_eigen(&[2.0, 1.0, 99.0, 2.0], 2).unwrap();
+        assert!((eig.values[0] - 1.0).abs() < 1e-14);
+        assert!((eig.values[1] - 3.0).abs() < 1e-14);
+    }
+}

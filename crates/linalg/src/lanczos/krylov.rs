@@ -1,0 +1,232 @@
+//! The Krylov basis of block Lanczos with full reorthogonalization and thick restart.
+//!
+//! The basis `V = [v_0 … v_{len−1}]` is orthonormal. The first `multiplied`
+//! vectors have been multiplied by `A`; the rest (at most one block) wait for
+//! the next step. The projected matrix `T = Vᵀ A V` is stored by its lower
+//! triangle: column `c` holds `v_iᵀ A v_c` for `i ≥ c`, computed while
+//! orthogonalizing `A v_c` against the basis. Rows of unmultiplied vectors in
+//! the multiplied columns couple the Rayleigh–Ritz problem to the rest of the
+//! space and give the residual norms of the Ritz pairs.
+
+use rand_chacha::ChaCha8Rng;
+
+use super::ritz::Ritz;
+use crate::dense::symmetric_eigen;
+use crate::metered::Metered;
+use crate::ortho::orthogonalize;
+use crate::random::{fill_uniform, generator};
+use crate::{blas, LinalgError, SymmetricOperator};
+
+/// A new direction shorter than this fraction of ‖A‖ marks an invariant subspace.
+const BREAKDOWN: f64 = 1e-12;
+/// A random vector keeping less than this fraction of its norm after
+/// orthogonalization is treated as lying in the span of the basis.
+const RANDOM_REMAINDER: f64 = 1e-8;
+/// Random vectors tried before giving up on extending the basis.
+const RANDOM_TRIES: usize = 4;
+
+pub(super) struct Krylov {
+    n: usize,
+    cap: usize,
+    basis: Vec<f64>,
+    len: usize,
+    multiplied: usize,
+    proj: Vec<f64>,
+    anorm: f64,
+    rng: ChaCha8Rng,
+}
+
+impl Krylov {
+    /// A basis of `block` random orthonormal vectors, able to grow to `cap` vectors.
+    pub(super) fn new(n: usize, cap: usize, block: usize, seed: u64) -> Self {
+        let mut krylov = Self {
+            n,
+            cap,
+            basis: vec![0.0; n * cap],
+            len: 0,
+            multiplied: 0,
+            proj: vec![0.0; cap * cap],
+            anorm: 0.0,
+            rng: generator(seed),
+        };
+        for _ in 0..block {
+            krylov.push_random();
+        }
+        krylov
+    }
+
+    pub(super) fn multiplied(&self) -> usize {
+        self.multiplied
+    }
+
+    pub(super) fn unmultiplied(&self) -> usize {
+        self.len - self.multiplied
+    }
+
+    /// Whether the next step would overflow the basis capacity.
+    pub(super) fn needs_restart(&self) -> bool {
+        self.cap < self.n && self.len + self.unmultiplied() > self.cap
+    }
+
+    fn set(&mut self, row: usize, col: usize, value: f64) {
+        self.proj[col * self.cap + row] = value;
+    }
+
+    fn get(&self, row: usize, col: usize) -> f64 {
+        self.proj[col * self.cap + row]
+    }
+
+    /// Appends `w / ‖w‖` to the basis.
+    fn push(&mut self, w: &[f64], norm: f64) {
+        let start = self.len * self.n;
+        for (b, x) in self.basis[start..start + self.n].iter_mut().zip(w) {
+            *b = x / norm;
+        }
+        self.len += 1;
+    }
+
+    /// Appends a random unit vector orthogonal to the basis, if one can be found.
+    fn push_random(&mut self) {
+        let n = self.n;
+        let mut coef = vec![0.0; self.len];
+        let mut w = vec![0.0; n];
+        for _ in 0..RANDOM_TRIES {
+            if self.len == n {
+                return;
+            }
+            fill_uniform(&mut self.rng, &mut w);
+            let before = blas::norm(&w);
+            orthogonalize(
+                &self.basis[..self.len * n],
+                n,
+                self.len,
+                &mut w,
+                1,
+                &mut coef,
+            );
+            let after = blas::norm(&w);
+            if after > RANDOM_REMAINDER * before {
+                self.push(&w, after);
+                return;
+            }
+        }
+    }
+
+    /// One block step: multiplies the waiting vectors by `A`, records their
+    /// projections and appends the orthonormalized remainders to the basis.
+    pub(super) fn expand<O: SymmetricOperator + ?Sized>(
+        &mut self,
+        op: &mut Metered<'_, '_, O>,
+    ) -> Result<(), LinalgError> {
+        let (n, first, width, old_len) = (self.n, self.multiplied, self.unmultiplied(), self.len);
+        let mut w = vec![0.0; n * width];
+        op.apply(&self.basis[first * n..(first + width) * n], width, &mut w)?;
+        for column in w.chunks_exact(n) {
+            self.anorm = self.anorm.max(blas::norm(column));
+        }
+        let mut coef = vec![0.0; old_len * width];
+        orthogonalize(
+            &self.basis[..old_len * n],
+            n,
+            old_len,
+            &mut w,
+            width,
+            &mut coef,
+        );
+        for a in 0..width {
+            let col = first + a;
+            for row in col..old_len {
+                self.set(row, col, coef[a * old_len + row]);
+            }
+        }
+        for (a, column) in w.chunks_exact_mut(n).enumerate() {
+            let col = first + a;
+            let fresh = self.len - old_len;
+            let mut fresh_coef = vec![0.0; fresh];
+            orthogonalize(
+                &self.basis[old_len * n..self.len * n],
+                n,
+                fresh,
+                column,
+                1,
+                &mut fresh_coef,
+            );
+            for (b, h) in fresh_coef.into_iter().enumerate() {
+                self.set(old_len + b, col, h);
+            }
+            if self.len == n {
+                continue;
+            }
+            let norm = blas::norm(column);
+            if norm > BREAKDOWN * self.anorm {
+                let row = self.len;
+                self.set(row, col, norm);
+                self.push(column, norm);
+            } else {
+                self.push_random();
+            }
+        }
+        self.multiplied += width;
+        Ok(())
+    }
+
+    /// Rayleigh–Ritz on the multiplied part of the basis.
+    pub(super) fn ritz(&self) -> Result<Ritz, LinalgError> {
+        let m = self.multiplied;
+        let mut t = vec![0.0; m * m];
+        for col in 0..m {
+            for row in col..m {
+                t[col * m + row] = self.get(row, col);
+            }
+        }
+        let eig = symmetric_eigen(&t, m)?;
+        let residuals = eig
+            .vectors
+            .chunks_exact(m.max(1))
+            .map(|s| blas::norm(&self.coupling(s)))
+            .collect();
+        Ok(Ritz::new(eig.values, eig.vectors, residuals))
+    }
+
+    /// `v_rᵀ A V s` for the waiting vectors `v_r`: the residual of the Ritz
+    /// vector `V s` expressed in the waiting vectors.
+    fn coupling(&self, s: &[f64]) -> Vec<f64> {
+        let m = self.multiplied;
+        (m..self.len)
+            .map(|row| (0..m).map(|col| self.get(row, col) * s[col]).sum())
+            .collect()
+    }
+
+    /// The Ritz vectors `V s_j` for the indices `which` (column-major `n × which.len()`).
+    pub(super) fn ritz_vectors(&self, ritz: &Ritz, which: &[usize]) -> Vec<f64> {
+        let (n, m, l) = (self.n, self.multiplied, which.len());
+        let coords: Vec<f64> = which
+            .iter()
+            .flat_map(|&j| ritz.vector(j).iter().copied())
+            .collect();
+        let mut x = vec![0.0; n * l];
+        blas::matmul(&mut x, &self.basis[..m * n], &coords, n, m, l);
+        x
+    }
+
+    /// Thick restart: keeps the Ritz vectors `keep` and the waiting block.
+    pub(super) fn restart(&mut self, ritz: &Ritz, keep: &[usize]) {
+        let (n, m, l, waiting) = (self.n, self.multiplied, keep.len(), self.unmultiplied());
+        let x = self.ritz_vectors(ritz, keep);
+        let coupling: Vec<Vec<f64>> = keep
+            .iter()
+            .map(|&j| self.coupling(ritz.vector(j)))
+            .collect();
+        self.basis.copy_within(m * n..(m + waiting) * n, l * n);
+        self.basis[..l * n].copy_from_slice(&x);
+        self.proj.fill(0.0);
+        for (i, (&j, row)) in keep.iter().zip(&coupling).enumerate() {
+            self.set(i, i, ritz.values[j]);
+            for (a, &value) in row.iter().enumerate() {
+                self.set(l + a, i, value);
+            }
+        }
+        self.multiplied = l;
+        self.len = l + waiting;
+    }
+}

@@ -1,0 +1,73 @@
+//! Gram–Schmidt orthogonalization of column-major blocks (classical, applied twice).
+
+use crate::blas;
+
+/// Removes from the `k` columns of `w` (`n × k`) their components along the
+/// orthonormal columns of `basis` (`n × m`), twice for stability, and writes the
+/// total coefficients `basisᵀ w` (`m × k`) into `coef`.
+pub(crate) fn orthogonalize(
+    basis: &[f64],
+    n: usize,
+    m: usize,
+    w: &mut [f64],
+    k: usize,
+    coef: &mut [f64],
+) {
+    coef.fill(0.0);
+    if m == 0 || k == 0 {
+        return;
+    }
+    let mut pass = vec![0.0; m * k];
+    for _ in 0..2 {
+        blas::matmul_tn(&mut pass, basis, w, n, m, k);
+        blas::matmul_sub(w, basis, &pass, n, m, k);
+        for (c, p) in coef.iter_mut().zip(&pass) {
+            *c += p;
+        }
+    }
+}
+
+/// An orthonormal basis (`n × r`, column-major) of the span of the `k` columns
+/// of `y`, dropping columns whose remainder after orthogonalization is at most
+/// `rel_tol` times the largest column norm of `y`.
+pub(crate) fn orthonormal_basis(y: &[f64], n: usize, k: usize, rel_tol: f64) -> Vec<f64> {
+    let largest = y.chunks_exact(n.max(1)).map(blas::norm).fold(0.0, f64::max);
+    let mut q: Vec<f64> = Vec::with_capacity(n * k);
+    let mut coef = vec![0.0; k];
+    for column in y.chunks_exact(n.max(1)).take(k) {
+        let mut w = column.to_vec();
+        let r = q.len() / n.max(1);
+        orthogonalize(&q, n, r, &mut w, 1, &mut coef[..r]);
+        let norm = blas::norm(&w);
+        if norm > rel_tol * largest && norm > 0.0 {
+            blas::scale(1.0 / norm, &mut w);
+            q.extend_from_slice(&w);
+        }
+    }
+    q
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dependent_columns_are_dropped() {
+        // Columns (1,0,0), (2,0,0), (1,1,0).
+        let y = [1.0, 0.0, 0.0, 2.0, 0.0, 0.0, 1.0, 1.0, 0.0];
+        let q = orthonormal_basis(&y, 3, 3, 1e-12);
+        assert_eq!(q.len(), 6);
+        assert!((blas::dot(&q[..3], &q[3..])).abs() < 1e-15);
+        assert!((blas::norm(&q[3..]) - 1.0).abs() < 1e-15);
+    }
+
+    #[test]
+    fn coefficients_are_the_projections() {
+        let basis = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0];
+        let mut w = [3.0, 4.0, 5.0];
+        let mut coef = [0.0; 2];
+        orthogonalize(&basis, 3, 2, &mut w, 1, &mut coef);
+        assert_eq!(coef, [3.0, 4.0]);
+        assert_eq!(w, [0.0, 0.0, 5.0]);
+    }
+}

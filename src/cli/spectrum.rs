@@ -1,0 +1,131 @@
+//! `secondo spectrum`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use secondo::curvature::{Curvature, CurvatureOperator};
+use secondo::spectrum::{compute, SpectrumOptions};
+
+use super::common::{load_data, objective, parse_dtype, weights};
+
+#[derive(Debug, Args)]
+pub struct SpectrumArgs {
+    /// Model spec, e.g. "linear(64,256),relu,linear(256,10)".
+    #[arg(long)]
+    model: String,
+    /// Weights (safetensors, PyTorch names); absent: PyTorch's default init with --seed.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Data: a safetensors file with `x` and `y`, IDX files `IMAGES,LABELS`, or `digits`.
+    #[arg(long)]
+    data: String,
+    /// Loss: cross_entropy, mse or bce_with_logits.
+    #[arg(long, default_value = "cross_entropy")]
+    loss: String,
+    /// Reduction of the loss over samples: mean or sum.
+    #[arg(long, default_value = "mean")]
+    reduction: String,
+    /// Curvature matrix: hessian, ggn, fisher (Monte-Carlo) or ef (empirical Fisher).
+    #[arg(long, default_value = "hessian")]
+    curvature: String,
+    /// Number of largest eigenvalues to compute (0: none).
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    /// Estimate the trace (Hutch++).
+    #[arg(long)]
+    trace: bool,
+    /// Estimate the spectral density (stochastic Lanczos quadrature).
+    #[arg(long)]
+    density: bool,
+    /// Monte-Carlo samples per input for --curvature fisher.
+    #[arg(long, default_value_t = 1)]
+    mc_samples: usize,
+    /// Samples per batch when passing over the data.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Seed for initialisation and every random probe.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Element type: f32 or f64.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Output directory for spectrum.json and spectrum.svg.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(a: SpectrumArgs) -> anyhow::Result<()> {
+    let kind = match a.curvature.parse::<Curvature>()? {
+        Curvature::FisherMc { .. } => Curvature::FisherMc {
+            samples: a.mc_samples,
+            seed: a.seed,
+        },
+        other => other,
+    };
+    if a.top == 0 && !a.trace && !a.density {
+        anyhow::bail!("nothing to compute: give --top K, --trace or --density");
+    }
+    if a.batch == 0 {
+        anyhow::bail!("--batch must be at least 1");
+    }
+    let dtype = parse_dtype(&a.dtype)?;
+    let data = load_data(&a.data)?;
+    let objective = objective(&a.model, &data, &a.loss, &a.reduction, dtype)?;
+    let params = weights(&objective, a.weights.as_ref(), a.seed)?;
+    let op = CurvatureOperator::new(&objective, &params, &data, a.batch, kind, None)?;
+    let opts = SpectrumOptions {
+        top: (a.top > 0).then_some(a.top),
+        trace: a.trace,
+        density: a.density,
+        seed: a.seed,
+        ..SpectrumOptions::default()
+    };
+    if let Some(k) = opts.top {
+        if k > op.dim() {
+            anyhow::bail!(
+                "--top {k} is larger than the number of parameters, {}",
+                op.dim()
+            );
+        }
+    }
+    eprintln!(
+        "{} of {} on {} ({} samples, {} parameters, {dtype})",
+        kind,
+        a.model,
+        data.name,
+        data.len(),
+        op.dim()
+    );
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} matrix-vector products  [{elapsed_precise}<{eta_precise}]",
+        )
+        .expect("valid template"),
+    );
+    let start = std::time::Instant::now();
+    let spectrum = compute(&op, &opts, &mut |done, planned| {
+        bar.set_length(planned as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    spectrum.write(&a.out, &a.curvature, op.dim())?;
+    println!(
+        "{} matrix-vector products in {:.1} s",
+        spectrum.products,
+        start.elapsed().as_secs_f64()
+    );
+    if let Some(v) = &spectrum.top_eigenvalues {
+        let shown: Vec<String> = v.iter().map(|x| format!("{x:.6e}")).collect();
+        println!("top eigenvalues: {}", shown.join(", "));
+    }
+    if let Some((t, se)) = spectrum.trace {
+        println!("trace: {t:.6e} ± {se:.2e}");
+    }
+    println!(
+        "wrote {0}/spectrum.json and {0}/spectrum.svg",
+        a.out.display()
+    );
+    Ok(())
+}
