@@ -170,40 +170,60 @@ pub fn einsum_parsed(spec: &EinsumSpec, operands: &[&Tensor]) -> Result<Tensor, 
             b: t.dtype(),
         });
     }
-    let mut acc = operands[0].clone();
-    let mut acc_term = spec.inputs[0].clone();
     if operands.len() == 1 {
-        return unary(&acc, &acc_term, &spec.output);
+        return unary(operands[0], &spec.inputs[0], &spec.output);
     }
-    for i in 1..operands.len() {
-        let later: Vec<char> = spec.inputs[i + 1..]
-            .iter()
-            .flatten()
-            .chain(&spec.output)
-            .copied()
-            .collect();
-        let out_term: Vec<char> = if i + 1 == operands.len() {
-            spec.output.clone()
-        } else {
-            let mut t: Vec<char> = acc_term
-                .iter()
-                .chain(&spec.inputs[i])
-                .copied()
-                .filter(|c| later.contains(c))
-                .collect();
-            t.dedup_by(|a, b| a == b);
-            let mut seen = Vec::new();
-            t.retain(|c| {
-                let new = !seen.contains(c);
-                seen.push(*c);
-                new
-            });
-            t
-        };
-        acc = binary(&acc, &acc_term, operands[i], &spec.inputs[i], &out_term)?;
-        acc_term = out_term;
+    let sizes = spec.sizes(&shapes)?;
+    let size = |term: &[char]| -> usize { term.iter().map(|&c| size_of(&sizes, c)).product() };
+    let mut pool: Vec<(Tensor, Vec<char>)> = operands
+        .iter()
+        .zip(&spec.inputs)
+        .map(|(t, term)| ((*t).clone(), term.clone()))
+        .collect();
+    while pool.len() > 1 {
+        // Greedy order: contract the pair whose result is smallest (then the
+        // cheapest pair), keeping only letters still needed elsewhere.
+        let mut best: Option<(usize, usize, Vec<char>, (usize, usize))> = None;
+        for a in 0..pool.len() {
+            for b in a + 1..pool.len() {
+                let needed: Vec<char> = pool
+                    .iter()
+                    .enumerate()
+                    .filter(|&(k, _)| k != a && k != b)
+                    .flat_map(|(_, (_, t))| t.iter().copied())
+                    .chain(spec.output.iter().copied())
+                    .collect();
+                let out = if pool.len() == 2 {
+                    spec.output.clone()
+                } else {
+                    let mut t: Vec<char> = Vec::new();
+                    for &c in pool[a].1.iter().chain(&pool[b].1) {
+                        if needed.contains(&c) && !t.contains(&c) {
+                            t.push(c);
+                        }
+                    }
+                    t
+                };
+                let mut all = pool[a].1.clone();
+                all.extend(pool[b].1.iter().filter(|c| !pool[a].1.contains(c)));
+                let cost = (size(&out), size(&all));
+                if best.as_ref().is_none_or(|bst| cost < bst.3) {
+                    best = Some((a, b, out, cost));
+                }
+            }
+        }
+        let (a, b, out, _) = best.expect("at least two operands");
+        let (tb, termb) = pool.remove(b);
+        let (ta, terma) = pool.remove(a);
+        let r = binary(&ta, &terma, &tb, &termb, &out)?;
+        pool.push((r, out));
     }
-    Ok(acc)
+    let (result, term) = pool.pop().expect("one operand left");
+    if term == spec.output {
+        Ok(result)
+    } else {
+        unary(&result, &term, &spec.output)
+    }
 }
 
 /// Sums the axes of `t` not in `keep_or_out` then permutes to `out`'s order.
