@@ -27,8 +27,10 @@ mod error;
 mod objective;
 mod operator;
 mod program;
+mod quantities;
 mod sampling;
 
 pub use error::CurvatureError;
 pub use objective::{GradientProgram, Objective, ObjectiveConfig, StepOutput, INPUT, TARGET};
 pub use operator::{Curvature, CurvatureOperator};
+pub use quantities::{compute_quantities, sample_mc_targets, Quantity};

@@ -28,6 +28,7 @@ mod jvp;
 mod op;
 pub mod passes;
 mod vjp;
+mod vmap;
 
 pub use builder::{Builder, Var};
 pub use error::GraphError;

@@ -1,0 +1,291 @@
+//! BackPACK's quantities on one batch, computed together in one graph built
+//! from `vmap` (over samples, and over the columns of a symmetric factor of the
+//! loss Hessian) of `vjp`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use secondo_graph::{Builder, Executable, Feeds, Var};
+use secondo_nn::{LossKind, ParamStore, Reduction};
+use secondo_tensor::Tensor;
+
+use crate::objective::{INPUT, TARGET};
+use crate::{CurvatureError, Objective};
+
+/// A quantity of shared/INTERFACES.md.
+///
+/// ```
+/// use secondo_curvature::Quantity;
+/// assert_eq!("batch_l2".parse::<Quantity>().unwrap(), Quantity::BatchL2);
+/// assert!("batch_l3".parse::<Quantity>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Quantity {
+    /// The gradient of the loss.
+    Grad,
+    /// Per-sample gradients `c_n = s·∇ℓ_n` (they sum to the gradient), `[N, ...]`.
+    BatchGrad,
+    /// Squared norms `‖c_n‖²` per sample and parameter, `[N]`.
+    BatchL2,
+    /// `Σ_n c_n²` elementwise.
+    SumGradSquared,
+    /// `(1/N) Σ_n c_n² − ((1/N) Σ_n c_n)²` elementwise.
+    Variance,
+    /// Diagonal of the exact GGN.
+    DiagGgnExact,
+    /// Per-sample diagonals of the exact GGN, `[N, ...]`.
+    BatchDiagGgnExact,
+    /// Monte-Carlo estimate of the GGN diagonal (sampled targets).
+    DiagGgnMc,
+}
+
+/// Names as in INTERFACES.md, in order.
+const NAMES: &[(&str, Quantity)] = &[
+    ("grad", Quantity::Grad),
+    ("batch_grad", Quantity::BatchGrad),
+    ("batch_l2", Quantity::BatchL2),
+    ("sum_grad_squared", Quantity::SumGradSquared),
+    ("variance", Quantity::Variance),
+    ("diag_ggn_exact", Quantity::DiagGgnExact),
+    ("batch_diag_ggn_exact", Quantity::BatchDiagGgnExact),
+    ("diag_ggn_mc", Quantity::DiagGgnMc),
+];
+
+impl FromStr for Quantity {
+    type Err = CurvatureError;
+    fn from_str(s: &str) -> Result<Self, CurvatureError> {
+        NAMES
+            .iter()
+            .find(|(n, _)| *n == s)
+            .map(|p| p.1)
+            .ok_or_else(|| {
+                let names: Vec<&str> = NAMES.iter().map(|p| p.0).collect();
+                CurvatureError::Invalid(format!(
+                    "unknown or unavailable quantity '{s}' (available: {})",
+                    names.join(", ")
+                ))
+            })
+    }
+}
+
+impl fmt::Display for Quantity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = NAMES.iter().find(|p| p.1 == *self).map_or("?", |p| p.0);
+        f.write_str(name)
+    }
+}
+
+impl Quantity {
+    /// Every quantity this version computes.
+    pub fn all() -> Vec<Quantity> {
+        NAMES.iter().map(|p| p.1).collect()
+    }
+}
+
+/// The single-sample part of the graph: one sample's input and target nodes,
+/// its network output and its (unscaled) loss term.
+struct Sample<'b> {
+    x: Var<'b>,
+    y: Var<'b>,
+    output: Var<'b>,
+    loss: Var<'b>,
+}
+
+/// The columns of a symmetric factor `S` of one sample's loss Hessian with
+/// respect to the outputs `f` (`S Sᵀ = ∇²_f ℓ`), as rows of a `[C, 1, C]` node.
+fn hessian_factor<'b>(kind: LossKind, f: Var<'b>) -> Var<'b> {
+    let b = f.builder();
+    let c = f.shape()[1];
+    let eye = b.constant(identity(c, b.dtype()));
+    match kind {
+        LossKind::CrossEntropy => {
+            // S[i, k] = √p_k (δ_ik − p_i); row k of the result is column k of S.
+            let shifted = f - f.max_over(&[1]).reshape(&[1, 1]);
+            let e = shifted.exp();
+            let p = e / e.sum(&[1]).reshape(&[1, 1]);
+            let sqrt_p = p.sqrt().reshape(&[c, 1]);
+            let rows = (eye - p.broadcast_to(&[c, c])) * sqrt_p;
+            rows.reshape(&[c, 1, c])
+        }
+        LossKind::Mse => (eye * std::f64::consts::SQRT_2).reshape(&[c, 1, c]),
+        LossKind::BceWithLogits => {
+            let s = ((f * 0.5).tanh() + 1.0) * 0.5;
+            let d = (s * (1.0 - s)).sqrt().reshape(&[c, 1]);
+            (eye * d).reshape(&[c, 1, c])
+        }
+    }
+}
+
+fn identity(c: usize, dtype: secondo_tensor::DType) -> Tensor {
+    let mut v = vec![0.0; c * c];
+    (0..c).for_each(|i| v[i * c + i] = 1.0);
+    Tensor::from_f64(vec![c, c], &v, dtype).expect("c·c values")
+}
+
+/// Computes `quantities` of `objective` at `params` on one batch `(x, y)`
+/// (the loss reduced over this batch, BackPACK's convention), all in one
+/// graph. `mc_targets` are sampled targets for [`Quantity::DiagGgnMc`]
+/// (`[M, N, ...]`, required only for it). Returns `(name, tensor)` pairs named
+/// `<quantity>/<parameter>`.
+pub fn compute_quantities(
+    objective: &Objective,
+    params: &ParamStore,
+    x: &Tensor,
+    y: &Tensor,
+    quantities: &[Quantity],
+    mc_targets: Option<&Tensor>,
+) -> Result<Vec<(String, Tensor)>, CurvatureError> {
+    let net = &objective.network;
+    let n = x.shape()[0];
+    let c = net.output_shape()[0];
+    let b = Builder::new(objective.dtype);
+    let xs = b.input(INPUT, x.shape());
+    let ys = b.input(TARGET, y.shape());
+    let params_v = net.param_vars(&b);
+    let scale = objective.loss.scale(&[n, c]);
+    let summed = secondo_nn::Loss::new(objective.loss.kind, Reduction::Sum);
+
+    // One sample, with a batch axis of 1 (the network expects one).
+    let mut one = vec![1];
+    one.extend_from_slice(net.input_shape());
+    let x1 = b.input("sample/x", &one);
+    let y_one: Vec<usize> = std::iter::once(1)
+        .chain(y.shape()[1..].iter().copied())
+        .collect();
+    let y1 = b.input("sample/y", &y_one);
+    let f1 = net.forward(x1, &params_v)?;
+    let sample = Sample {
+        x: x1,
+        y: y1,
+        output: f1,
+        loss: summed.build(f1, y1)?,
+    };
+    let mut xr = vec![n];
+    xr.extend_from_slice(&one);
+    let mut yr = vec![n];
+    yr.extend_from_slice(&y_one);
+    let samples = [xs.reshape(&xr), ys.reshape(&yr)];
+
+    let mut outputs: Vec<(String, Var)> = Vec::new();
+    let names: Vec<String> = net.params().iter().map(|p| p.name.clone()).collect();
+    let needs_first_order = quantities.iter().any(|q| {
+        matches!(
+            q,
+            Quantity::Grad
+                | Quantity::BatchGrad
+                | Quantity::BatchL2
+                | Quantity::SumGradSquared
+                | Quantity::Variance
+        )
+    });
+    if needs_first_order {
+        let g1 = b.grad(sample.loss, &params_v)?;
+        let per_sample = b.vmap(&g1, &[sample.x, sample.y], &samples, n)?;
+        for ((name, cn), p) in names.iter().zip(per_sample).zip(net.params()) {
+            let cn = cn * scale;
+            let rest: Vec<usize> = (1..=p.shape.len()).collect();
+            for q in quantities {
+                let v = match q {
+                    Quantity::Grad => cn.sum(&[0]),
+                    Quantity::BatchGrad => cn,
+                    Quantity::BatchL2 => cn.square().sum(&rest),
+                    Quantity::SumGradSquared => cn.square().sum(&[0]),
+                    Quantity::Variance => {
+                        cn.square().sum(&[0]) * (1.0 / n as f64)
+                            - (cn.sum(&[0]) * (1.0 / n as f64)).square()
+                    }
+                    _ => continue,
+                };
+                outputs.push((format!("{q}/{name}"), v));
+            }
+        }
+    }
+    if quantities
+        .iter()
+        .any(|q| matches!(q, Quantity::DiagGgnExact | Quantity::BatchDiagGgnExact))
+    {
+        let factor = hessian_factor(objective.loss.kind, sample.output) * scale.sqrt();
+        let u = b.input("sample/u", &[1, c]);
+        let jtu = b.vjp(&[sample.output], &[u], &params_v)?;
+        let columns = b.vmap(&jtu, &[u], &[factor], c)?;
+        let diag1: Vec<Var> = columns.iter().map(|v| v.square().sum(&[0])).collect();
+        let per_sample = b.vmap(&diag1, &[sample.x, sample.y], &samples, n)?;
+        for (name, d) in names.iter().zip(per_sample) {
+            for q in quantities {
+                match q {
+                    Quantity::DiagGgnExact => outputs.push((format!("{q}/{name}"), d.sum(&[0]))),
+                    Quantity::BatchDiagGgnExact => outputs.push((format!("{q}/{name}"), d)),
+                    _ => {}
+                }
+            }
+        }
+    }
+    let mut feeds = Feeds::new();
+    if quantities.contains(&Quantity::DiagGgnMc) {
+        let targets = mc_targets
+            .ok_or_else(|| CurvatureError::Invalid("diag_ggn_mc needs sampled targets".into()))?;
+        let m = targets.shape()[0];
+        let yt = b.input("mc/targets", targets.shape());
+        // One MC term per sample and draw: (s·∇_f ℓ(f, ŷ))² backpropagated, averaged over draws.
+        let gf = b.grad(sample.loss, &[sample.output])?[0];
+        let jtg = b.vjp(&[sample.output], &[gf], &params_v)?;
+        let squared: Vec<Var> = jtg.iter().map(|v| v.square() * scale).collect();
+        let per_x: usize = one.iter().product();
+        let mut ym = vec![m * n];
+        ym.extend_from_slice(&y_one);
+        let xrep = xs.reshape(&[1, n * per_x]).broadcast_to(&[m, n * per_x]);
+        let mut xm = vec![m * n];
+        xm.extend_from_slice(&one);
+        let reps = [xrep.reshape(&xm), yt.reshape(&ym)];
+        let per_draw = b.vmap(&squared, &[sample.x, sample.y], &reps, m * n)?;
+        for (name, d) in names.iter().zip(per_draw) {
+            outputs.push((
+                format!("diag_ggn_mc/{name}"),
+                d.sum(&[0]) * (1.0 / m as f64),
+            ));
+        }
+        feeds.insert("mc/targets", targets.clone());
+    }
+    let ids: Vec<usize> = outputs.iter().map(|(_, v)| v.id()).collect();
+    let exe = Executable::compile(&b.finish()?, &ids)?;
+    for (name, t) in params.iter() {
+        feeds.insert(name, t.clone());
+    }
+    feeds.insert(INPUT, x.clone());
+    feeds.insert(TARGET, y.clone());
+    let values = exe.run(&feeds)?;
+    Ok(outputs.into_iter().map(|(n, _)| n).zip(values).collect())
+}
+
+/// Draws `m` targets per sample of the batch from the model's predictive
+/// distribution (seeded), stacked as `[m, N, ...]`, for [`Quantity::DiagGgnMc`].
+pub fn sample_mc_targets(
+    objective: &Objective,
+    params: &ParamStore,
+    x: &Tensor,
+    y: &Tensor,
+    m: usize,
+    seed: u64,
+) -> Result<Tensor, CurvatureError> {
+    use rand::SeedableRng;
+    if m == 0 {
+        return Err(CurvatureError::Invalid(
+            "--mc-samples must be at least 1".into(),
+        ));
+    }
+    let n = x.shape()[0];
+    let out = objective
+        .program(n, false)?
+        .run(params, x.clone(), y.clone())?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut values = Vec::new();
+    for _ in 0..m {
+        values.extend(
+            crate::sampling::sample_targets(objective.loss.kind, &out.output, &mut rng)
+                .to_f64_vec(),
+        );
+    }
+    let mut shape = vec![m];
+    shape.extend_from_slice(y.shape());
+    Ok(Tensor::from_f64(shape, &values, objective.dtype).expect("m·N targets"))
+}

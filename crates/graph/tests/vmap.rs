@@ -1,0 +1,522 @@
+//! `vmap` against explicit loops over samples: every primitive's batching rule
+//! (with every choice of batched inputs), per-sample gradients, and the
+//! compositions with `grad`, `jvp` and `vmap` itself.
+
+use secondo_graph::check::pseudo_random;
+use secondo_graph::{Builder, Executable, Feeds, Graph, Var};
+use secondo_tensor::{BinaryOp, DType, Tensor};
+
+const B: usize = 3;
+const TOL: f64 = 1e-12;
+
+fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+fn stacked(size: usize, shape: &[usize]) -> Vec<usize> {
+    std::iter::once(size).chain(shape.iter().copied()).collect()
+}
+
+fn tensor(shape: &[usize], values: &[f64]) -> Tensor {
+    Tensor::from_vec(shape.to_vec(), values.to_vec()).unwrap()
+}
+
+/// Sample `n` of a stack of samples of `len` values each.
+fn sample(values: &[f64], n: usize, len: usize) -> &[f64] {
+    &values[n * len..(n + 1) * len]
+}
+
+fn run(graph: &Graph, outputs: &[Var<'_>], feeds: &Feeds) -> Vec<Vec<f64>> {
+    let ids: Vec<usize> = outputs.iter().map(|v| v.id()).collect();
+    let exe = Executable::compile(graph, &ids).unwrap();
+    exe.run(feeds)
+        .unwrap()
+        .iter()
+        .map(Tensor::to_f64_vec)
+        .collect()
+}
+
+fn assert_close(what: &str, got: &[f64], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    for (g, w) in got.iter().zip(want) {
+        let err = (g - w).abs() / 1f64.max(w.abs());
+        assert!(err < TOL, "{what}: {got:?} vs {want:?}");
+    }
+}
+
+/// `vmap` of `f` over `B` samples equals `f` on each sample, for every subset
+/// of batched inputs (the others are shared by all samples).
+fn assert_vmap(
+    name: &str,
+    f: impl for<'a> Fn(&'a Builder, &[Var<'a>]) -> Var<'a>,
+    shapes: &[&[usize]],
+) {
+    for mask in 0..1usize << shapes.len() {
+        let is_batched = |i: usize| mask >> i & 1 == 1;
+        let b = Builder::new(DType::F64);
+        let names: Vec<String> = (0..shapes.len()).map(|i| format!("x{i}")).collect();
+        let xs: Vec<Var> = names
+            .iter()
+            .zip(shapes)
+            .map(|(n, s)| b.input(n, s))
+            .collect();
+        let out = f(&b, &xs);
+        let (batched, stacks): (Vec<Var>, Vec<Var>) = (0..shapes.len())
+            .filter(|&i| is_batched(i))
+            .map(|i| (xs[i], b.input(&format!("stack{i}"), &stacked(B, shapes[i]))))
+            .unzip();
+        let what = format!("{name} (batched mask {mask:b})");
+        let vout = b.vmap(&[out], &batched, &stacks, B).unwrap()[0];
+        assert_eq!(vout.shape(), stacked(B, &out.shape()), "{what}");
+        let graph = b.finish().unwrap();
+
+        let data: Vec<Vec<f64>> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let copies = if is_batched(i) { B } else { 1 };
+                pseudo_random(numel(s) * copies, 17 + i as u64)
+            })
+            .collect();
+        let mut feeds = Feeds::new();
+        for (i, s) in shapes.iter().enumerate() {
+            match is_batched(i) {
+                true => feeds.insert(&format!("stack{i}"), tensor(&stacked(B, s), &data[i])),
+                false => feeds.insert(&names[i], tensor(s, &data[i])),
+            }
+        }
+        let got = run(&graph, &[vout], &feeds).remove(0);
+        let single = Executable::compile(&graph, &[out.id()]).unwrap();
+        let len = numel(&out.shape());
+        for n in 0..B {
+            let mut feeds = Feeds::new();
+            for (i, s) in shapes.iter().enumerate() {
+                let values = match is_batched(i) {
+                    true => sample(&data[i], n, numel(s)),
+                    false => &data[i],
+                };
+                feeds.insert(&names[i], tensor(s, values));
+            }
+            let want = single.run(&feeds).unwrap()[0].to_f64_vec();
+            assert_close(&format!("{what}, sample {n}"), sample(&got, n, len), &want);
+        }
+    }
+}
+
+#[test]
+fn unary_rules() {
+    assert_vmap("neg", |_, x| -x[0], &[&[3, 2]]);
+    assert_vmap("exp", |_, x| x[0].exp(), &[&[3, 2]]);
+    assert_vmap("exp of scalar", |_, x| x[0].exp(), &[&[]]);
+    assert_vmap("log", |_, x| (x[0].square() + 0.5).log(), &[&[3, 2]]);
+    assert_vmap("tanh", |_, x| x[0].tanh(), &[&[3, 2]]);
+    assert_vmap("erf", |_, x| x[0].erf(), &[&[3, 2]]);
+    assert_vmap("pow3", |_, x| x[0].powf(3.0), &[&[3, 2]]);
+    assert_vmap("pow-1.5", |_, x| (x[0].square() + 1.0).powf(-1.5), &[&[4]]);
+    assert_vmap("sqrt", |_, x| (x[0].square() + 1.0).sqrt(), &[&[4]]);
+}
+
+#[test]
+fn binary_and_where_rules() {
+    assert_vmap("add", |_, x| x[0] + x[1], &[&[3, 2], &[3, 2]]);
+    assert_vmap("sub", |_, x| x[0] - x[1], &[&[3, 2], &[3, 2]]);
+    assert_vmap("mul", |_, x| x[0] * x[1], &[&[3, 2], &[3, 2]]);
+    assert_vmap(
+        "div",
+        |_, x| x[0] / (x[1].square() + 0.5),
+        &[&[3, 2], &[3, 2]],
+    );
+    assert_vmap("max", |_, x| x[0].max(x[1]), &[&[3, 2], &[3, 2]]);
+    assert_vmap("scalar operand", |_, x| x[0] * x[1] - x[1], &[&[3, 2], &[]]);
+    assert_vmap(
+        "scalar first",
+        |_, x| x[1] / (x[0].square() + 1.0),
+        &[&[3, 2], &[]],
+    );
+    // The last axis has the batch size: a batched scalar broadcast without
+    // first reshaping it to [B, 1] would line up with it, silently.
+    assert_vmap("scalar next to [2, B]", |_, x| x[0] * x[1], &[&[], &[2, B]]);
+    assert_vmap("scalars", |_, x| x[0] * x[1] + x[1], &[&[], &[]]);
+    assert_vmap(
+        "scalar, full and constant",
+        |b, x| {
+            let c = b.constant(tensor(&[4], &[1.0, -2.0, 0.5, 3.0]));
+            (x[0] * c + x[1]) / (x[2] + 2.0)
+        },
+        &[&[], &[4], &[]],
+    );
+    assert_vmap("broadcast add", |_, x| x[0] + x[1], &[&[3, 2], &[2]]);
+    assert_vmap("broadcast mul", |_, x| x[0] * x[1], &[&[3, 1], &[1, 4]]);
+    assert_vmap(
+        "compare masks",
+        |_, x| x[0] * x[0].gt(x[1]) + x[1] * x[0].binary(BinaryOp::Lt, x[1]) + x[0].eq(x[1]),
+        &[&[5], &[5]],
+    );
+    assert_vmap(
+        "where",
+        |b, x| b.select(x[0].gt(x[1]), x[0].exp(), x[1].square()),
+        &[&[6], &[6]],
+    );
+    assert_vmap(
+        "where scalar",
+        |b, x| b.select(x[0].gt(b.scalar(0.0)), x[0], x[1]),
+        &[&[6], &[]],
+    );
+    assert_vmap(
+        "where scalar condition",
+        |b, x| b.select(x[0].gt(b.scalar(0.0)), x[1], x[2]),
+        &[&[], &[4], &[]],
+    );
+    assert_vmap(
+        "where of scalars",
+        |b, x| b.select(x[0].gt(x[1]), x[0], x[1]),
+        &[&[], &[]],
+    );
+}
+
+#[test]
+fn reduction_and_shape_rules() {
+    assert_vmap("sum axis 0", |_, x| x[0].sum(&[0]), &[&[3, 4]]);
+    assert_vmap("sum axes 0,2", |_, x| x[0].sum(&[0, 2]), &[&[2, 3, 4]]);
+    assert_vmap("sum all", |_, x| x[0].sum_all(), &[&[2, 3]]);
+    assert_vmap("mean", |_, x| x[0].mean(&[1]), &[&[2, 3]]);
+    assert_vmap("max over", |_, x| x[0].max_over(&[1]), &[&[3, 4]]);
+    assert_vmap(
+        "softmax",
+        |_, x| {
+            let m = x[0].max_over(&[0]);
+            let e = (x[0] - m).exp();
+            e / e.sum_all()
+        },
+        &[&[5]],
+    );
+    assert_vmap("reshape", |_, x| x[0].reshape(&[6, 2]).exp(), &[&[3, 4]]);
+    assert_vmap("reshape scalar", |_, x| x[0].reshape(&[1, 1]), &[&[]]);
+    assert_vmap(
+        "permute",
+        |_, x| x[0].permute(&[2, 0, 1]).tanh(),
+        &[&[2, 3, 4]],
+    );
+    assert_vmap(
+        "broadcast",
+        |_, x| x[0].broadcast_to(&[2, 3, 4]).tanh(),
+        &[&[3, 1]],
+    );
+    assert_vmap(
+        "broadcast leading axes",
+        |_, x| x[0].broadcast_to(&[2, 3, 4]) * x[1],
+        &[&[4], &[2, 3, 4]],
+    );
+    assert_vmap(
+        "broadcast scalar",
+        |_, x| x[0].broadcast_to(&[2, 3]),
+        &[&[]],
+    );
+}
+
+#[test]
+fn einsum_rules() {
+    assert_vmap(
+        "matmul",
+        |b, x| b.einsum("ij,jk->ik", &[x[0], x[1]]),
+        &[&[3, 4], &[4, 2]],
+    );
+    assert_vmap(
+        "letter a taken",
+        |b, x| b.einsum("ab,bc->ca", &[x[0], x[1]]),
+        &[&[3, 4], &[4, 2]],
+    );
+    assert_vmap(
+        "linear",
+        |b, x| b.einsum("ni,oi->no", &[x[0], x[1]]),
+        &[&[5, 3], &[2, 3]],
+    );
+    assert_vmap(
+        "outer per sample",
+        |b, x| b.einsum("no,ni->noi", &[x[0], x[1]]),
+        &[&[3, 2], &[3, 4]],
+    );
+    assert_vmap(
+        "private summed letter",
+        |b, x| b.einsum("ij,k->i", &[x[0], x[1]]),
+        &[&[3, 2], &[4]],
+    );
+    assert_vmap(
+        "three operands",
+        |b, x| b.einsum("ij,jk,kl->il", &[x[0], x[1], x[2]]),
+        &[&[2, 3], &[3, 2], &[2, 2]],
+    );
+    assert_vmap(
+        "same operand twice",
+        |b, x| b.einsum("ij,ij->i", &[x[0], x[0]]),
+        &[&[3, 2]],
+    );
+    assert_vmap(
+        "unary einsum",
+        |b, x| b.einsum("ijk->ki", &[x[0]]),
+        &[&[2, 3, 4]],
+    );
+    assert_vmap(
+        "full contraction",
+        |b, x| b.einsum("i,i->", &[x[0], x[1]]),
+        &[&[4], &[4]],
+    );
+}
+
+#[test]
+fn one_hot_rule() {
+    assert_vmap(
+        "one hot of computed labels",
+        |b, x| (x[0].gt(b.scalar(0.0)).one_hot(2) * x[1]).sum(&[1]),
+        &[&[3], &[3, 2]],
+    );
+    assert_vmap(
+        "one hot of a scalar label",
+        |b, x| x[0].gt(b.scalar(0.0)).one_hot(3) * x[1],
+        &[&[], &[3]],
+    );
+}
+
+/// Per-sample loss of a small MLP: softmax cross-entropy of `W2 tanh(W1 x + b1)`
+/// against the class index `y`.
+fn mlp_loss<'a>(b: &'a Builder, params: &[Var<'a>], x: Var<'a>, y: Var<'a>) -> Var<'a> {
+    let h = (b.einsum("oi,i->o", &[params[0], x]) + params[1]).tanh();
+    let logits = b.einsum("co,o->c", &[params[2], h]);
+    let m = logits.max_over(&[0]);
+    let log_sum_exp = (logits - m).exp().sum_all().log() + m;
+    log_sum_exp - (logits * y.one_hot(3)).sum_all()
+}
+
+#[test]
+fn per_sample_gradients_of_an_mlp() {
+    let shapes: [&[usize]; 3] = [&[5, 4], &[5], &[3, 5]];
+    let b = Builder::new(DType::F64);
+    let params: Vec<Var> = ["w1", "b1", "w2"]
+        .iter()
+        .zip(shapes)
+        .map(|(n, s)| b.param(n, s))
+        .collect();
+    let x = b.input("x", &[4]);
+    let y = b.input("y", &[]);
+    let loss = mlp_loss(&b, &params, x, y);
+    let mut wrt = params.clone();
+    wrt.push(x); // the input gradient too: x is batched below
+    let grads = b.grad(loss, &wrt).unwrap();
+
+    let xs = b.input("xs", &[B, 4]);
+    let ys = b.input("ys", &[B]);
+    let per_sample = b.vmap(&grads, &[x, y], &[xs, ys], B).unwrap();
+    // grad of vmap: the gradient of the summed batched loss.
+    let losses = b.vmap(&[loss], &[x, y], &[xs, ys], B).unwrap()[0];
+    let total = b.grad(losses.sum_all(), &params).unwrap();
+    let summed: Vec<Var> = per_sample[..3].iter().map(|g| g.sum(&[0])).collect();
+    let graph = b.finish().unwrap();
+
+    let mut feeds = Feeds::new();
+    for (k, (n, s)) in ["w1", "b1", "w2"].iter().zip(shapes).enumerate() {
+        feeds.insert(n, tensor(s, &pseudo_random(numel(s), 3 + k as u64)));
+    }
+    let x_data = pseudo_random(B * 4, 11);
+    let y_data = [2.0, 0.0, 1.0];
+    feeds.insert("xs", tensor(&[B, 4], &x_data));
+    feeds.insert("ys", tensor(&[B], &y_data));
+    let mut outputs = per_sample.clone();
+    outputs.extend(&total);
+    outputs.extend(&summed);
+    let got = run(&graph, &outputs, &feeds);
+    for (g, s) in per_sample
+        .iter()
+        .zip(shapes.iter().copied().chain([&[4usize][..]]))
+    {
+        assert_eq!(g.shape(), stacked(B, s));
+    }
+
+    let single =
+        Executable::compile(&graph, &grads.iter().map(|g| g.id()).collect::<Vec<_>>()).unwrap();
+    for (n, &label) in y_data.iter().enumerate() {
+        feeds.insert("x", tensor(&[4], sample(&x_data, n, 4)));
+        feeds.insert("y", Tensor::scalar(label, DType::F64));
+        let want = single.run(&feeds).unwrap();
+        for (k, w) in want.iter().enumerate() {
+            let what = format!("gradient {k}, sample {n}");
+            assert_close(&what, sample(&got[k], n, w.numel()), &w.to_f64_vec());
+        }
+    }
+    for k in 0..3 {
+        assert_close(&format!("grad of vmap {k}"), &got[4 + k], &got[7 + k]);
+        assert!(got[4 + k].iter().any(|v| v.abs() > 1e-3));
+    }
+}
+
+/// f(x; w) = tanh(W x)² (a vector), with its tangent along t.
+fn tanh_square<'a>(b: &'a Builder, x: Var<'a>, w: Var<'a>) -> Var<'a> {
+    b.einsum("oi,i->o", &[w, x]).tanh().square()
+}
+
+#[test]
+fn vmap_of_jvp_and_jvp_of_vmap() {
+    let b = Builder::new(DType::F64);
+    let x = b.input("x", &[4]);
+    let w = b.input("w", &[3, 4]);
+    let t = b.input("t", &[4]);
+    let y = tanh_square(&b, x, w);
+    let jv = b.jvp(&[y], &[x], &[t]).unwrap()[0];
+    let xs = b.input("xs", &[B, 4]);
+    let ts = b.input("ts", &[B, 4]);
+    // vmap of jvp, batching both the point and the tangent, or only the tangent.
+    let vmap_jvp = b.vmap(&[jv], &[x, t], &[xs, ts], B).unwrap()[0];
+    let columns = b.vmap(&[jv], &[t], &[ts], B).unwrap()[0];
+    // jvp of vmap along the stacked tangents.
+    let ys = b.vmap(&[y], &[x], &[xs], B).unwrap()[0];
+    let jvp_vmap = b.jvp(&[ys], &[xs], &[ts]).unwrap()[0];
+    let graph = b.finish().unwrap();
+
+    let w_data = pseudo_random(12, 5);
+    let x_data = pseudo_random(B * 4, 6);
+    let t_data = pseudo_random(B * 4, 7);
+    let mut feeds = Feeds::new();
+    feeds.insert("w", tensor(&[3, 4], &w_data));
+    feeds.insert("xs", tensor(&[B, 4], &x_data));
+    feeds.insert("ts", tensor(&[B, 4], &t_data));
+    feeds.insert("x", tensor(&[4], sample(&x_data, 0, 4)));
+    let got = run(&graph, &[vmap_jvp, jvp_vmap, columns], &feeds);
+    assert_close("jvp of vmap", &got[1], &got[0]);
+
+    let single = Executable::compile(&graph, &[jv.id()]).unwrap();
+    for n in 0..B {
+        feeds.insert("t", tensor(&[4], sample(&t_data, n, 4)));
+        let at_x0 = single.run(&feeds).unwrap()[0].to_f64_vec();
+        assert_close("vmap over tangents", sample(&got[2], n, 3), &at_x0);
+        feeds.insert("x", tensor(&[4], sample(&x_data, n, 4)));
+        let want = single.run(&feeds).unwrap()[0].to_f64_vec();
+        assert_close("vmap of jvp", sample(&got[0], n, 3), &want);
+        feeds.insert("x", tensor(&[4], sample(&x_data, 0, 4)));
+    }
+}
+
+/// vmap over the identity of forward-over-reverse Hessian-vector products gives
+/// the whole Hessian, which is symmetric.
+#[test]
+fn vmap_of_hessian_vector_products_is_the_symmetric_hessian() {
+    let b = Builder::new(DType::F64);
+    let x = b.input("x", &[4]);
+    let w = b.input("w", &[3, 4]);
+    let v = b.input("v", &[4]);
+    let f = tanh_square(&b, x, w).sum_all() + x.powf(3.0).sum_all();
+    let g = b.grad(f, &[x]).unwrap()[0];
+    let hv = b.jvp(&[g], &[x], &[v]).unwrap()[0];
+    let eye = b.constant(tensor(
+        &[4, 4],
+        &(0..16).map(|i| f64::from(i % 5 == 0)).collect::<Vec<_>>(),
+    ));
+    let hessian = b.vmap(&[hv], &[v], &[eye], 4).unwrap()[0];
+    let graph = b.finish().unwrap();
+    let mut feeds = Feeds::new();
+    feeds.insert("x", tensor(&[4], &pseudo_random(4, 1)));
+    feeds.insert("w", tensor(&[3, 4], &pseudo_random(12, 2)));
+    let h = run(&graph, &[hessian], &feeds).remove(0);
+    for i in 0..4 {
+        for j in 0..4 {
+            assert!((h[i * 4 + j] - h[j * 4 + i]).abs() < TOL, "{h:?}");
+        }
+    }
+    assert!(h.iter().any(|v| v.abs() > 0.1));
+}
+
+#[test]
+fn vmap_of_vmap_equals_the_double_loop() {
+    const OUTER: usize = 2;
+    let b = Builder::new(DType::F64);
+    let x = b.input("x", &[4]);
+    let w = b.param("w", &[3, 4]);
+    let y = tanh_square(&b, x, w);
+    let gw = b.grad(y.sum_all(), &[w]).unwrap()[0];
+    // Inner: over samples x; outer: over stacks of samples and over weights.
+    let xs = b.input("xs", &[B, 4]);
+    let inner = b.vmap(&[y, gw], &[x], &[xs], B).unwrap();
+    let xss = b.input("xss", &[OUTER, B, 4]);
+    let ws = b.input("ws", &[OUTER, 3, 4]);
+    let outer = b.vmap(&inner, &[xs, w], &[xss, ws], OUTER).unwrap();
+    assert_eq!(outer[0].shape(), vec![OUTER, B, 3]);
+    assert_eq!(outer[1].shape(), vec![OUTER, B, 3, 4]);
+    let graph = b.finish().unwrap();
+
+    let x_data = pseudo_random(OUTER * B * 4, 8);
+    let w_data = pseudo_random(OUTER * 12, 9);
+    let mut feeds = Feeds::new();
+    feeds.insert("xss", tensor(&[OUTER, B, 4], &x_data));
+    feeds.insert("ws", tensor(&[OUTER, 3, 4], &w_data));
+    let got = run(&graph, &outer, &feeds);
+    let single = Executable::compile(&graph, &[y.id(), gw.id()]).unwrap();
+    for i in 0..OUTER {
+        for j in 0..B {
+            feeds.insert("x", tensor(&[4], sample(&x_data, i * B + j, 4)));
+            feeds.insert("w", tensor(&[3, 4], sample(&w_data, i, 12)));
+            let want = single.run(&feeds).unwrap();
+            let what = format!("sample ({i}, {j})");
+            assert_close(&what, sample(&got[0], i * B + j, 3), &want[0].to_f64_vec());
+            assert_close(&what, sample(&got[1], i * B + j, 12), &want[1].to_f64_vec());
+        }
+    }
+}
+
+#[test]
+fn unbatched_outputs_are_broadcast() {
+    let b = Builder::new(DType::F64);
+    let x = b.input("x", &[2]);
+    let w = b.input("w", &[2]);
+    let xs = b.input("xs", &[B, 2]);
+    let out = b.vmap(&[w.exp(), x], &[x], &[xs], B).unwrap();
+    assert_eq!(out[0].shape(), vec![B, 2]);
+    assert_eq!(out[1].id(), xs.id());
+    let graph = b.finish().unwrap();
+    let mut feeds = Feeds::new();
+    feeds.insert("w", tensor(&[2], &[0.0, 1.0]));
+    let got = run(&graph, &out[..1], &feeds).remove(0);
+    let e = 1f64.exp();
+    assert_close("broadcast", &got, &[1.0, e, 1.0, e, 1.0, e]);
+}
+
+fn one_line_error(result: Result<Vec<Var<'_>>, secondo_graph::GraphError>) -> String {
+    let err = result.unwrap_err().to_string();
+    assert!(!err.contains('\n'), "{err}");
+    err
+}
+
+#[test]
+fn bad_arguments_are_errors_not_panics() {
+    let b = Builder::new(DType::F64);
+    let x = b.input("x", &[3, 2]);
+    let y = x.exp().sum_all();
+    let wrong = b.input("wrong", &[B, 2, 3]);
+    let err = one_line_error(b.vmap(&[y], &[x], &[wrong], B));
+    assert_eq!(
+        err,
+        "building vmap: node 0 has shape [3, 2], so its replacement needs shape [3, 3, 2], got [3, 2, 3]"
+    );
+    let right = b.input("right", &[B, 3, 2]);
+    let err = one_line_error(b.vmap(&[y], &[x], &[], B));
+    assert!(err.contains("1 batched nodes but 0 replacements"), "{err}");
+    let err = one_line_error(b.vmap(&[y], &[x], &[right], 0));
+    assert!(err.contains("positive"), "{err}");
+    let err = one_line_error(b.vmap(&[y], &[x, x], &[right, right], B));
+    assert!(err.contains("twice"), "{err}");
+    let other = Builder::new(DType::F64);
+    let stranger = other.input("s", &[B, 3, 2]);
+    let err = one_line_error(b.vmap(&[y], &[x], &[stranger], B));
+    assert!(err.contains("another builder"), "{err}");
+    // Argument errors leave the builder usable.
+    assert!(b.check().is_ok());
+    assert_eq!(b.vmap(&[y], &[x], &[right], B).unwrap()[0].shape(), vec![B]);
+}
+
+#[test]
+fn an_einsum_with_every_letter_taken_cannot_be_batched() {
+    let letters: String = ('a'..='z').chain('A'..='Z').collect();
+    let b = Builder::new(DType::F64);
+    let x = b.input("x", &[1; 52]);
+    let y = b.einsum(&format!("{letters}->{letters}"), &[x]);
+    let xs = b.input("xs", &stacked(2, &[1; 52]));
+    let err = one_line_error(b.vmap(&[y], &[x], &[xs], 2));
+    assert!(err.contains("no axis letter is left"), "{err}");
+}

@@ -1,0 +1,56 @@
+//! Quantities equal BackPACK's on committed fixtures (every activation, each
+//! loss, batch sizes 1, 3, 5 and 8, f32 and f64).
+
+mod common;
+
+use common::{fixtures, relative_error, Fixture};
+use secondo_curvature::{compute_quantities, Quantity};
+use secondo_tensor::DType;
+
+const EXACT: &[Quantity] = &[
+    Quantity::Grad,
+    Quantity::BatchGrad,
+    Quantity::BatchL2,
+    Quantity::SumGradSquared,
+    Quantity::Variance,
+    Quantity::DiagGgnExact,
+    Quantity::BatchDiagGgnExact,
+];
+
+#[test]
+fn exact_quantities_match_backpack() {
+    let mut checked = 0;
+    for path in fixtures("backpack") {
+        let f = Fixture::load(&path);
+        let objective = f.objective();
+        let params = f.params(&objective);
+        let (x, y) = f.data();
+        let first = &objective.network.params()[0].name;
+        let wanted: Vec<Quantity> = EXACT
+            .iter()
+            .copied()
+            .filter(|q| f.tensors.contains_key(&format!("{q}/{first}")))
+            .collect();
+        let got = compute_quantities(&objective, &params, &x, &y, &wanted, None).unwrap();
+        let tol = if f.dtype() == DType::F32 { 1e-5 } else { 1e-10 };
+        for (name, t) in &got {
+            let want = f.tensor(name).to_dtype(f.dtype());
+            // The variance of one sample is rounding noise around 0: measure it
+            // against the size of its terms instead.
+            let err = if name.starts_with("variance/") {
+                let terms = f.tensor(&name.replace("variance/", "sum_grad_squared/"));
+                let scale = terms.to_f64_vec().iter().fold(0f64, |m, v| m.max(v.abs()));
+                t.max_abs_diff(&want) / scale.max(f64::MIN_POSITIVE)
+            } else {
+                relative_error(t, &want)
+            };
+            assert!(
+                err < tol,
+                "{} {name}: relative error {err:e}",
+                path.display()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 500, "only {checked} tensors compared");
+}
