@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use clap::Args;
+use secondo::curvature::{compute_quantities, sample_mc_targets, Quantity};
 
 use super::common::{check_output, load_data, objective, parse_dtype, weights};
 
@@ -23,9 +24,6 @@ const KNOWN: &[&str] = &[
     "kflr",
     "kfra",
 ];
-
-/// The quantities this build computes.
-const AVAILABLE: &[&str] = &["grad"];
 
 #[derive(Debug, Args)]
 pub struct QuantitiesArgs {
@@ -79,10 +77,11 @@ pub fn run(a: QuantitiesArgs) -> anyhow::Result<()> {
                 KNOWN.join(", ")
             );
         }
-        if !AVAILABLE.contains(n) {
+        if n.parse::<Quantity>().is_err() {
+            let available: Vec<String> = Quantity::all().iter().map(|q| q.to_string()).collect();
             bail!(
                 "--quantities: '{n}' is not available in this version (available: {})",
-                AVAILABLE.join(", ")
+                available.join(", ")
             );
         }
     }
@@ -98,17 +97,38 @@ pub fn run(a: QuantitiesArgs) -> anyhow::Result<()> {
         .next()
         .ok_or_else(|| anyhow::anyhow!("{}: no samples", a.data))?;
     let (x, y) = objective.batch_tensors(&batch)?;
-    let out = objective.program(batch.len(), true)?.run(&params, x, y)?;
-    let mut tensors = Vec::new();
-    for (name, g) in params.names().iter().zip(&out.grads) {
-        tensors.push((format!("grad/{name}"), g.clone()));
+    let mut wanted: Vec<Quantity> = Vec::new();
+    for n in &names {
+        let q: Quantity = n.parse()?;
+        if !wanted.contains(&q) {
+            wanted.push(q);
+        }
     }
+    let mc = if wanted.contains(&Quantity::DiagGgnMc) {
+        Some(sample_mc_targets(
+            &objective,
+            &params,
+            &x,
+            &y,
+            a.mc_samples,
+            a.seed,
+        )?)
+    } else {
+        None
+    };
+    let loss = objective
+        .program(batch.len(), false)?
+        .run(&params, x.clone(), y.clone())?
+        .loss;
+    let tensors = compute_quantities(&objective, &params, &x, &y, &wanted, mc.as_ref())?;
     let metadata: HashMap<String, String> = [
         ("model", a.model.clone()),
         ("loss", a.loss.clone()),
         ("reduction", a.reduction.clone()),
         ("samples", data.len().to_string()),
-        ("loss_value", format!("{}", out.loss)),
+        ("loss_value", format!("{loss}")),
+        ("mc_samples", a.mc_samples.to_string()),
+        ("seed", a.seed.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -119,8 +139,7 @@ pub fn run(a: QuantitiesArgs) -> anyhow::Result<()> {
         &metadata,
     )?;
     println!(
-        "loss {:.6}; wrote {} tensors to {}",
-        out.loss,
+        "loss {loss:.6}; wrote {} tensors to {}",
         tensors.len(),
         a.out.display()
     );

@@ -168,6 +168,11 @@ fn binary_and_where_rules() {
         &[&[], &[4], &[]],
     );
     assert_vmap(
+        "where with an unbatched scalar condition",
+        |b, x| b.select(x[0].gt(b.scalar(0.0)), x[1], b.scalar(2.0)),
+        &[&[], &[]],
+    );
+    assert_vmap(
         "where of scalars",
         |b, x| b.select(x[0].gt(x[1]), x[0], x[1]),
         &[&[], &[]],

@@ -1,0 +1,239 @@
+//! BackPACK-style quantities against brute-force computations in f64:
+//! explicit loops over samples with the plain gradient, dense GGN diagonals,
+//! and Monte-Carlo estimates against their exact counterparts.
+
+use secondo_curvature::{
+    compute_quantities, sample_mc_targets, Curvature, CurvatureOperator, Objective,
+    ObjectiveConfig, Quantity,
+};
+use secondo_graph::check::pseudo_random;
+use secondo_nn::ParamStore;
+use secondo_tensor::{DType, Tensor};
+
+fn problem(loss: &str, n: usize) -> (Objective, ParamStore, secondo_data::Dataset) {
+    let objective = Objective::from_config(&ObjectiveConfig {
+        spec: "linear(3,5),tanh,linear(5,4),sigmoid,linear(4,3)".into(),
+        input_shape: vec![3],
+        loss: loss.into(),
+        dtype: DType::F64,
+        ..ObjectiveConfig::default()
+    })
+    .unwrap();
+    let params = ParamStore::init(objective.network.spec(), 3, DType::F64);
+    let x = pseudo_random(n * 3, 4).iter().map(|v| 2.0 * v).collect();
+    let y = match loss {
+        "cross_entropy" => secondo_data::Targets::Classes {
+            labels: (0..n as i64).map(|i| i % 3).collect(),
+            num_classes: 3,
+        },
+        "mse" => secondo_data::Targets::Values {
+            values: pseudo_random(n * 3, 5),
+            width: 3,
+        },
+        _ => secondo_data::Targets::Values {
+            values: (0..n * 3).map(|i| ((i / 2) % 2) as f64).collect(),
+            width: 3,
+        },
+    };
+    (
+        objective,
+        params,
+        secondo_data::Dataset::new(x, vec![3], y, "q").unwrap(),
+    )
+}
+
+fn batch(objective: &Objective, data: &secondo_data::Dataset) -> (Tensor, Tensor) {
+    objective
+        .batch_tensors(&data.batches(data.len()).unwrap().next().unwrap())
+        .unwrap()
+}
+
+fn get<'a>(out: &'a [(String, Tensor)], name: &str) -> &'a Tensor {
+    &out.iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no {name}"))
+        .1
+}
+
+fn close(a: &[f64], b: &[f64], tol: f64) -> bool {
+    let scale = b.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-300);
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol * scale)
+}
+
+#[test]
+fn first_order_quantities_equal_loops_over_samples() {
+    for loss in ["cross_entropy", "mse", "bce_with_logits"] {
+        let n = 5;
+        let (objective, params, data) = problem(loss, n);
+        let (x, y) = batch(&objective, &data);
+        let qs = [
+            Quantity::Grad,
+            Quantity::BatchGrad,
+            Quantity::BatchL2,
+            Quantity::SumGradSquared,
+            Quantity::Variance,
+        ];
+        let out = compute_quantities(&objective, &params, &x, &y, &qs, None).unwrap();
+        // Per-sample gradients with the batch's reduction factor, by a loop.
+        let batch_scale = objective.loss.scale(&[n, 3]) / objective.loss.scale(&[1, 3]);
+        let per_sample: Vec<Vec<Vec<f64>>> = (0..n)
+            .map(|i| {
+                let one = data.select(&[i]).unwrap();
+                let (xi, yi) = batch(&objective, &one);
+                let g = objective
+                    .program(1, true)
+                    .unwrap()
+                    .run(&params, xi, yi)
+                    .unwrap()
+                    .grads;
+                g.iter()
+                    .map(|t| t.to_f64_vec().iter().map(|v| v * batch_scale).collect())
+                    .collect()
+            })
+            .collect();
+        for (k, p) in objective.network.params().iter().enumerate() {
+            let size = p.numel();
+            let bg: Vec<f64> = per_sample.iter().flat_map(|s| s[k].clone()).collect();
+            assert!(
+                close(
+                    &get(&out, &format!("batch_grad/{}", p.name)).to_f64_vec(),
+                    &bg,
+                    1e-12
+                ),
+                "{loss} batch_grad"
+            );
+            let sum: Vec<f64> = (0..size)
+                .map(|j| per_sample.iter().map(|s| s[k][j]).sum())
+                .collect();
+            assert!(
+                close(
+                    &get(&out, &format!("grad/{}", p.name)).to_f64_vec(),
+                    &sum,
+                    1e-12
+                ),
+                "{loss} grad"
+            );
+            let l2: Vec<f64> = per_sample
+                .iter()
+                .map(|s| s[k].iter().map(|v| v * v).sum())
+                .collect();
+            assert!(
+                close(
+                    &get(&out, &format!("batch_l2/{}", p.name)).to_f64_vec(),
+                    &l2,
+                    1e-12
+                ),
+                "{loss} batch_l2"
+            );
+            let sgs: Vec<f64> = (0..size)
+                .map(|j| per_sample.iter().map(|s| s[k][j] * s[k][j]).sum())
+                .collect();
+            assert!(
+                close(
+                    &get(&out, &format!("sum_grad_squared/{}", p.name)).to_f64_vec(),
+                    &sgs,
+                    1e-12
+                ),
+                "{loss} sgs"
+            );
+            let var: Vec<f64> = (0..size)
+                .map(|j| sgs[j] / n as f64 - (sum[j] / n as f64).powi(2))
+                .collect();
+            assert!(
+                close(
+                    &get(&out, &format!("variance/{}", p.name)).to_f64_vec(),
+                    &var,
+                    1e-10
+                ),
+                "{loss} variance"
+            );
+        }
+    }
+}
+
+#[test]
+fn diag_ggn_equals_the_dense_ggn_diagonal() {
+    for loss in ["cross_entropy", "mse", "bce_with_logits"] {
+        let (objective, params, data) = problem(loss, 6);
+        let (x, y) = batch(&objective, &data);
+        let out = compute_quantities(
+            &objective,
+            &params,
+            &x,
+            &y,
+            &[Quantity::DiagGgnExact, Quantity::BatchDiagGgnExact],
+            None,
+        )
+        .unwrap();
+        let op =
+            CurvatureOperator::new(&objective, &params, &data, 6, Curvature::Ggn, None).unwrap();
+        let dense = op.to_dense().unwrap();
+        let d = op.dim();
+        let diag: Vec<f64> = (0..d).map(|i| dense[i * d + i]).collect();
+        let mut got = Vec::new();
+        for p in objective.network.params() {
+            got.extend(get(&out, &format!("diag_ggn_exact/{}", p.name)).to_f64_vec());
+            let per = get(&out, &format!("batch_diag_ggn_exact/{}", p.name));
+            let summed = secondo_tensor::ReduceOp::Sum.apply(per, &[0]).unwrap();
+            assert!(summed.max_abs_diff(get(&out, &format!("diag_ggn_exact/{}", p.name))) < 1e-14);
+        }
+        assert!(close(&got, &diag, 1e-10), "{loss}: {got:?} vs {diag:?}");
+    }
+}
+
+#[test]
+fn diag_ggn_mc_converges_to_the_exact_diagonal() {
+    for loss in ["cross_entropy", "mse", "bce_with_logits"] {
+        let (objective, params, data) = problem(loss, 6);
+        let (x, y) = batch(&objective, &data);
+        let exact =
+            compute_quantities(&objective, &params, &x, &y, &[Quantity::DiagGgnExact], None)
+                .unwrap();
+        let exact: Vec<f64> = exact.iter().flat_map(|(_, t)| t.to_f64_vec()).collect();
+        let err = |m: usize| -> f64 {
+            (0..3)
+                .map(|seed| {
+                    let targets = sample_mc_targets(&objective, &params, &x, &y, m, seed).unwrap();
+                    let mc = compute_quantities(
+                        &objective,
+                        &params,
+                        &x,
+                        &y,
+                        &[Quantity::DiagGgnMc],
+                        Some(&targets),
+                    )
+                    .unwrap();
+                    let mc: Vec<f64> = mc.iter().flat_map(|(_, t)| t.to_f64_vec()).collect();
+                    let scale = exact.iter().fold(0f64, |a, v| a.max(v.abs()));
+                    mc.iter()
+                        .zip(&exact)
+                        .fold(0f64, |a, (u, v)| a.max((u - v).abs()))
+                        / scale
+                })
+                .sum::<f64>()
+                / 3.0
+        };
+        let (few, many) = (err(10), err(640));
+        assert!(
+            many < few / 3.0 && many < 0.15,
+            "{loss}: {few:.3} at 10 samples, {many:.3} at 640"
+        );
+    }
+}
+
+#[test]
+fn requesting_together_equals_one_by_one() {
+    let (objective, params, data) = problem("cross_entropy", 4);
+    let (x, y) = batch(&objective, &data);
+    let all = [
+        Quantity::BatchL2,
+        Quantity::Variance,
+        Quantity::DiagGgnExact,
+    ];
+    let together = compute_quantities(&objective, &params, &x, &y, &all, None).unwrap();
+    for q in all {
+        for (name, t) in compute_quantities(&objective, &params, &x, &y, &[q], None).unwrap() {
+            assert_eq!(get(&together, &name).to_f64_vec(), t.to_f64_vec(), "{name}");
+        }
+    }
+}
