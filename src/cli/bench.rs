@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 use secondo::bench::{default_python, dense_gradient_flops, time, torch_reference};
-use secondo::curvature::{Curvature, CurvatureOperator};
+use secondo::curvature::{
+    sample_mc_targets, Curvature, CurvatureOperator, Quantity, QuantityProgram,
+};
 use secondo::spectrum::{compute, SpectrumOptions};
 use secondo::{Objective, ObjectiveConfig};
 use secondo_nn::ParamStore;
@@ -90,6 +92,29 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         });
         rows.push((name, t));
     }
+    for q in [
+        Quantity::BatchGrad,
+        Quantity::BatchL2,
+        Quantity::SumGradSquared,
+        Quantity::Variance,
+        Quantity::DiagGgnMc,
+        Quantity::DiagGgnExact,
+    ] {
+        let mc = (q == Quantity::DiagGgnMc).then_some(1);
+        let program = QuantityProgram::compile(&objective, n, &[q], mc)?;
+        let targets = match mc {
+            Some(m) => Some(sample_mc_targets(&objective, &params, &x, &y, m, 0)?),
+            None => None,
+        };
+        let t = time(5, (a.repeats / 4).max(1), || {
+            std::hint::black_box(
+                program
+                    .run(&params, &x, &y, targets.as_ref())
+                    .expect("benchmark quantity"),
+            );
+        });
+        rows.push((q.name(), t));
+    }
     let hessian = CurvatureOperator::new(&objective, &params, &data, n, Curvature::Hessian, None)?;
     let top10 = SpectrumOptions {
         top: Some(10),
@@ -111,7 +136,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             &python,
             &[
                 "--only",
-                "grad,hvp,ggnvp,efvp,fishervp",
+                "grad,hvp,ggnvp,efvp,fishervp,eigsh_top10,batch_grad,batch_l2,sum_grad_squared,variance,diag_ggn_mc,diag_ggn_exact",
                 "--repeats",
                 &repeats,
             ],
@@ -145,7 +170,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
     match torch {
         Ok(v) => println!(
-            "PyTorch {} (curvlinops for products) with {} threads, measured in the same run",
+            "PyTorch {} (curvlinops for products, BackPACK for quantities) with {} threads, measured in the same run",
             v["torch_version"].as_str().unwrap_or("?"),
             v["threads"]
         ),

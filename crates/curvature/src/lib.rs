@@ -33,4 +33,4 @@ mod sampling;
 pub use error::CurvatureError;
 pub use objective::{GradientProgram, Objective, ObjectiveConfig, StepOutput, INPUT, TARGET};
 pub use operator::{Curvature, CurvatureOperator};
-pub use quantities::{compute_quantities, sample_mc_targets, Quantity};
+pub use quantities::{compute_quantities, sample_mc_targets, Quantity, QuantityProgram};

@@ -70,12 +70,16 @@ impl FromStr for Quantity {
 
 impl fmt::Display for Quantity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = NAMES.iter().find(|p| p.1 == *self).map_or("?", |p| p.0);
-        f.write_str(name)
+        f.write_str(self.name())
     }
 }
 
 impl Quantity {
+    /// The name of INTERFACES.md.
+    pub fn name(self) -> &'static str {
+        NAMES.iter().find(|p| p.1 == self).map_or("?", |p| p.0)
+    }
+
     /// Every quantity this version computes.
     pub fn all() -> Vec<Quantity> {
         NAMES.iter().map(|p| p.1).collect()
@@ -135,12 +139,73 @@ pub fn compute_quantities(
     quantities: &[Quantity],
     mc_targets: Option<&Tensor>,
 ) -> Result<Vec<(String, Tensor)>, CurvatureError> {
+    let m = mc_targets.map(|t| t.shape()[0]);
+    QuantityProgram::compile(objective, x.shape()[0], quantities, m)?.run(params, x, y, mc_targets)
+}
+
+/// Quantities compiled for batches of one size, to run many times.
+pub struct QuantityProgram {
+    exe: Executable,
+    names: Vec<String>,
+    needs_mc: bool,
+}
+
+impl QuantityProgram {
+    /// Compiles `quantities` for batches of `n` samples (and `mc_samples` draws
+    /// when [`Quantity::DiagGgnMc`] is among them).
+    pub fn compile(
+        objective: &Objective,
+        n: usize,
+        quantities: &[Quantity],
+        mc_samples: Option<usize>,
+    ) -> Result<QuantityProgram, CurvatureError> {
+        build(objective, n, quantities, mc_samples)
+    }
+
+    /// The optimised graph that runs (what `--explain` prints).
+    pub fn graph(&self) -> &secondo_graph::Graph {
+        self.exe.graph()
+    }
+
+    /// Runs on one batch.
+    pub fn run(
+        &self,
+        params: &ParamStore,
+        x: &Tensor,
+        y: &Tensor,
+        mc_targets: Option<&Tensor>,
+    ) -> Result<Vec<(String, Tensor)>, CurvatureError> {
+        let mut feeds = Feeds::new();
+        if self.needs_mc {
+            let t = mc_targets.ok_or_else(|| {
+                CurvatureError::Invalid("diag_ggn_mc needs sampled targets".into())
+            })?;
+            feeds.insert("mc/targets", t.clone());
+        }
+        for (name, t) in params.iter() {
+            feeds.insert(name, t.clone());
+        }
+        feeds.insert(INPUT, x.clone());
+        feeds.insert(TARGET, y.clone());
+        let values = self.exe.run(&feeds)?;
+        Ok(self.names.iter().cloned().zip(values).collect())
+    }
+}
+
+fn build(
+    objective: &Objective,
+    n: usize,
+    quantities: &[Quantity],
+    mc_samples: Option<usize>,
+) -> Result<QuantityProgram, CurvatureError> {
     let net = &objective.network;
-    let n = x.shape()[0];
     let c = net.output_shape()[0];
     let b = Builder::new(objective.dtype);
-    let xs = b.input(INPUT, x.shape());
-    let ys = b.input(TARGET, y.shape());
+    let mut x_shape = vec![n];
+    x_shape.extend_from_slice(net.input_shape());
+    let y_shape = objective.loss.target_shape(&[n, c]);
+    let xs = b.input(INPUT, &x_shape);
+    let ys = b.input(TARGET, &y_shape);
     let params_v = net.param_vars(&b);
     let scale = objective.loss.scale(&[n, c]);
     let summed = secondo_nn::Loss::new(objective.loss.kind, Reduction::Sum);
@@ -150,7 +215,7 @@ pub fn compute_quantities(
     one.extend_from_slice(net.input_shape());
     let x1 = b.input("sample/x", &one);
     let y_one: Vec<usize> = std::iter::once(1)
-        .chain(y.shape()[1..].iter().copied())
+        .chain(y_shape[1..].iter().copied())
         .collect();
     let y1 = b.input("sample/y", &y_one);
     let f1 = net.forward(x1, &params_v)?;
@@ -179,10 +244,11 @@ pub fn compute_quantities(
         )
     });
     if needs_first_order {
-        let g1 = b.grad(sample.loss, &params_v)?;
+        // The reduction factor goes in before differentiating, so the
+        // per-sample gradients come out scaled without another pass over them.
+        let g1 = b.grad(sample.loss * scale, &params_v)?;
         let per_sample = b.vmap(&g1, &[sample.x, sample.y], &samples, n)?;
         for ((name, cn), p) in names.iter().zip(per_sample).zip(net.params()) {
-            let cn = cn * scale;
             let rest: Vec<usize> = (1..=p.shape.len()).collect();
             for q in quantities {
                 let v = match q {
@@ -220,16 +286,18 @@ pub fn compute_quantities(
             }
         }
     }
-    let mut feeds = Feeds::new();
-    if quantities.contains(&Quantity::DiagGgnMc) {
-        let targets = mc_targets
+    let needs_mc = quantities.contains(&Quantity::DiagGgnMc);
+    if needs_mc {
+        let m = mc_samples
+            .filter(|&m| m > 0)
             .ok_or_else(|| CurvatureError::Invalid("diag_ggn_mc needs sampled targets".into()))?;
-        let m = targets.shape()[0];
-        let yt = b.input("mc/targets", targets.shape());
-        // One MC term per sample and draw: (s·∇_f ℓ(f, ŷ))² backpropagated, averaged over draws.
+        let mut t_shape = vec![m];
+        t_shape.extend_from_slice(&y_shape);
+        let yt = b.input("mc/targets", &t_shape);
+        // One MC term per sample and draw: (Jᵀ∇_f ℓ(f, ŷ))², summed, scaled by s/M.
         let gf = b.grad(sample.loss, &[sample.output])?[0];
         let jtg = b.vjp(&[sample.output], &[gf], &params_v)?;
-        let squared: Vec<Var> = jtg.iter().map(|v| v.square() * scale).collect();
+        let squared: Vec<Var> = jtg.iter().map(|v| v.square()).collect();
         let per_x: usize = one.iter().product();
         let mut ym = vec![m * n];
         ym.extend_from_slice(&y_one);
@@ -241,20 +309,17 @@ pub fn compute_quantities(
         for (name, d) in names.iter().zip(per_draw) {
             outputs.push((
                 format!("diag_ggn_mc/{name}"),
-                d.sum(&[0]) * (1.0 / m as f64),
+                d.sum(&[0]) * (scale / m as f64),
             ));
         }
-        feeds.insert("mc/targets", targets.clone());
     }
     let ids: Vec<usize> = outputs.iter().map(|(_, v)| v.id()).collect();
     let exe = Executable::compile(&b.finish()?, &ids)?;
-    for (name, t) in params.iter() {
-        feeds.insert(name, t.clone());
-    }
-    feeds.insert(INPUT, x.clone());
-    feeds.insert(TARGET, y.clone());
-    let values = exe.run(&feeds)?;
-    Ok(outputs.into_iter().map(|(n, _)| n).zip(values).collect())
+    Ok(QuantityProgram {
+        exe,
+        names: outputs.into_iter().map(|(n, _)| n).collect(),
+        needs_mc,
+    })
 }
 
 /// Draws `m` targets per sample of the batch from the model's predictive

@@ -2,7 +2,7 @@ use std::collections::HashMap;
 
 use secondo_tensor::{einsum_parsed, one_hot, Tensor, TensorError};
 
-use crate::passes::{eliminate_common_subexpressions, prune};
+use crate::passes::{eliminate_common_subexpressions, fuse_einsum_reductions, prune};
 use crate::{Graph, GraphError, NodeId, Op};
 
 /// Named tensors for a graph's inputs and parameters.
@@ -87,7 +87,8 @@ impl Executable {
         }
         let (pruned, outs) = prune(graph, outputs);
         let (merged, outs) = eliminate_common_subexpressions(&pruned, &outs);
-        let (graph, outputs) = prune(&merged, &outs);
+        let (fused, outs) = fuse_einsum_reductions(&merged, &outs);
+        let (graph, outputs) = prune(&fused, &outs);
         let mut last_use = vec![0usize; graph.len()];
         for (i, node) in graph.nodes().iter().enumerate() {
             for &j in &node.inputs {

@@ -183,7 +183,7 @@ pub fn einsum_parsed(spec: &EinsumSpec, operands: &[&Tensor]) -> Result<Tensor, 
     while pool.len() > 1 {
         // Greedy order: contract the pair whose result is smallest (then the
         // cheapest pair), keeping only letters still needed elsewhere.
-        let mut best: Option<(usize, usize, Vec<char>, (usize, usize))> = None;
+        let mut best: Option<Choice> = None;
         for a in 0..pool.len() {
             for b in a + 1..pool.len() {
                 let needed: Vec<char> = pool
@@ -225,6 +225,40 @@ pub fn einsum_parsed(spec: &EinsumSpec, operands: &[&Tensor]) -> Result<Tensor, 
         unary(&result, &term, &spec.output)
     }
 }
+
+/// Products with at most this many multiply-adds run as plain loops.
+const SMALL_PRODUCT: usize = 64;
+
+/// `dst = lhs · rhs` by plain loops, for tiny sizes.
+///
+/// # Safety
+/// As for [`gemm_into`]: the pointers and strides address valid memory.
+#[allow(clippy::too_many_arguments)]
+unsafe fn small_product<T: crate::Element>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut T,
+    d: Strided,
+    lhs: *const T,
+    l: Strided,
+    rhs: *const T,
+    r: Strided,
+) {
+    for i in 0..m as isize {
+        for j in 0..n as isize {
+            let mut acc = T::zero();
+            for p in 0..k as isize {
+                acc += *lhs.offset(i * l.rs + p * l.cs) * *rhs.offset(p * r.rs + j * r.cs);
+            }
+            *dst.offset(i * d.rs + j * d.cs) = acc;
+        }
+    }
+}
+
+/// A candidate pair `(a, b)` of operands, the letters its result keeps, and its
+/// cost `(result size, letters' full size)`.
+type Choice = (usize, usize, Vec<char>, (usize, usize));
 
 /// Sums the axes of `t` not in `keep_or_out` then permutes to `out`'s order.
 fn unary(t: &Tensor, term: &[char], out: &[char]) -> Result<Tensor, TensorError> {
@@ -401,14 +435,18 @@ fn binary(
     };
     let batch_sizes: Vec<usize> = batch.iter().map(|&c| va.size(c)).collect();
     let batch_count: usize = batch_sizes.iter().product();
+    let batch_strides: Vec<(isize, isize, isize)> = batch
+        .iter()
+        .map(|&c| (va.stride(c), vb.stride(c), d_stride(c)))
+        .collect();
     let offsets = |mut idx: usize| -> (isize, isize, isize) {
         let (mut oa, mut ob, mut od) = (0, 0, 0);
-        for (j, &c) in batch.iter().enumerate().rev() {
+        for (j, &(sa, sb, sd)) in batch_strides.iter().enumerate().rev() {
             let i = (idx % batch_sizes[j]) as isize;
             idx /= batch_sizes[j];
-            oa += i * va.stride(c);
-            ob += i * vb.stride(c);
-            od += i * d_stride(c);
+            oa += i * sa;
+            ob += i * sb;
+            od += i * sd;
         }
         (oa, ob, od)
     };
@@ -424,17 +462,32 @@ fn binary(
                 // SAFETY: offsets and strides come from the operands' own shapes; each
                 // batch writes a disjoint block of `dst`.
                 unsafe {
-                    gemm_into::<T>(
-                        mm, nn, kk,
-                        (dp as *mut T).offset(od), dd,
-                        (ap as *const T).offset(oa), la,
-                        (bp as *const T).offset(ob), rb,
-                        parallel,
-                    )
+                    if mm * nn * kk <= SMALL_PRODUCT {
+                        // Tiny products (e.g. elementwise with batch letters): a GEMM
+                        // call per batch costs far more than the arithmetic.
+                        small_product::<T>(
+                            mm, nn, kk,
+                            (dp as *mut T).offset(od), dd,
+                            (ap as *const T).offset(oa), la,
+                            (bp as *const T).offset(ob), rb,
+                        );
+                    } else {
+                        gemm_into::<T>(
+                            mm, nn, kk,
+                            (dp as *mut T).offset(od), dd,
+                            (ap as *const T).offset(oa), la,
+                            (bp as *const T).offset(ob), rb,
+                            parallel,
+                        )
+                    }
                 }
             };
             if batch_count > 1 && mm * nn * kk.max(1) * batch_count >= 1 << 15 {
-                (0..batch_count).into_par_iter().for_each(|bi| run(bi, false));
+                // Chunks of batches per task keep the scheduling cost per product low.
+                let chunk = (batch_count / (4 * rayon::current_num_threads())).max(1);
+                (0..batch_count.div_ceil(chunk)).into_par_iter().for_each(|c| {
+                    (c * chunk..((c + 1) * chunk).min(batch_count)).for_each(|bi| run(bi, false))
+                });
             } else {
                 (0..batch_count).for_each(|bi| run(bi, true));
             }

@@ -2,6 +2,8 @@
 
 mod cse;
 mod dce;
+mod fuse;
 
 pub use cse::eliminate_common_subexpressions;
 pub use dce::{live_nodes, prune};
+pub use fuse::fuse_einsum_reductions;

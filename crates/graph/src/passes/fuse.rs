@@ -1,0 +1,90 @@
+use secondo_tensor::{EinsumSpec, ReduceOp, UnaryOp};
+
+use crate::{Graph, NodeId, Op};
+
+/// Pushes sums and squares into contractions:
+/// `Σ_axes (einsum(...))²` becomes one einsum over two copies of the operands,
+/// and `Σ_axes einsum(...)` drops the summed letters from the output. The
+/// einsum executor then picks a contraction order that never builds the
+/// product's full result: e.g. per-sample squared gradient norms of a linear
+/// layer, `Σ_oi (g_no x_ni)²`, become `(Σ_o g_no²)(Σ_i x_ni²)`.
+/// Returns the rewritten graph and the outputs' new ids.
+///
+/// ```
+/// use secondo_graph::{passes::fuse_einsum_reductions, Builder, Op};
+/// use secondo_tensor::DType;
+/// let b = Builder::new(DType::F32);
+/// let g = b.input("g", &[128, 10]);
+/// let x = b.input("x", &[128, 784]);
+/// let per_sample = b.einsum("no,ni->noi", &[g, x]);
+/// let l2 = per_sample.square().sum(&[1, 2]);
+/// let (graph, out) = fuse_einsum_reductions(&b.finish().unwrap(), &[l2.id()]);
+/// assert!(matches!(graph.node(out[0]).op, Op::Einsum(_)));
+/// ```
+pub fn fuse_einsum_reductions(graph: &Graph, outputs: &[NodeId]) -> (Graph, Vec<NodeId>) {
+    let mut out = Graph::new();
+    let mut map = vec![0; graph.len()];
+    for (i, node) in graph.nodes().iter().enumerate() {
+        let inputs: Vec<NodeId> = node.inputs.iter().map(|&j| map[j]).collect();
+        let fused = match &node.op {
+            Op::Reduce(ReduceOp::Sum, axes) => fused_sum(&out, inputs[0], axes),
+            _ => None,
+        };
+        let (op, inputs) = fused.unwrap_or((node.op.clone(), inputs));
+        let shape = matches!(
+            op,
+            Op::Input(_) | Op::Param(_) | Op::Reshape | Op::Broadcast
+        )
+        .then(|| node.shape.clone());
+        map[i] = out
+            .push(op, inputs, shape, node.dtype)
+            .expect("a rewrite keeps shapes and dtypes");
+    }
+    (out, outputs.iter().map(|&o| map[o]).collect())
+}
+
+/// The einsum replacing `Σ_axes` of node `x` of `g`, when `x` is an einsum or
+/// the square of one.
+fn fused_sum(g: &Graph, x: NodeId, axes: &[usize]) -> Option<(Op, Vec<NodeId>)> {
+    let node = g.node(x);
+    let (spec, operands, squared) = match &node.op {
+        Op::Einsum(spec) => (spec.clone(), node.inputs.clone(), false),
+        Op::Unary(UnaryOp::Powf(p)) if *p == 2.0 => match &g.node(node.inputs[0]).op {
+            Op::Einsum(spec) => (spec.clone(), g.node(node.inputs[0]).inputs.clone(), true),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let output: Vec<char> = spec
+        .output
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| !axes.contains(k))
+        .map(|(_, &c)| c)
+        .collect();
+    let mut inputs = spec.inputs.clone();
+    let mut ids = operands.clone();
+    if squared {
+        // The second copy keeps the output letters and renames the contracted ones.
+        let used: Vec<char> = spec.inputs.iter().flatten().copied().collect();
+        let mut fresh = ('a'..='z').chain('A'..='Z').filter(|c| !used.contains(c));
+        let mut renamed: Vec<(char, char)> = Vec::new();
+        for term in &spec.inputs {
+            let mut copy = Vec::new();
+            for &c in term {
+                if spec.output.contains(&c) {
+                    copy.push(c);
+                } else if let Some(&(_, r)) = renamed.iter().find(|(o, _)| *o == c) {
+                    copy.push(r);
+                } else {
+                    let r = fresh.next()?;
+                    renamed.push((c, r));
+                    copy.push(r);
+                }
+            }
+            inputs.push(copy);
+        }
+        ids.extend(operands);
+    }
+    Some((Op::Einsum(EinsumSpec { inputs, output }), ids))
+}
