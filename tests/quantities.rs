@@ -237,3 +237,31 @@ fn requesting_together_equals_one_by_one() {
         }
     }
 }
+
+/// The optimized graph for `batch_l2` of a linear layer never holds a tensor of
+/// size batch × out × in, while `batch_grad` materializes it exactly once.
+#[test]
+fn batch_l2_never_materializes_per_sample_gradients() {
+    use secondo_curvature::QuantityProgram;
+    let objective = Objective::from_config(&ObjectiveConfig {
+        spec: "linear(30,20)".into(),
+        input_shape: vec![30],
+        dtype: DType::F64,
+        ..ObjectiveConfig::default()
+    })
+    .unwrap();
+    let (n, out, inp) = (16, 20, 30);
+    let big = |q: Quantity| {
+        let p = QuantityProgram::compile(&objective, n, &[q], None).unwrap();
+        p.graph()
+            .nodes()
+            .iter()
+            .filter(|node| node.shape.iter().product::<usize>() >= n * out * inp)
+            .count()
+    };
+    assert_eq!(big(Quantity::BatchL2), 0);
+    assert_eq!(big(Quantity::SumGradSquared), 0);
+    assert_eq!(big(Quantity::Variance), 0);
+    assert_eq!(big(Quantity::DiagGgnExact), 0);
+    assert_eq!(big(Quantity::BatchGrad), 1);
+}

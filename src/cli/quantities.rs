@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use clap::Args;
-use secondo::curvature::{compute_quantities, sample_mc_targets, Quantity};
+use secondo::curvature::{sample_mc_targets, Quantity, QuantityProgram};
 
 use super::common::{check_output, load_data, objective, parse_dtype, weights};
 
@@ -54,6 +54,9 @@ pub struct QuantitiesArgs {
     /// Element type: f32 or f64.
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// Print the optimized graph that computes the quantities (to stderr).
+    #[arg(long)]
+    explain: bool,
     /// Output safetensors file with tensors `<quantity>/<parameter>`.
     #[arg(long)]
     out: PathBuf,
@@ -120,7 +123,16 @@ pub fn run(a: QuantitiesArgs) -> anyhow::Result<()> {
         .program(batch.len(), false)?
         .run(&params, x.clone(), y.clone())?
         .loss;
-    let tensors = compute_quantities(&objective, &params, &x, &y, &wanted, mc.as_ref())?;
+    let program = QuantityProgram::compile(
+        &objective,
+        batch.len(),
+        &wanted,
+        mc.as_ref().map(|t| t.shape()[0]),
+    )?;
+    if a.explain {
+        eprint!("{}", program.graph());
+    }
+    let tensors = program.run(&params, &x, &y, mc.as_ref())?;
     let metadata: HashMap<String, String> = [
         ("model", a.model.clone()),
         ("loss", a.loss.clone()),
