@@ -265,3 +265,55 @@ fn batch_l2_never_materializes_per_sample_gradients() {
     assert_eq!(big(Quantity::DiagGgnExact), 0);
     assert_eq!(big(Quantity::BatchGrad), 1);
 }
+
+/// For one sample the KFLR factors are exact: kron(B, A) equals the GGN block
+/// of each weight (row-major vec(W) order), and B equals the bias block.
+#[test]
+fn kflr_of_one_sample_is_the_exact_ggn_block() {
+    for loss in ["cross_entropy", "mse", "bce_with_logits"] {
+        let (objective, params, data) = problem(loss, 1);
+        let (x, y) = batch(&objective, &data);
+        let out = compute_quantities(&objective, &params, &x, &y, &[Quantity::Kflr], None).unwrap();
+        for layer in ["0", "2", "4"] {
+            let b = get(&out, &format!("kflr/{layer}.weight/out"));
+            let a = get(&out, &format!("kflr/{layer}.weight/in"));
+            let (o, i) = (b.shape()[0], a.shape()[0]);
+            let (bv, av) = (b.to_f64_vec(), a.to_f64_vec());
+            let mut kron = vec![0.0; o * i * o * i];
+            for r in 0..o * i {
+                for s in 0..o * i {
+                    kron[r * o * i + s] = bv[(r / i) * o + s / i] * av[(r % i) * i + s % i];
+                }
+            }
+            let weight = format!("{layer}.weight");
+            let op = CurvatureOperator::new(
+                &objective,
+                &params,
+                &data,
+                1,
+                Curvature::Ggn,
+                Some(&[weight.as_str()]),
+            )
+            .unwrap();
+            assert!(
+                close(&kron, &op.to_dense().unwrap(), 1e-10),
+                "{loss} layer {layer}"
+            );
+            let bias = format!("{layer}.bias");
+            let op = CurvatureOperator::new(
+                &objective,
+                &params,
+                &data,
+                1,
+                Curvature::Ggn,
+                Some(&[bias.as_str()]),
+            )
+            .unwrap();
+            assert!(close(
+                &get(&out, &format!("kflr/{layer}.bias/out")).to_f64_vec(),
+                &op.to_dense().unwrap(),
+                1e-10
+            ));
+        }
+    }
+}

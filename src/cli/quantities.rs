@@ -107,7 +107,10 @@ pub fn run(a: QuantitiesArgs) -> anyhow::Result<()> {
             wanted.push(q);
         }
     }
-    let mc = if wanted.contains(&Quantity::DiagGgnMc) {
+    let mc = if wanted
+        .iter()
+        .any(|q| matches!(q, Quantity::DiagGgnMc | Quantity::Kfac))
+    {
         Some(sample_mc_targets(
             &objective,
             &params,

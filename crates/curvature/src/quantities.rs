@@ -37,6 +37,10 @@ pub enum Quantity {
     BatchDiagGgnExact,
     /// Monte-Carlo estimate of the GGN diagonal (sampled targets).
     DiagGgnMc,
+    /// Kronecker factors of the exact GGN of each linear layer (KFLR).
+    Kflr,
+    /// Kronecker factors with a Monte-Carlo output factor (KFAC, sampled targets).
+    Kfac,
 }
 
 /// Names as in INTERFACES.md, in order.
@@ -49,6 +53,8 @@ const NAMES: &[(&str, Quantity)] = &[
     ("diag_ggn_exact", Quantity::DiagGgnExact),
     ("batch_diag_ggn_exact", Quantity::BatchDiagGgnExact),
     ("diag_ggn_mc", Quantity::DiagGgnMc),
+    ("kflr", Quantity::Kflr),
+    ("kfac", Quantity::Kfac),
 ];
 
 impl FromStr for Quantity {
@@ -95,27 +101,31 @@ struct Sample<'b> {
     loss: Var<'b>,
 }
 
-/// The columns of a symmetric factor `S` of one sample's loss Hessian with
-/// respect to the outputs `f` (`S Sᵀ = ∇²_f ℓ`), as rows of a `[C, 1, C]` node.
+/// The columns of symmetric factors `S_n` of every sample's loss Hessian with
+/// respect to its outputs (`S_n S_nᵀ = ∇²_f ℓ_n`) for outputs `f` of shape
+/// `[N, C]`, as a `[C, N, C]` node whose entry `[k, n, :]` is column `k` of `S_n`.
 fn hessian_factor<'b>(kind: LossKind, f: Var<'b>) -> Var<'b> {
     let b = f.builder();
-    let c = f.shape()[1];
-    let eye = b.constant(identity(c, b.dtype()));
+    let (n, c) = (f.shape()[0], f.shape()[1]);
+    let full = [c, n, c];
+    let eye = b
+        .constant(identity(c, b.dtype()))
+        .reshape(&[c, 1, c])
+        .broadcast_to(&full);
+    // A per-sample, per-column value v[n, k] placed at [k, n, :].
+    let per_column = |v: Var<'b>| v.permute(&[1, 0]).reshape(&[c, n, 1]).broadcast_to(&full);
     match kind {
         LossKind::CrossEntropy => {
-            // S[i, k] = √p_k (δ_ik − p_i); row k of the result is column k of S.
-            let shifted = f - f.max_over(&[1]).reshape(&[1, 1]);
+            // S[i, k] = √p_k (δ_ik − p_i).
+            let shifted = f - f.max_over(&[1]).reshape(&[n, 1]);
             let e = shifted.exp();
-            let p = e / e.sum(&[1]).reshape(&[1, 1]);
-            let sqrt_p = p.sqrt().reshape(&[c, 1]);
-            let rows = (eye - p.broadcast_to(&[c, c])) * sqrt_p;
-            rows.reshape(&[c, 1, c])
+            let p = e / e.sum(&[1]).reshape(&[n, 1]);
+            (eye - p.reshape(&[1, n, c]).broadcast_to(&full)) * per_column(p.sqrt())
         }
-        LossKind::Mse => (eye * std::f64::consts::SQRT_2).reshape(&[c, 1, c]),
+        LossKind::Mse => eye * std::f64::consts::SQRT_2,
         LossKind::BceWithLogits => {
             let s = ((f * 0.5).tanh() + 1.0) * 0.5;
-            let d = (s * (1.0 - s)).sqrt().reshape(&[c, 1]);
-            (eye * d).reshape(&[c, 1, c])
+            eye * per_column((s * (1.0 - s)).sqrt())
         }
     }
 }
@@ -286,8 +296,26 @@ fn build(
             }
         }
     }
-    let needs_mc = quantities.contains(&Quantity::DiagGgnMc);
-    if needs_mc {
+    if quantities
+        .iter()
+        .any(|q| matches!(q, Quantity::Kflr | Quantity::Kfac))
+    {
+        let mut t_shape = vec![mc_samples.unwrap_or(0)];
+        t_shape.extend_from_slice(&y_shape);
+        let context = Kronecker {
+            objective,
+            xs,
+            ys,
+            params: &params_v,
+            scale,
+            mc_shape: t_shape,
+        };
+        outputs.extend(kronecker_factors(&context, quantities)?);
+    }
+    let needs_mc = quantities
+        .iter()
+        .any(|q| matches!(q, Quantity::DiagGgnMc | Quantity::Kfac));
+    if quantities.contains(&Quantity::DiagGgnMc) {
         let m = mc_samples
             .filter(|&m| m > 0)
             .ok_or_else(|| CurvatureError::Invalid("diag_ggn_mc needs sampled targets".into()))?;
@@ -353,4 +381,65 @@ pub fn sample_mc_targets(
     let mut shape = vec![m];
     shape.extend_from_slice(y.shape());
     Ok(Tensor::from_f64(shape, &values, objective.dtype).expect("m·N targets"))
+}
+
+/// What the Kronecker factors are built from.
+struct Kronecker<'a, 'b> {
+    objective: &'a Objective,
+    xs: Var<'b>,
+    ys: Var<'b>,
+    params: &'a [Var<'b>],
+    scale: f64,
+    mc_shape: Vec<usize>,
+}
+
+/// KFLR / KFAC factors of every linear layer, named
+/// `<quantity>/<layer>.weight/{out,in}` and `<quantity>/<layer>.bias/out`:
+/// `A = (1/N) Σ_n a_n a_nᵀ` of the layer inputs, and `B = Σ_n Σ_k g_nk g_nkᵀ`
+/// with `g_nk` the column `k` of the loss-Hessian factor (KFLR) or a sampled
+/// loss gradient (KFAC, averaged over draws) backpropagated to the layer output.
+fn kronecker_factors<'b>(
+    k: &Kronecker<'_, 'b>,
+    quantities: &[Quantity],
+) -> Result<Vec<(String, Var<'b>)>, CurvatureError> {
+    let b = k.xs.builder();
+    let net = &k.objective.network;
+    let (f, taps) = net.forward_with_taps(k.xs, k.params)?;
+    let (n, c) = (f.shape()[0], f.shape()[1]);
+    let z: Vec<Var> = taps.iter().map(|t| t.output).collect();
+    let mut out = Vec::new();
+    let mut emit = |q: Quantity, columns: Vec<Var<'b>>, weight: f64| {
+        for (tap, g) in taps.iter().zip(columns) {
+            let bmat = b.einsum("kno,knp->op", &[g, g]) * weight;
+            let a = b.einsum("ni,nj->ij", &[tap.input, tap.input]) * (1.0 / n as f64);
+            let l = tap.layer;
+            out.push((format!("{q}/{l}.weight/out"), bmat));
+            out.push((format!("{q}/{l}.weight/in"), a));
+            if net.params().iter().any(|p| p.name == format!("{l}.bias")) {
+                out.push((format!("{q}/{l}.bias/out"), bmat));
+            }
+        }
+    };
+    if quantities.contains(&Quantity::Kflr) {
+        let u = b.input("kron/u", &[n, c]);
+        let gz = b.vjp(&[f], &[u], &z)?;
+        let factor = hessian_factor(k.objective.loss.kind, f) * k.scale.sqrt();
+        emit(Quantity::Kflr, b.vmap(&gz, &[u], &[factor], c)?, 1.0);
+    }
+    if quantities.contains(&Quantity::Kfac) {
+        let m = k.mc_shape[0];
+        if m == 0 {
+            return Err(CurvatureError::Invalid("kfac needs sampled targets".into()));
+        }
+        let summed = secondo_nn::Loss::new(k.objective.loss.kind, Reduction::Sum);
+        let gf = b.grad(summed.build(f, k.ys)?, &[f])?[0];
+        let gz = b.vjp(&[f], &[gf], &z)?;
+        let targets = b.input("mc/targets", &k.mc_shape);
+        emit(
+            Quantity::Kfac,
+            b.vmap(&gz, &[k.ys], &[targets], m)?,
+            k.scale / m as f64,
+        );
+    }
+    Ok(out)
 }

@@ -19,7 +19,7 @@ mod params;
 pub use activation::activation;
 pub use error::NnError;
 pub use loss::{Loss, LossKind, Reduction};
-pub use network::Network;
+pub use network::{LayerTap, Network};
 pub use params::{
     read_safetensors, read_safetensors_with_metadata, write_safetensors, Metadata, ParamStore,
 };

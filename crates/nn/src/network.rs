@@ -142,7 +142,29 @@ impl Network {
     /// assert_eq!(y.shape(), vec![7, 3]);
     /// ```
     pub fn forward<'b>(&self, x: Var<'b>, params: &[Var<'b>]) -> Result<Var<'b>, NnError> {
+        self.forward_with_taps(x, params).map(|(out, _)| out)
+    }
+
+    /// [`Network::forward`], also returning the input and output node of every
+    /// linear layer (what Kronecker factors are built from).
+    ///
+    /// ```
+    /// # use secondo_nn::{spec::ModelSpec, Network};
+    /// # use secondo_graph::Builder;
+    /// # use secondo_tensor::DType;
+    /// let net = Network::new("linear(2,3),tanh,linear(3,1)".parse().unwrap(), &[2]).unwrap();
+    /// let b = Builder::new(DType::F64);
+    /// let (_, taps) = net.forward_with_taps(b.input("x", &[7, 2]), &net.param_vars(&b)).unwrap();
+    /// assert_eq!(taps.len(), 2);
+    /// assert_eq!(taps[1].input.shape(), vec![7, 3]);
+    /// ```
+    pub fn forward_with_taps<'b>(
+        &self,
+        x: Var<'b>,
+        params: &[Var<'b>],
+    ) -> Result<(Var<'b>, Vec<LayerTap<'b>>), NnError> {
         let b = x.builder();
+        let mut taps = Vec::new();
         let mut h = x;
         let mut next = 0;
         let mut take = || {
@@ -150,7 +172,7 @@ impl Network {
             next += 1;
             p.ok_or_else(|| NnError::Targets("fewer parameter nodes than parameters".into()))
         };
-        for l in self.spec.layers() {
+        for (index, l) in self.spec.layers().iter().enumerate() {
             if let Some(y) = activation(&l.layer, h) {
                 h = y;
                 continue;
@@ -161,11 +183,13 @@ impl Network {
                     let rank = h.shape().len();
                     let batch: String = "abcdefgh".chars().take(rank.saturating_sub(1)).collect();
                     let z = b.einsum(&format!("{batch}i,oi->{batch}o"), &[h, w]);
-                    if *bias {
-                        z + take()?
-                    } else {
-                        z
-                    }
+                    let z = if *bias { z + take()? } else { z };
+                    taps.push(LayerTap {
+                        layer: index,
+                        input: h,
+                        output: z,
+                    });
+                    z
                 }
                 Layer::Flatten => {
                     let shape = h.shape();
@@ -181,6 +205,17 @@ impl Network {
             };
         }
         b.check()?;
-        Ok(h)
+        Ok((h, taps))
     }
+}
+
+/// The input and output nodes of one linear layer in a built network.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerTap<'b> {
+    /// Index of the layer in the spec (its parameters are `"<layer>.weight"`, `"<layer>.bias"`).
+    pub layer: usize,
+    /// The layer's input, `[N, in]`.
+    pub input: Var<'b>,
+    /// The layer's output (after the bias), `[N, out]`.
+    pub output: Var<'b>,
 }
