@@ -16,6 +16,7 @@ const EXACT: &[Quantity] = &[
     Quantity::DiagGgnExact,
     Quantity::BatchDiagGgnExact,
     Quantity::Kflr,
+    Quantity::DiagHessian,
 ];
 
 #[test]

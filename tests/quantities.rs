@@ -317,3 +317,23 @@ fn kflr_of_one_sample_is_the_exact_ggn_block() {
         }
     }
 }
+
+#[test]
+fn diag_hessian_equals_the_dense_hessian_diagonal() {
+    for loss in ["cross_entropy", "mse", "bce_with_logits"] {
+        let (objective, params, data) = problem(loss, 5);
+        let (x, y) = batch(&objective, &data);
+        let out = compute_quantities(&objective, &params, &x, &y, &[Quantity::DiagHessian], None).unwrap();
+        let op = CurvatureOperator::new(&objective, &params, &data, 5, Curvature::Hessian, None).unwrap();
+        let dense = op.to_dense().unwrap();
+        let d = op.dim();
+        let diag: Vec<f64> = (0..d).map(|i| dense[i * d + i]).collect();
+        let got: Vec<f64> = objective
+            .network
+            .params()
+            .iter()
+            .flat_map(|p| get(&out, &format!("diag_hessian/{}", p.name)).to_f64_vec())
+            .collect();
+        assert!(close(&got, &diag, 1e-10), "{loss}");
+    }
+}

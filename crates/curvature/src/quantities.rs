@@ -37,6 +37,8 @@ pub enum Quantity {
     BatchDiagGgnExact,
     /// Monte-Carlo estimate of the GGN diagonal (sampled targets).
     DiagGgnMc,
+    /// Diagonal of the Hessian.
+    DiagHessian,
     /// Kronecker factors of the exact GGN of each linear layer (KFLR).
     Kflr,
     /// Kronecker factors with a Monte-Carlo output factor (KFAC, sampled targets).
@@ -53,6 +55,7 @@ const NAMES: &[(&str, Quantity)] = &[
     ("diag_ggn_exact", Quantity::DiagGgnExact),
     ("batch_diag_ggn_exact", Quantity::BatchDiagGgnExact),
     ("diag_ggn_mc", Quantity::DiagGgnMc),
+    ("diag_hessian", Quantity::DiagHessian),
     ("kflr", Quantity::Kflr),
     ("kfac", Quantity::Kfac),
 ];
@@ -296,6 +299,9 @@ fn build(
             }
         }
     }
+    if quantities.contains(&Quantity::DiagHessian) {
+        outputs.extend(diag_hessian(objective, xs, ys, &params_v, scale)?);
+    }
     if quantities
         .iter()
         .any(|q| matches!(q, Quantity::Kflr | Quantity::Kfac))
@@ -440,6 +446,45 @@ fn kronecker_factors<'b>(
             b.vmap(&gz, &[k.ys], &[targets], m)?,
             k.scale / m as f64,
         );
+    }
+    Ok(out)
+}
+
+/// The exact Hessian diagonal of every linear layer's parameters. With
+/// `z = a Wᵀ + b` and the loss a sum over samples, `∂²L/∂W_oi² = Σ_n a_ni²
+/// ∂²L/∂z_no²` and `∂²L/∂b_o² = Σ_n ∂²L/∂z_no²`; the per-sample diagonals
+/// `∂²L/∂z_no²` come from forward-over-reverse products with the unit vectors
+/// of the layer's outputs, all at once by `vmap` (samples do not interact, so
+/// one tangent serves every sample).
+fn diag_hessian<'b>(
+    objective: &Objective,
+    xs: Var<'b>,
+    ys: Var<'b>,
+    params: &[Var<'b>],
+    scale: f64,
+) -> Result<Vec<(String, Var<'b>)>, CurvatureError> {
+    let b = xs.builder();
+    let net = &objective.network;
+    let (f, taps) = net.forward_with_taps(xs, params)?;
+    let summed = secondo_nn::Loss::new(objective.loss.kind, Reduction::Sum);
+    let loss = summed.build(f, ys)? * scale;
+    let z: Vec<Var> = taps.iter().map(|t| t.output).collect();
+    let gz = b.grad(loss, &z)?;
+    let mut out = Vec::new();
+    for (tap, g) in taps.iter().zip(gz) {
+        let (n, o) = (tap.output.shape()[0], tap.output.shape()[1]);
+        let t = b.input(&format!("diag_hessian/t{}", tap.layer), &[n, o]);
+        let hz = b.jvp(&[g], &[tap.output], &[t])?[0];
+        let eye = b.constant(identity(o, b.dtype()));
+        let units = eye.reshape(&[o, 1, o]).broadcast_to(&[o, n, o]);
+        let columns = b.vmap(&[hz], &[t], &[units], o)?[0];
+        let diag = (columns * units).sum(&[2]).permute(&[1, 0]);
+        let l = tap.layer;
+        let w = b.einsum("no,ni,ni->oi", &[diag, tap.input, tap.input]);
+        out.push((format!("diag_hessian/{l}.weight"), w));
+        if net.params().iter().any(|p| p.name == format!("{l}.bias")) {
+            out.push((format!("diag_hessian/{l}.bias"), diag.sum(&[0])));
+        }
     }
     Ok(out)
 }
