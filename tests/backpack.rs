@@ -17,6 +17,7 @@ const EXACT: &[Quantity] = &[
     Quantity::BatchDiagGgnExact,
     Quantity::Kflr,
     Quantity::DiagHessian,
+    Quantity::Kfra,
 ];
 
 #[test]

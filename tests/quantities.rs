@@ -323,8 +323,10 @@ fn diag_hessian_equals_the_dense_hessian_diagonal() {
     for loss in ["cross_entropy", "mse", "bce_with_logits"] {
         let (objective, params, data) = problem(loss, 5);
         let (x, y) = batch(&objective, &data);
-        let out = compute_quantities(&objective, &params, &x, &y, &[Quantity::DiagHessian], None).unwrap();
-        let op = CurvatureOperator::new(&objective, &params, &data, 5, Curvature::Hessian, None).unwrap();
+        let out = compute_quantities(&objective, &params, &x, &y, &[Quantity::DiagHessian], None)
+            .unwrap();
+        let op = CurvatureOperator::new(&objective, &params, &data, 5, Curvature::Hessian, None)
+            .unwrap();
         let dense = op.to_dense().unwrap();
         let d = op.dim();
         let diag: Vec<f64> = (0..d).map(|i| dense[i * d + i]).collect();
@@ -335,5 +337,30 @@ fn diag_hessian_equals_the_dense_hessian_diagonal() {
             .flat_map(|p| get(&out, &format!("diag_hessian/{}", p.name)).to_f64_vec())
             .collect();
         assert!(close(&got, &diag, 1e-10), "{loss}");
+    }
+}
+
+/// For one sample KFRA's batch averages are exact, so its factors equal KFLR's.
+#[test]
+fn kfra_of_one_sample_equals_kflr() {
+    for loss in ["cross_entropy", "mse", "bce_with_logits"] {
+        let (objective, params, data) = problem(loss, 1);
+        let (x, y) = batch(&objective, &data);
+        let out = compute_quantities(
+            &objective,
+            &params,
+            &x,
+            &y,
+            &[Quantity::Kflr, Quantity::Kfra],
+            None,
+        )
+        .unwrap();
+        for (name, t) in out.iter().filter(|(n, _)| n.starts_with("kfra/")) {
+            let kflr = get(&out, &name.replace("kfra/", "kflr/"));
+            assert!(
+                close(&t.to_f64_vec(), &kflr.to_f64_vec(), 1e-10),
+                "{loss} {name}"
+            );
+        }
     }
 }

@@ -99,8 +99,11 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         Quantity::Variance,
         Quantity::DiagGgnMc,
         Quantity::DiagGgnExact,
+        Quantity::Kfac,
+        Quantity::Kflr,
+        Quantity::DiagHessian,
     ] {
-        let mc = (q == Quantity::DiagGgnMc).then_some(1);
+        let mc = matches!(q, Quantity::DiagGgnMc | Quantity::Kfac).then_some(1);
         let program = QuantityProgram::compile(&objective, n, &[q], mc)?;
         let targets = match mc {
             Some(m) => Some(sample_mc_targets(&objective, &params, &x, &y, m, 0)?),
@@ -136,7 +139,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             &python,
             &[
                 "--only",
-                "grad,hvp,ggnvp,efvp,fishervp,eigsh_top10,batch_grad,batch_l2,sum_grad_squared,variance,diag_ggn_mc,diag_ggn_exact",
+                "grad,hvp,ggnvp,efvp,fishervp,eigsh_top10,batch_grad,batch_l2,sum_grad_squared,variance,diag_ggn_mc,diag_ggn_exact,kfac,kflr,diag_hessian",
                 "--repeats",
                 &repeats,
             ],

@@ -43,6 +43,8 @@ pub enum Quantity {
     Kflr,
     /// Kronecker factors with a Monte-Carlo output factor (KFAC, sampled targets).
     Kfac,
+    /// Kronecker factors with the output factor propagated as batch averages (KFRA).
+    Kfra,
 }
 
 /// Names as in INTERFACES.md, in order.
@@ -58,6 +60,7 @@ const NAMES: &[(&str, Quantity)] = &[
     ("diag_hessian", Quantity::DiagHessian),
     ("kflr", Quantity::Kflr),
     ("kfac", Quantity::Kfac),
+    ("kfra", Quantity::Kfra),
 ];
 
 impl FromStr for Quantity {
@@ -304,7 +307,7 @@ fn build(
     }
     if quantities
         .iter()
-        .any(|q| matches!(q, Quantity::Kflr | Quantity::Kfac))
+        .any(|q| matches!(q, Quantity::Kflr | Quantity::Kfac | Quantity::Kfra))
     {
         let mut t_shape = vec![mc_samples.unwrap_or(0)];
         t_shape.extend_from_slice(&y_shape);
@@ -447,6 +450,9 @@ fn kronecker_factors<'b>(
             k.scale / m as f64,
         );
     }
+    if quantities.contains(&Quantity::Kfra) {
+        out.extend(kfra(k, f, &taps)?);
+    }
     Ok(out)
 }
 
@@ -484,6 +490,47 @@ fn diag_hessian<'b>(
         out.push((format!("diag_hessian/{l}.weight"), w));
         if net.params().iter().any(|p| p.name == format!("{l}.bias")) {
             out.push((format!("diag_hessian/{l}.bias"), diag.sum(&[0])));
+        }
+    }
+    Ok(out)
+}
+
+/// KFRA (Botev et al. 2017): the output factor starts as the batch sum of the
+/// loss Hessians with respect to the network outputs and is propagated
+/// backwards as `Wᵀ M W` through a linear layer and `M ⊙ (1/N) Σ_n φ'_n φ'_nᵀ`
+/// through an elementwise activation; the input factor is KFLR's.
+fn kfra<'b>(
+    k: &Kronecker<'_, 'b>,
+    f: Var<'b>,
+    taps: &[secondo_nn::LayerTap<'b>],
+) -> Result<Vec<(String, Var<'b>)>, CurvatureError> {
+    let b = f.builder();
+    let net = &k.objective.network;
+    let n = f.shape()[0];
+    let factor = hessian_factor(k.objective.loss.kind, f);
+    let mut m = b.einsum("kni,knj->ij", &[factor, factor]) * k.scale;
+    let mut out = Vec::new();
+    for (idx, tap) in taps.iter().enumerate().rev() {
+        if idx + 1 < taps.len() {
+            let next = &taps[idx + 1];
+            let w = k.params[net
+                .params()
+                .iter()
+                .position(|p| p.name == format!("{}.weight", next.layer))
+                .expect("a linear layer has a weight")];
+            m = b.einsum("oi,op,pj->ij", &[w, m, w]);
+            if next.input.id() != tap.output.id() {
+                let ones = b.scalar(1.0).broadcast_to(&tap.output.shape());
+                let slope = b.jvp(&[next.input], &[tap.output], &[ones])?[0];
+                m = m * (b.einsum("ni,nj->ij", &[slope, slope]) * (1.0 / n as f64));
+            }
+        }
+        let a = b.einsum("ni,nj->ij", &[tap.input, tap.input]) * (1.0 / n as f64);
+        let l = tap.layer;
+        out.push((format!("kfra/{l}.weight/out"), m));
+        out.push((format!("kfra/{l}.weight/in"), a));
+        if net.params().iter().any(|p| p.name == format!("{l}.bias")) {
+            out.push((format!("kfra/{l}.bias/out"), m));
         }
     }
     Ok(out)
