@@ -48,6 +48,23 @@ fn batch(objective: &Objective, data: &secondo_data::Dataset) -> (Tensor, Tensor
         .unwrap()
 }
 
+/// The problem for `loss` with `n` samples and the quantities `qs` on it.
+fn run(
+    loss: &str,
+    n: usize,
+    qs: &[Quantity],
+) -> (
+    Objective,
+    ParamStore,
+    secondo_data::Dataset,
+    Vec<(String, Tensor)>,
+) {
+    let (objective, params, data) = problem(loss, n);
+    let (x, y) = batch(&objective, &data);
+    let out = compute_quantities(&objective, &params, &x, &y, qs, None).unwrap();
+    (objective, params, data, out)
+}
+
 fn get<'a>(out: &'a [(String, Tensor)], name: &str) -> &'a Tensor {
     &out.iter()
         .find(|(n, _)| n == name)
@@ -154,17 +171,11 @@ fn first_order_quantities_equal_loops_over_samples() {
 #[test]
 fn diag_ggn_equals_the_dense_ggn_diagonal() {
     for loss in ["cross_entropy", "mse", "bce_with_logits"] {
-        let (objective, params, data) = problem(loss, 6);
-        let (x, y) = batch(&objective, &data);
-        let out = compute_quantities(
-            &objective,
-            &params,
-            &x,
-            &y,
+        let (objective, params, data, out) = run(
+            loss,
+            6,
             &[Quantity::DiagGgnExact, Quantity::BatchDiagGgnExact],
-            None,
-        )
-        .unwrap();
+        );
         let op =
             CurvatureOperator::new(&objective, &params, &data, 6, Curvature::Ggn, None).unwrap();
         let dense = op.to_dense().unwrap();
@@ -271,9 +282,7 @@ fn batch_l2_never_materializes_per_sample_gradients() {
 #[test]
 fn kflr_of_one_sample_is_the_exact_ggn_block() {
     for loss in ["cross_entropy", "mse", "bce_with_logits"] {
-        let (objective, params, data) = problem(loss, 1);
-        let (x, y) = batch(&objective, &data);
-        let out = compute_quantities(&objective, &params, &x, &y, &[Quantity::Kflr], None).unwrap();
+        let (objective, params, data, out) = run(loss, 1, &[Quantity::Kflr]);
         for layer in ["0", "2", "4"] {
             let b = get(&out, &format!("kflr/{layer}.weight/out"));
             let a = get(&out, &format!("kflr/{layer}.weight/in"));
@@ -321,10 +330,7 @@ fn kflr_of_one_sample_is_the_exact_ggn_block() {
 #[test]
 fn diag_hessian_equals_the_dense_hessian_diagonal() {
     for loss in ["cross_entropy", "mse", "bce_with_logits"] {
-        let (objective, params, data) = problem(loss, 5);
-        let (x, y) = batch(&objective, &data);
-        let out = compute_quantities(&objective, &params, &x, &y, &[Quantity::DiagHessian], None)
-            .unwrap();
+        let (objective, params, data, out) = run(loss, 5, &[Quantity::DiagHessian]);
         let op = CurvatureOperator::new(&objective, &params, &data, 5, Curvature::Hessian, None)
             .unwrap();
         let dense = op.to_dense().unwrap();
@@ -344,17 +350,7 @@ fn diag_hessian_equals_the_dense_hessian_diagonal() {
 #[test]
 fn kfra_of_one_sample_equals_kflr() {
     for loss in ["cross_entropy", "mse", "bce_with_logits"] {
-        let (objective, params, data) = problem(loss, 1);
-        let (x, y) = batch(&objective, &data);
-        let out = compute_quantities(
-            &objective,
-            &params,
-            &x,
-            &y,
-            &[Quantity::Kflr, Quantity::Kfra],
-            None,
-        )
-        .unwrap();
+        let (_, _, _, out) = run(loss, 1, &[Quantity::Kflr, Quantity::Kfra]);
         for (name, t) in out.iter().filter(|(n, _)| n.starts_with("kfra/")) {
             let kflr = get(&out, &name.replace("kfra/", "kflr/"));
             assert!(

@@ -8,6 +8,43 @@ use secondo_data::{Dataset, Targets};
 use secondo_nn::{ParamStore, Reduction};
 use secondo_tensor::DType;
 
+/// The model, data and loss options `quantities` and `spectrum` share.
+#[derive(Debug, clap::Args)]
+pub struct ModelArgs {
+    /// Model spec, e.g. "linear(784,256),relu,linear(256,10)".
+    #[arg(long)]
+    pub model: String,
+    /// Weights (safetensors, PyTorch names); absent: PyTorch's default init with --seed.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Data: a safetensors file with `x` and `y`, IDX files `IMAGES,LABELS`, or `digits`.
+    #[arg(long)]
+    pub data: String,
+    /// Loss: cross_entropy, mse or bce_with_logits.
+    #[arg(long, default_value = "cross_entropy")]
+    pub loss: String,
+    /// Reduction of the loss over samples: mean or sum.
+    #[arg(long, default_value = "mean")]
+    pub reduction: String,
+    /// Seed for initialisation and every random draw.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Element type: f32 or f64.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+}
+
+impl ModelArgs {
+    /// Loads the data, builds the objective and loads or initialises the weights.
+    pub fn load(&self) -> anyhow::Result<(Dataset, Objective, ParamStore)> {
+        let dtype = parse_dtype(&self.dtype)?;
+        let data = load_data(&self.data)?;
+        let objective = objective(&self.model, &data, &self.loss, &self.reduction, dtype)?;
+        let params = weights(&objective, self.weights.as_ref(), self.seed)?;
+        Ok((data, objective, params))
+    }
+}
+
 /// Hidden width of the default model built for a dataset.
 const DEFAULT_HIDDEN: usize = 256;
 

@@ -20,7 +20,7 @@ pub struct Cli {
 enum Command {
     /// Train a network (defaults: an MLP on the embedded digits dataset).
     Train(train::TrainArgs),
-    /// Compute quantities (gradient, ...) of a model on a data file.
+    /// Compute BackPACK-style quantities (gradients, per-sample statistics, curvature diagonals, Kronecker factors) on a data file.
     Quantities(quantities::QuantitiesArgs),
     /// Top eigenvalues, trace and spectral density of a curvature matrix over a dataset.
     Spectrum(spectrum::SpectrumArgs),

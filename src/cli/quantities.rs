@@ -7,37 +7,18 @@ use anyhow::bail;
 use clap::Args;
 use secondo::curvature::{sample_mc_targets, Quantity, QuantityProgram};
 
-use super::common::{check_output, load_data, objective, parse_dtype, weights};
+use super::common::{check_output, ModelArgs};
 
 #[derive(Debug, Args)]
 pub struct QuantitiesArgs {
-    /// Model spec, e.g. "linear(784,256),relu,linear(256,10)".
-    #[arg(long)]
-    model: String,
-    /// Weights (safetensors, PyTorch names); absent: PyTorch's default init with --seed.
-    #[arg(long)]
-    weights: Option<PathBuf>,
-    /// Data: a safetensors file with `x` and `y`, IDX files `IMAGES,LABELS`, or `digits`. All samples form one batch.
-    #[arg(long)]
-    data: String,
-    /// Loss: cross_entropy, mse or bce_with_logits.
-    #[arg(long, default_value = "cross_entropy")]
-    loss: String,
-    /// Reduction of the loss over samples: mean or sum.
-    #[arg(long, default_value = "mean")]
-    reduction: String,
+    #[command(flatten)]
+    common: ModelArgs,
     /// Comma-separated quantity names, e.g. grad.
     #[arg(long)]
     quantities: String,
     /// Monte-Carlo samples for MC quantities.
     #[arg(long, default_value_t = 1)]
     mc_samples: usize,
-    /// Seed for initialisation and MC sampling.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Element type: f32 or f64.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
     /// Print the optimized graph that computes the quantities (to stderr).
     #[arg(long)]
     explain: bool,
@@ -69,14 +50,11 @@ pub fn run(a: QuantitiesArgs) -> anyhow::Result<()> {
     if a.mc_samples == 0 {
         bail!("--mc-samples must be at least 1");
     }
-    let dtype = parse_dtype(&a.dtype)?;
-    let data = load_data(&a.data)?;
-    let objective = objective(&a.model, &data, &a.loss, &a.reduction, dtype)?;
-    let params = weights(&objective, a.weights.as_ref(), a.seed)?;
+    let (data, objective, params) = a.common.load()?;
     let batch = data
         .batches(data.len().max(1))?
         .next()
-        .ok_or_else(|| anyhow::anyhow!("{}: no samples", a.data))?;
+        .ok_or_else(|| anyhow::anyhow!("{}: no samples", a.common.data))?;
     let (x, y) = objective.batch_tensors(&batch)?;
     let mut wanted: Vec<Quantity> = Vec::new();
     for n in &names {
@@ -95,7 +73,7 @@ pub fn run(a: QuantitiesArgs) -> anyhow::Result<()> {
             &x,
             &y,
             a.mc_samples,
-            a.seed,
+            a.common.seed,
         )?)
     } else {
         None
@@ -115,13 +93,13 @@ pub fn run(a: QuantitiesArgs) -> anyhow::Result<()> {
     }
     let tensors = program.run(&params, &x, &y, mc.as_ref())?;
     let metadata: HashMap<String, String> = [
-        ("model", a.model.clone()),
-        ("loss", a.loss.clone()),
-        ("reduction", a.reduction.clone()),
+        ("model", a.common.model.clone()),
+        ("loss", a.common.loss.clone()),
+        ("reduction", a.common.reduction.clone()),
         ("samples", data.len().to_string()),
         ("loss_value", format!("{loss}")),
         ("mc_samples", a.mc_samples.to_string()),
-        ("seed", a.seed.to_string()),
+        ("seed", a.common.seed.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

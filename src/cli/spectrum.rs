@@ -7,25 +7,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use secondo::curvature::{Curvature, CurvatureOperator};
 use secondo::spectrum::{compute, SpectrumOptions};
 
-use super::common::{load_data, objective, parse_dtype, weights};
+use super::common::ModelArgs;
 
 #[derive(Debug, Args)]
 pub struct SpectrumArgs {
-    /// Model spec, e.g. "linear(64,256),relu,linear(256,10)".
-    #[arg(long)]
-    model: String,
-    /// Weights (safetensors, PyTorch names); absent: PyTorch's default init with --seed.
-    #[arg(long)]
-    weights: Option<PathBuf>,
-    /// Data: a safetensors file with `x` and `y`, IDX files `IMAGES,LABELS`, or `digits`.
-    #[arg(long)]
-    data: String,
-    /// Loss: cross_entropy, mse or bce_with_logits.
-    #[arg(long, default_value = "cross_entropy")]
-    loss: String,
-    /// Reduction of the loss over samples: mean or sum.
-    #[arg(long, default_value = "mean")]
-    reduction: String,
+    #[command(flatten)]
+    common: ModelArgs,
     /// Curvature matrix: hessian, ggn, fisher (Monte-Carlo) or ef (empirical Fisher).
     #[arg(long, default_value = "hessian")]
     curvature: String,
@@ -44,12 +31,6 @@ pub struct SpectrumArgs {
     /// Samples per batch when passing over the data.
     #[arg(long, default_value_t = 256)]
     batch: usize,
-    /// Seed for initialisation and every random probe.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Element type: f32 or f64.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
     /// Output directory for spectrum.json and spectrum.svg.
     #[arg(long)]
     out: PathBuf,
@@ -59,7 +40,7 @@ pub fn run(a: SpectrumArgs) -> anyhow::Result<()> {
     let kind = match a.curvature.parse::<Curvature>()? {
         Curvature::FisherMc { .. } => Curvature::FisherMc {
             samples: a.mc_samples,
-            seed: a.seed,
+            seed: a.common.seed,
         },
         other => other,
     };
@@ -69,16 +50,14 @@ pub fn run(a: SpectrumArgs) -> anyhow::Result<()> {
     if a.batch == 0 {
         anyhow::bail!("--batch must be at least 1");
     }
-    let dtype = parse_dtype(&a.dtype)?;
-    let data = load_data(&a.data)?;
-    let objective = objective(&a.model, &data, &a.loss, &a.reduction, dtype)?;
-    let params = weights(&objective, a.weights.as_ref(), a.seed)?;
+    let (data, objective, params) = a.common.load()?;
+    let dtype = objective.dtype;
     let op = CurvatureOperator::new(&objective, &params, &data, a.batch, kind, None)?;
     let opts = SpectrumOptions {
         top: (a.top > 0).then_some(a.top),
         trace: a.trace,
         density: a.density,
-        seed: a.seed,
+        seed: a.common.seed,
         ..SpectrumOptions::default()
     };
     if let Some(k) = opts.top {
@@ -92,7 +71,7 @@ pub fn run(a: SpectrumArgs) -> anyhow::Result<()> {
     eprintln!(
         "{} of {} on {} ({} samples, {} parameters, {dtype})",
         kind,
-        a.model,
+        a.common.model,
         data.name,
         data.len(),
         op.dim()
