@@ -32,6 +32,14 @@ pub(crate) fn matmul(out: &mut [f64], a: &[f64], b: &[f64], m: usize, k: usize, 
 
 /// `out (m×n) −= A (m×k) · B (k×n)`.
 pub(crate) fn matmul_sub(out: &mut [f64], a: &[f64], b: &[f64], m: usize, k: usize, n: usize) {
+    if n == 1 {
+        // One vector (a Lanczos step): axpys over the columns of the tall,
+        // thin A stream it once, without the general product's overhead.
+        for (col, &coef) in a.chunks_exact(m.max(1)).zip(b).take(k) {
+            axpy(-coef, col, out);
+        }
+        return;
+    }
     let a = MatRef::from_column_major_slice(a, m, k);
     let b = MatRef::from_column_major_slice(b, k, n);
     product(out, a, b, Write::Subtract);
@@ -39,6 +47,13 @@ pub(crate) fn matmul_sub(out: &mut [f64], a: &[f64], b: &[f64], m: usize, k: usi
 
 /// `out (p×q) = Aᵀ · B` for `A` of shape `n×p` and `B` of shape `n×q`.
 pub(crate) fn matmul_tn(out: &mut [f64], a: &[f64], b: &[f64], n: usize, p: usize, q: usize) {
+    if q == 1 {
+        // One vector: a dot product per column of A (see `matmul_sub`).
+        for (o, col) in out.iter_mut().zip(a.chunks_exact(n.max(1))).take(p) {
+            *o = dot(col, b);
+        }
+        return;
+    }
     let a = MatRef::from_column_major_slice(a, n, p);
     let b = MatRef::from_column_major_slice(b, n, q);
     product(out, a.transpose(), b, Write::Replace);
@@ -46,7 +61,25 @@ pub(crate) fn matmul_tn(out: &mut [f64], a: &[f64], b: &[f64], n: usize, p: usiz
 
 /// The dot product `xᵀy`.
 pub(crate) fn dot(x: &[f64], y: &[f64]) -> f64 {
-    x.iter().zip(y).map(|(a, b)| a * b).sum()
+    // Eight independent partial sums let the loop vectorize; one running sum
+    // is a serial chain of additions (measured 16 vs 3.5 GB/s here).
+    const LANES: usize = 8;
+    let len = x.len().min(y.len());
+    let (x, y) = (&x[..len], &y[..len]);
+    let mut acc = [0.0; LANES];
+    let (xc, yc) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
+    let tail: f64 = xc
+        .remainder()
+        .iter()
+        .zip(yc.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    for (a, b) in xc.zip(yc) {
+        for l in 0..LANES {
+            acc[l] += a[l] * b[l];
+        }
+    }
+    acc.iter().sum::<f64>() + tail
 }
 
 /// The Euclidean norm `‖x‖`.

@@ -124,6 +124,20 @@ impl Krylov {
         for column in w.chunks_exact(n) {
             self.anorm = self.anorm.max(blas::norm(column));
         }
+        // First against the newest blocks, which hold almost all of `A v`
+        // (the three-term recurrence), so that the pass over the whole basis
+        // rarely needs its second round: that pass is what streams the basis.
+        let lo = first.saturating_sub(width);
+        let recent = old_len - lo;
+        let mut local = vec![0.0; recent * width];
+        orthogonalize(
+            &self.basis[lo * n..old_len * n],
+            n,
+            recent,
+            &mut w,
+            width,
+            &mut local,
+        );
         let mut coef = vec![0.0; old_len * width];
         orthogonalize(
             &self.basis[..old_len * n],
@@ -133,6 +147,11 @@ impl Krylov {
             width,
             &mut coef,
         );
+        for a in 0..width {
+            for r in 0..recent {
+                coef[a * old_len + lo + r] += local[a * recent + r];
+            }
+        }
         for a in 0..width {
             let col = first + a;
             for row in col..old_len {
