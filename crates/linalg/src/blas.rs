@@ -30,14 +30,26 @@ pub(crate) fn matmul(out: &mut [f64], a: &[f64], b: &[f64], m: usize, k: usize, 
     product(out, a, b, Write::Replace);
 }
 
+/// Rows per parallel task in the single-vector kernels.
+const ROW_BLOCK: usize = 1 << 15;
+
 /// `out (m×n) −= A (m×k) · B (k×n)`.
 pub(crate) fn matmul_sub(out: &mut [f64], a: &[f64], b: &[f64], m: usize, k: usize, n: usize) {
     if n == 1 {
         // One vector (a Lanczos step): axpys over the columns of the tall,
-        // thin A stream it once, without the general product's overhead.
-        for (col, &coef) in a.chunks_exact(m.max(1)).zip(b).take(k) {
-            axpy(-coef, col, out);
-        }
+        // thin A stream it once, without the general product's overhead;
+        // row blocks run on the rayon pool.
+        use rayon::prelude::*;
+        let rows = ROW_BLOCK.min(m.max(1));
+        out[..m]
+            .par_chunks_mut(rows)
+            .enumerate()
+            .for_each(|(blk, part)| {
+                let start = blk * rows;
+                for (col, &coef) in a.chunks_exact(m.max(1)).zip(b).take(k) {
+                    axpy(-coef, &col[start..start + part.len()], part);
+                }
+            });
         return;
     }
     let a = MatRef::from_column_major_slice(a, m, k);
@@ -48,10 +60,13 @@ pub(crate) fn matmul_sub(out: &mut [f64], a: &[f64], b: &[f64], m: usize, k: usi
 /// `out (p×q) = Aᵀ · B` for `A` of shape `n×p` and `B` of shape `n×q`.
 pub(crate) fn matmul_tn(out: &mut [f64], a: &[f64], b: &[f64], n: usize, p: usize, q: usize) {
     if q == 1 {
-        // One vector: a dot product per column of A (see `matmul_sub`).
-        for (o, col) in out.iter_mut().zip(a.chunks_exact(n.max(1))).take(p) {
-            *o = dot(col, b);
-        }
+        // One vector: a dot product per column of A (see `matmul_sub`), the
+        // columns shared out over the rayon pool.
+        use rayon::prelude::*;
+        out[..p]
+            .par_iter_mut()
+            .zip(a.par_chunks_exact(n.max(1)))
+            .for_each(|(o, col)| *o = dot(col, &b[..n]));
         return;
     }
     let a = MatRef::from_column_major_slice(a, n, p);
