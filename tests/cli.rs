@@ -126,17 +126,7 @@ fn quantities_grad_matches_pytorch_through_the_cli() {
 fn malformed_spec_names_the_position() {
     let t = Setup::new();
     let out = t.path("o.safetensors");
-    let o = secondo(&[
-        "quantities",
-        "--model",
-        "linear(20,16),relu,lineer(16,5)",
-        "--data",
-        s(&t.fixture),
-        "--quantities",
-        "grad",
-        "--out",
-        s(&out),
-    ]);
+    let o = grad_cmd("linear(20,16),relu,lineer(16,5)", s(&t.fixture), &[], &out);
     assert_bad_input(&o, "unknown layer 'lineer' at position 19", &out);
     let o = secondo(&[
         "train",
@@ -154,17 +144,7 @@ fn malformed_spec_names_the_position() {
 fn spec_that_does_not_fit_the_data_is_refused() {
     let t = Setup::new();
     let out = t.path("o.safetensors");
-    let o = secondo(&[
-        "quantities",
-        "--model",
-        "linear(21,5)",
-        "--data",
-        s(&t.fixture),
-        "--quantities",
-        "grad",
-        "--out",
-        s(&out),
-    ]);
+    let o = grad_cmd("linear(21,5)", s(&t.fixture), &[], &out);
     assert_bad_input(&o, "linear(21,5)", &out);
 }
 
