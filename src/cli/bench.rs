@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use secondo::bench::{default_python, dense_gradient_flops, time, torch_reference};
+use secondo::bench::{default_python, dense_gradient_flops, time, torch_reference, Timing};
 use secondo::curvature::{
     sample_mc_targets, Curvature, CurvatureOperator, Quantity, QuantityProgram,
 };
@@ -92,7 +92,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         });
         rows.push((name, t));
     }
-    for q in [
+    let timed = [
         Quantity::BatchGrad,
         Quantity::BatchL2,
         Quantity::SumGradSquared,
@@ -102,22 +102,29 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         Quantity::Kfac,
         Quantity::Kflr,
         Quantity::DiagHessian,
-    ] {
-        let mc = matches!(q, Quantity::DiagGgnMc | Quantity::Kfac).then_some(1);
-        let program = QuantityProgram::compile(&objective, n, &[q], mc)?;
-        let targets = match mc {
-            Some(m) => Some(sample_mc_targets(&objective, &params, &x, &y, m, 0)?),
-            None => None,
-        };
-        let t = time(5, (a.repeats / 4).max(1), || {
+    ];
+    let targets = sample_mc_targets(&objective, &params, &x, &y, 1, 0)?;
+    let time_quantities = |qs: &[Quantity]| -> anyhow::Result<Timing> {
+        let program = QuantityProgram::compile(&objective, n, qs, Some(1))?;
+        Ok(time(5, (a.repeats / 4).max(1), || {
             std::hint::black_box(
                 program
-                    .run(&params, &x, &y, targets.as_ref())
+                    .run(&params, &x, &y, Some(&targets))
                     .expect("benchmark quantity"),
             );
-        });
-        rows.push((q.name(), t));
+        }))
+    };
+    for q in timed {
+        rows.push((q.name(), time_quantities(&[q])?));
     }
+    // Requesting several quantities shares the forward and backward work.
+    let together: Vec<Quantity> = timed.iter().copied().filter(|&q| q != Quantity::DiagHessian).collect();
+    let joint = time_quantities(&together)?;
+    let separate: f64 = rows
+        .iter()
+        .filter(|(name, _)| together.iter().any(|q| q.name() == *name))
+        .map(|(_, t)| t.median)
+        .sum();
     let hessian = CurvatureOperator::new(&objective, &params, &data, n, Curvature::Hessian, None)?;
     let top10 = SpectrumOptions {
         top: Some(10),
@@ -171,6 +178,13 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             t.median / grad.median
         );
     }
+    println!(
+        "{} quantities requested together: {:.3} ms; one by one: {:.3} ms (together / separate = {:.2})",
+        together.len(),
+        joint.median * 1e3,
+        separate * 1e3,
+        joint.median / separate
+    );
     match torch {
         Ok(v) => println!(
             "PyTorch {} (curvlinops for products, BackPACK for quantities) with {} threads, measured in the same run",
