@@ -118,7 +118,11 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         rows.push((q.name(), time_quantities(&[q])?));
     }
     // Requesting several quantities shares the forward and backward work.
-    let together: Vec<Quantity> = timed.iter().copied().filter(|&q| q != Quantity::DiagHessian).collect();
+    let together: Vec<Quantity> = timed
+        .iter()
+        .copied()
+        .filter(|&q| q != Quantity::DiagHessian)
+        .collect();
     let joint = time_quantities(&together)?;
     let separate: f64 = rows
         .iter()

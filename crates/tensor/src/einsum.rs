@@ -455,7 +455,16 @@ fn binary(
     let result = crate::dispatch!(a, av, T => {
         let bv = b.typed::<T>("einsum")?;
         let mut dst = vec![T::zero(); d_numel];
-        if d_numel > 0 {
+        // A pure elementwise product (no M, N or K extent) whose operands share
+        // the destination's dense layout: one vectorizable loop.
+        let aligned = mm * nn * kk == 1
+            && d_numel == batch_count
+            && av.len() == batch_count
+            && bv.len() == batch_count
+            && batch_strides.iter().all(|&(sa, sb, sd)| sa == sd && sb == sd);
+        if aligned {
+            dst.iter_mut().zip(av.iter().zip(bv)).for_each(|(d, (&x, &y))| *d = x * y);
+        } else if d_numel > 0 {
             let (ap, bp, dp) = (av.as_ptr() as usize, bv.as_ptr() as usize, dst.as_mut_ptr() as usize);
             let run = |bi: usize, parallel: bool| {
                 let (oa, ob, od) = offsets(bi);
