@@ -6,6 +6,7 @@
 
 use secondo_tensor::{BinaryOp, ReduceOp, UnaryOp};
 
+use crate::vjp::{accumulate, check_pairs};
 use crate::{Builder, GraphError, Node, NodeId, Op, Var};
 
 impl Builder {
@@ -36,32 +37,18 @@ impl Builder {
         tangents: &[Var<'a>],
     ) -> Result<Vec<Var<'a>>, GraphError> {
         self.check()?;
-        if wrt.len() != tangents.len() {
-            return Err(GraphError::Build {
-                op: "jvp".into(),
-                reason: format!("{} wrt nodes but {} tangents", wrt.len(), tangents.len()),
-            });
-        }
-        for (w, t) in wrt.iter().zip(tangents) {
-            if w.shape() != t.shape() {
-                return Err(GraphError::Build {
-                    op: "jvp".into(),
-                    reason: format!(
-                        "wrt shape {:?} but tangent shape {:?}",
-                        w.shape(),
-                        t.shape()
-                    ),
-                });
-            }
-        }
+        check_pairs(
+            "jvp",
+            ["wrt nodes", "tangents"],
+            ["wrt", "tangent"],
+            wrt,
+            tangents,
+        )?;
         let n = self.graph().len();
         let active = self.active_nodes(outputs, wrt, n);
         let mut tan: Vec<Option<Var<'a>>> = vec![None; n];
         for (w, t) in wrt.iter().zip(tangents) {
-            tan[w.id()] = Some(match tan[w.id()] {
-                Some(prev) => prev + *t,
-                None => *t,
-            });
+            accumulate(&mut tan[w.id()], *t);
         }
         let start = wrt.iter().map(|w| w.id()).min().unwrap_or(n);
         for i in start..n {

@@ -34,28 +34,13 @@ impl Builder {
         wrt: &[Var<'a>],
     ) -> Result<Vec<Var<'a>>, GraphError> {
         self.check()?;
-        if outputs.len() != cotangents.len() {
-            return Err(GraphError::Build {
-                op: "vjp".into(),
-                reason: format!(
-                    "{} outputs but {} cotangents",
-                    outputs.len(),
-                    cotangents.len()
-                ),
-            });
-        }
-        for (o, c) in outputs.iter().zip(cotangents) {
-            if o.shape() != c.shape() {
-                return Err(GraphError::Build {
-                    op: "vjp".into(),
-                    reason: format!(
-                        "output shape {:?} but cotangent shape {:?}",
-                        o.shape(),
-                        c.shape()
-                    ),
-                });
-            }
-        }
+        check_pairs(
+            "vjp",
+            ["outputs", "cotangents"],
+            ["output", "cotangent"],
+            outputs,
+            cotangents,
+        )?;
         let n = self.graph().len();
         let active = self.active_nodes(outputs, wrt, n);
         let mut cot: Vec<Option<Var<'a>>> = vec![None; n];
@@ -245,7 +230,44 @@ impl Builder {
     }
 }
 
-fn accumulate<'a>(slot: &mut Option<Var<'a>>, v: Var<'a>) {
+/// Checks that `primals` and `duals` pair up one to one with equal shapes;
+/// `plural` and `single` name them in the error message.
+pub(crate) fn check_pairs(
+    op: &str,
+    plural: [&str; 2],
+    single: [&str; 2],
+    primals: &[Var<'_>],
+    duals: &[Var<'_>],
+) -> Result<(), GraphError> {
+    let err = |reason: String| GraphError::Build {
+        op: op.into(),
+        reason,
+    };
+    if primals.len() != duals.len() {
+        return Err(err(format!(
+            "{} {} but {} {}",
+            primals.len(),
+            plural[0],
+            duals.len(),
+            plural[1]
+        )));
+    }
+    for (p, d) in primals.iter().zip(duals) {
+        if p.shape() != d.shape() {
+            return Err(err(format!(
+                "{} shape {:?} but {} shape {:?}",
+                single[0],
+                p.shape(),
+                single[1],
+                d.shape()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Adds `v` into a cotangent or tangent slot.
+pub(crate) fn accumulate<'a>(slot: &mut Option<Var<'a>>, v: Var<'a>) {
     *slot = Some(match *slot {
         Some(prev) => prev + v,
         None => v,

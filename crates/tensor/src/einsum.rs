@@ -162,7 +162,7 @@ pub fn einsum(spec: &str, operands: &[&Tensor]) -> Result<Tensor, TensorError> {
 /// ```
 pub fn einsum_parsed(spec: &EinsumSpec, operands: &[&Tensor]) -> Result<Tensor, TensorError> {
     let shapes: Vec<&[usize]> = operands.iter().map(|t| t.shape()).collect();
-    spec.sizes(&shapes)?;
+    let sizes = spec.sizes(&shapes)?;
     if let Some(t) = operands.iter().find(|t| t.dtype() != operands[0].dtype()) {
         return Err(TensorError::DTypeMismatch {
             op: format!("einsum '{spec}'"),
@@ -173,7 +173,6 @@ pub fn einsum_parsed(spec: &EinsumSpec, operands: &[&Tensor]) -> Result<Tensor, 
     if operands.len() == 1 {
         return unary(operands[0], &spec.inputs[0], &spec.output);
     }
-    let sizes = spec.sizes(&shapes)?;
     let size = |term: &[char]| -> usize { term.iter().map(|&c| size_of(&sizes, c)).product() };
     let mut pool: Vec<(Tensor, Vec<char>)> = operands
         .iter()
