@@ -401,11 +401,11 @@ impl CurvatureOperator {
         }
         let mut acc = vec![0.0; self.dim()];
         let mut at = 0;
-        let zeros = self.split(&vec![0.0; self.dim()])?;
         for i in 0..self.batches.len() {
             let n = self.batches[i].x.shape()[0];
             self.jacobian_program(n, true)?;
-            let mut feeds = self.feeds(&self.batches[i], &self.batches[i].y, &zeros);
+            // Jᵀu has no parameter-space tangent to feed.
+            let mut feeds = self.feeds(&self.batches[i], &self.batches[i].y, &[]);
             let slice = &u[at * c..(at + n) * c];
             feeds.insert(
                 COTANGENT,
