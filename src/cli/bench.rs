@@ -29,9 +29,22 @@ pub struct BenchArgs {
     /// Skip the PyTorch reference.
     #[arg(long)]
     no_torch: bool,
-    /// Print the most expensive nodes of the gradient graph.
+    /// Print the most expensive nodes of the gradient graph and of every
+    /// timed quantity's graph.
     #[arg(long)]
     profile: bool,
+    /// Only these rows (comma-separated names as printed, e.g.
+    /// `hvp,diag_hessian,eigsh_top10`); the gradient is always timed.
+    #[arg(long, value_delimiter = ',')]
+    only: Option<Vec<String>>,
+}
+
+impl BenchArgs {
+    fn wants(&self, row: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|rows| rows.iter().any(|r| r == row))
+    }
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
@@ -61,7 +74,13 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         );
     });
     if a.profile {
-        print_profile(&program, &params, &x, &y, a.repeats)?;
+        let mut feeds = secondo_graph::Feeds::new();
+        for (name, t) in params.iter() {
+            feeds.insert(name, t.clone());
+        }
+        feeds.insert("x", x.clone());
+        feeds.insert("y", y.clone());
+        print_profile("gradient", program.executable(), &feeds, a.repeats)?;
     }
     let flops = dense_gradient_flops(objective.network.spec(), n) as f64;
     let rate = flops / grad.median / 1e9;
@@ -86,6 +105,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             },
         ),
     ] {
+        if !a.wants(name) {
+            continue;
+        }
         let op = CurvatureOperator::new(&objective, &params, &data, n, kind, None)?;
         let t = time(5, (a.repeats / 4).max(1), || {
             std::hint::black_box(op.apply(&v).expect("benchmark product"));
@@ -106,6 +128,10 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let targets = sample_mc_targets(&objective, &params, &x, &y, 1, 0)?;
     let time_quantities = |qs: &[Quantity]| -> anyhow::Result<Timing> {
         let program = QuantityProgram::compile(&objective, n, qs, Some(1))?;
+        if a.profile && qs.len() == 1 {
+            let feeds = program.feeds(&params, &x, &y, Some(&targets))?;
+            print_profile(qs[0].name(), program.executable(), &feeds, a.repeats)?;
+        }
         Ok(time(5, (a.repeats / 4).max(1), || {
             std::hint::black_box(
                 program
@@ -115,7 +141,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         }))
     };
     for q in timed {
-        rows.push((q.name(), time_quantities(&[q])?));
+        if a.wants(q.name()) {
+            rows.push((q.name(), time_quantities(&[q])?));
+        }
     }
     // Requesting several quantities shares the forward and backward work.
     let together: Vec<Quantity> = timed
@@ -123,7 +151,10 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         .copied()
         .filter(|&q| q != Quantity::DiagHessian)
         .collect();
-    let joint = time_quantities(&together)?;
+    let joint = match a.only {
+        None => Some(time_quantities(&together)?),
+        Some(_) => None,
+    };
     let separate: f64 = rows
         .iter()
         .filter(|(name, _)| together.iter().any(|q| q.name() == *name))
@@ -134,26 +165,24 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         top: Some(10),
         ..SpectrumOptions::default()
     };
-    let eig = time(1, 3, || {
-        std::hint::black_box(
-            compute(&hessian, &top10, &mut |_, _| {}).expect("benchmark eigenvalues"),
-        );
-    });
-    rows.push(("eigsh_top10", eig));
+    if a.wants("eigsh_top10") {
+        let eig = time(1, 3, || {
+            std::hint::black_box(
+                compute(&hessian, &top10, &mut |_, _| {}).expect("benchmark eigenvalues"),
+            );
+        });
+        rows.push(("eigsh_top10", eig));
+    }
 
     let torch = if a.no_torch {
         Err("skipped (--no-torch)".to_string())
     } else {
         let python = a.python.clone().unwrap_or_else(default_python);
         let repeats = (a.repeats / 4).max(5).to_string();
+        let names: Vec<&str> = rows.iter().map(|(name, _)| *name).collect();
         torch_reference(
             &python,
-            &[
-                "--only",
-                "grad,hvp,ggnvp,efvp,fishervp,eigsh_top10,batch_grad,batch_l2,sum_grad_squared,variance,diag_ggn_mc,diag_ggn_exact,kfac,kflr,diag_hessian",
-                "--repeats",
-                &repeats,
-            ],
+            &["--only", &names.join(","), "--repeats", &repeats],
         )
     };
     let torch_ms = |key: &str| {
@@ -182,13 +211,15 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             t.median / grad.median
         );
     }
-    println!(
-        "{} quantities requested together: {:.3} ms; one by one: {:.3} ms (together / separate = {:.2})",
-        together.len(),
-        joint.median * 1e3,
-        separate * 1e3,
-        joint.median / separate
-    );
+    if let Some(joint) = joint {
+        println!(
+            "{} quantities requested together: {:.3} ms; one by one: {:.3} ms (together / separate = {:.2})",
+            together.len(),
+            joint.median * 1e3,
+            separate * 1e3,
+            joint.median / separate
+        );
+    }
     match torch {
         Ok(v) => println!(
             "PyTorch {} (curvlinops for products, BackPACK for quantities) with {} threads, measured in the same run",
@@ -200,35 +231,32 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sums per-node times over `repeats` runs and prints the top nodes.
+/// Sums per-node times of `exe` over `repeats` runs and prints the top nodes.
 fn print_profile(
-    program: &secondo::GradientProgram,
-    params: &ParamStore,
-    x: &Tensor,
-    y: &Tensor,
+    what: &str,
+    exe: &secondo_graph::Executable,
+    feeds: &secondo_graph::Feeds,
     repeats: usize,
 ) -> anyhow::Result<()> {
-    let exe = program.executable();
-    let mut feeds = secondo_graph::Feeds::new();
-    for (name, t) in params.iter() {
-        feeds.insert(name, t.clone());
-    }
-    feeds.insert("x", x.clone());
-    feeds.insert("y", y.clone());
     let mut total = vec![0.0; exe.graph().len()];
     for _ in 0..repeats.max(1) {
-        let (_, times) = exe.run_timed(&feeds)?;
+        let (_, times) = exe.run_timed(feeds)?;
         total.iter_mut().zip(times).for_each(|(t, s)| *t += s);
     }
     let mut order: Vec<usize> = (0..total.len()).collect();
     order.sort_by(|&a, &b| total[b].total_cmp(&total[a]));
     println!(
-        "profile: {} nodes, top 15 by time (ms per run):",
-        total.len()
+        "profile of {what}: {} nodes, {:.3} ms per run in all, top 15 (ms per run):",
+        total.len(),
+        total.iter().sum::<f64>() * 1e3 / repeats.max(1) as f64
     );
     for &i in order.iter().take(15) {
         let node = exe.graph().node(i);
-        let inputs: Vec<String> = node.inputs.iter().map(|j| format!("%{j}")).collect();
+        let inputs: Vec<String> = node
+            .inputs
+            .iter()
+            .map(|&j| format!("%{j}{:?}", exe.graph().node(j).shape))
+            .collect();
         println!(
             "  {:>8.4}  %{i} = {}({}) : {:?}",
             total[i] * 1e3 / repeats.max(1) as f64,

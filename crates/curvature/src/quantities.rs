@@ -183,6 +183,11 @@ impl QuantityProgram {
         self.exe.graph()
     }
 
+    /// The compiled executable (for profiling with [`Executable::run_timed`]).
+    pub fn executable(&self) -> &Executable {
+        &self.exe
+    }
+
     /// Runs on one batch.
     pub fn run(
         &self,
@@ -191,6 +196,18 @@ impl QuantityProgram {
         y: &Tensor,
         mc_targets: Option<&Tensor>,
     ) -> Result<Vec<(String, Tensor)>, CurvatureError> {
+        let values = self.exe.run(&self.feeds(params, x, y, mc_targets)?)?;
+        Ok(self.names.iter().cloned().zip(values).collect())
+    }
+
+    /// What [`QuantityProgram::run`] feeds the executable.
+    pub fn feeds(
+        &self,
+        params: &ParamStore,
+        x: &Tensor,
+        y: &Tensor,
+        mc_targets: Option<&Tensor>,
+    ) -> Result<Feeds, CurvatureError> {
         let mut feeds = Feeds::new();
         if self.needs_mc {
             let t = mc_targets.ok_or_else(|| {
@@ -203,8 +220,7 @@ impl QuantityProgram {
         }
         feeds.insert(INPUT, x.clone());
         feeds.insert(TARGET, y.clone());
-        let values = self.exe.run(&feeds)?;
-        Ok(self.names.iter().cloned().zip(values).collect())
+        Ok(feeds)
     }
 }
 
@@ -456,12 +472,16 @@ fn kronecker_factors<'b>(
     Ok(out)
 }
 
-/// The exact Hessian diagonal of every linear layer's parameters. With
-/// `z = a Wᵀ + b` and the loss a sum over samples, `∂²L/∂W_oi² = Σ_n a_ni²
-/// ∂²L/∂z_no²` and `∂²L/∂b_o² = Σ_n ∂²L/∂z_no²`; the per-sample diagonals
-/// `∂²L/∂z_no²` come from forward-over-reverse products with the unit vectors
-/// of the layer's outputs, all at once by `vmap` (samples do not interact, so
-/// one tangent serves every sample).
+/// The exact Hessian diagonal of every linear layer's parameters, by
+/// BackPACK's recursion. With `z = a Wᵀ + b` and the loss a sum over samples,
+/// `∂²L/∂W_oi² = Σ_n a_ni² ∂²L/∂z_no²` and `∂²L/∂b_o² = Σ_n ∂²L/∂z_no²`. Per
+/// sample, the Hessian with respect to a layer output `z_l` is
+/// `J_lᵀ S Sᵀ J_l + Σ_{m ≥ l} J_lmᵀ diag(r_m) J_lm`: the loss-Hessian factor
+/// `S` (C columns) backpropagated to `z_l`, plus the residual of every
+/// elementwise segment `a_m = φ(z_m)` at or after it, `r_m = φ''(z_m) ⊙ ∂L/∂a_m`,
+/// backpropagated from `z_m` with one unit column per unit of `z_m`. Segments
+/// whose second derivative vanishes by construction (ReLU, no activation)
+/// contribute nothing and cost nothing.
 fn diag_hessian<'b>(
     objective: &Objective,
     xs: Var<'b>,
@@ -472,24 +492,54 @@ fn diag_hessian<'b>(
     let b = xs.builder();
     let net = &objective.network;
     let (f, taps) = net.forward_with_taps(xs, params)?;
+    let (n, c) = (f.shape()[0], f.shape()[1]);
+    let z: Vec<Var> = taps.iter().map(|t| t.output).collect();
+    let u = b.input("diag_hessian/u", &[n, c]);
+    let gz = b.vjp(&[f], &[u], &z)?;
+    let factor = hessian_factor(objective.loss.kind, f) * scale.sqrt();
+    let mut diag: Vec<Var> = b
+        .vmap(&gz, &[u], &[factor], c)?
+        .into_iter()
+        .map(|col| col.square().sum(&[0]))
+        .collect();
+    // The end of every elementwise segment: the next layer's input, or the output.
+    let ends: Vec<Var> = taps.iter().skip(1).map(|t| t.input).chain([f]).collect();
     let summed = secondo_nn::Loss::new(objective.loss.kind, Reduction::Sum);
     let loss = summed.build(f, ys)? * scale;
-    let z: Vec<Var> = taps.iter().map(|t| t.output).collect();
-    let gz = b.grad(loss, &z)?;
+    let grads = b.grad(loss, &ends)?;
+    for (m, ((&zm, &end), g)) in z.iter().zip(&ends).zip(grads).enumerate() {
+        if end.id() == zm.id() {
+            continue;
+        }
+        let ones = b.scalar(1.0).broadcast_to(&zm.shape());
+        let slope = b.jvp(&[end], &[zm], &[ones])?[0];
+        let curvature = b.jvp(&[slope], &[zm], &[ones])?[0];
+        if curvature.is_zero() {
+            continue;
+        }
+        let r = curvature * g;
+        diag[m] = diag[m] + r;
+        if m == 0 {
+            continue;
+        }
+        let o = zm.shape()[1];
+        let t = b.input(&format!("diag_hessian/r{m}"), &[n, o]);
+        let back = b.vjp(&[zm], &[t], &z[..m])?;
+        let units = b
+            .constant(identity(o, b.dtype()))
+            .reshape(&[o, 1, o])
+            .broadcast_to(&[o, n, o]);
+        for (l, col) in b.vmap(&back, &[t], &[units], o)?.into_iter().enumerate() {
+            diag[l] = diag[l] + b.einsum("jno,jno,nj->no", &[col, col, r]);
+        }
+    }
     let mut out = Vec::new();
-    for (tap, g) in taps.iter().zip(gz) {
-        let (n, o) = (tap.output.shape()[0], tap.output.shape()[1]);
-        let t = b.input(&format!("diag_hessian/t{}", tap.layer), &[n, o]);
-        let hz = b.jvp(&[g], &[tap.output], &[t])?[0];
-        let eye = b.constant(identity(o, b.dtype()));
-        let units = eye.reshape(&[o, 1, o]).broadcast_to(&[o, n, o]);
-        let columns = b.vmap(&[hz], &[t], &[units], o)?[0];
-        let diag = (columns * units).sum(&[2]).permute(&[1, 0]);
+    for (tap, d) in taps.iter().zip(diag) {
         let l = tap.layer;
-        let w = b.einsum("no,ni,ni->oi", &[diag, tap.input, tap.input]);
+        let w = b.einsum("no,ni,ni->oi", &[d, tap.input, tap.input]);
         out.push((format!("diag_hessian/{l}.weight"), w));
         if net.params().iter().any(|p| p.name == format!("{l}.bias")) {
-            out.push((format!("diag_hessian/{l}.bias"), diag.sum(&[0])));
+            out.push((format!("diag_hessian/{l}.bias"), d.sum(&[0])));
         }
     }
     Ok(out)

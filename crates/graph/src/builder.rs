@@ -328,6 +328,31 @@ impl<'b> Var<'b> {
         self.shape().iter().product()
     }
 
+    /// Whether the node is zero by construction: a constant of zeros, or a
+    /// reshape, permutation or broadcast of one (what `jvp` returns for an
+    /// output that does not depend on the inputs).
+    ///
+    /// ```
+    /// # use secondo_graph::Builder;
+    /// # use secondo_tensor::DType;
+    /// let b = Builder::new(DType::F64);
+    /// let x = b.input("x", &[3]);
+    /// assert!(b.zeros(&[3]).is_zero());
+    /// assert!(!(x * 0.0).is_zero());
+    /// ```
+    pub fn is_zero(self) -> bool {
+        let g = self.b.graph.borrow();
+        let mut id = self.id;
+        loop {
+            let node = g.node(id);
+            match &node.op {
+                Op::Constant(t) => return t.to_f64_vec().iter().all(|&v| v == 0.0),
+                Op::Reshape | Op::Permute(_) | Op::Broadcast => id = node.inputs[0],
+                _ => return false,
+            }
+        }
+    }
+
     fn unary(self, op: UnaryOp) -> Var<'b> {
         self.b.push(Op::Unary(op), vec![self.id], None)
     }

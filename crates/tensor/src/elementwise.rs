@@ -82,6 +82,16 @@ fn zip_into<T: Element>(out: &mut [T], other: &[T], f: impl Fn(T, T) -> T + Sync
     }
 }
 
+/// `v[i] = f(v[i], s)`, or `f(s, v[i])` when `scalar_first`; generic in `f`
+/// so that each operation compiles to its own vectorized loop.
+fn with_scalar<T: Element>(v: &mut [T], s: T, f: impl Fn(T, T) -> T + Sync, scalar_first: bool) {
+    if scalar_first {
+        map_inplace(v, |x| f(s, x))
+    } else {
+        map_inplace(v, |x| f(x, s))
+    }
+}
+
 /// Applies a unary op with the operation chosen outside the loop, so each
 /// arm compiles to its own (vectorizable) loop.
 fn unary_loop<T: Element>(op: UnaryOp, v: &mut [T]) {
@@ -179,12 +189,12 @@ impl BinaryOp {
             } else if b.numel() == 1 {
                 let s = b.typed::<T>("binary")?[0];
                 let mut out: Vec<T> = a.into_typed_vec().expect("dtype");
-                with_binary_fn!(self, T, |f: fn(T, T) -> T| map_inplace(&mut out, move |x| f(x, s)));
+                with_binary_fn!(self, T, |f| with_scalar(&mut out, s, f, false));
                 Ok(Tensor::from_typed(sa, out))
             } else if a.numel() == 1 {
                 let s = a.typed::<T>("binary")?[0];
                 let mut out: Vec<T> = b.into_typed_vec().expect("dtype");
-                with_binary_fn!(self, T, |f: fn(T, T) -> T| map_inplace(&mut out, move |x| f(s, x)));
+                with_binary_fn!(self, T, |f| with_scalar(&mut out, s, f, true));
                 Ok(Tensor::from_typed(sb, out))
             } else {
                 Err(TensorError::ShapeMismatch { op: format!("{self:?}"), a: sa, b: sb })
