@@ -298,28 +298,25 @@ fn build(
             }
         }
     }
-    if quantities
+    let layers = Layers {
+        objective,
+        xs,
+        ys,
+        params: &params_v,
+        scale,
+    };
+    let diagonals: Vec<Quantity> = quantities
         .iter()
-        .any(|q| matches!(q, Quantity::DiagGgnExact | Quantity::BatchDiagGgnExact))
-    {
-        let factor = hessian_factor(objective.loss.kind, sample.output) * scale.sqrt();
-        let u = b.input("sample/u", &[1, c]);
-        let jtu = b.vjp(&[sample.output], &[u], &params_v)?;
-        let columns = b.vmap(&jtu, &[u], &[factor], c)?;
-        let diag1: Vec<Var> = columns.iter().map(|v| v.square().sum(&[0])).collect();
-        let per_sample = b.vmap(&diag1, &[sample.x, sample.y], &samples, n)?;
-        for (name, d) in names.iter().zip(per_sample) {
-            for q in quantities {
-                match q {
-                    Quantity::DiagGgnExact => outputs.push((format!("{q}/{name}"), d.sum(&[0]))),
-                    Quantity::BatchDiagGgnExact => outputs.push((format!("{q}/{name}"), d)),
-                    _ => {}
-                }
-            }
-        }
-    }
-    if quantities.contains(&Quantity::DiagHessian) {
-        outputs.extend(diag_hessian(objective, xs, ys, &params_v, scale)?);
+        .copied()
+        .filter(|q| {
+            matches!(
+                q,
+                Quantity::DiagGgnExact | Quantity::BatchDiagGgnExact | Quantity::DiagHessian
+            )
+        })
+        .collect();
+    if !diagonals.is_empty() {
+        outputs.extend(curvature_diagonals(&layers, &diagonals)?);
     }
     if quantities
         .iter()
@@ -327,15 +324,7 @@ fn build(
     {
         let mut t_shape = vec![mc_samples.unwrap_or(0)];
         t_shape.extend_from_slice(&y_shape);
-        let context = Kronecker {
-            objective,
-            xs,
-            ys,
-            params: &params_v,
-            scale,
-            mc_shape: t_shape,
-        };
-        outputs.extend(kronecker_factors(&context, quantities)?);
+        outputs.extend(kronecker_factors(&layers, &t_shape, quantities)?);
     }
     let needs_mc = quantities
         .iter()
@@ -408,23 +397,14 @@ pub fn sample_mc_targets(
     Ok(Tensor::from_f64(shape, &values, objective.dtype).expect("m·N targets"))
 }
 
-/// What the Kronecker factors are built from.
-struct Kronecker<'a, 'b> {
-    objective: &'a Objective,
-    xs: Var<'b>,
-    ys: Var<'b>,
-    params: &'a [Var<'b>],
-    scale: f64,
-    mc_shape: Vec<usize>,
-}
-
 /// KFLR / KFAC factors of every linear layer, named
 /// `<quantity>/<layer>.weight/{out,in}` and `<quantity>/<layer>.bias/out`:
 /// `A = (1/N) Σ_n a_n a_nᵀ` of the layer inputs, and `B = Σ_n Σ_k g_nk g_nkᵀ`
 /// with `g_nk` the column `k` of the loss-Hessian factor (KFLR) or a sampled
 /// loss gradient (KFAC, averaged over draws) backpropagated to the layer output.
 fn kronecker_factors<'b>(
-    k: &Kronecker<'_, 'b>,
+    k: &Layers<'_, 'b>,
+    mc_shape: &[usize],
     quantities: &[Quantity],
 ) -> Result<Vec<(String, Var<'b>)>, CurvatureError> {
     let b = k.xs.builder();
@@ -452,14 +432,14 @@ fn kronecker_factors<'b>(
         emit(Quantity::Kflr, b.vmap(&gz, &[u], &[factor], c)?, 1.0);
     }
     if quantities.contains(&Quantity::Kfac) {
-        let m = k.mc_shape[0];
+        let m = mc_shape[0];
         if m == 0 {
             return Err(CurvatureError::Invalid("kfac needs sampled targets".into()));
         }
         let summed = secondo_nn::Loss::new(k.objective.loss.kind, Reduction::Sum);
         let gf = b.grad(summed.build(f, k.ys)?, &[f])?[0];
         let gz = b.vjp(&[f], &[gf], &z)?;
-        let targets = b.input("mc/targets", &k.mc_shape);
+        let targets = b.input("mc/targets", mc_shape);
         emit(
             Quantity::Kfac,
             b.vmap(&gz, &[k.ys], &[targets], m)?,
@@ -472,40 +452,85 @@ fn kronecker_factors<'b>(
     Ok(out)
 }
 
-/// The exact Hessian diagonal of every linear layer's parameters, by
-/// BackPACK's recursion. With `z = a Wᵀ + b` and the loss a sum over samples,
-/// `∂²L/∂W_oi² = Σ_n a_ni² ∂²L/∂z_no²` and `∂²L/∂b_o² = Σ_n ∂²L/∂z_no²`. Per
-/// sample, the Hessian with respect to a layer output `z_l` is
-/// `J_lᵀ S Sᵀ J_l + Σ_{m ≥ l} J_lmᵀ diag(r_m) J_lm`: the loss-Hessian factor
-/// `S` (C columns) backpropagated to `z_l`, plus the residual of every
-/// elementwise segment `a_m = φ(z_m)` at or after it, `r_m = φ''(z_m) ⊙ ∂L/∂a_m`,
-/// backpropagated from `z_m` with one unit column per unit of `z_m`. Segments
-/// whose second derivative vanishes by construction (ReLU, no activation)
-/// contribute nothing and cost nothing.
-fn diag_hessian<'b>(
-    objective: &Objective,
+/// What the per-layer quantities are built from: the batch, the parameter
+/// nodes and the loss's reduction factor.
+struct Layers<'a, 'b> {
+    objective: &'a Objective,
     xs: Var<'b>,
     ys: Var<'b>,
-    params: &[Var<'b>],
+    params: &'a [Var<'b>],
     scale: f64,
+}
+
+/// Diagonals of the exact GGN (summed or per sample) and of the Hessian for
+/// every linear layer's parameters, by BackPACK's recursion. With
+/// `z = a Wᵀ + b` and the loss a sum over samples, `∂²L/∂W_oi² = Σ_n a_ni²
+/// ∂²L/∂z_no²` and `∂²L/∂b_o² = Σ_n ∂²L/∂z_no²`, and likewise for the GGN.
+/// Per sample, the GGN with respect to a layer output `z_l` is `J_lᵀ S Sᵀ J_l`:
+/// the loss-Hessian factor `S` (C columns) backpropagated to `z_l` by `vmap`
+/// of `vjp`. The Hessian adds residual terms (see [`add_residuals`]).
+fn curvature_diagonals<'b>(
+    k: &Layers<'_, 'b>,
+    quantities: &[Quantity],
 ) -> Result<Vec<(String, Var<'b>)>, CurvatureError> {
-    let b = xs.builder();
-    let net = &objective.network;
-    let (f, taps) = net.forward_with_taps(xs, params)?;
+    let b = k.xs.builder();
+    let net = &k.objective.network;
+    let (f, taps) = net.forward_with_taps(k.xs, k.params)?;
     let (n, c) = (f.shape()[0], f.shape()[1]);
     let z: Vec<Var> = taps.iter().map(|t| t.output).collect();
-    let u = b.input("diag_hessian/u", &[n, c]);
+    let u = b.input("diagonal/u", &[n, c]);
     let gz = b.vjp(&[f], &[u], &z)?;
-    let factor = hessian_factor(objective.loss.kind, f) * scale.sqrt();
-    let mut diag: Vec<Var> = b
+    let factor = hessian_factor(k.objective.loss.kind, f) * k.scale.sqrt();
+    let ggn: Vec<Var> = b
         .vmap(&gz, &[u], &[factor], c)?
         .into_iter()
         .map(|col| col.square().sum(&[0]))
         .collect();
-    // The end of every elementwise segment: the next layer's input, or the output.
+    let mut out = Vec::new();
+    for &q in quantities {
+        let diag = match q {
+            Quantity::DiagHessian => add_residuals(k, f, &taps, ggn.clone())?,
+            _ => ggn.clone(),
+        };
+        let per_sample = q == Quantity::BatchDiagGgnExact;
+        for (tap, d) in taps.iter().zip(diag) {
+            let l = tap.layer;
+            let spec = if per_sample {
+                "no,ni,ni->noi"
+            } else {
+                "no,ni,ni->oi"
+            };
+            let w = b.einsum(spec, &[d, tap.input, tap.input]);
+            out.push((format!("{q}/{l}.weight"), w));
+            if net.params().iter().any(|p| p.name == format!("{l}.bias")) {
+                let bias = if per_sample { d } else { d.sum(&[0]) };
+                out.push((format!("{q}/{l}.bias"), bias));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Turns per-sample GGN diagonals `diag` at the layer outputs `z_l` into
+/// Hessian diagonals: per sample, the Hessian adds
+/// `Σ_{m ≥ l} J_lmᵀ diag(r_m) J_lm` over the elementwise segments
+/// `a_m = φ(z_m)` at or after `z_l` (`a_m` the next layer's input, or the
+/// network output), with residual `r_m = φ''(z_m) ⊙ ∂L/∂a_m` backpropagated
+/// from `z_m` by one unit column per unit of `z_m`. Segments whose second
+/// derivative vanishes by construction (ReLU, no activation) contribute
+/// nothing and cost nothing.
+fn add_residuals<'b>(
+    k: &Layers<'_, 'b>,
+    f: Var<'b>,
+    taps: &[secondo_nn::LayerTap<'b>],
+    mut diag: Vec<Var<'b>>,
+) -> Result<Vec<Var<'b>>, CurvatureError> {
+    let b = f.builder();
+    let n = f.shape()[0];
+    let z: Vec<Var> = taps.iter().map(|t| t.output).collect();
     let ends: Vec<Var> = taps.iter().skip(1).map(|t| t.input).chain([f]).collect();
-    let summed = secondo_nn::Loss::new(objective.loss.kind, Reduction::Sum);
-    let loss = summed.build(f, ys)? * scale;
+    let summed = secondo_nn::Loss::new(k.objective.loss.kind, Reduction::Sum);
+    let loss = summed.build(f, k.ys)? * k.scale;
     let grads = b.grad(loss, &ends)?;
     for (m, ((&zm, &end), g)) in z.iter().zip(&ends).zip(grads).enumerate() {
         if end.id() == zm.id() {
@@ -533,16 +558,7 @@ fn diag_hessian<'b>(
             diag[l] = diag[l] + b.einsum("jno,jno,nj->no", &[col, col, r]);
         }
     }
-    let mut out = Vec::new();
-    for (tap, d) in taps.iter().zip(diag) {
-        let l = tap.layer;
-        let w = b.einsum("no,ni,ni->oi", &[d, tap.input, tap.input]);
-        out.push((format!("diag_hessian/{l}.weight"), w));
-        if net.params().iter().any(|p| p.name == format!("{l}.bias")) {
-            out.push((format!("diag_hessian/{l}.bias"), d.sum(&[0])));
-        }
-    }
-    Ok(out)
+    Ok(diag)
 }
 
 /// KFRA (Botev et al. 2017): the output factor starts as the batch sum of the
@@ -550,7 +566,7 @@ fn diag_hessian<'b>(
 /// backwards as `Wᵀ M W` through a linear layer and `M ⊙ (1/N) Σ_n φ'_n φ'_nᵀ`
 /// through an elementwise activation; the input factor is KFLR's.
 fn kfra<'b>(
-    k: &Kronecker<'_, 'b>,
+    k: &Layers<'_, 'b>,
     f: Var<'b>,
     taps: &[secondo_nn::LayerTap<'b>],
 ) -> Result<Vec<(String, Var<'b>)>, CurvatureError> {
