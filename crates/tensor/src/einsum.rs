@@ -4,7 +4,6 @@ use rayon::prelude::*;
 
 use crate::gemm_kernel::{gemm_into, Strided};
 use crate::shape::contiguous_strides;
-use num_traits::Zero;
 
 use crate::{ReduceOp, Tensor, TensorError};
 
@@ -453,7 +452,7 @@ fn binary(
     let d_numel: usize = d_shape.iter().product();
     let result = crate::dispatch!(a, av, T => {
         let bv = b.typed::<T>("einsum")?;
-        let mut dst = vec![T::zero(); d_numel];
+        let mut dst: Vec<T> = crate::buffer::zeroed(d_numel);
         // A pure elementwise product (no M, N or K extent) whose operands share
         // the destination's dense layout: one vectorizable loop.
         let aligned = mm * nn * kk == 1

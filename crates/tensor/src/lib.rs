@@ -10,6 +10,7 @@
 //! assert_eq!(c.to_f64_vec(), vec![3.0, 7.0]);
 //! ```
 
+mod buffer;
 mod dtype;
 mod einsum;
 mod elementwise;
