@@ -38,7 +38,8 @@ impl<'o, 'p, O: SymmetricOperator + ?Sized> Metered<'o, 'p, O> {
             return Ok(());
         }
         self.op.apply_block(v, k, out)?;
-        if let Some(index) = out.iter().position(|x| !x.is_finite()) {
+        if !all_finite(out) {
+            let index = out.iter().position(|x| !x.is_finite()).unwrap_or(0);
             return Err(LinalgError::NonFinite {
                 what: "operator output",
                 index,
@@ -54,5 +55,13 @@ impl<'o, 'p, O: SymmetricOperator + ?Sized> Metered<'o, 'p, O> {
     pub(crate) fn finish(mut self) -> usize {
         self.progress.report(self.done, self.done);
         self.done
+    }
+}
+
+secondo_tensor::avx2_kernel! {
+    /// Whether every value is finite: an `or` over the whole slice, which
+    /// vectorizes (a search that stops at the first bad value does not).
+    fn all_finite(x: &[f64]) -> bool {
+        !x.iter().fold(false, |bad, v| bad | !v.is_finite())
     }
 }

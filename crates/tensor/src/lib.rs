@@ -19,6 +19,7 @@ mod gemm_kernel;
 mod onehot;
 mod reduce;
 mod shape;
+mod simd;
 mod tensor;
 
 pub use dtype::{DType, Element};

@@ -34,6 +34,11 @@ pub(super) struct Krylov {
     proj: Vec<f64>,
     anorm: f64,
     rng: ChaCha8Rng,
+    /// The products of a step, kept between steps (a fresh buffer of this
+    /// size costs page faults on every step).
+    scratch: Vec<f64>,
+    /// The buffer a restart writes the next basis into.
+    spare: Vec<f64>,
 }
 
 impl Krylov {
@@ -48,6 +53,8 @@ impl Krylov {
             proj: vec![0.0; cap * cap],
             anorm: 0.0,
             rng: generator(seed),
+            scratch: Vec::new(),
+            spare: Vec::new(),
         };
         for _ in 0..block {
             krylov.push_random();
@@ -79,8 +86,9 @@ impl Krylov {
     /// Appends `w / ‖w‖` to the basis.
     fn push(&mut self, w: &[f64], norm: f64) {
         let start = self.len * self.n;
+        let inverse = 1.0 / norm;
         for (b, x) in self.basis[start..start + self.n].iter_mut().zip(w) {
-            *b = x / norm;
+            *b = x * inverse;
         }
         self.len += 1;
     }
@@ -119,7 +127,8 @@ impl Krylov {
         op: &mut Metered<'_, '_, O>,
     ) -> Result<(), LinalgError> {
         let (n, first, width, old_len) = (self.n, self.multiplied, self.unmultiplied(), self.len);
-        let mut w = vec![0.0; n * width];
+        let mut w = std::mem::take(&mut self.scratch);
+        w.resize(n * width, 0.0);
         op.apply(&self.basis[first * n..(first + width) * n], width, &mut w)?;
         for column in w.chunks_exact(n) {
             self.anorm = self.anorm.max(blas::norm(column));
@@ -186,6 +195,7 @@ impl Krylov {
             }
         }
         self.multiplied += width;
+        self.scratch = w;
         Ok(())
     }
 
@@ -218,26 +228,36 @@ impl Krylov {
 
     /// The Ritz vectors `V s_j` for the indices `which` (column-major `n × which.len()`).
     pub(super) fn ritz_vectors(&self, ritz: &Ritz, which: &[usize]) -> Vec<f64> {
+        let mut x = vec![0.0; self.n * which.len()];
+        self.ritz_vectors_into(ritz, which, &mut x);
+        x
+    }
+
+    /// [`Krylov::ritz_vectors`] written into `x`.
+    fn ritz_vectors_into(&self, ritz: &Ritz, which: &[usize], x: &mut [f64]) {
         let (n, m, l) = (self.n, self.multiplied, which.len());
         let coords: Vec<f64> = which
             .iter()
             .flat_map(|&j| ritz.vector(j).iter().copied())
             .collect();
-        let mut x = vec![0.0; n * l];
-        blas::matmul(&mut x, &self.basis[..m * n], &coords, n, m, l);
-        x
+        blas::matmul(x, &self.basis[..m * n], &coords, n, m, l);
     }
 
     /// Thick restart: keeps the Ritz vectors `keep` and the waiting block.
+    /// The new basis is written into a second buffer that then swaps with
+    /// the first: a fresh buffer per restart cost more in page faults than
+    /// the product itself.
     pub(super) fn restart(&mut self, ritz: &Ritz, keep: &[usize]) {
         let (n, m, l, waiting) = (self.n, self.multiplied, keep.len(), self.unmultiplied());
-        let x = self.ritz_vectors(ritz, keep);
+        let mut next = std::mem::take(&mut self.spare);
+        next.resize(self.basis.len(), 0.0);
+        self.ritz_vectors_into(ritz, keep, &mut next[..l * n]);
+        next[l * n..(l + waiting) * n].copy_from_slice(&self.basis[m * n..(m + waiting) * n]);
+        self.spare = std::mem::replace(&mut self.basis, next);
         let coupling: Vec<Vec<f64>> = keep
             .iter()
             .map(|&j| self.coupling(ritz.vector(j)))
             .collect();
-        self.basis.copy_within(m * n..(m + waiting) * n, l * n);
-        self.basis[..l * n].copy_from_slice(&x);
         self.proj.fill(0.0);
         for (i, (&j, row)) in keep.iter().zip(&coupling).enumerate() {
             self.set(i, i, ritz.values[j]);
