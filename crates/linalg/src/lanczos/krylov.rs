@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use super::ritz::Ritz;
 use crate::dense::symmetric_eigen;
 use crate::metered::Metered;
-use crate::ortho::orthogonalize;
+use crate::ortho::{orthogonalize, reorthogonalize};
 use crate::random::{fill_uniform, generator};
 use crate::{blas, LinalgError, SymmetricOperator};
 
@@ -148,7 +148,7 @@ impl Krylov {
             &mut local,
         );
         let mut coef = vec![0.0; old_len * width];
-        orthogonalize(
+        reorthogonalize(
             &self.basis[..old_len * n],
             n,
             old_len,
