@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use super::ritz::Ritz;
 use crate::dense::symmetric_eigen;
 use crate::metered::Metered;
-use crate::ortho::{orthogonalize, reorthogonalize};
+use crate::ortho::{orthogonalize, project_out, reorthogonalize};
 use crate::random::{fill_uniform, generator};
 use crate::{blas, LinalgError, SymmetricOperator};
 
@@ -133,13 +133,14 @@ impl Krylov {
         for column in w.chunks_exact(n) {
             self.anorm = self.anorm.max(blas::norm(column));
         }
-        // First against the newest blocks, which hold almost all of `A v`
-        // (the three-term recurrence), so that the pass over the whole basis
-        // rarely needs its second round: that pass is what streams the basis.
+        // First one round against the newest blocks, which hold almost all
+        // of `A v` (the three-term recurrence); then the pass over the whole
+        // basis (the one that streams it) finds only rounding-sized
+        // components, and removes just those above √ε.
         let lo = first.saturating_sub(width);
         let recent = old_len - lo;
         let mut local = vec![0.0; recent * width];
-        orthogonalize(
+        project_out(
             &self.basis[lo * n..old_len * n],
             n,
             recent,
@@ -230,6 +231,14 @@ impl Krylov {
     pub(super) fn ritz_vectors(&self, ritz: &Ritz, which: &[usize]) -> Vec<f64> {
         let mut x = vec![0.0; self.n * which.len()];
         self.ritz_vectors_into(ritz, which, &mut x);
+        // The basis is orthonormal to within √ε (semi-orthogonality), so the
+        // combinations are unit vectors to within about ε·m: normalize.
+        for column in x.chunks_exact_mut(self.n.max(1)) {
+            let norm = blas::norm(column);
+            if norm > 0.0 {
+                blas::scale(1.0 / norm, column);
+            }
+        }
         x
     }
 
