@@ -1,7 +1,7 @@
 //! Dense kernels on column-major blocks: products through `faer`, and vector helpers.
 
 use faer::linalg::matmul::matmul as faer_matmul;
-use faer::{get_global_parallelism, Accum, MatMut, MatRef, Par};
+use faer::{get_global_parallelism, Accum, MatMut, MatRef};
 use secondo_tensor::avx2_kernel;
 
 /// How a product is written into its output.
@@ -24,27 +24,11 @@ fn product(out: &mut [f64], a: MatRef<'_, f64>, b: MatRef<'_, f64>, write: Write
     faer_matmul(dst, accum, a, b, alpha, get_global_parallelism());
 }
 
-/// Rows per task of [`matmul`] on tall matrices: a block of a Krylov basis
-/// that stays in cache while its product is formed.
-const TALL_ROWS: usize = 4096;
-
-/// `out (m×n) = A (m×k) · B (k×n)`. Tall, thin products (a Krylov basis times
-/// a few coordinate vectors) run as one sequential product per block of rows
-/// on the rayon pool: that streams A once, at about twice the speed of one
-/// parallel product over the whole matrix (a thick restart of the benchmark's
-/// Lanczos took 12 ms).
+/// `out (m×n) = A (m×k) · B (k×n)`.
 pub(crate) fn matmul(out: &mut [f64], a: &[f64], b: &[f64], m: usize, k: usize, n: usize) {
     let a = MatRef::from_column_major_slice(a, m, k);
     let b = MatRef::from_column_major_slice(b, k, n);
-    if m < 4 * TALL_ROWS || m < 64 * k.max(n) {
-        product(out, a, b, Write::Replace);
-        return;
-    }
-    use rayon::prelude::*;
-    let dst = MatMut::from_column_major_slice_mut(out, m, n);
-    dst.par_row_chunks_mut(TALL_ROWS)
-        .zip(a.par_row_chunks(TALL_ROWS))
-        .for_each(|(d, a)| faer_matmul(d, Accum::Replace, a, b, 1.0, Par::Seq));
+    product(out, a, b, Write::Replace);
 }
 
 /// Rows per parallel task in the single-vector kernels.
