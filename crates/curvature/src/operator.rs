@@ -274,10 +274,8 @@ impl CurvatureOperator {
         let mut add = |outs: Vec<Tensor>, weight: f64| {
             let mut at = 0;
             for t in outs {
-                for x in t.to_f64_vec() {
-                    acc[at] += weight * x;
-                    at += 1;
-                }
+                t.accumulate_into(&mut acc[at..at + t.numel()], weight);
+                at += t.numel();
             }
         };
         for batch in &self.batches {

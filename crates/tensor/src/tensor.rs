@@ -233,6 +233,24 @@ impl Tensor {
         crate::dispatch!(self, v, T => v.iter().map(|&x| <T as Element>::to_f64(x)).collect())
     }
 
+    /// `out[i] += weight · self[i]` over the values in row-major order
+    /// (`out` as long as the tensor), without an intermediate `f64` copy.
+    ///
+    /// ```
+    /// # use secondo_tensor::Tensor;
+    /// let t = Tensor::from_vec(vec![2], vec![1.0f32, 2.0]).unwrap();
+    /// let mut out = [1.0, 1.0];
+    /// t.accumulate_into(&mut out, 0.5);
+    /// assert_eq!(out, [1.5, 2.0]);
+    /// ```
+    pub fn accumulate_into(&self, out: &mut [f64], weight: f64) {
+        crate::dispatch!(self, v, T => {
+            for (o, &x) in out.iter_mut().zip(v.iter()) {
+                *o += weight * <T as Element>::to_f64(x);
+            }
+        })
+    }
+
     /// The only value of a one-element tensor, as `f64` (the first value otherwise).
     ///
     /// ```
