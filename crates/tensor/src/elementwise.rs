@@ -230,12 +230,40 @@ impl Tensor {
             let bv = b.typed::<T>("where")?;
             let z = T::zero();
             let out: Vec<T> = match (av.len() == 1 && c.len() != 1, bv.len() == 1 && c.len() != 1) {
-                (false, false) => c.iter().zip(av).zip(bv).map(|((&m, &x), &y)| if m != z { x } else { y }).collect(),
-                (false, true) => c.iter().zip(av).map(|(&m, &x)| if m != z { x } else { bv[0] }).collect(),
+                (false, false) => {
+                    let mut out = vec![z; c.len()];
+                    select_slices(&mut out, c, av, bv);
+                    out
+                }
+                (false, true) => {
+                    let mut out = vec![z; c.len()];
+                    select_else_scalar(&mut out, c, av, bv[0]);
+                    out
+                }
                 (true, false) => c.iter().zip(bv).map(|(&m, &y)| if m != z { av[0] } else { y }).collect(),
                 (true, true) => c.iter().map(|&m| if m != z { av[0] } else { bv[0] }).collect(),
             };
             Ok(Tensor::from_typed(shape, out))
         })
+    }
+}
+
+crate::avx2_kernel! {
+    /// `out[i] = if c[i] ≠ 0 { a[i] } else { b[i] }`, as one vectorizable loop.
+    fn select_slices<T: Element>(out: &mut [T], c: &[T], a: &[T], b: &[T]) {
+        let z = T::zero();
+        for (((o, &m), &x), &y) in out.iter_mut().zip(c).zip(a).zip(b) {
+            *o = if m != z { x } else { y };
+        }
+    }
+}
+
+crate::avx2_kernel! {
+    /// `out[i] = if c[i] ≠ 0 { a[i] } else { b }` (a ReLU), as one vectorizable loop.
+    fn select_else_scalar<T: Element>(out: &mut [T], c: &[T], a: &[T], b: T) {
+        let z = T::zero();
+        for ((o, &m), &x) in out.iter_mut().zip(c).zip(a) {
+            *o = if m != z { x } else { b };
+        }
     }
 }
