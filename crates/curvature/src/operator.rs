@@ -217,6 +217,11 @@ impl CurvatureOperator {
         self.kind
     }
 
+    /// The element type its products are computed in (the objective's).
+    pub fn dtype(&self) -> secondo_tensor::DType {
+        self.objective.dtype
+    }
+
     /// Names of the parameters in the group, in order.
     pub fn parameter_names(&self) -> Vec<String> {
         let all = self.objective.network.params();

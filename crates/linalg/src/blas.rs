@@ -31,70 +31,161 @@ pub(crate) fn matmul(out: &mut [f64], a: &[f64], b: &[f64], m: usize, k: usize, 
     product(out, a, b, Write::Replace);
 }
 
+/// An element type a tall block (a Krylov basis) is stored in: `f64`, or
+/// `f32` for half the memory traffic of the passes over it. Arithmetic is
+/// in `f64` either way.
+pub(crate) trait Stored: Copy + Default + Send + Sync + 'static {
+    /// The orthogonality kept between a basis' vectors stored in this type
+    /// (see `ortho::reorthogonalize`): √ε for f64; for f32, 1e-6, well above
+    /// its rounding (6e-8) yet far below its √ε (3e-4), at which residuals
+    /// stalled near 1e-4 on clustered spectra.
+    const SEMI_ORTHOGONAL: f64;
+    /// The value rounded to this type.
+    fn from_f64(x: f64) -> Self;
+    /// The value as `f64`.
+    fn to_f64(self) -> f64;
+    /// The slice itself when the type is `f64`.
+    fn as_f64(s: &[Self]) -> Option<&[f64]>;
+    /// `out (m×n) = A (m×k) · B (k×n)`, rounded to this type.
+    fn combine(out: &mut [Self], a: &[Self], b: &[f64], m: usize, k: usize, n: usize);
+}
+
+impl Stored for f64 {
+    const SEMI_ORTHOGONAL: f64 = 1.4901161193847656e-8;
+    fn from_f64(x: f64) -> Self {
+        x
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn as_f64(s: &[Self]) -> Option<&[f64]> {
+        Some(s)
+    }
+    fn combine(out: &mut [Self], a: &[Self], b: &[f64], m: usize, k: usize, n: usize) {
+        matmul(out, a, b, m, k, n);
+    }
+}
+
+impl Stored for f32 {
+    const SEMI_ORTHOGONAL: f64 = 1e-6;
+    fn from_f64(x: f64) -> Self {
+        x as f32
+    }
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+    fn as_f64(_: &[Self]) -> Option<&[f64]> {
+        None
+    }
+    fn combine(out: &mut [Self], a: &[Self], b: &[f64], m: usize, k: usize, n: usize) {
+        if m == 0 || n == 0 {
+            return;
+        }
+        let b: Vec<f32> = b.iter().map(|&x| x as f32).collect();
+        let dst = MatMut::from_column_major_slice_mut(out, m, n);
+        let a = MatRef::from_column_major_slice(a, m, k);
+        let b = MatRef::from_column_major_slice(&b, k, n);
+        faer_matmul(dst, Accum::Replace, a, b, 1.0, get_global_parallelism());
+    }
+}
+
 /// Rows per parallel task in the single-vector kernels.
 const ROW_BLOCK: usize = 1 << 15;
 
 /// `out (m×n) −= A (m×k) · B (k×n)`.
-pub(crate) fn matmul_sub(out: &mut [f64], a: &[f64], b: &[f64], m: usize, k: usize, n: usize) {
-    if n == 1 {
-        // One vector (a Lanczos step): axpys over the columns of the tall,
-        // thin A stream it once, without the general product's overhead,
-        // skipping columns with a zero coefficient; row blocks run on the
-        // rayon pool.
-        use rayon::prelude::*;
-        let rows = ROW_BLOCK.min(m.max(1));
-        let used: Vec<usize> = (0..k).filter(|&j| b[j] != 0.0).collect();
-        let coef: Vec<f64> = used.iter().map(|&j| b[j]).collect();
-        out[..m]
-            .par_chunks_mut(rows)
-            .enumerate()
-            .for_each(|(blk, part)| {
-                let range = blk * rows..blk * rows + part.len();
-                let cols: Vec<&[f64]> = used
-                    .iter()
-                    .map(|&j| &a[j * m..(j + 1) * m][range.clone()])
-                    .collect();
-                subtract_combination(part, &cols, &coef);
-            });
-        return;
+pub(crate) fn matmul_sub<S: Stored>(
+    out: &mut [f64],
+    a: &[S],
+    b: &[f64],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    match S::as_f64(a) {
+        Some(a) if n > 1 => {
+            let a = MatRef::from_column_major_slice(a, m, k);
+            let b = MatRef::from_column_major_slice(b, k, n);
+            product(out, a, b, Write::Subtract);
+        }
+        _ => {
+            let columns = out.chunks_exact_mut(m.max(1)).zip(b.chunks_exact(k.max(1)));
+            for (column, coef) in columns.take(n) {
+                subtract_from_vector(column, a, coef, m);
+            }
+        }
     }
-    let a = MatRef::from_column_major_slice(a, m, k);
-    let b = MatRef::from_column_major_slice(b, k, n);
-    product(out, a, b, Write::Subtract);
+}
+
+/// `out (m) −= A (m×k) · b (k)`: axpys over the columns of the tall, thin A
+/// stream it once, without a general product's overhead, skipping columns
+/// with a zero coefficient; row blocks run on the rayon pool.
+fn subtract_from_vector<S: Stored>(out: &mut [f64], a: &[S], b: &[f64], m: usize) {
+    use rayon::prelude::*;
+    let rows = ROW_BLOCK.min(m.max(1));
+    let used: Vec<usize> = (0..b.len()).filter(|&j| b[j] != 0.0).collect();
+    let coef: Vec<f64> = used.iter().map(|&j| b[j]).collect();
+    out[..m]
+        .par_chunks_mut(rows)
+        .enumerate()
+        .for_each(|(blk, part)| {
+            let range = blk * rows..blk * rows + part.len();
+            let cols: Vec<&[S]> = used
+                .iter()
+                .map(|&j| &a[j * m..(j + 1) * m][range.clone()])
+                .collect();
+            subtract_combination(part, &cols, &coef);
+        });
 }
 
 /// `out (p×q) = Aᵀ · B` for `A` of shape `n×p` and `B` of shape `n×q`.
-pub(crate) fn matmul_tn(out: &mut [f64], a: &[f64], b: &[f64], n: usize, p: usize, q: usize) {
-    if q == 1 {
-        // One vector: row blocks on the rayon pool, each taking the partial
-        // dot products of every column of A with its block of b, so that b
-        // is read once (a dot product per column re-read it p times).
-        use rayon::prelude::*;
-        let rows = ROW_BLOCK.min(n.max(1));
-        let partial = |blk: usize| -> Vec<f64> {
-            let range = blk * rows..((blk + 1) * rows).min(n);
-            let cols: Vec<&[f64]> = a
-                .chunks_exact(n.max(1))
-                .take(p)
-                .map(|col| &col[range.clone()])
-                .collect();
-            let mut sums = vec![0.0; p];
-            dots(&cols, &b[range], &mut sums);
-            sums
-        };
-        let sums = (0..n.div_ceil(rows)).into_par_iter().map(partial).reduce(
-            || vec![0.0; p],
-            |mut x, y| {
-                x.iter_mut().zip(&y).for_each(|(s, t)| *s += t);
-                x
-            },
-        );
-        out[..p].copy_from_slice(&sums);
-        return;
+pub(crate) fn matmul_tn<S: Stored>(
+    out: &mut [f64],
+    a: &[S],
+    b: &[f64],
+    n: usize,
+    p: usize,
+    q: usize,
+) {
+    match S::as_f64(a) {
+        Some(a) if q > 1 => {
+            let a = MatRef::from_column_major_slice(a, n, p);
+            let b = MatRef::from_column_major_slice(b, n, q);
+            product(out, a.transpose(), b, Write::Replace);
+        }
+        _ => {
+            let columns = out.chunks_exact_mut(p.max(1)).zip(b.chunks_exact(n.max(1)));
+            for (o, column) in columns.take(q) {
+                project_vector(o, a, column, n, p);
+            }
+        }
     }
-    let a = MatRef::from_column_major_slice(a, n, p);
-    let b = MatRef::from_column_major_slice(b, n, q);
-    product(out, a.transpose(), b, Write::Replace);
+}
+
+/// `out (p) = Aᵀ b` for `A` of shape `n×p`: row blocks on the rayon pool,
+/// each taking the partial dot products of every column of A with its block
+/// of b, so that b is read once (a dot product per column re-read it p times).
+fn project_vector<S: Stored>(out: &mut [f64], a: &[S], b: &[f64], n: usize, p: usize) {
+    use rayon::prelude::*;
+    let rows = ROW_BLOCK.min(n.max(1));
+    let partial = |blk: usize| -> Vec<f64> {
+        let range = blk * rows..((blk + 1) * rows).min(n);
+        let cols: Vec<&[S]> = a
+            .chunks_exact(n.max(1))
+            .take(p)
+            .map(|col| &col[range.clone()])
+            .collect();
+        let mut sums = vec![0.0; p];
+        dots(&cols, &b[range], &mut sums);
+        sums
+    };
+    let sums = (0..n.div_ceil(rows)).into_par_iter().map(partial).reduce(
+        || vec![0.0; p],
+        |mut x, y| {
+            x.iter_mut().zip(&y).for_each(|(s, t)| *s += t);
+            x
+        },
+    );
+    out[..p].copy_from_slice(&sums);
 }
 
 avx2_kernel! {
@@ -122,56 +213,53 @@ avx2_kernel! {
     }
 }
 
-/// Columns handled together by [`dots`] and [`subtract_combination`]: each
-/// pass over `y` then serves four columns.
+/// Columns handled together by [`subtract_combination`]: each pass over `y`
+/// then serves four columns.
 const GROUP: usize = 4;
 
 avx2_kernel! {
-    /// `out[j] = cols[j]ᵀ y` for columns of `y`'s length.
-    fn dots(cols: &[&[f64]], y: &[f64], out: &mut [f64]) {
-        let mut groups = cols.chunks_exact(GROUP);
-        let mut j = 0;
-        for g in groups.by_ref() {
-            let len = y.len();
-            let (c0, c1, c2, c3) = (&g[0][..len], &g[1][..len], &g[2][..len], &g[3][..len]);
-            let mut acc = [[0.0; 4]; GROUP];
-            let lanes = len / 4 * 4;
-            for i in (0..lanes).step_by(4) {
-                for l in 0..4 {
-                    let v = y[i + l];
-                    acc[0][l] += c0[i + l] * v;
-                    acc[1][l] += c1[i + l] * v;
-                    acc[2][l] += c2[i + l] * v;
-                    acc[3][l] += c3[i + l] * v;
+    /// `out[j] = cols[j]ᵀ y` for columns of `y`'s length (a block of `y`
+    /// small enough to stay in cache while the columns stream past).
+    fn dots<S: Stored>(cols: &[&[S]], y: &[f64], out: &mut [f64]) {
+        // Eight independent partial sums per column let the loop vectorize.
+        const LANES: usize = 8;
+        let len = y.len();
+        let lanes = len / LANES * LANES;
+        for (o, col) in out.iter_mut().zip(cols) {
+            let mut acc = [0.0; LANES];
+            let zipped = y[..lanes]
+                .chunks_exact(LANES)
+                .zip(col[..lanes].chunks_exact(LANES));
+            for (yc, x) in zipped {
+                for l in 0..LANES {
+                    acc[l] += x[l].to_f64() * yc[l];
                 }
             }
-            for (c, col) in g.iter().enumerate() {
-                let tail: f64 = (lanes..y.len()).map(|i| col[i] * y[i]).sum();
-                out[j + c] = acc[c].iter().sum::<f64>() + tail;
-            }
-            j += GROUP;
-        }
-        for col in groups.remainder() {
-            out[j] = dot(col, y);
-            j += 1;
+            let tail: f64 = (lanes..len).map(|i| col[i].to_f64() * y[i]).sum();
+            *o = acc.iter().sum::<f64>() + tail;
         }
     }
 }
 
 avx2_kernel! {
     /// `y −= Σ_j coef[j] · cols[j]`.
-    fn subtract_combination(y: &mut [f64], cols: &[&[f64]], coef: &[f64]) {
+    fn subtract_combination<S: Stored>(y: &mut [f64], cols: &[&[S]], coef: &[f64]) {
+        let len = y.len();
         let mut groups = cols.chunks_exact(GROUP).zip(coef.chunks_exact(GROUP));
         for (g, c) in groups.by_ref() {
-            let len = y.len();
             let (c0, c1, c2, c3) = (&g[0][..len], &g[1][..len], &g[2][..len], &g[3][..len]);
             for (i, yi) in y.iter_mut().enumerate() {
-                *yi -= c[0] * c0[i] + c[1] * c1[i] + c[2] * c2[i] + c[3] * c3[i];
+                *yi -= c[0] * c0[i].to_f64()
+                    + c[1] * c1[i].to_f64()
+                    + c[2] * c2[i].to_f64()
+                    + c[3] * c3[i].to_f64();
             }
         }
         let done = cols.len() / GROUP * GROUP;
         for (col, &c) in cols[done..].iter().zip(&coef[done..]) {
-            axpy(-c, col, y);
+            for (yi, x) in y.iter_mut().zip(&col[..len]) {
+                *yi -= c * x.to_f64();
+            }
         }
     }
 }

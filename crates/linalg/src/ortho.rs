@@ -2,7 +2,7 @@
 //! second pass when the first one cancelled much of a column: the DGKS
 //! criterion).
 
-use crate::blas;
+use crate::blas::{self, Stored};
 
 /// Removes from the `k` columns of `w` (`n × k`) their components along the
 /// orthonormal columns of `basis` (`n × m`), and writes the total
@@ -10,8 +10,8 @@ use crate::blas;
 /// some column lost more than 1 − 1/√2 of its norm in the first (Daniel,
 /// Gragg, Kaufman and Stewart 1976): each pass reads the whole basis twice,
 /// which dominates Lanczos on large operators.
-pub(crate) fn orthogonalize(
-    basis: &[f64],
+pub(crate) fn orthogonalize<S: Stored>(
+    basis: &[S],
     n: usize,
     m: usize,
     w: &mut [f64],
@@ -21,18 +21,13 @@ pub(crate) fn orthogonalize(
     orthogonalize_above(basis, n, m, w, k, coef, 0.0);
 }
 
-/// Largest `|v_iᵀ w| / ‖w‖` that [`reorthogonalize`] leaves in place: √ε,
-/// the semi-orthogonality that keeps the Lanczos projection accurate to
-/// working precision (Simon 1984).
-const SEMI_ORTHOGONAL: f64 = 1.4901161193847656e-8;
-
 /// One round of classical Gram–Schmidt: removes from the `k` columns of `w`
 /// their components along the orthonormal columns of `basis` and writes them
 /// into `coef`, without checking for cancellation. For Lanczos' newest
 /// vectors, whose leftovers the following [`reorthogonalize`] over the whole
 /// basis catches.
-pub(crate) fn project_out(
-    basis: &[f64],
+pub(crate) fn project_out<S: Stored>(
+    basis: &[S],
     n: usize,
     m: usize,
     w: &mut [f64],
@@ -47,27 +42,29 @@ pub(crate) fn project_out(
 }
 
 /// Like [`orthogonalize`], but leaves in place (with zero coefficients) the
-/// components of each column along basis vectors that are within √ε of its
-/// norm, and skips those vectors in the update. A Lanczos step's new
+/// components of each column along basis vectors that are within
+/// [`Stored::SEMI_ORTHOGONAL`] (√ε for f64) of its norm, and skips those
+/// vectors in the update: semi-orthogonality keeps the Lanczos projection
+/// accurate to working precision (Simon 1984). A Lanczos step's new
 /// direction is orthogonal to all but the newest vectors up to rounding,
 /// and loses orthogonality only towards a few (the converged Ritz vectors):
 /// on the benchmark's f32 Hessian 16% of the components needed removing, so
 /// the update reads a sixth of the basis instead of all of it.
-pub(crate) fn reorthogonalize(
-    basis: &[f64],
+pub(crate) fn reorthogonalize<S: Stored>(
+    basis: &[S],
     n: usize,
     m: usize,
     w: &mut [f64],
     k: usize,
     coef: &mut [f64],
 ) {
-    orthogonalize_above(basis, n, m, w, k, coef, SEMI_ORTHOGONAL);
+    orthogonalize_above(basis, n, m, w, k, coef, S::SEMI_ORTHOGONAL);
 }
 
 /// Classical Gram–Schmidt with the DGKS second round; the first round keeps
 /// the components with `|v_iᵀ w_c| ≤ threshold · ‖w_c‖`.
-fn orthogonalize_above(
-    basis: &[f64],
+fn orthogonalize_above<S: Stored>(
+    basis: &[S],
     n: usize,
     m: usize,
     w: &mut [f64],

@@ -2,8 +2,8 @@ mod common;
 
 use common::{dot, residual, with_spectrum};
 use secondo_linalg::{
-    dense_symmetric_eigen, lanczos_top_k, DenseSymmetric, LanczosOptions, LinalgError, Progress,
-    Which,
+    dense_symmetric_eigen, lanczos_top_k, BasisPrecision, DenseSymmetric, LanczosOptions,
+    LinalgError, Progress, Which,
 };
 
 /// Checks `k` pairs from Lanczos against the dense eigendecomposition.
@@ -111,6 +111,32 @@ fn indefinite_hessian_like_spectrum() {
     check(&a, 3, Which::Largest, &opts);
     check(&a, 2, Which::Smallest, &opts);
     check(&a, 5, Which::LargestMagnitude, &opts);
+}
+
+/// A basis stored in f32 gives eigenvalues to about f32 precision, with
+/// thick restarts (basis 25 on dimension 1000).
+#[test]
+fn basis_in_f32_is_accurate_to_single_precision() {
+    let n = 1000;
+    let spectrum: Vec<f64> = (0..n).map(|i| (i as f64 / n as f64).powi(2) * 4.0 - 2.0).collect();
+    let a = with_spectrum(&spectrum, 4);
+    let reference = dense_symmetric_eigen(&a).unwrap().values;
+    let opts = LanczosOptions {
+        tol: 1e-6,
+        max_basis: Some(25),
+        basis: BasisPrecision::F32,
+        ..LanczosOptions::default()
+    };
+    for k in [1, 5, 10] {
+        let which = Which::Largest;
+        let eig = lanczos_top_k(&a, k, which, &opts, Progress::none()).unwrap();
+        assert!(eig.converged, "{which:?}: residuals {:?}", eig.residuals);
+        for (j, (got, want)) in eig.values.iter().zip(reference.iter().rev()).enumerate() {
+            assert!((got - want).abs() <= 1e-6 * 2.0, "{which:?} {j}: {got} vs {want}");
+            let x = eig.vector(j).unwrap();
+            assert!(residual(&a, *got, x) <= 1e-5 * 2.0, "{which:?} {j}");
+        }
+    }
 }
 
 #[test]

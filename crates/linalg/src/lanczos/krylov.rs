@@ -11,11 +11,12 @@
 use rand_chacha::ChaCha8Rng;
 
 use super::ritz::Ritz;
+use crate::blas::{self, Stored};
 use crate::dense::symmetric_eigen;
 use crate::metered::Metered;
 use crate::ortho::{orthogonalize, project_out, reorthogonalize};
 use crate::random::{fill_uniform, generator};
-use crate::{blas, LinalgError, SymmetricOperator};
+use crate::{LinalgError, SymmetricOperator};
 
 /// A new direction shorter than this fraction of ‖A‖ marks an invariant subspace.
 const BREAKDOWN: f64 = 1e-12;
@@ -25,10 +26,10 @@ const RANDOM_REMAINDER: f64 = 1e-8;
 /// Random vectors tried before giving up on extending the basis.
 const RANDOM_TRIES: usize = 4;
 
-pub(super) struct Krylov {
+pub(super) struct Krylov<S> {
     n: usize,
     cap: usize,
-    basis: Vec<f64>,
+    basis: Vec<S>,
     len: usize,
     multiplied: usize,
     proj: Vec<f64>,
@@ -38,16 +39,18 @@ pub(super) struct Krylov {
     /// size costs page faults on every step).
     scratch: Vec<f64>,
     /// The buffer a restart writes the next basis into.
-    spare: Vec<f64>,
+    spare: Vec<S>,
+    /// The waiting vectors in f64 when the basis is stored in f32.
+    input: Vec<f64>,
 }
 
-impl Krylov {
+impl<S: Stored> Krylov<S> {
     /// A basis of `block` random orthonormal vectors, able to grow to `cap` vectors.
     pub(super) fn new(n: usize, cap: usize, block: usize, seed: u64) -> Self {
         let mut krylov = Self {
             n,
             cap,
-            basis: vec![0.0; n * cap],
+            basis: vec![S::default(); n * cap],
             len: 0,
             multiplied: 0,
             proj: vec![0.0; cap * cap],
@@ -55,6 +58,7 @@ impl Krylov {
             rng: generator(seed),
             scratch: Vec::new(),
             spare: Vec::new(),
+            input: Vec::new(),
         };
         for _ in 0..block {
             krylov.push_random();
@@ -88,7 +92,7 @@ impl Krylov {
         let start = self.len * self.n;
         let inverse = 1.0 / norm;
         for (b, x) in self.basis[start..start + self.n].iter_mut().zip(w) {
-            *b = x * inverse;
+            *b = S::from_f64(x * inverse);
         }
         self.len += 1;
     }
@@ -129,7 +133,15 @@ impl Krylov {
         let (n, first, width, old_len) = (self.n, self.multiplied, self.unmultiplied(), self.len);
         let mut w = std::mem::take(&mut self.scratch);
         w.resize(n * width, 0.0);
-        op.apply(&self.basis[first * n..(first + width) * n], width, &mut w)?;
+        let waiting = &self.basis[first * n..(first + width) * n];
+        match S::as_f64(waiting) {
+            Some(v) => op.apply(v, width, &mut w)?,
+            None => {
+                self.input.clear();
+                self.input.extend(waiting.iter().map(|x| x.to_f64()));
+                op.apply(&self.input, width, &mut w)?;
+            }
+        }
         for column in w.chunks_exact(n) {
             self.anorm = self.anorm.max(blas::norm(column));
         }
@@ -229,8 +241,9 @@ impl Krylov {
 
     /// The Ritz vectors `V s_j` for the indices `which` (column-major `n × which.len()`).
     pub(super) fn ritz_vectors(&self, ritz: &Ritz, which: &[usize]) -> Vec<f64> {
-        let mut x = vec![0.0; self.n * which.len()];
-        self.ritz_vectors_into(ritz, which, &mut x);
+        let mut stored = vec![S::default(); self.n * which.len()];
+        self.ritz_vectors_into(ritz, which, &mut stored);
+        let mut x: Vec<f64> = stored.into_iter().map(S::to_f64).collect();
         // The basis is orthonormal to within √ε (semi-orthogonality), so the
         // combinations are unit vectors to within about ε·m: normalize.
         for column in x.chunks_exact_mut(self.n.max(1)) {
@@ -242,14 +255,14 @@ impl Krylov {
         x
     }
 
-    /// [`Krylov::ritz_vectors`] written into `x`.
-    fn ritz_vectors_into(&self, ritz: &Ritz, which: &[usize], x: &mut [f64]) {
+    /// [`Krylov::ritz_vectors`] written into `x` (not normalized).
+    fn ritz_vectors_into(&self, ritz: &Ritz, which: &[usize], x: &mut [S]) {
         let (n, m, l) = (self.n, self.multiplied, which.len());
         let coords: Vec<f64> = which
             .iter()
             .flat_map(|&j| ritz.vector(j).iter().copied())
             .collect();
-        blas::matmul(x, &self.basis[..m * n], &coords, n, m, l);
+        S::combine(x, &self.basis[..m * n], &coords, n, m, l);
     }
 
     /// Thick restart: keeps the Ritz vectors `keep` and the waiting block.
@@ -259,7 +272,7 @@ impl Krylov {
     pub(super) fn restart(&mut self, ritz: &Ritz, keep: &[usize]) {
         let (n, m, l, waiting) = (self.n, self.multiplied, keep.len(), self.unmultiplied());
         let mut next = std::mem::take(&mut self.spare);
-        next.resize(self.basis.len(), 0.0);
+        next.resize(self.basis.len(), S::default());
         self.ritz_vectors_into(ritz, keep, &mut next[..l * n]);
         next[l * n..(l + waiting) * n].copy_from_slice(&self.basis[m * n..(m + waiting) * n]);
         self.spare = std::mem::replace(&mut self.basis, next);

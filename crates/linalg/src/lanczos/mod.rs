@@ -7,6 +7,7 @@ mod ritz;
 use krylov::Krylov;
 use ritz::Ritz;
 
+use crate::blas::Stored;
 use crate::metered::Metered;
 use crate::{LinalgError, Progress, SymmetricOperator};
 
@@ -59,6 +60,34 @@ pub struct LanczosOptions {
     /// `min(n, max(3k + 2b, 10b, 30))` for block size `b`; values of `n` or
     /// more never restart. Memory is `dim · max_basis` floats.
     pub max_basis: Option<usize>,
+    /// The element type the Krylov basis is stored in (arithmetic is in f64
+    /// either way).
+    pub basis: BasisPrecision,
+}
+
+/// How [`lanczos_top_k`] stores its Krylov basis.
+///
+/// # Example
+///
+/// ```
+/// use secondo_linalg::{lanczos_top_k, BasisPrecision, DenseSymmetric, LanczosOptions, Progress, Which};
+///
+/// let a = DenseSymmetric::new(2, vec![2.0, 1.0, 1.0, 2.0])?;
+/// let opts = LanczosOptions { tol: 1e-6, basis: BasisPrecision::F32, ..LanczosOptions::default() };
+/// let eig = lanczos_top_k(&a, 1, Which::Largest, &opts, Progress::none())?;
+/// assert!((eig.values[0] - 3.0).abs() < 1e-6);
+/// # Ok::<(), secondo_linalg::LinalgError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BasisPrecision {
+    /// f64: accuracy to any tolerance.
+    #[default]
+    F64,
+    /// f32: half the memory and half the traffic of the passes over the
+    /// basis that dominate on large operators, for tolerances of about 1e-6
+    /// and looser (eigenvalues come out to about f32 precision). Suits
+    /// operators whose products are computed in f32 anyway.
+    F32,
 }
 
 impl Default for LanczosOptions {
@@ -69,6 +98,7 @@ impl Default for LanczosOptions {
             seed: 0,
             block_size: None,
             max_basis: None,
+            basis: BasisPrecision::F64,
         }
     }
 }
@@ -222,10 +252,23 @@ pub fn lanczos_top_k<O: SymmetricOperator + ?Sized>(
     opts: &LanczosOptions,
     progress: Progress<'_>,
 ) -> Result<Eigen, LinalgError> {
-    let n = op.dim();
-    let plan = Plan::new(n, k, opts)?;
-    let mut metered = Metered::new(op, progress, opts.max_iter.saturating_mul(plan.block));
-    let mut krylov = Krylov::new(n, plan.cap, plan.block, opts.seed);
+    let plan = Plan::new(op.dim(), k, opts)?;
+    let metered = Metered::new(op, progress, opts.max_iter.saturating_mul(plan.block));
+    match opts.basis {
+        BasisPrecision::F64 => run::<f64, O>(metered, &plan, k, which, opts),
+        BasisPrecision::F32 => run::<f32, O>(metered, &plan, k, which, opts),
+    }
+}
+
+/// [`lanczos_top_k`] with the basis stored as `S`.
+fn run<S: Stored, O: SymmetricOperator + ?Sized>(
+    mut metered: Metered<'_, '_, O>,
+    plan: &Plan,
+    k: usize,
+    which: Which,
+    opts: &LanczosOptions,
+) -> Result<Eigen, LinalgError> {
+    let mut krylov = Krylov::<S>::new(metered.dim(), plan.cap, plan.block, opts.seed);
     let mut steps = 0;
     let mut next_check = 0;
     loop {
@@ -258,8 +301,8 @@ pub fn lanczos_top_k<O: SymmetricOperator + ?Sized>(
     }
 }
 
-fn assemble<O: SymmetricOperator + ?Sized>(
-    krylov: &Krylov,
+fn assemble<S: Stored, O: SymmetricOperator + ?Sized>(
+    krylov: &Krylov<S>,
     ritz: &Ritz,
     wanted: &[usize],
     iterations: usize,
