@@ -118,7 +118,9 @@ fn indefinite_hessian_like_spectrum() {
 #[test]
 fn basis_in_f32_is_accurate_to_single_precision() {
     let n = 1000;
-    let spectrum: Vec<f64> = (0..n).map(|i| (i as f64 / n as f64).powi(2) * 4.0 - 2.0).collect();
+    let spectrum: Vec<f64> = (0..n)
+        .map(|i| (i as f64 / n as f64).powi(2) * 4.0 - 2.0)
+        .collect();
     let a = with_spectrum(&spectrum, 4);
     let reference = dense_symmetric_eigen(&a).unwrap().values;
     let opts = LanczosOptions {
@@ -132,7 +134,10 @@ fn basis_in_f32_is_accurate_to_single_precision() {
         let eig = lanczos_top_k(&a, k, which, &opts, Progress::none()).unwrap();
         assert!(eig.converged, "{which:?}: residuals {:?}", eig.residuals);
         for (j, (got, want)) in eig.values.iter().zip(reference.iter().rev()).enumerate() {
-            assert!((got - want).abs() <= 1e-6 * 2.0, "{which:?} {j}: {got} vs {want}");
+            assert!(
+                (got - want).abs() <= 1e-6 * 2.0,
+                "{which:?} {j}: {got} vs {want}"
+            );
             let x = eig.vector(j).unwrap();
             assert!(residual(&a, *got, x) <= 1e-5 * 2.0, "{which:?} {j}");
         }

@@ -14,7 +14,7 @@ use super::ritz::Ritz;
 use crate::blas::{self, Stored};
 use crate::dense::symmetric_eigen;
 use crate::metered::Metered;
-use crate::ortho::{orthogonalize, project_out, reorthogonalize};
+use crate::ortho::Basis;
 use crate::random::{fill_uniform, generator};
 use crate::{LinalgError, SymmetricOperator};
 
@@ -87,6 +87,14 @@ impl<S: Stored> Krylov<S> {
         self.proj[col * self.cap + row]
     }
 
+    /// The basis vectors `range`.
+    fn columns(&self, range: std::ops::Range<usize>) -> Basis<'_, S> {
+        Basis::new(
+            &self.basis[range.start * self.n..range.end * self.n],
+            self.n,
+        )
+    }
+
     /// Appends `w / ‖w‖` to the basis.
     fn push(&mut self, w: &[f64], norm: f64) {
         let start = self.len * self.n;
@@ -108,14 +116,8 @@ impl<S: Stored> Krylov<S> {
             }
             fill_uniform(&mut self.rng, &mut w);
             let before = blas::norm(&w);
-            orthogonalize(
-                &self.basis[..self.len * n],
-                n,
-                self.len,
-                &mut w,
-                1,
-                &mut coef,
-            );
+            self.columns(0..self.len)
+                .orthogonalize(&mut w, 1, &mut coef);
             let after = blas::norm(&w);
             if after > RANDOM_REMAINDER * before {
                 self.push(&w, after);
@@ -152,23 +154,11 @@ impl<S: Stored> Krylov<S> {
         let lo = first.saturating_sub(width);
         let recent = old_len - lo;
         let mut local = vec![0.0; recent * width];
-        project_out(
-            &self.basis[lo * n..old_len * n],
-            n,
-            recent,
-            &mut w,
-            width,
-            &mut local,
-        );
+        self.columns(lo..old_len)
+            .project_out(&mut w, width, &mut local);
         let mut coef = vec![0.0; old_len * width];
-        reorthogonalize(
-            &self.basis[..old_len * n],
-            n,
-            old_len,
-            &mut w,
-            width,
-            &mut coef,
-        );
+        self.columns(0..old_len)
+            .reorthogonalize(&mut w, width, &mut coef);
         for a in 0..width {
             for r in 0..recent {
                 coef[a * old_len + lo + r] += local[a * recent + r];
@@ -184,14 +174,8 @@ impl<S: Stored> Krylov<S> {
             let col = first + a;
             let fresh = self.len - old_len;
             let mut fresh_coef = vec![0.0; fresh];
-            orthogonalize(
-                &self.basis[old_len * n..self.len * n],
-                n,
-                fresh,
-                column,
-                1,
-                &mut fresh_coef,
-            );
+            self.columns(old_len..self.len)
+                .orthogonalize(column, 1, &mut fresh_coef);
             for (b, h) in fresh_coef.into_iter().enumerate() {
                 self.set(old_len + b, col, h);
             }

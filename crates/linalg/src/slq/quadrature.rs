@@ -5,7 +5,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::dense::symmetric_eigen;
 use crate::metered::Metered;
-use crate::ortho::orthogonalize;
+use crate::ortho::Basis;
 use crate::random::fill_rademacher;
 use crate::{blas, LinalgError, SymmetricOperator};
 
@@ -54,7 +54,7 @@ impl Probe {
         let n = w.len();
         self.anorm = self.anorm.max(blas::norm(&w));
         let mut coef = vec![0.0; self.len];
-        orthogonalize(&self.basis, n, self.len, &mut w, 1, &mut coef);
+        Basis::new(&self.basis, n).orthogonalize(&mut w, 1, &mut coef);
         self.alphas.push(coef[self.len - 1]);
         let beta = blas::norm(&w);
         if self.len == steps || beta <= BREAKDOWN * self.anorm {
