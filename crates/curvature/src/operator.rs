@@ -76,12 +76,23 @@ struct BatchData {
     x: Tensor,
     y: Tensor,
     sampled: Vec<Tensor>,
+    /// The product program bound to the parameters, this batch and each of
+    /// its targets (`y`, or each sampled target): only the tangent part runs
+    /// per product. Empty when that would hold more than [`BIND_BUDGET`].
+    bound: Vec<Executable>,
 }
+
+/// Most values the bound programs of one operator may hold (the primal
+/// forward and backward values of every batch): 2²⁶, 256 MiB in f32.
+const BIND_BUDGET: usize = 1 << 26;
 
 /// A curvature matrix of the loss reduced over a whole dataset (curvlinops'
 /// convention), restricted to a group of parameters (a diagonal block), applied
 /// matrix-free. Vectors are flat `f64`: the group's parameters in order, each
-/// row-major.
+/// row-major. The parameters and data are fixed, so the operator evaluates the
+/// forward and backward pass of every batch once, at construction, and each
+/// product computes only what depends on the vector (about half the work;
+/// see [`CurvatureOperator::without_kept_values`]).
 ///
 /// ```
 /// use secondo_curvature::{Curvature, CurvatureOperator, Objective, ObjectiveConfig};
@@ -186,8 +197,14 @@ impl CurvatureOperator {
                 }
                 _ => Vec::new(),
             };
-            batches.push(BatchData { x, y, sampled });
+            batches.push(BatchData {
+                x,
+                y,
+                sampled,
+                bound: Vec::new(),
+            });
         }
+        bind_batches(&mut batches, &programs, params)?;
         let scale = objective
             .loss
             .scale(&[data.len(), objective.network.output_shape()[0]]);
@@ -209,6 +226,44 @@ impl CurvatureOperator {
         self.group_shapes()
             .iter()
             .map(|s| s.iter().product::<usize>())
+            .sum()
+    }
+
+    /// The same operator without the values it keeps between products: each
+    /// product then recomputes the forward and backward pass of every batch
+    /// (about twice the work, none of the memory). Operators whose kept
+    /// values would exceed 2²⁶ numbers never keep them.
+    ///
+    /// ```
+    /// use secondo_curvature::{Curvature, CurvatureOperator, Objective, ObjectiveConfig};
+    /// use secondo_nn::ParamStore;
+    /// use secondo_tensor::DType;
+    /// let obj = Objective::from_config(&ObjectiveConfig {
+    ///     spec: "linear(64,10)".into(), input_shape: vec![64], dtype: DType::F64, ..Default::default()
+    /// }).unwrap();
+    /// let params = ParamStore::init(obj.network.spec(), 0, DType::F64);
+    /// let data = secondo_data::digits().split(0.05, 0).unwrap().1;
+    /// let op = CurvatureOperator::new(&obj, &params, &data, 32, Curvature::Ggn, None).unwrap();
+    /// assert!(op.kept_values() > 0);
+    /// let v = vec![0.5; op.dim()];
+    /// let kept = op.apply(&v).unwrap();
+    /// let op = op.without_kept_values();
+    /// assert_eq!(op.kept_values(), 0);
+    /// let recomputed = op.apply(&v).unwrap();
+    /// assert!(kept.iter().zip(&recomputed).all(|(a, b)| (a - b).abs() < 1e-12));
+    /// ```
+    pub fn without_kept_values(mut self) -> CurvatureOperator {
+        self.batches.iter_mut().for_each(|b| b.bound.clear());
+        self
+    }
+
+    /// How many numbers the operator keeps between products (see
+    /// [`CurvatureOperator::without_kept_values`]).
+    pub fn kept_values(&self) -> usize {
+        self.batches
+            .iter()
+            .flat_map(|b| &b.bound)
+            .map(Executable::constant_values)
             .sum()
     }
 
@@ -260,16 +315,34 @@ impl CurvatureOperator {
     }
 
     fn feeds(&self, batch: &BatchData, y: &Tensor, tangents: &[Tensor]) -> Feeds {
-        let mut feeds = Feeds::new();
-        for (name, t) in self.params.iter() {
-            feeds.insert(name, t.clone());
-        }
-        feeds.insert(INPUT, batch.x.clone());
-        feeds.insert(TARGET, y.clone());
+        let mut feeds = fixed_feeds(&self.params, batch, y);
+        self.add_tangents(&mut feeds, tangents);
+        feeds
+    }
+
+    fn add_tangents(&self, feeds: &mut Feeds, tangents: &[Tensor]) {
         for (name, t) in self.parameter_names().iter().zip(tangents) {
             feeds.insert(&format!("{TANGENT}{name}"), t.clone());
         }
-        feeds
+    }
+
+    /// One product on one batch, with its targets `y` (number `which` among
+    /// the batch's targets).
+    fn run_product(
+        &self,
+        batch: &BatchData,
+        which: usize,
+        y: &Tensor,
+        tangents: &[Tensor],
+    ) -> Result<Vec<Tensor>, CurvatureError> {
+        Ok(match batch.bound.get(which) {
+            Some(exe) => {
+                let mut feeds = Feeds::new();
+                self.add_tangents(&mut feeds, tangents);
+                exe.run(&feeds)?
+            }
+            None => self.programs[&batch.x.shape()[0]].run(&self.feeds(batch, y, tangents))?,
+        })
     }
 
     /// The product of the matrix with a flat vector.
@@ -284,16 +357,12 @@ impl CurvatureOperator {
             }
         };
         for batch in &self.batches {
-            let exe = &self.programs[&batch.x.shape()[0]];
             if batch.sampled.is_empty() {
-                add(
-                    exe.run(&self.feeds(batch, &batch.y, &tangents))?,
-                    self.scale,
-                );
+                add(self.run_product(batch, 0, &batch.y, &tangents)?, self.scale);
             } else {
                 let w = self.scale / batch.sampled.len() as f64;
-                for y in &batch.sampled {
-                    add(exe.run(&self.feeds(batch, y, &tangents))?, w);
+                for (which, y) in batch.sampled.iter().enumerate() {
+                    add(self.run_product(batch, which, y, &tangents)?, w);
                 }
             }
         }
@@ -425,4 +494,50 @@ impl CurvatureOperator {
         }
         Ok(acc)
     }
+}
+
+/// The parameters, a batch's inputs and the targets `y`.
+fn fixed_feeds(params: &ParamStore, batch: &BatchData, y: &Tensor) -> Feeds {
+    let mut feeds = Feeds::new();
+    for (name, t) in params.iter() {
+        feeds.insert(name, t.clone());
+    }
+    feeds.insert(INPUT, batch.x.clone());
+    feeds.insert(TARGET, y.clone());
+    feeds
+}
+
+/// Binds every batch's product program to the parameters, the batch and each
+/// of its targets, while the values held stay within [`BIND_BUDGET`];
+/// otherwise leaves all batches unbound (each product then recomputes the
+/// forward and backward pass).
+fn bind_batches(
+    batches: &mut [BatchData],
+    programs: &HashMap<usize, Executable>,
+    params: &ParamStore,
+) -> Result<(), CurvatureError> {
+    let mut held = 0;
+    let mut bound = Vec::with_capacity(batches.len());
+    for batch in batches.iter() {
+        let exe = &programs[&batch.x.shape()[0]];
+        let targets = if batch.sampled.is_empty() {
+            std::slice::from_ref(&batch.y)
+        } else {
+            &batch.sampled
+        };
+        let mut programs = Vec::with_capacity(targets.len());
+        for y in targets {
+            let (program, values) = exe.bind(&fixed_feeds(params, batch, y))?;
+            held += values;
+            if held > BIND_BUDGET {
+                return Ok(());
+            }
+            programs.push(program);
+        }
+        bound.push(programs);
+    }
+    for (batch, programs) in batches.iter_mut().zip(bound) {
+        batch.bound = programs;
+    }
+    Ok(())
 }

@@ -119,6 +119,96 @@ impl Executable {
         &self.graph
     }
 
+    /// Evaluates, once, every node that depends only on the inputs and
+    /// parameters in `fixed` (and on constants), and returns an executable in
+    /// which those nodes are constants. Running it feeds only the remaining
+    /// inputs and computes only what depends on them: a curvature product
+    /// bound to its parameters and batch recomputes just its tangent part.
+    /// Also returns the number of values the constants hold.
+    ///
+    /// ```
+    /// # use secondo_graph::{Builder, Executable, Feeds};
+    /// # use secondo_tensor::{DType, Tensor};
+    /// let b = Builder::new(DType::F64);
+    /// let (x, v) = (b.input("x", &[2]), b.input("v", &[2]));
+    /// let y = (x.exp() * v).sum_all();
+    /// let exe = Executable::compile(&b.finish().unwrap(), &[y.id()]).unwrap();
+    /// let mut fixed = Feeds::new();
+    /// fixed.insert("x", Tensor::from_vec(vec![2], vec![0.0f64, 0.0]).unwrap());
+    /// let (bound, held) = exe.bind(&fixed).unwrap();
+    /// assert_eq!(held, 2); // exp(x)
+    /// let mut rest = Feeds::new();
+    /// rest.insert("v", Tensor::from_vec(vec![2], vec![1.0f64, 2.0]).unwrap());
+    /// assert_eq!(bound.run(&rest).unwrap()[0].item(), 3.0);
+    /// ```
+    pub fn bind(&self, fixed: &Feeds) -> Result<(Executable, usize), GraphError> {
+        let g = &self.graph;
+        let mut bound = vec![false; g.len()];
+        for (i, node) in g.nodes().iter().enumerate() {
+            bound[i] = match &node.op {
+                Op::Input(name) | Op::Param(name) => fixed.get(name).is_some(),
+                _ => node.inputs.iter().all(|&j| bound[j]),
+            };
+        }
+        // What the rest of the graph (or the caller) reads of the bound part.
+        let mut needed = vec![false; g.len()];
+        for (i, node) in g.nodes().iter().enumerate() {
+            if !bound[i] {
+                node.inputs.iter().for_each(|&j| needed[j] |= bound[j]);
+            }
+        }
+        self.outputs.iter().for_each(|&o| needed[o] |= bound[o]);
+        let folded: Vec<NodeId> = (0..g.len())
+            .filter(|&i| needed[i] && !matches!(g.node(i).op, Op::Constant(_)))
+            .collect();
+        let values = Executable::compile(g, &folded)?.run(fixed)?;
+        let mut value = folded
+            .iter()
+            .copied()
+            .zip(values)
+            .collect::<HashMap<_, _>>();
+        let mut graph = Graph::new();
+        let mut map = vec![usize::MAX; g.len()];
+        let mut held = 0;
+        for (i, node) in g.nodes().iter().enumerate() {
+            let (op, inputs) = match value.remove(&i) {
+                Some(t) => {
+                    held += t.numel();
+                    (Op::Constant(t), Vec::new())
+                }
+                None if bound[i] && !needed[i] => continue,
+                None => (
+                    node.op.clone(),
+                    node.inputs.iter().map(|&j| map[j]).collect(),
+                ),
+            };
+            map[i] = graph.push(op, inputs, Some(node.shape.clone()), node.dtype)?;
+        }
+        let outputs: Vec<NodeId> = self.outputs.iter().map(|&o| map[o]).collect();
+        Ok((Executable::compile(&graph, &outputs)?, held))
+    }
+
+    /// How many numbers the graph's constants hold.
+    ///
+    /// ```
+    /// # use secondo_graph::{Builder, Executable};
+    /// # use secondo_tensor::{DType, Tensor};
+    /// let b = Builder::new(DType::F32);
+    /// let c = b.constant(Tensor::zeros(vec![3], DType::F32));
+    /// let exe = Executable::compile(&b.finish().unwrap(), &[c.id()]).unwrap();
+    /// assert_eq!(exe.constant_values(), 3);
+    /// ```
+    pub fn constant_values(&self) -> usize {
+        self.graph
+            .nodes()
+            .iter()
+            .map(|n| match &n.op {
+                Op::Constant(t) => t.numel(),
+                _ => 0,
+            })
+            .sum()
+    }
+
     /// Runs the graph on the feeds and returns the outputs in order.
     ///
     /// ```
