@@ -109,10 +109,16 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             continue;
         }
         let op = CurvatureOperator::new(&objective, &params, &data, n, kind, None)?;
-        let t = time(5, (a.repeats / 4).max(1), || {
-            std::hint::black_box(op.apply(&v).expect("benchmark product"));
-        });
-        rows.push((name, t));
+        let product = |op: &CurvatureOperator| {
+            time(5, (a.repeats / 4).max(1), || {
+                std::hint::black_box(op.apply(&v).expect("benchmark product"));
+            })
+        };
+        rows.push((name, product(&op)));
+        if kind == Curvature::Hessian {
+            // What a single product costs: forward and backward recomputed.
+            rows.push(("hvp_recomputed", product(&op.without_kept_values())));
+        }
     }
     let timed = [
         Quantity::BatchGrad,
@@ -179,7 +185,8 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     } else {
         let python = a.python.clone().unwrap_or_else(default_python);
         let repeats = (a.repeats / 4).max(5).to_string();
-        let names: Vec<&str> = rows.iter().map(|(name, _)| *name).collect();
+        let mut names: Vec<&str> = rows.iter().map(|(name, _)| torch_row(name)).collect();
+        names.dedup();
         torch_reference(
             &python,
             &["--only", &names.join(","), "--repeats", &repeats],
@@ -198,7 +205,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let torch_grad = torch_ms("grad");
     for (name, t) in &rows {
         let ms = t.median * 1e3;
-        let (tc, tx, ratio) = match (torch_ms(name), torch_grad) {
+        let (tc, tx, ratio) = match (torch_ms(torch_row(name)), torch_grad) {
             (Some(tm), Some(tg)) => (
                 format!("{tm:.3}"),
                 format!("{:.2}", tm / tg),
@@ -266,6 +273,16 @@ fn print_profile(
         );
     }
     Ok(())
+}
+
+/// The PyTorch row a row compares with: curvlinops recomputes the forward
+/// and backward pass in every product, so both Hessian rows compare with its
+/// one.
+fn torch_row(name: &str) -> &str {
+    match name {
+        "hvp_recomputed" => "hvp",
+        other => other,
+    }
 }
 
 /// The benchmark batch as a dataset (for the curvature operators).
