@@ -258,7 +258,7 @@ impl CurvatureOperator {
     }
 
     /// How many numbers the operator keeps between products (see
-    /// [`CurvatureOperator::without_kept_values`]).
+    /// [`CurvatureOperator::without_kept_values`] for an example).
     pub fn kept_values(&self) -> usize {
         self.batches
             .iter()
@@ -273,6 +273,18 @@ impl CurvatureOperator {
     }
 
     /// The element type its products are computed in (the objective's).
+    ///
+    /// ```
+    /// use secondo_curvature::{Curvature, CurvatureOperator, Objective, ObjectiveConfig};
+    /// use secondo_nn::ParamStore;
+    /// let obj = Objective::from_config(&ObjectiveConfig {
+    ///     spec: "linear(64,10)".into(), input_shape: vec![64], ..Default::default()
+    /// }).unwrap();
+    /// let params = ParamStore::init(obj.network.spec(), 0, obj.dtype);
+    /// let data = secondo_data::digits();
+    /// let op = CurvatureOperator::new(&obj, &params, &data, 256, Curvature::Ggn, None).unwrap();
+    /// assert_eq!(op.dtype(), secondo_tensor::DType::F32);
+    /// ```
     pub fn dtype(&self) -> secondo_tensor::DType {
         self.objective.dtype
     }

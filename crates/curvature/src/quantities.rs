@@ -184,6 +184,23 @@ impl QuantityProgram {
     }
 
     /// The compiled executable (for profiling with [`Executable::run_timed`]).
+    ///
+    /// ```
+    /// use secondo_curvature::{Objective, ObjectiveConfig, Quantity, QuantityProgram};
+    /// use secondo_nn::ParamStore;
+    /// let obj = Objective::from_config(&ObjectiveConfig {
+    ///     spec: "linear(64,10)".into(), input_shape: vec![64], ..Default::default()
+    /// }).unwrap();
+    /// let params = ParamStore::init(obj.network.spec(), 0, obj.dtype);
+    /// let digits = secondo_data::digits();
+    /// let batch = digits.batches(8).unwrap().next().unwrap();
+    /// let (x, y) = obj.batch_tensors(&batch).unwrap();
+    /// let program = QuantityProgram::compile(&obj, 8, &[Quantity::BatchL2], None).unwrap();
+    /// let feeds = program.feeds(&params, &x, &y, None).unwrap();
+    /// let (values, seconds) = program.executable().run_timed(&feeds).unwrap();
+    /// assert_eq!(values.len(), 2); // batch_l2 of the weight and of the bias
+    /// assert_eq!(seconds.len(), program.graph().len());
+    /// ```
     pub fn executable(&self) -> &Executable {
         &self.exe
     }
@@ -200,7 +217,8 @@ impl QuantityProgram {
         Ok(self.names.iter().cloned().zip(values).collect())
     }
 
-    /// What [`QuantityProgram::run`] feeds the executable.
+    /// What [`QuantityProgram::run`] feeds the executable (see
+    /// [`QuantityProgram::executable`] for an example).
     pub fn feeds(
         &self,
         params: &ParamStore,
