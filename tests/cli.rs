@@ -314,3 +314,28 @@ fn default_training_is_accurate_and_deterministic() {
         "same seed, different weights"
     );
 }
+
+/// Curvature quantities of layers the engine cannot build yet (here a
+/// convolution, for KFAC) are refused in one line that names the layer.
+#[test]
+fn quantities_of_unsupported_layers_are_refused() {
+    let t = Setup::new();
+    let out = t.path("o.safetensors");
+    let images = t.path("images.safetensors");
+    let n = 6;
+    let x = Tensor::from_vec(vec![n, 1, 4, 5], vec![0.5f64; n * 20]).unwrap();
+    let y = Tensor::from_vec(vec![n], (0..n).map(|i| (i % 3) as f64).collect()).unwrap();
+    secondo_nn::write_safetensors(&images, [("x", &x), ("y", &y)], &Default::default()).unwrap();
+    let o = secondo(&[
+        "quantities",
+        "--model",
+        "conv2d(1,2,k=3),relu,flatten,linear(12,3)",
+        "--data",
+        s(&images),
+        "--quantities",
+        "kfac",
+        "--out",
+        s(&out),
+    ]);
+    assert_bad_input(&o, "conv2d(1,2,k=3)", &out);
+}
