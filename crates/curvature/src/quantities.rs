@@ -428,7 +428,7 @@ fn kronecker_factors<'b>(
     let b = k.xs.builder();
     let net = &k.objective.network;
     let (f, taps) = net.forward_with_taps(k.xs, k.params)?;
-    let (n, c) = (f.shape()[0], f.shape()[1]);
+    let n = f.shape()[0];
     let z: Vec<Var> = taps.iter().map(|t| t.output).collect();
     let mut out = Vec::new();
     let mut emit = |q: Quantity, columns: Vec<Var<'b>>, weight: f64| {
@@ -444,10 +444,7 @@ fn kronecker_factors<'b>(
         }
     };
     if quantities.contains(&Quantity::Kflr) {
-        let u = b.input("kron/u", &[n, c]);
-        let gz = b.vjp(&[f], &[u], &z)?;
-        let factor = hessian_factor(k.objective.loss.kind, f) * k.scale.sqrt();
-        emit(Quantity::Kflr, b.vmap(&gz, &[u], &[factor], c)?, 1.0);
+        emit(Quantity::Kflr, k.factor_columns(f, &z)?, 1.0);
     }
     if quantities.contains(&Quantity::Kfac) {
         let m = mc_shape[0];
@@ -480,6 +477,21 @@ struct Layers<'a, 'b> {
     scale: f64,
 }
 
+impl<'b> Layers<'_, 'b> {
+    /// The columns of the loss-Hessian factor of the network outputs `f`
+    /// (scaled by the square root of the reduction factor) backpropagated to
+    /// each of the layer outputs `z`: per layer a `[C, N, out]` node whose
+    /// entries `[k, n, :]` are `J_nᵀ s_nk` (`vmap` over columns of one `vjp`).
+    fn factor_columns(&self, f: Var<'b>, z: &[Var<'b>]) -> Result<Vec<Var<'b>>, CurvatureError> {
+        let b = f.builder();
+        let (n, c) = (f.shape()[0], f.shape()[1]);
+        let u = b.input("factor/u", &[n, c]);
+        let gz = b.vjp(&[f], &[u], z)?;
+        let factor = hessian_factor(self.objective.loss.kind, f) * self.scale.sqrt();
+        Ok(b.vmap(&gz, &[u], &[factor], c)?)
+    }
+}
+
 /// Diagonals of the exact GGN (summed or per sample) and of the Hessian for
 /// every linear layer's parameters, by BackPACK's recursion. With
 /// `z = a Wᵀ + b` and the loss a sum over samples, `∂²L/∂W_oi² = Σ_n a_ni²
@@ -494,13 +506,9 @@ fn curvature_diagonals<'b>(
     let b = k.xs.builder();
     let net = &k.objective.network;
     let (f, taps) = net.forward_with_taps(k.xs, k.params)?;
-    let (n, c) = (f.shape()[0], f.shape()[1]);
     let z: Vec<Var> = taps.iter().map(|t| t.output).collect();
-    let u = b.input("diagonal/u", &[n, c]);
-    let gz = b.vjp(&[f], &[u], &z)?;
-    let factor = hessian_factor(k.objective.loss.kind, f) * k.scale.sqrt();
-    let ggn: Vec<Var> = b
-        .vmap(&gz, &[u], &[factor], c)?
+    let ggn: Vec<Var> = k
+        .factor_columns(f, &z)?
         .into_iter()
         .map(|col| col.square().sum(&[0]))
         .collect();
