@@ -5,8 +5,8 @@
 //! works with any [`SymmetricOperator`] — a dense matrix ([`DenseSymmetric`]),
 //! a closure ([`FnOperator`]) or a user type — and provides:
 //!
-//! - extreme eigenpairs by block Lanczos with full reorthogonalization and
-//!   thick restart ([`lanczos_top_k`]) or by power iteration ([`power_iteration`]);
+//! - extreme eigenpairs by block Lanczos with reorthogonalization (the basis
+//!   kept semi-orthogonal) and thick restart ([`lanczos_top_k`]) or by power iteration ([`power_iteration`]);
 //! - trace estimators ([`hutchinson`], [`hutch_plus_plus`], [`xtrace`]) and a
 //!   diagonal estimator ([`diag_estimate`]);
 //! - spectral densities by stochastic Lanczos quadrature ([`slq_density`]);

@@ -1,4 +1,5 @@
-//! The Krylov basis of block Lanczos with full reorthogonalization and thick restart.
+//! The Krylov basis of block Lanczos with reorthogonalization (semi-orthogonal
+//! to working precision) and thick restart.
 //!
 //! The basis `V = [v_0 … v_{len−1}]` is orthonormal. The first `multiplied`
 //! vectors have been multiplied by `A`; the rest (at most one block) wait for

@@ -1,5 +1,5 @@
-//! Block Lanczos with full reorthogonalization and thick restart for a few
-//! extreme eigenpairs of a symmetric operator.
+//! Block Lanczos with reorthogonalization against the whole basis and thick
+//! restart for a few extreme eigenpairs of a symmetric operator.
 
 mod krylov;
 mod ritz;
@@ -220,8 +220,9 @@ impl Plan {
 
 /// The `k` eigenpairs of `op` at the end of the spectrum chosen by `which`.
 ///
-/// Block Lanczos with full reorthogonalization: the Krylov basis grows a
-/// block at a time, Rayleigh–Ritz on the projected matrix (a dense symmetric
+/// Block Lanczos, reorthogonalized against the whole basis wherever a new
+/// direction's components along it exceed semi-orthogonality (√ε; Simon
+/// 1984): the Krylov basis grows a block at a time, Rayleigh–Ritz on the projected matrix (a dense symmetric
 /// eigendecomposition) gives the Ritz pairs, and when the basis reaches
 /// `max_basis` it is thick-restarted from the best Ritz vectors. The run stops
 /// when the `k` wanted pairs satisfy `‖A x − θ x‖ ≤ tol · max|θ|`, when the
