@@ -80,10 +80,13 @@ struct BatchData {
     /// its targets (`y`, or each sampled target): only the tangent part runs
     /// per product. Empty when that would hold more than [`BIND_BUDGET`].
     bound: Vec<Executable>,
+    /// The numbers the bound programs hold (beyond the parameters and data).
+    kept: usize,
 }
 
-/// Most values the bound programs of one operator may hold (the primal
-/// forward and backward values of every batch): 2²⁶, 256 MiB in f32.
+/// Most numbers the bound programs of one operator may hold (the primal
+/// forward and backward values of every batch, beyond the parameters and
+/// data they share): 2²⁶, 256 MiB in f32.
 const BIND_BUDGET: usize = 1 << 26;
 
 /// A curvature matrix of the loss reduced over a whole dataset (curvlinops'
@@ -202,6 +205,7 @@ impl CurvatureOperator {
                 y,
                 sampled,
                 bound: Vec::new(),
+                kept: 0,
             });
         }
         bind_batches(&mut batches, &programs, params)?;
@@ -253,18 +257,17 @@ impl CurvatureOperator {
     /// assert!(kept.iter().zip(&recomputed).all(|(a, b)| (a - b).abs() < 1e-12));
     /// ```
     pub fn without_kept_values(mut self) -> CurvatureOperator {
-        self.batches.iter_mut().for_each(|b| b.bound.clear());
+        self.batches.iter_mut().for_each(|b| {
+            b.bound.clear();
+            b.kept = 0;
+        });
         self
     }
 
     /// How many numbers the operator keeps between products (see
     /// [`CurvatureOperator::without_kept_values`] for an example).
     pub fn kept_values(&self) -> usize {
-        self.batches
-            .iter()
-            .flat_map(|b| &b.bound)
-            .map(Executable::constant_values)
-            .sum()
+        self.batches.iter().map(|b| b.kept).sum()
     }
 
     /// Which matrix this is.
@@ -531,6 +534,7 @@ fn bind_batches(
     let mut held = 0;
     let mut bound = Vec::with_capacity(batches.len());
     for batch in batches.iter() {
+        let before = held;
         let exe = &programs[&batch.x.shape()[0]];
         let targets = if batch.sampled.is_empty() {
             std::slice::from_ref(&batch.y)
@@ -546,10 +550,11 @@ fn bind_batches(
             }
             programs.push(program);
         }
-        bound.push(programs);
+        bound.push((programs, held - before));
     }
-    for (batch, programs) in batches.iter_mut().zip(bound) {
+    for (batch, (programs, kept)) in batches.iter_mut().zip(bound) {
         batch.bound = programs;
+        batch.kept = kept;
     }
     Ok(())
 }

@@ -124,7 +124,8 @@ impl Executable {
     /// which those nodes are constants. Running it feeds only the remaining
     /// inputs and computes only what depends on them: a curvature product
     /// bound to its parameters and batch recomputes just its tangent part.
-    /// Also returns the number of values the constants hold.
+    /// Also returns how many numbers the new constants hold beyond the fed
+    /// tensors themselves (which they share).
     ///
     /// ```
     /// # use secondo_graph::{Builder, Executable, Feeds};
@@ -173,7 +174,9 @@ impl Executable {
         for (i, node) in g.nodes().iter().enumerate() {
             let (op, inputs) = match value.remove(&i) {
                 Some(t) => {
-                    held += t.numel();
+                    if !matches!(node.op, Op::Input(_) | Op::Param(_)) {
+                        held += t.numel();
+                    }
                     (Op::Constant(t), Vec::new())
                 }
                 None if bound[i] && !needed[i] => continue,
@@ -186,27 +189,6 @@ impl Executable {
         }
         let outputs: Vec<NodeId> = self.outputs.iter().map(|&o| map[o]).collect();
         Ok((Executable::compile(&graph, &outputs)?, held))
-    }
-
-    /// How many numbers the graph's constants hold.
-    ///
-    /// ```
-    /// # use secondo_graph::{Builder, Executable};
-    /// # use secondo_tensor::{DType, Tensor};
-    /// let b = Builder::new(DType::F32);
-    /// let c = b.constant(Tensor::zeros(vec![3], DType::F32));
-    /// let exe = Executable::compile(&b.finish().unwrap(), &[c.id()]).unwrap();
-    /// assert_eq!(exe.constant_values(), 3);
-    /// ```
-    pub fn constant_values(&self) -> usize {
-        self.graph
-            .nodes()
-            .iter()
-            .map(|n| match &n.op {
-                Op::Constant(t) => t.numel(),
-                _ => 0,
-            })
-            .sum()
     }
 
     /// Runs the graph on the feeds and returns the outputs in order.
