@@ -1,10 +1,10 @@
 //! The Girard–Hutchinson trace estimator.
 
 use super::stats::mean_and_stderr;
-use super::{probe_blocks, validate, Estimate, TraceOptions};
+use super::{probe_blocks, quadratic_forms, validate, Estimate, TraceOptions};
 use crate::metered::Metered;
 use crate::random::generator;
-use crate::{blas, LinalgError, Progress, SymmetricOperator};
+use crate::{LinalgError, Progress, SymmetricOperator};
 
 /// Hutchinson's estimator `tr(A) ≈ (1/m) Σ zᵢᵀ A zᵢ` with `m = opts.products`
 /// Rademacher probes (at least 2); the standard error is the sample standard
@@ -37,13 +37,7 @@ pub fn hutchinson<O: SymmetricOperator + ?Sized>(
         opts.products,
         opts.block_size,
         |_, _| {},
-        |z, az, _| {
-            samples.extend(
-                z.chunks_exact(n)
-                    .zip(az.chunks_exact(n))
-                    .map(|(z, az)| blas::dot(z, az)),
-            );
-        },
+        |z, az, _| samples.extend(quadratic_forms(z, az, n)),
     )?;
     let (estimate, stderr) = mean_and_stderr(&samples);
     Ok(Estimate {

@@ -1,11 +1,11 @@
 //! Hutch++ (Meyer, Musco, Musco, Woodruff 2021).
 
 use super::stats::mean_and_stderr;
-use super::{apply_in_blocks, probe_blocks, validate, Estimate, TraceOptions};
+use super::{apply_in_blocks, probe_blocks, quadratic_forms, validate, Estimate, TraceOptions};
 use crate::metered::Metered;
-use crate::ortho::orthonormal_basis;
+use crate::ortho::{orthonormal_basis, Basis};
 use crate::random::{fill_rademacher, generator};
-use crate::{blas, LinalgError, Progress, SymmetricOperator};
+use crate::{LinalgError, Progress, SymmetricOperator};
 
 /// Columns of the sketch shorter than this fraction of the longest are dropped as dependent.
 const RANK_TOL: f64 = 1e-12;
@@ -51,17 +51,11 @@ pub fn hutch_plus_plus<O: SymmetricOperator + ?Sized>(
     let q = orthonormal_basis(&y, n, sketch, RANK_TOL);
     let rank = q.len() / n;
     let aq = apply_in_blocks(&mut metered, &q, rank, opts.block_size)?;
-    let low_rank_trace: f64 = q
-        .chunks_exact(n)
-        .zip(aq.chunks_exact(n))
-        .map(|(q, aq)| blas::dot(q, aq))
-        .sum();
+    let low_rank_trace: f64 = quadratic_forms(&q, &aq, n).sum();
 
     let mut samples = Vec::with_capacity(probes);
     let deflate = |z: &mut [f64], k: usize| {
-        let mut coef = vec![0.0; rank * k];
-        blas::matmul_tn(&mut coef, &q, z, n, rank, k);
-        blas::matmul_sub(z, &q, &coef, n, rank, k);
+        Basis::new(&q, n).project_out(z, k, &mut vec![0.0; rank * k]);
     };
     probe_blocks(
         &mut metered,
@@ -69,13 +63,7 @@ pub fn hutch_plus_plus<O: SymmetricOperator + ?Sized>(
         probes,
         opts.block_size,
         deflate,
-        |z, az, _| {
-            samples.extend(
-                z.chunks_exact(n)
-                    .zip(az.chunks_exact(n))
-                    .map(|(z, az)| blas::dot(z, az)),
-            );
-        },
+        |z, az, _| samples.extend(quadratic_forms(z, az, n)),
     )?;
     let (remainder, stderr) = mean_and_stderr(&samples);
     Ok(Estimate {

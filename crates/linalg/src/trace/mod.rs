@@ -119,6 +119,14 @@ fn probe_blocks<O: SymmetricOperator + ?Sized>(
     Ok(())
 }
 
+/// The quadratic forms `zⱼᵀ (A z)ⱼ` of the columns of `z` (of length `n`)
+/// with the matching columns of `az`.
+fn quadratic_forms<'a>(z: &'a [f64], az: &'a [f64], n: usize) -> impl Iterator<Item = f64> + 'a {
+    z.chunks_exact(n)
+        .zip(az.chunks_exact(n))
+        .map(|(z, az)| crate::blas::dot(z, az))
+}
+
 /// Applies the operator to the `k` columns of `v` in blocks of `block`.
 fn apply_in_blocks<O: SymmetricOperator + ?Sized>(
     metered: &mut Metered<'_, '_, O>,
