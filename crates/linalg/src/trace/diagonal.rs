@@ -1,8 +1,6 @@
 //! Hutchinson's estimator of the diagonal.
 
-use super::{probe_blocks, validate, TraceOptions};
-use crate::metered::Metered;
-use crate::random::generator;
+use super::{rademacher_probes, TraceOptions};
 use crate::{LinalgError, Progress, SymmetricOperator};
 
 /// Per-entry estimates of `diag(A)` with their standard errors.
@@ -51,31 +49,21 @@ pub fn diag_estimate<O: SymmetricOperator + ?Sized>(
     progress: Progress<'_>,
 ) -> Result<DiagonalEstimate, LinalgError> {
     let n = op.dim();
-    validate(n, opts, 2)?;
-    let mut metered = Metered::new(op, progress, opts.products);
-    let mut rng = generator(opts.seed);
     // Welford's running mean and sum of squared deviations, per entry.
     let mut mean = vec![0.0; n];
     let mut sq = vec![0.0; n];
     let mut count = 0.0;
-    probe_blocks(
-        &mut metered,
-        &mut rng,
-        opts.products,
-        opts.block_size,
-        |_, _| {},
-        |z, az, _| {
-            for (z, az) in z.chunks_exact(n).zip(az.chunks_exact(n)) {
-                count += 1.0;
-                for j in 0..n {
-                    let sample = z[j] * az[j];
-                    let delta = sample - mean[j];
-                    mean[j] += delta / count;
-                    sq[j] += delta * (sample - mean[j]);
-                }
+    let products = rademacher_probes(op, opts, progress, |z, az| {
+        for (z, az) in z.chunks_exact(n).zip(az.chunks_exact(n)) {
+            count += 1.0;
+            for j in 0..n {
+                let sample = z[j] * az[j];
+                let delta = sample - mean[j];
+                mean[j] += delta / count;
+                sq[j] += delta * (sample - mean[j]);
             }
-        },
-    )?;
+        }
+    })?;
     let stderr = sq
         .iter()
         .map(|s| (s / (count - 1.0) / count).sqrt())
@@ -83,6 +71,6 @@ pub fn diag_estimate<O: SymmetricOperator + ?Sized>(
     Ok(DiagonalEstimate {
         estimate: mean,
         stderr,
-        products: metered.finish(),
+        products,
     })
 }

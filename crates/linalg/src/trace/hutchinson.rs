@@ -1,9 +1,7 @@
 //! The Girard–Hutchinson trace estimator.
 
 use super::stats::mean_and_stderr;
-use super::{probe_blocks, quadratic_forms, validate, Estimate, TraceOptions};
-use crate::metered::Metered;
-use crate::random::generator;
+use super::{quadratic_forms, rademacher_probes, Estimate, TraceOptions};
 use crate::{LinalgError, Progress, SymmetricOperator};
 
 /// Hutchinson's estimator `tr(A) ≈ (1/m) Σ zᵢᵀ A zᵢ` with `m = opts.products`
@@ -27,22 +25,14 @@ pub fn hutchinson<O: SymmetricOperator + ?Sized>(
     progress: Progress<'_>,
 ) -> Result<Estimate, LinalgError> {
     let n = op.dim();
-    validate(n, opts, 2)?;
-    let mut metered = Metered::new(op, progress, opts.products);
-    let mut rng = generator(opts.seed);
-    let mut samples = Vec::with_capacity(opts.products);
-    probe_blocks(
-        &mut metered,
-        &mut rng,
-        opts.products,
-        opts.block_size,
-        |_, _| {},
-        |z, az, _| samples.extend(quadratic_forms(z, az, n)),
-    )?;
+    let mut samples = Vec::new();
+    let products = rademacher_probes(op, opts, progress, |z, az| {
+        samples.extend(quadratic_forms(z, az, n))
+    })?;
     let (estimate, stderr) = mean_and_stderr(&samples);
     Ok(Estimate {
         estimate,
         stderr,
-        products: metered.finish(),
+        products,
     })
 }

@@ -119,6 +119,29 @@ fn probe_blocks<O: SymmetricOperator + ?Sized>(
     Ok(())
 }
 
+/// Hutchinson's probing: `opts.products` (at least 2) Rademacher probes `z`
+/// through `op`, each block passed to `visit` as `(z, A z)`. Returns the
+/// products spent.
+fn rademacher_probes<O: SymmetricOperator + ?Sized>(
+    op: &O,
+    opts: &TraceOptions,
+    progress: crate::Progress<'_>,
+    mut visit: impl FnMut(&[f64], &[f64]),
+) -> Result<usize, LinalgError> {
+    validate(op.dim(), opts, 2)?;
+    let mut metered = Metered::new(op, progress, opts.products);
+    let mut rng = crate::random::generator(opts.seed);
+    probe_blocks(
+        &mut metered,
+        &mut rng,
+        opts.products,
+        opts.block_size,
+        |_, _| {},
+        |z, az, _| visit(z, az),
+    )?;
+    Ok(metered.finish())
+}
+
 /// The quadratic forms `zⱼᵀ (A z)ⱼ` of the columns of `z` (of length `n`)
 /// with the matching columns of `az`.
 fn quadratic_forms<'a>(z: &'a [f64], az: &'a [f64], n: usize) -> impl Iterator<Item = f64> + 'a {
