@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use secondo::bench::{default_python, dense_gradient_flops, time, torch_reference, Timing};
 use secondo::curvature::{
-    sample_mc_targets, Curvature, CurvatureOperator, Quantity, QuantityProgram,
+    batch_feeds, sample_mc_targets, Curvature, CurvatureOperator, Quantity, QuantityProgram,
 };
 use secondo::spectrum::{compute, SpectrumOptions};
 use secondo::{Objective, ObjectiveConfig};
@@ -74,12 +74,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         );
     });
     if a.profile {
-        let mut feeds = secondo_graph::Feeds::new();
-        for (name, t) in params.iter() {
-            feeds.insert(name, t.clone());
-        }
-        feeds.insert("x", x.clone());
-        feeds.insert("y", y.clone());
+        let feeds = batch_feeds(&params, &x, &y);
         print_profile("gradient", program.executable(), &feeds, a.repeats)?;
     }
     let flops = dense_gradient_flops(objective.network.spec(), n) as f64;

@@ -31,6 +31,8 @@ mod quantities;
 mod sampling;
 
 pub use error::CurvatureError;
-pub use objective::{GradientProgram, Objective, ObjectiveConfig, StepOutput, INPUT, TARGET};
+pub use objective::{
+    batch_feeds, GradientProgram, Objective, ObjectiveConfig, StepOutput, INPUT, TARGET,
+};
 pub use operator::{Curvature, CurvatureOperator};
 pub use quantities::{compute_quantities, sample_mc_targets, Quantity, QuantityProgram};

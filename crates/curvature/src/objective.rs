@@ -238,13 +238,7 @@ impl GradientProgram {
     /// assert!(out.loss.is_finite());
     /// ```
     pub fn run(&self, params: &ParamStore, x: Tensor, y: Tensor) -> Result<StepOutput, Error> {
-        let mut feeds = Feeds::new();
-        for (name, t) in params.iter() {
-            feeds.insert(name, t.clone());
-        }
-        feeds.insert(INPUT, x);
-        feeds.insert(TARGET, y);
-        let mut out = self.exe.run(&feeds)?.into_iter();
+        let mut out = self.exe.run(&batch_feeds(params, &x, &y))?.into_iter();
         let loss = out.next().map(|t| t.item()).unwrap_or(f64::NAN);
         let output = out
             .next()
@@ -255,4 +249,28 @@ impl GradientProgram {
             grads: out.collect(),
         })
     }
+}
+
+/// The feeds of a batch for the programs built from an [`Objective`]: every
+/// parameter under its name, the inputs as [`INPUT`] and the targets as
+/// [`TARGET`].
+///
+/// ```
+/// use secondo_curvature::{batch_feeds, INPUT};
+/// use secondo_nn::{spec::ModelSpec, ParamStore};
+/// use secondo_tensor::{DType, Tensor};
+/// let spec: ModelSpec = "linear(2,1)".parse().unwrap();
+/// let params = ParamStore::init(&spec, 0, DType::F32);
+/// let x = Tensor::zeros(vec![3, 2], DType::F32);
+/// let feeds = batch_feeds(&params, &x, &Tensor::zeros(vec![3, 1], DType::F32));
+/// assert!(feeds.get("0.weight").is_some() && feeds.get(INPUT).is_some());
+/// ```
+pub fn batch_feeds(params: &ParamStore, x: &Tensor, y: &Tensor) -> Feeds {
+    let mut feeds = Feeds::new();
+    for (name, t) in params.iter() {
+        feeds.insert(name, t.clone());
+    }
+    feeds.insert(INPUT, x.clone());
+    feeds.insert(TARGET, y.clone());
+    feeds
 }

@@ -12,7 +12,7 @@ use secondo_graph::{Executable, Feeds};
 use secondo_nn::ParamStore;
 use secondo_tensor::Tensor;
 
-use crate::objective::{INPUT, TARGET};
+use crate::objective::batch_feeds;
 use crate::program::{compile, Product, COTANGENT, TANGENT};
 use crate::sampling::sample_targets;
 use crate::{CurvatureError, Objective};
@@ -330,7 +330,7 @@ impl CurvatureOperator {
     }
 
     fn feeds(&self, batch: &BatchData, y: &Tensor, tangents: &[Tensor]) -> Feeds {
-        let mut feeds = fixed_feeds(&self.params, batch, y);
+        let mut feeds = batch_feeds(&self.params, &batch.x, y);
         self.add_tangents(&mut feeds, tangents);
         feeds
     }
@@ -511,17 +511,6 @@ impl CurvatureOperator {
     }
 }
 
-/// The parameters, a batch's inputs and the targets `y`.
-fn fixed_feeds(params: &ParamStore, batch: &BatchData, y: &Tensor) -> Feeds {
-    let mut feeds = Feeds::new();
-    for (name, t) in params.iter() {
-        feeds.insert(name, t.clone());
-    }
-    feeds.insert(INPUT, batch.x.clone());
-    feeds.insert(TARGET, y.clone());
-    feeds
-}
-
 /// Binds every batch's product program to the parameters, the batch and each
 /// of its targets, while the values held stay within [`BIND_BUDGET`];
 /// otherwise leaves all batches unbound (each product then recomputes the
@@ -543,7 +532,7 @@ fn bind_batches(
         };
         let mut programs = Vec::with_capacity(targets.len());
         for y in targets {
-            let (program, values) = exe.bind(&fixed_feeds(params, batch, y))?;
+            let (program, values) = exe.bind(&batch_feeds(params, &batch.x, y))?;
             held += values;
             if held > BIND_BUDGET {
                 return Ok(());

@@ -9,7 +9,7 @@ use secondo_graph::{Builder, Executable, Feeds, Var};
 use secondo_nn::{LossKind, ParamStore, Reduction};
 use secondo_tensor::Tensor;
 
-use crate::objective::{INPUT, TARGET};
+use crate::objective::{batch_feeds, INPUT, TARGET};
 use crate::{CurvatureError, Objective};
 
 /// A quantity of shared/INTERFACES.md.
@@ -226,18 +226,13 @@ impl QuantityProgram {
         y: &Tensor,
         mc_targets: Option<&Tensor>,
     ) -> Result<Feeds, CurvatureError> {
-        let mut feeds = Feeds::new();
+        let mut feeds = batch_feeds(params, x, y);
         if self.needs_mc {
             let t = mc_targets.ok_or_else(|| {
                 CurvatureError::Invalid("diag_ggn_mc needs sampled targets".into())
             })?;
             feeds.insert("mc/targets", t.clone());
         }
-        for (name, t) in params.iter() {
-            feeds.insert(name, t.clone());
-        }
-        feeds.insert(INPUT, x.clone());
-        feeds.insert(TARGET, y.clone());
         Ok(feeds)
     }
 }
