@@ -36,9 +36,9 @@ pub(crate) fn matmul(out: &mut [f64], a: &[f64], b: &[f64], m: usize, k: usize, 
 /// in `f64` either way.
 pub(crate) trait Stored: Copy + Default + Send + Sync + 'static {
     /// The orthogonality kept between a basis' vectors stored in this type
-    /// (see `ortho::Basis::reorthogonalize`): √ε for f64; for f32, 1e-6, well above
-    /// its rounding (6e-8) yet far below its √ε (3e-4), at which residuals
-    /// stalled near 1e-4 on clustered spectra.
+    /// (see `ortho::Basis::reorthogonalize`): √ε for f64; for f32, 1e-6,
+    /// well above its rounding (6e-8) yet far below its √ε (3e-4), at which
+    /// residuals stalled near 1e-4 on clustered spectra.
     const SEMI_ORTHOGONAL: f64;
     /// The value rounded to this type.
     fn from_f64(x: f64) -> Self;
