@@ -224,11 +224,11 @@ impl Plan {
 /// direction's components along it exceed semi-orthogonality (√ε; Simon
 /// 1984): the Krylov basis grows a block at a time, Rayleigh–Ritz on the
 /// projected matrix (a dense symmetric eigendecomposition) gives the Ritz
-/// pairs, and when the basis reaches
-/// `max_basis` it is thick-restarted from the best Ritz vectors. The run stops
-/// when the `k` wanted pairs satisfy `‖A x − θ x‖ ≤ tol · max|θ|`, when the
-/// Krylov space is the whole space (the result is then exact), or after
-/// `max_iter` steps (with [`Eigen::converged`] false).
+/// pairs, and when the basis reaches `max_basis` it is thick-restarted from
+/// the best Ritz vectors. The run stops when the `k` wanted pairs satisfy
+/// `‖A x − θ x‖ ≤ tol · max|θ|`, when the Krylov space is the whole space
+/// (the result is then exact), or after `max_iter` steps (with
+/// [`Eigen::converged`] false).
 ///
 /// # Example
 ///
