@@ -23,20 +23,52 @@ pub struct Timing {
 /// assert!(t.min <= t.median);
 /// ```
 pub fn time(warmup: usize, repeats: usize, mut f: impl FnMut()) -> Timing {
+    time_paired(warmup, repeats, &mut f, &mut || {}).0
+}
+
+/// Times `f` and `baseline` alternately, one call of each per round, after
+/// `warmup` untimed rounds. Both see the same state of the machine, so on a
+/// machine whose speed drifts by tens of percent within minutes (shared
+/// cloud cores) their ratio is far steadier than that of figures taken one
+/// after the other.
+///
+/// ```
+/// let (a, b) = secondo::bench::time_paired(
+///     1,
+///     5,
+///     &mut || std::thread::sleep(std::time::Duration::from_millis(2)),
+///     &mut || std::thread::sleep(std::time::Duration::from_millis(1)),
+/// );
+/// assert!(a.median > b.median);
+/// ```
+pub fn time_paired(
+    warmup: usize,
+    repeats: usize,
+    f: &mut dyn FnMut(),
+    baseline: &mut dyn FnMut(),
+) -> (Timing, Timing) {
     for _ in 0..warmup {
         f();
+        baseline();
     }
-    let mut samples: Vec<f64> = (0..repeats.max(1))
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed().as_secs_f64()
-        })
-        .collect();
-    samples.sort_by(f64::total_cmp);
-    Timing {
-        median: samples[samples.len() / 2],
-        min: samples[0],
+    let seconds = |g: &mut dyn FnMut()| {
+        let start = Instant::now();
+        g();
+        start.elapsed().as_secs_f64()
+    };
+    let (mut a, mut b): (Vec<f64>, Vec<f64>) = (0..repeats.max(1))
+        .map(|_| (seconds(&mut *f), seconds(&mut *baseline)))
+        .unzip();
+    (Timing::of(&mut a), Timing::of(&mut b))
+}
+
+impl Timing {
+    fn of(samples: &mut [f64]) -> Timing {
+        samples.sort_by(f64::total_cmp);
+        Timing {
+            median: samples[samples.len() / 2],
+            min: samples[0],
+        }
     }
 }
 

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use secondo::bench::{default_python, dense_gradient_flops, time, torch_reference, Timing};
+use secondo::bench::{
+    default_python, dense_gradient_flops, time, time_paired, torch_reference, Timing,
+};
 use secondo::curvature::{
     batch_feeds, sample_mc_targets, Curvature, CurvatureOperator, Quantity, QuantityProgram,
 };
@@ -66,13 +68,14 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     println!("GEMM peak (1024^3, f32): {peak:.1} GFLOP/s");
 
     let program = objective.program(n, true)?;
-    let grad = time(20, a.repeats, || {
+    let step = || {
         std::hint::black_box(
             program
                 .run(&params, x.clone(), y.clone())
                 .expect("benchmark step"),
         );
-    });
+    };
+    let grad = time(20, a.repeats, step);
     if a.profile {
         let feeds = batch_feeds(&params, &x, &y);
         print_profile("gradient", program.executable(), &feeds, a.repeats)?;
@@ -86,7 +89,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     );
 
     let data = benchmark_dataset(&xs, &labels)?;
-    let mut rows = vec![("grad", grad)];
+    // Every row is timed alternately with a gradient step; its "x grad" is the
+    // ratio of the two medians (steady where the machine's speed drifts).
+    let mut rows = vec![("grad", grad, grad)];
     let v: Vec<f64> = secondo_graph::check::pseudo_random(params.numel(), 2);
     for (name, kind) in [
         ("hvp", Curvature::Hessian),
@@ -105,14 +110,21 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         }
         let op = CurvatureOperator::new(&objective, &params, &data, n, kind, None)?;
         let product = |op: &CurvatureOperator| {
-            time(5, (a.repeats / 4).max(1), || {
-                std::hint::black_box(op.apply(&v).expect("benchmark product"));
-            })
+            time_paired(
+                5,
+                (a.repeats / 4).max(1),
+                &mut || {
+                    std::hint::black_box(op.apply(&v).expect("benchmark product"));
+                },
+                &mut &step,
+            )
         };
-        rows.push((name, product(&op)));
+        let (t, g) = product(&op);
+        rows.push((name, t, g));
         if kind == Curvature::Hessian {
             // What a single product costs: forward and backward recomputed.
-            rows.push(("hvp_recomputed", product(&op.without_kept_values())));
+            let (t, g) = product(&op.without_kept_values());
+            rows.push(("hvp_recomputed", t, g));
         }
     }
     let timed = [
@@ -127,23 +139,29 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         Quantity::DiagHessian,
     ];
     let targets = sample_mc_targets(&objective, &params, &x, &y, 1, 0)?;
-    let time_quantities = |qs: &[Quantity]| -> anyhow::Result<Timing> {
+    let time_quantities = |qs: &[Quantity]| -> anyhow::Result<(Timing, Timing)> {
         let program = QuantityProgram::compile(&objective, n, qs, Some(1))?;
         if a.profile && qs.len() == 1 {
             let feeds = program.feeds(&params, &x, &y, Some(&targets))?;
             print_profile(qs[0].name(), program.executable(), &feeds, a.repeats)?;
         }
-        Ok(time(5, (a.repeats / 4).max(1), || {
-            std::hint::black_box(
-                program
-                    .run(&params, &x, &y, Some(&targets))
-                    .expect("benchmark quantity"),
-            );
-        }))
+        Ok(time_paired(
+            5,
+            (a.repeats / 4).max(1),
+            &mut || {
+                std::hint::black_box(
+                    program
+                        .run(&params, &x, &y, Some(&targets))
+                        .expect("benchmark quantity"),
+                );
+            },
+            &mut &step,
+        ))
     };
     for q in timed {
         if a.wants(q.name()) {
-            rows.push((q.name(), time_quantities(&[q])?));
+            let (t, g) = time_quantities(&[q])?;
+            rows.push((q.name(), t, g));
         }
     }
     // Requesting several quantities shares the forward and backward work.
@@ -156,10 +174,11 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         None => Some(time_quantities(&together)?),
         Some(_) => None,
     };
+    // In units of the paired gradient steps.
     let separate: f64 = rows
         .iter()
-        .filter(|(name, _)| together.iter().any(|q| q.name() == *name))
-        .map(|(_, t)| t.median)
+        .filter(|(name, _, _)| together.iter().any(|q| q.name() == *name))
+        .map(|(_, t, g)| t.median / g.median)
         .sum();
     let hessian = CurvatureOperator::new(&objective, &params, &data, n, Curvature::Hessian, None)?;
     let top10 = SpectrumOptions {
@@ -167,12 +186,17 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         ..SpectrumOptions::default()
     };
     if a.wants("eigsh_top10") {
-        let eig = time(1, 3, || {
-            std::hint::black_box(
-                compute(&hessian, &top10, &mut |_, _| {}).expect("benchmark eigenvalues"),
-            );
-        });
-        rows.push(("eigsh_top10", eig));
+        let (eig, g) = time_paired(
+            1,
+            3,
+            &mut || {
+                std::hint::black_box(
+                    compute(&hessian, &top10, &mut |_, _| {}).expect("benchmark eigenvalues"),
+                );
+            },
+            &mut &step,
+        );
+        rows.push(("eigsh_top10", eig, g));
     }
 
     let torch = if a.no_torch {
@@ -180,7 +204,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     } else {
         let python = a.python.clone().unwrap_or_else(default_python);
         let repeats = (a.repeats / 4).max(5).to_string();
-        let mut names: Vec<&str> = rows.iter().map(|(name, _)| torch_row(name)).collect();
+        let mut names: Vec<&str> = rows.iter().map(|(name, _, _)| torch_row(name)).collect();
         names.dedup();
         torch_reference(
             &python,
@@ -198,7 +222,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         "quantity", "secondo ms", "x grad", "PyTorch ms", "torch x grad", "secondo/torch"
     );
     let torch_grad = torch_ms("grad");
-    for (name, t) in &rows {
+    for (name, t, g) in &rows {
         let ms = t.median * 1e3;
         let (tc, tx, ratio) = match (torch_ms(torch_row(name)), torch_grad) {
             (Some(tm), Some(tg)) => (
@@ -210,16 +234,16 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         };
         println!(
             "{name:<10} {ms:>12.3} {:>10.2} {tc:>12} {tx:>12} {ratio:>14}",
-            t.median / grad.median
+            t.median / g.median
         );
     }
-    if let Some(joint) = joint {
+    if let Some((joint, g)) = joint {
         println!(
-            "{} quantities requested together: {:.3} ms; one by one: {:.3} ms (together / separate = {:.2})",
+            "{} quantities requested together: {:.2} gradient steps; one by one: {:.2} (together / separate = {:.2})",
             together.len(),
-            joint.median * 1e3,
-            separate * 1e3,
-            joint.median / separate
+            joint.median / g.median,
+            separate,
+            joint.median / g.median / separate
         );
     }
     match torch {
@@ -241,16 +265,19 @@ fn print_profile(
     repeats: usize,
 ) -> anyhow::Result<()> {
     let mut total = vec![0.0; exe.graph().len()];
+    let start = std::time::Instant::now();
     for _ in 0..repeats.max(1) {
         let (_, times) = exe.run_timed(feeds)?;
         total.iter_mut().zip(times).for_each(|(t, s)| *t += s);
     }
+    let wall = start.elapsed().as_secs_f64();
     let mut order: Vec<usize> = (0..total.len()).collect();
     order.sort_by(|&a, &b| total[b].total_cmp(&total[a]));
     println!(
-        "profile of {what}: {} nodes, {:.3} ms per run in all, top 15 (ms per run):",
+        "profile of {what}: {} nodes, {:.3} ms per run ({} side by side), top 15 (ms per run, each node in full):",
         total.len(),
-        total.iter().sum::<f64>() * 1e3 / repeats.max(1) as f64
+        wall * 1e3 / repeats.max(1) as f64,
+        exe.side_by_side().iter().map(|g| g.len()).sum::<usize>()
     );
     for &i in order.iter().take(15) {
         let node = exe.graph().node(i);

@@ -2,7 +2,11 @@ use std::collections::HashMap;
 
 use secondo_tensor::{einsum_parsed, one_hot, Tensor, TensorError};
 
-use crate::passes::{eliminate_common_subexpressions, fuse_einsum_reductions, prune};
+use rayon::prelude::*;
+
+use crate::passes::{
+    eliminate_common_subexpressions, fuse_einsum_reductions, group_independent_contractions, prune,
+};
 use crate::{Graph, GraphError, NodeId, Op};
 
 /// Named tensors for a graph's inputs and parameters.
@@ -72,6 +76,8 @@ pub struct Executable {
     graph: Graph,
     outputs: Vec<NodeId>,
     last_use: Vec<usize>,
+    /// Ranges of consecutive nodes that run at the same time.
+    side_by_side: Vec<std::ops::Range<usize>>,
 }
 
 impl Executable {
@@ -88,7 +94,8 @@ impl Executable {
         let (pruned, outs) = prune(graph, outputs);
         let (merged, outs) = eliminate_common_subexpressions(&pruned, &outs);
         let (fused, outs) = fuse_einsum_reductions(&merged, &outs);
-        let (graph, outputs) = prune(&fused, &outs);
+        let (pruned, outs) = prune(&fused, &outs);
+        let (graph, outputs, side_by_side) = group_independent_contractions(&pruned, &outs);
         let mut last_use = vec![0usize; graph.len()];
         for (i, node) in graph.nodes().iter().enumerate() {
             for &j in &node.inputs {
@@ -102,6 +109,7 @@ impl Executable {
             graph,
             outputs,
             last_use,
+            side_by_side,
         })
     }
 
@@ -117,6 +125,24 @@ impl Executable {
     /// ```
     pub fn graph(&self) -> &Graph {
         &self.graph
+    }
+
+    /// The ranges of consecutive nodes of [`Executable::graph`] that run at the
+    /// same time (independent large contractions; see
+    /// [`crate::passes::group_independent_contractions`]).
+    ///
+    /// ```
+    /// # use secondo_graph::{Builder, Executable};
+    /// # use secondo_tensor::DType;
+    /// let b = Builder::new(DType::F32);
+    /// let x = b.input("x", &[256, 256]);
+    /// let y = b.einsum("ij,jk->ik", &[x, x]);
+    /// let z = b.einsum("ij,kj->ik", &[x, x]);
+    /// let exe = Executable::compile(&b.finish().unwrap(), &[y.id(), z.id()]).unwrap();
+    /// assert_eq!(exe.side_by_side(), &[1..3]);
+    /// ```
+    pub fn side_by_side(&self) -> &[std::ops::Range<usize>] {
+        &self.side_by_side
     }
 
     /// Evaluates, once, every node that depends only on the inputs and
@@ -246,36 +272,70 @@ impl Executable {
         mut times: Option<&mut Vec<f64>>,
     ) -> Result<Vec<Tensor>, GraphError> {
         let mut values: Vec<Option<Tensor>> = vec![None; self.graph.len()];
-        for (i, node) in self.graph.nodes().iter().enumerate() {
-            let mut args = Vec::with_capacity(node.inputs.len());
-            for (pos, &j) in node.inputs.iter().enumerate() {
-                let last_here = self.last_use[j] == i && !node.inputs[pos + 1..].contains(&j);
-                let v = if last_here {
-                    values[j].take()
-                } else {
-                    values[j].clone()
-                };
-                args.push(v.expect("operands are computed before use"));
+        let mut step = 0;
+        let mut i = 0;
+        while i < self.graph.len() {
+            let group = match self.side_by_side.get(step) {
+                Some(g) if g.start == i => {
+                    step += 1;
+                    g.clone()
+                }
+                _ => i..i + 1,
+            };
+            let args: Vec<Vec<Tensor>> = group
+                .clone()
+                .map(|k| self.take_args(k, &mut values))
+                .collect();
+            let timed = times.is_some();
+            let run = |(k, args): (NodeId, Vec<Tensor>)| {
+                let start = timed.then(std::time::Instant::now);
+                let value = self.eval(k, args, feeds);
+                (value, start.map_or(0.0, |s| s.elapsed().as_secs_f64()))
+            };
+            let work: Vec<(NodeId, Vec<Tensor>)> = group.clone().zip(args).collect();
+            let results: Vec<(Result<Tensor, Eval>, f64)> = if group.len() == 1 {
+                work.into_iter().map(run).collect()
+            } else {
+                work.into_par_iter().map(run).collect()
+            };
+            for (k, (value, seconds)) in group.clone().zip(results) {
+                let node = self.graph.node(k);
+                let value = value.map_err(|e| match e {
+                    Eval::Graph(g) => g,
+                    Eval::Kernel(t) => GraphError::Run {
+                        node: k,
+                        op: node.op.to_string(),
+                        reason: t.to_string(),
+                    },
+                })?;
+                if let Some(t) = times.as_deref_mut() {
+                    t[k] = seconds;
+                }
+                values[k] = Some(value);
             }
-            let start = times.as_ref().map(|_| std::time::Instant::now());
-            let value = self.eval(i, args, feeds).map_err(|e| match e {
-                Eval::Graph(g) => g,
-                Eval::Kernel(t) => GraphError::Run {
-                    node: i,
-                    op: node.op.to_string(),
-                    reason: t.to_string(),
-                },
-            })?;
-            if let (Some(t), Some(s)) = (times.as_deref_mut(), start) {
-                t[i] = s.elapsed().as_secs_f64();
-            }
-            values[i] = Some(value);
+            i = group.end;
         }
         Ok(self
             .outputs
             .iter()
             .map(|&o| values[o].clone().expect("outputs are kept"))
             .collect())
+    }
+
+    /// The operands of node `i`, taken out of `values` at their last use.
+    fn take_args(&self, i: NodeId, values: &mut [Option<Tensor>]) -> Vec<Tensor> {
+        let node = self.graph.node(i);
+        let mut args = Vec::with_capacity(node.inputs.len());
+        for (pos, &j) in node.inputs.iter().enumerate() {
+            let last_here = self.last_use[j] == i && !node.inputs[pos + 1..].contains(&j);
+            let v = if last_here {
+                values[j].take()
+            } else {
+                values[j].clone()
+            };
+            args.push(v.expect("operands are computed before use"));
+        }
+        args
     }
 
     fn eval(&self, i: NodeId, mut args: Vec<Tensor>, feeds: &Feeds) -> Result<Tensor, Eval> {

@@ -1,4 +1,4 @@
-use secondo_tensor::{EinsumSpec, ReduceOp, UnaryOp};
+use secondo_tensor::{BinaryOp, EinsumSpec, ReduceOp, UnaryOp};
 
 use crate::{Graph, NodeId, Op};
 
@@ -8,6 +8,10 @@ use crate::{Graph, NodeId, Op};
 /// einsum executor then picks a contraction order that never builds the
 /// product's full result: e.g. per-sample squared gradient norms of a linear
 /// layer, `Σ_oi (g_no x_ni)²`, become `(Σ_o g_no²)(Σ_i x_ni²)`.
+/// A contraction scaled by a scalar takes the scalar into its smallest
+/// operand instead (when nothing else reads the unscaled result), so the
+/// multiplication runs over e.g. a batch of layer-output gradients rather
+/// than a weight-sized result.
 /// Returns the rewritten graph and the outputs' new ids.
 ///
 /// ```
@@ -22,12 +26,22 @@ use crate::{Graph, NodeId, Op};
 /// assert!(matches!(graph.node(out[0]).op, Op::Einsum(_)));
 /// ```
 pub fn fuse_einsum_reductions(graph: &Graph, outputs: &[NodeId]) -> (Graph, Vec<NodeId>) {
+    let mut uses = vec![0usize; graph.len()];
+    graph
+        .nodes()
+        .iter()
+        .flat_map(|n| &n.inputs)
+        .chain(outputs)
+        .for_each(|&j| uses[j] += 1);
     let mut out = Graph::new();
     let mut map = vec![0; graph.len()];
     for (i, node) in graph.nodes().iter().enumerate() {
         let inputs: Vec<NodeId> = node.inputs.iter().map(|&j| map[j]).collect();
         let fused = match &node.op {
             Op::Reduce(ReduceOp::Sum, axes) => fused_sum(&out, inputs[0], axes),
+            Op::Binary(BinaryOp::Mul) => (0..2)
+                .find(|&k| uses[node.inputs[k]] == 1)
+                .and_then(|k| scaled(&mut out, inputs[k], inputs[1 - k])),
             _ => None,
         };
         let (op, inputs) = fused.unwrap_or((node.op.clone(), inputs));
@@ -87,4 +101,29 @@ fn fused_sum(g: &Graph, x: NodeId, axes: &[usize]) -> Option<(Op, Vec<NodeId>)> 
         ids.extend(operands);
     }
     Some((Op::Einsum(EinsumSpec { inputs, output }), ids))
+}
+
+/// The einsum replacing `x · scalar` in `g` when `x` is an einsum and `scalar`
+/// has no axes: the scalar multiplies the einsum's smallest operand (pushed
+/// onto `g`).
+fn scaled(g: &mut Graph, x: NodeId, scalar: NodeId) -> Option<(Op, Vec<NodeId>)> {
+    let node = g.node(x);
+    let Op::Einsum(spec) = &node.op else {
+        return None;
+    };
+    if !g.node(scalar).shape.is_empty() {
+        return None;
+    }
+    let (spec, mut ids, dtype) = (spec.clone(), node.inputs.clone(), node.dtype);
+    let smallest =
+        (0..ids.len()).min_by_key(|&k| g.node(ids[k]).shape.iter().product::<usize>())?;
+    ids[smallest] = g
+        .push(
+            Op::Binary(BinaryOp::Mul),
+            vec![ids[smallest], scalar],
+            None,
+            dtype,
+        )
+        .expect("an operand times a scalar keeps its shape");
+    Some((Op::Einsum(spec), ids))
 }

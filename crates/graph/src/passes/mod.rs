@@ -3,7 +3,9 @@
 mod cse;
 mod dce;
 mod fuse;
+mod schedule;
 
 pub use cse::eliminate_common_subexpressions;
 pub use dce::{live_nodes, prune};
 pub use fuse::fuse_einsum_reductions;
+pub use schedule::group_independent_contractions;

@@ -1,0 +1,101 @@
+//! The scheduling and scalar-folding passes: same values, the intended shape.
+
+use secondo_graph::check::pseudo_random;
+use secondo_graph::{Builder, Executable, Feeds, Op};
+use secondo_tensor::{einsum, BinaryOp, DType, Tensor, UnaryOp};
+
+fn feeds(inputs: &[(&str, &[usize])]) -> Feeds {
+    let mut f = Feeds::new();
+    for (k, (name, shape)) in inputs.iter().enumerate() {
+        let n = shape.iter().product();
+        let t = Tensor::from_f64(shape.to_vec(), &pseudo_random(n, k as u64), DType::F64);
+        f.insert(name, t.unwrap());
+    }
+    f
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.shape(), b.shape());
+    a.to_f64_vec()
+        .iter()
+        .zip(b.to_f64_vec())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+/// A layer's gradient and sum of squared per-sample gradients run side by
+/// side; a product that reads another's result never joins its group.
+#[test]
+fn independent_contractions_run_side_by_side_with_the_values_of_one_by_one() {
+    let b = Builder::new(DType::F64);
+    let g = b.input("g", &[64, 128]);
+    let x = b.input("x", &[64, 160]);
+    let grad = b.einsum("no,ni->oi", &[g, x]);
+    let squares = b.einsum("no,ni->oi", &[g.square(), x.square()]);
+    // Depends on `grad`: may not run beside it.
+    let chained = b.einsum("oi,ni->no", &[grad, x]);
+    let graph = b.finish().unwrap();
+    let outputs = [grad.id(), squares.id(), chained.id()];
+    let exe = Executable::compile(&graph, &outputs).unwrap();
+    let f = feeds(&[("g", &[64, 128]), ("x", &[64, 160])]);
+    let got = exe.run(&f).unwrap();
+
+    let (gt, xt) = (f.get("g").unwrap(), f.get("x").unwrap());
+    let want_grad = einsum("no,ni->oi", &[gt, xt]).unwrap();
+    let (g2, x2) = (
+        UnaryOp::Powf(2.0).apply(gt.clone()),
+        UnaryOp::Powf(2.0).apply(xt.clone()),
+    );
+    let want_squares = einsum("no,ni->oi", &[&g2, &x2]).unwrap();
+    let want_chained = einsum("oi,ni->no", &[&want_grad, xt]).unwrap();
+    assert!(max_abs_diff(&got[0], &want_grad) < 1e-12);
+    assert!(max_abs_diff(&got[1], &want_squares) < 1e-12);
+    assert!(max_abs_diff(&got[2], &want_chained) < 1e-12);
+
+    let groups = exe.side_by_side();
+    assert_eq!(groups.len(), 1, "{groups:?}\n{}", exe.graph());
+    let members: Vec<_> = groups[0].clone().collect();
+    assert_eq!(members.len(), 2);
+    let ids = exe.graph();
+    for &m in &members {
+        assert!(matches!(ids.node(m).op, Op::Einsum(_)));
+        assert_ne!(ids.node(m).shape, vec![64, 64], "the chained product");
+    }
+}
+
+/// `einsum(...) · c` multiplies the smallest operand instead of the result,
+/// unless the unscaled result is read elsewhere (that would contract twice).
+#[test]
+fn scalars_move_into_the_smallest_operand_of_a_contraction() {
+    let contraction_count = |shared: bool| {
+        let b = Builder::new(DType::F64);
+        let g = b.input("g", &[8, 30]);
+        let x = b.input("x", &[8, 40]);
+        let grad = b.einsum("no,ni->oi", &[g, x]);
+        let scaled = grad * 0.25;
+        let mut outputs = vec![scaled.id()];
+        if shared {
+            outputs.push(grad.id());
+        }
+        let exe = Executable::compile(&b.finish().unwrap(), &outputs).unwrap();
+        let f = feeds(&[("g", &[8, 30]), ("x", &[8, 40])]);
+        let got = exe.run(&f).unwrap();
+        let want = einsum("no,ni->oi", &[f.get("g").unwrap(), f.get("x").unwrap()]).unwrap();
+        let want = BinaryOp::Mul
+            .apply(want, Tensor::scalar(0.25, DType::F64))
+            .unwrap();
+        assert!(max_abs_diff(&got[0], &want) < 1e-12);
+        let nodes = exe.graph().nodes();
+        let big_muls = nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::Binary(BinaryOp::Mul)) && n.shape == vec![30, 40])
+            .count();
+        let einsums = nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::Einsum(_)))
+            .count();
+        (big_muls, einsums)
+    };
+    assert_eq!(contraction_count(false), (0, 1));
+    assert_eq!(contraction_count(true), (1, 1));
+}
