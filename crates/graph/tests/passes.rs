@@ -99,3 +99,31 @@ fn scalars_move_into_the_smallest_operand_of_a_contraction() {
     assert_eq!(contraction_count(false), (0, 1));
     assert_eq!(contraction_count(true), (1, 1));
 }
+
+/// `einsum(c·A, A)` and `einsum(A, A)·c` keep the two operands one tensor (a
+/// symmetric product the executor computes at half cost): `√c` scales `A`
+/// when `c > 0`, else `c` scales the result.
+#[test]
+fn symmetric_products_stay_symmetric_under_scalars() {
+    for c in [0.25, -2.0] {
+        let b = Builder::new(DType::F64);
+        let a = b.input("a", &[6, 5]);
+        let left = b.einsum("ni,nj->ij", &[a * c, a]);
+        let right = b.einsum("ni,nj->ij", &[a, a]) * c;
+        let exe = Executable::compile(&b.finish().unwrap(), &[left.id(), right.id()]).unwrap();
+        let f = feeds(&[("a", &[6, 5])]);
+        let got = exe.run(&f).unwrap();
+        let want = einsum("ni,nj->ij", &[f.get("a").unwrap(), f.get("a").unwrap()]).unwrap();
+        let want = BinaryOp::Mul
+            .apply(want, Tensor::scalar(c, DType::F64))
+            .unwrap();
+        for g in &got {
+            assert!(max_abs_diff(g, &want) < 1e-12, "c = {c}");
+        }
+        for node in exe.graph().nodes() {
+            if matches!(node.op, Op::Einsum(_)) {
+                assert_eq!(node.inputs[0], node.inputs[1], "c = {c}\n{}", exe.graph());
+            }
+        }
+    }
+}

@@ -2,7 +2,7 @@ use std::fmt;
 
 use rayon::prelude::*;
 
-use crate::gemm_kernel::{gemm_into, Strided};
+use crate::gemm_kernel::{gemm_into, gram_into, Strided};
 use crate::shape::contiguous_strides;
 
 use crate::{ReduceOp, Tensor, TensorError};
@@ -464,12 +464,21 @@ fn binary(
             dst.iter_mut().zip(av.iter().zip(bv)).for_each(|(d, (&x, &y))| *d = x * y);
         } else if d_numel > 0 {
             let (ap, bp, dp) = (av.as_ptr() as usize, bv.as_ptr() as usize, dst.as_mut_ptr() as usize);
+            // One operand times its own transpose: a symmetric product.
+            let gram = batch_count == 1
+                && mm == nn
+                && mm * nn * kk > SMALL_PRODUCT
+                && std::ptr::eq(av.as_ptr(), bv.as_ptr())
+                && la.rs == rb.cs
+                && la.cs == rb.rs;
             let run = |bi: usize, parallel: bool| {
                 let (oa, ob, od) = offsets(bi);
                 // SAFETY: offsets and strides come from the operands' own shapes; each
                 // batch writes a disjoint block of `dst`.
                 unsafe {
-                    if mm * nn * kk <= SMALL_PRODUCT {
+                    if gram {
+                        gram_into::<T>(mm, kk, dp as *mut T, dd, ap as *const T, la, parallel);
+                    } else if mm * nn * kk <= SMALL_PRODUCT {
                         // Tiny products (e.g. elementwise with batch letters): a GEMM
                         // call per batch costs far more than the arithmetic.
                         small_product::<T>(

@@ -103,6 +103,99 @@ pub(crate) unsafe fn gemm_into<T: Element>(
     );
 }
 
+/// Symmetric products at most this wide are one GEMM (diagonal blocks).
+const GRAM_LEAF: usize = 96;
+
+/// `dst[m×m] = lhs[m×k] · lhs[m×k]ᵀ`, a symmetric (Gram) product at about
+/// half the multiply-adds: the strictly lower block triangle by GEMMs over
+/// recursive halves (`C₂₁ = A₂A₁ᵀ`, then `C₁₁` and `C₂₂` alike), mirrored
+/// into the upper one, so the result is exactly symmetric.
+///
+/// # Safety
+/// As for [`gemm_into`]: `lhs` with its strides addresses a valid `m×k`
+/// matrix, `dst` a valid `m×m` one that does not alias it.
+pub(crate) unsafe fn gram_into<T: Element>(
+    m: usize,
+    k: usize,
+    dst: *mut T,
+    d: Strided,
+    lhs: *const T,
+    l: Strided,
+    allow_parallel: bool,
+) {
+    gram_lower::<T>(m, k, dst as usize, d, lhs as usize, l, allow_parallel);
+    // Tile by tile, so that both the rows read and the columns written stay in cache.
+    const TILE: usize = 32;
+    for i0 in (0..m).step_by(TILE) {
+        for j0 in (0..=i0).step_by(TILE) {
+            for i in i0..(i0 + TILE).min(m) {
+                for j in j0..(j0 + TILE).min(i) {
+                    let (i, j) = (i as isize, j as isize);
+                    *dst.offset(j * d.rs + i * d.cs) = *dst.offset(i * d.rs + j * d.cs);
+                }
+            }
+        }
+    }
+}
+
+/// The lower block triangle of `lhs · lhsᵀ` (pointers passed as addresses so
+/// the halves can run on other threads).
+unsafe fn gram_lower<T: Element>(
+    m: usize,
+    k: usize,
+    dst: usize,
+    d: Strided,
+    lhs: usize,
+    l: Strided,
+    parallel: bool,
+) {
+    let transposed = Strided { rs: l.cs, cs: l.rs };
+    if m <= GRAM_LEAF {
+        gemm_into(
+            m,
+            m,
+            k,
+            dst as *mut T,
+            d,
+            lhs as *const T,
+            l,
+            lhs as *const T,
+            transposed,
+            parallel,
+        );
+        return;
+    }
+    let h = (m / 2).next_multiple_of(16);
+    let (dst_p, lhs_p) = (dst as *mut T, lhs as *const T);
+    let lower = dst_p.offset(h as isize * d.rs) as usize;
+    let second = lhs_p.offset(h as isize * l.rs) as usize;
+    let corner = dst_p.offset(h as isize * (d.rs + d.cs)) as usize;
+    // SAFETY (all three): disjoint blocks of `dst`, rows of `lhs` within `m`.
+    let off_diagonal = || unsafe {
+        gemm_into(
+            m - h,
+            h,
+            k,
+            lower as *mut T,
+            d,
+            second as *const T,
+            l,
+            lhs as *const T,
+            transposed,
+            parallel,
+        )
+    };
+    let first_half = || unsafe { gram_lower::<T>(h, k, dst, d, lhs, l, parallel) };
+    let second_half = || unsafe { gram_lower::<T>(m - h, k, corner, d, second, l, parallel) };
+    if parallel {
+        rayon::join(off_diagonal, || rayon::join(first_half, second_half));
+    } else {
+        off_diagonal();
+        first_half();
+        second_half();
+    }
+}
+
 /// Matrix product of two 2-D tensors.
 ///
 /// ```

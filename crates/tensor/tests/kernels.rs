@@ -124,6 +124,34 @@ fn large_gemm_matches_naive() {
     }
 }
 
+/// One operand times its own transpose takes the symmetric path (half the
+/// products, mirrored): it equals the naive loops and is exactly symmetric,
+/// at sizes below, at and across the recursion's leaf size.
+#[test]
+fn symmetric_products_match_naive_loops() {
+    let cases: &[(&str, &[usize], usize)] = &[
+        ("ni,nj->ij", &[7, 5], 5),
+        ("ni,nj->ij", &[30, 96], 96),
+        ("ni,nj->ij", &[19, 97], 97),
+        ("ni,nj->ij", &[11, 250], 250),
+        ("kno,knp->op", &[3, 4, 130], 130),
+        ("in,jn->ij", &[200, 9], 200),
+    ];
+    for (k, &(spec, shape, m)) in cases.iter().enumerate() {
+        let a = random(shape, 40 + k as u64, DType::F64);
+        let got = einsum(spec, &[&a, &a]).unwrap().to_f64_vec();
+        let want = naive_einsum(spec, &[&a, &a]);
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-12 * (1.0 + w.abs()), "{spec} {shape:?}");
+        }
+        for i in 0..m {
+            for j in 0..i {
+                assert_eq!(got[i * m + j], got[j * m + i], "{spec} {shape:?}");
+            }
+        }
+    }
+}
+
 #[test]
 fn einsum_rejects_bad_operands() {
     let a = random(&[2, 3], 1, DType::F64);

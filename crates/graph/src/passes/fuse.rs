@@ -1,4 +1,4 @@
-use secondo_tensor::{BinaryOp, EinsumSpec, ReduceOp, UnaryOp};
+use secondo_tensor::{BinaryOp, EinsumSpec, ReduceOp, Tensor, UnaryOp};
 
 use crate::{Graph, NodeId, Op};
 
@@ -42,6 +42,16 @@ pub fn fuse_einsum_reductions(graph: &Graph, outputs: &[NodeId]) -> (Graph, Vec<
             Op::Binary(BinaryOp::Mul) => (0..2)
                 .find(|&k| uses[node.inputs[k]] == 1)
                 .and_then(|k| scaled(&mut out, inputs[k], inputs[1 - k])),
+            Op::Einsum(spec) => {
+                let single_use: Vec<bool> = node.inputs.iter().map(|&j| uses[j] == 1).collect();
+                unscaled_operands(
+                    &mut out,
+                    spec,
+                    &inputs,
+                    &single_use,
+                    node.shape.iter().product(),
+                )
+            }
             _ => None,
         };
         let (op, inputs) = fused.unwrap_or((node.op.clone(), inputs));
@@ -103,9 +113,8 @@ fn fused_sum(g: &Graph, x: NodeId, axes: &[usize]) -> Option<(Op, Vec<NodeId>)> 
     Some((Op::Einsum(EinsumSpec { inputs, output }), ids))
 }
 
-/// The einsum replacing `x · scalar` in `g` when `x` is an einsum and `scalar`
-/// has no axes: the scalar multiplies the einsum's smallest operand (pushed
-/// onto `g`).
+/// The einsum replacing `x · scalar` in `g` when `x` is an einsum whose
+/// result is larger than one of its operands, and `scalar` has no axes.
 fn scaled(g: &mut Graph, x: NodeId, scalar: NodeId) -> Option<(Op, Vec<NodeId>)> {
     let node = g.node(x);
     let Op::Einsum(spec) = &node.op else {
@@ -114,16 +123,93 @@ fn scaled(g: &mut Graph, x: NodeId, scalar: NodeId) -> Option<(Op, Vec<NodeId>)>
     if !g.node(scalar).shape.is_empty() {
         return None;
     }
-    let (spec, mut ids, dtype) = (spec.clone(), node.inputs.clone(), node.dtype);
-    let smallest =
-        (0..ids.len()).min_by_key(|&k| g.node(ids[k]).shape.iter().product::<usize>())?;
-    ids[smallest] = g
-        .push(
-            Op::Binary(BinaryOp::Mul),
-            vec![ids[smallest], scalar],
-            None,
-            dtype,
-        )
-        .expect("an operand times a scalar keeps its shape");
-    Some((Op::Einsum(spec), ids))
+    let numel: usize = node.shape.iter().product();
+    let operand_numel = |&j: &NodeId| g.node(j).shape.iter().product::<usize>();
+    if node.inputs.iter().map(operand_numel).min() > Some(numel) {
+        return None;
+    }
+    let (spec, ids) = (spec.clone(), node.inputs.clone());
+    Some(place_scalar(g, spec, ids, scalar, numel))
+}
+
+/// An einsum whose operands include single-use `y · scalar` nodes, rewritten
+/// to contract the `y`s and apply the product of the scalars where it is
+/// cheapest: e.g. `einsum(c·A, A)` becomes `c · einsum(A, A)`, whose operands
+/// are then one tensor (a symmetric product).
+fn unscaled_operands(
+    g: &mut Graph,
+    spec: &EinsumSpec,
+    inputs: &[NodeId],
+    single_use: &[bool],
+    numel: usize,
+) -> Option<(Op, Vec<NodeId>)> {
+    let mut ids = inputs.to_vec();
+    let mut scalars: Vec<NodeId> = Vec::new();
+    for (id, &single) in ids.iter_mut().zip(single_use) {
+        let node = g.node(*id);
+        if !single || !matches!(node.op, Op::Binary(BinaryOp::Mul)) {
+            continue;
+        }
+        if let Some(k) = (0..2).find(|&k| g.node(node.inputs[k]).shape.is_empty()) {
+            scalars.push(node.inputs[k]);
+            *id = node.inputs[1 - k];
+        }
+    }
+    let first = *scalars.first()?;
+    let dtype = g.node(first).dtype;
+    let scalar = scalars[1..].iter().fold(first, |acc, &s| {
+        g.push(Op::Binary(BinaryOp::Mul), vec![acc, s], None, dtype)
+            .expect("scalars multiply")
+    });
+    Some(place_scalar(g, spec.clone(), ids, scalar, numel))
+}
+
+/// `scalar · einsum(spec, ids)` with the scalar on the smallest of the
+/// operands and the result (`numel` numbers); nodes it needs are pushed on `g`.
+fn place_scalar(
+    g: &mut Graph,
+    spec: EinsumSpec,
+    mut ids: Vec<NodeId>,
+    scalar: NodeId,
+    numel: usize,
+) -> (Op, Vec<NodeId>) {
+    let size = |g: &Graph, k: usize| g.node(ids[k]).shape.iter().product::<usize>();
+    let smallest = (0..ids.len())
+        .min_by_key(|&k| size(g, k))
+        .expect("an einsum has operands");
+    let dtype = g.node(scalar).dtype;
+    let mul = |g: &mut Graph, x: NodeId| {
+        g.push(Op::Binary(BinaryOp::Mul), vec![x, scalar], None, dtype)
+            .expect("a tensor times a scalar keeps its shape")
+    };
+    if ids.len() == 2 && ids[0] == ids[1] {
+        // A symmetric product `c · AAᵀ`: scaling one side would hide the
+        // symmetry, so `√c` scales the shared operand (or `c` the result).
+        let root = match &g.node(scalar).op {
+            Op::Constant(t) if t.item() > 0.0 => Some(t.item().sqrt()),
+            _ => None,
+        };
+        if let Some(root) = root {
+            let root = g
+                .push(
+                    Op::Constant(Tensor::scalar(root, dtype)),
+                    Vec::new(),
+                    None,
+                    dtype,
+                )
+                .expect("a scalar constant");
+            let scaled = g
+                .push(Op::Binary(BinaryOp::Mul), vec![ids[0], root], None, dtype)
+                .expect("a tensor times a scalar keeps its shape");
+            return (Op::Einsum(spec), vec![scaled, scaled]);
+        }
+    }
+    if numel < size(g, smallest) || (ids.len() == 2 && ids[0] == ids[1]) {
+        let product = g
+            .push(Op::Einsum(spec), ids, None, dtype)
+            .expect("the einsum's operands are unchanged in shape");
+        return (Op::Binary(BinaryOp::Mul), vec![product, scalar]);
+    }
+    ids[smallest] = mul(g, ids[smallest]);
+    (Op::Einsum(spec), ids)
 }
