@@ -452,7 +452,7 @@ fn binary(
     let d_numel: usize = d_shape.iter().product();
     let result = crate::dispatch!(a, av, T => {
         let bv = b.typed::<T>("einsum")?;
-        let mut dst: Vec<T> = crate::buffer::zeroed(d_numel);
+        let mut dst = crate::buffer::for_writing::<T>(d_numel);
         // A pure elementwise product (no M, N or K extent) whose operands share
         // the destination's dense layout: one vectorizable loop.
         let aligned = mm * nn * kk == 1
@@ -461,7 +461,14 @@ fn binary(
             && bv.len() == batch_count
             && batch_strides.iter().all(|&(sa, sb, sd)| sa == sd && sb == sd);
         if aligned {
-            dst.iter_mut().zip(av.iter().zip(bv)).for_each(|(d, (&x, &y))| *d = x * y);
+            dst.iter_mut().zip(av.iter().zip(bv)).for_each(|(d, (&x, &y))| {
+                d.write(x * y);
+            });
+        } else if kk == 0 {
+            // An empty contraction: a sum of nothing.
+            dst.iter_mut().for_each(|d| {
+                d.write(<T as num_traits::Zero>::zero());
+            });
         } else if d_numel > 0 {
             let (ap, bp, dp) = (av.as_ptr() as usize, bv.as_ptr() as usize, dst.as_mut_ptr() as usize);
             // One operand times its own transpose: a symmetric product.
@@ -508,6 +515,9 @@ fn binary(
                 (0..batch_count).for_each(|bi| run(bi, true));
             }
         }
+        // SAFETY: each path above wrote every element: the batches' M×N blocks
+        // tile the destination (its letters are the batch, M and N letters).
+        let dst = unsafe { crate::buffer::assume_init(dst) };
         Tensor::from_typed(d_shape.clone(), dst)
     });
     if direct {

@@ -90,6 +90,9 @@ fn einsum_matches_naive_loops() {
         ("a,b->ab", &[&[3], &[4]]),
         ("abcd,cd->ab", &[&[2, 3, 4, 5], &[4, 5]]),
         ("abcd,dc->ba", &[&[2, 3, 4, 5], &[5, 4]]),
+        // Empty contractions: sums of nothing.
+        ("ij,jk->ik", &[&[3, 0], &[0, 4]]),
+        ("bij,bjk->bik", &[&[2, 3, 0], &[2, 0, 4]]),
     ];
     for (k, (spec, shapes)) in cases.iter().enumerate() {
         for dtype in [DType::F64, DType::F32] {
