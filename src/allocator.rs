@@ -13,6 +13,13 @@
 /// third of its time spent zeroing fresh pages in the kernel (batch_grad 5.9
 /// → 3.3 gradient steps). `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`
 /// or `MALLOC_ARENA_MAX` in the environment leave glibc's settings to the user.
+///
+/// Programs using secondo as a library call it first thing in `main`, before
+/// any thread starts (the `secondo` binary does):
+///
+/// ```
+/// secondo::allocator::keep_freed_memory();
+/// ```
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

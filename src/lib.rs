@@ -15,6 +15,7 @@
 //! assert_eq!(objective.network.output_shape(), &[10]);
 //! ```
 
+pub mod allocator;
 pub mod bench;
 mod error;
 pub mod plot;

@@ -1,6 +1,5 @@
 //! The `secondo` command line: see `secondo --help` and shared/INTERFACES.md.
 
-mod allocator;
 mod cli;
 
 use std::process::ExitCode;
@@ -8,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    allocator::keep_freed_memory();
+    secondo::allocator::keep_freed_memory();
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
