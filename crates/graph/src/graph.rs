@@ -201,7 +201,22 @@ impl Graph {
             Op::Input(_) | Op::Param(_) => need_shape(shape),
             Op::Constant(t) => Ok(t.shape().to_vec()),
             Op::Unary(_) => Ok(s(0)),
-            Op::Binary(_) | Op::Where => {
+            Op::Where => {
+                // The condition may cover only trailing axes of the branches.
+                let shapes: Vec<Vec<usize>> = (0..arity).map(s).collect();
+                let full = shapes
+                    .iter()
+                    .max_by_key(|x| x.len())
+                    .cloned()
+                    .unwrap_or_default();
+                let branches_fit = shapes[1..].iter().all(|x| x.is_empty() || *x == full);
+                if branches_fit && full.ends_with(&shapes[0]) {
+                    Ok(full)
+                } else {
+                    Err(build_err(op, format!("operand shapes {shapes:?} differ")))
+                }
+            }
+            Op::Binary(_) => {
                 let shapes: Vec<Vec<usize>> = (0..arity).map(s).collect();
                 let full = shapes
                     .iter()

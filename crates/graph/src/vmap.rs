@@ -128,11 +128,14 @@ impl Builder {
                         let may_stay_scalar = !matches!(node.op, Op::Where) || k > 0;
                         match args[k] {
                             Some(v) if v.shape() == out => v,
-                            // A rank-0 operand next to a full-shape one: [size] must
-                            // line up with the batch axis, not the last axis.
+                            // A rank-0 operand (or a condition over trailing axes)
+                            // next to a full-shape one: its batch axis must line up
+                            // with the result's, not with the result's last axes.
                             Some(v) => {
+                                let rest = &v.shape()[1..];
                                 let mut column = vec![1; out.len()];
                                 column[0] = size;
+                                column[out.len() - rest.len()..].copy_from_slice(rest);
                                 v.reshape(&column).broadcast_to(&out)
                             }
                             None if may_stay_scalar && x(k).shape().is_empty() => x(k),

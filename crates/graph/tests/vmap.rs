@@ -525,3 +525,84 @@ fn an_einsum_with_every_letter_taken_cannot_be_batched() {
     let err = one_line_error(b.vmap(&[y], &[x], &[xs], 2));
     assert!(err.contains("no axis letter is left"), "{err}");
 }
+
+/// A `where` whose condition covers only trailing axes (as the compiler's
+/// passes leave it) batches with the condition's batch axis in front, whether
+/// the condition, the branch or both are batched; compiled, the `where` after
+/// `vmap` reads an unbatched condition without a broadcast copy.
+#[test]
+fn where_with_a_condition_over_trailing_axes() {
+    use secondo_graph::Op;
+    for (batch_c, batch_a) in [(true, false), (false, true), (true, true)] {
+        let mut g = Graph::new();
+        let input = |g: &mut Graph, name: &str, shape: &[usize]| {
+            g.push(
+                Op::Input(name.into()),
+                vec![],
+                Some(shape.to_vec()),
+                DType::F64,
+            )
+            .unwrap()
+        };
+        let c = input(&mut g, "c", &[2]);
+        let a = input(&mut g, "a", &[3, 2]);
+        let zero = g
+            .push(
+                Op::Constant(Tensor::scalar(0.0, DType::F64)),
+                vec![],
+                None,
+                DType::F64,
+            )
+            .unwrap();
+        let w = g
+            .push(Op::Where, vec![c, a, zero], None, DType::F64)
+            .unwrap();
+        let b = Builder::from_graph(g, DType::F64);
+        let (mut batched, mut stacks) = (Vec::new(), Vec::new());
+        if batch_c {
+            batched.push(b.var(c));
+            stacks.push(b.input("cs", &[B, 2]));
+        }
+        if batch_a {
+            batched.push(b.var(a));
+            stacks.push(b.input("as", &[B, 3, 2]));
+        }
+        let out = b.vmap(&[b.var(w)], &batched, &stacks, B).unwrap()[0];
+        let graph = b.finish().unwrap();
+
+        let cs: Vec<f64> = (0..2 * B).map(|i| f64::from(i % 3 == 0)).collect();
+        let avals = pseudo_random(6 * B, 5);
+        let mut feeds = Feeds::new();
+        feeds.insert("c", tensor(&[2], &cs[..2]));
+        feeds.insert("cs", tensor(&[B, 2], &cs));
+        feeds.insert("a", tensor(&[3, 2], &avals[..6]));
+        feeds.insert("as", tensor(&[B, 3, 2], &avals));
+        let exe = Executable::compile(&graph, &[out.id()]).unwrap();
+        let got = exe.run(&feeds).unwrap()[0].to_f64_vec();
+        for n in 0..B {
+            let cn = if batch_c { sample(&cs, n, 2) } else { &cs[..2] };
+            let an = if batch_a {
+                sample(&avals, n, 6)
+            } else {
+                &avals[..6]
+            };
+            let want: Vec<f64> = (0..6)
+                .map(|i| if cn[i % 2] != 0.0 { an[i] } else { 0.0 })
+                .collect();
+            assert_close(
+                &format!("c {batch_c}, a {batch_a}, sample {n}"),
+                sample(&got, n, 6),
+                &want,
+            );
+        }
+        if !batch_c {
+            let copies = exe
+                .graph()
+                .nodes()
+                .iter()
+                .filter(|n| matches!(n.op, Op::Broadcast))
+                .count();
+            assert_eq!(copies, 0, "{}", exe.graph());
+        }
+    }
+}

@@ -204,8 +204,9 @@ impl BinaryOp {
 }
 
 impl Tensor {
-    /// `where(cond, a, b)`: `a` where `cond` is nonzero, else `b`; all of equal shape
-    /// (or single-element `a`/`b`).
+    /// `where(cond, a, b)`: `a` where `cond` is nonzero, else `b`; `a` and `b` of
+    /// the result's shape or single elements, `cond` of the result's shape or of
+    /// its trailing axes (repeated over the leading ones).
     ///
     /// ```
     /// use secondo_tensor::Tensor;
@@ -213,39 +214,79 @@ impl Tensor {
     /// let a = Tensor::from_vec(vec![2], vec![5.0f64, 6.0]).unwrap();
     /// let b = Tensor::from_vec(vec![], vec![0.0f64]).unwrap();
     /// assert_eq!(Tensor::select(&c, &a, &b).unwrap().to_f64_vec(), vec![5.0, 0.0]);
+    /// let rows = Tensor::from_vec(vec![2, 2], vec![5.0f64, 6.0, 7.0, 8.0]).unwrap();
+    /// let picked = Tensor::select(&c, &rows, &b).unwrap();
+    /// assert_eq!(picked.to_f64_vec(), vec![5.0, 0.0, 7.0, 0.0]);
     /// ```
     pub fn select(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor, TensorError> {
-        let shape = cond.shape().to_vec();
-        for t in [a, b] {
-            if t.numel() != 1 && t.shape() != shape.as_slice() {
-                return Err(TensorError::ShapeMismatch {
-                    op: "where".into(),
-                    a: shape,
-                    b: t.shape().to_vec(),
-                });
-            }
+        let shape = [a, b]
+            .iter()
+            .filter(|t| t.numel() != 1)
+            .map(|t| t.shape())
+            .chain([cond.shape()])
+            .max_by_key(|s| s.len())
+            .expect("the condition is a candidate")
+            .to_vec();
+        let mismatch = |t: &Tensor| TensorError::ShapeMismatch {
+            op: "where".into(),
+            a: shape.clone(),
+            b: t.shape().to_vec(),
+        };
+        if let Some(t) = [a, b]
+            .into_iter()
+            .find(|t| t.numel() != 1 && t.shape() != shape.as_slice())
+        {
+            return Err(mismatch(t));
         }
+        if !shape.ends_with(cond.shape()) {
+            return Err(mismatch(cond));
+        }
+        let numel: usize = shape.iter().product();
         crate::dispatch!(cond, c, T => {
+            let c: &[T] = c;
             let av = a.typed::<T>("where")?;
             let bv = b.typed::<T>("where")?;
             let z = T::zero();
-            let out: Vec<T> = match (av.len() == 1 && c.len() != 1, bv.len() == 1 && c.len() != 1) {
-                (false, false) => {
-                    let mut out = vec![z; c.len()];
-                    select_slices(&mut out, c, av, bv);
-                    out
-                }
-                (false, true) => {
-                    let mut out = vec![z; c.len()];
-                    select_else_scalar(&mut out, c, av, bv[0]);
-                    out
-                }
-                (true, false) => c.iter().zip(bv).map(|(&m, &y)| if m != z { av[0] } else { y }).collect(),
-                (true, true) => c.iter().map(|&m| if m != z { av[0] } else { bv[0] }).collect(),
+            let mut out = vec![z; numel];
+            // The condition repeats over the leading axes it lacks.
+            let pick = |o: &mut [T], c: &[T], x: Option<&[T]>, y: Option<&[T]>| match (x, y) {
+                (Some(x), Some(y)) => select_slices(o, c, x, y),
+                (Some(x), None) => select_else_scalar(o, c, x, bv[0]),
+                (None, Some(y)) => o
+                    .iter_mut()
+                    .zip(c.iter().zip(y))
+                    .for_each(|(o, (&m, &y))| *o = if m != z { av[0] } else { y }),
+                (None, None) => o
+                    .iter_mut()
+                    .zip(c)
+                    .for_each(|(o, &m)| *o = if m != z { av[0] } else { bv[0] }),
             };
+            let width = c.len().max(1);
+            let run = |(k, o): (usize, &mut [T])| {
+                let (x, y) = (repeat_part(av, k, width, numel), repeat_part(bv, k, width, numel));
+                if o.len() >= PAR_MIN {
+                    o.par_chunks_mut(CHUNK).enumerate().for_each(|(j, piece)| {
+                        let r = j * CHUNK..j * CHUNK + piece.len();
+                        pick(piece, &c[r.clone()], x.map(|x| &x[r.clone()]), y.map(|y| &y[r]))
+                    })
+                } else {
+                    pick(o, c, x, y)
+                }
+            };
+            if numel >= PAR_MIN {
+                out.par_chunks_mut(width).enumerate().for_each(run);
+            } else {
+                out.chunks_mut(width).enumerate().for_each(run);
+            }
             Ok(Tensor::from_typed(shape, out))
         })
     }
+}
+
+/// Part `k` of `v` in parts of `width`, or `None` for a single element
+/// standing for all `numel`.
+fn repeat_part<T>(v: &[T], k: usize, width: usize, numel: usize) -> Option<&[T]> {
+    (v.len() == numel).then(|| &v[k * width..(k + 1) * width])
 }
 
 crate::avx2_kernel! {

@@ -214,3 +214,43 @@ fn elementwise_and_shape_ops() {
         .apply(t.clone(), t.to_dtype(DType::F32))
         .is_err());
 }
+
+/// A condition over trailing axes picks as if broadcast over the leading ones,
+/// with tensor or single-element branches, at sizes that run serially and in
+/// parallel; a condition that is not a suffix of the result's shape is refused.
+#[test]
+fn select_repeats_a_condition_over_leading_axes() {
+    let cases: &[(&[usize], &[usize])] = &[
+        (&[3, 4, 5], &[4, 5]),
+        (&[3, 200, 160], &[200, 160]),
+        (&[2, 300, 200], &[2, 300, 200]),
+    ];
+    for (k, &(full, trailing)) in cases.iter().enumerate() {
+        let n: usize = trailing.iter().product();
+        let mask: Vec<f64> = values(n, 7 + k as u64)
+            .iter()
+            .map(|&v| f64::from(v > 0.0))
+            .collect();
+        let cond = Tensor::from_f64(trailing.to_vec(), &mask, DType::F64).unwrap();
+        let a = random(full, 8, DType::F64);
+        let b = random(full, 9, DType::F64);
+        let s = Tensor::scalar(-3.0, DType::F64);
+        for (x, y) in [(&a, &b), (&a, &s), (&s, &b)] {
+            let got = Tensor::select(&cond, x, y).unwrap();
+            assert_eq!(got.shape(), full);
+            let (xv, yv) = (x.to_f64_vec(), y.to_f64_vec());
+            let at = |v: &[f64], i: usize| if v.len() == 1 { v[0] } else { v[i] };
+            for (i, &g) in got.to_f64_vec().iter().enumerate() {
+                let want = if mask[i % n] != 0.0 {
+                    at(&xv, i)
+                } else {
+                    at(&yv, i)
+                };
+                assert_eq!(g, want, "{full:?} at {i}");
+            }
+        }
+    }
+    let a = random(&[3, 4, 5], 8, DType::F64);
+    let not_suffix = random(&[3, 4], 10, DType::F64);
+    assert!(Tensor::select(&not_suffix, &a, &a).is_err());
+}

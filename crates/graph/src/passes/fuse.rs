@@ -8,6 +8,8 @@ use crate::{Graph, NodeId, Op};
 /// einsum executor then picks a contraction order that never builds the
 /// product's full result: e.g. per-sample squared gradient norms of a linear
 /// layer, `Σ_oi (g_no x_ni)²`, become `(Σ_o g_no²)(Σ_i x_ni²)`.
+/// A `where` whose condition is broadcast over leading axes reads the
+/// condition unbroadcast (the kernel repeats it).
 /// A contraction scaled by a scalar takes the scalar into its smallest
 /// operand instead (when nothing else reads the unscaled result), so the
 /// multiplication runs over e.g. a batch of layer-output gradients rather
@@ -42,6 +44,15 @@ pub fn fuse_einsum_reductions(graph: &Graph, outputs: &[NodeId]) -> (Graph, Vec<
             Op::Binary(BinaryOp::Mul) => (0..2)
                 .find(|&k| uses[node.inputs[k]] == 1)
                 .and_then(|k| scaled(&mut out, inputs[k], inputs[1 - k])),
+            Op::Where => {
+                // `where(broadcast(c), a, b)`: the kernel repeats a condition over
+                // leading axes itself, without the broadcast copy.
+                let cond = out.node(inputs[0]);
+                let unbroadcast = matches!(cond.op, Op::Broadcast)
+                    && node.shape.ends_with(&out.node(cond.inputs[0]).shape)
+                    && inputs[1..].iter().any(|&j| out.node(j).shape == node.shape);
+                unbroadcast.then(|| (Op::Where, vec![cond.inputs[0], inputs[1], inputs[2]]))
+            }
             Op::Einsum(spec) => {
                 let single_use: Vec<bool> = node.inputs.iter().map(|&j| uses[j] == 1).collect();
                 unscaled_operands(
