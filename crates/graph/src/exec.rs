@@ -300,14 +300,24 @@ impl Executable {
             };
             for (k, (value, seconds)) in group.clone().zip(results) {
                 let node = self.graph.node(k);
+                let run_err = |reason: String| GraphError::Run {
+                    node: k,
+                    op: node.op.to_string(),
+                    reason,
+                };
                 let value = value.map_err(|e| match e {
                     Eval::Graph(g) => g,
-                    Eval::Kernel(t) => GraphError::Run {
-                        node: k,
-                        op: node.op.to_string(),
-                        reason: t.to_string(),
-                    },
+                    Eval::Kernel(t) => run_err(t.to_string()),
                 })?;
+                // A kernel disagreeing with the graph's shape rules is a bug:
+                // stop here rather than fail (or compute nonsense) downstream.
+                if value.shape() != node.shape.as_slice() {
+                    return Err(run_err(format!(
+                        "computed shape {:?}, the graph says {:?}",
+                        value.shape(),
+                        node.shape
+                    )));
+                }
                 if let Some(t) = times.as_deref_mut() {
                     t[k] = seconds;
                 }

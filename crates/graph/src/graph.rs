@@ -201,29 +201,20 @@ impl Graph {
             Op::Input(_) | Op::Param(_) => need_shape(shape),
             Op::Constant(t) => Ok(t.shape().to_vec()),
             Op::Unary(_) => Ok(s(0)),
-            Op::Where => {
-                // The condition may cover only trailing axes of the branches.
+            Op::Binary(_) | Op::Where => {
+                // Operands of the result's shape or single elements; a binary
+                // operand or a condition may cover only the trailing axes.
                 let shapes: Vec<Vec<usize>> = (0..arity).map(s).collect();
                 let full = shapes
                     .iter()
                     .max_by_key(|x| x.len())
                     .cloned()
                     .unwrap_or_default();
-                let branches_fit = shapes[1..].iter().all(|x| x.is_empty() || *x == full);
-                if branches_fit && full.ends_with(&shapes[0]) {
-                    Ok(full)
-                } else {
-                    Err(build_err(op, format!("operand shapes {shapes:?} differ")))
-                }
-            }
-            Op::Binary(_) => {
-                let shapes: Vec<Vec<usize>> = (0..arity).map(s).collect();
-                let full = shapes
-                    .iter()
-                    .find(|x| !x.is_empty())
-                    .cloned()
-                    .unwrap_or_default();
-                if shapes.iter().all(|x| x.is_empty() || *x == full) {
+                let fits = |k: usize| {
+                    let x = &shapes[k];
+                    x.is_empty() || *x == full || ((k == 0 || arity == 2) && full.ends_with(x))
+                };
+                if (0..arity).all(fits) {
                     Ok(full)
                 } else {
                     Err(build_err(op, format!("operand shapes {shapes:?} differ")))

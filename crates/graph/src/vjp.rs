@@ -127,9 +127,12 @@ impl Builder {
         let x = |j: usize| self.var(node.inputs[j]);
         let y = self.var(id);
         let operand_shape = x(k).shape();
+        // An operand with fewer axes (a single element, or the trailing axes
+        // of the result) gets the cotangent summed over the axes it lacks.
         let fit = |v: Var<'a>| {
-            if operand_shape.is_empty() && !node.shape.is_empty() {
-                v.sum_all()
+            if operand_shape.len() < node.shape.len() {
+                let lacking: Vec<usize> = (0..node.shape.len() - operand_shape.len()).collect();
+                v.sum(&lacking)
             } else {
                 v
             }

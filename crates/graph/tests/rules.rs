@@ -333,3 +333,80 @@ fn jvp_and_vjp_are_adjoint() {
     let out = exe.run(&feeds).unwrap();
     assert!((out[0].item() - out[1].item()).abs() < 1e-12);
 }
+
+/// A binary op whose operand covers only the trailing axes of the other (as
+/// the compiler leaves a bias added to a batch) differentiates and batches
+/// as if that operand were broadcast: its cotangent sums over the axes it
+/// lacks, its tangent and its batch axis line up with the result's.
+#[test]
+fn binary_ops_with_an_operand_over_trailing_axes() {
+    use secondo_graph::{Graph, Op};
+    let mut g = Graph::new();
+    let x = g
+        .push(Op::Input("x".into()), vec![], Some(vec![3, 4]), DType::F64)
+        .unwrap();
+    let v = g
+        .push(Op::Input("v".into()), vec![], Some(vec![4]), DType::F64)
+        .unwrap();
+    let y = g
+        .push(Op::Binary(BinaryOp::Mul), vec![x, v], None, DType::F64)
+        .unwrap();
+    assert_eq!(g.node(y).shape, vec![3, 4]);
+    let b = Builder::from_graph(g, DType::F64);
+    let (x, v, y) = (b.var(x), b.var(v), b.var(y));
+    let ct = b.input("ct", &[3, 4]);
+    let grads = b.grad((y * ct).sum_all(), &[x, v]).unwrap();
+    let (tx, tv) = (b.input("tx", &[3, 4]), b.input("tv", &[4]));
+    let tangent = b.jvp(&[y], &[x, v], &[tx, tv]).unwrap()[0];
+    let vs = b.input("vs", &[2, 4]);
+    let batched = b.vmap(&[y], &[v], &[vs], 2).unwrap()[0];
+    let graph = b.finish().unwrap();
+
+    let data = |n: usize, seed: u64| secondo_graph::check::pseudo_random(n, seed);
+    let (xd, vd, ctd, txd, tvd, vsd) = (
+        data(12, 1),
+        data(4, 2),
+        data(12, 3),
+        data(12, 4),
+        data(4, 5),
+        data(8, 6),
+    );
+    let mut feeds = Feeds::new();
+    for (name, shape, values) in [
+        ("x", vec![3, 4], &xd),
+        ("v", vec![4], &vd),
+        ("ct", vec![3, 4], &ctd),
+        ("tx", vec![3, 4], &txd),
+        ("tv", vec![4], &tvd),
+        ("vs", vec![2, 4], &vsd),
+    ] {
+        feeds.insert(name, Tensor::from_vec(shape, values.clone()).unwrap());
+    }
+    let ids = [grads[0].id(), grads[1].id(), tangent.id(), batched.id()];
+    let got: Vec<Vec<f64>> = Executable::compile(&graph, &ids)
+        .unwrap()
+        .run(&feeds)
+        .unwrap()
+        .iter()
+        .map(Tensor::to_f64_vec)
+        .collect();
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+    for i in 0..12 {
+        let j = i % 4;
+        assert!(close(got[0][i], ctd[i] * vd[j]), "d/dx at {i}");
+        assert!(
+            close(got[2][i], txd[i] * vd[j] + xd[i] * tvd[j]),
+            "tangent at {i}"
+        );
+        for n in 0..2 {
+            assert!(
+                close(got[3][n * 12 + i], xd[i] * vsd[n * 4 + j]),
+                "vmap at {n}, {i}"
+            );
+        }
+    }
+    for j in 0..4 {
+        let want: f64 = (0..3).map(|r| ctd[r * 4 + j] * xd[r * 4 + j]).sum();
+        assert!(close(got[1][j], want), "d/dv at {j}");
+    }
+}

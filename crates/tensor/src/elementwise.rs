@@ -84,6 +84,29 @@ fn zip_into<T: Element>(out: &mut [T], other: &[T], f: impl Fn(T, T) -> T + Sync
 
 /// `v[i] = f(v[i], s)`, or `f(s, v[i])` when `scalar_first`; generic in `f`
 /// so that each operation compiles to its own vectorized loop.
+/// `out[i] = f(out[i], other[i mod n])` (or `f(other[i mod n], out[i])`
+/// when `other_first`), `other` repeating over `out`'s leading axes.
+fn zip_repeating<T: Element>(
+    out: &mut [T],
+    other: &[T],
+    f: impl Fn(T, T) -> T + Sync,
+    other_first: bool,
+) {
+    let run = |o: &mut [T]| {
+        if other_first {
+            o.iter_mut().zip(other).for_each(|(x, &y)| *x = f(y, *x));
+        } else {
+            o.iter_mut().zip(other).for_each(|(x, &y)| *x = f(*x, y));
+        }
+    };
+    let width = other.len().max(1);
+    if out.len() >= PAR_MIN {
+        out.par_chunks_mut(width).for_each(run);
+    } else {
+        out.chunks_mut(width).for_each(run);
+    }
+}
+
 fn with_scalar<T: Element>(v: &mut [T], s: T, f: impl Fn(T, T) -> T + Sync, scalar_first: bool) {
     if scalar_first {
         map_inplace(v, |x| f(s, x))
@@ -163,13 +186,18 @@ impl UnaryOp {
 }
 
 impl BinaryOp {
-    /// Applies the map; operands must have equal shapes, or one of them a single element.
+    /// Applies the map; operands must have equal shapes, or one of them a
+    /// single element, or the shape of the other's trailing axes (repeated over
+    /// the leading ones, e.g. a bias added to a batch).
     ///
     /// ```
     /// # use secondo_tensor::{BinaryOp, Tensor};
     /// let a = Tensor::from_vec(vec![2], vec![1.0f64, 2.0]).unwrap();
     /// let b = Tensor::from_vec(vec![3], vec![1.0f64, 2.0, 3.0]).unwrap();
-    /// assert!(BinaryOp::Add.apply(a, b).is_err());
+    /// assert!(BinaryOp::Add.apply(a.clone(), b).is_err());
+    /// let batch = Tensor::from_vec(vec![2, 2], vec![10.0f64, 20.0, 30.0, 40.0]).unwrap();
+    /// let sum = BinaryOp::Sub.apply(batch, a).unwrap();
+    /// assert_eq!(sum.to_f64_vec(), vec![9.0, 18.0, 29.0, 38.0]);
     /// ```
     pub fn apply(self, a: Tensor, b: Tensor) -> Result<Tensor, TensorError> {
         if a.dtype() != b.dtype() {
@@ -187,14 +215,26 @@ impl BinaryOp {
                 with_binary_fn!(self, T, |f| zip_into(&mut out, bv, f));
                 Ok(Tensor::from_typed(sa, out))
             } else if b.numel() == 1 {
+                // Two single elements: the result has the more axes.
+                let shape = if a.numel() == 1 && sb.len() > sa.len() { sb } else { sa };
                 let s = b.typed::<T>("binary")?[0];
                 let mut out: Vec<T> = a.into_typed_vec().expect("dtype");
                 with_binary_fn!(self, T, |f| with_scalar(&mut out, s, f, false));
-                Ok(Tensor::from_typed(sa, out))
+                Ok(Tensor::from_typed(shape, out))
             } else if a.numel() == 1 {
                 let s = a.typed::<T>("binary")?[0];
                 let mut out: Vec<T> = b.into_typed_vec().expect("dtype");
                 with_binary_fn!(self, T, |f| with_scalar(&mut out, s, f, true));
+                Ok(Tensor::from_typed(sb, out))
+            } else if sa.ends_with(&sb) {
+                let bv = b.typed::<T>("binary")?;
+                let mut out: Vec<T> = a.into_typed_vec().expect("dtype");
+                with_binary_fn!(self, T, |f| zip_repeating(&mut out, bv, f, false));
+                Ok(Tensor::from_typed(sa, out))
+            } else if sb.ends_with(&sa) {
+                let av = a.typed::<T>("binary")?;
+                let mut out: Vec<T> = b.into_typed_vec().expect("dtype");
+                with_binary_fn!(self, T, |f| zip_repeating(&mut out, av, f, true));
                 Ok(Tensor::from_typed(sb, out))
             } else {
                 Err(TensorError::ShapeMismatch { op: format!("{self:?}"), a: sa, b: sb })
@@ -219,13 +259,18 @@ impl Tensor {
     /// assert_eq!(picked.to_f64_vec(), vec![5.0, 0.0, 7.0, 0.0]);
     /// ```
     pub fn select(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor, TensorError> {
+        // The branches' shape, or with single-element branches the most axes
+        // among all three (the condition's on a tie).
         let shape = [a, b]
             .iter()
-            .filter(|t| t.numel() != 1)
+            .find(|t| t.numel() != 1)
             .map(|t| t.shape())
-            .chain([cond.shape()])
-            .max_by_key(|s| s.len())
-            .expect("the condition is a candidate")
+            .unwrap_or_else(|| {
+                [a.shape(), b.shape(), cond.shape()]
+                    .into_iter()
+                    .max_by_key(|s| s.len())
+                    .expect("three candidates")
+            })
             .to_vec();
         let mismatch = |t: &Tensor| TensorError::ShapeMismatch {
             op: "where".into(),

@@ -254,3 +254,51 @@ fn select_repeats_a_condition_over_leading_axes() {
     let not_suffix = random(&[3, 4], 10, DType::F64);
     assert!(Tensor::select(&not_suffix, &a, &a).is_err());
 }
+
+/// An operand over trailing axes repeats over the other's leading axes, on
+/// either side, at sizes that run serially and in parallel.
+#[test]
+fn binary_ops_repeat_an_operand_over_leading_axes() {
+    for (k, (full, trailing)) in [
+        (vec![3, 4, 5], vec![4, 5]),
+        (vec![300, 1, 256], vec![1, 256]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let big = random(&full, 20 + k as u64, DType::F64);
+        let small = random(&trailing, 30 + k as u64, DType::F64);
+        let (bv, sv) = (big.to_f64_vec(), small.to_f64_vec());
+        let n = sv.len();
+        for op in [BinaryOp::Sub, BinaryOp::Div, BinaryOp::Max] {
+            let f = |x: f64, y: f64| match op {
+                BinaryOp::Sub => x - y,
+                BinaryOp::Div => x / y,
+                _ => x.max(y),
+            };
+            let left = op.apply(big.clone(), small.clone()).unwrap();
+            let right = op.apply(small.clone(), big.clone()).unwrap();
+            assert_eq!(left.shape(), full.as_slice());
+            assert_eq!(right.shape(), full.as_slice());
+            for (i, (l, r)) in left.to_f64_vec().iter().zip(right.to_f64_vec()).enumerate() {
+                assert_eq!(*l, f(bv[i], sv[i % n]), "{op:?} {full:?} at {i}");
+                assert_eq!(r, f(sv[i % n], bv[i]), "{op:?} {full:?} at {i}");
+            }
+        }
+    }
+}
+
+/// Single elements with different numbers of axes give a result with the
+/// most axes, as the graph's shape rules say.
+#[test]
+fn single_elements_keep_the_most_axes() {
+    let one = |shape: &[usize]| Tensor::full(shape.to_vec(), 2.0, DType::F64);
+    let got = BinaryOp::Mul.apply(one(&[1, 1]), one(&[1, 1, 1])).unwrap();
+    assert_eq!(got.shape(), &[1, 1, 1]);
+    let got = BinaryOp::Mul.apply(one(&[1, 1, 1]), one(&[1])).unwrap();
+    assert_eq!(got.shape(), &[1, 1, 1]);
+    let got = Tensor::select(&one(&[1, 1]), &one(&[1, 1, 1]), &one(&[])).unwrap();
+    assert_eq!(got.shape(), &[1, 1, 1]);
+    let got = Tensor::select(&one(&[1, 1]), &one(&[]), &one(&[])).unwrap();
+    assert_eq!(got.shape(), &[1, 1]);
+}

@@ -8,8 +8,9 @@ use crate::{Graph, NodeId, Op};
 /// einsum executor then picks a contraction order that never builds the
 /// product's full result: e.g. per-sample squared gradient norms of a linear
 /// layer, `Σ_oi (g_no x_ni)²`, become `(Σ_o g_no²)(Σ_i x_ni²)`.
-/// A `where` whose condition is broadcast over leading axes reads the
-/// condition unbroadcast (the kernel repeats it).
+/// An operand of a binary op (or the condition of a `where`) broadcast over
+/// leading axes is read unbroadcast: the kernels repeat it (a bias added to a
+/// batch, a ReLU mask over `vmap`ped columns).
 /// A contraction scaled by a scalar takes the scalar into its smallest
 /// operand instead (when nothing else reads the unscaled result), so the
 /// multiplication runs over e.g. a batch of layer-output gradients rather
@@ -43,16 +44,10 @@ pub fn fuse_einsum_reductions(graph: &Graph, outputs: &[NodeId]) -> (Graph, Vec<
             Op::Reduce(ReduceOp::Sum, axes) => fused_sum(&out, inputs[0], axes),
             Op::Binary(BinaryOp::Mul) => (0..2)
                 .find(|&k| uses[node.inputs[k]] == 1)
-                .and_then(|k| scaled(&mut out, inputs[k], inputs[1 - k])),
-            Op::Where => {
-                // `where(broadcast(c), a, b)`: the kernel repeats a condition over
-                // leading axes itself, without the broadcast copy.
-                let cond = out.node(inputs[0]);
-                let unbroadcast = matches!(cond.op, Op::Broadcast)
-                    && node.shape.ends_with(&out.node(cond.inputs[0]).shape)
-                    && inputs[1..].iter().any(|&j| out.node(j).shape == node.shape);
-                unbroadcast.then(|| (Op::Where, vec![cond.inputs[0], inputs[1], inputs[2]]))
-            }
+                .and_then(|k| scaled(&mut out, inputs[k], inputs[1 - k]))
+                .or_else(|| unbroadcast(&out, &node.op, &inputs, &node.shape, 0..2)),
+            Op::Binary(_) => unbroadcast(&out, &node.op, &inputs, &node.shape, 0..2),
+            Op::Where => unbroadcast(&out, &node.op, &inputs, &node.shape, 0..1),
             Op::Einsum(spec) => {
                 let single_use: Vec<bool> = node.inputs.iter().map(|&j| uses[j] == 1).collect();
                 unscaled_operands(
@@ -223,4 +218,27 @@ fn place_scalar(
     }
     ids[smallest] = mul(g, ids[smallest]);
     (Op::Einsum(spec), ids)
+}
+
+/// `op(inputs)` reading, for the first of the `candidates` operands that is a
+/// broadcast over leading axes of the result (`shape`), the broadcast's input
+/// instead, when another operand has the result's shape (which then stays
+/// the result's shape).
+fn unbroadcast(
+    g: &Graph,
+    op: &Op,
+    inputs: &[NodeId],
+    shape: &[usize],
+    candidates: std::ops::Range<usize>,
+) -> Option<(Op, Vec<NodeId>)> {
+    let k = candidates.into_iter().find(|&k| {
+        let node = g.node(inputs[k]);
+        matches!(node.op, Op::Broadcast)
+            && shape.ends_with(&g.node(node.inputs[0]).shape)
+            && !g.node(node.inputs[0]).shape.is_empty()
+            && (0..inputs.len()).any(|j| j != k && g.node(inputs[j]).shape == shape)
+    })?;
+    let mut ids = inputs.to_vec();
+    ids[k] = g.node(inputs[k]).inputs[0];
+    Some((op.clone(), ids))
 }
