@@ -103,8 +103,9 @@ pub fn run(a: SpectrumArgs) -> anyhow::Result<()> {
         println!("trace: {t:.6e} ± {se:.2e}");
     }
     println!(
-        "wrote {0}/spectrum.json and {0}/spectrum.svg",
-        a.out.display()
+        "wrote {} and {}",
+        a.out.join("spectrum.json").display(),
+        a.out.join("spectrum.svg").display()
     );
     Ok(())
 }
