@@ -3,6 +3,7 @@
 mod cse;
 mod dce;
 mod fuse;
+mod scalars;
 mod schedule;
 
 pub use cse::eliminate_common_subexpressions;
