@@ -47,15 +47,14 @@ pub fn group_independent_contractions(
         let Op::Einsum(spec) = &node.op else {
             return false;
         };
-        let mut letters: Vec<(char, usize)> = Vec::new();
-        for (term, &j) in spec.inputs.iter().zip(&node.inputs) {
-            for (&c, &d) in term.iter().zip(&graph.node(j).shape) {
-                if !letters.iter().any(|&(l, _)| l == c) {
-                    letters.push((c, d));
-                }
-            }
-        }
-        letters.iter().map(|&(_, d)| d).product::<usize>() >= SIDE_BY_SIDE_WORK
+        let shapes: Vec<&[usize]> = node
+            .inputs
+            .iter()
+            .map(|&j| graph.node(j).shape.as_slice())
+            .collect();
+        spec.sizes(&shapes).is_ok_and(|letters| {
+            letters.iter().map(|l| l.1).product::<usize>() >= SIDE_BY_SIDE_WORK
+        })
     };
     let mut placed = vec![false; n];
     let mut order: Vec<NodeId> = Vec::with_capacity(n);
