@@ -127,3 +127,40 @@ fn symmetric_products_stay_symmetric_under_scalars() {
         }
     }
 }
+
+/// `Σ_c y²` over leading axes becomes one contraction of `y` with itself
+/// (no squared copy); over other axes it stays a square and a sum.
+#[test]
+fn sums_of_squares_over_leading_axes_are_one_contraction() {
+    for (axes, fused) in [(vec![0], true), (vec![0, 1], true), (vec![1], false)] {
+        let b = Builder::new(DType::F64);
+        let y = b.input("y", &[3, 4, 5]);
+        let total = (y.exp() * 0.5).square().sum(&axes);
+        let exe = Executable::compile(&b.finish().unwrap(), &[total.id()]).unwrap();
+        let f = feeds(&[("y", &[3, 4, 5])]);
+        let got = exe.run(&f).unwrap().remove(0);
+        let e = f.get("y").unwrap().to_f64_vec();
+        let kept: Vec<usize> = (0..3).filter(|a| !axes.contains(a)).collect();
+        let dims = [3, 4, 5];
+        let mut want = vec![0.0; kept.iter().map(|&a| dims[a]).product()];
+        for (i, v) in e.iter().enumerate() {
+            let idx = [i / 20, i / 5 % 4, i % 5];
+            let at = kept.iter().fold(0, |acc, &a| acc * dims[a] + idx[a]);
+            want[at] += (v.exp() * 0.5).powi(2);
+        }
+        let diff = got
+            .to_f64_vec()
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (g - w).abs())
+            .fold(0.0, f64::max);
+        assert!(diff < 1e-12, "axes {axes:?}");
+        let squares = exe
+            .graph()
+            .nodes()
+            .iter()
+            .filter(|n| matches!(n.op, Op::Unary(UnaryOp::Powf(_))))
+            .count();
+        assert_eq!(squares == 0, fused, "axes {axes:?}\n{}", exe.graph());
+    }
+}

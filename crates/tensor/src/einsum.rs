@@ -453,22 +453,32 @@ fn binary(
     let result = crate::dispatch!(a, av, T => {
         let bv = b.typed::<T>("einsum")?;
         let mut dst = crate::buffer::for_writing::<T>(d_numel);
-        // A pure elementwise product (no M, N or K extent) whose operands share
-        // the destination's dense layout: one vectorizable loop.
-        let aligned = mm * nn * kk == 1
+        // Elementwise products (no M or N extent) summed over leading K axes,
+        // the operands' other axes laid out like the destination's: one
+        // vectorizable pass per K index (e.g. a product, or `Σ_c x_c²`).
+        let batch = batch_count as isize;
+        let leading_sum = mm * nn == 1
             && d_numel == batch_count
-            && av.len() == batch_count
-            && bv.len() == batch_count
-            && batch_strides.iter().all(|&(sa, sb, sd)| sa == sd && sb == sd);
-        if aligned {
-            dst.iter_mut().zip(av.iter().zip(bv)).for_each(|(d, (&x, &y))| {
-                d.write(x * y);
-            });
-        } else if kk == 0 {
+            && av.len() == batch_count * kk
+            && bv.len() == batch_count * kk
+            && batch_strides.iter().all(|&(sa, sb, sd)| sa == sd && sb == sd)
+            && (kk == 1 || (la.cs == batch && rb.rs == batch));
+        if kk == 0 {
             // An empty contraction: a sum of nothing.
             dst.iter_mut().for_each(|d| {
                 d.write(<T as num_traits::Zero>::zero());
             });
+        } else if leading_sum {
+            dst.iter_mut().zip(av.iter().zip(bv.iter())).for_each(|(d, (&x, &y))| {
+                d.write(x * y);
+            });
+            for p in 1..kk {
+                let (ap, bp) = (&av[p * batch_count..], &bv[p * batch_count..]);
+                dst.iter_mut().zip(ap.iter().zip(bp)).for_each(|(d, (&x, &y))| {
+                    // SAFETY: the first pass above wrote every element.
+                    unsafe { *d.assume_init_mut() += x * y };
+                });
+            }
         } else if d_numel > 0 {
             let (ap, bp, dp) = (av.as_ptr() as usize, bv.as_ptr() as usize, dst.as_mut_ptr() as usize);
             // One operand times its own transpose: a symmetric product.

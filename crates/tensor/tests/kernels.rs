@@ -90,6 +90,10 @@ fn einsum_matches_naive_loops() {
         ("a,b->ab", &[&[3], &[4]]),
         ("abcd,cd->ab", &[&[2, 3, 4, 5], &[4, 5]]),
         ("abcd,dc->ba", &[&[2, 3, 4, 5], &[5, 4]]),
+        // Products summed over leading axes (one pass per leading index).
+        ("cnh,cnh->nh", &[&[3, 4, 5], &[3, 4, 5]]),
+        ("abc,abc->c", &[&[2, 3, 4], &[2, 3, 4]]),
+        ("ab,ab->ab", &[&[3, 4], &[3, 4]]),
         // Empty contractions: sums of nothing.
         ("ij,jk->ik", &[&[3, 0], &[0, 4]]),
         ("bij,bjk->bik", &[&[2, 3, 0], &[2, 0, 4]]),

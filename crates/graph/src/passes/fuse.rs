@@ -82,7 +82,7 @@ fn fused_sum(g: &Graph, x: NodeId, axes: &[usize]) -> Option<(Op, Vec<NodeId>)> 
         Op::Einsum(spec) => (spec.clone(), node.inputs.clone(), false),
         Op::Unary(UnaryOp::Powf(p)) if *p == 2.0 => match &g.node(node.inputs[0]).op {
             Op::Einsum(spec) => (spec.clone(), g.node(node.inputs[0]).inputs.clone(), true),
-            _ => return None,
+            _ => return sum_of_squares(g, node.inputs[0], axes),
         },
         _ => return None,
     };
@@ -118,6 +118,24 @@ fn fused_sum(g: &Graph, x: NodeId, axes: &[usize]) -> Option<(Op, Vec<NodeId>)> 
         ids.extend(operands);
     }
     Some((Op::Einsum(EinsumSpec { inputs, output }), ids))
+}
+
+/// `Σ_axes y²` over leading axes of `y` as one einsum of `y` with itself
+/// (`"cnh,cnh->nh"`), which the executor runs as one pass that multiplies and
+/// accumulates, instead of squaring into a copy and summing that.
+fn sum_of_squares(g: &Graph, y: NodeId, axes: &[usize]) -> Option<(Op, Vec<NodeId>)> {
+    let rank = g.node(y).shape.len();
+    let mut sorted = axes.to_vec();
+    sorted.sort_unstable();
+    if axes.is_empty() || rank > 26 || sorted != (0..axes.len()).collect::<Vec<_>>() {
+        return None;
+    }
+    let term: Vec<char> = ('a'..='z').take(rank).collect();
+    let spec = EinsumSpec {
+        inputs: vec![term.clone(), term.clone()],
+        output: term[axes.len()..].to_vec(),
+    };
+    Some((Op::Einsum(spec), vec![y, y]))
 }
 
 /// `op(inputs)` reading, for the first of the `candidates` operands that is a
