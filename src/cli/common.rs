@@ -140,3 +140,45 @@ pub fn check_output(path: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Memory the system can give this process now, in bytes (Linux's
+/// `MemAvailable`), or `None` where unknown.
+pub fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Refuses, in one line, work whose results alone need more than 90% of the
+/// `available` bytes (the rest goes to the values computing them): running
+/// it would end in the kernel killing the process.
+pub fn ensure_fits(what: &str, bytes: u64, available: Option<u64>) -> anyhow::Result<()> {
+    match available {
+        Some(free) if bytes > free / 10 * 9 => bail!(
+            "{what} take {:.1} GB: with the values that compute them, more than the {:.1} GB of memory available",
+            bytes as f64 / 1e9,
+            free as f64 / 1e9
+        ),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_larger_than_memory_are_refused() {
+        let err = ensure_fits("batch_grad", 48_800_000_000, Some(23_600_000_000)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "batch_grad take 48.8 GB: with the values that compute them, more than the 23.6 GB of memory available"
+        );
+        assert!(ensure_fits("grad", 1 << 20, Some(1 << 30)).is_ok());
+        // Within the available memory but not beside the computation.
+        assert!(ensure_fits("batch_grad", 95, Some(100)).is_err());
+        assert!(ensure_fits("grad", 1 << 40, None).is_ok());
+        assert!(available_memory().is_none_or(|b| b > 0));
+    }
+}

@@ -7,7 +7,7 @@ use anyhow::bail;
 use clap::Args;
 use secondo::curvature::{sample_mc_targets, Quantity, QuantityProgram};
 
-use super::common::{check_output, ModelArgs};
+use super::common::{available_memory, check_output, ensure_fits, ModelArgs};
 
 #[derive(Debug, Args)]
 pub struct QuantitiesArgs {
@@ -78,16 +78,23 @@ pub fn run(a: QuantitiesArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let loss = objective
-        .program(batch.len(), false)?
-        .run(&params, x.clone(), y.clone())?
-        .loss;
     let program = QuantityProgram::compile(
         &objective,
         batch.len(),
         &wanted,
         mc.as_ref().map(|t| t.shape()[0]),
     )?;
+    let bytes = program.result_numel() as u64 * objective.dtype.size_bytes() as u64;
+    let what = format!(
+        "--quantities {}: the results for {} samples",
+        a.quantities,
+        batch.len()
+    );
+    ensure_fits(&what, bytes, available_memory())?;
+    let loss = objective
+        .program(batch.len(), false)?
+        .run(&params, x.clone(), y.clone())?
+        .loss;
     if a.explain {
         eprint!("{}", program.graph());
     }

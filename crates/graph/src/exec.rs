@@ -127,6 +127,21 @@ impl Executable {
         &self.graph
     }
 
+    /// The nodes of [`Executable::graph`] whose values [`Executable::run`]
+    /// returns, in order.
+    ///
+    /// ```
+    /// # use secondo_graph::{Builder, Executable};
+    /// # use secondo_tensor::DType;
+    /// let b = Builder::new(DType::F32);
+    /// let total = b.input("x", &[3, 2]).sum(&[0]);
+    /// let exe = Executable::compile(&b.finish().unwrap(), &[total.id()]).unwrap();
+    /// assert_eq!(exe.graph().node(exe.outputs()[0]).shape, vec![2]);
+    /// ```
+    pub fn outputs(&self) -> &[NodeId] {
+        &self.outputs
+    }
+
     /// The ranges of consecutive nodes of [`Executable::graph`] that run at the
     /// same time (independent large contractions; see
     /// [`crate::passes::group_independent_contractions`]).

@@ -346,44 +346,52 @@ pub fn write_safetensors<'a>(
         file: file.clone(),
         reason,
     };
-    let owned: Vec<(String, Vec<usize>, Dtype, Vec<u8>)> = tensors
+    let data: Vec<(&str, &Tensor, std::borrow::Cow<'_, [u8]>)> = tensors
         .into_iter()
-        .map(|(name, t)| {
-            let (dtype, bytes) = match t.dtype() {
-                DType::F32 => (
-                    Dtype::F32,
-                    t.as_slice::<f32>()
-                        .expect("f32")
-                        .iter()
-                        .flat_map(|v| v.to_le_bytes())
-                        .collect(),
-                ),
-                DType::F64 => (
-                    Dtype::F64,
-                    t.as_slice::<f64>()
-                        .expect("f64")
-                        .iter()
-                        .flat_map(|v| v.to_le_bytes())
-                        .collect(),
-                ),
-            };
-            (name.to_string(), t.shape().to_vec(), dtype, bytes)
-        })
+        .map(|(name, t)| (name, t, little_endian_bytes(t)))
         .collect();
-    let views = owned
+    let views = data
         .iter()
-        .map(|(n, s, d, b)| {
-            TensorView::new(*d, s.clone(), b)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| err(format!("tensor '{n}': {e}")))
+        .map(|(name, t, bytes)| {
+            let dtype = match t.dtype() {
+                DType::F32 => Dtype::F32,
+                DType::F64 => Dtype::F64,
+            };
+            TensorView::new(dtype, t.shape().to_vec(), bytes)
+                .map(|v| (name.to_string(), v))
+                .map_err(|e| err(format!("tensor '{name}': {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let meta = (!metadata.is_empty()).then(|| metadata.clone());
-    let bytes = safetensors::serialize(views, meta).map_err(|e| err(e.to_string()))?;
+    // Streamed to the file: no second copy of the results in memory.
     let tmp = path.with_extension("safetensors.partial");
-    std::fs::write(&tmp, bytes).map_err(|e| err(e.to_string()))?;
+    safetensors::serialize_to_file(views, meta, &tmp).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        err(e.to_string())
+    })?;
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         err(e.to_string())
     })
+}
+
+/// The little-endian bytes of `t`'s elements: its own memory on
+/// little-endian machines, a copy elsewhere.
+fn little_endian_bytes(t: &Tensor) -> std::borrow::Cow<'_, [u8]> {
+    fn bytes<T: Copy, const N: usize>(v: &[T], le: fn(T) -> [u8; N]) -> std::borrow::Cow<'_, [u8]> {
+        if cfg!(target_endian = "little") {
+            // SAFETY: f32 and f64 have no padding and every byte of them is
+            // initialised; u8 needs no alignment; the length covers `v` exactly.
+            let raw = unsafe {
+                std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v))
+            };
+            std::borrow::Cow::Borrowed(raw)
+        } else {
+            std::borrow::Cow::Owned(v.iter().flat_map(|&x| le(x)).collect())
+        }
+    }
+    match t.dtype() {
+        DType::F32 => bytes(t.as_slice::<f32>().expect("f32"), f32::to_le_bytes),
+        DType::F64 => bytes(t.as_slice::<f64>().expect("f64"), f64::to_le_bytes),
+    }
 }
