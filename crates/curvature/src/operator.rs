@@ -84,6 +84,17 @@ struct BatchData {
     kept: usize,
 }
 
+impl BatchData {
+    /// The targets its products run with: the sampled ones (MC Fisher), else `y`.
+    fn targets(&self) -> &[Tensor] {
+        if self.sampled.is_empty() {
+            std::slice::from_ref(&self.y)
+        } else {
+            &self.sampled
+        }
+    }
+}
+
 /// Most numbers the bound programs of one operator may hold (the primal
 /// forward and backward values of every batch, beyond the parameters and
 /// data they share): 2²⁶, 256 MiB in f32.
@@ -341,13 +352,12 @@ impl CurvatureOperator {
         }
     }
 
-    /// One product on one batch, with its targets `y` (number `which` among
-    /// the batch's targets).
+    /// One product on one batch, with its targets number `which` (see
+    /// [`BatchData::targets`]).
     fn run_product(
         &self,
         batch: &BatchData,
         which: usize,
-        y: &Tensor,
         tangents: &[Tensor],
     ) -> Result<Vec<Tensor>, CurvatureError> {
         Ok(match batch.bound.get(which) {
@@ -356,7 +366,10 @@ impl CurvatureOperator {
                 self.add_tangents(&mut feeds, tangents);
                 exe.run(&feeds)?
             }
-            None => self.programs[&batch.x.shape()[0]].run(&self.feeds(batch, y, tangents))?,
+            None => {
+                let y = &batch.targets()[which];
+                self.programs[&batch.x.shape()[0]].run(&self.feeds(batch, y, tangents))?
+            }
         })
     }
 
@@ -372,13 +385,13 @@ impl CurvatureOperator {
             }
         };
         for batch in &self.batches {
-            if batch.sampled.is_empty() {
-                add(self.run_product(batch, 0, &batch.y, &tangents)?, self.scale);
-            } else {
-                let w = self.scale / batch.sampled.len() as f64;
-                for (which, y) in batch.sampled.iter().enumerate() {
-                    add(self.run_product(batch, which, y, &tangents)?, w);
-                }
+            // Sampled targets average their products.
+            let draws = batch.targets().len();
+            for which in 0..draws {
+                add(
+                    self.run_product(batch, which, &tangents)?,
+                    self.scale / draws as f64,
+                );
             }
         }
         self.products.set(self.products.get() + 1);
@@ -525,13 +538,8 @@ fn bind_batches(
     for batch in batches.iter() {
         let before = held;
         let exe = &programs[&batch.x.shape()[0]];
-        let targets = if batch.sampled.is_empty() {
-            std::slice::from_ref(&batch.y)
-        } else {
-            &batch.sampled
-        };
-        let mut programs = Vec::with_capacity(targets.len());
-        for y in targets {
+        let mut programs = Vec::with_capacity(batch.targets().len());
+        for y in batch.targets() {
             let (program, values) = exe.bind(&batch_feeds(params, &batch.x, y))?;
             held += values;
             if held > BIND_BUDGET {
