@@ -188,29 +188,12 @@ fn project_vector<S: Stored>(out: &mut [f64], a: &[S], b: &[f64], n: usize, p: u
     out[..p].copy_from_slice(&sums);
 }
 
-avx2_kernel! {
-    /// The dot product `xᵀy`.
-    pub(crate) fn dot(x: &[f64], y: &[f64]) -> f64 {
-        // Eight independent partial sums let the loop vectorize; one running sum
-        // is a serial chain of additions (measured 16 vs 3.5 GB/s here).
-        const LANES: usize = 8;
-        let len = x.len().min(y.len());
-        let (x, y) = (&x[..len], &y[..len]);
-        let mut acc = [0.0; LANES];
-        let (xc, yc) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
-        let tail: f64 = xc
-            .remainder()
-            .iter()
-            .zip(yc.remainder())
-            .map(|(a, b)| a * b)
-            .sum();
-        for (a, b) in xc.zip(yc) {
-            for l in 0..LANES {
-                acc[l] += a[l] * b[l];
-            }
-        }
-        acc.iter().sum::<f64>() + tail
-    }
+/// The dot product `xᵀy` (over the shorter length): [`dots`] with one column.
+pub(crate) fn dot(x: &[f64], y: &[f64]) -> f64 {
+    let len = x.len().min(y.len());
+    let mut out = [0.0];
+    dots(&[&x[..len]], &y[..len], &mut out);
+    out[0]
 }
 
 /// Columns handled together by [`subtract_combination`]: each pass over `y`
@@ -221,7 +204,9 @@ avx2_kernel! {
     /// `out[j] = cols[j]ᵀ y` for columns of `y`'s length (a block of `y`
     /// small enough to stay in cache while the columns stream past).
     fn dots<S: Stored>(cols: &[&[S]], y: &[f64], out: &mut [f64]) {
-        // Eight independent partial sums per column let the loop vectorize.
+        // Eight independent partial sums per column let the loop vectorize;
+        // one running sum is a serial chain of additions (measured 16 vs 3.5
+        // GB/s here).
         const LANES: usize = 8;
         let len = y.len();
         let lanes = len / LANES * LANES;
