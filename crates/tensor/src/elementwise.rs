@@ -82,8 +82,6 @@ fn zip_into<T: Element>(out: &mut [T], other: &[T], f: impl Fn(T, T) -> T + Sync
     }
 }
 
-/// `v[i] = f(v[i], s)`, or `f(s, v[i])` when `scalar_first`; generic in `f`
-/// so that each operation compiles to its own vectorized loop.
 /// `out[i] = f(out[i], other[i mod n])` (or `f(other[i mod n], out[i])`
 /// when `other_first`), `other` repeating over `out`'s leading axes.
 fn zip_repeating<T: Element>(
@@ -107,6 +105,8 @@ fn zip_repeating<T: Element>(
     }
 }
 
+/// `v[i] = f(v[i], s)`, or `f(s, v[i])` when `scalar_first`; generic in `f`
+/// so that each operation compiles to its own vectorized loop.
 fn with_scalar<T: Element>(v: &mut [T], s: T, f: impl Fn(T, T) -> T + Sync, scalar_first: bool) {
     if scalar_first {
         map_inplace(v, |x| f(s, x))
