@@ -180,12 +180,13 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         .filter(|(name, _, _)| together.iter().any(|q| q.name() == *name))
         .map(|(_, t, g)| t.median / g.median)
         .sum();
-    let hessian = CurvatureOperator::new(&objective, &params, &data, n, Curvature::Hessian, None)?;
-    let top10 = SpectrumOptions {
-        top: Some(10),
-        ..SpectrumOptions::default()
-    };
     if a.wants("eigsh_top10") {
+        let hessian =
+            CurvatureOperator::new(&objective, &params, &data, n, Curvature::Hessian, None)?;
+        let top10 = SpectrumOptions {
+            top: Some(10),
+            ..SpectrumOptions::default()
+        };
         let (eig, g) = time_paired(
             1,
             3,
