@@ -1,11 +1,9 @@
-//! Benchmark helpers: repeated timing, FLOP counts and the PyTorch reference run.
+//! Benchmark helpers: repeated timing and the PyTorch reference run.
 //! Timings are only ever reported as ratios to baselines measured in the same run.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
-
-use secondo_nn::spec::{Layer, ModelSpec};
 
 /// Median and best wall time of repeated runs, in seconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -70,33 +68,6 @@ impl Timing {
             min: samples[0],
         }
     }
-}
-
-/// FLOPs of one forward and backward pass (parameter gradients only) of the
-/// dense layers of `spec` on a batch of `n`: 2·n·in·out for the forward
-/// product, the same for the weight gradient, and again for the input gradient
-/// of every layer but the first.
-///
-/// ```
-/// let spec: secondo_nn::spec::ModelSpec = "linear(10,5),relu,linear(5,2)".parse().unwrap();
-/// assert_eq!(secondo::bench::dense_gradient_flops(&spec, 4), (2 * 4 * 50) * 2 + (2 * 4 * 10) * 3);
-/// ```
-pub fn dense_gradient_flops(spec: &ModelSpec, n: usize) -> u64 {
-    let mut flops = 0u64;
-    let mut first = true;
-    for l in spec.layers() {
-        if let Layer::Linear {
-            in_features,
-            out_features,
-            ..
-        } = l.layer
-        {
-            let mm = 2 * (n * in_features * out_features) as u64;
-            flops += if first { 2 * mm } else { 3 * mm };
-            first = false;
-        }
-    }
-    flops
 }
 
 /// The Python interpreter to run the PyTorch reference with: `.venv/bin/python`

@@ -339,3 +339,47 @@ fn quantities_of_unsupported_layers_are_refused() {
     ]);
     assert_bad_input(&o, "conv2d(1,2,k=3)", &out);
 }
+
+/// `--explain` prints the optimized graph and its contractions' FLOPs; for
+/// `batch_l2` no node is as large as the per-sample gradients of a layer.
+#[test]
+fn explain_prints_the_optimized_graph_and_its_flops() {
+    let t = Setup::new();
+    let out = t.path("l2.safetensors");
+    let o = secondo(&[
+        "quantities",
+        "--model",
+        SPEC,
+        "--data",
+        s(&t.fixture),
+        "--quantities",
+        "batch_l2",
+        "--explain",
+        "--out",
+        s(&out),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    let n = Fixture::load(&t.fixture).data().0.shape()[0];
+    let shapes: Vec<usize> = err
+        .lines()
+        .filter_map(|l| l.split_once(" : ["))
+        .map(|(_, rest)| {
+            rest.split(']')
+                .next()
+                .unwrap()
+                .split(", ")
+                .filter(|d| !d.is_empty())
+                .map(|d| d.parse::<usize>().unwrap())
+                .product()
+        })
+        .collect();
+    assert!(shapes.len() > 10, "{err}");
+    assert!(shapes.iter().all(|&size| size < n * 16 * 16), "{err}");
+    let flops = err.lines().last().unwrap();
+    assert!(
+        flops.contains("contractions:") && flops.ends_with(" MFLOP"),
+        "{flops}"
+    );
+    assert!(out.exists());
+}

@@ -277,6 +277,39 @@ fn batch_l2_never_materializes_per_sample_gradients() {
     assert_eq!(big(Quantity::BatchGrad), 1);
 }
 
+/// The multiply-adds the compiled graphs hold: the gradient's are the dense
+/// count (forward, weight gradients, input gradients but the first layer's),
+/// the variance's one more weight-sized product per layer and a sum of squares
+/// per bias: the FLOP floor that keeps it above 1.3 gradients
+/// (docs/PERFORMANCE.md).
+#[test]
+fn flops_of_the_gradient_and_variance_graphs() {
+    use secondo_curvature::QuantityProgram;
+    let objective = Objective::from_config(&ObjectiveConfig {
+        spec: "linear(30,20),relu,linear(20,16),tanh,linear(16,4)".into(),
+        input_shape: vec![30],
+        ..ObjectiveConfig::default()
+    })
+    .unwrap();
+    let n = 9u64;
+    let layers = [(30u64, 20u64), (20, 16), (16, 4)];
+    let weight_products: u64 = layers.iter().map(|(i, o)| 2 * n * i * o).sum();
+    let input_gradients: u64 = layers[1..].iter().map(|(i, o)| 2 * n * i * o).sum();
+    let bias_squares: u64 = layers.iter().map(|(_, o)| 2 * n * o).sum();
+    let gradient = objective
+        .program(9, true)
+        .unwrap()
+        .executable()
+        .graph()
+        .flops();
+    assert_eq!(gradient, 2 * weight_products + input_gradients);
+    let variance = QuantityProgram::compile(&objective, 9, &[Quantity::Variance], None)
+        .unwrap()
+        .graph()
+        .flops();
+    assert_eq!(variance, gradient + weight_products + bias_squares);
+}
+
 /// For one sample the KFLR factors are exact: kron(B, A) equals the GGN block
 /// of each weight (row-major vec(W) order), and B equals the bias block.
 #[test]

@@ -3,9 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use secondo::bench::{
-    default_python, dense_gradient_flops, time, time_paired, torch_reference, Timing,
-};
+use secondo::bench::{default_python, time, time_paired, torch_reference, Timing};
 use secondo::curvature::{
     batch_feeds, sample_mc_targets, Curvature, CurvatureOperator, Quantity, QuantityProgram,
 };
@@ -80,8 +78,8 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         let feeds = batch_feeds(&params, &x, &y);
         print_profile("gradient", program.executable(), &feeds, a.repeats)?;
     }
-    let flops = dense_gradient_flops(objective.network.spec(), n) as f64;
-    let rate = flops / grad.median / 1e9;
+    let flops = program.executable().graph().flops();
+    let rate = flops as f64 / grad.median / 1e9;
     println!(
         "gradient: {:.3} ms, {rate:.1} GFLOP/s ({:.0}% of the GEMM peak)",
         grad.median * 1e3,
@@ -90,8 +88,14 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
 
     let data = benchmark_dataset(&xs, &labels)?;
     // Every row is timed alternately with a gradient step; its "x grad" is the
-    // ratio of the two medians (steady where the machine's speed drifts).
-    let mut rows = vec![("grad", grad, grad)];
+    // ratio of the two medians (steady where the machine's speed drifts). Each
+    // carries the FLOPs of its contractions, where they are known.
+    let mut rows = vec![Row {
+        name: "grad",
+        time: grad,
+        grad,
+        flops: Some(flops),
+    }];
     let v: Vec<f64> = secondo_graph::check::pseudo_random(params.numel(), 2);
     for (name, kind) in [
         ("hvp", Curvature::Hessian),
@@ -109,22 +113,26 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             continue;
         }
         let op = CurvatureOperator::new(&objective, &params, &data, n, kind, None)?;
-        let product = |op: &CurvatureOperator| {
-            time_paired(
+        let product = |name, op: &CurvatureOperator| {
+            let (time, grad) = time_paired(
                 5,
                 (a.repeats / 4).max(1),
                 &mut || {
                     std::hint::black_box(op.apply(&v).expect("benchmark product"));
                 },
                 &mut &step,
-            )
+            );
+            Row {
+                name,
+                time,
+                grad,
+                flops: Some(op.flops_per_product()),
+            }
         };
-        let (t, g) = product(&op);
-        rows.push((name, t, g));
+        rows.push(product(name, &op));
         if kind == Curvature::Hessian {
             // What a single product costs: forward and backward recomputed.
-            let (t, g) = product(&op.without_kept_values());
-            rows.push(("hvp_recomputed", t, g));
+            rows.push(product("hvp_recomputed", &op.without_kept_values()));
         }
     }
     let timed = [
@@ -139,13 +147,13 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         Quantity::DiagHessian,
     ];
     let targets = sample_mc_targets(&objective, &params, &x, &y, 1, 0)?;
-    let time_quantities = |qs: &[Quantity]| -> anyhow::Result<(Timing, Timing)> {
+    let time_quantities = |name: &'static str, qs: &[Quantity]| -> anyhow::Result<Row> {
         let program = QuantityProgram::compile(&objective, n, qs, Some(1))?;
         if a.profile && qs.len() == 1 {
             let feeds = program.feeds(&params, &x, &y, Some(&targets))?;
             print_profile(qs[0].name(), program.executable(), &feeds, a.repeats)?;
         }
-        Ok(time_paired(
+        let (time, grad) = time_paired(
             5,
             (a.repeats / 4).max(1),
             &mut || {
@@ -156,12 +164,17 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
                 );
             },
             &mut &step,
-        ))
+        );
+        Ok(Row {
+            name,
+            time,
+            grad,
+            flops: Some(program.graph().flops()),
+        })
     };
     for q in timed {
         if a.wants(q.name()) {
-            let (t, g) = time_quantities(&[q])?;
-            rows.push((q.name(), t, g));
+            rows.push(time_quantities(q.name(), &[q])?);
         }
     }
     // Requesting several quantities shares the forward and backward work.
@@ -171,14 +184,14 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         .filter(|&q| q != Quantity::DiagHessian)
         .collect();
     let joint = match a.only {
-        None => Some(time_quantities(&together)?),
+        None => Some(time_quantities("together", &together)?),
         Some(_) => None,
     };
     // In units of the paired gradient steps.
     let separate: f64 = rows
         .iter()
-        .filter(|(name, _, _)| together.iter().any(|q| q.name() == *name))
-        .map(|(_, t, g)| t.median / g.median)
+        .filter(|row| together.iter().any(|q| q.name() == row.name))
+        .map(Row::steps)
         .sum();
     if a.wants("eigsh_top10") {
         let hessian =
@@ -187,7 +200,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             top: Some(10),
             ..SpectrumOptions::default()
         };
-        let (eig, g) = time_paired(
+        let (time, grad) = time_paired(
             1,
             3,
             &mut || {
@@ -197,7 +210,12 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             },
             &mut &step,
         );
-        rows.push(("eigsh_top10", eig, g));
+        rows.push(Row {
+            name: "eigsh_top10",
+            time,
+            grad,
+            flops: None,
+        });
     }
 
     let torch = if a.no_torch {
@@ -205,7 +223,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     } else {
         let python = a.python.clone().unwrap_or_else(default_python);
         let repeats = (a.repeats / 4).max(5).to_string();
-        let mut names: Vec<&str> = rows.iter().map(|(name, _, _)| torch_row(name)).collect();
+        let mut names: Vec<&str> = rows.iter().map(|row| torch_row(row.name)).collect();
         names.dedup();
         torch_reference(
             &python,
@@ -219,13 +237,20 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             .and_then(|v| v["median_ms"][key].as_f64())
     };
     println!(
-        "{:<10} {:>12} {:>10} {:>12} {:>12} {:>14}",
-        "quantity", "secondo ms", "x grad", "PyTorch ms", "torch x grad", "secondo/torch"
+        "{:<16} {:>10} {:>7} {:>8} {:>8} {:>11} {:>12} {:>13}",
+        "quantity",
+        "secondo ms",
+        "x grad",
+        "MFLOP",
+        "x limit",
+        "PyTorch ms",
+        "torch x grad",
+        "secondo/torch"
     );
     let torch_grad = torch_ms("grad");
-    for (name, t, g) in &rows {
-        let ms = t.median * 1e3;
-        let (tc, tx, ratio) = match (torch_ms(torch_row(name)), torch_grad) {
+    for row in &rows {
+        let ms = row.time.median * 1e3;
+        let (tc, tx, ratio) = match (torch_ms(torch_row(row.name)), torch_grad) {
             (Some(tm), Some(tg)) => (
                 format!("{tm:.3}"),
                 format!("{:.2}", tm / tg),
@@ -233,18 +258,27 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             ),
             _ => ("-".into(), "-".into(), "-".into()),
         };
+        // The physical limit: the contractions' FLOPs at the GEMM peak.
+        let (mflop, limit) = match row.flops {
+            Some(f) => (
+                format!("{:.1}", f as f64 / 1e6),
+                format!("{:.2}", row.time.median * peak * 1e9 / f as f64),
+            ),
+            None => ("-".into(), "-".into()),
+        };
         println!(
-            "{name:<10} {ms:>12.3} {:>10.2} {tc:>12} {tx:>12} {ratio:>14}",
-            t.median / g.median
+            "{:<16} {ms:>10.3} {:>7.2} {mflop:>8} {limit:>8} {tc:>11} {tx:>12} {ratio:>13}",
+            row.name,
+            row.steps()
         );
     }
-    if let Some((joint, g)) = joint {
+    if let Some(joint) = joint {
         println!(
             "{} quantities requested together: {:.2} gradient steps; one by one: {:.2} (together / separate = {:.2})",
             together.len(),
-            joint.median / g.median,
+            joint.steps(),
             separate,
-            joint.median / g.median / separate
+            joint.steps() / separate
         );
     }
     match torch {
@@ -256,6 +290,22 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         Err(reason) => println!("PyTorch reference: {reason}"),
     }
     Ok(())
+}
+
+/// One line of the table: a timing, the gradient steps timed alternately
+/// with it, and the FLOPs of its contractions where known.
+struct Row {
+    name: &'static str,
+    time: Timing,
+    grad: Timing,
+    flops: Option<u64>,
+}
+
+impl Row {
+    /// Its median in units of the paired gradient steps' median.
+    fn steps(&self) -> f64 {
+        self.time.median / self.grad.median
+    }
 }
 
 /// Sums per-node times of `exe` over `repeats` runs and prints the top nodes.

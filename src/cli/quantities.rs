@@ -96,7 +96,13 @@ pub fn run(a: QuantitiesArgs) -> anyhow::Result<()> {
         .run(&params, x.clone(), y.clone())?
         .loss;
     if a.explain {
-        eprint!("{}", program.graph());
+        let graph = program.graph();
+        eprint!("{graph}");
+        eprintln!(
+            "{} nodes; contractions: {:.3} MFLOP",
+            graph.len(),
+            graph.flops() as f64 / 1e6
+        );
     }
     let tensors = program.run(&params, &x, &y, mc.as_ref())?;
     let metadata: HashMap<String, String> = [

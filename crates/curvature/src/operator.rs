@@ -281,6 +281,36 @@ impl CurvatureOperator {
         self.batches.iter().map(|b| b.kept).sum()
     }
 
+    /// Floating-point operations of the contractions in one product, over
+    /// every batch and sampled target ([`secondo_graph::Graph::flops`]):
+    /// about half as many while the operator keeps the primal values.
+    ///
+    /// ```
+    /// use secondo_curvature::{Curvature, CurvatureOperator, Objective, ObjectiveConfig};
+    /// use secondo_nn::ParamStore;
+    /// let obj = Objective::from_config(&ObjectiveConfig {
+    ///     spec: "linear(64,32),relu,linear(32,10)".into(), input_shape: vec![64], ..Default::default()
+    /// }).unwrap();
+    /// let params = ParamStore::init(obj.network.spec(), 0, obj.dtype);
+    /// let data = secondo_data::digits().select(&(0..100).collect::<Vec<_>>()).unwrap();
+    /// let op = CurvatureOperator::new(&obj, &params, &data, 100, Curvature::Ggn, None).unwrap();
+    /// let kept = op.flops_per_product();
+    /// assert!(kept > 0 && kept < op.without_kept_values().flops_per_product());
+    /// ```
+    pub fn flops_per_product(&self) -> u64 {
+        self.batches
+            .iter()
+            .map(|batch| {
+                if batch.bound.is_empty() {
+                    let draws = batch.targets().len() as u64;
+                    draws * self.programs[&batch.x.shape()[0]].graph().flops()
+                } else {
+                    batch.bound.iter().map(|e| e.graph().flops()).sum()
+                }
+            })
+            .sum()
+    }
+
     /// Which matrix this is.
     pub fn kind(&self) -> Curvature {
         self.kind

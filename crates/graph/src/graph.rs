@@ -127,6 +127,41 @@ impl Graph {
         })
     }
 
+    /// Floating-point operations of the graph's contractions
+    /// ([`secondo_tensor::EinsumSpec::flops`]; operands that are one node are
+    /// one tensor). Elementwise operations and reductions are memory-bound and
+    /// not counted: the figure to set against a GEMM rate.
+    ///
+    /// ```
+    /// # use secondo_graph::Builder;
+    /// # use secondo_tensor::DType;
+    /// let b = Builder::new(DType::F32);
+    /// let x = b.input("x", &[8, 3]);
+    /// let w = b.param("w", &[5, 3]);
+    /// let y = b.einsum("ni,oi->no", &[x, w]).square();
+    /// let gram = b.einsum("ni,mi->nm", &[x, x]);
+    /// let g = b.finish().unwrap();
+    /// assert_eq!(g.flops(), 2 * 8 * 5 * 3 + 2 * (8 * 9 / 2) * 3);
+    /// # let _ = (y, gram);
+    /// ```
+    pub fn flops(&self) -> u64 {
+        self.nodes
+            .iter()
+            .map(|node| match &node.op {
+                Op::Einsum(spec) => {
+                    let shapes: Vec<&[usize]> = node
+                        .inputs
+                        .iter()
+                        .map(|&j| self.nodes[j].shape.as_slice())
+                        .collect();
+                    spec.flops(&shapes, &node.inputs)
+                        .expect("a graph's einsums fit their operands")
+                }
+                _ => 0,
+            })
+            .sum()
+    }
+
     /// Appends an operation after checking its operands; returns the new id.
     ///
     /// `shape` is required for leaves, `Reshape` and `Broadcast` (the target) and

@@ -127,6 +127,103 @@ impl EinsumSpec {
         let sizes = self.sizes(shapes)?;
         Ok(self.output.iter().map(|c| size_of(&sizes, *c)).collect())
     }
+    /// Floating-point operations of [`einsum_parsed`] on operands of these
+    /// shapes: two per multiply-add of each pairwise product, in the order it
+    /// takes them. Operands with equal `identities` are one tensor: a product
+    /// of a tensor with its own transpose is symmetric and counts one
+    /// multiply-add per pair of mirrored entries, as it runs. Memory-bound
+    /// steps are not counted: products that sum over no letter (elementwise or
+    /// outer products) and sums over a letter of one operand only.
+    ///
+    /// ```
+    /// use secondo_tensor::EinsumSpec;
+    /// let s: EinsumSpec = "ni,oi->no".parse().unwrap();
+    /// assert_eq!(s.flops(&[&[8, 3], &[5, 3]], &[0, 1]).unwrap(), 2 * 8 * 3 * 5);
+    /// // x xᵀ: 4·5/2 entries, each a sum over 100
+    /// let gram: EinsumSpec = "ik,jk->ij".parse().unwrap();
+    /// assert_eq!(gram.flops(&[&[4, 100], &[4, 100]], &[7, 7]).unwrap(), 2 * 10 * 100);
+    /// ```
+    pub fn flops(&self, shapes: &[&[usize]], identities: &[usize]) -> Result<u64, TensorError> {
+        let sizes = self.sizes(shapes)?;
+        if identities.len() != shapes.len() {
+            return Err(TensorError::Einsum {
+                spec: self.to_string(),
+                reason: format!(
+                    "{} identities given for {} operands",
+                    identities.len(),
+                    shapes.len()
+                ),
+            });
+        }
+        // Each pool entry: its letters and, for an operand, its identity.
+        let mut pool: Vec<(Vec<char>, Option<usize>)> = self
+            .inputs
+            .iter()
+            .cloned()
+            .zip(identities.iter().map(|&i| Some(i)))
+            .collect();
+        let mut multiply_adds = 0u64;
+        for step in pairwise_path(self, &sizes) {
+            let (tb, ib) = pool.remove(step.b);
+            let (ta, ia) = pool.remove(step.a);
+            let same = ia.is_some() && ia == ib;
+            multiply_adds += step_multiply_adds(&ta, &tb, &step.out, &sizes, same);
+            pool.push((step.out, None));
+        }
+        Ok(2 * multiply_adds)
+    }
+}
+
+/// Multiply-adds of [`binary`] on operands with letters `ta` and `tb` (`same`:
+/// one tensor), mirroring its choice of a symmetric product.
+fn step_multiply_adds(
+    ta: &[char],
+    tb: &[char],
+    out: &[char],
+    sizes: &[(char, usize)],
+    same: bool,
+) -> u64 {
+    let product = |cs: &mut dyn Iterator<Item = char>| -> u64 {
+        cs.map(|c| size_of(sizes, c) as u64).product()
+    };
+    let kept = |t: &[char], other: &[char]| -> Vec<char> {
+        t.iter()
+            .copied()
+            .filter(|c| other.contains(c) || out.contains(c))
+            .collect()
+    };
+    let (a, b) = (kept(ta, tb), kept(tb, ta));
+    let summed = product(
+        &mut a
+            .iter()
+            .copied()
+            .filter(|c| b.contains(c) && !out.contains(c)),
+    );
+    if summed <= 1 {
+        // Nothing summed: an elementwise or outer product, memory-bound.
+        return 0;
+    }
+    let all = product(&mut a.iter().chain(b.iter().filter(|c| !a.contains(c))).copied());
+    let m = product(&mut a.iter().copied().filter(|c| !b.contains(c)));
+    let n = product(&mut b.iter().copied().filter(|c| !a.contains(c)));
+    let k_or_batch = all / (m * n).max(1);
+    // A symmetric product: the operand, unsummed, against itself with its
+    // row letters renamed, no batch letters.
+    let symmetric = same
+        && a.len() == ta.len()
+        && b.len() == tb.len()
+        && ta.len() == tb.len()
+        && m == n
+        && all > SMALL_PRODUCT as u64
+        && ta
+            .iter()
+            .zip(tb)
+            .all(|(x, y)| x == y && !out.contains(x) || !tb.contains(x) && !ta.contains(y));
+    if symmetric {
+        m * (m + 1) / 2 * k_or_batch
+    } else {
+        all
+    }
 }
 
 fn size_of(sizes: &[(char, usize)], c: char) -> usize {
@@ -172,49 +269,16 @@ pub fn einsum_parsed(spec: &EinsumSpec, operands: &[&Tensor]) -> Result<Tensor, 
     if operands.len() == 1 {
         return unary(operands[0], &spec.inputs[0], &spec.output);
     }
-    let size = |term: &[char]| -> usize { term.iter().map(|&c| size_of(&sizes, c)).product() };
     let mut pool: Vec<(Tensor, Vec<char>)> = operands
         .iter()
         .zip(&spec.inputs)
         .map(|(t, term)| ((*t).clone(), term.clone()))
         .collect();
-    while pool.len() > 1 {
-        // Greedy order: contract the pair whose result is smallest (then the
-        // cheapest pair), keeping only letters still needed elsewhere.
-        let mut best: Option<Choice> = None;
-        for a in 0..pool.len() {
-            for b in a + 1..pool.len() {
-                let needed: Vec<char> = pool
-                    .iter()
-                    .enumerate()
-                    .filter(|&(k, _)| k != a && k != b)
-                    .flat_map(|(_, (_, t))| t.iter().copied())
-                    .chain(spec.output.iter().copied())
-                    .collect();
-                let out = if pool.len() == 2 {
-                    spec.output.clone()
-                } else {
-                    let mut t: Vec<char> = Vec::new();
-                    for &c in pool[a].1.iter().chain(&pool[b].1) {
-                        if needed.contains(&c) && !t.contains(&c) {
-                            t.push(c);
-                        }
-                    }
-                    t
-                };
-                let mut all = pool[a].1.clone();
-                all.extend(pool[b].1.iter().filter(|c| !pool[a].1.contains(c)));
-                let cost = (size(&out), size(&all));
-                if best.as_ref().is_none_or(|bst| cost < bst.3) {
-                    best = Some((a, b, out, cost));
-                }
-            }
-        }
-        let (a, b, out, _) = best.expect("at least two operands");
-        let (tb, termb) = pool.remove(b);
-        let (ta, terma) = pool.remove(a);
-        let r = binary(&ta, &terma, &tb, &termb, &out)?;
-        pool.push((r, out));
+    for step in pairwise_path(spec, &sizes) {
+        let (tb, termb) = pool.remove(step.b);
+        let (ta, terma) = pool.remove(step.a);
+        let r = binary(&ta, &terma, &tb, &termb, &step.out)?;
+        pool.push((r, step.out));
     }
     let (result, term) = pool.pop().expect("one operand left");
     if term == spec.output {
@@ -254,9 +318,59 @@ unsafe fn small_product<T: crate::Element>(
     }
 }
 
-/// A candidate pair `(a, b)` of operands, the letters its result keeps, and its
-/// cost `(result size, letters' full size)`.
-type Choice = (usize, usize, Vec<char>, (usize, usize));
+/// One step of the pairwise evaluation: operands `a < b` of the pool are
+/// removed and their contraction, with letters `out`, is pushed at its end.
+struct Step {
+    a: usize,
+    b: usize,
+    out: Vec<char>,
+}
+
+/// The order in which [`einsum_parsed`] contracts the operands of `spec`,
+/// greedily: the pair whose result is smallest (then the cheapest pair),
+/// keeping only letters still needed elsewhere.
+fn pairwise_path(spec: &EinsumSpec, sizes: &[(char, usize)]) -> Vec<Step> {
+    let size = |term: &[char]| -> usize { term.iter().map(|&c| size_of(sizes, c)).product() };
+    let mut pool = spec.inputs.clone();
+    let mut steps = Vec::with_capacity(pool.len().saturating_sub(1));
+    while pool.len() > 1 {
+        let mut best: Option<(Step, (usize, usize))> = None;
+        for a in 0..pool.len() {
+            for b in a + 1..pool.len() {
+                let out = if pool.len() == 2 {
+                    spec.output.clone()
+                } else {
+                    let needed: Vec<char> = pool
+                        .iter()
+                        .enumerate()
+                        .filter(|&(k, _)| k != a && k != b)
+                        .flat_map(|(_, t)| t.iter().copied())
+                        .chain(spec.output.iter().copied())
+                        .collect();
+                    let mut t: Vec<char> = Vec::new();
+                    for &c in pool[a].iter().chain(&pool[b]) {
+                        if needed.contains(&c) && !t.contains(&c) {
+                            t.push(c);
+                        }
+                    }
+                    t
+                };
+                let mut all = pool[a].clone();
+                all.extend(pool[b].iter().filter(|c| !pool[a].contains(c)));
+                let cost = (size(&out), size(&all));
+                if best.as_ref().is_none_or(|(_, c)| cost < *c) {
+                    best = Some((Step { a, b, out }, cost));
+                }
+            }
+        }
+        let (step, _) = best.expect("at least two operands");
+        pool.remove(step.b);
+        pool.remove(step.a);
+        pool.push(step.out.clone());
+        steps.push(step);
+    }
+    steps
+}
 
 /// Sums the axes of `t` not in `keep_or_out` then permutes to `out`'s order.
 fn unary(t: &Tensor, term: &[char], out: &[char]) -> Result<Tensor, TensorError> {

@@ -1,6 +1,6 @@
 //! Kernels against naive loops.
 
-use secondo_tensor::{einsum, BinaryOp, DType, ReduceOp, Tensor, UnaryOp};
+use secondo_tensor::{einsum, BinaryOp, DType, EinsumSpec, ReduceOp, Tensor, UnaryOp};
 
 /// Deterministic pseudo-random values in [-1, 1).
 fn values(n: usize, seed: u64) -> Vec<f64> {
@@ -168,6 +168,43 @@ fn einsum_rejects_bad_operands() {
     assert!(einsum("ijk->i", &[&a]).is_err());
     let c = random(&[3, 2], 1, DType::F32);
     assert!(einsum("ij,jk->ik", &[&a, &c]).is_err());
+}
+
+/// FLOP counts follow the pairwise order the evaluation takes: squares formed
+/// on the way are elementwise (not counted), a chain is contracted from its
+/// end with the smaller result, an operand against itself counts each mirrored pair once.
+#[test]
+fn einsum_flops_follow_the_evaluation_order() {
+    let flops = |spec: &str, shapes: &[&[usize]], ids: &[usize]| {
+        spec.parse::<EinsumSpec>()
+            .unwrap()
+            .flops(shapes, ids)
+            .unwrap()
+    };
+    let (b, o, i) = (9u64, 20u64, 30u64);
+    let squares = flops(
+        "bao,bai,bco,bci->oi",
+        &[&[9, 1, 20], &[9, 1, 30], &[9, 1, 20], &[9, 1, 30]],
+        &[0, 1, 2, 1],
+    );
+    assert_eq!(squares, 2 * b * o * i);
+    // (2×3)(3×50)(50×4): the smaller result first, (3×50)(50×4) = 3×4.
+    assert_eq!(
+        flops("ij,jk,kl->il", &[&[2, 3], &[3, 50], &[50, 4]], &[0, 1, 2]),
+        2 * (3 * 50 * 4 + 2 * 3 * 4)
+    );
+    assert_eq!(
+        flops("ni,nj->ij", &[&[7, 16], &[7, 16]], &[3, 3]),
+        2 * (16 * 17 / 2) * 7
+    );
+    assert_eq!(
+        flops("ni,nj->ij", &[&[7, 16], &[7, 16]], &[3, 4]),
+        2 * 16 * 16 * 7
+    );
+    assert_eq!(flops("ni,ni->ni", &[&[7, 16], &[7, 16]], &[0, 1]), 0);
+    let spec: EinsumSpec = "ij,jk->ik".parse().unwrap();
+    assert!(spec.flops(&[&[2, 3], &[3, 4]], &[0]).is_err());
+    assert!(spec.flops(&[&[2, 3], &[4, 4]], &[0, 1]).is_err());
 }
 
 #[test]
