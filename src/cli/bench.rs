@@ -258,11 +258,14 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             ),
             _ => ("-".into(), "-".into(), "-".into()),
         };
-        // The physical limit: the contractions' FLOPs at the GEMM peak.
+        // The physical limit: the contractions' FLOPs at the GEMM peak. The
+        // row's time is taken as its paired gradient steps times the gradient
+        // step timed next to the peak, so that drift between the two
+        // measurements does not enter.
         let (mflop, limit) = match row.flops {
             Some(f) => (
                 format!("{:.1}", f as f64 / 1e6),
-                format!("{:.2}", row.time.median * peak * 1e9 / f as f64),
+                format!("{:.2}", row.steps() * grad.median * peak * 1e9 / f as f64),
             ),
             None => ("-".into(), "-".into()),
         };
