@@ -1,8 +1,9 @@
 //! Benchmark helpers: repeated timing and the PyTorch reference run.
 //! Timings are only ever reported as ratios to baselines measured in the same run.
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 /// Median and best wall time of repeated runs, in seconds.
@@ -49,15 +50,110 @@ pub fn time_paired(
         f();
         baseline();
     }
-    let seconds = |g: &mut dyn FnMut()| {
-        let start = Instant::now();
-        g();
-        start.elapsed().as_secs_f64()
-    };
     let (mut a, mut b): (Vec<f64>, Vec<f64>) = (0..repeats.max(1))
         .map(|_| (seconds(&mut *f), seconds(&mut *baseline)))
         .unzip();
     (Timing::of(&mut a), Timing::of(&mut b))
+}
+
+/// Wall time of one call of `f`, in seconds.
+fn seconds(f: &mut dyn FnMut()) -> f64 {
+    let start = Instant::now();
+    f();
+    start.elapsed().as_secs_f64()
+}
+
+/// PyTorch's gradient step on the benchmark model, served in blocks of
+/// back-to-back steps by `scripts/reference/bench_torch.py --serve-grad` and
+/// timed in that process, so that blocks of its steps can alternate with
+/// blocks of ours: the ratio of the two is then as steady as
+/// [`time_paired`]'s, where medians taken by separate runs at different
+/// moments carry the machine's drift.
+pub struct TorchGradient {
+    child: Child,
+    input: ChildStdin,
+    output: BufReader<ChildStdout>,
+}
+
+/// Steps per block; the first [`BLOCK_SETTLE`] of each are not counted
+/// (the other process's threads may still be spinning, its caches are cold).
+const BLOCK: usize = 10;
+const BLOCK_SETTLE: usize = 2;
+
+impl TorchGradient {
+    /// Starts the server with `python` and waits until it has warmed up.
+    pub fn start(python: &Path) -> Result<TorchGradient, String> {
+        let mut child = Command::new(python)
+            .arg(reference_script()?)
+            .arg("--serve-grad")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("{}: {e}", python.display()))?;
+        let (Some(input), Some(output)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err("no pipes to the PyTorch reference".into());
+        };
+        let mut server = TorchGradient {
+            child,
+            input,
+            output: BufReader::new(output),
+        };
+        match server.line()?.as_str() {
+            "ready" => Ok(server),
+            other => Err(format!("PyTorch reference said '{other}'")),
+        }
+    }
+
+    /// Medians of `f` (timed here) and of PyTorch's step (timed there) over
+    /// at least `repeats` steps each, in alternating blocks of back-to-back
+    /// steps (each in its steady state).
+    pub fn paired_with(
+        &mut self,
+        repeats: usize,
+        f: &mut dyn FnMut(),
+    ) -> Result<(Timing, Timing), String> {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        while a.len() < repeats.max(1) {
+            let ours: Vec<f64> = (0..BLOCK).map(|_| seconds(f)).collect();
+            a.extend_from_slice(&ours[BLOCK_SETTLE..]);
+            b.extend_from_slice(&self.block()?[BLOCK_SETTLE..]);
+        }
+        Ok((Timing::of(&mut a), Timing::of(&mut b)))
+    }
+
+    /// [`BLOCK`] PyTorch gradient steps back to back; their wall times in seconds.
+    fn block(&mut self) -> Result<Vec<f64>, String> {
+        writeln!(self.input, "{BLOCK}").map_err(|e| format!("PyTorch reference: {e}"))?;
+        let line = self.line()?;
+        let times: Vec<f64> = line
+            .split_whitespace()
+            .map(|ms| ms.parse::<f64>().map(|ms| ms / 1e3))
+            .collect::<Result<_, _>>()
+            .map_err(|_| format!("PyTorch reference said '{line}'"))?;
+        if times.len() == BLOCK {
+            Ok(times)
+        } else {
+            Err(format!("PyTorch reference said '{line}'"))
+        }
+    }
+
+    fn line(&mut self) -> Result<String, String> {
+        let mut line = String::new();
+        match self.output.read_line(&mut line) {
+            Ok(0) => Err("the PyTorch reference stopped".into()),
+            Ok(_) => Ok(line.trim().to_string()),
+            Err(e) => Err(format!("PyTorch reference: {e}")),
+        }
+    }
+}
+
+impl Drop for TorchGradient {
+    fn drop(&mut self) {
+        // The server ends at the end of its input; kill it should it not.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Timing {
@@ -84,15 +180,8 @@ pub fn default_python() -> PathBuf {
 /// Runs `scripts/reference/bench_torch.py` with `args` and returns its JSON
 /// output, or `None` (with the reason) when PyTorch or the script is missing.
 pub fn torch_reference(python: &Path, args: &[&str]) -> Result<serde_json::Value, String> {
-    let script = Path::new("scripts/reference/bench_torch.py");
-    if !script.exists() {
-        return Err(format!(
-            "{} not found (run from the repository root)",
-            script.display()
-        ));
-    }
     let out = Command::new(python)
-        .arg(script)
+        .arg(reference_script()?)
         .args(args)
         .output()
         .map_err(|e| format!("{}: {e}", python.display()))?;
@@ -102,4 +191,17 @@ pub fn torch_reference(python: &Path, args: &[&str]) -> Result<serde_json::Value
         return Err(format!("PyTorch reference unavailable: {last}"));
     }
     serde_json::from_slice(&out.stdout).map_err(|e| format!("bad JSON from the reference: {e}"))
+}
+
+/// `scripts/reference/bench_torch.py`, when run from the repository root.
+fn reference_script() -> Result<&'static Path, String> {
+    let script = Path::new("scripts/reference/bench_torch.py");
+    if script.exists() {
+        Ok(script)
+    } else {
+        Err(format!(
+            "{} not found (run from the repository root)",
+            script.display()
+        ))
+    }
 }

@@ -3,16 +3,24 @@
 
 Model ``linear(784,256),relu,linear(256,256),relu,linear(256,10)``, batch 128, float32,
 cross-entropy (mean), random data, CPU, torch's default thread count. Every quantity is
-run ``--warmup`` times untimed, then ``--repeats`` times; the median wall time is
-reported in milliseconds. Output: one JSON object on stdout::
+run ``--warmup`` times untimed, then ``--repeats`` times, each time followed by a plain
+gradient step (timed too: the machine's speed drifts, and a ratio of medians taken side by
+side does not); the median wall times are reported in milliseconds. Output: one JSON
+object on stdout::
 
-    {"torch_version": ..., "threads": ..., "median_ms": {"grad": ..., ...}, "config": {...}}
+    {"torch_version": ..., "threads": ..., "median_ms": {"grad": ..., ...},
+     "paired_grad_ms": {"hvp": ..., ...}, "config": {...}}
+
+With ``--serve-grad`` it instead reads a count ``k`` per line from stdin, runs ``k`` timed
+gradient steps back to back and prints their milliseconds on one line, so that another
+program can alternate blocks of its own steps with blocks of these.
 
 Usage::
 
     .venv/bin/python scripts/reference/bench_torch.py                # everything
     .venv/bin/python scripts/reference/bench_torch.py --only grad    # plain step only
     .venv/bin/python scripts/reference/bench_torch.py --only grad,hvp --repeats 50
+    .venv/bin/python scripts/reference/bench_torch.py --serve-grad   # counts in, ms out
 
 Quantities that fail are omitted from ``median_ms`` with a message on stderr.
 """
@@ -57,15 +65,22 @@ def pkg_version(name: str) -> str:
         return "unknown"
 
 
-def median_ms(fn, warmup: int, repeats: int) -> float:
+def timed_ms(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def paired_median_ms(fn, baseline, warmup: int, repeats: int) -> tuple[float, float]:
+    """Medians of ``fn`` and ``baseline`` run alternately, one call of each per round."""
     for _ in range(warmup):
         fn()
-    times = []
+        baseline()
+    times, base = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+        times.append(timed_ms(fn))
+        base.append(timed_ms(baseline))
+    return statistics.median(times), statistics.median(base)
 
 
 def main():
@@ -76,6 +91,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--eigsh-repeats", type=int, default=None,
                     help="repeats for eigsh_top10 (default: max(3, repeats // 10))")
+    ap.add_argument("--serve-grad", action="store_true",
+                    help="per stdin line k, time k gradient steps and print their ms")
     args = ap.parse_args()
     wanted = ALL if args.only is None else [q.strip() for q in args.only.split(",") if q]
     unknown = [q for q in wanted if q not in ALL]
@@ -89,26 +106,36 @@ def main():
     y = torch.randint(0, 10, (BATCH,))
     lossfn = nn.CrossEntropyLoss()
     params = list(model.parameters())
-    results = {}
+    results, paired_grad = {}, {}
     config = {"spec": SPEC, "batch": BATCH, "dtype": "float32", "loss": "cross_entropy",
               "reduction": "mean", "device": "cpu", "repeats": args.repeats,
               "warmup": args.warmup, "num_params": sum(p.numel() for p in params)}
-
-    def run(name, fn, repeats=None):
-        if name not in wanted:
-            return
-        try:
-            results[name] = median_ms(fn, args.warmup if repeats is None else 1,
-                                      args.repeats if repeats is None else repeats)
-            eprint(f"{name}: {results[name]:.3f} ms")
-        except Exception as e:  # report and omit
-            eprint(f"{name}: FAILED ({type(e).__name__}: {e})")
 
     # ------------------------------------------------------------ plain step
     def grad_step():
         for p in params:
             p.grad = None
         lossfn(model(X), y).backward()
+
+    if args.serve_grad:
+        for _ in range(args.warmup):
+            grad_step()
+        print("ready", flush=True)
+        for line in sys.stdin:
+            times = [timed_ms(grad_step) for _ in range(int(line))]
+            print(" ".join(f"{t:.6f}" for t in times), flush=True)
+        return
+
+    def run(name, fn, repeats=None):
+        if name not in wanted:
+            return
+        try:
+            results[name], paired_grad[name] = paired_median_ms(
+                fn, grad_step, args.warmup if repeats is None else 1,
+                args.repeats if repeats is None else repeats)
+            eprint(f"{name}: {results[name]:.3f} ms ({paired_grad[name]:.3f} ms per grad step)")
+        except Exception as e:  # report and omit
+            eprint(f"{name}: FAILED ({type(e).__name__}: {e})")
 
     run("grad", grad_step)
 
@@ -206,6 +233,7 @@ def main():
         "torch_version": torch.__version__,
         "threads": torch.get_num_threads(),
         "median_ms": {q: round(results[q], 4) for q in ALL if q in results},
+        "paired_grad_ms": {q: round(paired_grad[q], 4) for q in ALL if q in paired_grad},
         "config": config,
     }
     print(json.dumps(out))

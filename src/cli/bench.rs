@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use secondo::bench::{default_python, time, time_paired, torch_reference, Timing};
+use secondo::bench::{default_python, time, time_paired, torch_reference, Timing, TorchGradient};
 use secondo::curvature::{
     batch_feeds, sample_mc_targets, Curvature, CurvatureOperator, Quantity, QuantityProgram,
 };
@@ -218,10 +218,10 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         });
     }
 
+    let python = a.python.clone().unwrap_or_else(default_python);
     let torch = if a.no_torch {
         Err("skipped (--no-torch)".to_string())
     } else {
-        let python = a.python.clone().unwrap_or_else(default_python);
         let repeats = (a.repeats / 4).max(5).to_string();
         let mut names: Vec<&str> = rows.iter().map(|row| torch_row(row.name)).collect();
         names.dedup();
@@ -229,12 +229,19 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             &python,
             &["--only", &names.join(","), "--repeats", &repeats],
         )
+        .and_then(|v| {
+            // Our gradient step against PyTorch's, alternately: the link
+            // between the two runs' "x grad" columns.
+            let (ours, theirs) =
+                TorchGradient::start(&python)?.paired_with(a.repeats, &mut &step)?;
+            Ok((v, ours.median / theirs.median))
+        })
     };
-    let torch_ms = |key: &str| {
-        torch
-            .as_ref()
-            .ok()
-            .and_then(|v| v["median_ms"][key].as_f64())
+    // PyTorch's time of a row and its ratio to the gradient steps it alternated with.
+    let torch_row_ms = |key: &str| {
+        let (v, _) = torch.as_ref().ok()?;
+        let ms = v["median_ms"][key].as_f64()?;
+        Some((ms, ms / v["paired_grad_ms"][key].as_f64()?))
     };
     println!(
         "{:<16} {:>10} {:>7} {:>8} {:>8} {:>11} {:>12} {:>13}",
@@ -247,14 +254,15 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         "torch x grad",
         "secondo/torch"
     );
-    let torch_grad = torch_ms("grad");
     for row in &rows {
         let ms = row.time.median * 1e3;
-        let (tc, tx, ratio) = match (torch_ms(torch_row(row.name)), torch_grad) {
-            (Some(tm), Some(tg)) => (
+        let (tc, tx, ratio) = match (torch_row_ms(torch_row(row.name)), &torch) {
+            // Paired ratios only: ours to our gradient, our gradient to
+            // PyTorch's, PyTorch's to its gradient.
+            (Some((tm, steps)), Ok((_, grads))) => (
                 format!("{tm:.3}"),
-                format!("{:.2}", tm / tg),
-                format!("{:.2}", ms / tm),
+                format!("{steps:.2}"),
+                format!("{:.2}", row.steps() * grads / steps),
             ),
             _ => ("-".into(), "-".into(), "-".into()),
         };
@@ -285,8 +293,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         );
     }
     match torch {
-        Ok(v) => println!(
-            "PyTorch {} (curvlinops for products, BackPACK for quantities) with {} threads, measured in the same run",
+        Ok((v, grads)) => println!(
+            "PyTorch {} (curvlinops for products, BackPACK for quantities) with {} threads, measured in the same run; \
+             our gradient step / PyTorch's, timed alternately: {grads:.2}",
             v["torch_version"].as_str().unwrap_or("?"),
             v["threads"]
         ),
