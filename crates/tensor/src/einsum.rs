@@ -127,6 +127,7 @@ impl EinsumSpec {
         let sizes = self.sizes(shapes)?;
         Ok(self.output.iter().map(|c| size_of(&sizes, *c)).collect())
     }
+
     /// Floating-point operations of [`einsum_parsed`] on operands of these
     /// shapes: two per multiply-add of each pairwise product, in the order it
     /// takes them. Operands with equal `identities` are one tensor: a product
@@ -218,7 +219,7 @@ fn step_multiply_adds(
         && ta
             .iter()
             .zip(tb)
-            .all(|(x, y)| x == y && !out.contains(x) || !tb.contains(x) && !ta.contains(y));
+            .all(|(x, y)| (x == y && !out.contains(x)) || (!tb.contains(x) && !ta.contains(y)));
     if symmetric {
         m * (m + 1) / 2 * k_or_batch
     } else {
