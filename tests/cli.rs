@@ -383,3 +383,26 @@ fn explain_prints_the_optimized_graph_and_its_flops() {
     );
     assert!(out.exists());
 }
+
+/// Work that cannot fit in memory is refused before anything is computed or
+/// sampled (here 10¹² MC targets), in one line, instead of ending in the
+/// kernel's OOM killer.
+#[test]
+fn work_beyond_memory_is_refused_before_sampling() {
+    let t = Setup::new();
+    let out = t.path("kfac.safetensors");
+    let o = secondo(&[
+        "quantities",
+        "--model",
+        SPEC,
+        "--data",
+        s(&t.fixture),
+        "--quantities",
+        "kfac",
+        "--mc-samples",
+        "1000000000000",
+        "--out",
+        s(&out),
+    ]);
+    assert_bad_input(&o, "GB of memory at once", &out);
+}

@@ -150,13 +150,13 @@ pub fn available_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Refuses, in one line, work whose results alone need more than 90% of the
-/// `available` bytes (the rest goes to the values computing them): running
-/// it would end in the kernel killing the process.
+/// Refuses, in one line, work whose values alive at once need more than 90%
+/// of the `available` bytes (the rest goes to kernels' scratch space and the
+/// output): running it would end in the kernel killing the process.
 pub fn ensure_fits(what: &str, bytes: u64, available: Option<u64>) -> anyhow::Result<()> {
     match available {
         Some(free) if bytes > free / 10 * 9 => bail!(
-            "{what} take {:.1} GB: with the values that compute them, more than the {:.1} GB of memory available",
+            "{what} need {:.1} GB of memory at once, more than the {:.1} GB available",
             bytes as f64 / 1e9,
             free as f64 / 1e9
         ),
@@ -169,14 +169,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn results_larger_than_memory_are_refused() {
+    fn work_larger_than_memory_is_refused() {
         let err = ensure_fits("batch_grad", 48_800_000_000, Some(23_600_000_000)).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "batch_grad take 48.8 GB: with the values that compute them, more than the 23.6 GB of memory available"
+            "batch_grad need 48.8 GB of memory at once, more than the 23.6 GB available"
         );
         assert!(ensure_fits("grad", 1 << 20, Some(1 << 30)).is_ok());
-        // Within the available memory but not beside the computation.
+        // Within the available memory but without room for scratch space.
         assert!(ensure_fits("batch_grad", 95, Some(100)).is_err());
         assert!(ensure_fits("grad", 1 << 40, None).is_ok());
         assert!(available_memory().is_none_or(|b| b > 0));

@@ -63,34 +63,32 @@ pub fn run(a: QuantitiesArgs) -> anyhow::Result<()> {
             wanted.push(q);
         }
     }
-    let mc = if wanted
+    let draws = wanted
         .iter()
         .any(|q| matches!(q, Quantity::DiagGgnMc | Quantity::Kfac))
-    {
-        Some(sample_mc_targets(
+        .then_some(a.mc_samples);
+    let program = QuantityProgram::compile(&objective, batch.len(), &wanted, draws)?;
+    // Before sampling anything: the MC targets alone grow with the draws.
+    let what = match draws {
+        Some(m) => format!(
+            "--quantities {} for {} samples and {m} MC samples",
+            a.quantities,
+            batch.len()
+        ),
+        None => format!("--quantities {} for {} samples", a.quantities, batch.len()),
+    };
+    ensure_fits(&what, program.executable().peak_bytes(), available_memory())?;
+    let mc = match draws {
+        Some(m) => Some(sample_mc_targets(
             &objective,
             &params,
             &x,
             &y,
-            a.mc_samples,
+            m,
             a.common.seed,
-        )?)
-    } else {
-        None
+        )?),
+        None => None,
     };
-    let program = QuantityProgram::compile(
-        &objective,
-        batch.len(),
-        &wanted,
-        mc.as_ref().map(|t| t.shape()[0]),
-    )?;
-    let bytes = program.result_numel() as u64 * objective.dtype.size_bytes() as u64;
-    let what = format!(
-        "--quantities {}: the results for {} samples",
-        a.quantities,
-        batch.len()
-    );
-    ensure_fits(&what, bytes, available_memory())?;
     let loss = objective
         .program(batch.len(), false)?
         .run(&params, x.clone(), y.clone())?

@@ -183,26 +183,6 @@ impl QuantityProgram {
         self.exe.graph()
     }
 
-    /// How many numbers the results hold (to check they fit in memory before
-    /// running: per-sample quantities grow with the batch).
-    ///
-    /// ```
-    /// use secondo_curvature::{Objective, ObjectiveConfig, Quantity, QuantityProgram};
-    /// let obj = Objective::from_config(&ObjectiveConfig {
-    ///     spec: "linear(64,10)".into(), input_shape: vec![64], ..Default::default()
-    /// }).unwrap();
-    /// let program = QuantityProgram::compile(&obj, 8, &[Quantity::BatchGrad], None).unwrap();
-    /// assert_eq!(program.result_numel(), 8 * (10 * 64 + 10));
-    /// ```
-    pub fn result_numel(&self) -> usize {
-        let g = self.exe.graph();
-        self.exe
-            .outputs()
-            .iter()
-            .map(|&o| g.node(o).shape.iter().product::<usize>())
-            .sum()
-    }
-
     /// The compiled executable (for profiling with [`Executable::run_timed`]).
     ///
     /// ```

@@ -160,6 +160,64 @@ impl Executable {
         &self.side_by_side
     }
 
+    /// The most bytes of values alive at once while [`Executable::run`] runs:
+    /// fed inputs, constants, intermediate values until their last use, and
+    /// the results, from the nodes' shapes alone (kernels' scratch space
+    /// aside), so known before any data exists.
+    ///
+    /// ```
+    /// # use secondo_graph::{Builder, Executable};
+    /// # use secondo_tensor::DType;
+    /// let b = Builder::new(DType::F64);
+    /// let x = b.input("x", &[1000]);
+    /// let total = x.exp().sum_all();
+    /// let exe = Executable::compile(&b.finish().unwrap(), &[total.id()]).unwrap();
+    /// assert_eq!(exe.peak_bytes(), 2 * 8000); // x and exp(x), then x and the sum
+    /// ```
+    pub fn peak_bytes(&self) -> u64 {
+        let bytes = |k: NodeId| {
+            let node = self.graph.node(k);
+            node.shape
+                .iter()
+                .fold(node.dtype.size_bytes() as u64, |b, &d| {
+                    b.saturating_mul(d as u64)
+                })
+        };
+        let mut freed = vec![false; self.graph.len()];
+        let (mut live, mut peak) = (0u64, 0u64);
+        for group in self.steps() {
+            live = group.clone().fold(live, |l, k| l.saturating_add(bytes(k)));
+            peak = peak.max(live);
+            for k in group {
+                for &j in &self.graph.node(k).inputs {
+                    if self.last_use[j] == k && !freed[j] {
+                        freed[j] = true;
+                        live = live.saturating_sub(bytes(j));
+                    }
+                }
+            }
+        }
+        peak
+    }
+
+    /// The steps [`Executable::run`] takes, in order: each range of nodes
+    /// runs side by side, every other node alone.
+    fn steps(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        let mut groups = self.side_by_side.iter().peekable();
+        let mut i = 0;
+        std::iter::from_fn(move || {
+            if i >= self.graph.len() {
+                return None;
+            }
+            let group = match groups.peek() {
+                Some(g) if g.start == i => groups.next().expect("peeked").clone(),
+                _ => i..i + 1,
+            };
+            i = group.end;
+            Some(group)
+        })
+    }
+
     /// Evaluates, once, every node that depends only on the inputs and
     /// parameters in `fixed` (and on constants), and returns an executable in
     /// which those nodes are constants. Running it feeds only the remaining
@@ -287,16 +345,7 @@ impl Executable {
         mut times: Option<&mut Vec<f64>>,
     ) -> Result<Vec<Tensor>, GraphError> {
         let mut values: Vec<Option<Tensor>> = vec![None; self.graph.len()];
-        let mut step = 0;
-        let mut i = 0;
-        while i < self.graph.len() {
-            let group = match self.side_by_side.get(step) {
-                Some(g) if g.start == i => {
-                    step += 1;
-                    g.clone()
-                }
-                _ => i..i + 1,
-            };
+        for group in self.steps() {
             let args: Vec<Vec<Tensor>> = group
                 .clone()
                 .map(|k| self.take_args(k, &mut values))
@@ -338,7 +387,6 @@ impl Executable {
                 }
                 values[k] = Some(value);
             }
-            i = group.end;
         }
         Ok(self
             .outputs

@@ -164,3 +164,48 @@ fn sums_of_squares_over_leading_axes_are_one_contraction() {
         assert_eq!(squares == 0, fused, "axes {axes:?}\n{}", exe.graph());
     }
 }
+
+/// The peak of values alive at once: a long elementwise chain holds two
+/// values at a time (each freed after its last use), while results that
+/// run side by side and values read late all count together.
+#[test]
+fn peak_bytes_follow_the_values_lifetimes() {
+    let b = Builder::new(DType::F64);
+    let x = b.input("x", &[1000]);
+    let mut y = x;
+    for _ in 0..10 {
+        y = y.exp();
+    }
+    let exe = Executable::compile(&b.finish().unwrap(), &[y.id()]).unwrap();
+    assert_eq!(exe.graph().len(), 11);
+    assert_eq!(exe.peak_bytes(), 2 * 8000);
+
+    // `x` is read again at the end: it stays alive beside the chain.
+    let b = Builder::new(DType::F64);
+    let x = b.input("x", &[1000]);
+    let mut y = x;
+    for _ in 0..10 {
+        y = y.exp();
+    }
+    let z = y * x;
+    let exe = Executable::compile(&b.finish().unwrap(), &[z.id()]).unwrap();
+    assert_eq!(exe.peak_bytes(), 3 * 8000);
+
+    let b = Builder::new(DType::F64);
+    let g = b.input("g", &[64, 128]);
+    let x = b.input("x", &[64, 160]);
+    let grad = b.einsum("no,ni->oi", &[g, x]);
+    let squares = b.einsum("no,ni->oi", &[g.square(), x.square()]);
+    let exe = Executable::compile(&b.finish().unwrap(), &[grad.id(), squares.id()]).unwrap();
+    assert_eq!(exe.side_by_side().len(), 1);
+    let inputs = 8 * 64 * (128 + 160);
+    let results = 2 * 8 * 128 * 160;
+    assert!(exe.peak_bytes() >= (inputs + results) as u64);
+    let every_node: u64 = exe
+        .graph()
+        .nodes()
+        .iter()
+        .map(|n| 8 * n.shape.iter().product::<usize>() as u64)
+        .sum();
+    assert!(exe.peak_bytes() <= every_node);
+}
