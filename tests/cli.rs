@@ -385,8 +385,8 @@ fn explain_prints_the_optimized_graph_and_its_flops() {
 }
 
 /// Work that cannot fit in memory is refused before anything is computed or
-/// sampled (here 10¹² MC targets), in one line, instead of ending in the
-/// kernel's OOM killer.
+/// sampled (here 10¹² MC targets, for quantities and for a spectrum), in one
+/// line, instead of ending in the kernel's OOM killer.
 #[test]
 fn work_beyond_memory_is_refused_before_sampling() {
     let t = Setup::new();
@@ -405,4 +405,20 @@ fn work_beyond_memory_is_refused_before_sampling() {
         s(&out),
     ]);
     assert_bad_input(&o, "GB of memory at once", &out);
+
+    let dir = t.path("spectrum");
+    let o = secondo(&[
+        "spectrum",
+        "--model",
+        SPEC,
+        "--data",
+        s(&t.fixture),
+        "--curvature",
+        "fisher",
+        "--mc-samples",
+        "1000000000000",
+        "--out",
+        s(&dir),
+    ]);
+    assert_bad_input(&o, "the MC targets of --mc-samples", &dir);
 }

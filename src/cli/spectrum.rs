@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use secondo::curvature::{Curvature, CurvatureOperator};
 use secondo::spectrum::{compute, SpectrumOptions};
 
-use super::common::ModelArgs;
+use super::common::{available_memory, ensure_fits, ModelArgs};
 
 #[derive(Debug, Args)]
 pub struct SpectrumArgs {
@@ -52,6 +52,19 @@ pub fn run(a: SpectrumArgs) -> anyhow::Result<()> {
     }
     let (data, objective, params) = a.common.load()?;
     let dtype = objective.dtype;
+    if let Curvature::FisherMc { samples, .. } = kind {
+        // Every draw's targets for every batch are sampled up front.
+        let width: usize = objective.network.output_shape().iter().product();
+        let per_draw = (data.len() * width * dtype.size_bytes()) as u64;
+        ensure_fits(
+            &format!(
+                "the MC targets of --mc-samples {samples} for {} samples",
+                data.len()
+            ),
+            per_draw.saturating_mul(samples as u64),
+            available_memory(),
+        )?;
+    }
     let op = CurvatureOperator::new(&objective, &params, &data, a.batch, kind, None)?;
     let opts = SpectrumOptions {
         top: (a.top > 0).then_some(a.top),
