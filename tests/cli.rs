@@ -35,8 +35,9 @@ fn assert_bad_input(o: &Output, needle: &str, out: &Path) {
     assert!(!out.exists(), "{} was left behind", out.display());
 }
 
-/// `secondo quantities --quantities grad` on `model` and `data`, plus `extra` arguments.
-fn grad_cmd(model: &str, data: &str, extra: &[&str], out: &Path) -> Output {
+/// `secondo quantities --quantities <quantities>` on `model` and `data`, plus
+/// `extra` arguments.
+fn quantities_cmd(model: &str, data: &str, quantities: &str, extra: &[&str], out: &Path) -> Output {
     let mut args = vec![
         "quantities",
         "--model",
@@ -44,12 +45,17 @@ fn grad_cmd(model: &str, data: &str, extra: &[&str], out: &Path) -> Output {
         "--data",
         data,
         "--quantities",
-        "grad",
+        quantities,
         "--out",
         s(out),
     ];
     args.extend_from_slice(extra);
     secondo(&args)
+}
+
+/// `secondo quantities --quantities grad` on `model` and `data`, plus `extra` arguments.
+fn grad_cmd(model: &str, data: &str, extra: &[&str], out: &Path) -> Output {
+    quantities_cmd(model, data, "grad", extra, out)
 }
 
 struct Setup {
@@ -346,18 +352,7 @@ fn quantities_of_unsupported_layers_are_refused() {
 fn explain_prints_the_optimized_graph_and_its_flops() {
     let t = Setup::new();
     let out = t.path("l2.safetensors");
-    let o = secondo(&[
-        "quantities",
-        "--model",
-        SPEC,
-        "--data",
-        s(&t.fixture),
-        "--quantities",
-        "batch_l2",
-        "--explain",
-        "--out",
-        s(&out),
-    ]);
+    let o = quantities_cmd(SPEC, s(&t.fixture), "batch_l2", &["--explain"], &out);
     assert!(o.status.success(), "{}", stderr(&o));
     let err = stderr(&o);
     let n = Fixture::load(&t.fixture).data().0.shape()[0];
@@ -391,19 +386,13 @@ fn explain_prints_the_optimized_graph_and_its_flops() {
 fn work_beyond_memory_is_refused_before_sampling() {
     let t = Setup::new();
     let out = t.path("kfac.safetensors");
-    let o = secondo(&[
-        "quantities",
-        "--model",
+    let o = quantities_cmd(
         SPEC,
-        "--data",
         s(&t.fixture),
-        "--quantities",
         "kfac",
-        "--mc-samples",
-        "1000000000000",
-        "--out",
-        s(&out),
-    ]);
+        &["--mc-samples", "1000000000000"],
+        &out,
+    );
     assert_bad_input(&o, "GB of memory at once", &out);
 
     let dir = t.path("spectrum");
