@@ -200,9 +200,10 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             top: Some(10),
             ..SpectrumOptions::default()
         };
+        let (warmup, repeats) = (1, 3);
         let (time, grad) = time_paired(
-            1,
-            3,
+            warmup,
+            repeats,
             &mut || {
                 std::hint::black_box(
                     compute(&hessian, &top10, &mut |_, _| {}).expect("benchmark eigenvalues"),
@@ -210,11 +211,13 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             },
             &mut &step,
         );
+        // The products' contractions (the Lanczos arithmetic is not counted).
+        let products = hessian.products() / (warmup + repeats);
         rows.push(Row {
             name: "eigsh_top10",
             time,
             grad,
-            flops: None,
+            flops: Some(products as u64 * hessian.flops_per_product()),
         });
     }
 
