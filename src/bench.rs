@@ -69,6 +69,16 @@ fn seconds(f: &mut dyn FnMut()) -> f64 {
 /// blocks of ours: the ratio of the two is then as steady as
 /// [`time_paired`]'s, where medians taken by separate runs at different
 /// moments carry the machine's drift.
+///
+/// ```no_run
+/// use secondo::bench::TorchGradient;
+/// let python = std::path::Path::new(".venv/bin/python");
+/// let mut torch = TorchGradient::start(python).expect("PyTorch installed");
+/// let (ours, theirs) = torch
+///     .paired_with(100, &mut || { /* one gradient step of ours */ })
+///     .expect("the server keeps answering");
+/// println!("our step / PyTorch's: {:.2}", ours.median / theirs.median);
+/// ```
 pub struct TorchGradient {
     child: Child,
     input: ChildStdin,
