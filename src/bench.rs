@@ -85,9 +85,10 @@ pub struct TorchGradient {
     output: BufReader<ChildStdout>,
 }
 
-/// Steps per block; the first [`BLOCK_SETTLE`] of each are not counted
-/// (the other process's threads may still be spinning, its caches are cold).
+/// Steps per block of [`TorchGradient::paired_with`].
 const BLOCK: usize = 10;
+/// Steps at the start of each block that are not counted: the other
+/// process's threads may still be spinning, and the caches hold its data.
 const BLOCK_SETTLE: usize = 2;
 
 impl TorchGradient {
@@ -160,7 +161,7 @@ impl TorchGradient {
 
 impl Drop for TorchGradient {
     fn drop(&mut self) {
-        // The server ends at the end of its input; kill it should it not.
+        // Stop the server now (it would also end at the end of its input).
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
