@@ -24,7 +24,7 @@ enum Command {
     Quantities(quantities::QuantitiesArgs),
     /// Top eigenvalues, trace and spectral density of a curvature matrix over a dataset.
     Spectrum(spectrum::SpectrumArgs),
-    /// Benchmark the gradient step against the GEMM peak (and PyTorch when installed).
+    /// Benchmark quantities and products against our gradient step, their FLOPs at the GEMM peak, and PyTorch when installed.
     Bench(bench::BenchArgs),
 }
 
