@@ -123,15 +123,28 @@ impl Objective {
     /// use secondo_curvature::{Objective, ObjectiveConfig};
     /// let obj = Objective::from_config(&ObjectiveConfig { spec: "linear(64,3)".into(), input_shape: vec![64], ..Default::default() }).unwrap();
     /// assert!(obj.check_targets(&secondo_data::digits().y).is_err());
+    /// let y = secondo_data::Targets::Classes { labels: vec![0, 2, 7, 1], num_classes: 8 };
+    /// let err = obj.check_targets(&y).unwrap_err().to_string();
+    /// assert!(err.contains("label 7 of sample 2"), "{err}");
     /// ```
     pub fn check_targets(&self, y: &secondo_data::Targets) -> Result<(), Error> {
         let width = self.width();
         match (self.loss.kind, y) {
-            (LossKind::CrossEntropy, secondo_data::Targets::Classes { num_classes, .. })
-                if *num_classes > width =>
-            {
+            (
+                LossKind::CrossEntropy,
+                secondo_data::Targets::Classes {
+                    labels,
+                    num_classes,
+                },
+            ) if *num_classes > width => {
+                let (sample, label) = labels
+                    .iter()
+                    .enumerate()
+                    .find(|(_, &l)| l as usize >= width)
+                    .map_or((0, *num_classes as i64 - 1), |(i, &l)| (i, l));
                 return Err(Error::Invalid(format!(
-                    "the data has {num_classes} classes but the network has {width} outputs"
+                    "label {label} of sample {sample} is not one of the network's {width} classes \
+                     (the data has {num_classes})"
                 )));
             }
             (LossKind::CrossEntropy, secondo_data::Targets::Classes { .. }) => {}
