@@ -184,35 +184,19 @@ fn step_multiply_adds(
     sizes: &[(char, usize)],
     same: bool,
 ) -> u64 {
-    let product = |cs: &mut dyn Iterator<Item = char>| -> u64 {
-        cs.map(|c| size_of(sizes, c) as u64).product()
-    };
-    let kept = |t: &[char], other: &[char]| -> Vec<char> {
-        t.iter()
-            .copied()
-            .filter(|c| other.contains(c) || out.contains(c))
-            .collect()
-    };
-    let (a, b) = (kept(ta, tb), kept(tb, ta));
-    let summed = product(
-        &mut a
-            .iter()
-            .copied()
-            .filter(|c| b.contains(c) && !out.contains(c)),
-    );
-    if summed <= 1 {
+    let l = Letters::of(ta, tb, out);
+    let size = |cs: &[char]| -> u64 { cs.iter().map(|&c| size_of(sizes, c) as u64).product() };
+    let (batch, m, k, n) = (size(&l.batch), size(&l.m), size(&l.k), size(&l.n));
+    if k <= 1 {
         // Nothing summed: an elementwise or outer product, memory-bound.
         return 0;
     }
-    let all = product(&mut a.iter().chain(b.iter().filter(|c| !a.contains(c))).copied());
-    let m = product(&mut a.iter().copied().filter(|c| !b.contains(c)));
-    let n = product(&mut b.iter().copied().filter(|c| !a.contains(c)));
-    let k_or_batch = all / (m * n).max(1);
+    let all = batch * m * k * n;
     // A symmetric product: the operand, unsummed, against itself with its
     // row letters renamed, no batch letters.
     let symmetric = same
-        && a.len() == ta.len()
-        && b.len() == tb.len()
+        && l.a.len() == ta.len()
+        && l.b.len() == tb.len()
         && ta.len() == tb.len()
         && m == n
         && all > SMALL_PRODUCT as u64
@@ -221,9 +205,56 @@ fn step_multiply_adds(
             .zip(tb)
             .all(|(x, y)| (x == y && !out.contains(x)) || (!tb.contains(x) && !ta.contains(y)));
     if symmetric {
-        m * (m + 1) / 2 * k_or_batch
+        m * (m + 1) / 2 * batch * k
     } else {
         all
+    }
+}
+
+/// The letters of a pairwise product of operands lettered `ta` and `tb` into
+/// `out`, grouped as [`binary`] runs it: a batched GEMM after each operand's
+/// own letters (in neither the other operand nor the result) are summed away.
+struct Letters {
+    /// `ta` without its own letters.
+    a: Vec<char>,
+    /// `tb` without its own letters.
+    b: Vec<char>,
+    /// In both operands and in the result.
+    batch: Vec<char>,
+    /// The rows: in `a` only.
+    m: Vec<char>,
+    /// Summed: in both operands, not in the result.
+    k: Vec<char>,
+    /// The columns: in `b` only.
+    n: Vec<char>,
+}
+
+impl Letters {
+    fn of(ta: &[char], tb: &[char], out: &[char]) -> Letters {
+        let kept = |t: &[char], other: &[char]| -> Vec<char> {
+            t.iter()
+                .copied()
+                .filter(|c| other.contains(c) || out.contains(c))
+                .collect()
+        };
+        let (a, b) = (kept(ta, tb), kept(tb, ta));
+        let only = |t: &[char], other: &[char]| -> Vec<char> {
+            t.iter().copied().filter(|c| !other.contains(c)).collect()
+        };
+        let shared = |in_out: bool| -> Vec<char> {
+            a.iter()
+                .copied()
+                .filter(|c| b.contains(c) && out.contains(c) == in_out)
+                .collect()
+        };
+        Letters {
+            batch: shared(true),
+            m: only(&a, &b),
+            k: shared(false),
+            n: only(&b, &a),
+            a,
+            b,
+        }
     }
 }
 
@@ -439,40 +470,25 @@ fn binary(
     out: &[char],
 ) -> Result<Tensor, TensorError> {
     // Sum letters private to one operand first.
-    let private_a: Vec<char> = ta
-        .iter()
-        .copied()
-        .filter(|c| tb.contains(c) || out.contains(c))
-        .collect();
-    let private_b: Vec<char> = tb
-        .iter()
-        .copied()
-        .filter(|c| ta.contains(c) || out.contains(c))
-        .collect();
-    let a = if private_a.len() < ta.len() {
-        unary(a, ta, &private_a)?
+    let Letters {
+        a: kept_a,
+        b: kept_b,
+        batch,
+        m,
+        k,
+        n,
+    } = Letters::of(ta, tb, out);
+    let a = if kept_a.len() < ta.len() {
+        unary(a, ta, &kept_a)?
     } else {
         a.clone()
     };
-    let b = if private_b.len() < tb.len() {
-        unary(b, tb, &private_b)?
+    let b = if kept_b.len() < tb.len() {
+        unary(b, tb, &kept_b)?
     } else {
         b.clone()
     };
-    let (ta, tb) = (private_a, private_b);
-
-    let batch: Vec<char> = ta
-        .iter()
-        .copied()
-        .filter(|c| tb.contains(c) && out.contains(c))
-        .collect();
-    let m: Vec<char> = ta.iter().copied().filter(|c| !tb.contains(c)).collect();
-    let k: Vec<char> = ta
-        .iter()
-        .copied()
-        .filter(|c| tb.contains(c) && !out.contains(c))
-        .collect();
-    let n: Vec<char> = tb.iter().copied().filter(|c| !ta.contains(c)).collect();
+    let (ta, tb) = (kept_a, kept_b);
 
     // Bring each operand to a layout where M, K (and K, N) merge into single strided axes.
     let canon = |t: Tensor,
