@@ -75,7 +75,8 @@ fn place_scalar(
         g.push(Op::Binary(BinaryOp::Mul), vec![x, s], None, dtype)
             .expect("a tensor times a scalar keeps its shape")
     };
-    if ids.len() == 2 && ids[0] == ids[1] {
+    let symmetric = ids.len() == 2 && ids[0] == ids[1];
+    if symmetric {
         // A symmetric product `c · AAᵀ`: scaling one side would hide the
         // symmetry, so `√c` scales the shared operand (or `c` the result).
         let root = match &g.node(scalar).op {
@@ -95,7 +96,7 @@ fn place_scalar(
             return (Op::Einsum(spec), vec![scaled, scaled]);
         }
     }
-    if numel < size(g, smallest) || (ids.len() == 2 && ids[0] == ids[1]) {
+    if numel < size(g, smallest) || symmetric {
         let product = g
             .push(Op::Einsum(spec), ids, None, dtype)
             .expect("the einsum's operands are unchanged in shape");
