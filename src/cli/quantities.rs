@@ -7,7 +7,9 @@ use anyhow::bail;
 use clap::Args;
 use secondo::curvature::{sample_mc_targets, Quantity, QuantityProgram};
 
-use super::common::{available_memory, check_output, ensure_fits, ModelArgs};
+use secondo_tensor::memory::ensure_fits;
+
+use super::common::{check_output, ModelArgs};
 
 #[derive(Debug, Args)]
 pub struct QuantitiesArgs {
@@ -77,7 +79,7 @@ pub fn run(a: QuantitiesArgs) -> anyhow::Result<()> {
         ),
         None => format!("--quantities {} for {} samples", a.quantities, batch.len()),
     };
-    ensure_fits(&what, program.executable().peak_bytes(), available_memory())?;
+    ensure_fits(what, program.executable().peak_bytes())?;
     let mc = match draws {
         Some(m) => Some(sample_mc_targets(
             &objective,

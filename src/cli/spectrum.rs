@@ -7,7 +7,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use secondo::curvature::{Curvature, CurvatureOperator};
 use secondo::spectrum::{compute, SpectrumOptions};
 
-use super::common::{available_memory, ensure_fits, ModelArgs};
+use secondo_tensor::memory::ensure_fits;
+
+use super::common::ModelArgs;
 
 #[derive(Debug, Args)]
 pub struct SpectrumArgs {
@@ -62,7 +64,6 @@ pub fn run(a: SpectrumArgs) -> anyhow::Result<()> {
                 data.len()
             ),
             per_draw.saturating_mul(samples as u64),
-            available_memory(),
         )?;
     }
     let op = CurvatureOperator::new(&objective, &params, &data, a.batch, kind, None)?;

@@ -16,6 +16,7 @@ mod einsum;
 mod elementwise;
 mod error;
 mod gemm_kernel;
+pub mod memory;
 mod onehot;
 mod reduce;
 mod shape;
