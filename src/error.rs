@@ -29,6 +29,9 @@ pub enum Error {
     /// A linear-algebra problem.
     #[error(transparent)]
     Linalg(#[from] secondo_linalg::LinalgError),
+    /// Work that would not fit in memory.
+    #[error(transparent)]
+    Memory(#[from] secondo_tensor::memory::OutOfMemory),
     /// An invalid argument or combination of inputs.
     #[error("{0}")]
     Invalid(String),

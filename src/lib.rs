@@ -18,6 +18,7 @@
 pub mod allocator;
 pub mod bench;
 mod error;
+pub mod output;
 pub mod plot;
 pub mod spectrum;
 pub mod train;

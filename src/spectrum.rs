@@ -10,6 +10,8 @@ use secondo_linalg::{
     Progress, SlqOptions, SymmetricOperator, TraceOptions, Which,
 };
 
+use secondo_tensor::memory::{bytes_of, ensure_fits};
+
 use crate::plot::{Plot, Series};
 use crate::Error;
 
@@ -100,6 +102,32 @@ pub fn planned_products(opts: &SpectrumOptions, dim: usize) -> usize {
     top + trace + density
 }
 
+/// The Lanczos basis for the top `k` of `dim`: max(2k + 5, 20) vectors.
+fn top_basis(k: usize, dim: usize) -> usize {
+    (2 * k + 5).max(20).min(dim)
+}
+
+/// Bytes of the vectors the largest of the requested parts keeps at once
+/// (they run one after another): the top-k basis, the Hutch++ sketch and
+/// probes, the density's Lanczos basis.
+fn vectors_bytes(opts: &SpectrumOptions, dim: usize, dtype: secondo_tensor::DType) -> u64 {
+    // The top-k basis is stored in the operator's dtype.
+    let top = opts.top.map_or(0, |k| {
+        bytes_of(top_basis(k, dim).saturating_mul(dim), dtype.size_bytes())
+    });
+    let trace = if opts.trace {
+        bytes_of(opts.trace_products.saturating_mul(dim), 8)
+    } else {
+        0
+    };
+    let density = if opts.density {
+        bytes_of(opts.lanczos_steps.min(dim).saturating_mul(dim), 8)
+    } else {
+        0
+    };
+    top.max(trace).max(density)
+}
+
 /// Computes what `opts` asks for; `progress` is told `(done, planned)` products.
 pub fn compute(
     op: &CurvatureOperator,
@@ -115,6 +143,10 @@ pub fn compute(
             )));
         }
     }
+    ensure_fits(
+        format!("the vectors of the spectrum of {dim} parameters"),
+        vectors_bytes(opts, dim, op.dtype()),
+    )?;
     let planned = planned_products(opts, dim);
     let mut done = 0;
     let mut result = Spectrum {
@@ -137,7 +169,10 @@ pub fn compute(
                 secondo_tensor::DType::F32 => BasisPrecision::F32,
                 secondo_tensor::DType::F64 => BasisPrecision::F64,
             },
-            max_basis: Some((2 * k + 5).max(20).min(dim)),
+            max_basis: Some(top_basis(k, dim)),
+            // Enough steps for any k up to the dimension (the Krylov space is
+            // then the whole space and the result exact).
+            max_iter: LanczosOptions::default().max_iter.max(dim),
             ..LanczosOptions::default()
         };
         let mut report = |d: usize, _: usize| progress(done + d, planned);
@@ -200,12 +235,9 @@ impl Spectrum {
         doc
     }
 
-    /// Writes `spectrum.json` and `spectrum.svg` into `dir` (created if needed),
-    /// each through a temporary file renamed into place.
-    pub fn write(&self, dir: &Path, curvature: &str, dim: usize) -> Result<(), Error> {
-        let io = |e: std::io::Error| Error::Invalid(format!("{}: {e}", dir.display()));
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let json = serde_json::to_string_pretty(&self.to_json(curvature, dim))
+    /// Writes the JSON document to `json` and its plot to `svg`.
+    pub fn write(&self, json: &Path, svg: &Path, curvature: &str, dim: usize) -> Result<(), Error> {
+        let text = serde_json::to_string_pretty(&self.to_json(curvature, dim))
             .map_err(|e| Error::Invalid(e.to_string()))?;
         let empty: &[f64] = &[];
         let (grid, values) = self
@@ -214,7 +246,7 @@ impl Spectrum {
             .map_or((empty, empty), |(g, v)| (g.as_slice(), v.as_slice()));
         let markers = self.top_eigenvalues.as_deref().unwrap_or(&[]);
         let title = format!("{curvature} spectrum (dimension {dim})");
-        let svg = Plot {
+        let plot = Plot {
             title: &title,
             x_label: "eigenvalue",
             y_label: if self.density.is_some() {
@@ -235,11 +267,9 @@ impl Spectrum {
             log_y: self.density.is_some(),
         }
         .to_svg();
-        for (name, text) in [("spectrum.json", json), ("spectrum.svg", svg)] {
-            let path = dir.join(name);
-            let tmp = dir.join(format!(".{name}.partial"));
-            std::fs::write(&tmp, text).map_err(io)?;
-            std::fs::rename(&tmp, &path).map_err(io)?;
+        for (path, text) in [(json, text), (svg, plot)] {
+            std::fs::write(path, text)
+                .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
         }
         Ok(())
     }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use secondo_data::{Dataset, Targets};
 use secondo_nn::ParamStore;
 use secondo_optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
+use secondo_tensor::memory::{bytes_of, ensure_fits};
 use secondo_tensor::{DType, Tensor};
 
 use crate::{Error, GradientProgram, Objective};
@@ -75,6 +76,35 @@ pub struct TrainConfig {
     pub optimizer: OptimizerChoice,
     /// Seed for the shuffling of every epoch.
     pub seed: u64,
+}
+
+impl TrainConfig {
+    /// Refuses settings training cannot run with, before any work: no epochs,
+    /// empty batches, invalid optimizer hyperparameters.
+    ///
+    /// ```
+    /// use secondo::train::{OptimizerChoice, TrainConfig};
+    /// let bad_lr = OptimizerChoice::parse("sgd", -1.0, 0.0, false, 0.0).unwrap();
+    /// let config = TrainConfig { optimizer: bad_lr, ..TrainConfig::default() };
+    /// assert!(config.validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.batch_size == 0 || self.epochs == 0 {
+            return Err(Error::Invalid(
+                "--epochs and --batch must be at least 1".into(),
+            ));
+        }
+        AnyOptimizer::new(self.optimizer, DType::F64).map(|_| ())
+    }
+
+    /// Copies of the parameters the optimizer keeps beside them (momentum
+    /// buffers, Adam's moments).
+    fn optimizer_state(&self) -> usize {
+        match self.optimizer {
+            OptimizerChoice::Sgd(c) => usize::from(c.momentum != 0.0),
+            OptimizerChoice::Adam(_) => 2,
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -219,14 +249,14 @@ pub fn train(
     config: &TrainConfig,
     mut progress: impl FnMut(Progress),
 ) -> Result<Evaluation, Error> {
-    if config.batch_size == 0 || config.epochs == 0 {
-        return Err(Error::Invalid(
-            "--epochs and --batch must be at least 1".into(),
-        ));
-    }
+    config.validate()?;
     objective.check_targets(&data.y)?;
+    if data.is_empty() {
+        return Err(Error::Invalid(format!("data '{}' has no samples", data.name)));
+    }
     let mut opt = AnyOptimizer::new(config.optimizer, objective.dtype)?;
     let mut programs = Programs::new(objective, true);
+    ensure_training_fits(objective, params, data, config, &mut programs)?;
     let steps_per_epoch = data.len().div_ceil(config.batch_size);
     let total_steps = steps_per_epoch * config.epochs;
     let mut step = 0;
@@ -241,10 +271,7 @@ pub fn train(
             let (x, y) = objective.batch_tensors(&batch)?;
             let out = programs.get(batch.len())?.run(params, x, y)?;
             if !out.loss.is_finite() {
-                return Err(Error::Invalid(format!(
-                    "the loss became {} in epoch {epoch}; try a smaller --lr",
-                    out.loss
-                )));
+                return Err(diverged(out.loss, step, epoch, config));
             }
             opt.step(params, &out.grads)?;
             loss_sum += mean_term(objective, out.loss, batch.len()) * batch.len() as f64;
@@ -267,7 +294,54 @@ pub fn train(
             });
         }
     }
+    if let Some(name) = params
+        .iter()
+        .find_map(|(n, t)| t.first_non_finite().map(|_| n))
+    {
+        return Err(Error::Invalid(format!(
+            "the last step made parameter '{name}' non-finite; try a smaller --lr"
+        )));
+    }
     Ok(last)
+}
+
+/// Refuses training whose parameters, gradients, optimizer state and one
+/// step's values would not fit in memory, before the first step.
+fn ensure_training_fits(
+    objective: &Objective,
+    params: &ParamStore,
+    data: &Dataset,
+    config: &TrainConfig,
+    programs: &mut Programs,
+) -> Result<(), Error> {
+    let batch = config.batch_size.min(data.len());
+    let step = programs.get(batch)?.executable().peak_bytes();
+    let copies = 2 + config.optimizer_state();
+    let state = bytes_of(params.numel(), objective.dtype.size_bytes() * copies);
+    ensure_fits(
+        format!("training with --batch {batch}"),
+        state.saturating_add(step),
+    )?;
+    Ok(())
+}
+
+/// Why the loss stopped being finite at `step` (counted from 0).
+fn diverged(loss: f64, step: usize, epoch: usize, config: &TrainConfig) -> Error {
+    let cause = match config.optimizer {
+        _ if step == 0 => {
+            "before any update: the forward pass overflows on the data or the initial weights"
+                .to_string()
+        }
+        OptimizerChoice::Sgd(c) if c.momentum >= 1.0 => format!(
+            "--momentum {} keeps every past gradient undiminished; use one below 1",
+            c.momentum
+        ),
+        _ => "try a smaller --lr".to_string(),
+    };
+    Error::Invalid(format!(
+        "the loss became {loss} at step {} (epoch {epoch}); {cause}",
+        step + 1
+    ))
 }
 
 /// The loss as a mean over samples, whatever the reduction.

@@ -409,5 +409,5 @@ fn work_beyond_memory_is_refused_before_sampling() {
         "--out",
         s(&dir),
     ]);
-    assert_bad_input(&o, "the MC targets of --mc-samples", &dir);
+    assert_bad_input(&o, "MC samples) of 8 samples would need", &dir);
 }

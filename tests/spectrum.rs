@@ -161,7 +161,7 @@ fn spectrum_bad_input() {
     assert_bad(&with(&["--top", "0"]), "nothing to compute", &out);
     assert_bad(
         &with(&["--curvature", "fisher", "--mc-samples", "0"]),
-        "MC sample",
+        "'--mc-samples <MC_SAMPLES>': must be at least 1",
         &out,
     );
 }

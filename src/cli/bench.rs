@@ -10,7 +10,10 @@ use secondo::curvature::{
 use secondo::spectrum::{compute, SpectrumOptions};
 use secondo::{Objective, ObjectiveConfig};
 use secondo_nn::ParamStore;
+use secondo_tensor::memory::{bytes_of, ensure_fits};
 use secondo_tensor::{measure_gemm_gflops, DType, Tensor};
+
+use super::common::at_least_one;
 
 /// The benchmark model of the issues.
 const SPEC: &str = "linear(784,256),relu,linear(256,256),relu,linear(256,10)";
@@ -18,10 +21,10 @@ const SPEC: &str = "linear(784,256),relu,linear(256,256),relu,linear(256,10)";
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Timed repetitions per figure (the median is reported).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = at_least_one)]
     repeats: usize,
     /// Batch size.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = at_least_one)]
     batch: usize,
     /// Python with PyTorch for the side-by-side reference (default .venv/bin/python, else python3).
     #[arg(long)]
@@ -39,16 +42,57 @@ pub struct BenchArgs {
     only: Option<Vec<String>>,
 }
 
+/// Every row `bench` can time, in the order it prints them.
+const ROWS: [&str; 17] = [
+    "grad",
+    "hvp",
+    "hvp_recomputed",
+    "ggnvp",
+    "efvp",
+    "fishervp",
+    "batch_grad",
+    "batch_l2",
+    "sum_grad_squared",
+    "variance",
+    "diag_ggn_mc",
+    "diag_ggn_exact",
+    "kfac",
+    "kflr",
+    "diag_hessian",
+    "together",
+    "eigsh_top10",
+];
+
 impl BenchArgs {
+    /// Refuses `--only` lists that name no row or an unknown one.
+    fn check_rows(&self) -> anyhow::Result<()> {
+        let Some(rows) = &self.only else {
+            return Ok(());
+        };
+        if rows.iter().all(|r| r.trim().is_empty()) {
+            anyhow::bail!("--only: no row named (rows: {})", ROWS.join(", "));
+        }
+        if let Some(r) = rows.iter().find(|r| !ROWS.contains(&r.trim())) {
+            anyhow::bail!("--only: unknown row '{r}' (rows: {})", ROWS.join(", "));
+        }
+        Ok(())
+    }
+
     fn wants(&self, row: &str) -> bool {
         self.only
             .as_ref()
-            .is_none_or(|rows| rows.iter().any(|r| r == row))
+            .is_none_or(|rows| rows.iter().any(|r| r.trim() == row))
     }
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
-    let n = a.batch.max(1);
+    a.check_rows()?;
+    let n = a.batch;
+    // The inputs in f64 and f32, and the dataset the operators pass over.
+    ensure_fits(
+        format!("--batch {n} of {}-pixel inputs", 784),
+        bytes_of(n.saturating_mul(785), 8 + 4 + 8),
+    )?;
     let objective = Objective::from_config(&ObjectiveConfig {
         spec: SPEC.into(),
         input_shape: vec![784],
@@ -66,6 +110,10 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     println!("GEMM peak (1024^3, f32): {peak:.1} GFLOP/s");
 
     let program = objective.program(n, true)?;
+    ensure_fits(
+        format!("the gradient of --batch {n}"),
+        program.executable().peak_bytes(),
+    )?;
     let step = || {
         std::hint::black_box(
             program

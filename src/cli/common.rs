@@ -1,11 +1,13 @@
 //! Pieces shared by the subcommands: data sources, models, weights.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use secondo::output::Input;
 use secondo::{Objective, ObjectiveConfig};
 use secondo_data::{Dataset, Targets};
 use secondo_nn::{ParamStore, Reduction};
+use secondo_tensor::memory::{bytes_of, ensure_fits};
 use secondo_tensor::DType;
 
 /// The model, data and loss options `quantities` and `spectrum` share.
@@ -35,33 +37,103 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// The files this command reads, for the check that no output replaces one.
+    pub fn inputs(&self) -> anyhow::Result<Vec<Input>> {
+        let mut inputs = DataSource::parse("--data", &self.data)?.inputs("--data");
+        inputs.extend(self.weights.iter().map(|w| Input {
+            flag: "--weights",
+            path: w.clone(),
+        }));
+        Ok(inputs)
+    }
+
     /// Loads the data, builds the objective and loads or initialises the weights.
     pub fn load(&self) -> anyhow::Result<(Dataset, Objective, ParamStore)> {
         let dtype = parse_dtype(&self.dtype)?;
-        let data = load_data(&self.data)?;
+        let data = DataSource::parse("--data", &self.data)?.load()?;
         let objective = objective(&self.model, &data, &self.loss, &self.reduction, dtype)?;
         let params = weights(&objective, self.weights.as_ref(), self.seed)?;
         Ok((data, objective, params))
     }
 }
 
+/// Where a `--data` (or `--test-data`) flag says the samples are.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataSource {
+    /// The embedded digits, pixels scaled to [0, 1].
+    Digits,
+    /// A safetensors file with `x` and `y`.
+    Safetensors(PathBuf),
+    /// MNIST-format IDX files (raw or gzip).
+    Idx {
+        /// The images file.
+        images: PathBuf,
+        /// The labels file.
+        labels: PathBuf,
+    },
+}
+
+impl DataSource {
+    /// `digits`, `IMAGES,LABELS` (exactly two non-empty names) or a safetensors path.
+    pub fn parse(flag: &str, text: &str) -> anyhow::Result<DataSource> {
+        if text == "digits" {
+            return Ok(DataSource::Digits);
+        }
+        if !text.contains(',') {
+            if text.is_empty() {
+                bail!("{flag}: no file named");
+            }
+            return Ok(DataSource::Safetensors(PathBuf::from(text)));
+        }
+        match text.split(',').collect::<Vec<_>>()[..] {
+            [images, labels] if !images.is_empty() && !labels.is_empty() => Ok(DataSource::Idx {
+                images: images.into(),
+                labels: labels.into(),
+            }),
+            ref names => bail!(
+                "{flag} '{text}': IDX data is two files IMAGES,LABELS, got {} name{} ({} empty)",
+                names.len(),
+                if names.len() == 1 { "" } else { "s" },
+                names.iter().filter(|n| n.is_empty()).count()
+            ),
+        }
+    }
+
+    /// The files read, under `flag`.
+    pub fn inputs(&self, flag: &'static str) -> Vec<Input> {
+        let paths = match self {
+            DataSource::Digits => vec![],
+            DataSource::Safetensors(p) => vec![p.clone()],
+            DataSource::Idx { images, labels } => vec![images.clone(), labels.clone()],
+        };
+        paths.into_iter().map(|path| Input { flag, path }).collect()
+    }
+
+    /// Loads the samples.
+    pub fn load(&self) -> anyhow::Result<Dataset> {
+        Ok(match self {
+            DataSource::Digits => {
+                let mut d = secondo_data::digits();
+                d.x.iter_mut().for_each(|v| *v /= 16.0);
+                d
+            }
+            DataSource::Safetensors(p) => secondo_data::load_safetensors(p)?,
+            DataSource::Idx { images, labels } => secondo_data::load_idx_pair(images, labels)?,
+        })
+    }
+}
+
+/// Parses a count that must be at least 1 (`--batch`, `--epochs`, ...).
+pub fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Hidden width of the default model built for a dataset.
 const DEFAULT_HIDDEN: usize = 256;
-
-/// Loads `digits` (the embedded dataset, pixels scaled to [0, 1]), a pair of
-/// MNIST-format IDX files `IMAGES,LABELS` (raw or gzip), or a safetensors data file.
-pub fn load_data(source: &str) -> anyhow::Result<Dataset> {
-    if source == "digits" {
-        let mut d = secondo_data::digits();
-        d.x.iter_mut().for_each(|v| *v /= 16.0);
-        return Ok(d);
-    }
-    if let Some((images, labels)) = source.split_once(',') {
-        return Ok(secondo_data::load_idx_pair(images, labels)?);
-    }
-    let path = Path::new(source);
-    Ok(secondo_data::load_safetensors(path)?)
-}
 
 /// The default model for a dataset: one hidden ReLU layer.
 pub fn default_model(data: &Dataset) -> String {
@@ -117,26 +189,48 @@ pub fn weights(
             objective.network.params(),
             objective.dtype,
         )?),
-        None => Ok(ParamStore::init(
-            objective.network.spec(),
-            seed,
-            objective.dtype,
-        )),
+        None => {
+            let numel: usize = objective
+                .network
+                .params()
+                .iter()
+                .map(|p| p.shape.iter().product::<usize>())
+                .sum();
+            // Drawn in f64, then converted to the model's dtype.
+            let bytes = bytes_of(numel, 8 + objective.dtype.size_bytes());
+            ensure_fits(format!("the {numel} parameters of --model"), bytes)?;
+            Ok(ParamStore::init(
+                objective.network.spec(),
+                seed,
+                objective.dtype,
+            ))
+        }
     }
 }
 
-/// Refuses an output path whose directory does not exist (before any work is done).
-pub fn check_output(path: &Path) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !dir.is_dir() {
-        bail!(
-            "{}: directory '{}' does not exist",
-            path.display(),
-            dir.display()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idx_data_names_exactly_two_files() {
+        assert_eq!(
+            DataSource::parse("--data", "img,lab").unwrap(),
+            DataSource::Idx {
+                images: "img".into(),
+                labels: "lab".into()
+            }
         );
+        assert_eq!(DataSource::parse("--data", "digits").unwrap(), DataSource::Digits);
+        let err = |t| DataSource::parse("--data", t).unwrap_err().to_string();
+        assert_eq!(
+            err("img,lab,lab"),
+            "--data 'img,lab,lab': IDX data is two files IMAGES,LABELS, got 3 names (0 empty)"
+        );
+        assert_eq!(
+            err("img,"),
+            "--data 'img,': IDX data is two files IMAGES,LABELS, got 2 names (1 empty)"
+        );
+        assert_eq!(err(""), "--data: no file named");
     }
-    Ok(())
 }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod common;
+pub mod guard;
 mod quantities;
 mod spectrum;
 mod train;

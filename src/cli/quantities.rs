@@ -7,9 +7,10 @@ use anyhow::bail;
 use clap::Args;
 use secondo::curvature::{sample_mc_targets, Quantity, QuantityProgram};
 
+use secondo::output::Output;
 use secondo_tensor::memory::ensure_fits;
 
-use super::common::{check_output, ModelArgs};
+use super::common::{at_least_one, ModelArgs};
 
 #[derive(Debug, Args)]
 pub struct QuantitiesArgs {
@@ -19,7 +20,7 @@ pub struct QuantitiesArgs {
     #[arg(long)]
     quantities: String,
     /// Monte-Carlo samples for MC quantities.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
     mc_samples: usize,
     /// Print the optimized graph that computes the quantities (to stderr).
     #[arg(long)]
@@ -30,7 +31,7 @@ pub struct QuantitiesArgs {
 }
 
 pub fn run(a: QuantitiesArgs) -> anyhow::Result<()> {
-    check_output(&a.out)?;
+    let out = Output::file(&a.out, "--out", &a.common.inputs()?)?;
     let names: Vec<&str> = a
         .quantities
         .split(',')
@@ -48,9 +49,6 @@ pub fn run(a: QuantitiesArgs) -> anyhow::Result<()> {
                 known.join(", ")
             );
         }
-    }
-    if a.mc_samples == 0 {
-        bail!("--mc-samples must be at least 1");
     }
     let (data, objective, params) = a.common.load()?;
     let batch = data
@@ -104,7 +102,22 @@ pub fn run(a: QuantitiesArgs) -> anyhow::Result<()> {
             graph.flops() as f64 / 1e6
         );
     }
+    if !loss.is_finite() {
+        bail!(
+            "the loss on {} is {loss}: the forward pass overflows on this data and these weights",
+            a.common.data
+        );
+    }
     let tensors = program.run(&params, &x, &y, mc.as_ref())?;
+    for (name, t) in &tensors {
+        if let Some(i) = t.first_non_finite() {
+            bail!(
+                "{name} is not finite (at flat index {i}; the loss is {loss}): \
+                 the backward pass overflows on {}",
+                a.common.data
+            );
+        }
+    }
     let metadata: HashMap<String, String> = [
         ("model", a.common.model.clone()),
         ("loss", a.common.loss.clone()),
@@ -117,11 +130,13 @@ pub fn run(a: QuantitiesArgs) -> anyhow::Result<()> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    let staged = out.stage()?;
     secondo_nn::write_safetensors(
-        &a.out,
+        &staged.file_path(),
         tensors.iter().map(|(n, t)| (n.as_str(), t)),
         &metadata,
     )?;
+    staged.commit()?;
     println!(
         "loss {loss:.6}; wrote {} tensors to {}",
         tensors.len(),

@@ -3,13 +3,16 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressFinish, ProgressStyle};
 use secondo::curvature::{Curvature, CurvatureOperator};
 use secondo::spectrum::{compute, SpectrumOptions};
 
-use secondo_tensor::memory::ensure_fits;
+use secondo::output::Output;
 
-use super::common::ModelArgs;
+use super::common::{at_least_one, ModelArgs};
+
+const JSON: &str = "spectrum.json";
+const SVG: &str = "spectrum.svg";
 
 #[derive(Debug, Args)]
 pub struct SpectrumArgs {
@@ -18,9 +21,10 @@ pub struct SpectrumArgs {
     /// Curvature matrix: hessian, ggn, fisher (Monte-Carlo) or ef (empirical Fisher).
     #[arg(long, default_value = "hessian")]
     curvature: String,
-    /// Number of largest eigenvalues to compute (0: none).
-    #[arg(long, default_value_t = 10)]
-    top: usize,
+    /// Number of largest eigenvalues to compute (default 10 when neither
+    /// --trace nor --density is given, else none).
+    #[arg(long)]
+    top: Option<usize>,
     /// Estimate the trace (Hutch++).
     #[arg(long)]
     trace: bool,
@@ -28,10 +32,10 @@ pub struct SpectrumArgs {
     #[arg(long)]
     density: bool,
     /// Monte-Carlo samples per input for --curvature fisher.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
     mc_samples: usize,
     /// Samples per batch when passing over the data.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = at_least_one)]
     batch: usize,
     /// Output directory for spectrum.json and spectrum.svg.
     #[arg(long)]
@@ -46,51 +50,26 @@ pub fn run(a: SpectrumArgs) -> anyhow::Result<()> {
         },
         other => other,
     };
-    if a.top == 0 && !a.trace && !a.density {
+    let top = match a.top {
+        Some(k) => k,
+        None if a.trace || a.density => 0,
+        None => 10,
+    };
+    if top == 0 && !a.trace && !a.density {
         anyhow::bail!("nothing to compute: give --top K, --trace or --density");
     }
-    if a.batch == 0 {
-        anyhow::bail!("--batch must be at least 1");
-    }
+    let out = Output::dir(&a.out, &[JSON, SVG], "--out", &a.common.inputs()?)?;
     let (data, objective, params) = a.common.load()?;
     let dtype = objective.dtype;
-    if let Curvature::FisherMc { samples, .. } = kind {
-        // Every draw's targets for every batch are sampled up front.
-        let width: usize = objective.network.output_shape().iter().product();
-        let per_draw = (data.len() * width * dtype.size_bytes()) as u64;
-        ensure_fits(
-            &format!(
-                "the MC targets of --mc-samples {samples} for {} samples",
-                data.len()
-            ),
-            per_draw.saturating_mul(samples as u64),
-        )?;
-    }
     let op = CurvatureOperator::new(&objective, &params, &data, a.batch, kind, None)?;
     let opts = SpectrumOptions {
-        top: (a.top > 0).then_some(a.top),
+        top: (top > 0).then_some(top),
         trace: a.trace,
         density: a.density,
         seed: a.common.seed,
         ..SpectrumOptions::default()
     };
-    if let Some(k) = opts.top {
-        if k > op.dim() {
-            anyhow::bail!(
-                "--top {k} is larger than the number of parameters, {}",
-                op.dim()
-            );
-        }
-    }
-    eprintln!(
-        "{} of {} on {} ({} samples, {} parameters, {dtype})",
-        kind,
-        a.common.model,
-        data.name,
-        data.len(),
-        op.dim()
-    );
-    let bar = ProgressBar::new(0);
+    let bar = ProgressBar::new(0).with_finish(ProgressFinish::AndClear);
     bar.set_style(
         ProgressStyle::with_template(
             "{bar:30} {pos}/{len} matrix-vector products  [{elapsed_precise}<{eta_precise}]",
@@ -103,9 +82,16 @@ pub fn run(a: SpectrumArgs) -> anyhow::Result<()> {
         bar.set_position(done as u64);
     })?;
     bar.finish_and_clear();
-    spectrum.write(&a.out, &a.curvature, op.dim())?;
+    let staged = out.stage()?;
+    spectrum.write(&staged.path(JSON), &staged.path(SVG), &a.curvature, op.dim())?;
+    staged.commit()?;
     println!(
-        "{} matrix-vector products in {:.1} s",
+        "{} of {} on {} ({} samples, {} parameters, {dtype}): {} matrix-vector products in {:.1} s",
+        kind,
+        a.common.model,
+        data.name,
+        data.len(),
+        op.dim(),
         spectrum.products,
         start.elapsed().as_secs_f64()
     );
@@ -118,8 +104,8 @@ pub fn run(a: SpectrumArgs) -> anyhow::Result<()> {
     }
     println!(
         "wrote {} and {}",
-        a.out.join("spectrum.json").display(),
-        a.out.join("spectrum.svg").display()
+        a.out.join(JSON).display(),
+        a.out.join(SVG).display()
     );
     Ok(())
 }

@@ -2,11 +2,15 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressFinish, ProgressStyle};
+use secondo::output::{Input, Output};
 use secondo::train::{evaluate, train, OptimizerChoice, TrainConfig};
 
-use super::common::{check_output, default_model, load_data, objective, parse_dtype, weights};
+use secondo_data::Dataset;
+
+use super::common::{at_least_one, default_model, objective, parse_dtype, weights, DataSource};
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -32,10 +36,10 @@ pub struct TrainArgs {
     #[arg(long, default_value = "adam")]
     optimizer: String,
     /// Passes over the training data.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = at_least_one)]
     epochs: usize,
     /// Samples per step.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
     batch: usize,
     /// Learning rate (default 1e-3 for adam/adamw, 0.1 for sgd).
     #[arg(long)]
@@ -64,22 +68,16 @@ pub struct TrainArgs {
 }
 
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
-    check_output(&a.out)?;
     let dtype = parse_dtype(&a.dtype)?;
-    let data = load_data(&a.data)?;
-    let (train_set, test_set) = match &a.test_data {
-        Some(t) => (data, load_data(t)?),
-        None => {
-            if !(a.test_fraction > 0.0 && a.test_fraction < 1.0) {
-                anyhow::bail!("--test-fraction must be in (0, 1), got {}", a.test_fraction);
-            }
-            data.split(a.test_fraction, a.seed)?
-        }
-    };
-    let spec = a.model.clone().unwrap_or_else(|| default_model(&train_set));
-    let objective = objective(&spec, &train_set, &a.loss, &a.reduction, dtype)?;
-    objective.check_targets(&test_set.y)?;
-    let mut params = weights(&objective, a.weights.as_ref(), a.seed)?;
+    let source = DataSource::parse("--data", &a.data)?;
+    let test_source = a
+        .test_data
+        .as_deref()
+        .map(|t| DataSource::parse("--test-data", t))
+        .transpose()?;
+    if test_source.is_none() && !(a.test_fraction > 0.0 && a.test_fraction < 1.0) {
+        anyhow::bail!("--test-fraction must be in (0, 1), got {}", a.test_fraction);
+    }
     let lr =
         a.lr.unwrap_or(if a.optimizer == "sgd" { 0.1 } else { 1e-3 });
     let optimizer =
@@ -90,14 +88,35 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         optimizer,
         seed: a.seed,
     };
-    eprintln!(
-        "training {spec} on {} ({} train / {} test samples, {} parameters, {dtype})",
+    config.validate()?;
+    let out = Output::file(&a.out, "--out", &inputs(&a, &source, test_source.as_ref()))?;
+
+    let data = source.load()?;
+    let spec = a.model.clone().unwrap_or_else(|| default_model(&data));
+    // Labels are checked on the file as it is, before any split or shuffle,
+    // so that a bad one is reported at its index in the file.
+    let objective = objective(&spec, &data, &a.loss, &a.reduction, dtype)?;
+    let (train_set, test_set) = match &test_source {
+        Some(t) => {
+            let test = t.load()?;
+            objective
+                .check_targets(&test.y)
+                .with_context(|| format!("--test-data '{}'", test.name))?;
+            (data, test)
+        }
+        None => data.split(a.test_fraction, a.seed)?,
+    };
+    ensure_samples(&a, &train_set, &test_set)?;
+    let mut params = weights(&objective, a.weights.as_ref(), a.seed)?;
+    let header = format!(
+        "{spec} on {} ({} train / {} test samples, {} parameters, {dtype})",
         train_set.name,
         train_set.len(),
         test_set.len(),
         params.numel()
     );
-    let bar = ProgressBar::new((train_set.len().div_ceil(a.batch.max(1)) * a.epochs) as u64);
+    let bar = ProgressBar::new((train_set.len().div_ceil(a.batch) * a.epochs) as u64)
+        .with_finish(ProgressFinish::AndClear);
     bar.set_style(
         ProgressStyle::with_template(
             "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise}<{eta_precise}]",
@@ -119,9 +138,11 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let train_eval = evaluate(&objective, &params, &train_set, 256)?;
     let test_eval = evaluate(&objective, &params, &test_set, 256)?;
-    params.save(&a.out)?;
+    let staged = out.stage()?;
+    params.save(&staged.file_path())?;
+    staged.commit()?;
     println!(
-        "trained {} epochs in {:.1} s; last epoch running loss {:.4}",
+        "trained {header}: {} epochs in {:.1} s; last epoch running loss {:.4}",
         a.epochs,
         start.elapsed().as_secs_f64(),
         last.loss
@@ -137,5 +158,39 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         ),
     }
     println!("weights written to {}", a.out.display());
+    Ok(())
+}
+
+/// The files `train` reads.
+fn inputs(a: &TrainArgs, data: &DataSource, test: Option<&DataSource>) -> Vec<Input> {
+    let mut inputs = data.inputs("--data");
+    inputs.extend(test.map(|t| t.inputs("--test-data")).unwrap_or_default());
+    inputs.extend(a.weights.iter().map(|w| Input {
+        flag: "--weights",
+        path: w.clone(),
+    }));
+    inputs
+}
+
+/// Refuses a training or test set without samples: training on nothing would
+/// write untouched weights, and an empty test set report an accuracy of 0.
+fn ensure_samples(a: &TrainArgs, train_set: &Dataset, test_set: &Dataset) -> anyhow::Result<()> {
+    let refuse = |role: &str| match &a.test_data {
+        Some(t) => {
+            let flag = if role == "train" { ("--data", &a.data) } else { ("--test-data", t) };
+            anyhow::anyhow!("{} {}: no samples to {role} on", flag.0, flag.1)
+        }
+        None => anyhow::anyhow!(
+            "--test-fraction {} of {} samples leaves none to {role} on",
+            a.test_fraction,
+            train_set.len() + test_set.len()
+        ),
+    };
+    if train_set.is_empty() {
+        return Err(refuse("train"));
+    }
+    if test_set.is_empty() {
+        return Err(refuse("test"));
+    }
     Ok(())
 }

@@ -20,6 +20,9 @@ pub enum CurvatureError {
     /// A graph problem.
     #[error(transparent)]
     Graph(#[from] secondo_graph::GraphError),
+    /// Work that would not fit in memory.
+    #[error(transparent)]
+    Memory(#[from] secondo_tensor::memory::OutOfMemory),
     /// An invalid argument.
     #[error("{0}")]
     Invalid(String),

@@ -10,6 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use secondo_data::Dataset;
 use secondo_graph::{Executable, Feeds};
 use secondo_nn::ParamStore;
+use secondo_tensor::memory::{bytes_of, ensure_fits};
 use secondo_tensor::Tensor;
 
 use crate::objective::batch_feeds;
@@ -192,14 +193,18 @@ impl CurvatureOperator {
             Curvature::FisherMc { seed, .. } => ChaCha8Rng::seed_from_u64(seed),
             _ => ChaCha8Rng::seed_from_u64(0),
         };
+        let full = batch_size.min(data.len());
         let mut programs = HashMap::new();
+        for n in [full, data.len() % full] {
+            if n > 0 && !programs.contains_key(&n) {
+                programs.insert(n, compile(objective, product, n, &group)?);
+            }
+        }
+        ensure_operator_fits(objective, data, kind, &programs)?;
         let mut batches = Vec::new();
         for batch in data.batches(batch_size)? {
             let (x, y) = objective.batch_tensors(&batch)?;
             let n = batch.len();
-            if let std::collections::hash_map::Entry::Vacant(e) = programs.entry(n) {
-                e.insert(compile(objective, product, n, &group)?);
-            }
             let sampled = match kind {
                 Curvature::FisherMc { samples, .. } => {
                     let out = objective
@@ -552,6 +557,33 @@ impl CurvatureOperator {
         }
         Ok(acc)
     }
+}
+
+/// Refuses, before anything is evaluated, an operator whose data, sampled
+/// targets, kept values (at most [`BIND_BUDGET`] numbers) and one product at a
+/// time would not fit in memory.
+fn ensure_operator_fits(
+    objective: &Objective,
+    data: &Dataset,
+    kind: Curvature,
+    programs: &HashMap<usize, Executable>,
+) -> Result<(), CurvatureError> {
+    let size = objective.dtype.size_bytes();
+    let width: usize = objective.network.output_shape().iter().product();
+    let features: usize = data.sample_shape.iter().product();
+    let draws = match kind {
+        Curvature::FisherMc { samples, .. } => samples,
+        _ => 0,
+    };
+    let per_sample = features
+        .saturating_add(width)
+        .saturating_add(width.saturating_mul(draws));
+    let product = programs.values().map(|p| p.peak_bytes()).max().unwrap_or(0);
+    let need = bytes_of(data.len().saturating_mul(per_sample), size)
+        .saturating_add(bytes_of(BIND_BUDGET, size))
+        .saturating_add(product);
+    let what = format!("the {kind} of {} samples", data.len());
+    Ok(ensure_fits(what, need)?)
 }
 
 /// Binds every batch's product program to the parameters, the batch and each

@@ -15,11 +15,11 @@ mod error;
 mod loss;
 mod network;
 mod params;
+mod write;
 
 pub use activation::activation;
 pub use error::NnError;
 pub use loss::{Loss, LossKind, Reduction};
 pub use network::{LayerTap, Network};
-pub use params::{
-    read_safetensors, read_safetensors_with_metadata, write_safetensors, Metadata, ParamStore,
-};
+pub use params::{read_safetensors, read_safetensors_with_metadata, Metadata, ParamStore};
+pub use write::write_safetensors;

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
 use secondo_tensor::{DType, Tensor};
 
 use crate::spec::{Layer, ModelSpec, ParamInfo, ParamKind};
@@ -233,7 +233,7 @@ impl ParamStore {
     /// # std::fs::remove_file(path).unwrap();
     /// ```
     pub fn save(&self, path: &Path) -> Result<(), NnError> {
-        write_safetensors(path, self.iter(), &HashMap::new())
+        crate::write_safetensors(path, self.iter(), &HashMap::new())
     }
 }
 
@@ -323,75 +323,4 @@ pub fn read_safetensors_with_metadata(
         out.insert(name, t);
     }
     Ok((out, metadata))
-}
-
-/// Writes named tensors (in their own dtypes) and string metadata to a
-/// safetensors file atomically.
-///
-/// ```
-/// use std::collections::HashMap;
-/// use secondo_tensor::{DType, Tensor};
-/// let t = Tensor::zeros(vec![3], DType::F64);
-/// let path = std::env::temp_dir().join("secondo-doc-write.safetensors");
-/// secondo_nn::write_safetensors(&path, [("grad/0.bias", &t)], &HashMap::new()).unwrap();
-/// # std::fs::remove_file(path).unwrap();
-/// ```
-pub fn write_safetensors<'a>(
-    path: &Path,
-    tensors: impl IntoIterator<Item = (&'a str, &'a Tensor)>,
-    metadata: &HashMap<String, String>,
-) -> Result<(), NnError> {
-    let file = path.display().to_string();
-    let err = |reason: String| NnError::File {
-        file: file.clone(),
-        reason,
-    };
-    let data: Vec<(&str, &Tensor, std::borrow::Cow<'_, [u8]>)> = tensors
-        .into_iter()
-        .map(|(name, t)| (name, t, little_endian_bytes(t)))
-        .collect();
-    let views = data
-        .iter()
-        .map(|(name, t, bytes)| {
-            let dtype = match t.dtype() {
-                DType::F32 => Dtype::F32,
-                DType::F64 => Dtype::F64,
-            };
-            TensorView::new(dtype, t.shape().to_vec(), bytes)
-                .map(|v| (name.to_string(), v))
-                .map_err(|e| err(format!("tensor '{name}': {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let meta = (!metadata.is_empty()).then(|| metadata.clone());
-    // Streamed to the file: no second copy of the results in memory.
-    let tmp = path.with_extension("safetensors.partial");
-    safetensors::serialize_to_file(views, meta, &tmp).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        err(e.to_string())
-    })?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        err(e.to_string())
-    })
-}
-
-/// The little-endian bytes of `t`'s elements: its own memory on
-/// little-endian machines, a copy elsewhere.
-fn little_endian_bytes(t: &Tensor) -> std::borrow::Cow<'_, [u8]> {
-    fn bytes<T: Copy, const N: usize>(v: &[T], le: fn(T) -> [u8; N]) -> std::borrow::Cow<'_, [u8]> {
-        if cfg!(target_endian = "little") {
-            // SAFETY: f32 and f64 have no padding and every byte of them is
-            // initialised; u8 needs no alignment; the length covers `v` exactly.
-            let raw = unsafe {
-                std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v))
-            };
-            std::borrow::Cow::Borrowed(raw)
-        } else {
-            std::borrow::Cow::Owned(v.iter().flat_map(|&x| le(x)).collect())
-        }
-    }
-    match t.dtype() {
-        DType::F32 => bytes(t.as_slice::<f32>().expect("f32"), f32::to_le_bytes),
-        DType::F64 => bytes(t.as_slice::<f64>().expect("f64"), f64::to_le_bytes),
-    }
 }

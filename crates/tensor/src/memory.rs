@@ -16,12 +16,12 @@ pub const LIMIT_VARIABLE: &str = "SECONDO_MEMORY_LIMIT";
 /// let err = ensure_fits_within("batch_grad", 48_800_000_000, Some(23_600_000_000)).unwrap_err();
 /// assert_eq!(
 ///     err.to_string(),
-///     "batch_grad need 48.8 GB of memory at once, more than the 23.6 GB available"
+///     "batch_grad would need 48.8 GB of memory at once, more than the 23.6 GB available"
 /// );
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error(
-    "{what} need {:.1} GB of memory at once, more than the {:.1} GB available",
+    "{what} would need {:.1} GB of memory at once, more than the {:.1} GB available",
     *.need as f64 / 1e9,
     *.available as f64 / 1e9
 )]
