@@ -92,12 +92,23 @@ impl Output {
     }
 
     fn check(&self, flag: &str, inputs: &[Input]) -> Result<(), Error> {
-        let invalid = |why: String| Error::Invalid(format!("{flag} {}: {why}", self.target.display()));
+        let invalid =
+            |why: String| Error::Invalid(format!("{flag} {}: {why}", self.target.display()));
         let parent = self.parent();
         match std::fs::metadata(parent) {
             Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(invalid(format!("'{}' is not a directory", parent.display()))),
-            Err(_) => return Err(invalid(format!("directory '{}' does not exist", parent.display()))),
+            Ok(_) => {
+                return Err(invalid(format!(
+                    "'{}' is not a directory",
+                    parent.display()
+                )))
+            }
+            Err(_) => {
+                return Err(invalid(format!(
+                    "directory '{}' does not exist",
+                    parent.display()
+                )))
+            }
         }
         if self.files.is_some() {
             if let Ok(m) = std::fs::metadata(&self.target) {
@@ -141,7 +152,10 @@ impl Output {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir(&dir).map_err(|e| io_error(&dir, e))?;
-        STAGED.lock().unwrap_or_else(|p| p.into_inner()).push(dir.clone());
+        STAGED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(dir.clone());
         Ok(Staged {
             output: self.clone(),
             dir,
@@ -278,7 +292,10 @@ mod tests {
         std::fs::write(staged.path("b.svg"), "<svg/>").unwrap();
         staged.commit().unwrap();
         assert_eq!(names(&target), ["a.json", "b.svg", "mine.txt"]);
-        assert_eq!(std::fs::read_to_string(target.join("a.json")).unwrap(), "[]");
+        assert_eq!(
+            std::fs::read_to_string(target.join("a.json")).unwrap(),
+            "[]"
+        );
         assert_eq!(names(tmp.path()), ["s"]);
     }
 
@@ -291,7 +308,9 @@ mod tests {
             flag: "--data",
             path: data.clone(),
         }];
-        let err = Output::file(&data, "--out", &inputs).unwrap_err().to_string();
+        let err = Output::file(&data, "--out", &inputs)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("is also the input --data"), "{err}");
         let err = Output::file(Path::new("/dev/null"), "--out", &[])
             .unwrap_err()
@@ -305,7 +324,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("does not exist"), "{err}");
-        let err = Output::dir(&data, &["a"], "--out", &[]).unwrap_err().to_string();
+        let err = Output::dir(&data, &["a"], "--out", &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("is not a directory"), "{err}");
     }
 

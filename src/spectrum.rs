@@ -173,7 +173,6 @@ pub fn compute(
             // Enough steps for any k up to the dimension (the Krylov space is
             // then the whole space and the result exact).
             max_iter: LanczosOptions::default().max_iter.max(dim),
-            ..LanczosOptions::default()
         };
         let mut report = |d: usize, _: usize| progress(done + d, planned);
         let eig = lanczos_top_k(

@@ -252,7 +252,10 @@ pub fn train(
     config.validate()?;
     objective.check_targets(&data.y)?;
     if data.is_empty() {
-        return Err(Error::Invalid(format!("data '{}' has no samples", data.name)));
+        return Err(Error::Invalid(format!(
+            "data '{}' has no samples",
+            data.name
+        )));
     }
     let mut opt = AnyOptimizer::new(config.optimizer, objective.dtype)?;
     let mut programs = Programs::new(objective, true);

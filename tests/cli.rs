@@ -5,35 +5,14 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
+use common::binary::{assert_bad_input, s, secondo, stderr};
 use common::{fixtures, relative_error, Fixture};
 use secondo_nn::ParamStore;
 use secondo_tensor::{DType, Tensor};
 
 const SPEC: &str = "linear(20,16),tanh,linear(16,16),relu,linear(16,5)";
-
-fn secondo(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_secondo"))
-        .args(args)
-        .output()
-        .expect("binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Asserts a bad-input failure: exit 2, one line on stderr containing `needle`,
-/// and `out` not created.
-fn assert_bad_input(o: &Output, needle: &str, out: &Path) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
-    assert!(err.contains(needle), "expected '{needle}' in: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    assert!(!out.exists(), "{} was left behind", out.display());
-}
 
 /// `secondo quantities --quantities <quantities>` on `model` and `data`, plus
 /// `extra` arguments.
@@ -91,10 +70,6 @@ impl Setup {
         std::fs::File::create(&p).unwrap().write_all(bytes).unwrap();
         p
     }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 #[test]

@@ -1,19 +1,12 @@
 //! `secondo spectrum` and the spectral routines on curvature operators.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
+use common::binary::{assert_bad_input, secondo};
 use secondo::curvature::{Curvature, CurvatureOperator, Objective, ObjectiveConfig};
 use secondo::spectrum::{compute, SpectrumOptions};
 use secondo_nn::ParamStore;
 use secondo_tensor::DType;
-
-fn secondo(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_secondo"))
-        .args(args)
-        .output()
-        .expect("binary runs")
-}
 
 fn small_problem(spec: &str) -> (Objective, ParamStore, secondo_data::Dataset) {
     let objective = Objective::from_config(&ObjectiveConfig {
@@ -125,14 +118,6 @@ fn spectrum_command_writes_json_and_svg() {
     assert!(svg.starts_with("<svg") && svg.contains("polyline"));
 }
 
-fn assert_bad(o: &Output, needle: &str, out: &Path) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    assert!(err.contains(needle), "expected '{needle}' in {err}");
-    assert!(!out.join("spectrum.json").exists());
-}
-
 #[test]
 fn spectrum_bad_input() {
     let dir = tempfile::tempdir().unwrap();
@@ -152,14 +137,14 @@ fn spectrum_bad_input() {
         a.extend_from_slice(extra);
         secondo(&a)
     };
-    assert_bad(
+    assert_bad_input(
         &with(&["--curvature", "hessain"]),
         "unknown curvature 'hessain'",
         &out,
     );
-    assert_bad(&with(&["--top", "651"]), "--top 651", &out);
-    assert_bad(&with(&["--top", "0"]), "nothing to compute", &out);
-    assert_bad(
+    assert_bad_input(&with(&["--top", "651"]), "--top 651", &out);
+    assert_bad_input(&with(&["--top", "0"]), "nothing to compute", &out);
+    assert_bad_input(
         &with(&["--curvature", "fisher", "--mc-samples", "0"]),
         "'--mc-samples <MC_SAMPLES>': must be at least 1",
         &out,

@@ -52,6 +52,7 @@ impl ModelArgs {
         let dtype = parse_dtype(&self.dtype)?;
         let data = DataSource::parse("--data", &self.data)?.load()?;
         let objective = objective(&self.model, &data, &self.loss, &self.reduction, dtype)?;
+        check_targets(&objective, &data, "--data", &self.data)?;
         let params = weights(&objective, self.weights.as_ref(), self.seed)?;
         Ok((data, objective, params))
     }
@@ -155,7 +156,7 @@ pub fn parse_dtype(s: &str) -> anyhow::Result<DType> {
     s.parse::<DType>().map_err(anyhow::Error::msg)
 }
 
-/// Builds the objective for a model on a dataset.
+/// Builds the objective for a model on a dataset's samples.
 pub fn objective(
     spec: &str,
     data: &Dataset,
@@ -171,10 +172,20 @@ pub fn objective(
         reduction,
         dtype,
     })?;
+    Ok(objective)
+}
+
+/// Refuses targets that do not fit the objective, naming the flag and the
+/// file as the user gave them (the dataset's own name may differ).
+pub fn check_targets(
+    objective: &Objective,
+    data: &Dataset,
+    flag: &str,
+    source: &str,
+) -> anyhow::Result<()> {
     objective
         .check_targets(&data.y)
-        .with_context(|| format!("data '{}'", data.name))?;
-    Ok(objective)
+        .with_context(|| format!("{flag} {source}"))
 }
 
 /// Loads weights from a file, or initialises them like PyTorch with `seed`.
@@ -221,7 +232,10 @@ mod tests {
                 labels: "lab".into()
             }
         );
-        assert_eq!(DataSource::parse("--data", "digits").unwrap(), DataSource::Digits);
+        assert_eq!(
+            DataSource::parse("--data", "digits").unwrap(),
+            DataSource::Digits
+        );
         let err = |t| DataSource::parse("--data", t).unwrap_err().to_string();
         assert_eq!(
             err("img,lab,lab"),

@@ -83,7 +83,12 @@ pub fn run(a: SpectrumArgs) -> anyhow::Result<()> {
     })?;
     bar.finish_and_clear();
     let staged = out.stage()?;
-    spectrum.write(&staged.path(JSON), &staged.path(SVG), &a.curvature, op.dim())?;
+    spectrum.write(
+        &staged.path(JSON),
+        &staged.path(SVG),
+        &a.curvature,
+        op.dim(),
+    )?;
     staged.commit()?;
     println!(
         "{} of {} on {} ({} samples, {} parameters, {dtype}): {} matrix-vector products in {:.1} s",

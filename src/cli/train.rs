@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressFinish, ProgressStyle};
 use secondo::output::{Input, Output};
@@ -10,7 +9,9 @@ use secondo::train::{evaluate, train, OptimizerChoice, TrainConfig};
 
 use secondo_data::Dataset;
 
-use super::common::{at_least_one, default_model, objective, parse_dtype, weights, DataSource};
+use super::common::{
+    at_least_one, check_targets, default_model, objective, parse_dtype, weights, DataSource,
+};
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -96,15 +97,14 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     // Labels are checked on the file as it is, before any split or shuffle,
     // so that a bad one is reported at its index in the file.
     let objective = objective(&spec, &data, &a.loss, &a.reduction, dtype)?;
-    let (train_set, test_set) = match &test_source {
-        Some(t) => {
-            let test = t.load()?;
-            objective
-                .check_targets(&test.y)
-                .with_context(|| format!("--test-data '{}'", test.name))?;
+    check_targets(&objective, &data, "--data", &a.data)?;
+    let (train_set, test_set) = match (&test_source, &a.test_data) {
+        (Some(source), Some(text)) => {
+            let test = source.load()?;
+            check_targets(&objective, &test, "--test-data", text)?;
             (data, test)
         }
-        None => data.split(a.test_fraction, a.seed)?,
+        _ => data.split(a.test_fraction, a.seed)?,
     };
     ensure_samples(&a, &train_set, &test_set)?;
     let mut params = weights(&objective, a.weights.as_ref(), a.seed)?;
@@ -177,7 +177,11 @@ fn inputs(a: &TrainArgs, data: &DataSource, test: Option<&DataSource>) -> Vec<In
 fn ensure_samples(a: &TrainArgs, train_set: &Dataset, test_set: &Dataset) -> anyhow::Result<()> {
     let refuse = |role: &str| match &a.test_data {
         Some(t) => {
-            let flag = if role == "train" { ("--data", &a.data) } else { ("--test-data", t) };
+            let flag = if role == "train" {
+                ("--data", &a.data)
+            } else {
+                ("--test-data", t)
+            };
             anyhow::anyhow!("{} {}: no samples to {role} on", flag.0, flag.1)
         }
         None => anyhow::anyhow!(

@@ -560,8 +560,7 @@ impl CurvatureOperator {
 }
 
 /// Refuses, before anything is evaluated, an operator whose data, sampled
-/// targets, kept values (at most [`BIND_BUDGET`] numbers) and one product at a
-/// time would not fit in memory.
+/// targets, kept values and one product at a time would not fit in memory.
 fn ensure_operator_fits(
     objective: &Objective,
     data: &Dataset,
@@ -579,8 +578,15 @@ fn ensure_operator_fits(
         .saturating_add(width)
         .saturating_add(width.saturating_mul(draws));
     let product = programs.values().map(|p| p.peak_bytes()).max().unwrap_or(0);
+    // Binding keeps at most the budget, and at most one product's values per
+    // batch and target.
+    let batches = data
+        .len()
+        .div_ceil(programs.keys().max().copied().unwrap_or(1));
+    let kept = bytes_of(BIND_BUDGET, size)
+        .min(product.saturating_mul(batches.saturating_mul(draws.max(1)) as u64));
     let need = bytes_of(data.len().saturating_mul(per_sample), size)
-        .saturating_add(bytes_of(BIND_BUDGET, size))
+        .saturating_add(kept)
         .saturating_add(product);
     let what = format!("the {kind} of {} samples", data.len());
     Ok(ensure_fits(what, need)?)

@@ -113,7 +113,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = Tensor::from_vec(vec![2], vec![1.0f32, 2.0]).unwrap();
         let b = Tensor::from_vec(vec![1], vec![3.0f64]).unwrap();
-        let meta: HashMap<String, String> = (0..20).map(|i| (format!("k{i}"), i.to_string())).collect();
+        let meta: HashMap<String, String> =
+            (0..20).map(|i| (format!("k{i}"), i.to_string())).collect();
         let mut files = Vec::new();
         for i in 0..3 {
             // A fresh map each time: its iteration order differs between maps.
@@ -128,13 +129,23 @@ mod tests {
         assert_eq!(header_len % 8, 0);
         // f64 first: 8 bytes of b, then 8 of a.
         assert_eq!(files[0].len(), 8 + header_len + 16);
-        assert_eq!(&files[0][8 + header_len..8 + header_len + 8], &3.0f64.to_le_bytes());
+        assert_eq!(
+            &files[0][8 + header_len..8 + header_len + 8],
+            &3.0f64.to_le_bytes()
+        );
     }
 
     #[test]
     fn a_failed_write_leaves_no_file() {
         let t = Tensor::zeros(vec![1], DType::F32);
-        let err = write_safetensors(Path::new("/proc/no-such/f.safetensors"), [("t", &t)], &HashMap::new());
-        assert!(err.unwrap_err().to_string().starts_with("/proc/no-such/f.safetensors: "));
+        let err = write_safetensors(
+            Path::new("/proc/no-such/f.safetensors"),
+            [("t", &t)],
+            &HashMap::new(),
+        );
+        assert!(err
+            .unwrap_err()
+            .to_string()
+            .starts_with("/proc/no-such/f.safetensors: "));
     }
 }
