@@ -25,6 +25,8 @@ mod digits;
 mod error;
 mod finite;
 mod idx;
+mod input;
+mod safetensors_file;
 mod safetensors_io;
 mod standardize;
 
@@ -33,5 +35,6 @@ pub use digits::digits;
 pub use error::{DataError, Result};
 pub use finite::check_finite;
 pub use idx::load_idx_pair;
+pub use safetensors_file::{SafetensorsFile, MAX_HEADER_LEN};
 pub use safetensors_io::{load_safetensors, save_safetensors};
 pub use standardize::Standardizer;
