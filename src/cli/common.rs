@@ -114,7 +114,7 @@ pub fn weights(
     match path {
         Some(p) => Ok(ParamStore::load(
             p,
-            objective.network.params(),
+            objective.network.spec(),
             objective.dtype,
         )?),
         None => Ok(ParamStore::init(
