@@ -66,7 +66,7 @@ pub fn load_idx_pair(
 }
 
 /// [`load_idx_pair`] against a given amount of available memory for each file.
-fn load_idx_pair_within(
+pub(crate) fn load_idx_pair_within(
     images_path: &Path,
     labels_path: &Path,
     available: Option<u64>,

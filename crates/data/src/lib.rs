@@ -26,6 +26,8 @@ mod error;
 mod finite;
 mod idx;
 mod input;
+#[cfg(test)]
+mod proptests;
 mod safetensors_file;
 mod safetensors_io;
 mod standardize;

@@ -45,7 +45,7 @@ pub fn load_safetensors(path: impl AsRef<Path>) -> Result<Dataset> {
 }
 
 /// [`load_safetensors`] against a given amount of available memory.
-fn load_safetensors_within(path: &Path, available: Option<u64>) -> Result<Dataset> {
+pub(crate) fn load_safetensors_within(path: &Path, available: Option<u64>) -> Result<Dataset> {
     let origin = path.display().to_string();
     let file = SafetensorsFile::read_within(path, available)?;
     let metadata = file.metadata();

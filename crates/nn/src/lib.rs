@@ -15,6 +15,8 @@ mod error;
 mod loss;
 mod network;
 mod params;
+#[cfg(test)]
+mod proptests;
 
 pub use activation::activation;
 pub use error::NnError;
