@@ -155,6 +155,33 @@ fn element_type(code: u8) -> Option<(&'static str, usize)> {
 /// and, with their values widened to `f64`, the `available` memory.
 fn read_idx(path: &Path, available: Option<u64>) -> Result<IdxArray> {
     let mut input = Input::open_maybe_gzip(path)?;
+    let header = read_header(&mut input)?;
+    let count = header
+        .shape
+        .iter()
+        .fold(1usize, |n, &d| n.saturating_mul(d));
+    let declared = bytes_of(count, header.size);
+    let need = declared.saturating_add(bytes_of(count, DECODED_BYTES));
+    let described = format!("shape {:?} of {}", header.shape, header.type_name);
+    let data = input.read_declared(declared, need, &described, available)?;
+    Ok(IdxArray {
+        values: decode(header.code, data),
+        shape: header.shape,
+        type_name: header.type_name,
+    })
+}
+
+/// What an IDX header declares.
+struct Header {
+    code: u8,
+    type_name: &'static str,
+    /// Bytes per element.
+    size: usize,
+    shape: Vec<usize>,
+}
+
+/// Reads the magic bytes and the dimensions (at most 4 + 4 * 255 bytes).
+fn read_header(input: &mut Input) -> Result<Header> {
     let magic = input.read_up_to(4)?;
     let &[zero, also_zero, code, ndim] = magic.as_slice() else {
         return Err(input.error(format!(
@@ -179,16 +206,21 @@ fn read_idx(path: &Path, available: Option<u64>) -> Result<IdxArray> {
             4 + dims.len()
         )));
     }
-    let shape: Vec<usize> = dims
+    let shape = dims
         .chunks_exact(4)
         .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
         .collect();
-    let count = shape.iter().fold(1usize, |n, &d| n.saturating_mul(d));
-    let declared = bytes_of(count, size);
-    let need = declared.saturating_add(bytes_of(count, DECODED_BYTES));
-    let described = format!("shape {shape:?} of {type_name}");
-    let data = input.read_declared(declared, need, &described, available)?;
-    let values = match code {
+    Ok(Header {
+        code,
+        type_name,
+        size,
+        shape,
+    })
+}
+
+/// The big-endian elements of type `code` ([`element_type`]), widened.
+fn decode(code: u8, data: Vec<u8>) -> IdxValues {
+    match code {
         0x08 => IdxValues::Bytes(data),
         0x09 => IdxValues::Ints(data.iter().map(|&b| i64::from(b as i8)).collect()),
         0x0B => IdxValues::Ints(
@@ -211,12 +243,7 @@ fn read_idx(path: &Path, available: Option<u64>) -> Result<IdxArray> {
                 .map(|c| f64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
                 .collect(),
         ),
-    };
-    Ok(IdxArray {
-        shape,
-        values,
-        type_name,
-    })
+    }
 }
 
 #[cfg(test)]

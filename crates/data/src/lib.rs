@@ -4,7 +4,9 @@
 //!
 //! Sources: the embedded scikit-learn [`digits`], IDX files (MNIST format,
 //! [`load_idx_pair`]) and safetensors files ([`load_safetensors`],
-//! [`save_safetensors`]). Operations: seeded [`Dataset::shuffled`] and
+//! [`save_safetensors`]; [`SafetensorsFile`] reads any tensors, e.g.
+//! weights). Every reader checks the sizes a header declares against the
+//! file and the memory available before it reads the data. Operations: seeded [`Dataset::shuffled`] and
 //! [`Dataset::split`], [`Dataset::select`], [`Dataset::batches`] and a
 //! [`Standardizer`] fitted on training data.
 //!

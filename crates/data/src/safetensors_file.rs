@@ -11,7 +11,7 @@ use secondo_tensor::memory::{self, bytes_of};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use crate::error::Result;
+use crate::error::{DataError, Result};
 use crate::input::{Input, DECODED_BYTES};
 
 /// Largest JSON header accepted, in bytes: the limit the safetensors format
@@ -72,11 +72,8 @@ impl SafetensorsFile {
         let values = header
             .tensors()
             .values()
-            .fold(0u64, |sum, t| sum.saturating_add(numel(t)));
-        let need = declared.saturating_add(bytes_of(
-            usize::try_from(values).unwrap_or(usize::MAX),
-            DECODED_BYTES,
-        ));
+            .fold(0usize, |sum, t| sum.saturating_add(numel(t)));
+        let need = declared.saturating_add(bytes_of(values, DECODED_BYTES));
         let described = format!("the {} tensors of its header", header.tensors().len());
         let data = input.read_declared(declared, need, &described, available)?;
         Ok(SafetensorsFile { header, data })
@@ -109,49 +106,48 @@ impl SafetensorsFile {
 }
 
 /// Scalars in a tensor, saturating (hostile shapes overflow).
-fn numel(info: &TensorInfo) -> u64 {
-    info.shape
-        .iter()
-        .fold(1u64, |n, &d| n.saturating_mul(d as u64))
+fn numel(info: &TensorInfo) -> usize {
+    info.shape.iter().fold(1usize, |n, &d| n.saturating_mul(d))
+}
+
+/// A format error: the file is not valid safetensors, and why.
+fn corrupt(input: &Input, why: impl fmt::Display) -> DataError {
+    input.error(format!("not a valid safetensors file: {why}"))
 }
 
 /// Reads the header length and the JSON header, refusing lengths over
 /// [`MAX_HEADER_LEN`] or past the end of a regular file before reading them.
 fn read_header(input: &mut Input) -> Result<Metadata> {
-    let corrupt = |input: &Input, e: &dyn fmt::Display| {
-        input.error(format!("not a valid safetensors file: {e}"))
-    };
-    let len_bytes = input.read_up_to(LEN_BYTES)?;
-    let Ok(len_bytes) = <[u8; LEN_BYTES as usize]>::try_from(len_bytes.as_slice()) else {
-        let found = len_bytes.len();
-        return Err(corrupt(
-            input,
-            &format!("{found} bytes, fewer than the 8-byte header length"),
-        ));
-    };
-    let len = u64::from_le_bytes(len_bytes);
-    if len > MAX_HEADER_LEN {
-        return Err(corrupt(
-            input,
-            &format!("header length {len} is over the {MAX_HEADER_LEN}-byte limit"),
-        ));
-    }
+    let len = read_header_len(input)?;
     if let Some(remaining) = input.remaining().filter(|&r| r < len) {
-        return Err(corrupt(
-            input,
-            &format!("header length {len} but only {remaining} bytes follow it"),
-        ));
+        let why = format!("header length {len} but only {remaining} bytes follow it");
+        return Err(corrupt(input, why));
     }
     let json = input.read_up_to(len)?;
     if (json.len() as u64) < len {
-        let found = json.len();
-        return Err(corrupt(
-            input,
-            &format!("header length {len} but only {found} bytes follow it"),
-        ));
+        let why = format!(
+            "header length {len} but only {} bytes follow it",
+            json.len()
+        );
+        return Err(corrupt(input, why));
     }
-    let entries: Entries = serde_json::from_slice(&json).map_err(|e| corrupt(input, &e))?;
-    entries.into_metadata().map_err(|e| corrupt(input, &e))
+    let entries: Entries = serde_json::from_slice(&json).map_err(|e| corrupt(input, e))?;
+    entries.into_metadata().map_err(|e| corrupt(input, e))
+}
+
+/// The 8-byte little-endian header length, at most [`MAX_HEADER_LEN`].
+fn read_header_len(input: &mut Input) -> Result<u64> {
+    let bytes = input.read_up_to(LEN_BYTES)?;
+    let Ok(bytes) = <[u8; LEN_BYTES as usize]>::try_from(bytes.as_slice()) else {
+        let why = format!("{} bytes, fewer than the 8-byte header length", bytes.len());
+        return Err(corrupt(input, why));
+    };
+    let len = u64::from_le_bytes(bytes);
+    if len > MAX_HEADER_LEN {
+        let why = format!("header length {len} is over the {MAX_HEADER_LEN}-byte limit");
+        return Err(corrupt(input, why));
+    }
+    Ok(len)
 }
 
 /// The header's entries as written, refusing a name that appears twice:
