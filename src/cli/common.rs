@@ -197,7 +197,7 @@ pub fn weights(
     match path {
         Some(p) => Ok(ParamStore::load(
             p,
-            objective.network.params(),
+            objective.network.spec(),
             objective.dtype,
         )?),
         None => {

@@ -1,3 +1,5 @@
+use std::path::Path;
+
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -511,6 +513,28 @@ impl<'a> Iterator for Batches<'a> {
         let left = self.data.len().saturating_sub(self.next);
         let batches = left.div_ceil(self.batch_size);
         (batches, Some(batches))
+    }
+}
+
+/// Splits the shape of a loaded input tensor into its sample count and
+/// sample shape, refusing shapes without a feature axis (`[N]`) or with no
+/// feature at all (`[N, 0]`): every model's first layer needs one, and a
+/// loader that let them through would have the model spec blamed for the file.
+pub(crate) fn split_samples<'s>(
+    path: &Path,
+    tensor: &str,
+    shape: &'s [usize],
+) -> Result<(usize, &'s [usize])> {
+    match shape.split_first() {
+        Some((&n, sample_shape)) if !sample_shape.is_empty() && !sample_shape.contains(&0) => {
+            Ok((n, sample_shape))
+        }
+        _ => Err(DataError::WrongType {
+            path: path.to_path_buf(),
+            tensor: tensor.into(),
+            found: format!("of shape {shape:?}"),
+            expected: "a sample axis and at least one feature (shape [N, F, ...])".into(),
+        }),
     }
 }
 

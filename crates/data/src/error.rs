@@ -18,12 +18,15 @@ use thiserror::Error;
 #[non_exhaustive]
 pub enum DataError {
     /// The file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    ///
+    /// The I/O error is part of the message and not exposed as the error's
+    /// source, so that printing the chain (anyhow's `{:#}`) says it once.
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file involved.
         path: PathBuf,
         /// The underlying I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file's bytes are not what its format requires (bad magic, truncated,
     /// corrupt header, inconsistent counts, ...).
@@ -88,6 +91,10 @@ pub enum DataError {
         /// The value found.
         value: f64,
     },
+    /// Loading a file would need more memory than is available; the message
+    /// names the file and what its header declares.
+    #[error(transparent)]
+    Memory(#[from] secondo_tensor::memory::OutOfMemory),
     /// An in-memory dataset or an argument is inconsistent (shapes, indices,
     /// fractions, batch sizes, labels out of range).
     #[error("{0}")]

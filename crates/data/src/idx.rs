@@ -1,11 +1,11 @@
-use std::io::Read;
 use std::path::Path;
 
-use flate2::read::MultiGzDecoder;
+use secondo_tensor::memory::{self, bytes_of};
 
-use crate::dataset::{Dataset, Targets};
+use crate::dataset::{split_samples, Dataset, Targets};
 use crate::error::{DataError, Result};
 use crate::finite::check_finite;
+use crate::input::{Input, DECODED_BYTES};
 
 /// Element values of an IDX file, widened.
 enum IdxValues {
@@ -29,7 +29,8 @@ struct IdxArray {
 /// file name).
 ///
 /// The images file holds `N` samples (its first axis), the rest of its shape
-/// becomes `sample_shape` (e.g. `[28, 28]`). Unsigned-byte pixels are scaled
+/// (at least one axis, none of size zero) becomes `sample_shape` (e.g.
+/// `[28, 28]`). Unsigned-byte pixels are scaled
 /// to `[0, 1]` by `/ 255`; signed-integer and float element types are kept as
 /// they are (floats must be finite). The labels file is one-dimensional with
 /// `N` non-negative integers; `num_classes` is the largest label plus one.
@@ -37,7 +38,8 @@ struct IdxArray {
 ///
 /// Errors name the file and what is wrong: unreadable, bad magic, unknown
 /// element type, truncated or with trailing bytes, corrupt gzip, image and
-/// label counts that differ, negative labels.
+/// label counts that differ, negative labels, and sizes declared beyond the
+/// memory available (checked from the header, before the data is read).
 ///
 /// ```
 /// use secondo_data::load_idx_pair;
@@ -56,17 +58,22 @@ pub fn load_idx_pair(
     images_path: impl AsRef<Path>,
     labels_path: impl AsRef<Path>,
 ) -> Result<Dataset> {
-    let images_path = images_path.as_ref();
-    let labels_path = labels_path.as_ref();
-    let images = read_idx(images_path)?;
-    let labels = read_idx(labels_path)?;
+    load_idx_pair_within(
+        images_path.as_ref(),
+        labels_path.as_ref(),
+        memory::available(),
+    )
+}
 
-    let Some((&n, sample_shape)) = images.shape.split_first() else {
-        return Err(format_error(
-            images_path,
-            "an images file needs at least one dimension".into(),
-        ));
-    };
+/// [`load_idx_pair`] against a given amount of available memory for each file.
+pub(crate) fn load_idx_pair_within(
+    images_path: &Path,
+    labels_path: &Path,
+    available: Option<u64>,
+) -> Result<Dataset> {
+    let images = read_idx(images_path, available)?;
+    let labels = read_idx(labels_path, available)?;
+    let (n, sample_shape) = split_samples(images_path, "images", &images.shape)?;
     if labels.shape.len() != 1 {
         return Err(DataError::WrongType {
             path: labels_path.to_path_buf(),
@@ -76,14 +83,14 @@ pub fn load_idx_pair(
         });
     }
     if labels.shape[0] != n {
-        return Err(format_error(
-            images_path,
-            format!(
+        return Err(DataError::Format {
+            path: images_path.to_path_buf(),
+            reason: format!(
                 "has {n} images but {} has {} labels",
                 labels_path.display(),
                 labels.shape[0]
             ),
-        ));
+        });
     }
 
     let x = match images.values {
@@ -130,85 +137,91 @@ pub fn load_idx_pair(
     )
 }
 
-fn format_error(path: &Path, reason: String) -> DataError {
-    DataError::Format {
-        path: path.to_path_buf(),
-        reason,
+/// The name and byte size of an IDX element type code.
+fn element_type(code: u8) -> Option<(&'static str, usize)> {
+    match code {
+        0x08 => Some(("unsigned byte", 1)),
+        0x09 => Some(("signed byte", 1)),
+        0x0B => Some(("i16", 2)),
+        0x0C => Some(("i32", 4)),
+        0x0D => Some(("f32", 4)),
+        0x0E => Some(("f64", 8)),
+        _ => None,
     }
 }
 
-/// Reads a whole file, gunzipping it if it starts with the gzip magic bytes.
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if !raw.starts_with(&[0x1f, 0x8b]) {
-        return Ok(raw);
-    }
-    let mut out = Vec::new();
-    MultiGzDecoder::new(raw.as_slice())
-        .read_to_end(&mut out)
-        .map_err(|e| format_error(path, format!("corrupt or truncated gzip data: {e}")))?;
-    Ok(out)
+/// Reads and decodes one IDX file, raw or gzip: the header first, then
+/// exactly the data bytes it declares once they are known to fit the file
+/// and, with their values widened to `f64`, the `available` memory.
+fn read_idx(path: &Path, available: Option<u64>) -> Result<IdxArray> {
+    let mut input = Input::open_maybe_gzip(path)?;
+    let header = read_header(&mut input)?;
+    let count = header
+        .shape
+        .iter()
+        .fold(1usize, |n, &d| n.saturating_mul(d));
+    let declared = bytes_of(count, header.size);
+    let need = declared.saturating_add(bytes_of(count, DECODED_BYTES));
+    let described = format!("shape {:?} of {}", header.shape, header.type_name);
+    let data = input.read_declared(declared, need, &described, available)?;
+    Ok(IdxArray {
+        values: decode(header.code, data),
+        shape: header.shape,
+        type_name: header.type_name,
+    })
 }
 
-/// Reads and decodes one IDX file.
-fn read_idx(path: &Path) -> Result<IdxArray> {
-    let bytes = read_maybe_gz(path)?;
-    let err = |reason: String| format_error(path, reason);
-    let Some(magic) = bytes.get(..4) else {
-        return Err(err(format!(
+/// What an IDX header declares.
+struct Header {
+    code: u8,
+    type_name: &'static str,
+    /// Bytes per element.
+    size: usize,
+    shape: Vec<usize>,
+}
+
+/// Reads the magic bytes and the dimensions (at most 4 + 4 * 255 bytes).
+fn read_header(input: &mut Input) -> Result<Header> {
+    let magic = input.read_up_to(4)?;
+    let &[zero, also_zero, code, ndim] = magic.as_slice() else {
+        return Err(input.error(format!(
             "truncated: {} bytes, an IDX header needs at least 4",
-            bytes.len()
+            magic.len()
         )));
     };
-    if magic[0] != 0 || magic[1] != 0 {
-        return Err(err(format!(
-            "bad magic {:02x} {:02x} {:02x} {:02x}: not an IDX file",
-            magic[0], magic[1], magic[2], magic[3]
+    if zero != 0 || also_zero != 0 {
+        return Err(input.error(format!(
+            "bad magic {zero:02x} {also_zero:02x} {code:02x} {ndim:02x}: not an IDX file"
         )));
     }
-    let (type_name, size): (&str, usize) = match magic[2] {
-        0x08 => ("unsigned byte", 1),
-        0x09 => ("signed byte", 1),
-        0x0B => ("i16", 2),
-        0x0C => ("i32", 4),
-        0x0D => ("f32", 4),
-        0x0E => ("f64", 8),
-        other => return Err(err(format!("unknown IDX element type code 0x{other:02x}"))),
+    let Some((type_name, size)) = element_type(code) else {
+        return Err(input.error(format!("unknown IDX element type code 0x{code:02x}")));
     };
-    let ndim = usize::from(magic[3]);
-    let header_len = 4 + 4 * ndim;
-    let Some(dims) = bytes.get(4..header_len) else {
-        return Err(err(format!(
-            "truncated: header declares {ndim} dimensions ({header_len} bytes) but the file has {} bytes",
-            bytes.len()
+    let ndim = usize::from(ndim);
+    let dims = input.read_up_to(4 * ndim as u64)?;
+    if dims.len() < 4 * ndim {
+        return Err(input.error(format!(
+            "truncated: header declares {ndim} dimensions ({} bytes) but the file has {} bytes",
+            4 + 4 * ndim,
+            4 + dims.len()
         )));
-    };
-    let shape: Vec<usize> = dims
+    }
+    let shape = dims
         .chunks_exact(4)
         .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
         .collect();
-    let data_len = shape
-        .iter()
-        .try_fold(size, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| err(format!("shape {shape:?} is too large")))?;
-    let data = &bytes[header_len..];
-    if data.len() < data_len {
-        return Err(err(format!(
-            "truncated: shape {shape:?} of {type_name} needs {data_len} data bytes, found {}",
-            data.len()
-        )));
-    }
-    if data.len() > data_len {
-        return Err(err(format!(
-            "{} unexpected bytes after the {data_len} data bytes of shape {shape:?}",
-            data.len() - data_len
-        )));
-    }
-    let values = match magic[2] {
-        0x08 => IdxValues::Bytes(data.to_vec()),
+    Ok(Header {
+        code,
+        type_name,
+        size,
+        shape,
+    })
+}
+
+/// The big-endian elements of type `code` ([`element_type`]), widened.
+fn decode(code: u8, data: Vec<u8>) -> IdxValues {
+    match code {
+        0x08 => IdxValues::Bytes(data),
         0x09 => IdxValues::Ints(data.iter().map(|&b| i64::from(b as i8)).collect()),
         0x0B => IdxValues::Ints(
             data.chunks_exact(2)
@@ -230,12 +243,7 @@ fn read_idx(path: &Path) -> Result<IdxArray> {
                 .map(|c| f64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
                 .collect(),
         ),
-    };
-    Ok(IdxArray {
-        shape,
-        values,
-        type_name,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -327,10 +335,10 @@ mod tests {
         let d = load_idx_pair(f.write("a", &idx(0x0D, &[2, 1], &floats)), &lbl).unwrap();
         assert_eq!(d.x, vec![0.5, -1.25]);
         assert_eq!(d.num_classes(), Some(70_001));
-        let d = load_idx_pair(f.write("b", &idx(0x0E, &[2], &doubles)), &lbl).unwrap();
+        let d = load_idx_pair(f.write("b", &idx(0x0E, &[2, 1], &doubles)), &lbl).unwrap();
         assert_eq!(
             (d.x.clone(), d.sample_shape.clone()),
-            (vec![0.5, 3.0], vec![])
+            (vec![0.5, 3.0], vec![1])
         );
         let d = load_idx_pair(f.write("c", &idx(0x0B, &[2, 1], &shorts)), &lbl).unwrap();
         assert_eq!(d.x, vec![-300.0, 7.0]);
@@ -351,7 +359,9 @@ mod tests {
             .to_string();
         assert!(e.starts_with(&truncated.display().to_string()), "{e}");
         assert!(
-            e.contains("truncated: shape [3, 2, 2] of unsigned byte needs 12 data bytes, found 9"),
+            e.contains(
+                "truncated: 12 data bytes declared for shape [3, 2, 2] of unsigned byte, found 9"
+            ),
             "{e}"
         );
 
@@ -424,7 +434,7 @@ mod tests {
             .iter()
             .flat_map(|v| v.to_be_bytes())
             .collect();
-        let nan = f.write("nan", &idx(0x0D, &[3], &nan));
+        let nan = f.write("nan", &idx(0x0D, &[3, 1], &nan));
         let e = load_idx_pair(&nan, &good_lbl).unwrap_err();
         assert!(matches!(e, DataError::NonFinite { index: 1, .. }), "{e}");
 
@@ -436,5 +446,87 @@ mod tests {
             load_idx_pair(&good_img, &missing),
             Err(DataError::Io { .. })
         ));
+    }
+
+    #[test]
+    fn images_need_a_feature_axis() {
+        let f = Files::new();
+        let (_, lbl) = mnist_like();
+        let lbl = f.write("lbl", &lbl);
+        for (name, shape, data) in [
+            ("flat", vec![3], &[1, 2, 3][..]),
+            ("empty", vec![3, 0], &[]),
+        ] {
+            let path = f.write(name, &idx(0x08, &shape, data));
+            let e = load_idx_pair(&path, &lbl).unwrap_err();
+            assert!(
+                matches!(&e, DataError::WrongType { tensor, .. } if tensor == "images"),
+                "{e}"
+            );
+            assert!(
+                e.to_string().starts_with(&path.display().to_string()),
+                "{e}"
+            );
+        }
+    }
+
+    /// 468,750,000 images of 28x28 declared (367.5 GB), almost none present.
+    fn huge_header() -> Vec<u8> {
+        idx(0x08, &[468_750_000, 28, 28], &[0; 1000])
+    }
+
+    #[test]
+    fn a_gzip_header_declaring_more_than_memory_is_refused_before_reading() {
+        let f = Files::new();
+        let (_, lbl) = mnist_like();
+        let lbl = f.write("lbl", &lbl);
+        let images = f.write("huge.gz", &gz(&huge_header()));
+        let e = load_idx_pair_within(&images, &lbl, Some(8_000_000_000)).unwrap_err();
+        assert!(matches!(e, DataError::Memory(_)), "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: the values of shape [468750000, 28, 28] of unsigned byte would need 3307.5 GB of memory at once, more than the 8.0 GB available",
+                images.display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_raw_header_declaring_more_than_the_file_is_refused_before_reading() {
+        let f = Files::new();
+        let (_, lbl) = mnist_like();
+        let images = f.write("huge", &huge_header());
+        let e = load_idx_pair_within(&images, &f.write("lbl", &lbl), None).unwrap_err();
+        assert!(
+            e.to_string().ends_with(
+                "truncated: 367500000000 data bytes declared for shape [468750000, 28, 28] of unsigned byte, found 1000"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn streams_are_read_no_further_than_declared() {
+        let f = Files::new();
+        let (img, lbl) = mnist_like();
+        let lbl = f.write("lbl", &lbl);
+        let longer = f.write("longer.gz", &gz(&[img.as_slice(), &[9; 100]].concat()));
+        let e = load_idx_pair(&longer, &lbl).unwrap_err().to_string();
+        assert!(
+            e.ends_with(
+                "unexpected bytes after the 12 data bytes of shape [3, 2, 2] of unsigned byte"
+            ),
+            "{e}"
+        );
+        let shorter = f.write("shorter.gz", &gz(&img[..img.len() - 2]));
+        let e = load_idx_pair(&shorter, &lbl).unwrap_err().to_string();
+        assert!(e.contains("truncated: 12 data bytes declared"), "{e}");
+        for device in ["/dev/zero", "/dev/urandom"] {
+            if Path::new(device).exists() {
+                let e = load_idx_pair(device, &lbl).unwrap_err().to_string();
+                assert!(e.starts_with(device) && !e.contains('\n'), "{e}");
+            }
+        }
     }
 }

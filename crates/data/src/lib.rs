@@ -4,7 +4,9 @@
 //!
 //! Sources: the embedded scikit-learn [`digits`], IDX files (MNIST format,
 //! [`load_idx_pair`]) and safetensors files ([`load_safetensors`],
-//! [`save_safetensors`]). Operations: seeded [`Dataset::shuffled`] and
+//! [`save_safetensors`]; [`SafetensorsFile`] reads any tensors, e.g.
+//! weights). Every reader checks the sizes a header declares against the
+//! file and the memory available before it reads the data. Operations: seeded [`Dataset::shuffled`] and
 //! [`Dataset::split`], [`Dataset::select`], [`Dataset::batches`] and a
 //! [`Standardizer`] fitted on training data.
 //!
@@ -25,6 +27,10 @@ mod digits;
 mod error;
 mod finite;
 mod idx;
+mod input;
+#[cfg(test)]
+mod proptests;
+mod safetensors_file;
 mod safetensors_io;
 mod standardize;
 
@@ -33,5 +39,6 @@ pub use digits::digits;
 pub use error::{DataError, Result};
 pub use finite::check_finite;
 pub use idx::load_idx_pair;
+pub use safetensors_file::{SafetensorsFile, MAX_HEADER_LEN};
 pub use safetensors_io::{load_safetensors, save_safetensors};
 pub use standardize::Standardizer;

@@ -2,11 +2,13 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
+use secondo_tensor::memory;
 
-use crate::dataset::{Dataset, Targets};
+use crate::dataset::{split_samples, Dataset, Targets};
 use crate::error::{DataError, Result};
 use crate::finite::check_finite;
+use crate::safetensors_file::SafetensorsFile;
 
 /// Metadata key holding the dataset name.
 const NAME_KEY: &str = "name";
@@ -15,8 +17,8 @@ const NUM_CLASSES_KEY: &str = "num_classes";
 
 /// Loads a dataset from a safetensors file with tensors `x` and `y`.
 ///
-/// * `x`: F32 or F64, first axis = samples; the remaining axes become
-///   `sample_shape`. Values must be finite.
+/// * `x`: F32 or F64, first axis = samples; the remaining axes (at least one,
+///   none of size zero) become `sample_shape`. Values must be finite.
 /// * `y`: an integer type (U8, I8, U16, I16, U32, I32, U64, I64) of shape `[N]`
 ///   gives class indices, which must be non-negative; `num_classes` is the
 ///   largest label plus one, or the `num_classes` entry of the file's
@@ -26,7 +28,9 @@ const NUM_CLASSES_KEY: &str = "num_classes";
 ///
 /// The name comes from the metadata entry `name`, else the file stem.
 /// Errors name the file, the tensor and, for bad values, the flat index of
-/// the first one.
+/// the first one. The file is read as [`SafetensorsFile::read`] reads it:
+/// sizes its header declares are checked against the file and the memory
+/// available before its data is read.
 ///
 /// ```
 /// use secondo_data::{load_safetensors, save_safetensors};
@@ -37,21 +41,16 @@ const NUM_CLASSES_KEY: &str = "num_classes";
 /// assert_eq!(load_safetensors(&path).unwrap(), d);
 /// ```
 pub fn load_safetensors(path: impl AsRef<Path>) -> Result<Dataset> {
-    let path = path.as_ref();
+    load_safetensors_within(path.as_ref(), memory::available())
+}
+
+/// [`load_safetensors`] against a given amount of available memory.
+pub(crate) fn load_safetensors_within(path: &Path, available: Option<u64>) -> Result<Dataset> {
     let origin = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let corrupt = |e: safetensors::SafeTensorError| DataError::Format {
-        path: path.to_path_buf(),
-        reason: format!("not a valid safetensors file: {e}"),
-    };
-    let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(corrupt)?;
-    let metadata = metadata.metadata().clone().unwrap_or_default();
-    let tensors = SafeTensors::deserialize(&bytes).map_err(corrupt)?;
+    let file = SafetensorsFile::read_within(path, available)?;
+    let metadata = file.metadata();
     let get = |name: &str| {
-        tensors.tensor(name).map_err(|_| DataError::MissingTensor {
+        file.tensor(name).ok_or_else(|| DataError::MissingTensor {
             path: path.to_path_buf(),
             tensor: name.into(),
         })
@@ -64,9 +63,7 @@ pub fn load_safetensors(path: impl AsRef<Path>) -> Result<Dataset> {
     };
 
     let xt = get("x")?;
-    let Some((&n, sample_shape)) = xt.shape().split_first() else {
-        return Err(wrong("x", "a scalar".into(), "an array with a sample axis"));
-    };
+    let (n, sample_shape) = split_samples(path, "x", xt.shape())?;
     let x = floats(&xt).ok_or_else(|| wrong("x", format!("{:?}", xt.dtype()), "F32 or F64"))?;
     check_finite(&origin, "x", &x)?;
 
@@ -210,9 +207,9 @@ pub fn save_safetensors(data: &Dataset, path: impl AsRef<Path>) -> Result<()> {
     let y_view = TensorView::new(y_dtype, y_shape, &y_bytes).map_err(invalid)?;
     let bytes =
         safetensors::serialize([("x", x_view), ("y", y_view)], Some(metadata)).map_err(invalid)?;
-    std::fs::write(path, bytes).map_err(|source| DataError::Io {
+    std::fs::write(path, bytes).map_err(|error| DataError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     })
 }
 
@@ -371,14 +368,14 @@ mod tests {
             let p = t.file(
                 "ints.safetensors",
                 &[
-                    ("x", Dtype::F64, vec![3], le64(&[1.0, 2.0, 3.0])),
+                    ("x", Dtype::F64, vec![3, 1], le64(&[1.0, 2.0, 3.0])),
                     ("y", dtype, vec![3], bytes),
                 ],
                 None,
             );
             let d = load_safetensors(&p).unwrap();
             assert_eq!(d.y.num_classes(), Some(5), "{dtype:?}");
-            assert_eq!(d.sample_shape, Vec::<usize>::new());
+            assert_eq!(d.sample_shape, vec![1]);
         }
     }
 
@@ -440,7 +437,7 @@ mod tests {
         let p = t.file(
             "m.safetensors",
             &[
-                ("x", Dtype::F64, vec![1], le64(&[1.0])),
+                ("x", Dtype::F64, vec![1, 1], le64(&[1.0])),
                 ("y", Dtype::U8, vec![1], vec![5]),
             ],
             Some(meta),
@@ -484,7 +481,7 @@ mod tests {
 
         let p = t.file(
             "int-x.safetensors",
-            &[("x", Dtype::I32, vec![3], vec![0; 12]), y.clone()],
+            &[("x", Dtype::I32, vec![3, 1], vec![0; 12]), y.clone()],
             None,
         );
         let e = load_safetensors(&p).unwrap_err().to_string();
@@ -516,6 +513,20 @@ mod tests {
             load_safetensors(&p),
             Err(DataError::WrongType { .. })
         ));
+        for (name, shape) in [
+            ("flat-x.safetensors", vec![3]),
+            ("empty-x.safetensors", vec![3, 0]),
+        ] {
+            let bytes = le64(&[1.0, 2.0, 3.0][..shape.iter().product()]);
+            let p = t.file(name, &[("x", Dtype::F64, shape, bytes), y.clone()], None);
+            let e = load_safetensors(&p).unwrap_err();
+            assert!(
+                matches!(&e, DataError::WrongType { tensor, .. } if tensor == "x"),
+                "{e}"
+            );
+            assert!(e.to_string().starts_with(&p.display().to_string()), "{e}");
+            assert!(e.to_string().contains("at least one feature"), "{e}");
+        }
         let p = t.file(
             "zero-width.safetensors",
             &[x.clone(), ("y", Dtype::F64, vec![3, 0], vec![])],
@@ -618,7 +629,12 @@ mod tests {
 
         let good = t.file("good.safetensors", &[x, y], None);
         let bytes = std::fs::read(&good).unwrap();
-        for cut in [0, 5, 20, bytes.len() - 1] {
+        for (cut, says) in [
+            (0, "not a valid safetensors file"),
+            (5, "not a valid safetensors file"),
+            (20, "not a valid safetensors file"),
+            (bytes.len() - 1, "truncated"),
+        ] {
             let p = t.0.path().join(format!("cut{cut}.safetensors"));
             std::fs::write(&p, &bytes[..cut]).unwrap();
             let e = load_safetensors(&p).unwrap_err();
@@ -626,10 +642,7 @@ mod tests {
                 matches!(&e, DataError::Format { path, .. } if *path == p),
                 "{e}"
             );
-            assert!(
-                e.to_string().contains("not a valid safetensors file"),
-                "{e}"
-            );
+            assert!(e.to_string().contains(says), "{e}");
         }
         let mut garbage = bytes.clone();
         garbage[8] = b'!'; // the JSON header's opening brace

@@ -40,7 +40,8 @@ pub enum NnError {
         name: String,
     },
     /// A parameter tensor has the wrong shape or dtype, or non-finite values.
-    #[error("{file}: tensor '{name}': {reason}")]
+    /// The name is escaped: names read from a file may hold line breaks.
+    #[error("{file}: tensor '{}': {reason}", name.escape_debug())]
     BadTensor {
         /// The file.
         file: String,
@@ -49,7 +50,23 @@ pub enum NnError {
         /// What is wrong.
         reason: String,
     },
-    /// A file could not be read, parsed or written.
+    /// A weights file holds tensors that are neither parameters nor buffers
+    /// of the model, which PyTorch's strict loading refuses too.
+    #[error(
+        "{file}: unexpected tensors {}, which the model has no parameter or buffer for",
+        few(names)
+    )]
+    UnexpectedTensors {
+        /// The file.
+        file: String,
+        /// The unexpected tensor names, sorted.
+        names: Vec<String>,
+    },
+    /// A file could not be read or parsed (reading checks the sizes a
+    /// safetensors header declares against the file and the memory).
+    #[error(transparent)]
+    Data(#[from] secondo_data::DataError),
+    /// A file could not be written.
     #[error("{file}: {reason}")]
     File {
         /// The file.
@@ -60,4 +77,21 @@ pub enum NnError {
     /// Building or running the graph failed.
     #[error(transparent)]
     Graph(#[from] secondo_graph::GraphError),
+}
+
+/// Names listed in a message before the rest are only counted.
+const LISTED_NAMES: usize = 5;
+
+/// The first [`LISTED_NAMES`] names, quoted and escaped so that they stay on
+/// one line, then how many more there are.
+fn few(names: &[String]) -> String {
+    let listed: Vec<String> = names
+        .iter()
+        .take(LISTED_NAMES)
+        .map(|n| format!("'{}'", n.escape_debug()))
+        .collect();
+    match names.len().saturating_sub(LISTED_NAMES) {
+        0 => listed.join(", "),
+        more => format!("{} and {more} more", listed.join(", ")),
+    }
 }

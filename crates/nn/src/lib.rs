@@ -16,6 +16,8 @@ mod loss;
 mod network;
 mod params;
 mod write;
+#[cfg(test)]
+mod proptests;
 
 pub use activation::activation;
 pub use error::NnError;

@@ -1,15 +1,16 @@
 //! Named parameter tensors in PyTorch's layout, PyTorch's default
 //! initialisation, and safetensors files.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use safetensors::tensor::{Dtype, SafeTensors};
+use safetensors::tensor::Dtype;
+use secondo_data::SafetensorsFile;
 use secondo_tensor::{DType, Tensor};
 
-use crate::spec::{Layer, ModelSpec, ParamInfo, ParamKind};
+use crate::spec::{Layer, ModelSpec, ParamKind};
 use crate::NnError;
 
 /// Named tensors in a fixed order (a model's `state_dict`).
@@ -177,23 +178,28 @@ impl ParamStore {
         store
     }
 
-    /// Loads exactly the parameters `params` from a safetensors file (PyTorch
-    /// names and layout), converting to `dtype`. Missing tensors, wrong shapes,
-    /// non-float dtypes and non-finite values are errors naming the tensor; other
-    /// tensors in the file (e.g. buffers) are ignored.
+    /// Loads the parameters of `spec` from a safetensors file (PyTorch names
+    /// and layout), converting to `dtype`. Missing tensors, wrong shapes,
+    /// non-float dtypes and non-finite values are errors naming the tensor.
+    /// Loading is strict, like PyTorch's `load_state_dict`: a tensor that is
+    /// neither a parameter nor a buffer of the spec (nor a batch norm's
+    /// `num_batches_tracked`) is an error naming it, so that weights saved for
+    /// another model are not half-used in silence. Buffers are accepted but
+    /// not kept: no layer that evaluates with them can be built yet.
     ///
     /// ```no_run
     /// use secondo_nn::{spec::ModelSpec, ParamStore};
     /// use secondo_tensor::DType;
     /// let spec: ModelSpec = "linear(4,3)".parse().unwrap();
-    /// let p = ParamStore::load(std::path::Path::new("w.safetensors"), &spec.parameters(), DType::F32)?;
+    /// let p = ParamStore::load(std::path::Path::new("w.safetensors"), &spec, DType::F32)?;
     /// # Ok::<(), secondo_nn::NnError>(())
     /// ```
-    pub fn load(path: &Path, params: &[ParamInfo], dtype: DType) -> Result<ParamStore, NnError> {
+    pub fn load(path: &Path, spec: &ModelSpec, dtype: DType) -> Result<ParamStore, NnError> {
         let file = path.display().to_string();
         let all = read_safetensors(path)?;
+        refuse_unexpected(&file, spec, all.keys())?;
         let mut store = ParamStore::new();
-        for p in params {
+        for p in spec.parameters() {
             let t = all.get(&p.name).ok_or_else(|| NnError::MissingParameter {
                 file: file.clone(),
                 name: p.name.clone(),
@@ -237,6 +243,32 @@ impl ParamStore {
     }
 }
 
+/// Refuses tensors of a weights file that are not part of `spec`'s state.
+fn refuse_unexpected<'a>(
+    file: &str,
+    spec: &ModelSpec,
+    names: impl Iterator<Item = &'a String>,
+) -> Result<(), NnError> {
+    let state: HashSet<String> = spec
+        .parameters()
+        .into_iter()
+        .chain(spec.buffers())
+        .map(|p| p.name)
+        .collect();
+    let mut unexpected: Vec<String> = names
+        .filter(|name| !state.contains(*name) && !spec.is_ignored_state_entry(name))
+        .cloned()
+        .collect();
+    if unexpected.is_empty() {
+        return Ok(());
+    }
+    unexpected.sort();
+    Err(NnError::UnexpectedTensors {
+        file: file.to_string(),
+        names: unexpected,
+    })
+}
+
 fn fan_in_bound(fan_in: usize) -> f64 {
     1.0 / (fan_in.max(1) as f64).sqrt()
 }
@@ -246,7 +278,9 @@ fn uniform(rng: &mut ChaCha8Rng, n: usize, bound: f64) -> Vec<f64> {
 }
 
 /// Reads every float tensor of a safetensors file; integer tensors are
-/// converted to floats. Errors name the file.
+/// converted to floats. Errors name the file. The file is read by
+/// [`SafetensorsFile::read`], which checks the sizes its header declares
+/// against the file and the memory available before reading its data.
 ///
 /// ```no_run
 /// let tensors = secondo_nn::read_safetensors(std::path::Path::new("results.safetensors"))?;
@@ -270,17 +304,8 @@ pub fn read_safetensors_with_metadata(
     path: &Path,
 ) -> Result<(HashMap<String, Tensor>, Metadata), NnError> {
     let file = path.display().to_string();
-    let err = |reason: String| NnError::File {
-        file: file.clone(),
-        reason,
-    };
-    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| err(format!("not a valid safetensors file ({e})")))?;
-    let metadata = SafeTensors::read_metadata(&bytes)
-        .ok()
-        .and_then(|(_, m)| m.metadata().clone())
-        .unwrap_or_default();
+    let st = SafetensorsFile::read(path)?;
+    let metadata = st.metadata();
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {
         let shape = view.shape().to_vec();
@@ -323,4 +348,103 @@ pub fn read_safetensors_with_metadata(
         out.insert(name, t);
     }
     Ok((out, metadata))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(text: &str) -> ModelSpec {
+        text.parse().unwrap()
+    }
+
+    /// Saves the initial weights of `model` plus `extra` zero tensors.
+    fn weights(dir: &tempfile::TempDir, model: &str, extra: &[&str]) -> std::path::PathBuf {
+        let mut store = ParamStore::init(&spec(model), 0, DType::F32);
+        for name in extra {
+            store.insert(name, Tensor::zeros(vec![2], DType::F32));
+        }
+        let path = dir.path().join("w.safetensors");
+        store.save(&path).unwrap();
+        path
+    }
+
+    fn load_error(path: &Path, model: &str) -> String {
+        let e = ParamStore::load(path, &spec(model), DType::F32)
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains('\n'), "{e}");
+        e
+    }
+
+    #[test]
+    fn unexpected_tensors_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = weights(&dir, "linear(3,2)", &["extra", "head.weight"]);
+        assert_eq!(
+            load_error(&path, "linear(3,2)"),
+            format!(
+                "{}: unexpected tensors 'extra', 'head.weight', which the model has no parameter or buffer for",
+                path.display()
+            )
+        );
+        let path = weights(&dir, "linear(3,2)", &[]);
+        let e = load_error(&path, "linear(3,2,bias=false)");
+        assert!(
+            e.ends_with(
+                "unexpected tensors '0.bias', which the model has no parameter or buffer for"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn many_unexpected_tensors_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let extra: Vec<String> = (0..8).map(|i| format!("t{i}")).collect();
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let path = weights(&dir, "relu", &extra);
+        let e = load_error(&path, "relu");
+        assert!(
+            e.ends_with("unexpected tensors 't0', 't1', 't2', 't3', 't4' and 3 more, which the model has no parameter or buffer for"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn buffers_are_expected() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = "linear(2,2),batchnorm1d(2)";
+        let path = weights(
+            &dir,
+            model,
+            &["1.running_mean", "1.running_var", "1.num_batches_tracked"],
+        );
+        let store = ParamStore::load(&path, &spec(model), DType::F64).unwrap();
+        assert_eq!(store.names(), ["0.weight", "0.bias", "1.weight", "1.bias"]);
+    }
+
+    #[test]
+    fn endless_devices_fail_at_once_in_one_line() {
+        for device in ["/dev/zero", "/dev/urandom"] {
+            let path = Path::new(device);
+            if path.exists() {
+                let e = load_error(path, "linear(3,2)");
+                assert!(
+                    e.starts_with(&format!("{device}: not a valid safetensors file")),
+                    "{e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn read_errors_are_said_once() {
+        let e = ParamStore::load(Path::new("/no/such/w"), &spec("relu"), DType::F32).unwrap_err();
+        assert!(std::error::Error::source(&e).is_none(), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "/no/such/w: No such file or directory (os error 2)"
+        );
+    }
 }

@@ -32,6 +32,16 @@ pub enum SpecError {
         /// The token found, quoted, or `end of input`.
         found: String,
     },
+    /// A letter or digit outside ASCII, in or beside a word: names are ASCII.
+    #[error(
+        "model spec: at position {position}: unexpected character {found} (names are ASCII letters, digits and '_')"
+    )]
+    Character {
+        /// Character offset of the character.
+        position: usize,
+        /// The character, quoted.
+        found: String,
+    },
     /// A layer name that is not one of [`Layer::NAMES`].
     #[error(
         "model spec: unknown layer '{name}' at position {position} (expected one of: {})",
@@ -81,6 +91,7 @@ impl SpecError {
     pub fn position(&self) -> usize {
         match self {
             Self::Syntax { position, .. }
+            | Self::Character { position, .. }
             | Self::UnknownLayer { position, .. }
             | Self::InvalidArgument { position, .. }
             | Self::Shape { position, .. } => *position,

@@ -15,6 +15,11 @@ pub(super) enum Kind {
     RParen,
     Comma,
     Equals,
+    /// A letter or digit outside ASCII, which no name holds: a token of its
+    /// own, covering the whole word it stands in, so that the parser reports
+    /// the character rather than the ASCII part of the word before it
+    /// (`linéar` is not the unknown layer `lin`).
+    Foreign,
     /// Any other single character.
     Other,
     End,
@@ -96,15 +101,12 @@ impl<'a> Lexer<'a> {
                 end: start,
             };
         };
-        let (kind, end) = if c.is_ascii_alphabetic() || c == '_' {
+        let (kind, end) = if starts_word(c) {
             let mut i = start + 1;
-            while self
-                .at(i)
-                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
+            while self.at(i).is_some_and(|c| c.is_alphanumeric() || c == '_') {
                 i += 1;
             }
-            (Kind::Ident, i)
+            (self.word_kind(start, i), i)
         } else if let Some(end) = self.number_end(start) {
             (Kind::Number, end)
         } else {
@@ -119,6 +121,23 @@ impl<'a> Lexer<'a> {
         };
         self.pos = end;
         Token { kind, start, end }
+    }
+
+    /// [`Kind::Ident`] for an ASCII word, [`Kind::Foreign`] otherwise.
+    fn word_kind(&self, start: usize, end: usize) -> Kind {
+        if self.chars[start..end].iter().all(char::is_ascii) {
+            Kind::Ident
+        } else {
+            Kind::Foreign
+        }
+    }
+
+    /// The first character outside ASCII in `token` (for a [`Kind::Foreign`]
+    /// token), with its position.
+    pub fn foreign_char(&self, token: Token) -> Option<(usize, char)> {
+        (token.start..token.end)
+            .map(|i| (i, self.chars[i]))
+            .find(|(_, c)| !c.is_ascii())
     }
 
     /// The token [`Lexer::next_token`] would return, without consuming it.
@@ -149,6 +168,12 @@ impl<'a> Lexer<'a> {
             quote(&self.text(token))
         }
     }
+}
+
+/// Whether `c` starts a word: a name, or a run of letters and digits that
+/// is meant as one but holds characters outside ASCII.
+fn starts_word(c: char) -> bool {
+    c == '_' || c.is_alphabetic() || (!c.is_ascii() && c.is_alphanumeric())
 }
 
 /// `text` in single quotes, with control and other invisible characters
@@ -211,12 +236,29 @@ mod tests {
         let chars: Vec<char> = "ü ℓ(".chars().collect();
         let mut lx = Lexer::new(&chars);
         let t = lx.next_token();
-        assert_eq!((t.kind, t.start, t.end), (Kind::Other, 0, 1));
+        assert_eq!((t.kind, t.start, t.end), (Kind::Foreign, 0, 1));
         let t = lx.next_token();
-        assert_eq!((t.kind, t.start), (Kind::Other, 2));
+        assert_eq!((t.kind, t.start), (Kind::Foreign, 2));
         let t = lx.next_token();
         assert_eq!((t.kind, t.start), (Kind::LParen, 3));
         assert_eq!(lx.next_token().start, 4);
+    }
+
+    #[test]
+    fn words_with_foreign_letters_are_one_token() {
+        assert_eq!(
+            kinds("linéar(6٣"),
+            vec![
+                (Kind::Foreign, "linéar".into()),
+                (Kind::LParen, "(".into()),
+                (Kind::Number, "6".into()),
+                (Kind::Foreign, "٣".into()),
+            ]
+        );
+        let chars: Vec<char> = "relu_ñ2".chars().collect();
+        let mut lx = Lexer::new(&chars);
+        let t = lx.next_token();
+        assert_eq!(lx.foreign_char(t), Some((5, 'ñ')));
     }
 
     #[test]

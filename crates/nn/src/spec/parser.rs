@@ -216,7 +216,16 @@ impl LayerDef {
     }
 }
 
+/// The error for `token` standing where the grammar wants `expected`; a word
+/// with characters outside ASCII is reported by its first such character,
+/// whatever was expected.
 fn syntax(lx: &Lexer<'_>, token: Token, expected: impl Into<String>) -> SpecError {
+    if let Some((position, c)) = lx.foreign_char(token) {
+        return SpecError::Character {
+            position,
+            found: quote(&c.to_string()),
+        };
+    }
     SpecError::Syntax {
         position: token.start,
         expected: expected.into(),

@@ -655,6 +655,24 @@ fn display_is_canonical_and_round_trips() {
 }
 
 #[test]
+fn characters_outside_ascii_are_named_with_their_position() {
+    for (spec, position, found) in [
+        ("ℓinear(1,2)", 0, "ℓ"),
+        ("linéar(64,10)", 3, "é"),
+        ("relu,tanhñ", 9, "ñ"),
+        ("linear(64,10,bias=fälse)", 19, "ä"),
+        ("linear(6٣,10)", 8, "٣"),
+    ] {
+        let e = error(spec);
+        assert!(matches!(e, SpecError::Character { .. }), "{spec:?}: {e:?}");
+        let message = format!(
+            "model spec: at position {position}: unexpected character '{found}' (names are ASCII letters, digits and '_')"
+        );
+        assert_error(spec, position, &message);
+    }
+}
+
+#[test]
 fn syntax_errors_name_the_position() {
     for (spec, position, message) in [
         ("", 0, "at position 0: expected a layer name, found end of input"),
@@ -671,7 +689,6 @@ fn syntax_errors_name_the_position() {
             "at position 5: expected a layer name after ',', found ','",
         ),
         ("42", 0, "at position 0: expected a layer name, found '42'"),
-        ("ℓinear(1,2)", 0, "at position 0: expected a layer name, found 'ℓ'"),
         ("relu\u{0}", 4, "at position 4: expected ',' or the end of the spec after relu, found '\\0'"),
         (
             "relu tanh",
