@@ -149,6 +149,104 @@ fn training_and_operators_beyond_memory_are_refused_before_the_work() {
     assert_bad_input(&o, "--batch 100000000 of 784-pixel inputs would need", &dir);
 }
 
+#[test]
+fn readers_check_declared_sizes_before_reading() {
+    let t = Scratch::new();
+    let out = t.path("q.safetensors");
+    for stream in ["/dev/zero", "/dev/urandom"] {
+        assert_bad_input(&quantities(stream, &[], &out), stream, &out);
+        let o = quantities("digits", &["--weights", stream], &out);
+        assert_bad_input(&o, stream, &out);
+    }
+    // A few bytes of gzip whose IDX header claims 468,750,000 images of 28×28.
+    let images = t.path("images.gz");
+    let header = [
+        &[0u8, 0, 0x08, 3][..],
+        &468_750_000u32.to_be_bytes(),
+        &28u32.to_be_bytes(),
+        &28u32.to_be_bytes(),
+    ]
+    .concat();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &header).unwrap();
+    std::fs::write(&images, gz.finish().unwrap()).unwrap();
+    let labels = t.path("labels");
+    std::fs::write(&labels, [0u8, 0, 0x08, 1, 0, 0, 0, 1, 0]).unwrap();
+    let idx = format!("{},{}", s(&images), s(&labels));
+    assert_bad_input(
+        &quantities(&idx, &[], &out),
+        "of shape [468750000, 28, 28]",
+        &out,
+    );
+}
+
+#[test]
+fn weights_and_data_must_be_what_they_claim() {
+    let t = Scratch::new();
+    let out = t.path("q.safetensors");
+    let weights = t.path("w.safetensors");
+    assert!(train(&["--model", MODEL], &weights).status.success());
+    let mut tensors = secondo_nn::read_safetensors(&weights).unwrap();
+    tensors.insert("9.weight".into(), tensors["0.bias"].clone());
+    let extra = t.path("extra.safetensors");
+    secondo_nn::write_safetensors(
+        &extra,
+        tensors.iter().map(|(n, t)| (n.as_str(), t)),
+        &Default::default(),
+    )
+    .unwrap();
+    let o = quantities("digits", &["--weights", s(&extra)], &out);
+    assert_bad_input(&o, "unexpected tensors '9.weight'", &out);
+    let o = secondo(&[
+        "quantities",
+        "--model",
+        "linear(64,16,bias=false),relu,linear(16,10)",
+        "--weights",
+        s(&weights),
+        "--data",
+        "digits",
+        "--quantities",
+        "grad",
+        "--out",
+        s(&out),
+    ]);
+    assert_bad_input(&o, "unexpected tensors '0.bias'", &out);
+
+    let x = secondo_tensor::Tensor::from_vec(vec![100], vec![0.5f32; 100]).unwrap();
+    let y = secondo_tensor::Tensor::from_vec(vec![100], vec![1.0f32; 100]).unwrap();
+    let flat = t.path("flat.safetensors");
+    secondo_nn::write_safetensors(&flat, [("x", &x), ("y", &y)], &Default::default()).unwrap();
+    let o = quantities(s(&flat), &[], &out);
+    assert_bad_input(&o, "expected a sample axis and at least one feature", &out);
+    assert!(
+        stderr(&o).contains("flat.safetensors") && stderr(&o).contains("`x`"),
+        "{}",
+        stderr(&o)
+    );
+
+    let header = br#"{"x":{"dtype":"F32","shape":[1,1],"data_offsets":[0,4]},"y":{"dtype":"F32","shape":[1],"data_offsets":[4,8]},"y":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#;
+    let twice = t.path("twice.safetensors");
+    std::fs::write(
+        &twice,
+        [&(header.len() as u64).to_le_bytes()[..], header, &[0; 8]].concat(),
+    )
+    .unwrap();
+    assert_bad_input(&quantities(s(&twice), &[], &out), "`y` appears twice", &out);
+
+    let o = secondo(&[
+        "quantities",
+        "--model",
+        "linéar(64,10)",
+        "--data",
+        "digits",
+        "--quantities",
+        "grad",
+        "--out",
+        s(&out),
+    ]);
+    assert_bad_input(&o, "unexpected character 'é'", &out);
+}
+
 // 2. Bad input accepted with exit 0.
 
 #[test]

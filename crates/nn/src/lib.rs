@@ -15,9 +15,9 @@ mod error;
 mod loss;
 mod network;
 mod params;
-mod write;
 #[cfg(test)]
 mod proptests;
+mod write;
 
 pub use activation::activation;
 pub use error::NnError;
