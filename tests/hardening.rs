@@ -66,14 +66,14 @@ const MODEL: &str = "linear(64,16),relu,linear(16,10)";
 
 /// `quantities --quantities grad` of [`MODEL`] on `data`.
 fn quantities(data: &str, extra: &[&str], out: &Path) -> Output {
-    quantities_of("grad", data, extra, out)
+    quantities_of(MODEL, "grad", data, extra, out)
 }
 
-fn quantities_of(list: &str, data: &str, extra: &[&str], out: &Path) -> Output {
+fn quantities_of(model: &str, list: &str, data: &str, extra: &[&str], out: &Path) -> Output {
     let mut all = vec![
         "quantities",
         "--model",
-        MODEL,
+        model,
         "--data",
         data,
         "--quantities",
@@ -95,10 +95,7 @@ fn parameters_beyond_memory_are_refused_before_initialisation() {
         "linear(64,100000000),relu,linear(100000000,10)",
         "linear(64,40000000),relu,linear(40000000,64),relu,linear(64,40000000),relu,linear(40000000,10)",
     ] {
-        let o = secondo(&[
-            "quantities", "--model", model, "--data", "digits", "--quantities", "grad", "--out",
-            s(&out),
-        ]);
+        let o = quantities_of(model, "grad", "digits", &[], &out);
         assert_bad_input(&o, "parameters of --model would need", &out);
     }
 }
@@ -197,19 +194,13 @@ fn weights_and_data_must_be_what_they_claim() {
     .unwrap();
     let o = quantities("digits", &["--weights", s(&extra)], &out);
     assert_bad_input(&o, "unexpected tensors '9.weight'", &out);
-    let o = secondo(&[
-        "quantities",
-        "--model",
+    let o = quantities_of(
         "linear(64,16,bias=false),relu,linear(16,10)",
-        "--weights",
-        s(&weights),
-        "--data",
-        "digits",
-        "--quantities",
         "grad",
-        "--out",
-        s(&out),
-    ]);
+        "digits",
+        &["--weights", s(&weights)],
+        &out,
+    );
     assert_bad_input(&o, "unexpected tensors '0.bias'", &out);
 
     let x = secondo_tensor::Tensor::from_vec(vec![100], vec![0.5f32; 100]).unwrap();
@@ -233,17 +224,7 @@ fn weights_and_data_must_be_what_they_claim() {
     .unwrap();
     assert_bad_input(&quantities(s(&twice), &[], &out), "`y` appears twice", &out);
 
-    let o = secondo(&[
-        "quantities",
-        "--model",
-        "linéar(64,10)",
-        "--data",
-        "digits",
-        "--quantities",
-        "grad",
-        "--out",
-        s(&out),
-    ]);
+    let o = quantities_of("linéar(64,10)", "grad", "digits", &[], &out);
     assert_bad_input(&o, "unexpected character 'é'", &out);
 }
 
@@ -579,7 +560,7 @@ fn the_same_command_writes_the_same_bytes() {
     let runs: Vec<Vec<u8>> = (0..2)
         .map(|i| {
             let out = t.path(&format!("q{i}.safetensors"));
-            let o = quantities_of("grad,variance", "digits", &[], &out);
+            let o = quantities_of(MODEL, "grad,variance", "digits", &[], &out);
             assert!(o.status.success(), "{}", stderr(&o));
             std::fs::read(out).unwrap()
         })
