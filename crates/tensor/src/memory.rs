@@ -65,7 +65,7 @@ fn parse_bytes(text: &str) -> Option<u64> {
         _ => (text, 1.0),
     };
     let value: f64 = number.trim().parse().ok()?;
-    (value.is_finite() && value >= 0.0).then(|| (value * scale) as u64)
+    (value.is_finite() && value >= 0.0).then_some((value * scale) as u64)
 }
 
 /// Refuses work needing `bytes` at once when that is more than 90% of the
