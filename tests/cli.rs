@@ -5,20 +5,13 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::{fixtures, relative_error, Fixture};
+use common::{fixtures, relative_error, secondo, Fixture};
 use secondo_nn::ParamStore;
 use secondo_tensor::{DType, Tensor};
 
 const SPEC: &str = "linear(20,16),tanh,linear(16,16),relu,linear(16,5)";
-
-fn secondo(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_secondo"))
-        .args(args)
-        .output()
-        .expect("binary runs")
-}
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()

@@ -1,19 +1,16 @@
 //! `secondo spectrum` and the spectral routines on curvature operators.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+use common::secondo;
 
 use secondo::curvature::{Curvature, CurvatureOperator, Objective, ObjectiveConfig};
 use secondo::spectrum::{compute, SpectrumOptions};
 use secondo_nn::ParamStore;
 use secondo_tensor::DType;
-
-fn secondo(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_secondo"))
-        .args(args)
-        .output()
-        .expect("binary runs")
-}
 
 fn small_problem(spec: &str) -> (Objective, ParamStore, secondo_data::Dataset) {
     let objective = Objective::from_config(&ObjectiveConfig {

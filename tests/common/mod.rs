@@ -1,13 +1,30 @@
-//! Helpers shared by the integration tests: loading reference fixtures.
+//! Helpers shared by the integration tests: running the binary, loading
+//! reference fixtures.
 
 #![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use secondo::{Objective, ObjectiveConfig};
 use secondo_nn::{ParamStore, Reduction};
 use secondo_tensor::{DType, Tensor};
+
+/// The `secondo` binary built with these tests, run with `args`.
+pub fn secondo(args: &[&str]) -> Output {
+    secondo_with_env(args, &[])
+}
+
+/// The `secondo` binary run with `args` and the environment variables `env`
+/// added to this process's.
+pub fn secondo_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_secondo"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("binary runs")
+}
 
 /// One fixture file: its tensors and metadata.
 pub struct Fixture {
