@@ -20,7 +20,8 @@ const BLOCK_WORK: usize = 1 << 22;
 /// The most blocks one product is split into.
 const MAX_BLOCKS: usize = 16;
 
-/// The rows or columns of one block of a split product.
+/// The fewest rows or columns of a block, and the multiple that every
+/// block's width is rounded up to.
 const MIN_BLOCK: usize = 16;
 
 /// How a product of `m×n` outputs over `k` is split: along the columns or
