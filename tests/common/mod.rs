@@ -1,4 +1,5 @@
-//! Helpers shared by the integration tests: loading reference fixtures.
+//! Helpers shared by the integration tests: running the binary
+//! ([`binary`]), loading reference fixtures.
 
 #![allow(dead_code)]
 

@@ -1,7 +1,7 @@
 //! Dense kernels on column-major blocks: products through `faer`, and vector helpers.
 
 use faer::linalg::matmul::matmul as faer_matmul;
-use faer::{get_global_parallelism, Accum, MatMut, MatRef};
+use faer::{get_global_parallelism, Accum, MatMut, MatRef, Par};
 use secondo_tensor::avx2_kernel;
 
 /// How a product is written into its output.
@@ -9,6 +9,20 @@ use secondo_tensor::avx2_kernel;
 enum Write {
     Replace,
     Subtract,
+}
+
+/// faer's parallelism for a product with `m×n` outputs. None for a
+/// matrix-vector product: faer splits its inner dimension into one part per
+/// thread and sums the parts, so other pools would round otherwise
+/// (docs/ARCHITECTURE.md, "Determinism"). Its other products split only the
+/// output among threads, each element summed in the same order, and keep
+/// the pool.
+fn parallelism(m: usize, n: usize) -> Par {
+    if m == 1 || n == 1 {
+        Par::Seq
+    } else {
+        get_global_parallelism()
+    }
 }
 
 fn product(out: &mut [f64], a: MatRef<'_, f64>, b: MatRef<'_, f64>, write: Write) {
@@ -21,7 +35,7 @@ fn product(out: &mut [f64], a: MatRef<'_, f64>, b: MatRef<'_, f64>, write: Write
         Write::Replace => (Accum::Replace, 1.0),
         Write::Subtract => (Accum::Add, -1.0),
     };
-    faer_matmul(dst, accum, a, b, alpha, get_global_parallelism());
+    faer_matmul(dst, accum, a, b, alpha, parallelism(m, n));
 }
 
 /// `out (m×n) = A (m×k) · B (k×n)`.
@@ -85,7 +99,7 @@ impl Stored for f32 {
         let dst = MatMut::from_column_major_slice_mut(out, m, n);
         let a = MatRef::from_column_major_slice(a, m, k);
         let b = MatRef::from_column_major_slice(&b, k, n);
-        faer_matmul(dst, Accum::Replace, a, b, 1.0, get_global_parallelism());
+        faer_matmul(dst, Accum::Replace, a, b, 1.0, parallelism(m, n));
     }
 }
 
@@ -164,6 +178,9 @@ pub(crate) fn matmul_tn<S: Stored>(
 /// `out (p) = Aᵀ b` for `A` of shape `n×p`: row blocks on the rayon pool,
 /// each taking the partial dot products of every column of A with its block
 /// of b, so that b is read once (a dot product per column re-read it p times).
+/// The blocks' partial sums are added in block order, not in a reduction tree
+/// shaped by the pool's work splitting: the same bits on any thread count
+/// (docs/ARCHITECTURE.md, "Determinism").
 fn project_vector<S: Stored>(out: &mut [f64], a: &[S], b: &[f64], n: usize, p: usize) {
     use rayon::prelude::*;
     let rows = ROW_BLOCK.min(n.max(1));
@@ -178,14 +195,12 @@ fn project_vector<S: Stored>(out: &mut [f64], a: &[S], b: &[f64], n: usize, p: u
         dots(&cols, &b[range], &mut sums);
         sums
     };
-    let sums = (0..n.div_ceil(rows)).into_par_iter().map(partial).reduce(
-        || vec![0.0; p],
-        |mut x, y| {
-            x.iter_mut().zip(&y).for_each(|(s, t)| *s += t);
-            x
-        },
-    );
-    out[..p].copy_from_slice(&sums);
+    let partials: Vec<Vec<f64>> = (0..n.div_ceil(rows)).into_par_iter().map(partial).collect();
+    let out = &mut out[..p];
+    out.fill(0.0);
+    for sums in partials {
+        out.iter_mut().zip(&sums).for_each(|(s, t)| *s += t);
+    }
 }
 
 /// The dot product `xᵀy` (over the shorter length): [`dots`] with one column.

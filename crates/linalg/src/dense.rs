@@ -1,6 +1,10 @@
 //! Dense symmetric eigendecomposition and thin SVD through `faer`.
 
-use faer::{MatRef, Side};
+use faer::diag::Diag;
+use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::linalg::evd::{self, ComputeEigenvectors};
+use faer::linalg::svd::{self, ComputeSvdVectors};
+use faer::{Mat, MatRef, Par};
 
 use crate::{DenseSymmetric, LinalgError, SymmetricOperator};
 
@@ -62,6 +66,13 @@ pub fn dense_symmetric_eigen(matrix: &DenseSymmetric) -> Result<SymmetricEigen, 
     symmetric_eigen(matrix.as_slice(), matrix.dim())
 }
 
+/// faer's parallelism for the decompositions: none. Its parallel paths
+/// split reductions into one part per thread, so other pools would round
+/// otherwise (docs/ARCHITECTURE.md, "Determinism"); the matrices decomposed
+/// here are small (Lanczos' projected matrices, a trace estimator's thin
+/// sketch), so one thread costs little.
+const DECOMPOSITIONS: Par = Par::Seq;
+
 /// Eigendecomposition of the symmetric matrix whose lower triangle is stored
 /// column-major in `a` (`n × n`).
 pub(crate) fn symmetric_eigen(a: &[f64], n: usize) -> Result<SymmetricEigen, LinalgError> {
@@ -71,11 +82,24 @@ pub(crate) fn symmetric_eigen(a: &[f64], n: usize) -> Result<SymmetricEigen, Lin
             vectors: Vec::new(),
         });
     }
-    let eig = MatRef::from_column_major_slice(a, n, n)
-        .self_adjoint_eigen(Side::Lower)
-        .map_err(|_| LinalgError::DenseNoConvergence("symmetric eigendecomposition"))?;
-    let values: Vec<f64> = eig.S().column_vector().iter().copied().collect();
-    let vectors = column_major(eig.U());
+    let (mut s, mut u) = (Diag::zeros(n), Mat::zeros(n, n));
+    let scratch = evd::self_adjoint_evd_scratch::<f64>(
+        n,
+        ComputeEigenvectors::Yes,
+        DECOMPOSITIONS,
+        Default::default(),
+    );
+    evd::self_adjoint_evd(
+        MatRef::from_column_major_slice(a, n, n),
+        s.as_mut(),
+        Some(u.as_mut()),
+        DECOMPOSITIONS,
+        MemStack::new(&mut MemBuffer::new(scratch)),
+        Default::default(),
+    )
+    .map_err(|_| LinalgError::DenseNoConvergence("symmetric eigendecomposition"))?;
+    let values: Vec<f64> = s.column_vector().iter().copied().collect();
+    let vectors = column_major(u.as_ref());
     if values.iter().chain(&vectors).any(|x| !x.is_finite()) {
         return Err(LinalgError::DenseNoConvergence(
             "symmetric eigendecomposition",
@@ -103,11 +127,23 @@ pub(crate) fn thin_svd(a: &[f64], rows: usize, cols: usize) -> Result<ThinSvd, L
             v: Vec::new(),
         });
     }
-    let svd = MatRef::from_column_major_slice(a, rows, cols)
-        .thin_svd()
-        .map_err(|_| LinalgError::DenseNoConvergence("singular value decomposition"))?;
-    let s: Vec<f64> = svd.S().column_vector().iter().copied().collect();
-    let (u, v) = (column_major(svd.U()), column_major(svd.V()));
+    let r = rows.min(cols);
+    let (mut s, mut u, mut v) = (Diag::zeros(r), Mat::zeros(rows, r), Mat::zeros(cols, r));
+    let thin = ComputeSvdVectors::Thin;
+    let scratch =
+        svd::svd_scratch::<f64>(rows, cols, thin, thin, DECOMPOSITIONS, Default::default());
+    svd::svd(
+        MatRef::from_column_major_slice(a, rows, cols),
+        s.as_mut(),
+        Some(u.as_mut()),
+        Some(v.as_mut()),
+        DECOMPOSITIONS,
+        MemStack::new(&mut MemBuffer::new(scratch)),
+        Default::default(),
+    )
+    .map_err(|_| LinalgError::DenseNoConvergence("singular value decomposition"))?;
+    let s: Vec<f64> = s.column_vector().iter().copied().collect();
+    let (u, v) = (column_major(u.as_ref()), column_major(v.as_ref()));
     if s.iter().chain(&u).chain(&v).any(|x| !x.is_finite()) {
         return Err(LinalgError::DenseNoConvergence(
             "singular value decomposition",

@@ -42,6 +42,8 @@
 mod blas;
 mod cg;
 mod dense;
+#[cfg(test)]
+mod determinism;
 mod error;
 mod lanczos;
 mod metered;

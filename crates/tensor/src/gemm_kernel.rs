@@ -9,8 +9,44 @@ pub(crate) struct Strided {
     pub cs: isize,
 }
 
-/// Work (m·n·k) above which one product is split across the rayon pool.
+/// Work (m·n·k) above which one product is split into blocks.
 const PARALLEL_WORK: usize = 48 * 48 * 48;
+
+/// Work per block beyond which a split product takes more than two blocks:
+/// blocks of less work cost more in packing the shared operand than they
+/// gain in balance (measured in docs/PERFORMANCE.md, "Determinism").
+const BLOCK_WORK: usize = 1 << 22;
+
+/// The most blocks one product is split into.
+const MAX_BLOCKS: usize = 16;
+
+/// The fewest rows or columns of a block, and the multiple that every
+/// block's width is rounded up to.
+const MIN_BLOCK: usize = 16;
+
+/// How a product of `m×n` outputs over `k` is split: along the columns or
+/// the rows (the larger output dimension), and the width of every block but
+/// the last. A function of the shape alone: the `gemm` crate's summation
+/// order depends on the sizes it is given, so a split by the pool's size
+/// would give other bits on other thread counts (docs/ARCHITECTURE.md,
+/// "Determinism"); this way every pool runs the same single-threaded products.
+fn split(m: usize, n: usize, k: usize) -> Option<(bool, usize)> {
+    let work = m * n * k;
+    if work < PARALLEL_WORK {
+        return None;
+    }
+    let split_n = n >= m;
+    let len = if split_n { n } else { m };
+    let wanted = (work / BLOCK_WORK)
+        .clamp(2, MAX_BLOCKS)
+        .min(len / MIN_BLOCK);
+    if wanted < 2 {
+        return None;
+    }
+    // A power of two spreads evenly over pools of 2, 4, 8... threads.
+    let blocks = 1 << wanted.ilog2();
+    Some((split_n, len.div_ceil(blocks).next_multiple_of(MIN_BLOCK)))
+}
 
 /// `dst[m×n] = lhs[m×k] · rhs[k×n]` through the `gemm` crate.
 ///
@@ -30,14 +66,11 @@ pub(crate) unsafe fn gemm_into<T: Element>(
     r: Strided,
     allow_parallel: bool,
 ) {
-    let threads = rayon::current_num_threads();
-    if allow_parallel && threads > 1 && m * n * k >= PARALLEL_WORK {
-        // Split the larger output dimension into one block per thread, each a
-        // single-threaded product: measured faster than the crate's own
-        // parallel mode at the sizes of network layers (docs/PERFORMANCE.md).
-        let split_n = n >= m;
+    if let Some((split_n, block)) = split(m, n, k).filter(|_| allow_parallel) {
+        // Blocks of the larger output dimension, each a single-threaded
+        // product: measured faster than the crate's own parallel mode at the
+        // sizes of network layers (docs/PERFORMANCE.md).
         let len = if split_n { n } else { m };
-        let block = len.div_ceil(threads).next_multiple_of(16).max(16);
         let (dst, lhs, rhs) = (dst as usize, lhs as usize, rhs as usize);
         rayon::scope(|s| {
             for start in (0..len).step_by(block) {

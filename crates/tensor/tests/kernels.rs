@@ -1,26 +1,9 @@
 //! Kernels against naive loops.
 
+mod common;
+
+use common::{random, values};
 use secondo_tensor::{einsum, BinaryOp, DType, EinsumSpec, ReduceOp, Tensor, UnaryOp};
-
-/// Deterministic pseudo-random values in [-1, 1).
-fn values(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn random(shape: &[usize], seed: u64, dtype: DType) -> Tensor {
-    let n = shape.iter().product();
-    Tensor::from_f64(shape.to_vec(), &values(n, seed), dtype).unwrap()
-}
 
 /// Naive einsum by looping over every letter assignment.
 fn naive_einsum(spec: &str, ops: &[&Tensor]) -> Vec<f64> {
