@@ -197,6 +197,10 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let targets = sample_mc_targets(&objective, &params, &x, &y, 1, 0)?;
     let time_quantities = |name: &'static str, qs: &[Quantity]| -> anyhow::Result<Row> {
         let program = QuantityProgram::compile(&objective, n, qs, Some(1))?;
+        ensure_fits(
+            format!("the {name} row of --batch {n}"),
+            program.executable().peak_bytes(),
+        )?;
         if a.profile && qs.len() == 1 {
             let feeds = program.feeds(&params, &x, &y, Some(&targets))?;
             print_profile(qs[0].name(), program.executable(), &feeds, a.repeats)?;

@@ -40,10 +40,7 @@ impl ModelArgs {
     /// The files this command reads, for the check that no output replaces one.
     pub fn inputs(&self) -> anyhow::Result<Vec<Input>> {
         let mut inputs = DataSource::parse("--data", &self.data)?.inputs("--data");
-        inputs.extend(self.weights.iter().map(|w| Input {
-            flag: "--weights",
-            path: w.clone(),
-        }));
+        inputs.extend(weights_input(self.weights.as_ref()));
         Ok(inputs)
     }
 
@@ -56,6 +53,14 @@ impl ModelArgs {
         let params = weights(&objective, self.weights.as_ref(), self.seed)?;
         Ok((data, objective, params))
     }
+}
+
+/// The `--weights` file, when one is given, as an input.
+pub fn weights_input(weights: Option<&PathBuf>) -> Option<Input> {
+    weights.map(|w| Input {
+        flag: "--weights",
+        path: w.clone(),
+    })
 }
 
 /// Where a `--data` (or `--test-data`) flag says the samples are.

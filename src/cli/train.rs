@@ -10,7 +10,8 @@ use secondo::train::{evaluate, train, OptimizerChoice, TrainConfig};
 use secondo_data::Dataset;
 
 use super::common::{
-    at_least_one, check_targets, default_model, objective, parse_dtype, weights, DataSource,
+    at_least_one, check_targets, default_model, objective, parse_dtype, weights, weights_input,
+    DataSource,
 };
 
 #[derive(Debug, Args)]
@@ -165,10 +166,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
 fn inputs(a: &TrainArgs, data: &DataSource, test: Option<&DataSource>) -> Vec<Input> {
     let mut inputs = data.inputs("--data");
     inputs.extend(test.map(|t| t.inputs("--test-data")).unwrap_or_default());
-    inputs.extend(a.weights.iter().map(|w| Input {
-        flag: "--weights",
-        path: w.clone(),
-    }));
+    inputs.extend(weights_input(a.weights.as_ref()));
     inputs
 }
 
