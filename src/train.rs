@@ -259,7 +259,6 @@ pub fn train(
     }
     let mut opt = AnyOptimizer::new(config.optimizer, objective.dtype)?;
     let mut programs = Programs::new(objective, true);
-    ensure_training_fits(objective, params, data, config, &mut programs)?;
     let steps_per_epoch = data.len().div_ceil(config.batch_size);
     let total_steps = steps_per_epoch * config.epochs;
     let mut step = 0;
@@ -309,18 +308,31 @@ pub fn train(
 }
 
 /// Refuses training whose parameters, gradients, optimizer state and one
-/// step's values would not fit in memory, before the first step.
-fn ensure_training_fits(
+/// step's values would not fit in memory: from the spec's sizes and the
+/// compiled step, before the parameters exist. [`train`] runs it; a caller
+/// that initialises large parameters first can run it before that.
+///
+/// ```
+/// use secondo::train::{ensure_training_fits, TrainConfig};
+/// use secondo::{Objective, ObjectiveConfig};
+/// let obj = Objective::from_config(&ObjectiveConfig { spec: "linear(64,10)".into(), input_shape: vec![64], ..Default::default() }).unwrap();
+/// assert!(ensure_training_fits(&obj, 1000, &TrainConfig::default()).is_ok());
+/// ```
+pub fn ensure_training_fits(
     objective: &Objective,
-    params: &ParamStore,
-    data: &Dataset,
+    samples: usize,
     config: &TrainConfig,
-    programs: &mut Programs,
 ) -> Result<(), Error> {
-    let batch = config.batch_size.min(data.len());
-    let step = programs.get(batch)?.executable().peak_bytes();
+    let batch = config.batch_size.min(samples).max(1);
+    let step = objective.program(batch, true)?.executable().peak_bytes();
+    let numel: usize = objective
+        .network
+        .params()
+        .iter()
+        .map(|p| p.shape.iter().product::<usize>())
+        .sum();
     let copies = 2 + config.optimizer_state();
-    let state = bytes_of(params.numel(), objective.dtype.size_bytes() * copies);
+    let state = bytes_of(numel, objective.dtype.size_bytes() * copies);
     ensure_fits(
         format!("training with --batch {batch}"),
         state.saturating_add(step),

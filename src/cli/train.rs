@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressFinish, ProgressStyle};
 use secondo::output::{Input, Output};
-use secondo::train::{evaluate, train, OptimizerChoice, TrainConfig};
+use secondo::train::{ensure_training_fits, evaluate, train, OptimizerChoice, TrainConfig};
 
 use secondo_data::Dataset;
 
@@ -108,6 +108,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         _ => data.split(a.test_fraction, a.seed)?,
     };
     ensure_samples(&a, &train_set, &test_set)?;
+    ensure_training_fits(&objective, train_set.len(), &config)?;
     let mut params = weights(&objective, a.weights.as_ref(), a.seed)?;
     let header = format!(
         "{spec} on {} ({} train / {} test samples, {} parameters, {dtype})",
