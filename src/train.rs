@@ -325,12 +325,7 @@ pub fn ensure_training_fits(
 ) -> Result<(), Error> {
     let batch = config.batch_size.min(samples).max(1);
     let step = objective.program(batch, true)?.executable().peak_bytes();
-    let numel: usize = objective
-        .network
-        .params()
-        .iter()
-        .map(|p| p.shape.iter().product::<usize>())
-        .sum();
+    let numel = objective.network.spec().num_parameters();
     let copies = 2 + config.optimizer_state();
     let state = bytes_of(numel, objective.dtype.size_bytes() * copies);
     ensure_fits(

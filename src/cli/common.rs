@@ -206,12 +206,7 @@ pub fn weights(
             objective.dtype,
         )?),
         None => {
-            let numel: usize = objective
-                .network
-                .params()
-                .iter()
-                .map(|p| p.shape.iter().product::<usize>())
-                .sum();
+            let numel = objective.network.spec().num_parameters();
             // Drawn in f64, then converted to the model's dtype.
             let bytes = bytes_of(numel, 8 + objective.dtype.size_bytes());
             ensure_fits(format!("the {numel} parameters of --model"), bytes)?;
