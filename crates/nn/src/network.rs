@@ -44,6 +44,7 @@ impl Network {
                 Layer::Conv2d { .. }
                     | Layer::MaxPool2d { .. }
                     | Layer::AvgPool2d { .. }
+                    | Layer::AdaptiveAvgPool2d { .. }
                     | Layer::BatchNorm1d { .. }
                     | Layer::BatchNorm2d { .. }
                     | Layer::LayerNorm { .. }

@@ -10,7 +10,7 @@ use safetensors::tensor::Dtype;
 use secondo_data::SafetensorsFile;
 use secondo_tensor::{DType, Tensor};
 
-use crate::spec::{Layer, ModelSpec, ParamKind};
+use crate::spec::{ModelSpec, ParamKind};
 use crate::NnError;
 
 /// Named tensors in a fixed order (a model's `state_dict`).
@@ -159,17 +159,10 @@ impl ParamStore {
         let mut store = ParamStore::new();
         for p in spec.parameters() {
             let n: usize = p.shape.iter().product();
-            let values: Vec<f64> = match &spec.layers()[p.layer].layer {
-                Layer::Linear { in_features, .. } => {
-                    uniform(&mut rng, n, fan_in_bound(*in_features))
-                }
-                Layer::Conv2d {
-                    in_channels,
-                    kernel,
-                    ..
-                } => uniform(&mut rng, n, fan_in_bound(in_channels * kernel * kernel)),
-                _ if p.kind == ParamKind::Weight => vec![1.0; n],
-                _ => vec![0.0; n],
+            let values: Vec<f64> = match p.fan_in {
+                Some(fan_in) => uniform(&mut rng, n, fan_in_bound(fan_in)),
+                None if p.kind == ParamKind::Weight => vec![1.0; n],
+                None => vec![0.0; n],
             };
             let t =
                 Tensor::from_f64(p.shape.clone(), &values, dtype).expect("length matches shape");

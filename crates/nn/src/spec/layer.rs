@@ -21,6 +21,7 @@ pub(super) type StateShapes = Vec<(ParamKind, Vec<usize>)>;
 ///     stride: 1,
 ///     padding: 2,
 ///     dilation: 1,
+///     groups: 1,
 ///     bias: true,
 /// };
 /// assert_eq!(conv.to_string(), "conv2d(1,32,k=5,p=2)");
@@ -39,8 +40,9 @@ pub enum Layer {
         /// Whether the layer adds a bias.
         bias: bool,
     },
-    /// `conv2d(in,out,k=K[,s=S][,p=P][,d=D][,bias=false])`: a square-kernel 2-d
-    /// convolution (zero padding, one group) with weight `[out, in, K, K]`.
+    /// `conv2d(in,out,k=K[,s=S][,p=P][,d=D][,groups=G][,bias=false])`: a
+    /// square-kernel 2-d convolution (zero padding) with weight
+    /// `[out, in / G, K, K]`.
     Conv2d {
         /// Input channels.
         in_channels: usize,
@@ -54,6 +56,9 @@ pub enum Layer {
         padding: usize,
         /// Dilation (default 1).
         dilation: usize,
+        /// Channel groups (default 1): each output channel sees `in / G`
+        /// input channels; `G` divides both channel counts.
+        groups: usize,
         /// Whether the layer adds a bias.
         bias: bool,
     },
@@ -75,6 +80,12 @@ pub enum Layer {
         stride: usize,
         /// Zero padding on each side, at most half the kernel size.
         padding: usize,
+    },
+    /// `adaptiveavgpool2d(S)`: 2-d average pooling to an `S x S` output,
+    /// whatever the input's height and width, with PyTorch's windows.
+    AdaptiveAvgPool2d {
+        /// Output height and width.
+        size: usize,
     },
     /// `flatten`: all per-sample axes into one (`nn.Flatten()`).
     Flatten,
@@ -135,13 +146,14 @@ impl Layer {
     /// ```
     /// use secondo_nn::spec::Layer;
     /// assert_eq!(&Layer::NAMES[..2], &["linear", "conv2d"]);
-    /// assert_eq!(Layer::NAMES.len(), 18);
+    /// assert_eq!(Layer::NAMES.len(), 19);
     /// ```
     pub const NAMES: &'static [&'static str] = &[
         "linear",
         "conv2d",
         "maxpool2d",
         "avgpool2d",
+        "adaptiveavgpool2d",
         "flatten",
         "relu",
         "sigmoid",
@@ -170,6 +182,7 @@ impl Layer {
             Self::Conv2d { .. } => "conv2d",
             Self::MaxPool2d { .. } => "maxpool2d",
             Self::AvgPool2d { .. } => "avgpool2d",
+            Self::AdaptiveAvgPool2d { .. } => "adaptiveavgpool2d",
             Self::Flatten => "flatten",
             Self::Relu => "relu",
             Self::Sigmoid => "sigmoid",
@@ -217,10 +230,11 @@ impl Layer {
                 in_channels,
                 out_channels,
                 kernel,
+                groups,
                 bias,
                 ..
             } => with_bias(
-                vec![out_channels, in_channels, kernel, kernel],
+                vec![out_channels, in_channels / groups.max(1), kernel, kernel],
                 bias,
                 out_channels,
             ),
@@ -228,6 +242,22 @@ impl Layer {
             | Self::BatchNorm2d { features }
             | Self::LayerNorm { features } => with_bias(vec![features], true, features),
             _ => Vec::new(),
+        }
+    }
+
+    /// How many inputs each output of a linear or convolution layer sums
+    /// over (`None` for other layers): PyTorch's default initialisation
+    /// draws their weights and biases from `±1/√fan_in`.
+    pub(super) fn fan_in(&self) -> Option<usize> {
+        match *self {
+            Self::Linear { in_features, .. } => Some(in_features),
+            Self::Conv2d {
+                in_channels,
+                kernel,
+                groups,
+                ..
+            } => Some((in_channels / groups.max(1)).saturating_mul(kernel.saturating_mul(kernel))),
+            _ => None,
         }
     }
 
@@ -319,6 +349,14 @@ impl Layer {
                 let out_w = window_count(width, kernel, stride, padding)?;
                 Ok(vec![channels, out_h, out_w])
             }
+            Self::AdaptiveAvgPool2d { size } => match *input {
+                [channels, height, width] if height > 0 && width > 0 => {
+                    Ok(vec![channels, size, size])
+                }
+                _ => Err(format!(
+                    "expects a [C, H, W] input with H and W at least 1, got shape {input:?}"
+                )),
+            },
             Self::Flatten => {
                 if input.is_empty() {
                     return Err("expects at least one input axis, got shape []".to_owned());
@@ -403,6 +441,7 @@ impl fmt::Display for Layer {
                 stride,
                 padding,
                 dilation,
+                groups,
                 bias,
             } => {
                 write!(f, "{name}({in_channels},{out_channels},k={kernel}")?;
@@ -414,6 +453,9 @@ impl fmt::Display for Layer {
                 }
                 if dilation != 1 {
                     write!(f, ",d={dilation}")?;
+                }
+                if groups != 1 {
+                    write!(f, ",groups={groups}")?;
                 }
                 if !bias {
                     f.write_str(",bias=false")?;
@@ -445,7 +487,8 @@ impl fmt::Display for Layer {
             Self::Dropout { p } => write!(f, "{name}({})", Real(p)),
             Self::BatchNorm1d { features }
             | Self::BatchNorm2d { features }
-            | Self::LayerNorm { features } => write!(f, "{name}({features})"),
+            | Self::LayerNorm { features }
+            | Self::AdaptiveAvgPool2d { size: features } => write!(f, "{name}({features})"),
             Self::Flatten
             | Self::Relu
             | Self::Sigmoid

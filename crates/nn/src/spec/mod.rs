@@ -11,8 +11,9 @@
 //! | spec | PyTorch |
 //! |------|---------|
 //! | `linear(in,out[,bias=false])` | `nn.Linear` |
-//! | `conv2d(in,out,k=K[,s=S][,p=P][,d=D][,bias=false])` | `nn.Conv2d` (square kernel) |
+//! | `conv2d(in,out,k=K[,s=S][,p=P][,d=D][,groups=G][,bias=false])` | `nn.Conv2d` (square kernel; `G` divides `in` and `out`) |
 //! | `maxpool2d(K[,s=S][,p=P])`, `avgpool2d(K[,s=S][,p=P])` | `nn.MaxPool2d`, `nn.AvgPool2d` (stride defaults to `K`) |
+//! | `adaptiveavgpool2d(S)` | `nn.AdaptiveAvgPool2d(S)` |
 //! | `flatten` | `nn.Flatten()` |
 //! | `relu`, `sigmoid`, `tanh`, `selu`, `softplus`, `gelu`, `identity` | the module of that name |
 //! | `leakyrelu(slope)` (bare: 0.01), `elu` / `elu(alpha)` | `nn.LeakyReLU`, `nn.ELU` |
@@ -146,7 +147,7 @@ impl ModelSpec {
 
     /// The trainable parameters in state_dict order: for each layer that has
     /// any, `"<i>.weight"` then `"<i>.bias"`. Shapes follow PyTorch: Linear
-    /// weight `[out, in]`, Conv2d weight `[out, in, k, k]`, biases `[out]`,
+    /// weight `[out, in]`, Conv2d weight `[out, in / groups, k, k]`, biases `[out]`,
     /// batch-norm and layer-norm weight and bias `[n]`.
     ///
     /// ```
@@ -190,9 +191,9 @@ impl ModelSpec {
             .iter()
             .enumerate()
             .flat_map(|(index, spec)| {
-                shapes(&spec.layer)
-                    .into_iter()
-                    .map(move |(kind, shape)| ParamInfo::new(index, kind, shape))
+                shapes(&spec.layer).into_iter().map(move |(kind, shape)| {
+                    ParamInfo::new(index, kind, shape, spec.layer.fan_in())
+                })
             })
             .collect()
     }
@@ -232,7 +233,8 @@ impl ModelSpec {
     /// per-sample input of `input_shape`.
     ///
     /// Linear layers act on the last axis (`[.., in]` to `[.., out]`),
-    /// convolutions and pooling need `[C, H, W]`, `batchnorm1d(n)` takes `[n]`
+    /// convolutions and pooling need `[C, H, W]` (`adaptiveavgpool2d(S)` turns
+    /// any `H, W >= 1` into `S, S`), `batchnorm1d(n)` takes `[n]`
     /// or `[n, L]`, `batchnorm2d(n)` `[n, H, W]`, `layernorm(n)` a last axis
     /// of `n`, and `flatten` joins all axes into one.
     ///
@@ -302,6 +304,7 @@ impl ModelSpec {
                 Layer::Conv2d { .. }
                 | Layer::MaxPool2d { .. }
                 | Layer::AvgPool2d { .. }
+                | Layer::AdaptiveAvgPool2d { .. }
                 | Layer::BatchNorm2d { .. } => return None,
                 Layer::Flatten
                 | Layer::Relu

@@ -60,21 +60,32 @@ pub struct ParamInfo {
     /// `"<layer index>.<kind>"`, e.g. `"0.weight"`.
     pub name: String,
     /// The tensor's shape in PyTorch's layout (Linear weight `[out, in]`,
-    /// Conv2d weight `[out, in, k, k]`).
+    /// Conv2d weight `[out, in / groups, k, k]`).
     pub shape: Vec<usize>,
     /// Index of the layer the tensor belongs to.
     pub layer: usize,
     /// What the tensor is.
     pub kind: ParamKind,
+    /// For the weight and bias of a linear or convolution layer, the number
+    /// of inputs each output sums over, from which PyTorch's default
+    /// initialisation takes its bound; `None` for the other tensors, which
+    /// PyTorch initialises to constants.
+    pub fan_in: Option<usize>,
 }
 
 impl ParamInfo {
-    pub(super) fn new(layer: usize, kind: ParamKind, shape: Vec<usize>) -> Self {
+    pub(super) fn new(
+        layer: usize,
+        kind: ParamKind,
+        shape: Vec<usize>,
+        fan_in: Option<usize>,
+    ) -> Self {
         Self {
             name: format!("{layer}.{kind}"),
             shape,
             layer,
             kind,
+            fan_in,
         }
     }
 

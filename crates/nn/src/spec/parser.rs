@@ -76,7 +76,7 @@ const DEFS: &[LayerDef] = &[
     },
     LayerDef {
         name: "conv2d",
-        usage: "conv2d(in,out,k=K[,s=S][,p=P][,d=D][,bias=false])",
+        usage: "conv2d(in,out,k=K[,s=S][,p=P][,d=D][,groups=G][,bias=false])",
         slots: &[
             slot("in_channels", &["in"]),
             slot("out_channels", &["out"]),
@@ -84,18 +84,21 @@ const DEFS: &[LayerDef] = &[
             STRIDE,
             PADDING,
             slot("d", &["dilation"]),
+            slot("groups", &[]),
             BIAS,
         ],
         bare_ok: false,
         build: |a| {
+            let (in_channels, out_channels) = (a.size(0)?, a.size(1)?);
             Ok(Layer::Conv2d {
-                in_channels: a.size(0)?,
-                out_channels: a.size(1)?,
+                in_channels,
+                out_channels,
                 kernel: a.size(2)?,
                 stride: a.size_or(3, 1)?,
                 padding: a.count_or(4, 0)?,
                 dilation: a.size_or(5, 1)?,
-                bias: a.flag_or(6, true)?,
+                groups: a.groups(6, in_channels, out_channels)?,
+                bias: a.flag_or(7, true)?,
             })
         },
     },
@@ -126,6 +129,13 @@ const DEFS: &[LayerDef] = &[
                 padding,
             })
         },
+    },
+    LayerDef {
+        name: "adaptiveavgpool2d",
+        usage: "adaptiveavgpool2d(S)",
+        slots: &[slot("output_size", &[])],
+        bare_ok: false,
+        build: |a| Ok(Layer::AdaptiveAvgPool2d { size: a.size(0)? }),
     },
     plain("flatten", |_| Ok(Layer::Flatten)),
     plain("relu", |_| Ok(Layer::Relu)),
@@ -569,6 +579,24 @@ impl Args {
         } else {
             let expected = format!("true or false for {name} of {}", self.def.name);
             Err(arg.unexpected(expected))
+        }
+    }
+
+    /// A convolution's channel groups (default 1), which must divide both
+    /// channel counts: PyTorch splits the channels into that many equal parts.
+    fn groups(&self, index: usize, inputs: usize, outputs: usize) -> Result<usize, SpecError> {
+        let groups = self.size_or(index, 1)?;
+        match self.get(index) {
+            (name, Some(arg))
+                if !inputs.is_multiple_of(groups) || !outputs.is_multiple_of(groups) =>
+            {
+                let message = format!(
+                    "{name} of {} must divide in_channels {inputs} and out_channels {outputs}, found {groups}",
+                    self.def.name
+                );
+                Err(invalid(arg.position, message))
+            }
+            _ => Ok(groups),
         }
     }
 

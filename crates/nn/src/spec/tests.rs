@@ -31,6 +31,7 @@ fn conv(kernel: usize, stride: usize, padding: usize, dilation: usize, bias: boo
         stride,
         padding,
         dilation,
+        groups: 1,
         bias,
     }
 }
@@ -89,7 +90,10 @@ fn conv2d_with_every_option() {
         layer("conv2d(in_channels=3,out_channels=8,kernel_size=3,stride=2,padding=1,dilation=2)"),
         conv(3, 2, 1, 2, true)
     );
-    assert_eq!(layer("conv2d(3,8,3,2,1,2,false)"), conv(3, 2, 1, 2, false));
+    assert_eq!(
+        layer("conv2d(3,8,3,2,1,2,1,false)"),
+        conv(3, 2, 1, 2, false)
+    );
     assert_eq!(layer("Conv2D( 3 , 8 , K = 3 )"), conv(3, 1, 0, 1, true));
 }
 
@@ -221,7 +225,8 @@ fn names_and_parameter_flags() {
         let spec = match *name {
             "linear" => "linear(2,3)".to_owned(),
             "conv2d" => "conv2d(2,3,k=1)".to_owned(),
-            "maxpool2d" | "avgpool2d" | "batchnorm1d" | "batchnorm2d" | "layernorm" => {
+            "maxpool2d" | "avgpool2d" | "adaptiveavgpool2d" | "batchnorm1d" | "batchnorm2d"
+            | "layernorm" => {
                 format!("{name}(2)")
             }
             "leakyrelu" => "leakyrelu(0.01)".to_owned(),
@@ -429,6 +434,8 @@ fn shapes_of_each_layer() {
     ok("maxpool2d(3,s=1,p=1)", &[4, 7, 8], &[4, 7, 8]);
     ok("avgpool2d(2,s=1)", &[4, 7, 8], &[4, 6, 7]);
     ok("avgpool2d(4,p=2)", &[1, 6, 6], &[1, 2, 2]);
+    ok("conv2d(4,8,k=1,groups=4)", &[4, 3, 3], &[8, 3, 3]);
+    ok("adaptiveavgpool2d(3)", &[4, 7, 8], &[4, 3, 3]);
     ok("flatten", &[2, 3, 4], &[24]);
     ok("flatten", &[5], &[5]);
     ok("flatten", &[0, 3], &[0]);
@@ -555,6 +562,7 @@ fn hand_built_layers_never_panic() {
             stride: 0,
             padding: 0,
             dilation: 0,
+            groups: 0,
             bias: true,
         },
         conv(3, 0, 0, 1, true),
@@ -578,6 +586,7 @@ fn hand_built_layers_never_panic() {
         shape: vec![usize::MAX, 2],
         layer: 0,
         kind: ParamKind::Weight,
+        fan_in: None,
     };
     assert_eq!(info.numel(), usize::MAX);
 }
@@ -593,6 +602,7 @@ fn input_shape_hints() {
         ("maxpool2d(2)", None),
         ("flatten,batchnorm2d(3)", None),
         ("avgpool2d(2),linear(3,3)", None),
+        ("adaptiveavgpool2d(1),flatten,linear(3,3)", None),
         ("relu,sigmoid", None),
     ] {
         let parsed = ModelSpec::parse(spec).unwrap();
@@ -614,9 +624,10 @@ fn display_is_canonical_and_round_trips() {
         ),
         ("linear(3,4,false)", "linear(3,4,bias=false)"),
         (
-            "conv2d(3,8,3,2,1,2,false)",
+            "conv2d(3,8,3,2,1,2,1,false)",
             "conv2d(3,8,k=3,s=2,p=1,d=2,bias=false)",
         ),
+        ("conv2d(4,8,k=3,groups=4)", "conv2d(4,8,k=3,groups=4)"),
         ("conv2d(3,8,k=3,s=1,p=0,d=1)", "conv2d(3,8,k=3)"),
         ("maxpool2d(2,s=2,p=0)", "maxpool2d(2)"),
         ("maxpool2d(3,s=2,p=1)", "maxpool2d(3,s=2,p=1)"),
@@ -843,7 +854,9 @@ fn unknown_layers() {
             format!("model spec: unknown layer '{name}' at position {position} (expected one of: {list})")
         );
     }
-    assert!(list.starts_with("linear, conv2d, maxpool2d, avgpool2d, flatten, relu,"));
+    assert!(
+        list.starts_with("linear, conv2d, maxpool2d, avgpool2d, adaptiveavgpool2d, flatten, relu,")
+    );
     let long = "x".repeat(500);
     let e = error(&long);
     assert!(e.to_string().contains(&format!("'{}...'", "x".repeat(37))));
@@ -898,7 +911,7 @@ fn invalid_arguments() {
         (
             "conv2d(1,32, p=2)",
             16,
-            "conv2d is missing k (usage: conv2d(in,out,k=K[,s=S][,p=P][,d=D][,bias=false]))",
+            "conv2d is missing k (usage: conv2d(in,out,k=K[,s=S][,p=P][,d=D][,groups=G][,bias=false]))",
         ),
         (
             "batchnorm2d()",
@@ -908,7 +921,7 @@ fn invalid_arguments() {
         (
             "conv2d(1,32,k=5,q=2)",
             16,
-            "unknown argument 'q' for conv2d (expected one of: in_channels, out_channels, k, s, p, d, bias)",
+            "unknown argument 'q' for conv2d (expected one of: in_channels, out_channels, k, s, p, d, groups, bias)",
         ),
         (
             "linear(1,2,bais=false)",
@@ -1072,6 +1085,7 @@ const FRAGMENTS: &[&str] = &[
     "conv2d",
     "maxpool2d",
     "avgpool2d",
+    "adaptiveavgpool2d",
     "flatten",
     "relu",
     "sigmoid",
@@ -1174,6 +1188,9 @@ fn random_layer(rng: &mut Rng) -> String {
             if rng.below(2) == 0 {
                 s += &format!(",d={}", size(rng));
             }
+            if rng.below(2) == 0 {
+                s += ",groups=1";
+            }
             s + *rng.pick(&["", ",bias=false"]) + ")"
         }
         2 | 3 => {
@@ -1248,4 +1265,96 @@ fn huge_inputs_never_panic() {
     assert_eq!(layer(&real), Layer::LeakyRelu { slope: 0.0 });
     check_any(&format!("dropout({}e-10000)", "1".repeat(5000)), &mut rng);
     check_any(&format!("dropout(1e{})", "9".repeat(5000)), &mut rng);
+}
+
+#[test]
+fn grouped_convolutions() {
+    let grouped = |groups| Layer::Conv2d {
+        in_channels: 4,
+        out_channels: 8,
+        kernel: 3,
+        stride: 1,
+        padding: 0,
+        dilation: 1,
+        groups,
+        bias: true,
+    };
+    assert_eq!(layer("conv2d(4,8,k=3,groups=2)"), grouped(2));
+    assert_eq!(layer("conv2d(4,8,3,1,0,1,4)"), grouped(4));
+    assert_eq!(layer("conv2d(4,8,k=3,groups=1)"), grouped(1));
+    assert_eq!(
+        layer("conv2d(4,8,k=3,groups=2)").to_string(),
+        "conv2d(4,8,k=3,groups=2)"
+    );
+    let spec = ModelSpec::parse("conv2d(4,8,k=3,groups=2,bias=false)").unwrap();
+    assert_eq!(
+        names_and_shapes(spec.parameters()),
+        named(&[("0.weight", &[8, 2, 3, 3])])
+    );
+    assert_eq!(spec.num_parameters(), 8 * 2 * 9);
+    assert_eq!(spec.output_shapes(&[4, 5, 5]).unwrap(), [vec![8, 3, 3]]);
+    for (spec, position, message) in [
+        (
+            "conv2d(4,8,k=3,groups=3)",
+            22,
+            "groups of conv2d must divide in_channels 4 and out_channels 8, found 3",
+        ),
+        (
+            "conv2d(4,6,k=3,groups=4)",
+            22,
+            "groups of conv2d must divide in_channels 4 and out_channels 6, found 4",
+        ),
+        (
+            "conv2d(4,8,k=3,groups=0)",
+            22,
+            "groups of conv2d must be at least 1, found 0",
+        ),
+    ] {
+        assert_error(
+            spec,
+            position,
+            &format!("model spec: at position {position}: {message}"),
+        );
+    }
+}
+
+#[test]
+fn adaptive_average_pooling() {
+    assert_eq!(
+        layer("adaptiveavgpool2d(1)"),
+        Layer::AdaptiveAvgPool2d { size: 1 }
+    );
+    assert_eq!(
+        layer("AdaptiveAvgPool2d(output_size=7)"),
+        Layer::AdaptiveAvgPool2d { size: 7 }
+    );
+    assert_eq!(
+        layer("adaptiveavgpool2d(3)").to_string(),
+        "adaptiveavgpool2d(3)"
+    );
+    assert!(!layer("adaptiveavgpool2d(3)").has_parameters());
+    for input in [[16, 1, 1], [16, 7, 5], [16, 32, 32]] {
+        assert_eq!(
+            shape_after("adaptiveavgpool2d(2)", &input),
+            Ok(vec![16, 2, 2])
+        );
+    }
+    assert_eq!(
+        shape_after("adaptiveavgpool2d(2)", &[16, 0, 3]),
+        Err("model spec: layer 0 `adaptiveavgpool2d(2)` at position 0 expects a [C, H, W] input with H and W at least 1, got shape [16, 0, 3]".to_owned())
+    );
+    assert_eq!(
+        shape_after("adaptiveavgpool2d(2)", &[16, 3]),
+        Err("model spec: layer 0 `adaptiveavgpool2d(2)` at position 0 expects a [C, H, W] input with H and W at least 1, got shape [16, 3]".to_owned())
+    );
+    assert_error(
+        "adaptiveavgpool2d(0)",
+        18,
+        "model spec: at position 18: output_size of adaptiveavgpool2d must be at least 1, found 0",
+    );
+    assert_error(
+        "adaptiveavgpool2d",
+        17,
+        "model spec: at position 17: expected '(' after adaptiveavgpool2d (usage: adaptiveavgpool2d(S)), found end of input",
+    );
 }
