@@ -418,6 +418,65 @@ mod tests {
     }
 
     #[test]
+    fn residual_blocks_are_initialised_like_pytorch() {
+        let text =
+            "conv2d(3,8,k=3,bias=false),residual(conv2d(8,8,k=3,p=1,groups=2),batchnorm2d(8)\
+                    |conv2d(8,8,k=1,bias=false),layernorm(1)),flatten,linear(8,2)";
+        let model = spec(text);
+        let store = ParamStore::init(&model, 0, DType::F64);
+        let names: Vec<&str> = store.names();
+        assert_eq!(
+            names,
+            [
+                "0.weight",
+                "1.body.0.weight",
+                "1.body.0.bias",
+                "1.body.1.weight",
+                "1.body.1.bias",
+                "1.shortcut.0.weight",
+                "1.shortcut.1.weight",
+                "1.shortcut.1.bias",
+                "3.weight",
+                "3.bias",
+            ]
+        );
+        let values = |name: &str| store.get(name).unwrap().to_f64_vec();
+        let within = |name: &str, fan_in: f64| {
+            let bound = 1.0 / fan_in.sqrt();
+            let v = values(name);
+            assert!(v.iter().all(|x| x.abs() <= bound), "{name}");
+            assert!(v.iter().any(|x| x.abs() > bound / 2.0), "{name}");
+        };
+        assert_eq!(store.get("1.body.0.weight").unwrap().shape(), &[8, 4, 3, 3]);
+        within("1.body.0.weight", 36.0);
+        within("1.body.0.bias", 36.0);
+        within("1.shortcut.0.weight", 8.0);
+        assert_eq!(values("1.body.1.weight"), [1.0; 8]);
+        assert_eq!(values("1.body.1.bias"), [0.0; 8]);
+        assert_eq!(values("1.shortcut.1.weight"), [1.0]);
+        assert_eq!(values("1.shortcut.1.bias"), [0.0]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        let mut saved = store.clone();
+        for buffer in ["1.body.1.running_mean", "1.body.1.num_batches_tracked"] {
+            saved.insert(buffer, Tensor::zeros(vec![8], DType::F32));
+        }
+        saved.save(&path).unwrap();
+        let loaded = ParamStore::load(&path, &model, DType::F64).unwrap();
+        assert_eq!(loaded.names(), names);
+        saved.insert(
+            "1.shortcut.1.running_mean",
+            Tensor::zeros(vec![1], DType::F32),
+        );
+        saved.save(&path).unwrap();
+        let e = load_error(&path, text);
+        assert!(
+            e.contains("unexpected tensors '1.shortcut.1.running_mean'"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn endless_devices_fail_at_once_in_one_line() {
         for device in ["/dev/zero", "/dev/urandom"] {
             let path = Path::new(device);

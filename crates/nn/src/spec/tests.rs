@@ -6,7 +6,7 @@ const CNN: &str = "conv2d(1,32,k=5,p=2),relu,maxpool2d(2),flatten,linear(1568,10
 fn layer(spec: &str) -> Layer {
     let parsed = ModelSpec::parse(spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
     assert_eq!(parsed.layers().len(), 1, "{spec}");
-    parsed.layers()[0].layer
+    parsed.layers()[0].layer.clone()
 }
 
 fn error(spec: &str) -> SpecError {
@@ -231,6 +231,7 @@ fn names_and_parameter_flags() {
             }
             "leakyrelu" => "leakyrelu(0.01)".to_owned(),
             "dropout" => "dropout(0.5)".to_owned(),
+            "residual" => "residual(linear(2,3)|relu)".to_owned(),
             _ => (*name).to_owned(),
         };
         let l = layer(&spec);
@@ -238,7 +239,7 @@ fn names_and_parameter_flags() {
         assert_eq!(l.to_string(), spec);
         let expect_params = matches!(
             *name,
-            "linear" | "conv2d" | "batchnorm1d" | "batchnorm2d" | "layernorm"
+            "linear" | "conv2d" | "batchnorm1d" | "batchnorm2d" | "layernorm" | "residual"
         );
         assert_eq!(l.has_parameters(), expect_params, "{name}");
     }
@@ -581,6 +582,12 @@ fn hand_built_layers_never_panic() {
         assert!(layer.output_shape(&[3, 4, 4]).is_err(), "{layer:?}");
         assert!(layer.output_shape(&[1, 4, 4]).is_err(), "{layer:?}");
     }
+    // A hand-built block may have an empty body: the identity.
+    let empty = Layer::Residual {
+        body: Vec::new(),
+        shortcut: Some(Vec::new()),
+    };
+    assert_eq!(empty.output_shape(&[2]).ok(), Some(vec![2]));
     let info = ParamInfo {
         name: "0.weight".into(),
         shape: vec![usize::MAX, 2],
@@ -1100,6 +1107,9 @@ const FRAGMENTS: &[&str] = &[
     "batchnorm1d",
     "batchnorm2d",
     "layernorm",
+    "residual",
+    "|",
+    "groups",
     "(",
     ")",
     ",",
@@ -1164,12 +1174,13 @@ fn random_garbage_never_panics() {
     }
 }
 
-/// A random valid layer, written with random but legal spelling.
-fn random_layer(rng: &mut Rng) -> String {
+/// A random valid layer, written with random but legal spelling; inside
+/// `depth` residual blocks, which may nest two deep.
+fn random_layer(rng: &mut Rng, depth: usize) -> String {
     let size = |rng: &mut Rng| 1 + rng.below(40);
     let space = |rng: &mut Rng| (*rng.pick(&["", "", " ", "\t", "\n "])).to_owned();
     let w = space(rng);
-    match rng.below(12) {
+    match rng.below(if depth < 2 { 14 } else { 13 }) {
         0 => format!(
             "linear({w}{},{}{w}{})",
             size(rng),
@@ -1211,6 +1222,14 @@ fn random_layer(rng: &mut Rng) -> String {
         7 => format!("batchnorm1d({})", size(rng)),
         8 => format!("batchnorm2d({w}{})", size(rng)),
         9 => format!("layernorm(n={})", size(rng)),
+        12 => format!("adaptiveavgpool2d({w}{})", size(rng)),
+        13 => {
+            let mut branches = vec![random_layers(rng, depth + 1)];
+            if rng.below(2) == 0 {
+                branches.push(random_layers(rng, depth + 1));
+            }
+            format!("residual({w}{}{w})", branches.join(&format!("{w}|{w}")))
+        }
         _ => (*rng.pick(&[
             "flatten", "relu", "sigmoid", "tanh", "selu", "softplus", "gelu", "identity", "ReLU()",
         ]))
@@ -1218,12 +1237,19 @@ fn random_layer(rng: &mut Rng) -> String {
     }
 }
 
+/// One to three random layers inside `depth` residual blocks.
+fn random_layers(rng: &mut Rng, depth: usize) -> String {
+    let count = 1 + rng.below(3);
+    let layers: Vec<String> = (0..count).map(|_| random_layer(rng, depth)).collect();
+    layers.join(",")
+}
+
 #[test]
 fn random_valid_specs_round_trip_and_mutations_never_panic() {
     let mut rng = Rng(42);
     for _ in 0..3_000 {
         let count = 1 + rng.below(6);
-        let spec: Vec<String> = (0..count).map(|_| random_layer(&mut rng)).collect();
+        let spec: Vec<String> = (0..count).map(|_| random_layer(&mut rng, 0)).collect();
         let spec = spec.join(*rng.pick(&[",", " , ", ",\n"]));
         let parsed = ModelSpec::parse(&spec).unwrap_or_else(|e| panic!("{spec:?}: {e}"));
         assert_eq!(parsed.layers().len(), count);
@@ -1259,6 +1285,11 @@ fn huge_inputs_never_panic() {
     check_any(&long, &mut rng);
     let nested = "(".repeat(10_000);
     check_any(&nested, &mut rng);
+    check_any(&"residual(".repeat(10_000), &mut rng);
+    check_any(
+        &("residual(relu|".repeat(10_000) + &")".repeat(10_000)),
+        &mut rng,
+    );
     let digits = format!("linear({},1)", "9".repeat(10_000));
     check_any(&digits, &mut rng);
     let real = format!("leakyrelu(0.{}1)", "0".repeat(10_000));
@@ -1356,5 +1387,274 @@ fn adaptive_average_pooling() {
         "adaptiveavgpool2d",
         17,
         "model spec: at position 17: expected '(' after adaptiveavgpool2d (usage: adaptiveavgpool2d(S)), found end of input",
+    );
+}
+
+/// The example of the task: a stem, one block with a projection shortcut, a head.
+const RESNET: &str = "conv2d(3,16,k=3,p=1,bias=false),batchnorm2d(16),relu,\
+residual(conv2d(16,32,k=3,s=2,p=1,bias=false),batchnorm2d(32),relu,\
+conv2d(32,32,k=3,p=1,bias=false),batchnorm2d(32) | conv2d(16,32,k=1,s=2,bias=false),batchnorm2d(32)),\
+relu,adaptiveavgpool2d(1),flatten,linear(32,10)";
+
+fn layers_of(spec: &str) -> Vec<Layer> {
+    let parsed = ModelSpec::parse(spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
+    parsed.layers().iter().map(|l| l.layer.clone()).collect()
+}
+
+#[test]
+fn residual_blocks_parse() {
+    let Layer::Residual { body, shortcut } = layer("residual(linear(4,4),relu)") else {
+        panic!("not a residual block");
+    };
+    assert_eq!(
+        body.iter().map(|l| l.layer.clone()).collect::<Vec<_>>(),
+        layers_of("linear(4,4),relu")
+    );
+    assert_eq!((body[1].position, body[1].text.as_str()), (21, "relu"));
+    assert_eq!(shortcut, None);
+    let projection = layer(" Residual( relu , tanh | linear(4,4) ) ");
+    let Layer::Residual { body, shortcut } = &projection else {
+        panic!("not a residual block");
+    };
+    assert_eq!(body.len(), 2);
+    assert_eq!(shortcut.as_ref().map(Vec::len), Some(1));
+    assert_eq!(projection.to_string(), "residual(relu,tanh|linear(4,4))");
+    assert_eq!(projection.name(), "residual");
+    assert!(projection.has_parameters());
+    assert!(!layer("residual(relu)").has_parameters());
+    let spec = ModelSpec::parse(RESNET).unwrap();
+    assert_eq!(spec.layers().len(), 8);
+    assert_eq!(spec.layers()[3].position, 53);
+    assert!(spec.layers()[3].text.starts_with("residual(conv2d(16,32"));
+    assert!(spec.layers()[3].text.ends_with("batchnorm2d(32))"));
+    // Where a block's layers were written does not make it another block.
+    assert_eq!(
+        ModelSpec::parse("residual( relu )").unwrap(),
+        ModelSpec::parse("residual(relu)").unwrap()
+    );
+    assert_ne!(
+        ModelSpec::parse("residual(relu|relu)").unwrap(),
+        ModelSpec::parse("residual(relu,relu)").unwrap()
+    );
+}
+
+#[test]
+fn nested_residual_blocks() {
+    let spec = ModelSpec::parse(
+        "residual(linear(4,4),residual(layernorm(4),linear(4,4)|linear(4,4,bias=false)))",
+    )
+    .unwrap();
+    assert_eq!(
+        spec.to_string(),
+        "residual(linear(4,4),residual(layernorm(4),linear(4,4)|linear(4,4,bias=false)))"
+    );
+    assert_eq!(
+        names_and_shapes(spec.parameters()),
+        named(&[
+            ("0.body.0.weight", &[4, 4]),
+            ("0.body.0.bias", &[4]),
+            ("0.body.1.body.0.weight", &[4]),
+            ("0.body.1.body.0.bias", &[4]),
+            ("0.body.1.body.1.weight", &[4, 4]),
+            ("0.body.1.body.1.bias", &[4]),
+            ("0.body.1.shortcut.0.weight", &[4, 4]),
+        ])
+    );
+    assert!(spec.parameters().iter().all(|p| p.layer == 0));
+    assert_eq!(spec.num_parameters(), 20 + 8 + 20 + 16);
+    assert_eq!(spec.output_shapes(&[4]).unwrap(), [vec![4]]);
+    assert_eq!(spec.input_shape_hint(), Some(vec![4]));
+    assert_eq!(
+        ModelSpec::parse("relu,residual(relu|flatten),linear(3,2)")
+            .unwrap()
+            .input_shape_hint(),
+        Some(vec![3])
+    );
+    assert_eq!(
+        ModelSpec::parse("residual(relu|conv2d(1,1,k=1))")
+            .unwrap()
+            .input_shape_hint(),
+        None
+    );
+}
+
+#[test]
+fn residual_state_dict_names_follow_pytorch() {
+    let spec = ModelSpec::parse(RESNET).unwrap();
+    assert_eq!(
+        names_and_shapes(spec.parameters()),
+        named(&[
+            ("0.weight", &[16, 3, 3, 3]),
+            ("1.weight", &[16]),
+            ("1.bias", &[16]),
+            ("3.body.0.weight", &[32, 16, 3, 3]),
+            ("3.body.1.weight", &[32]),
+            ("3.body.1.bias", &[32]),
+            ("3.body.3.weight", &[32, 32, 3, 3]),
+            ("3.body.4.weight", &[32]),
+            ("3.body.4.bias", &[32]),
+            ("3.shortcut.0.weight", &[32, 16, 1, 1]),
+            ("3.shortcut.1.weight", &[32]),
+            ("3.shortcut.1.bias", &[32]),
+            ("7.weight", &[10, 32]),
+            ("7.bias", &[10]),
+        ])
+    );
+    let buffers: Vec<String> = spec.buffers().into_iter().map(|b| b.name).collect();
+    assert_eq!(
+        buffers,
+        [
+            "1.running_mean",
+            "1.running_var",
+            "3.body.1.running_mean",
+            "3.body.1.running_var",
+            "3.body.4.running_mean",
+            "3.body.4.running_var",
+            "3.shortcut.1.running_mean",
+            "3.shortcut.1.running_var",
+        ]
+    );
+    let layers: Vec<usize> = spec.parameters().iter().map(|p| p.layer).collect();
+    assert_eq!(layers, [0, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3, 3, 7, 7]);
+    assert!(spec.is_ignored_state_entry("3.body.1.num_batches_tracked"));
+    assert!(spec.is_ignored_state_entry("3.shortcut.1.num_batches_tracked"));
+    assert!(!spec.is_ignored_state_entry("3.body.0.num_batches_tracked"));
+    assert!(!spec.is_ignored_state_entry("3.num_batches_tracked"));
+    let total: usize = spec.parameters().iter().map(ParamInfo::numel).sum();
+    assert_eq!(spec.num_parameters(), total);
+    assert_eq!(
+        spec.output_shapes(&[3, 32, 32]).unwrap(),
+        [
+            vec![16, 32, 32],
+            vec![16, 32, 32],
+            vec![16, 32, 32],
+            vec![32, 16, 16],
+            vec![32, 16, 16],
+            vec![32, 1, 1],
+            vec![32],
+            vec![10]
+        ]
+    );
+}
+
+#[test]
+fn residual_shape_errors_name_the_block_and_both_shapes() {
+    let spec = ModelSpec::parse("relu,residual(linear(4,8))").unwrap();
+    assert_eq!(
+        spec.output_shapes(&[4]).unwrap_err().to_string(),
+        "model spec: layer 1 `residual(linear(4,8))` at position 5 gives a body output of shape [8], \
+         which cannot be added to its input of shape [4]"
+    );
+    let spec = ModelSpec::parse("residual(linear(4,8)|linear(4,6))").unwrap();
+    let e = spec.output_shapes(&[4]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "model spec: layer 0 `residual(linear(4,8)|linear(4,6))` at position 0 gives a body output \
+         of shape [8], which cannot be added to its shortcut's output of shape [6]"
+    );
+    assert_eq!(e.position(), 0);
+    // A layer inside a block is named by its path, as its parameters are.
+    let spec = ModelSpec::parse("relu,residual(relu|residual(linear(4,4)),linear(5,4))").unwrap();
+    let e = spec.output_shapes(&[4]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "model spec: layer 1.shortcut.1 `linear(5,4)` at position 41 expects 5 input features, got 4"
+    );
+    assert_eq!(e.position(), 41);
+    let spec = ModelSpec::parse("residual(conv2d(3,3,k=1)|relu)").unwrap();
+    assert_eq!(
+        spec.output_shapes(&[3]).unwrap_err().to_string(),
+        "model spec: layer 0.body.0 `conv2d(3,3,k=1)` at position 9 expects a [C, H, W] input, got shape [3]"
+    );
+}
+
+#[test]
+fn residual_syntax_errors() {
+    for (spec, position, message) in [
+        (
+            "relu|relu",
+            4,
+            "expected ',' or the end of the spec after relu, found '|'",
+        ),
+        (
+            "residual(relu|relu|relu)",
+            18,
+            "expected ',' or ')' after relu, found '|'",
+        ),
+        (
+            "residual(relu",
+            13,
+            "expected ',', '|' or ')' after relu, found end of input",
+        ),
+        (
+            "residual(elu|relu",
+            17,
+            "expected ',' or ')' after relu, found end of input",
+        ),
+        (
+            "residual(elu x)",
+            13,
+            "expected '(', ',', '|' or ')' after elu, found 'x'",
+        ),
+        (
+            "residual(relu))",
+            14,
+            "expected ',' or the end of the spec after residual, found ')'",
+        ),
+        (
+            "residual()",
+            9,
+            "expected a layer name after 'residual(', found ')'",
+        ),
+        (
+            "residual(relu|)",
+            14,
+            "expected a layer name after '|', found ')'",
+        ),
+        (
+            "residual(relu,)",
+            14,
+            "expected a layer name after ',', found ')'",
+        ),
+        (
+            "residual",
+            8,
+            "expected '(' after residual (usage: residual(BODY[|SHORTCUT])), found end of input",
+        ),
+        (
+            "residual(relu)(2)",
+            14,
+            "expected ',' or the end of the spec after residual, found '('",
+        ),
+    ] {
+        let e = error(spec);
+        assert!(matches!(e, SpecError::Syntax { .. }), "{spec}: {e:?}");
+        assert_error(
+            spec,
+            position,
+            &format!("model spec: at position {position}: {message}"),
+        );
+    }
+    assert_error(
+        "residual(lineer(2,2))",
+        9,
+        &format!(
+            "model spec: unknown layer 'lineer' at position 9 (expected one of: {})",
+            Layer::NAMES.join(", ")
+        ),
+    );
+    assert!(Layer::NAMES.join(", ").ends_with("layernorm, residual"));
+    let deep = "residual(".repeat(65) + "relu" + &")".repeat(65);
+    assert_error(
+        &deep,
+        576,
+        "model spec: at position 576: residual blocks nest at most 64 deep",
+    );
+    let deepest = "residual(".repeat(64) + "relu" + &")".repeat(64);
+    assert_eq!(ModelSpec::parse(&deepest).unwrap().to_string(), deepest);
+    assert_error(
+        "residual(conv2d(65536,65536,k=65535,bias=false),conv2d(65536,65536,k=65535,bias=false))",
+        0,
+        "model spec: at position 0: residual has too many parameters to count",
     );
 }
