@@ -2,7 +2,7 @@
 
 use secondo_graph::{Builder, Var};
 
-use crate::spec::{Layer, ModelSpec, ParamInfo};
+use crate::spec::{self, Layer, ModelSpec, ParamInfo};
 use crate::{activation, NnError};
 
 /// A sequential network: its spec, per-sample input shape and parameters.
@@ -44,13 +44,15 @@ impl Network {
                 Layer::Conv2d { .. }
                     | Layer::MaxPool2d { .. }
                     | Layer::AvgPool2d { .. }
+                    | Layer::AdaptiveAvgPool2d { .. }
                     | Layer::BatchNorm1d { .. }
                     | Layer::BatchNorm2d { .. }
                     | Layer::LayerNorm { .. }
+                    | Layer::Residual { .. }
             ) {
                 return Err(NnError::Unsupported {
                     index,
-                    text: l.text.clone(),
+                    text: spec::one_line(&l.text),
                     reason: "this layer is not supported yet (dense layers and activations are)"
                         .into(),
                 });
@@ -218,4 +220,34 @@ pub struct LayerTap<'b> {
     pub input: Var<'b>,
     /// The layer's output (after the bias), `[N, out]`.
     pub output: Var<'b>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_that_cannot_be_built_yet_are_refused_in_one_line() {
+        for (spec, input, message) in [
+            (
+                "linear(4,4),residual(linear(4,4),\nrelu)",
+                &[4][..],
+                "layer 1 `residual(linear(4,4), relu)`: this layer is not supported yet (dense layers and activations are)",
+            ),
+            (
+                "conv2d(1,2,k=1,groups=1),adaptiveavgpool2d(1)",
+                &[1, 3, 3],
+                "layer 0 `conv2d(1,2,k=1,groups=1)`: this layer is not supported yet (dense layers and activations are)",
+            ),
+            (
+                "adaptiveavgpool2d(1)",
+                &[1, 3, 3],
+                "layer 0 `adaptiveavgpool2d(1)`: this layer is not supported yet (dense layers and activations are)",
+            ),
+        ] {
+            let parsed: ModelSpec = spec.parse().unwrap();
+            let e = Network::new(parsed, input).unwrap_err();
+            assert_eq!(e.to_string(), message);
+        }
+    }
 }

@@ -10,7 +10,7 @@ use safetensors::tensor::Dtype;
 use secondo_data::SafetensorsFile;
 use secondo_tensor::{DType, Tensor};
 
-use crate::spec::{Layer, ModelSpec, ParamKind};
+use crate::spec::{ModelSpec, ParamKind};
 use crate::NnError;
 
 /// Named tensors in a fixed order (a model's `state_dict`).
@@ -159,17 +159,10 @@ impl ParamStore {
         let mut store = ParamStore::new();
         for p in spec.parameters() {
             let n: usize = p.shape.iter().product();
-            let values: Vec<f64> = match &spec.layers()[p.layer].layer {
-                Layer::Linear { in_features, .. } => {
-                    uniform(&mut rng, n, fan_in_bound(*in_features))
-                }
-                Layer::Conv2d {
-                    in_channels,
-                    kernel,
-                    ..
-                } => uniform(&mut rng, n, fan_in_bound(in_channels * kernel * kernel)),
-                _ if p.kind == ParamKind::Weight => vec![1.0; n],
-                _ => vec![0.0; n],
+            let values: Vec<f64> = match p.fan_in {
+                Some(fan_in) => uniform(&mut rng, n, fan_in_bound(fan_in)),
+                None if p.kind == ParamKind::Weight => vec![1.0; n],
+                None => vec![0.0; n],
             };
             let t =
                 Tensor::from_f64(p.shape.clone(), &values, dtype).expect("length matches shape");
@@ -422,6 +415,65 @@ mod tests {
         );
         let store = ParamStore::load(&path, &spec(model), DType::F64).unwrap();
         assert_eq!(store.names(), ["0.weight", "0.bias", "1.weight", "1.bias"]);
+    }
+
+    #[test]
+    fn residual_blocks_are_initialised_like_pytorch() {
+        let text =
+            "conv2d(3,8,k=3,bias=false),residual(conv2d(8,8,k=3,p=1,groups=2),batchnorm2d(8)\
+                    |conv2d(8,8,k=1,bias=false),layernorm(1)),flatten,linear(8,2)";
+        let model = spec(text);
+        let store = ParamStore::init(&model, 0, DType::F64);
+        let names: Vec<&str> = store.names();
+        assert_eq!(
+            names,
+            [
+                "0.weight",
+                "1.body.0.weight",
+                "1.body.0.bias",
+                "1.body.1.weight",
+                "1.body.1.bias",
+                "1.shortcut.0.weight",
+                "1.shortcut.1.weight",
+                "1.shortcut.1.bias",
+                "3.weight",
+                "3.bias",
+            ]
+        );
+        let values = |name: &str| store.get(name).unwrap().to_f64_vec();
+        let within = |name: &str, fan_in: f64| {
+            let bound = 1.0 / fan_in.sqrt();
+            let v = values(name);
+            assert!(v.iter().all(|x| x.abs() <= bound), "{name}");
+            assert!(v.iter().any(|x| x.abs() > bound / 2.0), "{name}");
+        };
+        assert_eq!(store.get("1.body.0.weight").unwrap().shape(), &[8, 4, 3, 3]);
+        within("1.body.0.weight", 36.0);
+        within("1.body.0.bias", 36.0);
+        within("1.shortcut.0.weight", 8.0);
+        assert_eq!(values("1.body.1.weight"), [1.0; 8]);
+        assert_eq!(values("1.body.1.bias"), [0.0; 8]);
+        assert_eq!(values("1.shortcut.1.weight"), [1.0]);
+        assert_eq!(values("1.shortcut.1.bias"), [0.0]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        let mut saved = store.clone();
+        for buffer in ["1.body.1.running_mean", "1.body.1.num_batches_tracked"] {
+            saved.insert(buffer, Tensor::zeros(vec![8], DType::F32));
+        }
+        saved.save(&path).unwrap();
+        let loaded = ParamStore::load(&path, &model, DType::F64).unwrap();
+        assert_eq!(loaded.names(), names);
+        saved.insert(
+            "1.shortcut.1.running_mean",
+            Tensor::zeros(vec![1], DType::F32),
+        );
+        saved.save(&path).unwrap();
+        let e = load_error(&path, text);
+        assert!(
+            e.contains("unexpected tensors '1.shortcut.1.running_mean'"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -16,6 +16,8 @@ const SPECS: &[&str] = &[
     "conv2d(1,32,k=5,p=2),relu,maxpool2d(2),flatten,linear(6272,10)",
     "conv2d(3,16,k=3,p=1,bias=false),batchnorm2d(16),relu,avgpool2d(2,s=2),flatten,linear(16,10)",
     "linear(4,3,bias=false),leakyrelu(0.1),dropout(p=0.5),layernorm(3),tanh",
+    "conv2d(3,16,k=3,p=1,bias=false),batchnorm2d(16),relu,residual(conv2d(16,16,k=3,p=1,groups=4),batchnorm2d(16) | conv2d(16,16,k=1)),adaptiveavgpool2d(1),flatten,linear(16,10)",
+    "residual(linear(4,4),residual(relu|linear(4,4))),linear(4,2)",
 ];
 
 /// The model whose weights are damaged.

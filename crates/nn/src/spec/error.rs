@@ -68,8 +68,9 @@ pub enum SpecError {
     /// [`ModelSpec::output_shapes`](super::ModelSpec::output_shapes)).
     #[error("model spec: layer {layer} `{text}` at position {position} {message}")]
     Shape {
-        /// Index of the layer in the model.
-        layer: usize,
+        /// The layer's path in the model as its state_dict names give it:
+        /// its index, or inside a residual block e.g. `3.body.0`.
+        layer: String,
         /// The layer's source text, on one line.
         text: String,
         /// Character offset of the layer in the spec string.
@@ -80,6 +81,15 @@ pub enum SpecError {
 }
 
 impl SpecError {
+    /// The error with its layer path put under `parent` (a layer index or
+    /// a residual block's branch name), as the state_dict nests names.
+    pub(super) fn within(mut self, parent: &str) -> Self {
+        if let Self::Shape { layer, .. } = &mut self {
+            *layer = format!("{parent}.{layer}");
+        }
+        self
+    }
+
     /// The 0-based character offset into the spec string that the error
     /// refers to.
     ///

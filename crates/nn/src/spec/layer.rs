@@ -1,6 +1,6 @@
 use std::fmt;
 
-use super::ParamKind;
+use super::{LayerSpec, ParamKind, SpecError};
 
 /// Kinds and shapes of a layer's state tensors, in state_dict order.
 pub(super) type StateShapes = Vec<(ParamKind, Vec<usize>)>;
@@ -10,7 +10,8 @@ pub(super) type StateShapes = Vec<(ParamKind, Vec<usize>)>;
 /// The variants mirror PyTorch modules of the same (lower-case) name. Sizes
 /// are at least 1 in a parsed spec; pooling strides default to the kernel
 /// size as in PyTorch. [`Display`](fmt::Display) writes the canonical spec
-/// text, which leaves out arguments equal to their defaults.
+/// text, which leaves out arguments equal to their defaults. A residual
+/// block holds its branches' layers, so layers are cloned, not copied.
 ///
 /// ```
 /// use secondo_nn::spec::Layer;
@@ -21,13 +22,14 @@ pub(super) type StateShapes = Vec<(ParamKind, Vec<usize>)>;
 ///     stride: 1,
 ///     padding: 2,
 ///     dilation: 1,
+///     groups: 1,
 ///     bias: true,
 /// };
 /// assert_eq!(conv.to_string(), "conv2d(1,32,k=5,p=2)");
 /// assert_eq!(conv.name(), "conv2d");
 /// assert!(conv.has_parameters());
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Layer {
     /// `linear(in,out[,bias=false])`: `y = x Wᵀ + b` over the last axis, with
     /// `W` of shape `[out, in]`.
@@ -39,8 +41,9 @@ pub enum Layer {
         /// Whether the layer adds a bias.
         bias: bool,
     },
-    /// `conv2d(in,out,k=K[,s=S][,p=P][,d=D][,bias=false])`: a square-kernel 2-d
-    /// convolution (zero padding, one group) with weight `[out, in, K, K]`.
+    /// `conv2d(in,out,k=K[,s=S][,p=P][,d=D][,groups=G][,bias=false])`: a
+    /// square-kernel 2-d convolution (zero padding) with weight
+    /// `[out, in / G, K, K]`.
     Conv2d {
         /// Input channels.
         in_channels: usize,
@@ -54,6 +57,9 @@ pub enum Layer {
         padding: usize,
         /// Dilation (default 1).
         dilation: usize,
+        /// Channel groups (default 1): each output channel sees `in / G`
+        /// input channels; `G` divides both channel counts.
+        groups: usize,
         /// Whether the layer adds a bias.
         bias: bool,
     },
@@ -75,6 +81,12 @@ pub enum Layer {
         stride: usize,
         /// Zero padding on each side, at most half the kernel size.
         padding: usize,
+    },
+    /// `adaptiveavgpool2d(S)`: 2-d average pooling to an `S x S` output,
+    /// whatever the input's height and width, with PyTorch's windows.
+    AdaptiveAvgPool2d {
+        /// Output height and width.
+        size: usize,
     },
     /// `flatten`: all per-sample axes into one (`nn.Flatten()`).
     Flatten,
@@ -126,6 +138,41 @@ pub enum Layer {
         /// Size of the normalized (last) axis.
         features: usize,
     },
+    /// `residual(BODY)`: `x + body(x)`; `residual(BODY | SHORTCUT)`:
+    /// `body(x) + shortcut(x)`. Named like a PyTorch module with two
+    /// `nn.Sequential` children, `body` and `shortcut` (see
+    /// `scripts/reference/residual.py`), so that its state is
+    /// `"<i>.body.<j>.weight"`, `"<i>.shortcut.<j>.running_var"`, ...
+    Residual {
+        /// The layers applied in turn to the block's input (non-empty in a
+        /// parsed spec).
+        body: Vec<LayerSpec>,
+        /// The layers whose output is added to the body's instead of the
+        /// input itself, if any (non-empty in a parsed spec).
+        shortcut: Option<Vec<LayerSpec>>,
+    },
+}
+
+/// Why a layer cannot take the shape it receives.
+pub(super) enum ShapeError {
+    /// What is wrong with the layer's own input, in words; the caller names
+    /// the layer.
+    Input(String),
+    /// A layer inside the block cannot take its input: the whole error, its
+    /// layer path relative to the block (`"body.2"`).
+    Inside(SpecError),
+}
+
+impl From<String> for ShapeError {
+    fn from(message: String) -> Self {
+        Self::Input(message)
+    }
+}
+
+impl From<&str> for ShapeError {
+    fn from(message: &str) -> Self {
+        Self::Input(message.to_owned())
+    }
 }
 
 impl Layer {
@@ -135,13 +182,14 @@ impl Layer {
     /// ```
     /// use secondo_nn::spec::Layer;
     /// assert_eq!(&Layer::NAMES[..2], &["linear", "conv2d"]);
-    /// assert_eq!(Layer::NAMES.len(), 18);
+    /// assert_eq!(Layer::NAMES.len(), 20);
     /// ```
     pub const NAMES: &'static [&'static str] = &[
         "linear",
         "conv2d",
         "maxpool2d",
         "avgpool2d",
+        "adaptiveavgpool2d",
         "flatten",
         "relu",
         "sigmoid",
@@ -156,6 +204,7 @@ impl Layer {
         "batchnorm1d",
         "batchnorm2d",
         "layernorm",
+        "residual",
     ];
 
     /// The layer's name in the spec language (one of [`Layer::NAMES`]).
@@ -170,6 +219,7 @@ impl Layer {
             Self::Conv2d { .. } => "conv2d",
             Self::MaxPool2d { .. } => "maxpool2d",
             Self::AvgPool2d { .. } => "avgpool2d",
+            Self::AdaptiveAvgPool2d { .. } => "adaptiveavgpool2d",
             Self::Flatten => "flatten",
             Self::Relu => "relu",
             Self::Sigmoid => "sigmoid",
@@ -184,6 +234,7 @@ impl Layer {
             Self::BatchNorm1d { .. } => "batchnorm1d",
             Self::BatchNorm2d { .. } => "batchnorm2d",
             Self::LayerNorm { .. } => "layernorm",
+            Self::Residual { .. } => "residual",
         }
     }
 
@@ -196,9 +247,30 @@ impl Layer {
     /// ```
     pub fn has_parameters(&self) -> bool {
         !self.parameter_shapes().is_empty()
+            || self.children().any(|child| child.layer.has_parameters())
     }
 
-    /// The trainable parameters' kinds and shapes, in state_dict order.
+    /// The branches of a residual block, named as PyTorch's module names
+    /// its children, in registration order (body first); none for other
+    /// layers.
+    pub(super) fn branches(&self) -> Vec<(&'static str, &[LayerSpec])> {
+        match self {
+            Self::Residual { body, shortcut } => {
+                let mut branches = vec![("body", body.as_slice())];
+                branches.extend(shortcut.as_deref().map(|s| ("shortcut", s)));
+                branches
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The layers of every branch, in order.
+    fn children(&self) -> impl Iterator<Item = &LayerSpec> {
+        self.branches().into_iter().flat_map(|(_, layers)| layers)
+    }
+
+    /// The layer's own trainable parameters' kinds and shapes, in state_dict
+    /// order (a residual block has none of its own: its layers have them).
     pub(super) fn parameter_shapes(&self) -> StateShapes {
         let with_bias = |weight: Vec<usize>, bias: bool, out: usize| {
             let mut params = vec![(ParamKind::Weight, weight)];
@@ -217,10 +289,11 @@ impl Layer {
                 in_channels,
                 out_channels,
                 kernel,
+                groups,
                 bias,
                 ..
             } => with_bias(
-                vec![out_channels, in_channels, kernel, kernel],
+                vec![out_channels, in_channels / groups.max(1), kernel, kernel],
                 bias,
                 out_channels,
             ),
@@ -231,7 +304,24 @@ impl Layer {
         }
     }
 
-    /// The non-trainable state (running statistics), in state_dict order.
+    /// How many inputs each output of a linear or convolution layer sums
+    /// over (`None` for other layers): PyTorch's default initialisation
+    /// draws their weights and biases from `±1/√fan_in`.
+    pub(super) fn fan_in(&self) -> Option<usize> {
+        match *self {
+            Self::Linear { in_features, .. } => Some(in_features),
+            Self::Conv2d {
+                in_channels,
+                kernel,
+                groups,
+                ..
+            } => Some((in_channels / groups.max(1)).saturating_mul(kernel.saturating_mul(kernel))),
+            _ => None,
+        }
+    }
+
+    /// The layer's own non-trainable state (running statistics), in
+    /// state_dict order.
     pub(super) fn buffer_shapes(&self) -> StateShapes {
         match *self {
             Self::BatchNorm1d { features } | Self::BatchNorm2d { features } => vec![
@@ -247,19 +337,24 @@ impl Layer {
         matches!(self, Self::BatchNorm1d { .. } | Self::BatchNorm2d { .. })
     }
 
-    /// The number of trainable scalars, or `None` if it overflows `usize`.
+    /// The number of trainable scalars, its branches' included, or `None` if
+    /// it overflows `usize`.
     pub(super) fn parameter_count(&self) -> Option<usize> {
-        self.parameter_shapes()
+        let own = self
+            .parameter_shapes()
             .iter()
             .try_fold(0usize, |total, (_, shape)| {
                 let numel = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))?;
                 total.checked_add(numel)
-            })
+            })?;
+        self.children().try_fold(own, |total, child| {
+            total.checked_add(child.layer.parameter_count()?)
+        })
     }
 
-    /// The per-sample output shape for a per-sample input shape, or what is
-    /// wrong with the input, in words.
-    pub(super) fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>, String> {
+    /// The per-sample output shape for a per-sample input shape, or why the
+    /// layer cannot take it.
+    pub(super) fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>, ShapeError> {
         const OVERFLOW: &str = "gives an output size that overflows";
         match *self {
             Self::Linear {
@@ -267,9 +362,9 @@ impl Layer {
                 out_features,
                 ..
             } => match input.split_last() {
-                None => Err("expects at least one input axis, got shape []".to_owned()),
+                None => Err("expects at least one input axis, got shape []".into()),
                 Some((&last, _)) if last != in_features => {
-                    Err(format!("expects {in_features} input features, got {last}"))
+                    Err(format!("expects {in_features} input features, got {last}").into())
                 }
                 Some((_, rest)) => Ok([rest, &[out_features]].concat()),
             },
@@ -283,12 +378,12 @@ impl Layer {
                 ..
             } => {
                 let &[channels, height, width] = input else {
-                    return Err(format!("expects a [C, H, W] input, got shape {input:?}"));
+                    return Err(format!("expects a [C, H, W] input, got shape {input:?}").into());
                 };
                 if channels != in_channels {
-                    return Err(format!(
-                        "expects {in_channels} input channels, got {channels}"
-                    ));
+                    return Err(
+                        format!("expects {in_channels} input channels, got {channels}").into(),
+                    );
                 }
                 let reach = if kernel == 0 || dilation == 0 {
                     0
@@ -313,15 +408,24 @@ impl Layer {
                 padding,
             } => {
                 let &[channels, height, width] = input else {
-                    return Err(format!("expects a [C, H, W] input, got shape {input:?}"));
+                    return Err(format!("expects a [C, H, W] input, got shape {input:?}").into());
                 };
                 let out_h = window_count(height, kernel, stride, padding)?;
                 let out_w = window_count(width, kernel, stride, padding)?;
                 Ok(vec![channels, out_h, out_w])
             }
+            Self::AdaptiveAvgPool2d { size } => match *input {
+                [channels, height, width] if height > 0 && width > 0 => {
+                    Ok(vec![channels, size, size])
+                }
+                _ => Err(format!(
+                    "expects a [C, H, W] input with H and W at least 1, got shape {input:?}"
+                )
+                .into()),
+            },
             Self::Flatten => {
                 if input.is_empty() {
-                    return Err("expects at least one input axis, got shape []".to_owned());
+                    return Err("expects at least one input axis, got shape []".into());
                 }
                 let numel = input
                     .iter()
@@ -333,20 +437,23 @@ impl Layer {
                 [c] | [c, _] if *c == features => Ok(input.to_vec()),
                 _ => Err(format!(
                     "expects a [C] or [C, L] input with C = {features}, got shape {input:?}"
-                )),
+                )
+                .into()),
             },
             Self::BatchNorm2d { features } => match input {
                 [c, _, _] if *c == features => Ok(input.to_vec()),
                 _ => Err(format!(
                     "expects a [C, H, W] input with C = {features}, got shape {input:?}"
-                )),
+                )
+                .into()),
             },
             Self::LayerNorm { features } => match input.last() {
                 Some(&last) if last == features => Ok(input.to_vec()),
-                _ => Err(format!(
-                    "expects a last axis of size {features}, got shape {input:?}"
-                )),
+                _ => Err(
+                    format!("expects a last axis of size {features}, got shape {input:?}").into(),
+                ),
             },
+            Self::Residual { .. } => self.residual_output_shape(input),
             Self::Relu
             | Self::Sigmoid
             | Self::Tanh
@@ -358,6 +465,30 @@ impl Layer {
             | Self::Identity
             | Self::Dropout { .. } => Ok(input.to_vec()),
         }
+    }
+
+    /// A residual block's output shape: its body's, which must equal the
+    /// shortcut's or, without one, the block's input shape, so that the two
+    /// can be added.
+    fn residual_output_shape(&self, input: &[usize]) -> Result<Vec<usize>, ShapeError> {
+        let mut outputs = self.branches().into_iter().map(|(name, layers)| {
+            super::final_shape(layers, input).map_err(|e| ShapeError::Inside(e.within(name)))
+        });
+        let body = outputs
+            .next()
+            .transpose()?
+            .unwrap_or_else(|| input.to_vec());
+        let (other, what) = match outputs.next().transpose()? {
+            Some(shortcut) => (shortcut, "its shortcut's output"),
+            None => (input.to_vec(), "its input"),
+        };
+        if body == other {
+            return Ok(body);
+        }
+        Err(format!(
+            "gives a body output of shape {body:?}, which cannot be added to {what} of shape {other:?}"
+        )
+        .into())
     }
 }
 
@@ -403,6 +534,7 @@ impl fmt::Display for Layer {
                 stride,
                 padding,
                 dilation,
+                groups,
                 bias,
             } => {
                 write!(f, "{name}({in_channels},{out_channels},k={kernel}")?;
@@ -414,6 +546,9 @@ impl fmt::Display for Layer {
                 }
                 if dilation != 1 {
                     write!(f, ",d={dilation}")?;
+                }
+                if groups != 1 {
+                    write!(f, ",groups={groups}")?;
                 }
                 if !bias {
                     f.write_str(",bias=false")?;
@@ -445,7 +580,18 @@ impl fmt::Display for Layer {
             Self::Dropout { p } => write!(f, "{name}({})", Real(p)),
             Self::BatchNorm1d { features }
             | Self::BatchNorm2d { features }
-            | Self::LayerNorm { features } => write!(f, "{name}({features})"),
+            | Self::LayerNorm { features }
+            | Self::AdaptiveAvgPool2d { size: features } => write!(f, "{name}({features})"),
+            Self::Residual { .. } => {
+                write!(f, "{name}(")?;
+                for (index, (_, layers)) in self.branches().into_iter().enumerate() {
+                    if index > 0 {
+                        f.write_str("|")?;
+                    }
+                    write_layers(f, layers)?;
+                }
+                f.write_str(")")
+            }
             Self::Flatten
             | Self::Relu
             | Self::Sigmoid
@@ -456,6 +602,17 @@ impl fmt::Display for Layer {
             | Self::Identity => f.write_str(name),
         }
     }
+}
+
+/// `layers` in canonical spec text, separated by commas.
+pub(super) fn write_layers(f: &mut fmt::Formatter<'_>, layers: &[LayerSpec]) -> fmt::Result {
+    for (index, spec) in layers.iter().enumerate() {
+        if index > 0 {
+            f.write_str(",")?;
+        }
+        write!(f, "{}", spec.layer)?;
+    }
+    Ok(())
 }
 
 /// A real number written so that it parses back to the same value: plainly

@@ -15,6 +15,8 @@ pub(super) enum Kind {
     RParen,
     Comma,
     Equals,
+    /// `|`, between a residual block's body and shortcut.
+    Bar,
     /// A letter or digit outside ASCII, which no name holds: a token of its
     /// own, covering the whole word it stands in, so that the parser reports
     /// the character rather than the ASCII part of the word before it
@@ -115,6 +117,7 @@ impl<'a> Lexer<'a> {
                 ')' => Kind::RParen,
                 ',' => Kind::Comma,
                 '=' => Kind::Equals,
+                '|' => Kind::Bar,
                 _ => Kind::Other,
             };
             (kind, start + 1)

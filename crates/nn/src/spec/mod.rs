@@ -11,13 +11,15 @@
 //! | spec | PyTorch |
 //! |------|---------|
 //! | `linear(in,out[,bias=false])` | `nn.Linear` |
-//! | `conv2d(in,out,k=K[,s=S][,p=P][,d=D][,bias=false])` | `nn.Conv2d` (square kernel) |
+//! | `conv2d(in,out,k=K[,s=S][,p=P][,d=D][,groups=G][,bias=false])` | `nn.Conv2d` (square kernel; `G` divides `in` and `out`) |
 //! | `maxpool2d(K[,s=S][,p=P])`, `avgpool2d(K[,s=S][,p=P])` | `nn.MaxPool2d`, `nn.AvgPool2d` (stride defaults to `K`) |
+//! | `adaptiveavgpool2d(S)` | `nn.AdaptiveAvgPool2d(S)` |
 //! | `flatten` | `nn.Flatten()` |
 //! | `relu`, `sigmoid`, `tanh`, `selu`, `softplus`, `gelu`, `identity` | the module of that name |
 //! | `leakyrelu(slope)` (bare: 0.01), `elu` / `elu(alpha)` | `nn.LeakyReLU`, `nn.ELU` |
 //! | `dropout(p)` (bare: 0.5, `0 <= p < 1`) | `nn.Dropout` |
 //! | `batchnorm1d(n)`, `batchnorm2d(n)` (evaluation mode), `layernorm(n)` | `nn.BatchNorm1d`, `nn.BatchNorm2d`, `nn.LayerNorm` |
+//! | `residual(BODY)`, `residual(BODY \| SHORTCUT)` (layer lists) | `x + body(x)`, `body(x) + shortcut(x)` |
 //!
 //! Whitespace may surround any token. Positional arguments come in PyTorch's
 //! order (so `conv2d(1,32,5)` also works); keyword arguments follow them, each
@@ -25,7 +27,10 @@
 //! `padding=`, `dilation=`). `bias=true` is accepted, and names and `true` /
 //! `false` ignore ASCII case. Parameters are named like the state_dict of
 //! the equivalent `nn.Sequential`: the layer's index, a dot, then `weight` or
-//! `bias` (see [`ModelSpec::parameters`]).
+//! `bias` (see [`ModelSpec::parameters`]). Inside a residual block at index
+//! `i`, they are named like the module in `scripts/reference/residual.py`,
+//! whose two `nn.Sequential` children are `body` and `shortcut`:
+//! `"3.body.0.weight"`, `"3.shortcut.1.running_var"`.
 //!
 //! Errors name the 0-based character offset into the string and what was
 //! expected there:
@@ -52,6 +57,8 @@ use std::str::FromStr;
 
 pub use error::SpecError;
 pub use layer::Layer;
+
+use layer::ShapeError;
 pub use params::{ParamInfo, ParamKind};
 
 /// One layer of a parsed spec, with where it came from in the spec string.
@@ -63,7 +70,10 @@ pub use params::{ParamInfo, ParamKind};
 /// assert_eq!(dropout.layer, Layer::Dropout { p: 0.1 });
 /// assert_eq!((dropout.position, dropout.text.as_str()), (6, "dropout( 0.1 )"));
 /// ```
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Two layer specs are equal when their layers are, wherever those were
+/// written, so that a residual block compares its layers the same way.
+#[derive(Debug, Clone)]
 pub struct LayerSpec {
     /// The layer and its hyperparameters.
     pub layer: Layer,
@@ -71,6 +81,99 @@ pub struct LayerSpec {
     pub position: usize,
     /// The layer's source text, from its name to its closing parenthesis.
     pub text: String,
+}
+
+impl PartialEq for LayerSpec {
+    fn eq(&self, other: &Self) -> bool {
+        self.layer == other.layer
+    }
+}
+
+/// A layer that may hold state of its own, with the state_dict path that
+/// names it (`"3"`, `"3.body.0"`).
+struct Module<'a> {
+    /// Index of the top-level layer it is or is inside.
+    top: usize,
+    path: String,
+    layer: &'a Layer,
+}
+
+/// `layer` at `path` and every layer inside it, in state_dict order
+/// (PyTorch lists a module's own state, then its children's in turn).
+fn collect_modules<'a>(top: usize, path: String, layer: &'a Layer, out: &mut Vec<Module<'a>>) {
+    out.push(Module {
+        top,
+        path: path.clone(),
+        layer,
+    });
+    for (branch, layers) in layer.branches() {
+        for (index, spec) in layers.iter().enumerate() {
+            let child = format!("{path}.{branch}.{index}");
+            collect_modules(top, child, &spec.layer, out);
+        }
+    }
+}
+
+/// The shape after each of `layers` for an input of `input`; errors name
+/// a layer by its path below this list (`"2"`, `"2.body.0"`).
+fn output_shapes(layers: &[LayerSpec], input: &[usize]) -> Result<Vec<Vec<usize>>, SpecError> {
+    let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(layers.len());
+    for (index, spec) in layers.iter().enumerate() {
+        let input = shapes.last().map_or(input, Vec::as_slice);
+        let output = spec.layer.output_shape(input).map_err(|e| match e {
+            ShapeError::Input(message) => SpecError::Shape {
+                layer: index.to_string(),
+                text: one_line(&spec.text),
+                position: spec.position,
+                message,
+            },
+            ShapeError::Inside(inner) => inner.within(&index.to_string()),
+        })?;
+        shapes.push(output);
+    }
+    Ok(shapes)
+}
+
+/// The shape after the last of `layers` (`input` if there are none).
+fn final_shape(layers: &[LayerSpec], input: &[usize]) -> Result<Vec<usize>, SpecError> {
+    Ok(output_shapes(layers, input)?
+        .pop()
+        .unwrap_or_else(|| input.to_vec()))
+}
+
+/// What the first of `layers` that constrains its input says of it:
+/// `Some(Some(shape))` for a flat `shape`, `Some(None)` for an image whose
+/// height and width are open, `None` when no layer constrains it. A
+/// residual block constrains its input where its body or shortcut does.
+fn first_constraint(layers: &[LayerSpec]) -> Option<Option<Vec<usize>>> {
+    layers.iter().find_map(|spec| match &spec.layer {
+        Layer::Linear {
+            in_features: size, ..
+        }
+        | Layer::BatchNorm1d { features: size }
+        | Layer::LayerNorm { features: size } => Some(Some(vec![*size])),
+        Layer::Conv2d { .. }
+        | Layer::MaxPool2d { .. }
+        | Layer::AvgPool2d { .. }
+        | Layer::AdaptiveAvgPool2d { .. }
+        | Layer::BatchNorm2d { .. } => Some(None),
+        Layer::Residual { .. } => spec
+            .layer
+            .branches()
+            .into_iter()
+            .find_map(|(_, branch)| first_constraint(branch)),
+        Layer::Flatten
+        | Layer::Relu
+        | Layer::Sigmoid
+        | Layer::Tanh
+        | Layer::LeakyRelu { .. }
+        | Layer::Elu { .. }
+        | Layer::Selu
+        | Layer::Softplus
+        | Layer::Gelu
+        | Layer::Identity
+        | Layer::Dropout { .. } => None,
+    })
 }
 
 /// A parsed model spec: a non-empty sequence of layers.
@@ -137,7 +240,7 @@ impl ModelSpec {
     /// ```
     /// use secondo_nn::spec::{Layer, ModelSpec};
     /// let spec = ModelSpec::parse("flatten,tanh").unwrap();
-    /// let layers: Vec<Layer> = spec.layers().iter().map(|l| l.layer).collect();
+    /// let layers: Vec<Layer> = spec.layers().iter().map(|l| l.layer.clone()).collect();
     /// assert_eq!(layers, [Layer::Flatten, Layer::Tanh]);
     /// ```
     pub fn layers(&self) -> &[LayerSpec] {
@@ -146,7 +249,7 @@ impl ModelSpec {
 
     /// The trainable parameters in state_dict order: for each layer that has
     /// any, `"<i>.weight"` then `"<i>.bias"`. Shapes follow PyTorch: Linear
-    /// weight `[out, in]`, Conv2d weight `[out, in, k, k]`, biases `[out]`,
+    /// weight `[out, in]`, Conv2d weight `[out, in / groups, k, k]`, biases `[out]`,
     /// batch-norm and layer-norm weight and bias `[n]`.
     ///
     /// ```
@@ -186,19 +289,29 @@ impl ModelSpec {
     }
 
     fn state(&self, shapes: fn(&Layer) -> layer::StateShapes) -> Vec<ParamInfo> {
-        self.layers
-            .iter()
-            .enumerate()
-            .flat_map(|(index, spec)| {
-                shapes(&spec.layer)
-                    .into_iter()
-                    .map(move |(kind, shape)| ParamInfo::new(index, kind, shape))
+        self.modules()
+            .into_iter()
+            .flat_map(|m| {
+                shapes(m.layer).into_iter().map(move |(kind, shape)| {
+                    ParamInfo::new(m.top, &m.path, kind, shape, m.layer.fan_in())
+                })
             })
             .collect()
     }
 
+    /// Every layer, those inside residual blocks included, in state_dict
+    /// order.
+    fn modules(&self) -> Vec<Module<'_>> {
+        let mut modules = Vec::new();
+        for (index, spec) in self.layers.iter().enumerate() {
+            collect_modules(index, index.to_string(), &spec.layer, &mut modules);
+        }
+        modules
+    }
+
     /// Whether a state_dict entry of this name is one that loaders should
-    /// skip: `"<i>.num_batches_tracked"` where layer `i` is a batch norm.
+    /// skip: `"<path>.num_batches_tracked"` where the layer at `path` (`"1"`,
+    /// `"3.body.1"`) is a batch norm.
     ///
     /// ```
     /// use secondo_nn::spec::ModelSpec;
@@ -209,11 +322,10 @@ impl ModelSpec {
     /// ```
     pub fn is_ignored_state_entry(&self, name: &str) -> bool {
         name.strip_suffix(".num_batches_tracked")
-            .is_some_and(|index| {
-                self.layers
+            .is_some_and(|path| {
+                self.modules()
                     .iter()
-                    .enumerate()
-                    .any(|(i, spec)| spec.layer.tracks_batches() && index == i.to_string())
+                    .any(|m| m.layer.tracks_batches() && m.path == path)
             })
     }
 
@@ -232,13 +344,17 @@ impl ModelSpec {
     /// per-sample input of `input_shape`.
     ///
     /// Linear layers act on the last axis (`[.., in]` to `[.., out]`),
-    /// convolutions and pooling need `[C, H, W]`, `batchnorm1d(n)` takes `[n]`
+    /// convolutions and pooling need `[C, H, W]` (`adaptiveavgpool2d(S)` turns
+    /// any `H, W >= 1` into `S, S`), `batchnorm1d(n)` takes `[n]`
     /// or `[n, L]`, `batchnorm2d(n)` `[n, H, W]`, `layernorm(n)` a last axis
-    /// of `n`, and `flatten` joins all axes into one.
+    /// of `n`, and `flatten` joins all axes into one. A residual block gives
+    /// its body's output, which must have the shape of its shortcut's
+    /// output or, without a shortcut, of its input.
     ///
     /// # Errors
     /// [`SpecError::Shape`] for the first layer that cannot take the shape it
-    /// receives, naming its index, text and position.
+    /// receives, naming its path (its index, or inside a residual block its
+    /// state_dict prefix such as `3.body.0`), text and position.
     ///
     /// ```
     /// use secondo_nn::spec::ModelSpec;
@@ -256,21 +372,7 @@ impl ModelSpec {
     /// );
     /// ```
     pub fn output_shapes(&self, input_shape: &[usize]) -> Result<Vec<Vec<usize>>, SpecError> {
-        let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(self.layers.len());
-        for (index, spec) in self.layers.iter().enumerate() {
-            let input = shapes.last().map_or(input_shape, Vec::as_slice);
-            let output = spec
-                .layer
-                .output_shape(input)
-                .map_err(|message| SpecError::Shape {
-                    layer: index,
-                    text: one_line(&spec.text),
-                    position: spec.position,
-                    message,
-                })?;
-            shapes.push(output);
-        }
-        Ok(shapes)
+        output_shapes(&self.layers, input_shape)
     }
 
     /// The simplest per-sample input shape the spec implies, if it implies
@@ -282,7 +384,8 @@ impl ModelSpec {
     ///
     /// The hint only reads the first constraining layer; if later layers
     /// disagree with each other, [`ModelSpec::output_shapes`] still reports
-    /// it.
+    /// it. A residual block's first constraining layer is its body's, or
+    /// else its shortcut's.
     ///
     /// ```
     /// use secondo_nn::spec::ModelSpec;
@@ -292,36 +395,12 @@ impl ModelSpec {
     /// assert_eq!(cnn.input_shape_hint(), None);
     /// ```
     pub fn input_shape_hint(&self) -> Option<Vec<usize>> {
-        for spec in &self.layers {
-            match spec.layer {
-                Layer::Linear {
-                    in_features: size, ..
-                }
-                | Layer::BatchNorm1d { features: size }
-                | Layer::LayerNorm { features: size } => return Some(vec![size]),
-                Layer::Conv2d { .. }
-                | Layer::MaxPool2d { .. }
-                | Layer::AvgPool2d { .. }
-                | Layer::BatchNorm2d { .. } => return None,
-                Layer::Flatten
-                | Layer::Relu
-                | Layer::Sigmoid
-                | Layer::Tanh
-                | Layer::LeakyRelu { .. }
-                | Layer::Elu { .. }
-                | Layer::Selu
-                | Layer::Softplus
-                | Layer::Gelu
-                | Layer::Identity
-                | Layer::Dropout { .. } => {}
-            }
-        }
-        None
+        first_constraint(&self.layers).flatten()
     }
 }
 
 /// `text` with every whitespace or control character replaced by a space.
-fn one_line(text: &str) -> String {
+pub(crate) fn one_line(text: &str) -> String {
     text.chars()
         .map(|c| {
             if c.is_whitespace() || c.is_control() {
@@ -335,12 +414,7 @@ fn one_line(text: &str) -> String {
 
 impl PartialEq for ModelSpec {
     fn eq(&self, other: &Self) -> bool {
-        self.layers.len() == other.layers.len()
-            && self
-                .layers
-                .iter()
-                .zip(&other.layers)
-                .all(|(a, b)| a.layer == b.layer)
+        self.layers == other.layers
     }
 }
 
@@ -354,12 +428,6 @@ impl FromStr for ModelSpec {
 
 impl fmt::Display for ModelSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (index, spec) in self.layers.iter().enumerate() {
-            if index > 0 {
-                f.write_str(",")?;
-            }
-            write!(f, "{}", spec.layer)?;
-        }
-        Ok(())
+        layer::write_layers(f, &self.layers)
     }
 }

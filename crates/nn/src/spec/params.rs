@@ -57,24 +57,40 @@ impl fmt::Display for ParamKind {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ParamInfo {
-    /// `"<layer index>.<kind>"`, e.g. `"0.weight"`.
+    /// `"<layer path>.<kind>"`, e.g. `"0.weight"`, or inside a residual
+    /// block `"3.body.0.weight"`.
     pub name: String,
     /// The tensor's shape in PyTorch's layout (Linear weight `[out, in]`,
-    /// Conv2d weight `[out, in, k, k]`).
+    /// Conv2d weight `[out, in / groups, k, k]`).
     pub shape: Vec<usize>,
-    /// Index of the layer the tensor belongs to.
+    /// Index of the top-level layer the tensor belongs to (for a tensor
+    /// inside a residual block, the block's).
     pub layer: usize,
     /// What the tensor is.
     pub kind: ParamKind,
+    /// For the weight and bias of a linear or convolution layer, the number
+    /// of inputs each output sums over, from which PyTorch's default
+    /// initialisation takes its bound; `None` for the other tensors, which
+    /// PyTorch initialises to constants.
+    pub fan_in: Option<usize>,
 }
 
 impl ParamInfo {
-    pub(super) fn new(layer: usize, kind: ParamKind, shape: Vec<usize>) -> Self {
+    /// The tensor of `kind` of the layer at state_dict `path` (`"3"`,
+    /// `"3.body.0"`), which is or is inside top-level layer `layer`.
+    pub(super) fn new(
+        layer: usize,
+        path: &str,
+        kind: ParamKind,
+        shape: Vec<usize>,
+        fan_in: Option<usize>,
+    ) -> Self {
         Self {
-            name: format!("{layer}.{kind}"),
+            name: format!("{path}.{kind}"),
             shape,
             layer,
             kind,
+            fan_in,
         }
     }
 

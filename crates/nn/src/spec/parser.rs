@@ -1,11 +1,16 @@
 //! The spec grammar and each layer's argument list.
 //!
 //! ```text
-//! spec     := layer (',' layer)*
-//! layer    := NAME ['(' [argument (',' argument)*] ')']
+//! spec     := layers
+//! layers   := layer (',' layer)*
+//! layer    := 'residual' '(' layers ['|' layers] ')'
+//!           | NAME ['(' [argument (',' argument)*] ')']
 //! argument := [KEY '='] value
 //! value    := NUMBER | true | false
 //! ```
+//!
+//! Residual blocks nest at most [`MAX_DEPTH`] deep, which bounds the
+//! recursion of the parser and of everything that walks a parsed spec.
 //!
 //! Names, keys and `true`/`false` match without regard to ASCII case.
 //! Positional arguments fill a layer's slots in PyTorch's order, keyword
@@ -14,6 +19,55 @@
 
 use super::lexer::{quote, shorten, Kind, Lexer, Token};
 use super::{Layer, LayerSpec, SpecError};
+
+/// The name of a residual block, which takes layer lists, not arguments.
+const RESIDUAL: &str = "residual";
+
+/// How a residual block is written, shown when its `(` is missing.
+const RESIDUAL_USAGE: &str = "residual(BODY[|SHORTCUT])";
+
+/// How deep residual blocks may nest.
+const MAX_DEPTH: usize = 64;
+
+/// Where a list of layers stands, which decides what ends it.
+#[derive(Debug, Clone, Copy)]
+enum List {
+    /// The whole spec, ended by the end of the input.
+    Spec,
+    /// A residual block's body, ended by `|` or `)`.
+    Body,
+    /// A residual block's shortcut, ended by `)`.
+    Shortcut,
+}
+
+impl List {
+    fn ends_with(self, kind: Kind) -> bool {
+        matches!(
+            (self, kind),
+            (Self::Spec, Kind::End)
+                | (Self::Body, Kind::Bar | Kind::RParen)
+                | (Self::Shortcut, Kind::RParen)
+        )
+    }
+
+    /// What may follow a layer of the list, in words.
+    fn after_layer(self) -> &'static str {
+        match self {
+            Self::Spec => "',' or the end of the spec",
+            Self::Body => "',', '|' or ')'",
+            Self::Shortcut => "',' or ')'",
+        }
+    }
+
+    /// What the list starts with, in words.
+    fn first(self) -> &'static str {
+        match self {
+            Self::Spec => "a layer name",
+            Self::Body => "a layer name after 'residual('",
+            Self::Shortcut => "a layer name after '|'",
+        }
+    }
+}
 
 /// One argument a layer accepts: its name and the other keys that set it.
 struct Slot {
@@ -76,7 +130,7 @@ const DEFS: &[LayerDef] = &[
     },
     LayerDef {
         name: "conv2d",
-        usage: "conv2d(in,out,k=K[,s=S][,p=P][,d=D][,bias=false])",
+        usage: "conv2d(in,out,k=K[,s=S][,p=P][,d=D][,groups=G][,bias=false])",
         slots: &[
             slot("in_channels", &["in"]),
             slot("out_channels", &["out"]),
@@ -84,18 +138,21 @@ const DEFS: &[LayerDef] = &[
             STRIDE,
             PADDING,
             slot("d", &["dilation"]),
+            slot("groups", &[]),
             BIAS,
         ],
         bare_ok: false,
         build: |a| {
+            let (in_channels, out_channels) = (a.size(0)?, a.size(1)?);
             Ok(Layer::Conv2d {
-                in_channels: a.size(0)?,
-                out_channels: a.size(1)?,
+                in_channels,
+                out_channels,
                 kernel: a.size(2)?,
                 stride: a.size_or(3, 1)?,
                 padding: a.count_or(4, 0)?,
                 dilation: a.size_or(5, 1)?,
-                bias: a.flag_or(6, true)?,
+                groups: a.groups(6, in_channels, out_channels)?,
+                bias: a.flag_or(7, true)?,
             })
         },
     },
@@ -126,6 +183,13 @@ const DEFS: &[LayerDef] = &[
                 padding,
             })
         },
+    },
+    LayerDef {
+        name: "adaptiveavgpool2d",
+        usage: "adaptiveavgpool2d(S)",
+        slots: &[slot("output_size", &[])],
+        bare_ok: false,
+        build: |a| Ok(Layer::AdaptiveAvgPool2d { size: a.size(0)? }),
     },
     plain("flatten", |_| Ok(Layer::Flatten)),
     plain("relu", |_| Ok(Layer::Relu)),
@@ -245,41 +309,53 @@ fn is_bool(text: &str) -> bool {
 pub(super) fn parse(input: &str) -> Result<Vec<LayerSpec>, SpecError> {
     let chars: Vec<char> = input.chars().collect();
     let mut lx = Lexer::new(&chars);
+    parse_layers(&mut lx, List::Spec, 0).map(|(layers, _)| layers)
+}
+
+/// Parses the layers of a `list` inside `depth` residual blocks, up to and
+/// including the token that ends it, which it returns.
+fn parse_layers(
+    lx: &mut Lexer<'_>,
+    list: List,
+    depth: usize,
+) -> Result<(Vec<LayerSpec>, Token), SpecError> {
     let mut layers = Vec::new();
     loop {
         let token = lx.next_token();
         if token.kind != Kind::Ident {
             let expected = if layers.is_empty() {
-                "a layer name"
+                list.first()
             } else {
                 "a layer name after ','"
             };
-            return Err(syntax(&lx, token, expected));
+            return Err(syntax(lx, token, expected));
         }
-        let (layer, def) = parse_layer(&mut lx, token)?;
+        let layer = parse_layer(lx, token, depth)?;
+        let name = layer.layer.name();
         layers.push(layer);
         let separator = lx.next_token();
-        match separator.kind {
-            Kind::End => return Ok(layers),
-            Kind::Comma => {}
-            _ => {
-                let expected = if def.bare_ok && !def.slots.is_empty() {
-                    format!("'(', ',' or the end of the spec after {}", def.name)
-                } else {
-                    format!("',' or the end of the spec after {}", def.name)
-                };
-                return Err(syntax(&lx, separator, expected));
-            }
+        if list.ends_with(separator.kind) {
+            return Ok((layers, separator));
+        }
+        if separator.kind != Kind::Comma {
+            let opening = if LayerDef::find(name).is_some_and(|d| d.bare_ok && !d.slots.is_empty())
+            {
+                "'(', "
+            } else {
+                ""
+            };
+            let expected = format!("{opening}{} after {name}", list.after_layer());
+            return Err(syntax(lx, separator, expected));
         }
     }
 }
 
 /// Parses one layer whose name is `name`, up to its closing parenthesis.
-fn parse_layer(
-    lx: &mut Lexer<'_>,
-    name: Token,
-) -> Result<(LayerSpec, &'static LayerDef), SpecError> {
+fn parse_layer(lx: &mut Lexer<'_>, name: Token, depth: usize) -> Result<LayerSpec, SpecError> {
     let text = lx.text(name);
+    if text.eq_ignore_ascii_case(RESIDUAL) {
+        return parse_residual(lx, name, depth);
+    }
     let def = LayerDef::find(&text).ok_or_else(|| SpecError::UnknownLayer {
         name: shorten(&text),
         position: name.start,
@@ -293,16 +369,49 @@ fn parse_layer(
         return Err(syntax(lx, lx.peek(), expected));
     }
     let layer = (def.build)(&args)?;
-    if layer.parameter_count().is_none() {
-        let message = format!("{} has too many parameters to count", def.name);
+    countable(lx, layer, name, args.end)
+}
+
+/// Parses a residual block whose name is `name` (inside `depth` others),
+/// up to its closing parenthesis.
+fn parse_residual(lx: &mut Lexer<'_>, name: Token, depth: usize) -> Result<LayerSpec, SpecError> {
+    if depth >= MAX_DEPTH {
+        let message = format!("residual blocks nest at most {MAX_DEPTH} deep");
         return Err(invalid(name.start, message));
     }
-    let spec = LayerSpec {
+    if lx.peek().kind != Kind::LParen {
+        let expected = format!("'(' after {RESIDUAL} (usage: {RESIDUAL_USAGE})");
+        return Err(syntax(lx, lx.peek(), expected));
+    }
+    lx.next_token();
+    let (body, mut end) = parse_layers(lx, List::Body, depth + 1)?;
+    let shortcut = if end.kind == Kind::Bar {
+        let (shortcut, close) = parse_layers(lx, List::Shortcut, depth + 1)?;
+        end = close;
+        Some(shortcut)
+    } else {
+        None
+    };
+    countable(lx, Layer::Residual { body, shortcut }, name, end.end)
+}
+
+/// The layer named by `name` and written up to `end`, unless its
+/// parameters are too many to count (which later sums could not survive).
+fn countable(
+    lx: &Lexer<'_>,
+    layer: Layer,
+    name: Token,
+    end: usize,
+) -> Result<LayerSpec, SpecError> {
+    if layer.parameter_count().is_none() {
+        let message = format!("{} has too many parameters to count", layer.name());
+        return Err(invalid(name.start, message));
+    }
+    Ok(LayerSpec {
         layer,
         position: name.start,
-        text: lx.slice(name.start, args.end),
-    };
-    Ok((spec, def))
+        text: lx.slice(name.start, end),
+    })
 }
 
 /// Parses the arguments after `(` up to and including `)`.
@@ -572,6 +681,24 @@ impl Args {
         }
     }
 
+    /// A convolution's channel groups (default 1), which must divide both
+    /// channel counts: PyTorch splits the channels into that many equal parts.
+    fn groups(&self, index: usize, inputs: usize, outputs: usize) -> Result<usize, SpecError> {
+        let groups = self.size_or(index, 1)?;
+        match self.get(index) {
+            (name, Some(arg))
+                if !inputs.is_multiple_of(groups) || !outputs.is_multiple_of(groups) =>
+            {
+                let message = format!(
+                    "{name} of {} must divide in_channels {inputs} and out_channels {outputs}, found {groups}",
+                    self.def.name
+                );
+                Err(invalid(arg.position, message))
+            }
+            _ => Ok(groups),
+        }
+    }
+
     /// Kernel, stride (defaulting to the kernel) and padding (at most half
     /// the kernel, as PyTorch requires) of a pooling layer.
     fn pool(&self) -> Result<(usize, usize, usize), SpecError> {
@@ -596,7 +723,7 @@ mod tests {
 
     #[test]
     fn definitions_follow_layer_names() {
-        let names: Vec<&str> = DEFS.iter().map(|d| d.name).collect();
+        let names: Vec<&str> = DEFS.iter().map(|d| d.name).chain([RESIDUAL]).collect();
         assert_eq!(names, Layer::NAMES);
         for def in DEFS {
             assert!(def.usage.starts_with(def.name));

@@ -6,7 +6,7 @@ const CNN: &str = "conv2d(1,32,k=5,p=2),relu,maxpool2d(2),flatten,linear(1568,10
 fn layer(spec: &str) -> Layer {
     let parsed = ModelSpec::parse(spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
     assert_eq!(parsed.layers().len(), 1, "{spec}");
-    parsed.layers()[0].layer
+    parsed.layers()[0].layer.clone()
 }
 
 fn error(spec: &str) -> SpecError {
@@ -31,6 +31,7 @@ fn conv(kernel: usize, stride: usize, padding: usize, dilation: usize, bias: boo
         stride,
         padding,
         dilation,
+        groups: 1,
         bias,
     }
 }
@@ -89,7 +90,10 @@ fn conv2d_with_every_option() {
         layer("conv2d(in_channels=3,out_channels=8,kernel_size=3,stride=2,padding=1,dilation=2)"),
         conv(3, 2, 1, 2, true)
     );
-    assert_eq!(layer("conv2d(3,8,3,2,1,2,false)"), conv(3, 2, 1, 2, false));
+    assert_eq!(
+        layer("conv2d(3,8,3,2,1,2,1,false)"),
+        conv(3, 2, 1, 2, false)
+    );
     assert_eq!(layer("Conv2D( 3 , 8 , K = 3 )"), conv(3, 1, 0, 1, true));
 }
 
@@ -221,11 +225,13 @@ fn names_and_parameter_flags() {
         let spec = match *name {
             "linear" => "linear(2,3)".to_owned(),
             "conv2d" => "conv2d(2,3,k=1)".to_owned(),
-            "maxpool2d" | "avgpool2d" | "batchnorm1d" | "batchnorm2d" | "layernorm" => {
+            "maxpool2d" | "avgpool2d" | "adaptiveavgpool2d" | "batchnorm1d" | "batchnorm2d"
+            | "layernorm" => {
                 format!("{name}(2)")
             }
             "leakyrelu" => "leakyrelu(0.01)".to_owned(),
             "dropout" => "dropout(0.5)".to_owned(),
+            "residual" => "residual(linear(2,3)|relu)".to_owned(),
             _ => (*name).to_owned(),
         };
         let l = layer(&spec);
@@ -233,7 +239,7 @@ fn names_and_parameter_flags() {
         assert_eq!(l.to_string(), spec);
         let expect_params = matches!(
             *name,
-            "linear" | "conv2d" | "batchnorm1d" | "batchnorm2d" | "layernorm"
+            "linear" | "conv2d" | "batchnorm1d" | "batchnorm2d" | "layernorm" | "residual"
         );
         assert_eq!(l.has_parameters(), expect_params, "{name}");
     }
@@ -429,6 +435,8 @@ fn shapes_of_each_layer() {
     ok("maxpool2d(3,s=1,p=1)", &[4, 7, 8], &[4, 7, 8]);
     ok("avgpool2d(2,s=1)", &[4, 7, 8], &[4, 6, 7]);
     ok("avgpool2d(4,p=2)", &[1, 6, 6], &[1, 2, 2]);
+    ok("conv2d(4,8,k=1,groups=4)", &[4, 3, 3], &[8, 3, 3]);
+    ok("adaptiveavgpool2d(3)", &[4, 7, 8], &[4, 3, 3]);
     ok("flatten", &[2, 3, 4], &[24]);
     ok("flatten", &[5], &[5]);
     ok("flatten", &[0, 3], &[0]);
@@ -555,6 +563,7 @@ fn hand_built_layers_never_panic() {
             stride: 0,
             padding: 0,
             dilation: 0,
+            groups: 0,
             bias: true,
         },
         conv(3, 0, 0, 1, true),
@@ -573,11 +582,18 @@ fn hand_built_layers_never_panic() {
         assert!(layer.output_shape(&[3, 4, 4]).is_err(), "{layer:?}");
         assert!(layer.output_shape(&[1, 4, 4]).is_err(), "{layer:?}");
     }
+    // A hand-built block may have an empty body: the identity.
+    let empty = Layer::Residual {
+        body: Vec::new(),
+        shortcut: Some(Vec::new()),
+    };
+    assert_eq!(empty.output_shape(&[2]).ok(), Some(vec![2]));
     let info = ParamInfo {
         name: "0.weight".into(),
         shape: vec![usize::MAX, 2],
         layer: 0,
         kind: ParamKind::Weight,
+        fan_in: None,
     };
     assert_eq!(info.numel(), usize::MAX);
 }
@@ -593,6 +609,7 @@ fn input_shape_hints() {
         ("maxpool2d(2)", None),
         ("flatten,batchnorm2d(3)", None),
         ("avgpool2d(2),linear(3,3)", None),
+        ("adaptiveavgpool2d(1),flatten,linear(3,3)", None),
         ("relu,sigmoid", None),
     ] {
         let parsed = ModelSpec::parse(spec).unwrap();
@@ -614,9 +631,10 @@ fn display_is_canonical_and_round_trips() {
         ),
         ("linear(3,4,false)", "linear(3,4,bias=false)"),
         (
-            "conv2d(3,8,3,2,1,2,false)",
+            "conv2d(3,8,3,2,1,2,1,false)",
             "conv2d(3,8,k=3,s=2,p=1,d=2,bias=false)",
         ),
+        ("conv2d(4,8,k=3,groups=4)", "conv2d(4,8,k=3,groups=4)"),
         ("conv2d(3,8,k=3,s=1,p=0,d=1)", "conv2d(3,8,k=3)"),
         ("maxpool2d(2,s=2,p=0)", "maxpool2d(2)"),
         ("maxpool2d(3,s=2,p=1)", "maxpool2d(3,s=2,p=1)"),
@@ -843,7 +861,9 @@ fn unknown_layers() {
             format!("model spec: unknown layer '{name}' at position {position} (expected one of: {list})")
         );
     }
-    assert!(list.starts_with("linear, conv2d, maxpool2d, avgpool2d, flatten, relu,"));
+    assert!(
+        list.starts_with("linear, conv2d, maxpool2d, avgpool2d, adaptiveavgpool2d, flatten, relu,")
+    );
     let long = "x".repeat(500);
     let e = error(&long);
     assert!(e.to_string().contains(&format!("'{}...'", "x".repeat(37))));
@@ -898,7 +918,7 @@ fn invalid_arguments() {
         (
             "conv2d(1,32, p=2)",
             16,
-            "conv2d is missing k (usage: conv2d(in,out,k=K[,s=S][,p=P][,d=D][,bias=false]))",
+            "conv2d is missing k (usage: conv2d(in,out,k=K[,s=S][,p=P][,d=D][,groups=G][,bias=false]))",
         ),
         (
             "batchnorm2d()",
@@ -908,7 +928,7 @@ fn invalid_arguments() {
         (
             "conv2d(1,32,k=5,q=2)",
             16,
-            "unknown argument 'q' for conv2d (expected one of: in_channels, out_channels, k, s, p, d, bias)",
+            "unknown argument 'q' for conv2d (expected one of: in_channels, out_channels, k, s, p, d, groups, bias)",
         ),
         (
             "linear(1,2,bais=false)",
@@ -1072,6 +1092,7 @@ const FRAGMENTS: &[&str] = &[
     "conv2d",
     "maxpool2d",
     "avgpool2d",
+    "adaptiveavgpool2d",
     "flatten",
     "relu",
     "sigmoid",
@@ -1086,6 +1107,9 @@ const FRAGMENTS: &[&str] = &[
     "batchnorm1d",
     "batchnorm2d",
     "layernorm",
+    "residual",
+    "|",
+    "groups",
     "(",
     ")",
     ",",
@@ -1150,12 +1174,13 @@ fn random_garbage_never_panics() {
     }
 }
 
-/// A random valid layer, written with random but legal spelling.
-fn random_layer(rng: &mut Rng) -> String {
+/// A random valid layer, written with random but legal spelling; inside
+/// `depth` residual blocks, which may nest two deep.
+fn random_layer(rng: &mut Rng, depth: usize) -> String {
     let size = |rng: &mut Rng| 1 + rng.below(40);
     let space = |rng: &mut Rng| (*rng.pick(&["", "", " ", "\t", "\n "])).to_owned();
     let w = space(rng);
-    match rng.below(12) {
+    match rng.below(if depth < 2 { 14 } else { 13 }) {
         0 => format!(
             "linear({w}{},{}{w}{})",
             size(rng),
@@ -1173,6 +1198,9 @@ fn random_layer(rng: &mut Rng) -> String {
             }
             if rng.below(2) == 0 {
                 s += &format!(",d={}", size(rng));
+            }
+            if rng.below(2) == 0 {
+                s += ",groups=1";
             }
             s + *rng.pick(&["", ",bias=false"]) + ")"
         }
@@ -1194,6 +1222,14 @@ fn random_layer(rng: &mut Rng) -> String {
         7 => format!("batchnorm1d({})", size(rng)),
         8 => format!("batchnorm2d({w}{})", size(rng)),
         9 => format!("layernorm(n={})", size(rng)),
+        12 => format!("adaptiveavgpool2d({w}{})", size(rng)),
+        13 => {
+            let mut branches = vec![random_layers(rng, depth + 1)];
+            if rng.below(2) == 0 {
+                branches.push(random_layers(rng, depth + 1));
+            }
+            format!("residual({w}{}{w})", branches.join(&format!("{w}|{w}")))
+        }
         _ => (*rng.pick(&[
             "flatten", "relu", "sigmoid", "tanh", "selu", "softplus", "gelu", "identity", "ReLU()",
         ]))
@@ -1201,12 +1237,19 @@ fn random_layer(rng: &mut Rng) -> String {
     }
 }
 
+/// One to three random layers inside `depth` residual blocks.
+fn random_layers(rng: &mut Rng, depth: usize) -> String {
+    let count = 1 + rng.below(3);
+    let layers: Vec<String> = (0..count).map(|_| random_layer(rng, depth)).collect();
+    layers.join(",")
+}
+
 #[test]
 fn random_valid_specs_round_trip_and_mutations_never_panic() {
     let mut rng = Rng(42);
     for _ in 0..3_000 {
         let count = 1 + rng.below(6);
-        let spec: Vec<String> = (0..count).map(|_| random_layer(&mut rng)).collect();
+        let spec: Vec<String> = (0..count).map(|_| random_layer(&mut rng, 0)).collect();
         let spec = spec.join(*rng.pick(&[",", " , ", ",\n"]));
         let parsed = ModelSpec::parse(&spec).unwrap_or_else(|e| panic!("{spec:?}: {e}"));
         assert_eq!(parsed.layers().len(), count);
@@ -1242,10 +1285,376 @@ fn huge_inputs_never_panic() {
     check_any(&long, &mut rng);
     let nested = "(".repeat(10_000);
     check_any(&nested, &mut rng);
+    check_any(&"residual(".repeat(10_000), &mut rng);
+    check_any(
+        &("residual(relu|".repeat(10_000) + &")".repeat(10_000)),
+        &mut rng,
+    );
     let digits = format!("linear({},1)", "9".repeat(10_000));
     check_any(&digits, &mut rng);
     let real = format!("leakyrelu(0.{}1)", "0".repeat(10_000));
     assert_eq!(layer(&real), Layer::LeakyRelu { slope: 0.0 });
     check_any(&format!("dropout({}e-10000)", "1".repeat(5000)), &mut rng);
     check_any(&format!("dropout(1e{})", "9".repeat(5000)), &mut rng);
+}
+
+#[test]
+fn grouped_convolutions() {
+    let grouped = |groups| Layer::Conv2d {
+        in_channels: 4,
+        out_channels: 8,
+        kernel: 3,
+        stride: 1,
+        padding: 0,
+        dilation: 1,
+        groups,
+        bias: true,
+    };
+    assert_eq!(layer("conv2d(4,8,k=3,groups=2)"), grouped(2));
+    assert_eq!(layer("conv2d(4,8,3,1,0,1,4)"), grouped(4));
+    assert_eq!(layer("conv2d(4,8,k=3,groups=1)"), grouped(1));
+    assert_eq!(
+        layer("conv2d(4,8,k=3,groups=2)").to_string(),
+        "conv2d(4,8,k=3,groups=2)"
+    );
+    let spec = ModelSpec::parse("conv2d(4,8,k=3,groups=2,bias=false)").unwrap();
+    assert_eq!(
+        names_and_shapes(spec.parameters()),
+        named(&[("0.weight", &[8, 2, 3, 3])])
+    );
+    assert_eq!(spec.num_parameters(), 8 * 2 * 9);
+    assert_eq!(spec.output_shapes(&[4, 5, 5]).unwrap(), [vec![8, 3, 3]]);
+    for (spec, position, message) in [
+        (
+            "conv2d(4,8,k=3,groups=3)",
+            22,
+            "groups of conv2d must divide in_channels 4 and out_channels 8, found 3",
+        ),
+        (
+            "conv2d(4,6,k=3,groups=4)",
+            22,
+            "groups of conv2d must divide in_channels 4 and out_channels 6, found 4",
+        ),
+        (
+            "conv2d(4,8,k=3,groups=0)",
+            22,
+            "groups of conv2d must be at least 1, found 0",
+        ),
+    ] {
+        assert_error(
+            spec,
+            position,
+            &format!("model spec: at position {position}: {message}"),
+        );
+    }
+}
+
+#[test]
+fn adaptive_average_pooling() {
+    assert_eq!(
+        layer("adaptiveavgpool2d(1)"),
+        Layer::AdaptiveAvgPool2d { size: 1 }
+    );
+    assert_eq!(
+        layer("AdaptiveAvgPool2d(output_size=7)"),
+        Layer::AdaptiveAvgPool2d { size: 7 }
+    );
+    assert_eq!(
+        layer("adaptiveavgpool2d(3)").to_string(),
+        "adaptiveavgpool2d(3)"
+    );
+    assert!(!layer("adaptiveavgpool2d(3)").has_parameters());
+    for input in [[16, 1, 1], [16, 7, 5], [16, 32, 32]] {
+        assert_eq!(
+            shape_after("adaptiveavgpool2d(2)", &input),
+            Ok(vec![16, 2, 2])
+        );
+    }
+    assert_eq!(
+        shape_after("adaptiveavgpool2d(2)", &[16, 0, 3]),
+        Err("model spec: layer 0 `adaptiveavgpool2d(2)` at position 0 expects a [C, H, W] input with H and W at least 1, got shape [16, 0, 3]".to_owned())
+    );
+    assert_eq!(
+        shape_after("adaptiveavgpool2d(2)", &[16, 3]),
+        Err("model spec: layer 0 `adaptiveavgpool2d(2)` at position 0 expects a [C, H, W] input with H and W at least 1, got shape [16, 3]".to_owned())
+    );
+    assert_error(
+        "adaptiveavgpool2d(0)",
+        18,
+        "model spec: at position 18: output_size of adaptiveavgpool2d must be at least 1, found 0",
+    );
+    assert_error(
+        "adaptiveavgpool2d",
+        17,
+        "model spec: at position 17: expected '(' after adaptiveavgpool2d (usage: adaptiveavgpool2d(S)), found end of input",
+    );
+}
+
+/// The example of the task: a stem, one block with a projection shortcut, a head.
+const RESNET: &str = "conv2d(3,16,k=3,p=1,bias=false),batchnorm2d(16),relu,\
+residual(conv2d(16,32,k=3,s=2,p=1,bias=false),batchnorm2d(32),relu,\
+conv2d(32,32,k=3,p=1,bias=false),batchnorm2d(32) | conv2d(16,32,k=1,s=2,bias=false),batchnorm2d(32)),\
+relu,adaptiveavgpool2d(1),flatten,linear(32,10)";
+
+fn layers_of(spec: &str) -> Vec<Layer> {
+    let parsed = ModelSpec::parse(spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
+    parsed.layers().iter().map(|l| l.layer.clone()).collect()
+}
+
+#[test]
+fn residual_blocks_parse() {
+    let Layer::Residual { body, shortcut } = layer("residual(linear(4,4),relu)") else {
+        panic!("not a residual block");
+    };
+    assert_eq!(
+        body.iter().map(|l| l.layer.clone()).collect::<Vec<_>>(),
+        layers_of("linear(4,4),relu")
+    );
+    assert_eq!((body[1].position, body[1].text.as_str()), (21, "relu"));
+    assert_eq!(shortcut, None);
+    let projection = layer(" Residual( relu , tanh | linear(4,4) ) ");
+    let Layer::Residual { body, shortcut } = &projection else {
+        panic!("not a residual block");
+    };
+    assert_eq!(body.len(), 2);
+    assert_eq!(shortcut.as_ref().map(Vec::len), Some(1));
+    assert_eq!(projection.to_string(), "residual(relu,tanh|linear(4,4))");
+    assert_eq!(projection.name(), "residual");
+    assert!(projection.has_parameters());
+    assert!(!layer("residual(relu)").has_parameters());
+    let spec = ModelSpec::parse(RESNET).unwrap();
+    assert_eq!(spec.layers().len(), 8);
+    assert_eq!(spec.layers()[3].position, 53);
+    assert!(spec.layers()[3].text.starts_with("residual(conv2d(16,32"));
+    assert!(spec.layers()[3].text.ends_with("batchnorm2d(32))"));
+    // Where a block's layers were written does not make it another block.
+    assert_eq!(
+        ModelSpec::parse("residual( relu )").unwrap(),
+        ModelSpec::parse("residual(relu)").unwrap()
+    );
+    assert_ne!(
+        ModelSpec::parse("residual(relu|relu)").unwrap(),
+        ModelSpec::parse("residual(relu,relu)").unwrap()
+    );
+}
+
+#[test]
+fn nested_residual_blocks() {
+    let spec = ModelSpec::parse(
+        "residual(linear(4,4),residual(layernorm(4),linear(4,4)|linear(4,4,bias=false)))",
+    )
+    .unwrap();
+    assert_eq!(
+        spec.to_string(),
+        "residual(linear(4,4),residual(layernorm(4),linear(4,4)|linear(4,4,bias=false)))"
+    );
+    assert_eq!(
+        names_and_shapes(spec.parameters()),
+        named(&[
+            ("0.body.0.weight", &[4, 4]),
+            ("0.body.0.bias", &[4]),
+            ("0.body.1.body.0.weight", &[4]),
+            ("0.body.1.body.0.bias", &[4]),
+            ("0.body.1.body.1.weight", &[4, 4]),
+            ("0.body.1.body.1.bias", &[4]),
+            ("0.body.1.shortcut.0.weight", &[4, 4]),
+        ])
+    );
+    assert!(spec.parameters().iter().all(|p| p.layer == 0));
+    assert_eq!(spec.num_parameters(), 20 + 8 + 20 + 16);
+    assert_eq!(spec.output_shapes(&[4]).unwrap(), [vec![4]]);
+    assert_eq!(spec.input_shape_hint(), Some(vec![4]));
+    assert_eq!(
+        ModelSpec::parse("relu,residual(relu|flatten),linear(3,2)")
+            .unwrap()
+            .input_shape_hint(),
+        Some(vec![3])
+    );
+    assert_eq!(
+        ModelSpec::parse("residual(relu|conv2d(1,1,k=1))")
+            .unwrap()
+            .input_shape_hint(),
+        None
+    );
+}
+
+#[test]
+fn residual_state_dict_names_follow_pytorch() {
+    let spec = ModelSpec::parse(RESNET).unwrap();
+    assert_eq!(
+        names_and_shapes(spec.parameters()),
+        named(&[
+            ("0.weight", &[16, 3, 3, 3]),
+            ("1.weight", &[16]),
+            ("1.bias", &[16]),
+            ("3.body.0.weight", &[32, 16, 3, 3]),
+            ("3.body.1.weight", &[32]),
+            ("3.body.1.bias", &[32]),
+            ("3.body.3.weight", &[32, 32, 3, 3]),
+            ("3.body.4.weight", &[32]),
+            ("3.body.4.bias", &[32]),
+            ("3.shortcut.0.weight", &[32, 16, 1, 1]),
+            ("3.shortcut.1.weight", &[32]),
+            ("3.shortcut.1.bias", &[32]),
+            ("7.weight", &[10, 32]),
+            ("7.bias", &[10]),
+        ])
+    );
+    let buffers: Vec<String> = spec.buffers().into_iter().map(|b| b.name).collect();
+    assert_eq!(
+        buffers,
+        [
+            "1.running_mean",
+            "1.running_var",
+            "3.body.1.running_mean",
+            "3.body.1.running_var",
+            "3.body.4.running_mean",
+            "3.body.4.running_var",
+            "3.shortcut.1.running_mean",
+            "3.shortcut.1.running_var",
+        ]
+    );
+    let layers: Vec<usize> = spec.parameters().iter().map(|p| p.layer).collect();
+    assert_eq!(layers, [0, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3, 3, 7, 7]);
+    assert!(spec.is_ignored_state_entry("3.body.1.num_batches_tracked"));
+    assert!(spec.is_ignored_state_entry("3.shortcut.1.num_batches_tracked"));
+    assert!(!spec.is_ignored_state_entry("3.body.0.num_batches_tracked"));
+    assert!(!spec.is_ignored_state_entry("3.num_batches_tracked"));
+    let total: usize = spec.parameters().iter().map(ParamInfo::numel).sum();
+    assert_eq!(spec.num_parameters(), total);
+    assert_eq!(
+        spec.output_shapes(&[3, 32, 32]).unwrap(),
+        [
+            vec![16, 32, 32],
+            vec![16, 32, 32],
+            vec![16, 32, 32],
+            vec![32, 16, 16],
+            vec![32, 16, 16],
+            vec![32, 1, 1],
+            vec![32],
+            vec![10]
+        ]
+    );
+}
+
+#[test]
+fn residual_shape_errors_name_the_block_and_both_shapes() {
+    let spec = ModelSpec::parse("relu,residual(linear(4,8))").unwrap();
+    assert_eq!(
+        spec.output_shapes(&[4]).unwrap_err().to_string(),
+        "model spec: layer 1 `residual(linear(4,8))` at position 5 gives a body output of shape [8], \
+         which cannot be added to its input of shape [4]"
+    );
+    let spec = ModelSpec::parse("residual(linear(4,8)|linear(4,6))").unwrap();
+    let e = spec.output_shapes(&[4]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "model spec: layer 0 `residual(linear(4,8)|linear(4,6))` at position 0 gives a body output \
+         of shape [8], which cannot be added to its shortcut's output of shape [6]"
+    );
+    assert_eq!(e.position(), 0);
+    // A layer inside a block is named by its path, as its parameters are.
+    let spec = ModelSpec::parse("relu,residual(relu|residual(linear(4,4)),linear(5,4))").unwrap();
+    let e = spec.output_shapes(&[4]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "model spec: layer 1.shortcut.1 `linear(5,4)` at position 41 expects 5 input features, got 4"
+    );
+    assert_eq!(e.position(), 41);
+    let spec = ModelSpec::parse("residual(conv2d(3,3,k=1)|relu)").unwrap();
+    assert_eq!(
+        spec.output_shapes(&[3]).unwrap_err().to_string(),
+        "model spec: layer 0.body.0 `conv2d(3,3,k=1)` at position 9 expects a [C, H, W] input, got shape [3]"
+    );
+}
+
+#[test]
+fn residual_syntax_errors() {
+    for (spec, position, message) in [
+        (
+            "relu|relu",
+            4,
+            "expected ',' or the end of the spec after relu, found '|'",
+        ),
+        (
+            "residual(relu|relu|relu)",
+            18,
+            "expected ',' or ')' after relu, found '|'",
+        ),
+        (
+            "residual(relu",
+            13,
+            "expected ',', '|' or ')' after relu, found end of input",
+        ),
+        (
+            "residual(elu|relu",
+            17,
+            "expected ',' or ')' after relu, found end of input",
+        ),
+        (
+            "residual(elu x)",
+            13,
+            "expected '(', ',', '|' or ')' after elu, found 'x'",
+        ),
+        (
+            "residual(relu))",
+            14,
+            "expected ',' or the end of the spec after residual, found ')'",
+        ),
+        (
+            "residual()",
+            9,
+            "expected a layer name after 'residual(', found ')'",
+        ),
+        (
+            "residual(relu|)",
+            14,
+            "expected a layer name after '|', found ')'",
+        ),
+        (
+            "residual(relu,)",
+            14,
+            "expected a layer name after ',', found ')'",
+        ),
+        (
+            "residual",
+            8,
+            "expected '(' after residual (usage: residual(BODY[|SHORTCUT])), found end of input",
+        ),
+        (
+            "residual(relu)(2)",
+            14,
+            "expected ',' or the end of the spec after residual, found '('",
+        ),
+    ] {
+        let e = error(spec);
+        assert!(matches!(e, SpecError::Syntax { .. }), "{spec}: {e:?}");
+        assert_error(
+            spec,
+            position,
+            &format!("model spec: at position {position}: {message}"),
+        );
+    }
+    assert_error(
+        "residual(lineer(2,2))",
+        9,
+        &format!(
+            "model spec: unknown layer 'lineer' at position 9 (expected one of: {})",
+            Layer::NAMES.join(", ")
+        ),
+    );
+    assert!(Layer::NAMES.join(", ").ends_with("layernorm, residual"));
+    let deep = "residual(".repeat(65) + "relu" + &")".repeat(65);
+    assert_error(
+        &deep,
+        576,
+        "model spec: at position 576: residual blocks nest at most 64 deep",
+    );
+    let deepest = "residual(".repeat(64) + "relu" + &")".repeat(64);
+    assert_eq!(ModelSpec::parse(&deepest).unwrap().to_string(), deepest);
+    assert_error(
+        "residual(conv2d(65536,65536,k=65535,bias=false),conv2d(65536,65536,k=65535,bias=false))",
+        0,
+        "model spec: at position 0: residual has too many parameters to count",
+    );
 }
