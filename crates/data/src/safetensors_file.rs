@@ -135,7 +135,11 @@ fn read_header(input: &mut Input) -> Result<Metadata> {
     entries.into_metadata().map_err(|e| corrupt(input, e))
 }
 
-/// The 8-byte little-endian header length, at most [`MAX_HEADER_LEN`].
+/// The shortest header: `{}`, the JSON object of a file with no tensors.
+const MIN_HEADER_LEN: u64 = 2;
+
+/// The 8-byte little-endian header length, between [`MIN_HEADER_LEN`] and
+/// [`MAX_HEADER_LEN`].
 fn read_header_len(input: &mut Input) -> Result<u64> {
     let bytes = input.read_up_to(LEN_BYTES)?;
     let Ok(bytes) = <[u8; LEN_BYTES as usize]>::try_from(bytes.as_slice()) else {
@@ -145,6 +149,10 @@ fn read_header_len(input: &mut Input) -> Result<u64> {
     let len = u64::from_le_bytes(bytes);
     if len > MAX_HEADER_LEN {
         let why = format!("header length {len} is over the {MAX_HEADER_LEN}-byte limit");
+        return Err(corrupt(input, why));
+    }
+    if len < MIN_HEADER_LEN {
+        let why = format!("header length {len} is too short for a JSON header");
         return Err(corrupt(input, why));
     }
     Ok(len)
@@ -337,6 +345,13 @@ mod tests {
                     "{e}"
                 );
             }
+        }
+        if Path::new("/dev/zero").exists() {
+            let e = message(SafetensorsFile::read("/dev/zero"));
+            assert!(
+                e.ends_with("header length 0 is too short for a JSON header"),
+                "{e}"
+            );
         }
     }
 
