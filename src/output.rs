@@ -76,11 +76,18 @@ impl Output {
     }
 
     /// The final paths of every file this output writes.
-    pub fn paths(&self) -> Vec<PathBuf> {
+    fn paths(&self) -> Vec<PathBuf> {
         match &self.files {
             None => vec![self.target.clone()],
             Some(names) => names.iter().map(|n| self.target.join(n)).collect(),
         }
+    }
+
+    /// The target's own name: the single file's, or the directory's.
+    fn name(&self) -> String {
+        self.target
+            .file_name()
+            .map_or("output".into(), |n| n.to_string_lossy().into_owned())
     }
 
     /// The directory the staging directory goes into: the target's parent.
@@ -142,12 +149,9 @@ impl Output {
     /// Creates the staging directory beside the target; files written into
     /// [`Staged::path`] appear at their targets on [`Staged::commit`].
     pub fn stage(&self) -> Result<Staged, Error> {
-        let name = self
-            .target
-            .file_name()
-            .map_or("output".into(), |n| n.to_string_lossy().into_owned());
         let dir = self.parent().join(format!(
-            ".{name}.secondo-{}-{}",
+            ".{}.secondo-{}-{}",
+            self.name(),
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
@@ -179,14 +183,7 @@ impl Staged {
 
     /// Where to write a single-file output.
     pub fn file_path(&self) -> PathBuf {
-        self.dir.join(self.file_name())
-    }
-
-    fn file_name(&self) -> String {
-        self.output
-            .target
-            .file_name()
-            .map_or("output".into(), |n| n.to_string_lossy().into_owned())
+        self.dir.join(self.output.name())
     }
 
     /// Puts every file in place: a new directory by one rename of the staging
