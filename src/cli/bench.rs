@@ -18,6 +18,9 @@ use super::common::at_least_one;
 /// The benchmark model of the issues.
 const SPEC: &str = "linear(784,256),relu,linear(256,256),relu,linear(256,10)";
 
+/// Input features of [`SPEC`] (MNIST's 28×28 pixels).
+const FEATURES: usize = 784;
+
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Timed repetitions per figure (the median is reported).
@@ -88,19 +91,19 @@ impl BenchArgs {
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     a.check_rows()?;
     let n = a.batch;
-    // The inputs in f64 and f32, and the dataset the operators pass over.
+    // The inputs and labels in f64 and f32, and the dataset the operators pass over.
     ensure_fits(
-        format!("--batch {n} of {}-pixel inputs", 784),
-        bytes_of(n.saturating_mul(785), 8 + 4 + 8),
+        format!("--batch {n} of {FEATURES}-pixel inputs"),
+        bytes_of(n.saturating_mul(FEATURES + 1), 8 + 4 + 8),
     )?;
     let objective = Objective::from_config(&ObjectiveConfig {
         spec: SPEC.into(),
-        input_shape: vec![784],
+        input_shape: vec![FEATURES],
         ..ObjectiveConfig::default()
     })?;
     let params = ParamStore::init(objective.network.spec(), 0, DType::F32);
-    let xs: Vec<f64> = secondo_graph::check::pseudo_random(n * 784, 1);
-    let x = Tensor::from_f64(vec![n, 784], &xs, DType::F32)?;
+    let xs: Vec<f64> = secondo_graph::check::pseudo_random(n * FEATURES, 1);
+    let x = Tensor::from_f64(vec![n, FEATURES], &xs, DType::F32)?;
     let labels: Vec<f64> = (0..n).map(|i| (i % 10) as f64).collect();
     let y = Tensor::from_f64(vec![n], &labels, DType::F32)?;
 
@@ -433,7 +436,7 @@ fn benchmark_dataset(xs: &[f64], labels: &[f64]) -> anyhow::Result<secondo_data:
     };
     Ok(secondo_data::Dataset::new(
         xs.to_vec(),
-        vec![784],
+        vec![FEATURES],
         y,
         "benchmark",
     )?)
