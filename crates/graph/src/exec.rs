@@ -449,6 +449,7 @@ impl Executable {
                 einsum_parsed(spec, &refs)?
             }
             Op::OneHot(c) => one_hot(&args[0], *c)?,
+            Op::Patches(p) => crate::prims::patches::eval(p, &args[0])?,
         })
     }
 }

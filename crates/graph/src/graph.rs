@@ -218,7 +218,8 @@ impl Graph {
             | Op::Reshape
             | Op::Permute(_)
             | Op::Broadcast
-            | Op::OneHot(_) => 1,
+            | Op::OneHot(_)
+            | Op::Patches(_) => 1,
             Op::Binary(_) => 2,
             Op::Where => 3,
             Op::Einsum(spec) => spec.inputs.len(),
@@ -312,6 +313,9 @@ impl Graph {
                 let mut a = s(0);
                 a.push(*classes);
                 Ok(a)
+            }
+            Op::Patches(p) => {
+                crate::prims::patches::shape(p, &s(0)).map_err(|e| build_err(op, e.to_string()))
             }
         }
     }

@@ -6,6 +6,7 @@
 
 use secondo_tensor::{BinaryOp, ReduceOp, UnaryOp};
 
+use crate::prims::patches;
 use crate::vjp::{accumulate, check_pairs};
 use crate::{Builder, GraphError, Node, NodeId, Op, Var};
 
@@ -135,6 +136,7 @@ impl Builder {
                     }
                 })
             }
+            Op::Patches(p) => Some(patches::jvp(p, ts[0]?)),
             Op::Reshape => Some(ts[0]?.reshape(&node.shape)),
             Op::Permute(perm) => Some(ts[0]?.permute(perm)),
             Op::Broadcast => Some(ts[0]?.broadcast_to(&node.shape)),

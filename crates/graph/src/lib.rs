@@ -27,6 +27,7 @@ mod graph;
 mod jvp;
 mod op;
 pub mod passes;
+mod prims;
 mod vjp;
 mod vmap;
 
@@ -35,3 +36,4 @@ pub use error::GraphError;
 pub use exec::{Executable, Feeds};
 pub use graph::{Graph, Node, NodeId};
 pub use op::Op;
+pub use prims::patches::PatchOp;

@@ -2,6 +2,8 @@ use std::fmt;
 
 use secondo_tensor::{BinaryOp, EinsumSpec, ReduceOp, Tensor, UnaryOp};
 
+use crate::PatchOp;
+
 /// A primitive operation. Composite operations (softmax, cross-entropy, GELU, …)
 /// are built from these by the builder.
 ///
@@ -38,6 +40,8 @@ pub enum Op {
     Einsum(EinsumSpec),
     /// One-hot encoding of class indices into a new last axis of this size.
     OneHot(usize),
+    /// Sliding-window patches of the last two axes and their adjoint.
+    Patches(PatchOp),
 }
 
 impl fmt::Display for Op {
@@ -57,6 +61,7 @@ impl fmt::Display for Op {
             Op::Broadcast => write!(f, "broadcast"),
             Op::Einsum(s) => write!(f, "einsum {s}"),
             Op::OneHot(c) => write!(f, "one_hot {c}"),
+            Op::Patches(p) => write!(f, "{p}"),
         }
     }
 }

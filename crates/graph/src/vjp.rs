@@ -5,6 +5,7 @@
 
 use secondo_tensor::{BinaryOp, ReduceOp, UnaryOp};
 
+use crate::prims::patches;
 use crate::{Builder, GraphError, Node, NodeId, Op, Var};
 
 impl Builder {
@@ -186,6 +187,7 @@ impl Builder {
                     ReduceOp::Max => spread(g) * x(0).eq(spread(y)),
                 })
             }
+            Op::Patches(p) => Some(patches::transpose(p, &operand_shape, g)),
             Op::Reshape => Some(g.reshape(&operand_shape)),
             Op::Permute(perm) => {
                 let mut inv = vec![0; perm.len()];

@@ -7,6 +7,7 @@
 
 use secondo_tensor::EinsumSpec;
 
+use crate::prims::patches;
 use crate::{Builder, GraphError, Node, NodeId, Op, Var};
 
 impl Builder {
@@ -147,6 +148,7 @@ impl Builder {
                 self.push(node.op.clone(), operands, None)
             }
             Op::Reduce(r, axes) => unary(Op::Reduce(*r, axes.iter().map(|a| a + 1).collect())),
+            Op::Patches(p) => patches::batch(p, batched(0)),
             Op::Reshape => batched(0).reshape(&out),
             Op::Permute(perm) => {
                 let perm: Vec<usize> = std::iter::once(0)

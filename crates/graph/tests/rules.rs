@@ -410,3 +410,36 @@ fn binary_ops_with_an_operand_over_trailing_axes() {
         assert!(close(got[1][j], want), "d/dv at {j}");
     }
 }
+
+#[test]
+fn patch_rules() {
+    use secondo_tensor::Window2d;
+    let odd = Window2d {
+        kernel: [2, 3],
+        stride: [2, 1],
+        padding: [1, 1],
+        dilation: [1, 2],
+    };
+    assert_fd("unfold", |_, x| x[0].unfold(odd, 0.0).tanh(), &[&[2, 5, 6]]);
+    assert_fd(
+        "unfold, padding read as -inf, then max",
+        |_, x| {
+            let p = x[0].unfold(Window2d::square(3, 2, 1, 1), f64::NEG_INFINITY);
+            p.reshape(&[2, 9, 3, 3]).max_over(&[1]).square()
+        },
+        &[&[2, 5, 5]],
+    );
+    assert_fd(
+        "fold",
+        |_, x| x[0].fold(odd, [5, 6]).tanh(),
+        &[&[3, 2, 3, 3, 4]],
+    );
+    assert_fd(
+        "convolution as unfold + einsum",
+        |b, x| {
+            let p = x[0].unfold(Window2d::square(3, 1, 1, 2), 0.0);
+            b.einsum("ncabij,ocab->noij", &[p, x[1]]).tanh()
+        },
+        &[&[2, 3, 4, 4], &[2, 3, 3, 3]],
+    );
+}

@@ -180,6 +180,27 @@ fn binary_and_where_rules() {
 }
 
 #[test]
+fn patch_rules() {
+    use secondo_tensor::Window2d;
+    let w = Window2d {
+        kernel: [2, 3],
+        stride: [2, 1],
+        padding: [1, 1],
+        dilation: [1, 2],
+    };
+    assert_vmap("unfold", |_, x| x[0].unfold(w, -1.5), &[&[2, 5, 6]]);
+    assert_vmap("fold", |_, x| x[0].fold(w, [5, 6]), &[&[2, 3, 3, 4]]);
+    assert_vmap(
+        "convolution",
+        |b, x| {
+            let p = x[0].unfold(Window2d::square(2, 1, 0, 1), 0.0);
+            b.einsum("cabij,ocab->oij", &[p, x[1]])
+        },
+        &[&[2, 3, 3], &[4, 2, 2, 2]],
+    );
+}
+
+#[test]
 fn reduction_and_shape_rules() {
     assert_vmap("sum axis 0", |_, x| x[0].sum(&[0]), &[&[3, 4]]);
     assert_vmap("sum axes 0,2", |_, x| x[0].sum(&[0, 2]), &[&[2, 3, 4]]);
