@@ -265,7 +265,7 @@ impl GradientProgram {
 }
 
 /// The feeds of a batch for the programs built from an [`Objective`]: every
-/// parameter under its name, the inputs as [`INPUT`] and the targets as
+/// parameter and buffer under its name, the inputs as [`INPUT`] and the targets as
 /// [`TARGET`].
 ///
 /// ```
@@ -280,7 +280,7 @@ impl GradientProgram {
 /// ```
 pub fn batch_feeds(params: &ParamStore, x: &Tensor, y: &Tensor) -> Feeds {
     let mut feeds = Feeds::new();
-    for (name, t) in params.iter() {
+    for (name, t) in params.iter().chain(params.buffers()) {
         feeds.insert(name, t.clone());
     }
     feeds.insert(INPUT, x.clone());

@@ -6,7 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use secondo_graph::{Builder, Executable, Feeds, Var};
-use secondo_nn::{LossKind, ParamStore, Reduction};
+use secondo_nn::{LayerTap, LossKind, ParamStore, Reduction};
 use secondo_tensor::Tensor;
 
 use crate::objective::{batch_feeds, INPUT, TARGET};
@@ -105,6 +105,9 @@ struct Sample<'b> {
     y: Var<'b>,
     output: Var<'b>,
     loss: Var<'b>,
+    /// The batch's inputs and targets as stacks of single samples, what
+    /// `vmap` replaces `x` and `y` with.
+    stacks: [Var<'b>; 2],
 }
 
 /// The columns of symmetric factors `S_n` of every sample's loss Hessian with
@@ -264,17 +267,17 @@ fn build(
         .collect();
     let y1 = b.input("sample/y", &y_one);
     let f1 = net.forward(x1, &params_v)?;
+    let mut xr = vec![n];
+    xr.extend_from_slice(&one);
+    let mut yr = vec![n];
+    yr.extend_from_slice(&y_one);
     let sample = Sample {
         x: x1,
         y: y1,
         output: f1,
         loss: summed.build(f1, y1)?,
+        stacks: [xs.reshape(&xr), ys.reshape(&yr)],
     };
-    let mut xr = vec![n];
-    xr.extend_from_slice(&one);
-    let mut yr = vec![n];
-    yr.extend_from_slice(&y_one);
-    let samples = [xs.reshape(&xr), ys.reshape(&yr)];
 
     let mut outputs: Vec<(String, Var)> = Vec::new();
     let names: Vec<String> = net.params().iter().map(|p| p.name.clone()).collect();
@@ -292,7 +295,7 @@ fn build(
         // The reduction factor goes in before differentiating, so the
         // per-sample gradients come out scaled without another pass over them.
         let g1 = b.grad(sample.loss * scale, &params_v)?;
-        let per_sample = b.vmap(&g1, &[sample.x, sample.y], &samples, n)?;
+        let per_sample = b.vmap(&g1, &[sample.x, sample.y], &sample.stacks, n)?;
         for ((name, cn), p) in names.iter().zip(per_sample).zip(net.params()) {
             let rest: Vec<usize> = (1..=p.shape.len()).collect();
             for q in quantities {
@@ -311,12 +314,16 @@ fn build(
             }
         }
     }
+    let mut t_shape = vec![mc_samples.unwrap_or(0)];
+    t_shape.extend_from_slice(&y_shape);
     let layers = Layers {
         objective,
         xs,
         ys,
         params: &params_v,
         scale,
+        sample,
+        mc_shape: t_shape,
     };
     let diagonals: Vec<Quantity> = quantities
         .iter()
@@ -324,7 +331,10 @@ fn build(
         .filter(|q| {
             matches!(
                 q,
-                Quantity::DiagGgnExact | Quantity::BatchDiagGgnExact | Quantity::DiagHessian
+                Quantity::DiagGgnExact
+                    | Quantity::BatchDiagGgnExact
+                    | Quantity::DiagHessian
+                    | Quantity::DiagGgnMc
             )
         })
         .collect();
@@ -335,39 +345,11 @@ fn build(
         .iter()
         .any(|q| matches!(q, Quantity::Kflr | Quantity::Kfac | Quantity::Kfra))
     {
-        let mut t_shape = vec![mc_samples.unwrap_or(0)];
-        t_shape.extend_from_slice(&y_shape);
-        outputs.extend(kronecker_factors(&layers, &t_shape, quantities)?);
+        outputs.extend(kronecker_factors(&layers, quantities)?);
     }
     let needs_mc = quantities
         .iter()
         .any(|q| matches!(q, Quantity::DiagGgnMc | Quantity::Kfac));
-    if quantities.contains(&Quantity::DiagGgnMc) {
-        let m = mc_samples
-            .filter(|&m| m > 0)
-            .ok_or_else(|| CurvatureError::Invalid("diag_ggn_mc needs sampled targets".into()))?;
-        let mut t_shape = vec![m];
-        t_shape.extend_from_slice(&y_shape);
-        let yt = b.input("mc/targets", &t_shape);
-        // One MC term per sample and draw: (Jᵀ∇_f ℓ(f, ŷ))², summed, scaled by s/M.
-        let gf = b.grad(sample.loss, &[sample.output])?[0];
-        let jtg = b.vjp(&[sample.output], &[gf], &params_v)?;
-        let squared: Vec<Var> = jtg.iter().map(|v| v.square()).collect();
-        let per_x: usize = one.iter().product();
-        let mut ym = vec![m * n];
-        ym.extend_from_slice(&y_one);
-        let xrep = xs.reshape(&[1, n * per_x]).broadcast_to(&[m, n * per_x]);
-        let mut xm = vec![m * n];
-        xm.extend_from_slice(&one);
-        let reps = [xrep.reshape(&xm), yt.reshape(&ym)];
-        let per_draw = b.vmap(&squared, &[sample.x, sample.y], &reps, m * n)?;
-        for (name, d) in names.iter().zip(per_draw) {
-            outputs.push((
-                format!("diag_ggn_mc/{name}"),
-                d.sum(&[0]) * (scale / m as f64),
-            ));
-        }
-    }
     let ids: Vec<usize> = outputs.iter().map(|(_, v)| v.id()).collect();
     let exe = Executable::compile(&b.finish()?, &ids)?;
     Ok(QuantityProgram {
@@ -410,29 +392,51 @@ pub fn sample_mc_targets(
     Ok(Tensor::from_f64(shape, &values, objective.dtype).expect("m·N targets"))
 }
 
-/// KFLR / KFAC factors of every linear layer, named
-/// `<quantity>/<layer>.weight/{out,in}` and `<quantity>/<layer>.bias/out`:
-/// `A = (1/N) Σ_n a_n a_nᵀ` of the layer inputs, and `B = Σ_n Σ_k g_nk g_nkᵀ`
-/// with `g_nk` the column `k` of the loss-Hessian factor (KFLR) or a sampled
-/// loss gradient (KFAC, averaged over draws) backpropagated to the layer output.
+/// Which columns a curvature diagonal squares: the loss-Hessian factor's
+/// (exact GGN) or sampled loss gradients' (Monte-Carlo GGN).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Columns {
+    Exact,
+    Sampled,
+}
+
+/// KFLR / KFAC / KFRA factors of every linear and ungrouped convolution
+/// layer, named `<quantity>/<layer>.weight/{out,in}` and
+/// `<quantity>/<layer>.bias/out`: `A = (1/N) Σ_n Σ_l a_nl a_nlᵀ` of the
+/// layer's input rows (patches for a convolution, over its `L` output
+/// positions), and `B = Σ_n Σ_l Σ_k g_nlk g_nlkᵀ` with `g_nlk` the column
+/// `k` of the loss-Hessian factor (KFLR) or a sampled loss gradient (KFAC,
+/// averaged over draws) backpropagated to the layer output (Grosse & Martens
+/// 2016 for convolutions, BackPACK's convention).
 fn kronecker_factors<'b>(
     k: &Layers<'_, 'b>,
-    mc_shape: &[usize],
     quantities: &[Quantity],
 ) -> Result<Vec<(String, Var<'b>)>, CurvatureError> {
     let b = k.xs.builder();
     let net = &k.objective.network;
-    let (f, taps) = net.forward_with_taps(k.xs, k.params)?;
+    let forward = net.forward_with(k.xs, k.params, secondo_nn::Mode::Eval)?;
+    let (f, taps) = (forward.output, forward.taps);
+    k.refuse_untapped(&taps, "Kronecker factors")?;
     let n = f.shape()[0];
     let z: Vec<Var> = taps.iter().map(|t| t.output).collect();
     let mut out = Vec::new();
     let mut emit = |q: Quantity, columns: Vec<Var<'b>>, weight: f64| {
         for (tap, g) in taps.iter().zip(columns) {
-            let bmat = b.einsum("kno,knp->op", &[g, g]) * weight;
-            let a = b.einsum("ni,nj->ij", &[tap.input, tap.input]) * (1.0 / n as f64);
-            let l = tap.layer;
+            let (bmat, a) = if tap.is_spatial() {
+                (
+                    b.einsum("knol,knpl->op", &[g, g]),
+                    b.einsum("nil,njl->ij", &[tap.input, tap.input]),
+                )
+            } else {
+                (
+                    b.einsum("kno,knp->op", &[g, g]),
+                    b.einsum("ni,nj->ij", &[tap.input, tap.input]),
+                )
+            };
+            let l = &tap.layer;
+            let bmat = bmat * weight;
             out.push((format!("{q}/{l}.weight/out"), bmat));
-            out.push((format!("{q}/{l}.weight/in"), a));
+            out.push((format!("{q}/{l}.weight/in"), a * (1.0 / n as f64)));
             if net.params().iter().any(|p| p.name == format!("{l}.bias")) {
                 out.push((format!("{q}/{l}.bias/out"), bmat));
             }
@@ -442,41 +446,34 @@ fn kronecker_factors<'b>(
         emit(Quantity::Kflr, k.factor_columns(f, &z)?, 1.0);
     }
     if quantities.contains(&Quantity::Kfac) {
-        let m = mc_shape[0];
-        if m == 0 {
-            return Err(CurvatureError::Invalid("kfac needs sampled targets".into()));
-        }
-        let summed = secondo_nn::Loss::new(k.objective.loss.kind, Reduction::Sum);
-        let gf = b.grad(summed.build(f, k.ys)?, &[f])?[0];
-        let gz = b.vjp(&[f], &[gf], &z)?;
-        let targets = b.input("mc/targets", mc_shape);
-        emit(
-            Quantity::Kfac,
-            b.vmap(&gz, &[k.ys], &[targets], m)?,
-            k.scale / m as f64,
-        );
+        let m = k.draws("kfac")?;
+        emit(Quantity::Kfac, k.sampled_columns(f, &z)?, k.scale / m as f64);
     }
     if quantities.contains(&Quantity::Kfra) {
+        k.refuse_non_dense("kfra")?;
         out.extend(kfra(k, f, &taps)?);
     }
     Ok(out)
 }
 
 /// What the per-layer quantities are built from: the batch, the parameter
-/// nodes and the loss's reduction factor.
+/// nodes, the loss's reduction factor, the single-sample graph and the
+/// shape of the sampled targets.
 struct Layers<'a, 'b> {
     objective: &'a Objective,
     xs: Var<'b>,
     ys: Var<'b>,
     params: &'a [Var<'b>],
     scale: f64,
+    sample: Sample<'b>,
+    mc_shape: Vec<usize>,
 }
 
 impl<'b> Layers<'_, 'b> {
     /// The columns of the loss-Hessian factor of the network outputs `f`
     /// (scaled by the square root of the reduction factor) backpropagated to
-    /// each of the layer outputs `z`: per layer a `[C, N, out]` node whose
-    /// entries `[k, n, :]` are `J_nᵀ s_nk` (`vmap` over columns of one `vjp`).
+    /// each of the layer outputs `z`: per layer a `[C, N, out...]` node whose
+    /// entries `[k, n, ...]` are `J_nᵀ s_nk` (`vmap` over columns of one `vjp`).
     fn factor_columns(&self, f: Var<'b>, z: &[Var<'b>]) -> Result<Vec<Var<'b>>, CurvatureError> {
         let b = f.builder();
         let (n, c) = (f.shape()[0], f.shape()[1]);
@@ -485,49 +482,254 @@ impl<'b> Layers<'_, 'b> {
         let factor = hessian_factor(self.objective.loss.kind, f) * self.scale.sqrt();
         Ok(b.vmap(&gz, &[u], &[factor], c)?)
     }
+
+    /// The loss gradients for sampled targets backpropagated to `z`: per
+    /// layer `[M, N, out...]`, one slice per draw (unscaled).
+    fn sampled_columns(&self, f: Var<'b>, z: &[Var<'b>]) -> Result<Vec<Var<'b>>, CurvatureError> {
+        let b = f.builder();
+        let summed = secondo_nn::Loss::new(self.objective.loss.kind, Reduction::Sum);
+        let gf = b.grad(summed.build(f, self.ys)?, &[f])?[0];
+        let gz = b.vjp(&[f], &[gf], z)?;
+        let targets = b.input("mc/targets", &self.mc_shape);
+        Ok(b.vmap(&gz, &[self.ys], &[targets], self.mc_shape[0])?)
+    }
+
+    /// The number of Monte-Carlo draws, which `what` needs to be positive.
+    fn draws(&self, what: &str) -> Result<usize, CurvatureError> {
+        match self.mc_shape[0] {
+            0 => Err(CurvatureError::Invalid(format!("{what} needs sampled targets"))),
+            m => Ok(m),
+        }
+    }
+
+    /// Per-sample diagonals `Σ_k (J_nᵀ s_nk)²` for the parameters `wrt`,
+    /// `[N, ...]` each, through the single-sample graph: `vmap` over samples
+    /// of `vmap` over the columns of one `vjp`, for any layer. With sampled
+    /// columns, the draws are averaged and the reduction factor applied.
+    fn per_sample_squares(
+        &self,
+        wrt: &[Var<'b>],
+        columns: Columns,
+    ) -> Result<Vec<Var<'b>>, CurvatureError> {
+        let s = &self.sample;
+        let b = s.x.builder();
+        let n = self.xs.shape()[0];
+        let (squares, batched, stacks) = match columns {
+            Columns::Exact => {
+                let c = s.output.shape()[1];
+                let u = b.input("sample/u", &[1, c]);
+                let jtu = b.vjp(&[s.output], &[u], wrt)?;
+                let factor = hessian_factor(self.objective.loss.kind, s.output) * self.scale.sqrt();
+                let cols = b.vmap(&jtu, &[u], &[factor], c)?;
+                let squares: Vec<Var> = cols.iter().map(|v| v.square().sum(&[0])).collect();
+                (squares, vec![s.x, s.y], s.stacks.to_vec())
+            }
+            Columns::Sampled => {
+                let m = self.draws("diag_ggn_mc")?;
+                let gf = b.grad(s.loss, &[s.output])?[0];
+                let jtg = b.vjp(&[s.output], &[gf], wrt)?;
+                let mut draw_shape = vec![m];
+                draw_shape.extend(s.y.shape());
+                let draws = b.input("sample/draws", &draw_shape);
+                let cols = b.vmap(&jtg, &[s.y], &[draws], m)?;
+                let weight = self.scale / m as f64;
+                let squares: Vec<Var> = cols.iter().map(|v| v.square().sum(&[0]) * weight).collect();
+                // mc/targets [M, N, ...] as one [M, 1, ...] stack per sample.
+                let targets = b.input("mc/targets", &self.mc_shape);
+                let rank = self.mc_shape.len();
+                let mut perm = vec![1, 0];
+                perm.extend(2..rank);
+                let mut per_sample = vec![n];
+                per_sample.extend(&draw_shape);
+                let stack = targets.permute(&perm).reshape(&per_sample);
+                (squares, vec![s.x, draws], vec![s.stacks[0], stack])
+            }
+        };
+        Ok(b.vmap(&squares, &batched, &stacks, n)?)
+    }
+
+    /// Refuses a network with a parametrized layer that no tap covers (a
+    /// grouped convolution, a normalization layer) for `what`.
+    fn refuse_untapped(&self, taps: &[LayerTap<'b>], what: &str) -> Result<(), CurvatureError> {
+        let net = &self.objective.network;
+        match net
+            .params()
+            .iter()
+            .find(|p| !taps.iter().any(|t| p.name.starts_with(&format!("{}.", t.layer))))
+        {
+            Some(p) => Err(CurvatureError::Invalid(format!(
+                "{what} are defined for linear and ungrouped conv2d layers only; \
+                 parameter {} belongs to another layer",
+                p.name
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses, for `what`, a network that is not a chain of dense layers
+    /// and elementwise activations.
+    fn refuse_non_dense(&self, what: &str) -> Result<(), CurvatureError> {
+        let spec = self.objective.network.spec();
+        match spec
+            .layers()
+            .iter()
+            .enumerate()
+            .find(|(_, l)| !l.layer.is_dense_chain_link())
+        {
+            Some((i, l)) => Err(CurvatureError::Invalid(format!(
+                "{what} needs a chain of linear layers and elementwise activations; \
+                 layer {i} `{}` is not one",
+                l.layer
+            ))),
+            None => Ok(()),
+        }
+    }
 }
 
-/// Diagonals of the exact GGN (summed or per sample) and of the Hessian for
-/// every linear layer's parameters, by BackPACK's recursion. With
-/// `z = a Wᵀ + b` and the loss a sum over samples, `∂²L/∂W_oi² = Σ_n a_ni²
-/// ∂²L/∂z_no²` and `∂²L/∂b_o² = Σ_n ∂²L/∂z_no²`, and likewise for the GGN.
-/// Per sample, the GGN with respect to a layer output `z_l` is `J_lᵀ S Sᵀ J_l`:
-/// the loss-Hessian factor `S` (C columns) backpropagated to `z_l` by `vmap`
-/// of `vjp`. The Hessian adds residual terms (see [`add_residuals`]).
+/// Diagonals of the GGN (exact summed or per sample, or Monte-Carlo) and of
+/// the Hessian for every parameter.
+///
+/// A linear layer `z = a Wᵀ + b` on flat inputs has BackPACK's shortcut: with
+/// the loss a sum over samples, `∂²L/∂W_oi² = Σ_n a_ni² ∂²L/∂z_no²` and
+/// `∂²L/∂b_o² = Σ_n ∂²L/∂z_no²` (likewise for the GGN), with the GGN at `z`
+/// the squared factor columns backpropagated to it. Every other parameter
+/// (convolutions, normalization layers, anything inside a residual block)
+/// gets the generic transformation, [`Layers::per_sample_squares`].
+///
+/// The Hessian diagonal adds residual terms (see [`add_residuals`]) on a
+/// chain of dense layers and elementwise activations; equals the GGN's on a
+/// network that is piecewise linear in every layer (ReLU, pooling, batch
+/// norm in evaluation mode, ...); and is otherwise computed exactly from one
+/// Hessian-vector product per parameter element (`vmap` over unit vectors).
 fn curvature_diagonals<'b>(
     k: &Layers<'_, 'b>,
     quantities: &[Quantity],
 ) -> Result<Vec<(String, Var<'b>)>, CurvatureError> {
     let b = k.xs.builder();
     let net = &k.objective.network;
-    let (f, taps) = net.forward_with_taps(k.xs, k.params)?;
-    let z: Vec<Var> = taps.iter().map(|t| t.output).collect();
-    let ggn: Vec<Var> = k
-        .factor_columns(f, &z)?
-        .into_iter()
-        .map(|col| col.square().sum(&[0]))
+    let forward = net.forward_with(k.xs, k.params, secondo_nn::Mode::Eval)?;
+    let f = forward.output;
+    let dense: Vec<LayerTap> = forward.taps.into_iter().filter(|t| !t.is_spatial()).collect();
+    let z: Vec<Var> = dense.iter().map(|t| t.output).collect();
+    let covered = |name: &str| dense.iter().any(|t| name.starts_with(&format!("{}.", t.layer)));
+    let others: Vec<usize> = (0..net.params().len())
+        .filter(|&i| !covered(&net.params()[i].name))
         .collect();
+    let other_vars: Vec<Var> = others.iter().map(|&i| k.params[i]).collect();
+    let wants = |q: Quantity| quantities.contains(&q);
+    let exact_needed = [Quantity::DiagGgnExact, Quantity::BatchDiagGgnExact, Quantity::DiagHessian]
+        .iter()
+        .any(|&q| wants(q));
     let mut out = Vec::new();
+    let mut columns = Vec::new();
+    if exact_needed {
+        let ggn_z: Vec<Var> = k
+            .factor_columns(f, &z)?
+            .into_iter()
+            .map(|col| col.square().sum(&[0]))
+            .collect();
+        let ggn_other = match others.is_empty() {
+            true => Vec::new(),
+            false => k.per_sample_squares(&other_vars, Columns::Exact)?,
+        };
+        columns.push((Columns::Exact, ggn_z, ggn_other));
+    }
+    if wants(Quantity::DiagGgnMc) {
+        let m = k.draws("diag_ggn_mc")?;
+        let mc_z: Vec<Var> = k
+            .sampled_columns(f, &z)?
+            .into_iter()
+            .map(|col| col.square().sum(&[0]) * (k.scale / m as f64))
+            .collect();
+        let mc_other = match others.is_empty() {
+            true => Vec::new(),
+            false => k.per_sample_squares(&other_vars, Columns::Sampled)?,
+        };
+        columns.push((Columns::Sampled, mc_z, mc_other));
+    }
     for &q in quantities {
-        let diag = match q {
-            Quantity::DiagHessian => add_residuals(k, f, &taps, ggn.clone())?,
-            _ => ggn.clone(),
+        let source = if q == Quantity::DiagGgnMc { Columns::Sampled } else { Columns::Exact };
+        let Some((_, at_z, at_other)) = columns.iter().find(|c| c.0 == source) else {
+            continue;
         };
         let per_sample = q == Quantity::BatchDiagGgnExact;
-        for (tap, d) in taps.iter().zip(diag) {
-            let l = tap.layer;
-            let spec = if per_sample {
-                "no,ni,ni->noi"
-            } else {
-                "no,ni,ni->oi"
-            };
-            let w = b.einsum(spec, &[d, tap.input, tap.input]);
-            out.push((format!("{q}/{l}.weight"), w));
+        let mut named: Vec<(String, Var)> = Vec::new();
+        let at_z = if q == Quantity::DiagHessian && dense_chain(k) {
+            add_residuals(k, f, &dense, at_z.clone())?
+        } else {
+            at_z.clone()
+        };
+        for (tap, d) in dense.iter().zip(at_z) {
+            let l = &tap.layer;
+            let spec = if per_sample { "no,ni,ni->noi" } else { "no,ni,ni->oi" };
+            named.push((format!("{l}.weight"), b.einsum(spec, &[d, tap.input, tap.input])));
             if net.params().iter().any(|p| p.name == format!("{l}.bias")) {
-                let bias = if per_sample { d } else { d.sum(&[0]) };
-                out.push((format!("{q}/{l}.bias"), bias));
+                named.push((format!("{l}.bias"), if per_sample { d } else { d.sum(&[0]) }));
             }
         }
+        for (&i, d) in others.iter().zip(at_other) {
+            let d = if per_sample { *d } else { d.sum(&[0]) };
+            named.push((net.params()[i].name.clone(), d));
+        }
+        if q == Quantity::DiagHessian && !dense_chain(k) && !piecewise_linear(k) {
+            named = exact_hessian_diagonals(k)?;
+        }
+        // Parameter order, as the other quantities.
+        for p in net.params() {
+            if let Some((_, v)) = named.iter().find(|(name, _)| *name == p.name) {
+                out.push((format!("{q}/{}", p.name), *v));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether the network is a chain of dense layers and elementwise
+/// activations (what [`add_residuals`] walks).
+fn dense_chain(k: &Layers<'_, '_>) -> bool {
+    k.objective
+        .network
+        .spec()
+        .layers()
+        .iter()
+        .all(|l| l.layer.is_dense_chain_link())
+}
+
+/// Whether every layer is piecewise linear (the Hessian diagonal is the GGN's).
+fn piecewise_linear(k: &Layers<'_, '_>) -> bool {
+    k.objective
+        .network
+        .spec()
+        .layers()
+        .iter()
+        .all(|l| l.layer.is_piecewise_linear())
+}
+
+/// The Hessian diagonal of every parameter, exactly: for a parameter of `P`
+/// elements, `vmap` over the `P` unit vectors of the Hessian-vector product
+/// (forward over reverse), keeping each product's own element. Costs `P`
+/// products per parameter, so it is what the layers without a recursion
+/// (layer norm, smooth activations after a convolution) fall back to.
+fn exact_hessian_diagonals<'b>(
+    k: &Layers<'_, 'b>,
+) -> Result<Vec<(String, Var<'b>)>, CurvatureError> {
+    let b = k.xs.builder();
+    let net = &k.objective.network;
+    let f = net.forward(k.xs, k.params)?;
+    let summed = secondo_nn::Loss::new(k.objective.loss.kind, Reduction::Sum);
+    let loss = summed.build(f, k.ys)? * k.scale;
+    let grads = b.grad(loss, k.params)?;
+    let mut out = Vec::new();
+    for ((p, &w), g) in net.params().iter().zip(k.params).zip(grads) {
+        let numel: usize = p.shape.iter().product();
+        let t = b.input(&format!("diag_hessian/unit/{}", p.name), &p.shape);
+        let hv = b.jvp(&[g], &[w], &[t])?;
+        let mut stacked = vec![numel];
+        stacked.extend(&p.shape);
+        let units = b.constant(identity(numel, b.dtype())).reshape(&stacked);
+        let products = b.vmap(&hv, &[t], &[units], numel)?[0];
+        let diagonal = (products * units).sum(&[0]);
+        out.push((p.name.clone(), diagonal));
     }
     Ok(out)
 }
@@ -543,7 +745,7 @@ fn curvature_diagonals<'b>(
 fn add_residuals<'b>(
     k: &Layers<'_, 'b>,
     f: Var<'b>,
-    taps: &[secondo_nn::LayerTap<'b>],
+    taps: &[LayerTap<'b>],
     mut diag: Vec<Var<'b>>,
 ) -> Result<Vec<Var<'b>>, CurvatureError> {
     let b = f.builder();
@@ -589,7 +791,7 @@ fn add_residuals<'b>(
 fn kfra<'b>(
     k: &Layers<'_, 'b>,
     f: Var<'b>,
-    taps: &[secondo_nn::LayerTap<'b>],
+    taps: &[LayerTap<'b>],
 ) -> Result<Vec<(String, Var<'b>)>, CurvatureError> {
     let b = f.builder();
     let net = &k.objective.network;
@@ -613,7 +815,7 @@ fn kfra<'b>(
             }
         }
         let a = b.einsum("ni,nj->ij", &[tap.input, tap.input]) * (1.0 / n as f64);
-        let l = tap.layer;
+        let l = &tap.layer;
         out.push((format!("kfra/{l}.weight/out"), m));
         out.push((format!("kfra/{l}.weight/in"), a));
         if net.params().iter().any(|p| p.name == format!("{l}.bias")) {

@@ -10,18 +10,19 @@
 
 pub mod spec;
 
-mod activation;
 mod error;
 mod loss;
+mod layers;
 mod network;
 mod params;
 #[cfg(test)]
 mod proptests;
 mod write;
 
-pub use activation::activation;
+pub use layers::activation::activation;
+pub use layers::{BatchStats, DropoutMask, Forward, LayerTap, Mode};
 pub use error::NnError;
 pub use loss::{Loss, LossKind, Reduction};
-pub use network::{LayerTap, Network};
+pub use network::Network;
 pub use params::{read_safetensors, read_safetensors_with_metadata, Metadata, ParamStore};
-pub use write::write_safetensors;
+pub use write::{write_safetensors, write_state};

@@ -2,8 +2,11 @@
 
 use secondo_graph::{Builder, Var};
 
-use crate::spec::{self, Layer, ModelSpec, ParamInfo};
-use crate::{activation, NnError};
+use std::collections::HashMap;
+
+use crate::layers::{Build, Forward, Mode};
+use crate::spec::{ModelSpec, ParamInfo};
+use crate::NnError;
 
 /// A sequential network: its spec, per-sample input shape and parameters.
 ///
@@ -38,26 +41,6 @@ impl Network {
     /// ```
     pub fn new(spec: ModelSpec, input_shape: &[usize]) -> Result<Network, NnError> {
         let shapes = spec.output_shapes(input_shape)?;
-        for (index, l) in spec.layers().iter().enumerate() {
-            if matches!(
-                l.layer,
-                Layer::Conv2d { .. }
-                    | Layer::MaxPool2d { .. }
-                    | Layer::AvgPool2d { .. }
-                    | Layer::AdaptiveAvgPool2d { .. }
-                    | Layer::BatchNorm1d { .. }
-                    | Layer::BatchNorm2d { .. }
-                    | Layer::LayerNorm { .. }
-                    | Layer::Residual { .. }
-            ) {
-                return Err(NnError::Unsupported {
-                    index,
-                    text: spec::one_line(&l.text),
-                    reason: "this layer is not supported yet (dense layers and activations are)"
-                        .into(),
-                });
-            }
-        }
         let output_shape = shapes
             .last()
             .cloned()
@@ -131,8 +114,8 @@ impl Network {
             .collect()
     }
 
-    /// The network applied to a batch `x` of shape `[N, input_shape...]`, with
-    /// `params` as returned by [`Network::param_vars`].
+    /// The network in evaluation mode applied to a batch `x` of shape `[N,
+    /// input_shape...]`, with `params` as returned by [`Network::param_vars`].
     ///
     /// ```
     /// # use secondo_nn::{spec::ModelSpec, Network};
@@ -144,110 +127,61 @@ impl Network {
     /// assert_eq!(y.shape(), vec![7, 3]);
     /// ```
     pub fn forward<'b>(&self, x: Var<'b>, params: &[Var<'b>]) -> Result<Var<'b>, NnError> {
-        self.forward_with_taps(x, params).map(|(out, _)| out)
+        self.forward_with(x, params, Mode::Eval).map(|f| f.output)
     }
 
-    /// [`Network::forward`], also returning the input and output node of every
-    /// linear layer (what Kronecker factors are built from).
+    /// The network in `mode` applied to a batch `x` of shape `[N,
+    /// input_shape...]`, with `params` as returned by
+    /// [`Network::param_vars`]: the output, the taps of the linear and
+    /// ungrouped convolution layers (what Kronecker factors are built from),
+    /// and in training mode the batch statistics and dropout masks. Buffers
+    /// are input nodes named like the state_dict (`"1.running_mean"`).
     ///
     /// ```
-    /// # use secondo_nn::{spec::ModelSpec, Network};
+    /// # use secondo_nn::{spec::ModelSpec, Mode, Network};
     /// # use secondo_graph::Builder;
     /// # use secondo_tensor::DType;
-    /// let net = Network::new("linear(2,3),tanh,linear(3,1)".parse().unwrap(), &[2]).unwrap();
+    /// let net = Network::new("linear(2,3),batchnorm1d(3),tanh,linear(3,1)".parse().unwrap(), &[2]).unwrap();
     /// let b = Builder::new(DType::F64);
-    /// let (_, taps) = net.forward_with_taps(b.input("x", &[7, 2]), &net.param_vars(&b)).unwrap();
-    /// assert_eq!(taps.len(), 2);
-    /// assert_eq!(taps[1].input.shape(), vec![7, 3]);
+    /// let built = net.forward_with(b.input("x", &[7, 2]), &net.param_vars(&b), Mode::Train).unwrap();
+    /// assert_eq!(built.taps.len(), 2);
+    /// assert_eq!(built.taps[1].input.shape(), vec![7, 3]);
+    /// assert_eq!(built.stats[0].layer, "1");
     /// ```
-    pub fn forward_with_taps<'b>(
+    pub fn forward_with<'b>(
         &self,
         x: Var<'b>,
         params: &[Var<'b>],
-    ) -> Result<(Var<'b>, Vec<LayerTap<'b>>), NnError> {
-        let b = x.builder();
-        let mut taps = Vec::new();
-        let mut h = x;
-        let mut next = 0;
-        let mut take = || {
-            let p = params.get(next).copied();
-            next += 1;
-            p.ok_or_else(|| NnError::Targets("fewer parameter nodes than parameters".into()))
+        mode: Mode,
+    ) -> Result<Forward<'b>, NnError> {
+        if params.len() != self.params.len() {
+            return Err(NnError::Targets(format!(
+                "{} parameter nodes for {} parameters",
+                params.len(),
+                self.params.len()
+            )));
+        }
+        let named: HashMap<&str, Var<'b>> = self
+            .params
+            .iter()
+            .map(|p| p.name.as_str())
+            .zip(params.iter().copied())
+            .collect();
+        let mut build = Build {
+            builder: x.builder(),
+            params: &named,
+            mode,
+            taps: Vec::new(),
+            stats: Vec::new(),
+            masks: Vec::new(),
         };
-        for (index, l) in self.spec.layers().iter().enumerate() {
-            if let Some(y) = activation(&l.layer, h) {
-                h = y;
-                continue;
-            }
-            h = match &l.layer {
-                Layer::Linear { bias, .. } => {
-                    let w = take()?;
-                    let rank = h.shape().len();
-                    let batch: String = "abcdefgh".chars().take(rank.saturating_sub(1)).collect();
-                    let z = b.einsum(&format!("{batch}i,oi->{batch}o"), &[h, w]);
-                    let z = if *bias { z + take()? } else { z };
-                    taps.push(LayerTap {
-                        layer: index,
-                        input: h,
-                        output: z,
-                    });
-                    z
-                }
-                Layer::Flatten => {
-                    let shape = h.shape();
-                    h.reshape(&[shape[0], shape[1..].iter().product()])
-                }
-                other => {
-                    return Err(NnError::Unsupported {
-                        index: 0,
-                        text: format!("{other:?}"),
-                        reason: "not supported yet".into(),
-                    })
-                }
-            };
-        }
-        b.check()?;
-        Ok((h, taps))
-    }
-}
-
-/// The input and output nodes of one linear layer in a built network.
-#[derive(Debug, Clone, Copy)]
-pub struct LayerTap<'b> {
-    /// Index of the layer in the spec (its parameters are `"<layer>.weight"`, `"<layer>.bias"`).
-    pub layer: usize,
-    /// The layer's input, `[N, in]`.
-    pub input: Var<'b>,
-    /// The layer's output (after the bias), `[N, out]`.
-    pub output: Var<'b>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn layers_that_cannot_be_built_yet_are_refused_in_one_line() {
-        for (spec, input, message) in [
-            (
-                "linear(4,4),residual(linear(4,4),\nrelu)",
-                &[4][..],
-                "layer 1 `residual(linear(4,4), relu)`: this layer is not supported yet (dense layers and activations are)",
-            ),
-            (
-                "conv2d(1,2,k=1,groups=1),adaptiveavgpool2d(1)",
-                &[1, 3, 3],
-                "layer 0 `conv2d(1,2,k=1,groups=1)`: this layer is not supported yet (dense layers and activations are)",
-            ),
-            (
-                "adaptiveavgpool2d(1)",
-                &[1, 3, 3],
-                "layer 0 `adaptiveavgpool2d(1)`: this layer is not supported yet (dense layers and activations are)",
-            ),
-        ] {
-            let parsed: ModelSpec = spec.parse().unwrap();
-            let e = Network::new(parsed, input).unwrap_err();
-            assert_eq!(e.to_string(), message);
-        }
+        let output = build.layers("", self.spec.layers(), x)?;
+        x.builder().check()?;
+        Ok(Forward {
+            output,
+            taps: build.taps,
+            stats: build.stats,
+            masks: build.masks,
+        })
     }
 }

@@ -26,6 +26,11 @@ use crate::NnError;
 #[derive(Debug, Clone, Default)]
 pub struct ParamStore {
     entries: Vec<(String, Tensor)>,
+    /// Non-trainable state (batch norms' running statistics), kept apart so
+    /// that optimizers and gradients see parameters only.
+    buffers: Vec<(String, Tensor)>,
+    /// `num_batches_tracked` counters.
+    counters: Vec<(String, i64)>,
 }
 
 impl ParamStore {
@@ -138,6 +143,12 @@ impl ParamStore {
                 .iter()
                 .map(|(n, t)| (n.clone(), t.to_dtype(dtype)))
                 .collect(),
+            buffers: self
+                .buffers
+                .iter()
+                .map(|(n, t)| (n.clone(), t.to_dtype(dtype)))
+                .collect(),
+            counters: self.counters.clone(),
         }
     }
 
@@ -168,7 +179,69 @@ impl ParamStore {
                 Tensor::from_f64(p.shape.clone(), &values, dtype).expect("length matches shape");
             store.insert(&p.name, t);
         }
+        store.reset_buffers(spec, dtype);
         store
+    }
+
+    /// Running statistics as PyTorch starts them (mean 0, variance 1) and
+    /// counters at 0.
+    fn reset_buffers(&mut self, spec: &ModelSpec, dtype: DType) {
+        self.buffers = spec
+            .buffers()
+            .into_iter()
+            .map(|b| {
+                let value = if b.kind == ParamKind::RunningVar { 1.0 } else { 0.0 };
+                (b.name, Tensor::full(b.shape, value, dtype))
+            })
+            .collect();
+        self.counters = spec.batch_counters().into_iter().map(|n| (n, 0)).collect();
+    }
+
+    /// The buffers (running statistics) in state_dict order.
+    ///
+    /// ```
+    /// use secondo_nn::{spec::ModelSpec, ParamStore};
+    /// use secondo_tensor::DType;
+    /// let spec: ModelSpec = "linear(4,3),batchnorm1d(3)".parse().unwrap();
+    /// let p = ParamStore::init(&spec, 0, DType::F64);
+    /// let names: Vec<&str> = p.buffers().map(|(n, _)| n).collect();
+    /// assert_eq!(names, ["1.running_mean", "1.running_var"]);
+    /// assert_eq!(p.counter("1.num_batches_tracked"), Some(0));
+    /// ```
+    pub fn buffers(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+        self.buffers.iter().map(|(n, t)| (n.as_str(), t))
+    }
+
+    /// Replaces the buffer of that name (new names go last).
+    ///
+    /// ```
+    /// # use secondo_nn::ParamStore;
+    /// # use secondo_tensor::{DType, Tensor};
+    /// let mut p = ParamStore::new();
+    /// p.insert_buffer("1.running_mean", Tensor::zeros(vec![3], DType::F32));
+    /// assert_eq!(p.buffers().count(), 1);
+    /// ```
+    pub fn insert_buffer(&mut self, name: &str, t: Tensor) {
+        match self.buffers.iter_mut().find(|(n, _)| n == name) {
+            Some(e) => e.1 = t,
+            None => self.buffers.push((name.to_string(), t)),
+        }
+    }
+
+    /// The buffer of that name.
+    pub fn buffer(&self, name: &str) -> Option<&Tensor> {
+        self.buffers.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+
+    /// The `num_batches_tracked` counter of that name.
+    pub fn counter(&self, name: &str) -> Option<i64> {
+        self.counters.iter().find(|(n, _)| n == name).map(|e| e.1)
+    }
+
+    /// Adds one to every `num_batches_tracked` counter (after a training
+    /// step, as PyTorch does in each batch norm's forward pass).
+    pub fn count_batch(&mut self) {
+        self.counters.iter_mut().for_each(|c| c.1 += 1);
     }
 
     /// Loads the parameters of `spec` from a safetensors file (PyTorch names
@@ -177,8 +250,10 @@ impl ParamStore {
     /// Loading is strict, like PyTorch's `load_state_dict`: a tensor that is
     /// neither a parameter nor a buffer of the spec (nor a batch norm's
     /// `num_batches_tracked`) is an error naming it, so that weights saved for
-    /// another model are not half-used in silence. Buffers are accepted but
-    /// not kept: no layer that evaluates with them can be built yet.
+    /// another model are not half-used in silence. Buffers are loaded and
+    /// kept apart from the parameters (see [`ParamStore::buffers`]); a missing
+    /// running statistic is an error naming it, a missing `num_batches_tracked`
+    /// starts at 0.
     ///
     /// ```no_run
     /// use secondo_nn::{spec::ModelSpec, ParamStore};
@@ -197,22 +272,23 @@ impl ParamStore {
                 file: file.clone(),
                 name: p.name.clone(),
             })?;
-            let bad = |reason: String| NnError::BadTensor {
-                file: file.clone(),
-                name: p.name.clone(),
-                reason,
-            };
-            if t.shape() != p.shape.as_slice() {
-                return Err(bad(format!(
-                    "expected shape {:?}, got {:?}",
-                    p.shape,
-                    t.shape()
-                )));
-            }
-            if let Some(i) = t.first_non_finite() {
-                return Err(bad(format!("non-finite value at flat index {i}")));
-            }
+            check_tensor(&file, &p.name, &p.shape, t)?;
             store.insert(&p.name, t.to_dtype(dtype));
+        }
+        store.reset_buffers(spec, dtype);
+        for b in spec.buffers() {
+            let t = all.get(&b.name).ok_or_else(|| NnError::MissingParameter {
+                file: file.clone(),
+                name: b.name.clone(),
+            })?;
+            check_tensor(&file, &b.name, &b.shape, t)?;
+            store.insert_buffer(&b.name, t.to_dtype(dtype));
+        }
+        for c in store.counters.iter_mut() {
+            if let Some(t) = all.get(&c.0) {
+                check_tensor(&file, &c.0, &[], t)?;
+                c.1 = t.item() as i64;
+            }
         }
         Ok(store)
     }
@@ -232,8 +308,25 @@ impl ParamStore {
     /// # std::fs::remove_file(path).unwrap();
     /// ```
     pub fn save(&self, path: &Path) -> Result<(), NnError> {
-        crate::write_safetensors(path, self.iter(), &HashMap::new())
+        let counters: Vec<(&str, i64)> = self.counters.iter().map(|(n, c)| (n.as_str(), *c)).collect();
+        crate::write_state(path, self.iter().chain(self.buffers()), &counters, &HashMap::new())
     }
+}
+
+/// Checks one loaded tensor's shape and values.
+fn check_tensor(file: &str, name: &str, shape: &[usize], t: &Tensor) -> Result<(), NnError> {
+    let bad = |reason: String| NnError::BadTensor {
+        file: file.to_owned(),
+        name: name.to_owned(),
+        reason,
+    };
+    if t.shape() != shape {
+        return Err(bad(format!("expected shape {shape:?}, got {:?}", t.shape())));
+    }
+    if let Some(i) = t.first_non_finite() {
+        return Err(bad(format!("non-finite value at flat index {i}")));
+    }
+    Ok(())
 }
 
 /// Refuses tensors of a weights file that are not part of `spec`'s state.

@@ -33,12 +33,51 @@ pub fn write_safetensors<'a>(
     tensors: impl IntoIterator<Item = (&'a str, &'a Tensor)>,
     metadata: &HashMap<String, String>,
 ) -> Result<(), NnError> {
-    let mut tensors: Vec<(&str, &Tensor)> = tensors.into_iter().collect();
+    write_state(path, tensors, &[], metadata)
+}
+
+/// [`write_safetensors`] plus integer scalars stored as `I64` (PyTorch's
+/// `num_batches_tracked` counters).
+///
+/// ```
+/// use std::collections::HashMap;
+/// use secondo_tensor::{DType, Tensor};
+/// let t = Tensor::zeros(vec![2], DType::F32);
+/// let path = std::env::temp_dir().join("secondo-doc-state.safetensors");
+/// secondo_nn::write_state(&path, [("1.running_mean", &t)], &[("1.num_batches_tracked", 3)], &HashMap::new()).unwrap();
+/// let back = secondo_nn::read_safetensors(&path).unwrap();
+/// assert_eq!(back["1.num_batches_tracked"].item(), 3.0);
+/// # std::fs::remove_file(path).unwrap();
+/// ```
+pub fn write_state<'a>(
+    path: &Path,
+    tensors: impl IntoIterator<Item = (&'a str, &'a Tensor)>,
+    counters: &[(&str, i64)],
+    metadata: &HashMap<String, String>,
+) -> Result<(), NnError> {
+    let mut records: Vec<Record> = tensors
+        .into_iter()
+        .map(|(name, t)| Record {
+            name,
+            dtype: match t.dtype() {
+                DType::F32 => "F32",
+                DType::F64 => "F64",
+            },
+            shape: t.shape(),
+            bytes: little_endian_bytes(t),
+        })
+        .chain(counters.iter().map(|&(name, count)| Record {
+            name,
+            dtype: "I64",
+            shape: &[],
+            bytes: std::borrow::Cow::Owned(count.to_le_bytes().to_vec()),
+        }))
+        .collect();
     // Widest elements first, as the safetensors crate lays them out: every
     // tensor then starts aligned to its element size.
-    tensors.sort_by_key(|(_, t)| std::cmp::Reverse(t.dtype().size_bytes()));
-    let header = header(&tensors, metadata);
-    let written = write_file(path, &header, &tensors);
+    records.sort_by_key(|r| std::cmp::Reverse(r.width()));
+    let header = header(&records, metadata);
+    let written = write_file(path, &header, &records);
     written.map_err(|e| {
         let _ = std::fs::remove_file(path);
         NnError::File {
@@ -48,19 +87,34 @@ pub fn write_safetensors<'a>(
     })
 }
 
+/// One tensor as it is stored.
+struct Record<'a> {
+    name: &'a str,
+    dtype: &'static str,
+    shape: &'a [usize],
+    bytes: std::borrow::Cow<'a, [u8]>,
+}
+
+impl Record<'_> {
+    /// Bytes per element.
+    fn width(&self) -> usize {
+        if self.dtype == "F32" {
+            4
+        } else {
+            8
+        }
+    }
+}
+
 /// The JSON header, padded with spaces to a multiple of 8 bytes.
-fn header(tensors: &[(&str, &Tensor)], metadata: &HashMap<String, String>) -> Vec<u8> {
+fn header(records: &[Record], metadata: &HashMap<String, String>) -> Vec<u8> {
     let mut doc = serde_json::Map::new();
     let mut offset = 0usize;
-    for (name, t) in tensors {
-        let end = offset + t.numel() * t.dtype().size_bytes();
-        let dtype = match t.dtype() {
-            DType::F32 => "F32",
-            DType::F64 => "F64",
-        };
+    for r in records {
+        let end = offset + r.bytes.len();
         doc.insert(
-            name.to_string(),
-            serde_json::json!({ "dtype": dtype, "shape": t.shape(), "data_offsets": [offset, end] }),
+            r.name.to_string(),
+            serde_json::json!({ "dtype": r.dtype, "shape": r.shape, "data_offsets": [offset, end] }),
         );
         offset = end;
     }
@@ -73,12 +127,12 @@ fn header(tensors: &[(&str, &Tensor)], metadata: &HashMap<String, String>) -> Ve
     bytes
 }
 
-fn write_file(path: &Path, header: &[u8], tensors: &[(&str, &Tensor)]) -> std::io::Result<()> {
+fn write_file(path: &Path, header: &[u8], records: &[Record]) -> std::io::Result<()> {
     let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
     file.write_all(&(header.len() as u64).to_le_bytes())?;
     file.write_all(header)?;
-    for (_, t) in tensors {
-        file.write_all(&little_endian_bytes(t))?;
+    for r in records {
+        file.write_all(&r.bytes)?;
     }
     file.into_inner().map_err(|e| e.into_error())?.sync_all()
 }

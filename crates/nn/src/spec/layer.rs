@@ -250,6 +250,68 @@ impl Layer {
             || self.children().any(|child| child.layer.has_parameters())
     }
 
+    /// Whether the layer is piecewise linear in its input and in each of its
+    /// own parameters (in evaluation mode), so that a network of such layers
+    /// has a Hessian whose diagonal equals the GGN's: each parameter enters
+    /// one layer linearly and everything after it is piecewise linear.
+    ///
+    /// ```
+    /// use secondo_nn::spec::Layer;
+    /// assert!(Layer::MaxPool2d { kernel: 2, stride: 2, padding: 0 }.is_piecewise_linear());
+    /// assert!(!Layer::Tanh.is_piecewise_linear());
+    /// ```
+    pub fn is_piecewise_linear(&self) -> bool {
+        match self {
+            Self::Sigmoid
+            | Self::Tanh
+            | Self::Elu { .. }
+            | Self::Selu
+            | Self::Softplus
+            | Self::Gelu
+            | Self::LayerNorm { .. } => false,
+            Self::Residual { .. } => self.children().all(|c| c.layer.is_piecewise_linear()),
+            Self::Linear { .. }
+            | Self::Conv2d { .. }
+            | Self::MaxPool2d { .. }
+            | Self::AvgPool2d { .. }
+            | Self::AdaptiveAvgPool2d { .. }
+            | Self::Flatten
+            | Self::Relu
+            | Self::LeakyRelu { .. }
+            | Self::Identity
+            | Self::Dropout { .. }
+            | Self::BatchNorm1d { .. }
+            | Self::BatchNorm2d { .. } => true,
+        }
+    }
+
+    /// Whether the layer is a dense layer or acts elementwise on a flat
+    /// sample: what the layer-by-layer recursions of KFRA and of the
+    /// Hessian diagonal's residual terms walk through.
+    ///
+    /// ```
+    /// use secondo_nn::spec::Layer;
+    /// assert!(Layer::Tanh.is_dense_chain_link());
+    /// assert!(!Layer::LayerNorm { features: 3 }.is_dense_chain_link());
+    /// ```
+    pub fn is_dense_chain_link(&self) -> bool {
+        matches!(
+            self,
+            Self::Linear { .. }
+                | Self::Flatten
+                | Self::Relu
+                | Self::Sigmoid
+                | Self::Tanh
+                | Self::LeakyRelu { .. }
+                | Self::Elu { .. }
+                | Self::Selu
+                | Self::Softplus
+                | Self::Gelu
+                | Self::Identity
+                | Self::Dropout { .. }
+        )
+    }
+
     /// The branches of a residual block, named as PyTorch's module names
     /// its children, in registration order (body first); none for other
     /// layers.

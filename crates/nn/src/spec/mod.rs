@@ -309,6 +309,22 @@ impl ModelSpec {
         modules
     }
 
+    /// The names of PyTorch's `num_batches_tracked` counters, one per batch
+    /// norm, in state_dict order.
+    ///
+    /// ```
+    /// use secondo_nn::spec::ModelSpec;
+    /// let spec = ModelSpec::parse("linear(4,3),batchnorm1d(3)").unwrap();
+    /// assert_eq!(spec.batch_counters(), ["1.num_batches_tracked"]);
+    /// ```
+    pub fn batch_counters(&self) -> Vec<String> {
+        self.modules()
+            .iter()
+            .filter(|m| m.layer.tracks_batches())
+            .map(|m| format!("{}.num_batches_tracked", m.path))
+            .collect()
+    }
+
     /// Whether a state_dict entry of this name is one that loaders should
     /// skip: `"<path>.num_batches_tracked"` where the layer at `path` (`"1"`,
     /// `"3.body.1"`) is a batch norm.
