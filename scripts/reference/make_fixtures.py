@@ -6,8 +6,7 @@ Usage (from the repository root)::
     .venv/bin/python scripts/reference/make_fixtures.py [--only GROUP[,GROUP...]]
 
 GROUP is one of grad, grad_norm, backpack, backpack_conv, curvlinops, curvlinops_resnet.
-Writes ``tests/fixtures/{grad,backpack,curvlinops,backpack_conv,curvlinops_resnet}/
-*.safetensors`` (grad_norm writes the BatchNorm / LayerNorm files in ``grad/``). Every file is
+Writes ``tests/fixtures/<GROUP>/*.safetensors`` for each group. Every file is
 self-contained (inputs, targets, parameters, expected quantities) and carries string
 metadata (``spec``, ``loss``, ``reduction``, ``dtype`` and extras). Output is
 deterministic: every case seeds torch with a fixed seed stored in its metadata.
@@ -1216,7 +1215,7 @@ def fd_check(fname, ref, grads):
 
 def norm_grad_case(fname, spec, mode, dtype, n=8, step=False):
     """Gradient (and with ``step`` one SGD step) on a net with normalization layers."""
-    seed = name_seed("grad/" + fname)
+    seed = name_seed("grad_norm/" + fname)
     loss, reduction = "cross_entropy", "mean"
     model, x, y = make_image_case(spec, NORM_INPUT, loss, n, dtype, seed)
     t = {"x": x, "y": y, **param_tensors(model)}
@@ -1254,7 +1253,7 @@ def norm_grad_case(fname, spec, mode, dtype, n=8, step=False):
         meta["note"] = (f"grad/<name> = d loss / d param with the model in {mode} mode "
                         + ("(BatchNorm with the running statistics in param/*)"
                            if mode == "eval" else "") + "; loss has shape [1]")
-    write(os.path.join(FIX, "grad", fname + ".safetensors"), t, meta)
+    write(os.path.join(FIX, "grad_norm", fname + ".safetensors"), t, meta)
 
     # ---- checks
     refmodel = batch_stats_copy(model) if mode == "train" else model
@@ -1284,7 +1283,7 @@ def norm_grad_case(fname, spec, mode, dtype, n=8, step=False):
                   0.9 * sd0[f"{bn_name}.running_var"].double() + 0.1 * var_unb, stol)
             nb = t[f"updated/{bn_name}.num_batches_tracked"]
             assert nb.item() == sd0[f"{bn_name}.num_batches_tracked"].item() + 1, (fname, bn_name)
-    log(f"grad/{fname}: P={ref.theta.numel()} N={n} mode={mode} fd_rel_err={fd_err}")
+    log(f"grad_norm/{fname}: P={ref.theta.numel()} N={n} mode={mode} fd_rel_err={fd_err}")
 
 
 def make_grad_norm():
@@ -1297,7 +1296,8 @@ def make_grad_norm():
 def verify_all():
     """Load every fixture back and check the format invariants."""
     nfiles = 0
-    for sub in ("grad", "backpack", "curvlinops", "backpack_conv", "curvlinops_resnet"):
+    for sub in ("grad", "backpack", "curvlinops", "grad_norm", "backpack_conv",
+                "curvlinops_resnet"):
         d = os.path.join(FIX, sub)
         if not os.path.isdir(d):
             continue
@@ -1400,10 +1400,8 @@ def main():
     for d, _, files in os.walk(FIX):
         size = sum(os.path.getsize(os.path.join(d, f)) for f in files)
         total += size
-        if os.path.basename(d) in ("backpack_conv", "curvlinops_resnet"):
+        if os.path.basename(d) in ("grad_norm", "backpack_conv", "curvlinops_resnet"):
             new += size
-    new += sum(os.path.getsize(os.path.join(FIX, "grad", f)) for f in os.listdir(
-        os.path.join(FIX, "grad")) if f.startswith(("bn_", "layernorm")))
     print(f"fixtures total size: {total / 1024:.1f} KiB (CNN/ResNet/norm ones: "
           f"{new / 1024:.1f} KiB)", flush=True)
 
