@@ -296,29 +296,32 @@ fn default_training_is_accurate_and_deterministic() {
     );
 }
 
-/// Curvature quantities of layers the engine cannot build yet (here a
-/// convolution, for KFAC) are refused in one line that names the layer.
+/// Kronecker factors of a grouped convolution (which has no single patch
+/// matrix, and which BackPACK refuses too) are refused in one line naming
+/// the parameter.
 #[test]
-fn quantities_of_unsupported_layers_are_refused() {
+fn kronecker_factors_of_grouped_convolutions_are_refused() {
     let t = Setup::new();
     let out = t.path("o.safetensors");
     let images = t.path("images.safetensors");
     let n = 6;
-    let x = Tensor::from_vec(vec![n, 1, 4, 5], vec![0.5f64; n * 20]).unwrap();
-    let y = Tensor::from_vec(vec![n], (0..n).map(|i| (i % 3) as f64).collect()).unwrap();
+    let x = Tensor::from_vec(vec![n, 2, 4, 5], vec![0.5f64; n * 40]).unwrap();
+    let y = Tensor::from_vec(vec![n, 3], vec![0.25f64; n * 3]).unwrap();
     secondo_nn::write_safetensors(&images, [("x", &x), ("y", &y)], &Default::default()).unwrap();
     let o = secondo(&[
         "quantities",
         "--model",
-        "conv2d(1,2,k=3),relu,flatten,linear(12,3)",
+        "conv2d(2,2,k=3,groups=2),relu,flatten,linear(12,3)",
         "--data",
         s(&images),
+        "--loss",
+        "mse",
         "--quantities",
-        "kfac",
+        "kflr",
         "--out",
         s(&out),
     ]);
-    assert_bad_input(&o, "conv2d(1,2,k=3)", &out);
+    assert_bad_input(&o, "parameter 0.weight belongs to a grouped convolution", &out);
 }
 
 /// `--explain` prints the optimized graph and its contractions' FLOPs; for

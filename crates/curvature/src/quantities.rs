@@ -404,10 +404,12 @@ enum Columns {
 /// layer, named `<quantity>/<layer>.weight/{out,in}` and
 /// `<quantity>/<layer>.bias/out`: `A = (1/N) Σ_n Σ_l a_nl a_nlᵀ` of the
 /// layer's input rows (patches for a convolution, over its `L` output
-/// positions), and `B = Σ_n Σ_l Σ_k g_nlk g_nlkᵀ` with `g_nlk` the column
-/// `k` of the loss-Hessian factor (KFLR) or a sampled loss gradient (KFAC,
-/// averaged over draws) backpropagated to the layer output (Grosse & Martens
-/// 2016 for convolutions, BackPACK's convention).
+/// positions), and `B = Σ_n Σ_k g_nk g_nkᵀ` with `g_nk` the column `k` of
+/// the loss-Hessian factor (KFLR) or a sampled loss gradient (KFAC, averaged
+/// over draws) backpropagated to the layer output, for a convolution summed
+/// over its positions first (`g_nk = Σ_l g_nlk`, so that `B` is the exact GGN
+/// block of the bias): BackPACK's convention. curvlinops' `expand` differs
+/// (docs/ARCHITECTURE.md, "Kronecker factors of convolutions").
 fn kronecker_factors<'b>(
     k: &Layers<'_, 'b>,
     quantities: &[Quantity],
@@ -422,17 +424,15 @@ fn kronecker_factors<'b>(
     let mut out = Vec::new();
     let mut emit = |q: Quantity, columns: Vec<Var<'b>>, weight: f64| {
         for (tap, g) in taps.iter().zip(columns) {
-            let (bmat, a) = if tap.is_spatial() {
+            let (g, a) = if tap.is_spatial() {
                 (
-                    b.einsum("knol,knpl->op", &[g, g]),
+                    g.sum(&[3]),
                     b.einsum("nil,njl->ij", &[tap.input, tap.input]),
                 )
             } else {
-                (
-                    b.einsum("kno,knp->op", &[g, g]),
-                    b.einsum("ni,nj->ij", &[tap.input, tap.input]),
-                )
+                (g, b.einsum("ni,nj->ij", &[tap.input, tap.input]))
             };
+            let bmat = b.einsum("kno,knp->op", &[g, g]);
             let l = &tap.layer;
             let bmat = bmat * weight;
             out.push((format!("{q}/{l}.weight/out"), bmat));
@@ -447,7 +447,11 @@ fn kronecker_factors<'b>(
     }
     if quantities.contains(&Quantity::Kfac) {
         let m = k.draws("kfac")?;
-        emit(Quantity::Kfac, k.sampled_columns(f, &z)?, k.scale / m as f64);
+        emit(
+            Quantity::Kfac,
+            k.sampled_columns(f, &z)?,
+            k.scale / m as f64,
+        );
     }
     if quantities.contains(&Quantity::Kfra) {
         k.refuse_non_dense("kfra")?;
@@ -497,7 +501,9 @@ impl<'b> Layers<'_, 'b> {
     /// The number of Monte-Carlo draws, which `what` needs to be positive.
     fn draws(&self, what: &str) -> Result<usize, CurvatureError> {
         match self.mc_shape[0] {
-            0 => Err(CurvatureError::Invalid(format!("{what} needs sampled targets"))),
+            0 => Err(CurvatureError::Invalid(format!(
+                "{what} needs sampled targets"
+            ))),
             m => Ok(m),
         }
     }
@@ -533,7 +539,8 @@ impl<'b> Layers<'_, 'b> {
                 let draws = b.input("sample/draws", &draw_shape);
                 let cols = b.vmap(&jtg, &[s.y], &[draws], m)?;
                 let weight = self.scale / m as f64;
-                let squares: Vec<Var> = cols.iter().map(|v| v.square().sum(&[0]) * weight).collect();
+                let squares: Vec<Var> =
+                    cols.iter().map(|v| v.square().sum(&[0]) * weight).collect();
                 // mc/targets [M, N, ...] as one [M, 1, ...] stack per sample.
                 let targets = b.input("mc/targets", &self.mc_shape);
                 let rank = self.mc_shape.len();
@@ -548,18 +555,21 @@ impl<'b> Layers<'_, 'b> {
         Ok(b.vmap(&squares, &batched, &stacks, n)?)
     }
 
-    /// Refuses a network with a parametrized layer that no tap covers (a
-    /// grouped convolution, a normalization layer) for `what`.
+    /// Refuses, for `what`, a convolution without a tap (a grouped one,
+    /// which has no single patch matrix; BackPACK refuses it too). Other
+    /// layers without a tap (normalization layers) get no Kronecker factors.
     fn refuse_untapped(&self, taps: &[LayerTap<'b>], what: &str) -> Result<(), CurvatureError> {
-        let net = &self.objective.network;
-        match net
+        let covered = |name: &str| taps.iter().any(|t| name.starts_with(&format!("{}.", t.layer)));
+        match self
+            .objective
+            .network
             .params()
             .iter()
-            .find(|p| !taps.iter().any(|t| p.name.starts_with(&format!("{}.", t.layer))))
+            .find(|p| p.shape.len() == 4 && !covered(&p.name))
         {
             Some(p) => Err(CurvatureError::Invalid(format!(
                 "{what} are defined for linear and ungrouped conv2d layers only; \
-                 parameter {} belongs to another layer",
+                 parameter {} belongs to a grouped convolution",
                 p.name
             ))),
             None => Ok(()),
@@ -609,17 +619,29 @@ fn curvature_diagonals<'b>(
     let net = &k.objective.network;
     let forward = net.forward_with(k.xs, k.params, secondo_nn::Mode::Eval)?;
     let f = forward.output;
-    let dense: Vec<LayerTap> = forward.taps.into_iter().filter(|t| !t.is_spatial()).collect();
+    let dense: Vec<LayerTap> = forward
+        .taps
+        .into_iter()
+        .filter(|t| !t.is_spatial())
+        .collect();
     let z: Vec<Var> = dense.iter().map(|t| t.output).collect();
-    let covered = |name: &str| dense.iter().any(|t| name.starts_with(&format!("{}.", t.layer)));
+    let covered = |name: &str| {
+        dense
+            .iter()
+            .any(|t| name.starts_with(&format!("{}.", t.layer)))
+    };
     let others: Vec<usize> = (0..net.params().len())
         .filter(|&i| !covered(&net.params()[i].name))
         .collect();
     let other_vars: Vec<Var> = others.iter().map(|&i| k.params[i]).collect();
     let wants = |q: Quantity| quantities.contains(&q);
-    let exact_needed = [Quantity::DiagGgnExact, Quantity::BatchDiagGgnExact, Quantity::DiagHessian]
-        .iter()
-        .any(|&q| wants(q));
+    let exact_needed = [
+        Quantity::DiagGgnExact,
+        Quantity::BatchDiagGgnExact,
+        Quantity::DiagHessian,
+    ]
+    .iter()
+    .any(|&q| wants(q));
     let mut out = Vec::new();
     let mut columns = Vec::new();
     if exact_needed {
@@ -648,7 +670,11 @@ fn curvature_diagonals<'b>(
         columns.push((Columns::Sampled, mc_z, mc_other));
     }
     for &q in quantities {
-        let source = if q == Quantity::DiagGgnMc { Columns::Sampled } else { Columns::Exact };
+        let source = if q == Quantity::DiagGgnMc {
+            Columns::Sampled
+        } else {
+            Columns::Exact
+        };
         let Some((_, at_z, at_other)) = columns.iter().find(|c| c.0 == source) else {
             continue;
         };
@@ -661,10 +687,20 @@ fn curvature_diagonals<'b>(
         };
         for (tap, d) in dense.iter().zip(at_z) {
             let l = &tap.layer;
-            let spec = if per_sample { "no,ni,ni->noi" } else { "no,ni,ni->oi" };
-            named.push((format!("{l}.weight"), b.einsum(spec, &[d, tap.input, tap.input])));
+            let spec = if per_sample {
+                "no,ni,ni->noi"
+            } else {
+                "no,ni,ni->oi"
+            };
+            named.push((
+                format!("{l}.weight"),
+                b.einsum(spec, &[d, tap.input, tap.input]),
+            ));
             if net.params().iter().any(|p| p.name == format!("{l}.bias")) {
-                named.push((format!("{l}.bias"), if per_sample { d } else { d.sum(&[0]) }));
+                named.push((
+                    format!("{l}.bias"),
+                    if per_sample { d } else { d.sum(&[0]) },
+                ));
             }
         }
         for (&i, d) in others.iter().zip(at_other) {

@@ -11,17 +11,17 @@
 pub mod spec;
 
 mod error;
-mod loss;
 mod layers;
+mod loss;
 mod network;
 mod params;
 #[cfg(test)]
 mod proptests;
 mod write;
 
+pub use error::NnError;
 pub use layers::activation::activation;
 pub use layers::{BatchStats, DropoutMask, Forward, LayerTap, Mode};
-pub use error::NnError;
 pub use loss::{Loss, LossKind, Reduction};
 pub use network::Network;
 pub use params::{read_safetensors, read_safetensors_with_metadata, Metadata, ParamStore};

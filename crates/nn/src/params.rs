@@ -190,7 +190,11 @@ impl ParamStore {
             .buffers()
             .into_iter()
             .map(|b| {
-                let value = if b.kind == ParamKind::RunningVar { 1.0 } else { 0.0 };
+                let value = if b.kind == ParamKind::RunningVar {
+                    1.0
+                } else {
+                    0.0
+                };
                 (b.name, Tensor::full(b.shape, value, dtype))
             })
             .collect();
@@ -308,8 +312,17 @@ impl ParamStore {
     /// # std::fs::remove_file(path).unwrap();
     /// ```
     pub fn save(&self, path: &Path) -> Result<(), NnError> {
-        let counters: Vec<(&str, i64)> = self.counters.iter().map(|(n, c)| (n.as_str(), *c)).collect();
-        crate::write_state(path, self.iter().chain(self.buffers()), &counters, &HashMap::new())
+        let counters: Vec<(&str, i64)> = self
+            .counters
+            .iter()
+            .map(|(n, c)| (n.as_str(), *c))
+            .collect();
+        crate::write_state(
+            path,
+            self.iter().chain(self.buffers()),
+            &counters,
+            &HashMap::new(),
+        )
     }
 }
 
@@ -321,7 +334,10 @@ fn check_tensor(file: &str, name: &str, shape: &[usize], t: &Tensor) -> Result<(
         reason,
     };
     if t.shape() != shape {
-        return Err(bad(format!("expected shape {shape:?}, got {:?}", t.shape())));
+        return Err(bad(format!(
+            "expected shape {shape:?}, got {:?}",
+            t.shape()
+        )));
     }
     if let Some(i) = t.first_non_finite() {
         return Err(bad(format!("non-finite value at flat index {i}")));
@@ -501,13 +517,23 @@ mod tests {
     fn buffers_are_expected() {
         let dir = tempfile::tempdir().unwrap();
         let model = "linear(2,2),batchnorm1d(2)";
-        let path = weights(
-            &dir,
-            model,
-            &["1.running_mean", "1.running_var", "1.num_batches_tracked"],
+        let mut store = ParamStore::init(&spec(model), 0, DType::F64);
+        let path = dir.path().join("w.safetensors");
+        store.save(&path).unwrap();
+        let back = read_safetensors(&path).unwrap();
+        assert_eq!(back["1.num_batches_tracked"].shape(), &[] as &[usize]);
+        let loaded = ParamStore::load(&path, &spec(model), DType::F64).unwrap();
+        assert_eq!(loaded.names(), ["0.weight", "0.bias", "1.weight", "1.bias"]);
+        assert_eq!(
+            loaded.buffer("1.running_var").unwrap().to_f64_vec(),
+            [1.0, 1.0]
         );
-        let store = ParamStore::load(&path, &spec(model), DType::F64).unwrap();
-        assert_eq!(store.names(), ["0.weight", "0.bias", "1.weight", "1.bias"]);
+        // Weights without the running statistics cannot evaluate the batch norm.
+        store.buffers.clear();
+        store.counters.clear();
+        store.save(&path).unwrap();
+        let e = load_error(&path, model);
+        assert!(e.contains("1.running_mean"), "{e}");
     }
 
     #[test]
@@ -551,12 +577,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.safetensors");
         let mut saved = store.clone();
-        for buffer in ["1.body.1.running_mean", "1.body.1.num_batches_tracked"] {
-            saved.insert(buffer, Tensor::zeros(vec![8], DType::F32));
-        }
+        saved.insert_buffer(
+            "1.body.1.running_mean",
+            Tensor::full(vec![8], 0.25, DType::F64),
+        );
+        saved.count_batch();
         saved.save(&path).unwrap();
         let loaded = ParamStore::load(&path, &model, DType::F64).unwrap();
         assert_eq!(loaded.names(), names);
+        let buffers: Vec<&str> = loaded.buffers().map(|(n, _)| n).collect();
+        assert_eq!(buffers, ["1.body.1.running_mean", "1.body.1.running_var"]);
+        assert_eq!(
+            loaded.buffer("1.body.1.running_mean").unwrap().to_f64_vec(),
+            [0.25; 8]
+        );
+        assert_eq!(loaded.counter("1.body.1.num_batches_tracked"), Some(1));
         saved.insert(
             "1.shortcut.1.running_mean",
             Tensor::zeros(vec![1], DType::F32),

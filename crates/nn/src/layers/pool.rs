@@ -7,7 +7,10 @@ use secondo_tensor::{Tensor, Window2d};
 /// `maxpool2d(K, s, p)` on `[N, C, H, W]`: the padding reads −∞, as in
 /// PyTorch, so it never wins a window.
 pub(crate) fn max(x: Var<'_>, kernel: usize, stride: usize, padding: usize) -> Var<'_> {
-    let p = x.unfold(Window2d::square(kernel, stride, padding, 1), f64::NEG_INFINITY);
+    let p = x.unfold(
+        Window2d::square(kernel, stride, padding, 1),
+        f64::NEG_INFINITY,
+    );
     let s = p.shape();
     p.reshape(&[s[0], s[1], kernel * kernel, s[4], s[5]])
         .max_over(&[2])
