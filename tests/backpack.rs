@@ -40,16 +40,7 @@ fn exact_quantities_match_backpack() {
         let got = compute_quantities(&objective, &params, &x, &y, &wanted, None).unwrap();
         let tol = if f.dtype() == DType::F32 { 1e-5 } else { 1e-10 };
         for (name, t) in &got {
-            let want = f.tensor(name).to_dtype(f.dtype());
-            // The variance of one sample is rounding noise around 0: measure it
-            // against the size of its terms instead.
-            let err = if name.starts_with("variance/") {
-                let terms = f.tensor(&name.replace("variance/", "sum_grad_squared/"));
-                let scale = terms.to_f64_vec().iter().fold(0f64, |m, v| m.max(v.abs()));
-                t.max_abs_diff(&want) / scale.max(f64::MIN_POSITIVE)
-            } else {
-                relative_error(t, &want)
-            };
+            let err = f.error(name, t);
             assert!(
                 err < tol,
                 "{} {name}: relative error {err:e}",

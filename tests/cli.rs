@@ -321,7 +321,11 @@ fn kronecker_factors_of_grouped_convolutions_are_refused() {
         "--out",
         s(&out),
     ]);
-    assert_bad_input(&o, "parameter 0.weight belongs to a grouped convolution", &out);
+    assert_bad_input(
+        &o,
+        "parameter 0.weight belongs to a grouped convolution",
+        &out,
+    );
 }
 
 /// `--explain` prints the optimized graph and its contractions' FLOPs; for

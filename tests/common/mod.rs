@@ -56,7 +56,8 @@ impl Fixture {
         .unwrap()
     }
 
-    /// The fixture's parameters (`param/<name>`) in the objective's order.
+    /// The fixture's parameters and buffers (`param/<name>`) in the
+    /// objective's order.
     pub fn params(&self, objective: &Objective) -> ParamStore {
         let mut p = ParamStore::new();
         for info in objective.network.params() {
@@ -66,7 +67,25 @@ impl Fixture {
                     .to_dtype(self.dtype()),
             );
         }
+        for info in objective.network.spec().buffers() {
+            let t = self.tensor(&format!("param/{}", info.name));
+            p.insert_buffer(&info.name, t.to_dtype(self.dtype()));
+        }
         p
+    }
+
+    /// The relative error of `got` against the stored quantity `name`. The
+    /// variance of few samples is rounding noise around 0 where the samples
+    /// agree: it is measured against the size of its terms instead.
+    pub fn error(&self, name: &str, got: &Tensor) -> f64 {
+        let want = self.tensor(name).to_dtype(self.dtype());
+        if name.starts_with("variance/") {
+            let terms = self.tensor(&name.replace("variance/", "sum_grad_squared/"));
+            let scale = terms.to_f64_vec().iter().fold(0f64, |m, v| m.max(v.abs()));
+            got.max_abs_diff(&want) / scale.max(f64::MIN_POSITIVE)
+        } else {
+            relative_error(got, &want)
+        }
     }
 
     /// Inputs and targets in the fixture's dtype (targets as float class indices or values).

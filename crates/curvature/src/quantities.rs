@@ -559,7 +559,10 @@ impl<'b> Layers<'_, 'b> {
     /// which has no single patch matrix; BackPACK refuses it too). Other
     /// layers without a tap (normalization layers) get no Kronecker factors.
     fn refuse_untapped(&self, taps: &[LayerTap<'b>], what: &str) -> Result<(), CurvatureError> {
-        let covered = |name: &str| taps.iter().any(|t| name.starts_with(&format!("{}.", t.layer)));
+        let covered = |name: &str| {
+            taps.iter()
+                .any(|t| name.starts_with(&format!("{}.", t.layer)))
+        };
         match self
             .objective
             .network
