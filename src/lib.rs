@@ -25,7 +25,9 @@ pub mod train;
 
 pub use error::Error;
 pub use secondo_curvature as curvature;
-pub use secondo_curvature::{GradientProgram, Objective, ObjectiveConfig, StepOutput};
+pub use secondo_curvature::{
+    BatchStatistics, GradientProgram, Objective, ObjectiveConfig, StepOutput,
+};
 pub use secondo_data as data;
 pub use secondo_graph as graph;
 pub use secondo_linalg as linalg;

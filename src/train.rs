@@ -183,28 +183,88 @@ fn step_typed<T: secondo_tensor::Element + secondo_optim::Scalar>(
     Ok(())
 }
 
-/// Compiled programs per batch size (the last batch of an epoch may be smaller).
+/// Compiled programs per batch size (the last batch of an epoch may be
+/// smaller): training steps (batch statistics, dropout, gradients) or
+/// evaluation (running statistics, no dropout, no gradients).
 struct Programs<'a> {
     objective: &'a Objective,
-    with_grad: bool,
+    training: bool,
     cache: HashMap<usize, GradientProgram>,
 }
 
 impl<'a> Programs<'a> {
-    fn new(objective: &'a Objective, with_grad: bool) -> Self {
+    fn new(objective: &'a Objective, training: bool) -> Self {
         Programs {
             objective,
-            with_grad,
+            training,
             cache: HashMap::new(),
         }
     }
 
     fn get(&mut self, n: usize) -> Result<&GradientProgram, Error> {
         if !self.cache.contains_key(&n) {
-            let p = self.objective.program(n, self.with_grad)?;
+            let p = match self.training {
+                true => self.objective.training_program(n)?,
+                false => self.objective.program(n, false)?,
+            };
             self.cache.insert(n, p);
         }
         Ok(&self.cache[&n])
+    }
+}
+
+/// PyTorch's default batch-norm momentum: the weight of the newest batch in
+/// the running statistics.
+const BATCHNORM_MOMENTUM: f64 = 0.1;
+
+/// Fresh 0/1 dropout masks for one step, keeping each unit with probability
+/// `1 − p`, seeded by the run's seed and the step (same seed, same masks).
+fn dropout_masks(
+    program: &GradientProgram,
+    seed: u64,
+    step: usize,
+    dtype: DType,
+) -> Vec<(String, Tensor)> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ (step as u64).rotate_left(32));
+    program
+        .masks()
+        .iter()
+        .map(|m| {
+            let n: usize = m.shape.iter().product();
+            let keep: Vec<f64> = (0..n)
+                .map(|_| f64::from(u8::from(rng.random::<f64>() >= m.p)))
+                .collect();
+            let t = Tensor::from_f64(m.shape.clone(), &keep, dtype).expect("mask values");
+            (m.name.clone(), t)
+        })
+        .collect()
+}
+
+/// PyTorch's running-statistics update after a training step:
+/// `running ← (1 − m) running + m · batch` for the mean and the unbiased
+/// variance, and one more batch counted.
+fn update_running_statistics(params: &mut ParamStore, stats: &[crate::BatchStatistics]) {
+    let blend = |old: &Tensor, new: &Tensor| {
+        let v: Vec<f64> = old
+            .to_f64_vec()
+            .iter()
+            .zip(new.to_f64_vec())
+            .map(|(o, b)| (1.0 - BATCHNORM_MOMENTUM) * o + BATCHNORM_MOMENTUM * b)
+            .collect();
+        Tensor::from_f64(old.shape().to_vec(), &v, old.dtype()).expect("same shape")
+    };
+    for s in stats {
+        for (kind, batch) in [("running_mean", &s.mean), ("running_var", &s.var)] {
+            let name = format!("{}.{kind}", s.layer);
+            if let Some(old) = params.buffer(&name) {
+                let new = blend(old, batch);
+                params.insert_buffer(&name, new);
+            }
+        }
+    }
+    if !stats.is_empty() {
+        params.count_batch();
     }
 }
 
@@ -271,11 +331,14 @@ pub fn train(
         let (mut loss_sum, mut hits, mut seen) = (0.0, 0usize, 0usize);
         for batch in shuffled.batches(config.batch_size)? {
             let (x, y) = objective.batch_tensors(&batch)?;
-            let out = programs.get(batch.len())?.run(params, x, y)?;
+            let program = programs.get(batch.len())?;
+            let masks = dropout_masks(program, config.seed, step, objective.dtype);
+            let out = program.run_with_masks(params, x, y, masks)?;
             if !out.loss.is_finite() {
                 return Err(diverged(out.loss, step, epoch, config));
             }
             opt.step(params, &out.grads)?;
+            update_running_statistics(params, &out.stats);
             loss_sum += mean_term(objective, out.loss, batch.len()) * batch.len() as f64;
             if let secondo_data::BatchTargets::Classes { labels, .. } = batch.y {
                 hits += correct(&out.output, labels);
@@ -324,7 +387,7 @@ pub fn ensure_training_fits(
     config: &TrainConfig,
 ) -> Result<(), Error> {
     let batch = config.batch_size.min(samples).max(1);
-    let step = objective.program(batch, true)?.executable().peak_bytes();
+    let step = objective.training_program(batch)?.executable().peak_bytes();
     let numel = objective.network.spec().num_parameters();
     let copies = 2 + config.optimizer_state();
     let state = bytes_of(numel, objective.dtype.size_bytes() * copies);

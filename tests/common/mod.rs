@@ -71,6 +71,9 @@ impl Fixture {
             let t = self.tensor(&format!("param/{}", info.name));
             p.insert_buffer(&info.name, t.to_dtype(self.dtype()));
         }
+        for name in objective.network.spec().batch_counters() {
+            p.set_counter(&name, self.tensor(&format!("param/{name}")).item() as i64);
+        }
         p
     }
 

@@ -32,7 +32,8 @@ mod sampling;
 
 pub use error::CurvatureError;
 pub use objective::{
-    batch_feeds, GradientProgram, Objective, ObjectiveConfig, StepOutput, INPUT, TARGET,
+    batch_feeds, BatchStatistics, GradientProgram, Objective, ObjectiveConfig, StepOutput, INPUT,
+    TARGET,
 };
 pub use operator::{Curvature, CurvatureOperator};
 pub use quantities::{compute_quantities, sample_mc_targets, Quantity, QuantityProgram};

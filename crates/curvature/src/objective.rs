@@ -1,7 +1,7 @@
 use secondo_data::{Batch, BatchTargets};
 use secondo_graph::{Builder, Executable, Feeds};
 use secondo_nn::spec::ModelSpec;
-use secondo_nn::{Loss, LossKind, Network, ParamStore, Reduction};
+use secondo_nn::{DropoutMask, Loss, LossKind, Mode, Network, ParamStore, Reduction};
 use secondo_tensor::{DType, Tensor};
 
 use crate::CurvatureError as Error;
@@ -66,6 +66,21 @@ pub struct Objective {
     pub loss: Loss,
     /// Element type.
     pub dtype: DType,
+    /// How batch norms normalize in the curvature operators: with the
+    /// running statistics ([`Mode::Eval`], the default) or with the batch's
+    /// ([`Mode::BatchStatistics`], `--batchnorm train`).
+    pub batchnorm: Mode,
+}
+
+/// A batch norm's statistics on one training batch.
+#[derive(Debug, Clone)]
+pub struct BatchStatistics {
+    /// The layer's state_dict path.
+    pub layer: String,
+    /// Per-channel mean.
+    pub mean: Tensor,
+    /// Per-channel unbiased variance.
+    pub var: Tensor,
 }
 
 /// What one evaluation of a [`GradientProgram`] returns.
@@ -77,6 +92,8 @@ pub struct StepOutput {
     pub output: Tensor,
     /// Gradients in parameter order (empty for forward-only programs).
     pub grads: Vec<Tensor>,
+    /// Batch norms' batch statistics (training programs only).
+    pub stats: Vec<BatchStatistics>,
 }
 
 /// A compiled graph computing the loss, the outputs and (optionally) the
@@ -85,6 +102,9 @@ pub struct StepOutput {
 pub struct GradientProgram {
     exe: Executable,
     batch_size: usize,
+    /// The batch norms whose statistics follow the gradients in the outputs.
+    stats: Vec<String>,
+    masks: Vec<DropoutMask>,
 }
 
 impl Objective {
@@ -109,7 +129,35 @@ impl Objective {
             network,
             loss: Loss::new(kind, c.reduction),
             dtype: c.dtype,
+            batchnorm: Mode::Eval,
         })
+    }
+
+    /// The objective with batch norms in the curvature operators normalizing
+    /// by `mode` ([`Mode::Eval`] or [`Mode::BatchStatistics`]; dropout is
+    /// never on in a curvature operator).
+    ///
+    /// ```
+    /// use secondo_curvature::{Objective, ObjectiveConfig};
+    /// use secondo_nn::Mode;
+    /// let obj = Objective::from_config(&ObjectiveConfig { spec: "linear(3,2)".into(), input_shape: vec![3], ..Default::default() }).unwrap();
+    /// assert!(obj.clone().with_batchnorm(Mode::BatchStatistics).is_ok());
+    /// assert!(obj.with_batchnorm(Mode::Train).is_err());
+    /// ```
+    pub fn with_batchnorm(mut self, mode: Mode) -> Result<Objective, Error> {
+        if mode == Mode::Train {
+            return Err(Error::Invalid(
+                "curvature operators take batch norms in eval or batch-statistics mode, not with dropout on"
+                    .into(),
+            ));
+        }
+        self.batchnorm = mode;
+        Ok(self)
+    }
+
+    /// Whether the network has a batch norm.
+    pub fn has_batchnorm(&self) -> bool {
+        !self.network.spec().buffers().is_empty()
     }
 
     /// The number of network outputs per sample.
@@ -207,6 +255,30 @@ impl Objective {
     /// assert_eq!(program.batch_size(), 8);
     /// ```
     pub fn program(&self, batch_size: usize, with_grad: bool) -> Result<GradientProgram, Error> {
+        self.compile_program(batch_size, with_grad, Mode::Eval)
+    }
+
+    /// The loss and its gradient in training mode (batch statistics, dropout
+    /// masks to feed) for batches of `batch_size`, with each batch norm's
+    /// batch statistics among the outputs.
+    ///
+    /// ```
+    /// use secondo_curvature::{Objective, ObjectiveConfig};
+    /// let obj = Objective::from_config(&ObjectiveConfig { spec: "linear(64,10),batchnorm1d(10),dropout(0.5)".into(), input_shape: vec![64], ..Default::default() }).unwrap();
+    /// let program = obj.training_program(8).unwrap();
+    /// assert_eq!(program.masks()[0].name, "2.dropout_mask");
+    /// assert!(obj.training_program(1).is_err()); // one value per channel
+    /// ```
+    pub fn training_program(&self, batch_size: usize) -> Result<GradientProgram, Error> {
+        self.compile_program(batch_size, true, Mode::Train)
+    }
+
+    fn compile_program(
+        &self,
+        batch_size: usize,
+        with_grad: bool,
+        mode: Mode,
+    ) -> Result<GradientProgram, Error> {
         let b = Builder::new(self.dtype);
         let mut shape = vec![batch_size];
         shape.extend_from_slice(self.network.input_shape());
@@ -214,14 +286,29 @@ impl Objective {
         let out_shape = [batch_size, self.width()];
         let y = b.input(TARGET, &self.loss.target_shape(&out_shape));
         let params = self.network.param_vars(&b);
-        let output = self.network.forward(x, &params)?;
-        let loss = self.loss.build(output, y)?;
-        let mut outputs = vec![loss.id(), output.id()];
+        let forward = self.network.forward_with(x, &params, mode)?;
+        let loss = self.loss.build(forward.output, y)?;
+        let mut outputs = vec![loss.id(), forward.output.id()];
         if with_grad {
             outputs.extend(b.grad(loss, &params)?.iter().map(|g| g.id()));
         }
+        for s in &forward.stats {
+            if s.count == 1 {
+                return Err(Error::Invalid(format!(
+                    "layer {}: a batch norm in training needs more than one value per channel, \
+                     and a batch of {batch_size} gives one (choose a --batch-size that leaves no such batch)",
+                    s.layer
+                )));
+            }
+            outputs.extend([s.mean.id(), s.var.id()]);
+        }
         let exe = Executable::compile(&b.finish()?, &outputs)?;
-        Ok(GradientProgram { exe, batch_size })
+        Ok(GradientProgram {
+            exe,
+            batch_size,
+            stats: forward.stats.into_iter().map(|s| s.layer).collect(),
+            masks: forward.masks,
+        })
     }
 }
 
@@ -251,15 +338,48 @@ impl GradientProgram {
     /// assert!(out.loss.is_finite());
     /// ```
     pub fn run(&self, params: &ParamStore, x: Tensor, y: Tensor) -> Result<StepOutput, Error> {
-        let mut out = self.exe.run(&batch_feeds(params, &x, &y))?.into_iter();
+        self.run_with_masks(params, x, y, Vec::new())
+    }
+
+    /// The dropout masks a training program needs fed.
+    pub fn masks(&self) -> &[DropoutMask] {
+        &self.masks
+    }
+
+    /// [`GradientProgram::run`] with the dropout masks (name, 0/1 tensor).
+    pub fn run_with_masks(
+        &self,
+        params: &ParamStore,
+        x: Tensor,
+        y: Tensor,
+        masks: Vec<(String, Tensor)>,
+    ) -> Result<StepOutput, Error> {
+        let mut feeds = batch_feeds(params, &x, &y);
+        for (name, t) in masks {
+            feeds.insert(&name, t);
+        }
+        let mut out = self.exe.run(&feeds)?;
+        let tail = out.split_off(out.len() - 2 * self.stats.len());
+        let mut out = out.into_iter();
         let loss = out.next().map(|t| t.item()).unwrap_or(f64::NAN);
         let output = out
             .next()
             .ok_or_else(|| Error::Invalid("no output".into()))?;
+        let stats = self
+            .stats
+            .iter()
+            .zip(tail.chunks(2))
+            .map(|(layer, mv)| BatchStatistics {
+                layer: layer.clone(),
+                mean: mv[0].clone(),
+                var: mv[1].clone(),
+            })
+            .collect();
         Ok(StepOutput {
             loss,
             output,
             grads: out.collect(),
+            stats,
         })
     }
 }

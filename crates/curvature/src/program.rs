@@ -52,7 +52,7 @@ pub(crate) fn compile(
             b.input(&format!("{TANGENT}{}", p.name), &p.shape)
         })
         .collect();
-    let f = net.forward(x, &params)?;
+    let f = net.forward_with(x, &params, objective.batchnorm)?.output;
     let summed = secondo_nn::Loss::new(objective.loss.kind, Reduction::Sum);
     let outputs: Vec<Var> = match product {
         Product::Hessian => {

@@ -246,6 +246,14 @@ fn build(
     quantities: &[Quantity],
     mc_samples: Option<usize>,
 ) -> Result<QuantityProgram, CurvatureError> {
+    if objective.batchnorm != secondo_nn::Mode::Eval && objective.has_batchnorm() {
+        return Err(CurvatureError::Invalid(
+            "quantities are computed per sample, and with --batchnorm train the batch \
+             statistics couple the samples; use --batchnorm eval, or the curvature operators \
+             (spectrum) for train mode"
+                .into(),
+        ));
+    }
     let net = &objective.network;
     let c = net.output_shape()[0];
     let b = Builder::new(objective.dtype);

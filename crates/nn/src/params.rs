@@ -242,6 +242,15 @@ impl ParamStore {
         self.counters.iter().find(|(n, _)| n == name).map(|e| e.1)
     }
 
+    /// Sets the `num_batches_tracked` counter of that name (new names go
+    /// last).
+    pub fn set_counter(&mut self, name: &str, count: i64) {
+        match self.counters.iter_mut().find(|(n, _)| n == name) {
+            Some(e) => e.1 = count,
+            None => self.counters.push((name.to_string(), count)),
+        }
+    }
+
     /// Adds one to every `num_batches_tracked` counter (after a training
     /// step, as PyTorch does in each batch norm's forward pass).
     pub fn count_batch(&mut self) {

@@ -71,6 +71,8 @@ pub struct BatchStats<'b> {
     /// Per-channel unbiased batch variance (what PyTorch's running variance
     /// averages).
     pub var: Var<'b>,
+    /// How many values each channel's statistics are over.
+    pub count: usize,
 }
 
 /// A dropout layer's mask input in training mode: 0/1 values of `shape`,

@@ -47,6 +47,7 @@ pub(crate) fn batch_norm<'b>(
                 layer: path.to_owned(),
                 mean,
                 var: var * (count as f64 / (count.max(2) - 1) as f64),
+                count,
             });
             (centred, (var + EPS).powf(-0.5))
         }
