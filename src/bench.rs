@@ -73,7 +73,7 @@ fn seconds(f: &mut dyn FnMut()) -> f64 {
 /// ```no_run
 /// use secondo::bench::TorchGradient;
 /// let python = std::path::Path::new(".venv/bin/python");
-/// let mut torch = TorchGradient::start(python).expect("PyTorch installed");
+/// let mut torch = TorchGradient::start(python, &["--problem", "mlp"]).expect("PyTorch installed");
 /// let (ours, theirs) = torch
 ///     .paired_with(100, &mut || { /* one gradient step of ours */ })
 ///     .expect("the server keeps answering");
@@ -92,10 +92,12 @@ const BLOCK: usize = 10;
 const BLOCK_SETTLE: usize = 2;
 
 impl TorchGradient {
-    /// Starts the server with `python` and waits until it has warmed up.
-    pub fn start(python: &Path) -> Result<TorchGradient, String> {
+    /// Starts the server with `python` (and the script's `args`, e.g. the
+    /// problem) and waits until it has warmed up.
+    pub fn start(python: &Path, args: &[&str]) -> Result<TorchGradient, String> {
         let mut child = Command::new(python)
             .arg(reference_script()?)
+            .args(args)
             .arg("--serve-grad")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

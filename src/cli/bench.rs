@@ -15,20 +15,105 @@ use secondo_tensor::{measure_gemm_gflops, DType, Tensor};
 
 use super::common::at_least_one;
 
-/// The benchmark model of the issues.
-const SPEC: &str = "linear(784,256),relu,linear(256,256),relu,linear(256,10)";
+/// A benchmark problem: the networks curvature is studied on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Problem {
+    /// `784-256-256-10` MLP on flat 28×28 inputs, batch 128.
+    Mlp,
+    /// DeepOBS' 2C2D on 1×28×28, batch 128.
+    #[value(name = "2c2d")]
+    C2d2,
+    /// DeepOBS' 3C3D on 3×32×32, batch 64.
+    #[value(name = "3c3d")]
+    C3d3,
+    /// CIFAR ResNet-20 (16/32/64 channels, batch norm in evaluation mode) on
+    /// 3×32×32, batch 64.
+    Resnet,
+}
 
-/// Input features of [`SPEC`] (MNIST's 28×28 pixels).
-const FEATURES: usize = 784;
+impl Problem {
+    /// The model spec.
+    fn spec(self) -> String {
+        match self {
+            Problem::Mlp => "linear(784,256),relu,linear(256,256),relu,linear(256,10)".into(),
+            Problem::C2d2 => "conv2d(1,32,k=5,p=2),relu,maxpool2d(2),conv2d(32,64,k=5,p=2),relu,\
+                              maxpool2d(2),flatten,linear(3136,1024),relu,linear(1024,10)"
+                .into(),
+            Problem::C3d3 => "conv2d(3,64,k=5),relu,maxpool2d(3,s=2,p=1),conv2d(64,96,k=3),relu,\
+                              maxpool2d(3,s=2,p=1),conv2d(96,128,k=3,p=1),relu,maxpool2d(3,s=2,p=1),\
+                              flatten,linear(1152,512),relu,linear(512,256),relu,linear(256,10)"
+                .into(),
+            Problem::Resnet => resnet20(),
+        }
+    }
+
+    /// The per-sample input shape.
+    fn input_shape(self) -> Vec<usize> {
+        match self {
+            Problem::Mlp => vec![784],
+            Problem::C2d2 => vec![1, 28, 28],
+            Problem::C3d3 | Problem::Resnet => vec![3, 32, 32],
+        }
+    }
+
+    /// The batch size the problem is defined with.
+    fn batch(self) -> usize {
+        match self {
+            Problem::Mlp | Problem::C2d2 => 128,
+            Problem::C3d3 | Problem::Resnet => 64,
+        }
+    }
+
+    /// The name `--problem` takes.
+    fn name(self) -> &'static str {
+        match self {
+            Problem::Mlp => "mlp",
+            Problem::C2d2 => "2c2d",
+            Problem::C3d3 => "3c3d",
+            Problem::Resnet => "resnet",
+        }
+    }
+}
+
+/// He et al.'s CIFAR ResNet-20: a 3×3 stem to 16 channels, three stages of
+/// three basic blocks (16, 32, 64 channels; stride 2 and a 1×1 projection
+/// shortcut where a stage starts), global average pooling, a linear head.
+fn resnet20() -> String {
+    let conv_bn = |i: usize, o: usize, s: usize| {
+        format!("conv2d({i},{o},k=3,s={s},p=1,bias=false),batchnorm2d({o})")
+    };
+    let mut layers = vec![conv_bn(3, 16, 1), "relu".into()];
+    let mut channels = 16;
+    for (stage, width) in [16, 32, 64].into_iter().enumerate() {
+        for block in 0..3 {
+            let stride = if stage > 0 && block == 0 { 2 } else { 1 };
+            let body = format!("{},relu,{}", conv_bn(channels, width, stride), conv_bn(width, width, 1));
+            layers.push(if channels == width {
+                format!("residual({body})")
+            } else {
+                format!(
+                    "residual({body}|conv2d({channels},{width},k=1,s={stride},bias=false),batchnorm2d({width}))"
+                )
+            });
+            layers.push("relu".into());
+            channels = width;
+        }
+    }
+    layers.extend(["adaptiveavgpool2d(1)".into(), "flatten".into(), "linear(64,10)".into()]);
+    layers.join(",")
+}
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Timed repetitions per figure (the median is reported).
     #[arg(long, default_value_t = 200, value_parser = at_least_one)]
     repeats: usize,
-    /// Batch size.
-    #[arg(long, default_value_t = 128, value_parser = at_least_one)]
-    batch: usize,
+    /// The network: the MLP, DeepOBS' 2C2D or 3C3D, or a CIFAR ResNet-20.
+    #[arg(long, value_enum, default_value_t = Problem::Mlp)]
+    problem: Problem,
+    /// Batch size (default: the problem's, 128 or 64).
+    #[arg(long, value_parser = at_least_one)]
+    batch: Option<usize>,
     /// Python with PyTorch for the side-by-side reference (default .venv/bin/python, else python3).
     #[arg(long)]
     python: Option<PathBuf>,
@@ -90,26 +175,33 @@ impl BenchArgs {
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     a.check_rows()?;
-    let n = a.batch;
+    let problem = a.problem;
+    let n = a.batch.unwrap_or(problem.batch());
+    let shape = problem.input_shape();
+    let features: usize = shape.iter().product();
     // The inputs and labels in f64 and f32, and the dataset the operators pass over.
     ensure_fits(
-        format!("--batch {n} of {FEATURES}-pixel inputs"),
-        bytes_of(n.saturating_mul(FEATURES + 1), 8 + 4 + 8),
+        format!("--batch {n} of {features}-value inputs"),
+        bytes_of(n.saturating_mul(features + 1), 8 + 4 + 8),
     )?;
+    let spec = problem.spec();
     let objective = Objective::from_config(&ObjectiveConfig {
-        spec: SPEC.into(),
-        input_shape: vec![FEATURES],
+        spec: spec.clone(),
+        input_shape: shape.clone(),
         ..ObjectiveConfig::default()
     })?;
     let params = ParamStore::init(objective.network.spec(), 0, DType::F32);
-    let xs: Vec<f64> = secondo_graph::check::pseudo_random(n * FEATURES, 1);
-    let x = Tensor::from_f64(vec![n, FEATURES], &xs, DType::F32)?;
+    let xs: Vec<f64> = secondo_graph::check::pseudo_random(n * features, 1);
+    let x = Tensor::from_f64([vec![n], shape.clone()].concat(), &xs, DType::F32)?;
     let labels: Vec<f64> = (0..n).map(|i| (i % 10) as f64).collect();
     let y = Tensor::from_f64(vec![n], &labels, DType::F32)?;
 
     let threads = rayon::current_num_threads();
     let peak = measure_gemm_gflops(1024, DType::F32, 5);
-    println!("secondo bench: MLP {SPEC}, batch {n}, f32, cross_entropy, {threads} threads");
+    println!(
+        "secondo bench: {} {spec} on {shape:?}, batch {n}, f32, cross_entropy, {threads} threads",
+        problem.name()
+    );
     println!("GEMM peak (1024^3, f32): {peak:.1} GFLOP/s");
 
     let program = objective.program(n, true)?;
@@ -137,7 +229,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         100.0 * rate / peak
     );
 
-    let data = benchmark_dataset(&xs, &labels)?;
+    let data = benchmark_dataset(&xs, &shape, &labels)?;
     // Every row is timed alternately with a gradient step; its "x grad" is the
     // ratio of the two medians (steady where the machine's speed drifts). Each
     // carries the FLOPs of its contractions, where they are known.
@@ -283,15 +375,17 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         let repeats = (a.repeats / 4).max(5).to_string();
         let mut names: Vec<&str> = rows.iter().map(|row| torch_row(row.name)).collect();
         names.dedup();
+        let batch = n.to_string();
+        let problem_args = ["--problem", problem.name(), "--batch", &batch];
         torch_reference(
             &python,
-            &["--only", &names.join(","), "--repeats", &repeats],
+            &[&problem_args[..], &["--only", &names.join(","), "--repeats", &repeats]].concat(),
         )
         .and_then(|v| {
             // Our gradient step against PyTorch's, alternately: the link
             // between the two runs' "x grad" columns.
-            let (ours, theirs) =
-                TorchGradient::start(&python)?.paired_with(a.repeats, &mut &step)?;
+            let (ours, theirs) = TorchGradient::start(&python, &problem_args)?
+                .paired_with(a.repeats, &mut &step)?;
             Ok((v, ours.median / theirs.median))
         })
     };
@@ -429,14 +523,18 @@ fn torch_row(name: &str) -> &str {
 }
 
 /// The benchmark batch as a dataset (for the curvature operators).
-fn benchmark_dataset(xs: &[f64], labels: &[f64]) -> anyhow::Result<secondo_data::Dataset> {
+fn benchmark_dataset(
+    xs: &[f64],
+    shape: &[usize],
+    labels: &[f64],
+) -> anyhow::Result<secondo_data::Dataset> {
     let y = secondo_data::Targets::Classes {
         labels: labels.iter().map(|&l| l as i64).collect(),
         num_classes: 10,
     };
     Ok(secondo_data::Dataset::new(
         xs.to_vec(),
-        vec![FEATURES],
+        shape.to_vec(),
         y,
         "benchmark",
     )?)
