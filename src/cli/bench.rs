@@ -87,7 +87,11 @@ fn resnet20() -> String {
     for (stage, width) in [16, 32, 64].into_iter().enumerate() {
         for block in 0..3 {
             let stride = if stage > 0 && block == 0 { 2 } else { 1 };
-            let body = format!("{},relu,{}", conv_bn(channels, width, stride), conv_bn(width, width, 1));
+            let body = format!(
+                "{},relu,{}",
+                conv_bn(channels, width, stride),
+                conv_bn(width, width, 1)
+            );
             layers.push(if channels == width {
                 format!("residual({body})")
             } else {
@@ -99,7 +103,11 @@ fn resnet20() -> String {
             channels = width;
         }
     }
-    layers.extend(["adaptiveavgpool2d(1)".into(), "flatten".into(), "linear(64,10)".into()]);
+    layers.extend([
+        "adaptiveavgpool2d(1)".into(),
+        "flatten".into(),
+        "linear(64,10)".into(),
+    ]);
     layers.join(",")
 }
 
@@ -379,13 +387,17 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         let problem_args = ["--problem", problem.name(), "--batch", &batch];
         torch_reference(
             &python,
-            &[&problem_args[..], &["--only", &names.join(","), "--repeats", &repeats]].concat(),
+            &[
+                &problem_args[..],
+                &["--only", &names.join(","), "--repeats", &repeats],
+            ]
+            .concat(),
         )
         .and_then(|v| {
             // Our gradient step against PyTorch's, alternately: the link
             // between the two runs' "x grad" columns.
-            let (ours, theirs) = TorchGradient::start(&python, &problem_args)?
-                .paired_with(a.repeats, &mut &step)?;
+            let (ours, theirs) =
+                TorchGradient::start(&python, &problem_args)?.paired_with(a.repeats, &mut &step)?;
             Ok((v, ours.median / theirs.median))
         })
     };

@@ -434,8 +434,8 @@ fn kronecker_factors<'b>(
         for (tap, g) in taps.iter().zip(columns) {
             let (g, a) = if tap.is_spatial() {
                 (
-                    g.sum(&[3]),
-                    b.einsum("nil,njl->ij", &[tap.input, tap.input]),
+                    g.sum(&[2]),
+                    b.einsum("nli,nlj->ij", &[tap.input, tap.input]),
                 )
             } else {
                 (g, b.einsum("ni,nj->ij", &[tap.input, tap.input]))

@@ -425,20 +425,20 @@ fn patch_rules() {
         "unfold, padding read as -inf, then max",
         |_, x| {
             let p = x[0].unfold(Window2d::square(3, 2, 1, 1), f64::NEG_INFINITY);
-            p.reshape(&[2, 9, 3, 3]).max_over(&[1]).square()
+            p.reshape(&[3, 3, 2, 9]).max_over(&[3]).square()
         },
         &[&[2, 5, 5]],
     );
     assert_fd(
         "fold",
         |_, x| x[0].fold(odd, [5, 6]).tanh(),
-        &[&[3, 2, 3, 3, 4]],
+        &[&[3, 4, 2, 2, 3]],
     );
     assert_fd(
         "convolution as unfold + einsum",
         |b, x| {
             let p = x[0].unfold(Window2d::square(3, 1, 1, 2), 0.0);
-            b.einsum("ncabij,ocab->noij", &[p, x[1]]).tanh()
+            b.einsum("nijcab,ocab->noij", &[p, x[1]]).tanh()
         },
         &[&[2, 3, 4, 4], &[2, 3, 3, 3]],
     );

@@ -189,12 +189,12 @@ fn patch_rules() {
         dilation: [1, 2],
     };
     assert_vmap("unfold", |_, x| x[0].unfold(w, -1.5), &[&[2, 5, 6]]);
-    assert_vmap("fold", |_, x| x[0].fold(w, [5, 6]), &[&[2, 3, 3, 4]]);
+    assert_vmap("fold", |_, x| x[0].fold(w, [5, 6]), &[&[3, 4, 2, 2, 3]]);
     assert_vmap(
         "convolution",
         |b, x| {
             let p = x[0].unfold(Window2d::square(2, 1, 0, 1), 0.0);
-            b.einsum("cabij,ocab->oij", &[p, x[1]])
+            b.einsum("ijcab,ocab->oij", &[p, x[1]])
         },
         &[&[2, 3, 3], &[4, 2, 2, 2]],
     );

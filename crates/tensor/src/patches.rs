@@ -2,6 +2,12 @@
 //! (`fold`, col2im). A convolution is `unfold` followed by a contraction, and
 //! pooling is `unfold` followed by a reduction, so these two kernels are all
 //! the image layers need beyond what the tensor already has.
+//!
+//! Patches are laid out positions first, `[..., OH, OW, C, KH, KW]`: each
+//! output position's patch is one contiguous row, so that a convolution's
+//! forward pass, its input gradient and its weight gradient are each a
+//! single matrix product over all samples and positions (rows `N·OH·OW`,
+//! columns `C·KH·KW`), with no copy of the patches in between.
 
 use rayon::prelude::*;
 
@@ -72,54 +78,65 @@ impl Window2d {
             .filter(|&s| s < size)
     }
 
-    /// Shape of [`unfold`]'s result for an operand of `shape`.
+    /// Shape of [`unfold`]'s result for an operand of `shape` `[..., C, H, W]`.
     ///
     /// ```
-    /// let w = secondo_tensor::Window2d::square(3, 1, 1, 1);
-    /// assert_eq!(w.unfolded_shape(&[2, 4, 5, 5]).unwrap(), vec![2, 4, 3, 3, 5, 5]);
-    /// assert!(w.unfolded_shape(&[5]).is_err());
+    /// let w = secondo_tensor::Window2d::square(3, 2, 1, 1);
+    /// assert_eq!(w.unfolded_shape(&[2, 4, 5, 5]).unwrap(), vec![2, 3, 3, 4, 3, 3]);
+    /// assert!(w.unfolded_shape(&[5, 5]).is_err());
     /// ```
     pub fn unfolded_shape(&self, shape: &[usize]) -> Result<Vec<usize>, TensorError> {
-        let (lead, image) = split_image(shape, 2)?;
-        let out = self.output_size([image[0], image[1]]).ok_or_else(|| {
+        let (lead, image) = split_image(shape, 3)?;
+        let out = self.output_size([image[1], image[2]]).ok_or_else(|| {
             TensorError::Invalid(format!(
                 "a {}x{} window (dilation {}x{}) does not fit a {}x{} input padded by {}x{}",
                 self.kernel[0],
                 self.kernel[1],
                 self.dilation[0],
                 self.dilation[1],
-                image[0],
                 image[1],
+                image[2],
                 self.padding[0],
                 self.padding[1]
             ))
         })?;
-        Ok(lead.iter().copied().chain(self.kernel).chain(out).collect())
+        Ok(lead
+            .iter()
+            .copied()
+            .chain(out)
+            .chain([image[0]])
+            .chain(self.kernel)
+            .collect())
     }
 
-    /// Shape of [`fold`]'s result: an operand of `shape` `[..., KH, KW, OH,
-    /// OW]` folded back onto an `image` `[H, W]`.
+    /// Shape of [`fold`]'s result: an operand of `shape` `[..., OH, OW, C,
+    /// KH, KW]` folded back onto an `image` `[H, W]`, giving `[..., C, H, W]`.
     ///
     /// ```
     /// let w = secondo_tensor::Window2d::square(2, 2, 0, 1);
-    /// assert_eq!(w.folded_shape(&[3, 2, 2, 2, 2], [4, 4]).unwrap(), vec![3, 4, 4]);
-    /// assert!(w.folded_shape(&[3, 2, 2, 2, 2], [5, 6]).is_err());
+    /// assert_eq!(w.folded_shape(&[3, 2, 2, 5, 2, 2], [4, 4]).unwrap(), vec![3, 5, 4, 4]);
+    /// assert!(w.folded_shape(&[3, 2, 2, 5, 2, 2], [5, 6]).is_err());
     /// ```
     pub fn folded_shape(
         &self,
         shape: &[usize],
         image: [usize; 2],
     ) -> Result<Vec<usize>, TensorError> {
-        let (lead, patches) = split_image(shape, 4)?;
-        let expect = self
+        let (lead, patches) = split_image(shape, 5)?;
+        let fits = self
             .output_size(image)
-            .map(|o| [self.kernel[0], self.kernel[1], o[0], o[1]]);
-        if expect.as_ref().map(|e| e.as_slice()) != Some(patches) {
+            .is_some_and(|o| patches[..2] == o && patches[3..] == self.kernel);
+        if !fits {
             return Err(TensorError::Invalid(format!(
                 "patches {patches:?} do not come from a {image:?} input with window {self:?}"
             )));
         }
-        Ok(lead.iter().copied().chain(image).collect())
+        Ok(lead
+            .iter()
+            .copied()
+            .chain([patches[2]])
+            .chain(image)
+            .collect())
     }
 }
 
@@ -133,102 +150,108 @@ fn split_image(shape: &[usize], k: usize) -> Result<(&[usize], &[usize]), Tensor
     Ok(shape.split_at(shape.len() - k))
 }
 
-/// Patches of the last two axes: `x` of shape `[..., H, W]` becomes
-/// `[..., KH, KW, OH, OW]` with entry `[..., a, b, i, j]` the input at row
-/// `i·s + a·d − p` and column `j·s + b·d − p`, or `pad` where that lies in
-/// the padding (0 for a convolution, −∞ for max pooling).
+/// The sizes one image and its patches are indexed with.
+#[derive(Clone, Copy)]
+struct Extent {
+    channels: usize,
+    image: [usize; 2],
+    out: [usize; 2],
+    kernel: [usize; 2],
+}
+
+impl Extent {
+    fn image_len(&self) -> usize {
+        self.channels * self.image[0] * self.image[1]
+    }
+
+    fn patches_len(&self) -> usize {
+        self.out[0] * self.out[1] * self.channels * self.kernel[0] * self.kernel[1]
+    }
+
+    /// Calls `visit(patch index, image index)` for every tap inside the
+    /// image, in a fixed order (patch index increasing).
+    fn for_each_tap(&self, w: &Window2d, mut visit: impl FnMut(usize, usize)) {
+        let [kh, kw] = self.kernel;
+        let [h, wd] = self.image;
+        let mut p = 0;
+        for i in 0..self.out[0] {
+            for j in 0..self.out[1] {
+                for c in 0..self.channels {
+                    for a in 0..kh {
+                        let row = w.source(0, i, a, h);
+                        for b in 0..kw {
+                            if let (Some(row), Some(col)) = (row, w.source(1, j, b, wd)) {
+                                visit(p, (c * h + row) * wd + col);
+                            }
+                            p += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Patches of the last three axes: `x` of shape `[..., C, H, W]` becomes
+/// `[..., OH, OW, C, KH, KW]` with entry `[..., i, j, c, a, b]` the input at
+/// channel `c`, row `i·s + a·d − p` and column `j·s + b·d − p`, or `pad`
+/// where that lies in the padding (0 for a convolution, −∞ for max pooling).
 ///
 /// ```
 /// use secondo_tensor::{unfold, Tensor, Window2d};
-/// let x = Tensor::from_vec(vec![1, 3], vec![1.0f64, 2.0, 3.0]).unwrap();
+/// let x = Tensor::from_vec(vec![1, 1, 3], vec![1.0f64, 2.0, 3.0]).unwrap();
 /// let p = unfold(&x, &Window2d { kernel: [1, 2], stride: [1, 1], padding: [0, 0], dilation: [1, 1] }, 0.0).unwrap();
-/// assert_eq!(p.shape(), &[1, 2, 1, 2]);
+/// assert_eq!(p.shape(), &[1, 2, 1, 1, 2]);
 /// assert_eq!(p.to_f64_vec(), vec![1.0, 2.0, 2.0, 3.0]);
 /// ```
 pub fn unfold(x: &Tensor, w: &Window2d, pad: f64) -> Result<Tensor, TensorError> {
     let shape = w.unfolded_shape(x.shape())?;
-    let r = shape.len();
-    let (h, wd) = (x.shape()[r - 4], x.shape()[r - 3]);
-    let [kh, kw, oh, ow] = [shape[r - 4], shape[r - 3], shape[r - 2], shape[r - 1]];
+    let r = x.shape().len();
+    let e = Extent {
+        channels: x.shape()[r - 3],
+        image: [x.shape()[r - 2], x.shape()[r - 1]],
+        out: [shape[r - 3], shape[r - 2]],
+        kernel: w.kernel,
+    };
     crate::dispatch!(x, v, T => {
         let mut out = vec![T::from_f64(pad); shape.iter().product()];
         if !out.is_empty() {
-            out.par_chunks_mut(kh * kw * oh * ow)
-                .zip(v.par_chunks(h * wd))
-                .for_each(|(o, image)| {
-                    for a in 0..kh {
-                        for b in 0..kw {
-                            for i in 0..oh {
-                                let Some(row) = w.source(0, i, a, h) else { continue };
-                                let dst = &mut o[((a * kw + b) * oh + i) * ow..][..ow];
-                                for (j, d) in dst.iter_mut().enumerate() {
-                                    if let Some(col) = w.source(1, j, b, wd) {
-                                        *d = image[row * wd + col];
-                                    }
-                                }
-                            }
-                        }
-                    }
-                });
+            out.par_chunks_mut(e.patches_len())
+                .zip(v.par_chunks(e.image_len()))
+                .for_each(|(o, image)| e.for_each_tap(w, |p, s| o[p] = image[s]));
         }
         Ok(Tensor::from_typed(shape, out))
     })
 }
 
-/// The adjoint of [`unfold`] with zero padding: patches `[..., KH, KW, OH,
-/// OW]` are summed back onto an `image` `[H, W]` (entries in the padding are
-/// dropped), giving `[..., H, W]`.
+/// The adjoint of [`unfold`] with zero padding: patches `[..., OH, OW, C,
+/// KH, KW]` are summed back onto an `image` `[H, W]` (entries in the padding
+/// are dropped), giving `[..., C, H, W]`.
 ///
 /// ```
 /// use secondo_tensor::{fold, Tensor, Window2d};
-/// let p = Tensor::from_vec(vec![1, 2, 1, 2], vec![1.0f64, 2.0, 2.0, 3.0]).unwrap();
+/// let p = Tensor::from_vec(vec![1, 2, 1, 1, 2], vec![1.0f64, 2.0, 2.0, 3.0]).unwrap();
 /// let w = Window2d { kernel: [1, 2], stride: [1, 1], padding: [0, 0], dilation: [1, 1] };
 /// assert_eq!(fold(&p, &w, [1, 3]).unwrap().to_f64_vec(), vec![1.0, 4.0, 3.0]);
 /// ```
 pub fn fold(x: &Tensor, w: &Window2d, image: [usize; 2]) -> Result<Tensor, TensorError> {
     let shape = w.folded_shape(x.shape(), image)?;
     let r = x.shape().len();
-    let [kh, kw, oh, ow] = [
-        x.shape()[r - 4],
-        x.shape()[r - 3],
-        x.shape()[r - 2],
-        x.shape()[r - 1],
-    ];
-    let [h, wd] = image;
+    let e = Extent {
+        channels: x.shape()[r - 3],
+        image,
+        out: [x.shape()[r - 5], x.shape()[r - 4]],
+        kernel: w.kernel,
+    };
     crate::dispatch!(x, v, T => {
         let mut out = vec![T::from_f64(0.0); shape.iter().product()];
         if !out.is_empty() {
-            out.par_chunks_mut(h * wd)
-                .zip(v.par_chunks(kh * kw * oh * ow))
-                .for_each(|(o, patches)| fold_one::<T>(o, patches, w, [kh, kw, oh, ow], image));
+            out.par_chunks_mut(e.image_len())
+                .zip(v.par_chunks(e.patches_len()))
+                .for_each(|(o, patches)| e.for_each_tap(w, |p, s| o[s] += patches[p]));
         }
         Ok(Tensor::from_typed(shape, out))
     })
-}
-
-/// [`fold`] of one image's patches, in a fixed order (deterministic sums).
-fn fold_one<T: Element>(
-    o: &mut [T],
-    patches: &[T],
-    w: &Window2d,
-    [kh, kw, oh, ow]: [usize; 4],
-    [h, wd]: [usize; 2],
-) {
-    for a in 0..kh {
-        for b in 0..kw {
-            for i in 0..oh {
-                let Some(row) = w.source(0, i, a, h) else {
-                    continue;
-                };
-                let src = &patches[((a * kw + b) * oh + i) * ow..][..ow];
-                for (j, &s) in src.iter().enumerate() {
-                    if let Some(col) = w.source(1, j, b, wd) {
-                        o[row * wd + col] += s;
-                    }
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -284,22 +307,24 @@ mod tests {
     #[test]
     fn unfold_reads_the_strided_dilated_padded_input() {
         let w = window([2, 2], [2, 1], [1, 0], [1, 2]);
-        let x = ramp(vec![1, 5, 4]);
+        let x = ramp(vec![2, 5, 4]);
         let u = unfold(&x, &w, -9.0).unwrap();
-        assert_eq!(u.shape(), &[1, 2, 2, 3, 2]);
+        assert_eq!(u.shape(), &[3, 2, 2, 2, 2]);
         let (xv, uv) = (x.to_f64_vec(), u.to_f64_vec());
-        for a in 0..2 {
-            for b in 0..2 {
-                for i in 0..3 {
-                    for j in 0..2 {
-                        let row = (i * 2 + a) as isize - 1;
-                        let col = j + b * 2;
-                        let want = if (0..5).contains(&row) {
-                            xv[row as usize * 4 + col]
-                        } else {
-                            -9.0
-                        };
-                        assert_eq!(uv[((a * 2 + b) * 3 + i) * 2 + j], want);
+        for i in 0..3 {
+            for j in 0..2 {
+                for c in 0..2 {
+                    for a in 0..2 {
+                        for b in 0..2 {
+                            let row = (i * 2 + a) as isize - 1;
+                            let col = j + b * 2;
+                            let want = if (0..5).contains(&row) {
+                                xv[(c * 5 + row as usize) * 4 + col]
+                            } else {
+                                -9.0
+                            };
+                            assert_eq!(uv[(((i * 2 + j) * 2 + c) * 2 + a) * 2 + b], want);
+                        }
                     }
                 }
             }
@@ -313,6 +338,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("does not fit a 4x4 input"), "{e}");
-        assert!(fold(&ramp(vec![1, 3, 3, 1, 1]), &w, [4, 4]).is_err());
+        assert!(fold(&ramp(vec![1, 1, 1, 3, 3]), &w, [4, 4]).is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! Sliding-window patches: `unfold` (im2col) and its adjoint `fold`.
 //!
 //! Both are linear, so each one's jvp is itself applied to the tangent and
-//! each one's transpose is the other. They act on the last two axes, so the
+//! each one's transpose is the other. They act on the last axes, so the
 //! batching rule is the same primitive on an operand with one more leading
 //! axis. A convolution is `unfold` + `einsum` (per-sample gradients and
 //! KFAC's patch matrices then come from the existing transformations);
@@ -16,14 +16,16 @@ use crate::{Builder, Var};
 /// A patch primitive.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PatchOp {
-    /// `[..., H, W]` to `[..., KH, KW, OH, OW]`; taps in the padding read `pad`.
+    /// `[..., C, H, W]` to `[..., OH, OW, C, KH, KW]`; taps in the padding
+    /// read `pad`.
     Unfold {
         /// The window.
         window: Window2d,
         /// The value the padding reads (0, or −∞ for max pooling).
         pad: f64,
     },
-    /// `[..., KH, KW, OH, OW]` summed back onto `[..., H, W]` (zero padding).
+    /// `[..., OH, OW, C, KH, KW]` summed back onto `[..., C, H, W]` (zero
+    /// padding).
     Fold {
         /// The window.
         window: Window2d,
@@ -119,8 +121,9 @@ impl Builder {
 }
 
 impl<'b> Var<'b> {
-    /// Patches of the last two axes: `[..., H, W]` becomes `[..., KH, KW, OH,
-    /// OW]`; taps in the padding read `pad`.
+    /// Patches of the last three axes: `[..., C, H, W]` becomes `[..., OH,
+    /// OW, C, KH, KW]` (one contiguous row per output position); taps in the
+    /// padding read `pad`.
     ///
     /// ```
     /// use secondo_graph::Builder;
@@ -128,7 +131,7 @@ impl<'b> Var<'b> {
     /// let b = Builder::new(DType::F64);
     /// let x = b.input("x", &[2, 3, 5, 5]);
     /// let p = x.unfold(Window2d::square(3, 2, 1, 1), 0.0);
-    /// assert_eq!(p.shape(), vec![2, 3, 3, 3, 3, 3]);
+    /// assert_eq!(p.shape(), vec![2, 3, 3, 3, 3, 3]); // [N, OH, OW, C, KH, KW]
     /// ```
     pub fn unfold(self, window: Window2d, pad: f64) -> Var<'b> {
         self.patches(PatchOp::Unfold { window, pad })
@@ -141,7 +144,7 @@ impl<'b> Var<'b> {
     /// use secondo_graph::Builder;
     /// use secondo_tensor::{DType, Window2d};
     /// let b = Builder::new(DType::F64);
-    /// let p = b.input("p", &[4, 2, 2, 2, 2]);
+    /// let p = b.input("p", &[2, 2, 4, 2, 2]);
     /// assert_eq!(p.fold(Window2d::square(2, 2, 0, 1), [4, 4]).shape(), vec![4, 4, 4]);
     /// ```
     pub fn fold(self, window: Window2d, image: [usize; 2]) -> Var<'b> {

@@ -18,9 +18,9 @@ pub(crate) struct Geometry {
 }
 
 /// The layer at `path` on `x` `[N, C, H, W]`, giving `[N, O, OH, OW]`. An
-/// ungrouped convolution is one matrix product per sample, `W [O, C·K·K]`
-/// times the patches `[C·K·K, OH·OW]`, and records a tap on them; a grouped
-/// one contracts per group.
+/// ungrouped convolution is one matrix product over all samples and
+/// positions, the patches `[N·OH·OW, C·K·K]` times `Wᵀ`, and records a tap on
+/// them; a grouped one contracts per group.
 pub(crate) fn forward<'b>(
     build: &mut Build<'b, '_>,
     path: &str,
@@ -32,29 +32,24 @@ pub(crate) fn forward<'b>(
     let window = Window2d::square(g.kernel, g.stride, g.padding, g.dilation);
     let patches = x.unfold(window, 0.0);
     let shape = patches.shape();
-    let (n, c, k) = (shape[0], shape[1], g.kernel);
-    let (oh, ow) = (shape[4], shape[5]);
-    let o = w.shape()[0];
+    let (n, oh, ow, c, k) = (shape[0], shape[1], shape[2], shape[3], g.kernel);
+    let (o, l, i) = (w.shape()[0], oh * ow, c * k * k);
+    let rows = patches.reshape(&[n, l, i]);
     let z = if g.groups == 1 {
-        let rows = patches.reshape(&[n, c * k * k, oh * ow]);
-        let z = b.einsum("nil,oi->nol", &[rows, w.reshape(&[o, c * k * k])]);
-        let z = match build.maybe_param(path, "bias") {
-            Some(bias) => z + bias.reshape(&[o, 1]).broadcast_to(&[o, oh * ow]),
-            None => z,
-        };
-        build.tap(path, rows, z);
-        z
+        b.einsum("nli,oi->nlo", &[rows, w.reshape(&[o, i])])
     } else {
         let gr = g.groups;
-        let grouped = patches.reshape(&[n, gr, c / gr, k, k, oh, ow]);
-        let wg = w.reshape(&[gr, o / gr, c / gr, k, k]);
-        let z = b
-            .einsum("ngcabij,gocab->ngoij", &[grouped, wg])
-            .reshape(&[n, o, oh * ow]);
-        match build.maybe_param(path, "bias") {
-            Some(bias) => z + bias.reshape(&[o, 1]).broadcast_to(&[o, oh * ow]),
-            None => z,
-        }
+        let grouped = rows.reshape(&[n, l, gr, i / gr]);
+        let wg = w.reshape(&[gr, o / gr, i / gr]);
+        b.einsum("nlgi,goi->nlgo", &[grouped, wg])
+            .reshape(&[n, l, o])
     };
-    Ok(z.reshape(&[n, o, oh, ow]))
+    let z = match build.maybe_param(path, "bias") {
+        Some(bias) => z + bias,
+        None => z,
+    };
+    if g.groups == 1 {
+        build.tap(path, rows, z);
+    }
+    Ok(z.reshape(&[n, oh, ow, o]).permute(&[0, 3, 1, 2]))
 }

@@ -46,10 +46,10 @@ pub struct LayerTap<'b> {
     /// `"<layer>.weight"` and `"<layer>.bias"`.
     pub layer: String,
     /// Input rows: `[N, in]` for a linear layer; for a convolution the
-    /// unfolded patches `[N, in·K·K, L]` over `L` output positions.
+    /// unfolded patches `[N, L, in·K·K]` at its `L` output positions.
     pub input: Var<'b>,
-    /// The output before the bias is broadcast: `[N, out]` (linear, bias
-    /// included) or `[N, out, L]` (convolution, bias included).
+    /// The output, bias included: `[N, out]` (linear) or `[N, L, out]`
+    /// (convolution, before it is laid out as `[N, out, OH, OW]`).
     pub output: Var<'b>,
 }
 

@@ -12,15 +12,16 @@ pub(crate) fn max(x: Var<'_>, kernel: usize, stride: usize, padding: usize) -> V
         f64::NEG_INFINITY,
     );
     let s = p.shape();
-    p.reshape(&[s[0], s[1], kernel * kernel, s[4], s[5]])
-        .max_over(&[2])
+    p.reshape(&[s[0], s[1], s[2], s[3], kernel * kernel])
+        .max_over(&[4])
+        .permute(&[0, 3, 1, 2])
 }
 
 /// `avgpool2d(K, s, p)` on `[N, C, H, W]`: zero padding counted in the
 /// average (PyTorch's default `count_include_pad=True`).
 pub(crate) fn average(x: Var<'_>, kernel: usize, stride: usize, padding: usize) -> Var<'_> {
     let p = x.unfold(Window2d::square(kernel, stride, padding, 1), 0.0);
-    p.sum(&[2, 3]) * (1.0 / (kernel * kernel) as f64)
+    (p.sum(&[4, 5]) * (1.0 / (kernel * kernel) as f64)).permute(&[0, 3, 1, 2])
 }
 
 /// `adaptiveavgpool2d(S)` on `[N, C, H, W]`: output cell `i` averages input
