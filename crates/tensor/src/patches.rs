@@ -169,22 +169,32 @@ impl Extent {
     }
 
     /// Calls `visit(patch index, image index)` for every tap inside the
-    /// image, in a fixed order (patch index increasing).
+    /// image, in a fixed order (patch index increasing). The source rows and
+    /// columns are worked out once per window and tap, not per element.
     fn for_each_tap(&self, w: &Window2d, mut visit: impl FnMut(usize, usize)) {
         let [kh, kw] = self.kernel;
         let [h, wd] = self.image;
+        let rows: Vec<Option<usize>> = (0..self.out[0] * kh)
+            .map(|t| w.source(0, t / kh, t % kh, h))
+            .collect();
+        let cols: Vec<Option<usize>> = (0..self.out[1] * kw)
+            .map(|t| w.source(1, t / kw, t % kw, wd))
+            .collect();
         let mut p = 0;
         for i in 0..self.out[0] {
             for j in 0..self.out[1] {
+                let cols = &cols[j * kw..(j + 1) * kw];
                 for c in 0..self.channels {
-                    for a in 0..kh {
-                        let row = w.source(0, i, a, h);
-                        for b in 0..kw {
-                            if let (Some(row), Some(col)) = (row, w.source(1, j, b, wd)) {
-                                visit(p, (c * h + row) * wd + col);
+                    for row in &rows[i * kh..(i + 1) * kh] {
+                        if let Some(row) = row {
+                            let base = (c * h + row) * wd;
+                            for (b, col) in cols.iter().enumerate() {
+                                if let Some(col) = col {
+                                    visit(p + b, base + col);
+                                }
                             }
-                            p += 1;
                         }
+                        p += kw;
                     }
                 }
             }
