@@ -6,6 +6,7 @@ use anyhow::{bail, Context};
 use secondo::output::Input;
 use secondo::{Objective, ObjectiveConfig};
 use secondo_data::{Dataset, Targets};
+use secondo_nn::spec::ModelSpec;
 use secondo_nn::{ParamStore, Reduction};
 use secondo_tensor::memory::{bytes_of, ensure_fits};
 use secondo_tensor::DType;
@@ -19,9 +20,12 @@ pub struct ModelArgs {
     /// Weights (safetensors, PyTorch names); absent: PyTorch's default init with --seed.
     #[arg(long)]
     pub weights: Option<PathBuf>,
-    /// Data: a safetensors file with `x` and `y`, IDX files `IMAGES,LABELS`, or `digits`.
+    /// Data: a safetensors file with `x` and `y`, IDX files `IMAGES,LABELS`, CIFAR batches (a `.bin` file or a directory of them), or `digits`.
     #[arg(long)]
     pub data: String,
+    /// View each sample's features as this shape, e.g. 1,8,8 for the digits as images.
+    #[arg(long, value_name = "C,H,W")]
+    pub input_shape: Option<SampleShape>,
     /// Loss: cross_entropy, mse or bce_with_logits.
     #[arg(long, default_value = "cross_entropy")]
     pub loss: String,
@@ -39,7 +43,7 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// The files this command reads, for the check that no output replaces one.
     pub fn inputs(&self) -> anyhow::Result<Vec<Input>> {
-        let mut inputs = DataSource::parse("--data", &self.data)?.inputs("--data");
+        let mut inputs = DataSource::parse("--data", &self.data)?.inputs("--data")?;
         inputs.extend(weights_input(self.weights.as_ref()));
         Ok(inputs)
     }
@@ -48,6 +52,13 @@ impl ModelArgs {
     pub fn load(&self) -> anyhow::Result<(Dataset, Objective, ParamStore)> {
         let dtype = parse_dtype(&self.dtype)?;
         let data = DataSource::parse("--data", &self.data)?.load()?;
+        let data = shape_samples(
+            data,
+            self.input_shape.as_ref(),
+            &self.model,
+            "--data",
+            &self.data,
+        )?;
         let objective = objective(&self.model, &data, &self.loss, &self.reduction, dtype)?;
         check_targets(&objective, &data, "--data", &self.data)?;
         let params = weights(&objective, self.weights.as_ref(), self.seed)?;
@@ -77,10 +88,15 @@ pub enum DataSource {
         /// The labels file.
         labels: PathBuf,
     },
+    /// A CIFAR-10 / CIFAR-100 binary batch file, or a directory whose
+    /// training batches are read.
+    Cifar(PathBuf),
 }
 
 impl DataSource {
-    /// `digits`, `IMAGES,LABELS` (exactly two non-empty names) or a safetensors path.
+    /// `digits`, `IMAGES,LABELS` (exactly two non-empty names), a CIFAR
+    /// batch (a name ending in `.bin`, as all of the archives' do) or
+    /// directory, or else a safetensors path.
     pub fn parse(flag: &str, text: &str) -> anyhow::Result<DataSource> {
         if text == "digits" {
             return Ok(DataSource::Digits);
@@ -89,7 +105,11 @@ impl DataSource {
             if text.is_empty() {
                 bail!("{flag}: no file named");
             }
-            return Ok(DataSource::Safetensors(PathBuf::from(text)));
+            let path = PathBuf::from(text);
+            if text.ends_with(".bin") || path.is_dir() {
+                return Ok(DataSource::Cifar(path));
+            }
+            return Ok(DataSource::Safetensors(path));
         }
         match text.split(',').collect::<Vec<_>>()[..] {
             [images, labels] if !images.is_empty() && !labels.is_empty() => Ok(DataSource::Idx {
@@ -105,14 +125,15 @@ impl DataSource {
         }
     }
 
-    /// The files read, under `flag`.
-    pub fn inputs(&self, flag: &'static str) -> Vec<Input> {
+    /// The files read, under `flag` (a CIFAR directory's batches, listed now).
+    pub fn inputs(&self, flag: &'static str) -> anyhow::Result<Vec<Input>> {
         let paths = match self {
             DataSource::Digits => vec![],
             DataSource::Safetensors(p) => vec![p.clone()],
             DataSource::Idx { images, labels } => vec![images.clone(), labels.clone()],
+            DataSource::Cifar(p) => secondo_data::cifar_files(p)?,
         };
-        paths.into_iter().map(|path| Input { flag, path }).collect()
+        Ok(paths.into_iter().map(|path| Input { flag, path }).collect())
     }
 
     /// Loads the samples.
@@ -125,8 +146,82 @@ impl DataSource {
             }
             DataSource::Safetensors(p) => secondo_data::load_safetensors(p)?,
             DataSource::Idx { images, labels } => secondo_data::load_idx_pair(images, labels)?,
+            DataSource::Cifar(p) => secondo_data::load_cifar(p)?,
         })
     }
+}
+
+/// A per-sample shape given on the command line (`--input-shape C,H,W`):
+/// sizes of at least 1, separated by commas.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleShape(pub Vec<usize>);
+
+impl std::str::FromStr for SampleShape {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<SampleShape, String> {
+        text.split(',')
+            .map(|size| match size.trim().parse::<usize>() {
+                Ok(0) => Err("sizes must be at least 1".to_string()),
+                Ok(n) => Ok(n),
+                Err(_) => Err(format!("'{size}' is not a size (expected e.g. 1,8,8)")),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(SampleShape)
+    }
+}
+
+/// The samples shaped for the model `spec`. With `--input-shape` they are
+/// viewed as that shape, which must hold as many values. Without it they
+/// stay as loaded, unless the spec cannot take that shape and its first
+/// layer asks for flat features of the samples' size: then they are viewed
+/// as flat (so `linear(784,..)` takes IDX images `[1, 28, 28]` and
+/// `linear(3072,..)` CIFAR's `[3, 32, 32]`, which a layer acting on the last
+/// axis would refuse). Samples with fewer than three axes that a spec
+/// starting with a convolution or pooling refuses get the advice to give
+/// `--input-shape`; any other mismatch is left to the model to report.
+pub fn shape_samples(
+    data: Dataset,
+    input_shape: Option<&SampleShape>,
+    spec: &str,
+    flag: &str,
+    source: &str,
+) -> anyhow::Result<Dataset> {
+    if let Some(SampleShape(shape)) = input_shape {
+        let values = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        if values != Some(data.num_features()) {
+            let values = values.map_or("too many".to_string(), |v| v.to_string());
+            bail!(
+                "--input-shape {} holds {values} values per sample, but {flag} {source} has samples of shape {:?} ({} values)",
+                join(shape),
+                data.sample_shape,
+                data.num_features()
+            );
+        }
+        return Ok(data.with_sample_shape(shape.clone())?);
+    }
+    // A spec that does not parse is reported when the model is built.
+    let Ok(spec) = ModelSpec::parse(spec) else {
+        return Ok(data);
+    };
+    let Err(refused) = spec.output_shapes(&data.sample_shape) else {
+        return Ok(data);
+    };
+    match spec.input_shape_hint() {
+        Some(flat) if flat == [data.num_features()] => Ok(data.with_sample_shape(flat)?),
+        None if data.sample_shape.len() < 3 => bail!(
+            "{flag} {source} has samples of shape {:?}, not images [C, H, W]; \
+             give --input-shape C,H,W to view them as images ({refused})",
+            data.sample_shape
+        ),
+        _ => Ok(data),
+    }
+}
+
+/// Sizes as the command line writes them: `1,8,8`.
+fn join(shape: &[usize]) -> String {
+    let sizes: Vec<String> = shape.iter().map(usize::to_string).collect();
+    sizes.join(",")
 }
 
 /// Parses a count that must be at least 1 (`--batch`, `--epochs`, ...).
@@ -141,14 +236,16 @@ pub fn at_least_one(text: &str) -> Result<usize, String> {
 /// Hidden width of the default model built for a dataset.
 const DEFAULT_HIDDEN: usize = 256;
 
-/// The default model for a dataset: one hidden ReLU layer.
-pub fn default_model(data: &Dataset) -> String {
-    let inputs: usize = data.sample_shape.iter().product();
-    let outputs = match &data.y {
+/// The default model for samples of `sample_shape` (as loaded, or the
+/// `--input-shape` they are viewed as) and these targets: one hidden ReLU
+/// layer, after a `flatten` for samples with more than one axis.
+pub fn default_model(sample_shape: &[usize], targets: &Targets) -> String {
+    let inputs: usize = sample_shape.iter().product();
+    let outputs = match targets {
         Targets::Classes { num_classes, .. } => *num_classes,
         Targets::Values { width, .. } => *width,
     };
-    let flatten = if data.sample_shape.len() > 1 {
+    let flatten = if sample_shape.len() > 1 {
         "flatten,"
     } else {
         ""
@@ -246,5 +343,33 @@ mod tests {
             "--data 'img,': IDX data is two files IMAGES,LABELS, got 2 names (1 empty)"
         );
         assert_eq!(err(""), "--data: no file named");
+    }
+
+    #[test]
+    fn bin_files_and_directories_are_cifar() {
+        let parse = |t| DataSource::parse("--data", t).unwrap();
+        assert_eq!(
+            parse("cifar/data_batch_1.bin"),
+            DataSource::Cifar("cifar/data_batch_1.bin".into())
+        );
+        let dir = std::env::temp_dir();
+        let dir = dir.to_str().unwrap();
+        assert_eq!(parse(dir), DataSource::Cifar(dir.into()));
+        assert_eq!(
+            parse("d.safetensors"),
+            DataSource::Safetensors("d.safetensors".into())
+        );
+    }
+
+    #[test]
+    fn input_shapes_are_sizes_of_at_least_one() {
+        let shape = |t: &str| t.parse::<SampleShape>();
+        assert_eq!(shape("1,8,8"), Ok(SampleShape(vec![1, 8, 8])));
+        assert_eq!(shape(" 64 "), Ok(SampleShape(vec![64])));
+        assert_eq!(shape("1,0").unwrap_err(), "sizes must be at least 1");
+        assert_eq!(
+            shape("1,,8").unwrap_err(),
+            "'' is not a size (expected e.g. 1,8,8)"
+        );
     }
 }

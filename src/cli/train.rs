@@ -10,8 +10,8 @@ use secondo::train::{ensure_training_fits, evaluate, train, OptimizerChoice, Tra
 use secondo_data::Dataset;
 
 use super::common::{
-    at_least_one, check_targets, default_model, objective, parse_dtype, weights, weights_input,
-    DataSource,
+    at_least_one, check_targets, default_model, objective, parse_dtype, shape_samples, weights,
+    weights_input, DataSource, SampleShape,
 };
 
 #[derive(Debug, Args)]
@@ -19,9 +19,12 @@ pub struct TrainArgs {
     /// Model spec, e.g. "linear(64,256),relu,linear(256,10)" (default: one hidden ReLU layer of 256 fitted to the data).
     #[arg(long)]
     model: Option<String>,
-    /// Training data: a safetensors file with `x` and `y`, IDX files `IMAGES,LABELS`, or `digits` (embedded, pixels scaled to [0, 1]).
+    /// Training data: a safetensors file with `x` and `y`, IDX files `IMAGES,LABELS`, CIFAR batches (a `.bin` file or a directory of them), or `digits` (embedded, pixels scaled to [0, 1]).
     #[arg(long, default_value = "digits")]
     data: String,
+    /// View each sample's features (of --data and --test-data) as this shape, e.g. 1,8,8 for the digits as images.
+    #[arg(long, value_name = "C,H,W")]
+    input_shape: Option<SampleShape>,
     /// Test data file; without it a seeded split of --data is held out.
     #[arg(long)]
     test_data: Option<String>,
@@ -91,10 +94,14 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         seed: a.seed,
     };
     config.validate()?;
-    let out = Output::file(&a.out, "--out", &inputs(&a, &source, test_source.as_ref()))?;
+    let out = Output::file(&a.out, "--out", &inputs(&a, &source, test_source.as_ref())?)?;
 
     let data = source.load()?;
-    let spec = a.model.clone().unwrap_or_else(|| default_model(&data));
+    let spec = a.model.clone().unwrap_or_else(|| {
+        let shape = a.input_shape.as_ref().map_or(&data.sample_shape, |s| &s.0);
+        default_model(shape, &data.y)
+    });
+    let data = shape_samples(data, a.input_shape.as_ref(), &spec, "--data", &a.data)?;
     // Labels are checked on the file as it is, before any split or shuffle,
     // so that a bad one is reported at its index in the file.
     let objective = objective(&spec, &data, &a.loss, &a.reduction, dtype)?;
@@ -102,6 +109,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let (train_set, test_set) = match (&test_source, &a.test_data) {
         (Some(source), Some(text)) => {
             let test = source.load()?;
+            let test = shape_samples(test, a.input_shape.as_ref(), &spec, "--test-data", text)?;
             check_targets(&objective, &test, "--test-data", text)?;
             (data, test)
         }
@@ -164,11 +172,17 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
 }
 
 /// The files `train` reads.
-fn inputs(a: &TrainArgs, data: &DataSource, test: Option<&DataSource>) -> Vec<Input> {
-    let mut inputs = data.inputs("--data");
-    inputs.extend(test.map(|t| t.inputs("--test-data")).unwrap_or_default());
+fn inputs(
+    a: &TrainArgs,
+    data: &DataSource,
+    test: Option<&DataSource>,
+) -> anyhow::Result<Vec<Input>> {
+    let mut inputs = data.inputs("--data")?;
+    if let Some(test) = test {
+        inputs.extend(test.inputs("--test-data")?);
+    }
     inputs.extend(weights_input(a.weights.as_ref()));
-    inputs
+    Ok(inputs)
 }
 
 /// Refuses a training or test set without samples: training on nothing would

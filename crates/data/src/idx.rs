@@ -29,8 +29,10 @@ struct IdxArray {
 /// file name).
 ///
 /// The images file holds `N` samples (its first axis), the rest of its shape
-/// (at least one axis, none of size zero) becomes `sample_shape` (e.g.
-/// `[28, 28]`). Unsigned-byte pixels are scaled
+/// (at least one axis, none of size zero) becomes `sample_shape`, where
+/// grayscale images `[H, W]` gain a channel axis: MNIST's `[N, 28, 28]` loads
+/// as `[N, 1, 28, 28]`, the `[C, H, W]` samples convolutions take (see
+/// [`with_channel_axis`]). Unsigned-byte pixels are scaled
 /// to `[0, 1]` by `/ 255`; signed-integer and float element types are kept as
 /// they are (floats must be finite). The labels file is one-dimensional with
 /// `N` non-negative integers; `num_classes` is the largest label plus one.
@@ -50,7 +52,7 @@ struct IdxArray {
 /// std::fs::write(dir.path().join("img"), images).unwrap();
 /// std::fs::write(dir.path().join("lbl"), labels).unwrap();
 /// let d = load_idx_pair(dir.path().join("img"), dir.path().join("lbl")).unwrap();
-/// assert_eq!(d.sample_shape, vec![1, 2]);
+/// assert_eq!(d.sample_shape, vec![1, 1, 2]);
 /// assert_eq!(d.x, vec![0.0, 1.0, 0.2, 0.4]);
 /// assert_eq!(d.num_classes(), Some(2));
 /// ```
@@ -128,13 +130,26 @@ pub(crate) fn load_idx_pair_within(
     );
     Dataset::new(
         x,
-        sample_shape.to_vec(),
+        with_channel_axis(sample_shape),
         Targets::Classes {
             labels,
             num_classes,
         },
         name,
     )
+}
+
+/// The sample shape of IDX images: grayscale images `[H, W]` become one-channel
+/// `[1, H, W]`, so that a convolution takes MNIST as it is, as PyTorch's
+/// `torchvision` datasets give it; other ranks (flat features `[F]`, images
+/// that already have channels) are kept. Models whose first layer is linear
+/// still take them: the command line views the samples as flat features for
+/// such a spec.
+fn with_channel_axis(sample_shape: &[usize]) -> Vec<usize> {
+    match sample_shape {
+        [h, w] => vec![1, *h, *w],
+        other => other.to_vec(),
+    }
 }
 
 /// The name and byte size of an IDX element type code.
@@ -300,7 +315,7 @@ mod tests {
         let (img, lbl) = mnist_like();
         let raw = load_idx_pair(f.write("img", &img), f.write("lbl", &lbl)).unwrap();
         assert_eq!(raw.len(), 3);
-        assert_eq!(raw.sample_shape, vec![2, 2]);
+        assert_eq!(raw.sample_shape, vec![1, 2, 2]);
         assert_eq!(&raw.x[..4], &[0.0, 1.0, 0.2, 0.4]);
         assert_eq!(raw.x[5], 2.0 / 255.0);
         assert_eq!(
@@ -316,6 +331,22 @@ mod tests {
         let d = load_idx_pair(&gz_img, f.write("lbl.gz", &gz(&lbl))).unwrap();
         assert_eq!(d.x, raw.x);
         assert_eq!(d.y, raw.y);
+    }
+
+    #[test]
+    fn grayscale_images_gain_a_channel_axis_and_other_ranks_stay() {
+        let f = Files::new();
+        let lbl = f.write("lbl", &idx(0x08, &[2], &[0, 1]));
+        for (dims, sample_shape) in [
+            (vec![2, 6], vec![6]),
+            (vec![2, 2, 3], vec![1, 2, 3]),
+            (vec![2, 3, 1, 2], vec![3, 1, 2]),
+        ] {
+            let images = f.write("img", &idx(0x08, &dims, &[9; 12]));
+            let d = load_idx_pair(&images, &lbl).unwrap();
+            assert_eq!(d.sample_shape, sample_shape, "{dims:?}");
+            assert_eq!(d.x, vec![9.0 / 255.0; 12]);
+        }
     }
 
     #[test]

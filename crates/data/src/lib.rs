@@ -3,7 +3,8 @@
 //! regression values.
 //!
 //! Sources: the embedded scikit-learn [`digits`], IDX files (MNIST format,
-//! [`load_idx_pair`]) and safetensors files ([`load_safetensors`],
+//! [`load_idx_pair`]), CIFAR-10 / CIFAR-100 binary batches ([`load_cifar`])
+//! and safetensors files ([`load_safetensors`],
 //! [`save_safetensors`]; [`SafetensorsFile`] reads any tensors, e.g.
 //! weights). Every reader checks the sizes a header declares against the
 //! file and the memory available before it reads the data. Operations: seeded [`Dataset::shuffled`] and
@@ -22,6 +23,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod cifar;
 mod dataset;
 mod digits;
 mod error;
@@ -34,6 +36,7 @@ mod safetensors_file;
 mod safetensors_io;
 mod standardize;
 
+pub use cifar::{cifar_files, load_cifar};
 pub use dataset::{Batch, BatchTargets, Batches, Dataset, Targets};
 pub use digits::digits;
 pub use error::{DataError, Result};

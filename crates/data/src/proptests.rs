@@ -1,4 +1,4 @@
-//! Random damage to valid IDX and safetensors files: every load either
+//! Random damage to valid IDX, CIFAR and safetensors files: every load either
 //! succeeds or fails with a one-line message, and never panics, aborts on an
 //! allocation or reads past what the header declares.
 
@@ -10,6 +10,7 @@ use flate2::Compression;
 use proptest::prelude::*;
 use proptest::sample::Index;
 
+use crate::cifar::load_cifar_within;
 use crate::idx::load_idx_pair_within;
 use crate::safetensors_io::load_safetensors_within;
 use crate::{digits, save_safetensors, Result};
@@ -58,6 +59,8 @@ enum Format {
     Safetensors,
     /// Big-endian u32 dimensions after the 4-byte magic.
     Idx,
+    /// No header: the file's length gives the record count (CIFAR).
+    Headerless,
 }
 
 fn apply(bytes: &mut Vec<u8>, mutations: &[Mutation], format: Format) {
@@ -84,6 +87,7 @@ fn declare(bytes: &mut [u8], format: Format, i: Index, n: u64) {
             let dims = bytes.get(3).map_or(1, |&d| usize::from(d).max(1));
             (4 + 4 * i.index(dims), (n as u32).to_be_bytes().to_vec())
         }
+        Format::Headerless => return,
     };
     for (k, b) in value.into_iter().enumerate() {
         if let Some(slot) = bytes.get_mut(at + k) {
@@ -143,6 +147,11 @@ fn valid_idx() -> (Vec<u8>, Vec<u8>) {
     (images, labels)
 }
 
+/// Two CIFAR-100 records (coarse and fine label, then 3,072 pixels).
+fn valid_cifar100() -> Vec<u8> {
+    [&[4u8, 40][..], &[9; 3072], &[19, 99], &[200; 3072]].concat()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -171,5 +180,14 @@ proptest! {
         let mut zipped = gzip(&valid_idx().0);
         apply(&mut zipped, &damaged_gzip, Format::Idx);
         one_line(load_idx_pair_within(&scratch.write("bad.gz", &zipped), &gz.1, AVAILABLE))?;
+    }
+
+    #[test]
+    fn damaged_cifar_loads_or_fails_in_one_line(m in mutations()) {
+        let scratch = Scratch::new();
+        let mut bytes = valid_cifar100();
+        apply(&mut bytes, &m, Format::Headerless);
+        one_line(load_cifar_within(&scratch.write("train.bin", &bytes), AVAILABLE))?;
+        one_line(load_cifar_within(&scratch.write("test_batch.bin", &bytes), AVAILABLE))?;
     }
 }
