@@ -38,6 +38,20 @@ pub struct ModelArgs {
     /// Element type: f32 or f64.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Batch norms with their running statistics (eval) or the batch's
+    /// (train: the batch couples the samples, as in curvlinops; curvature
+    /// operators and spectra only).
+    #[arg(long, value_enum, default_value_t = BatchNorm::Eval)]
+    pub batchnorm: BatchNorm,
+}
+
+/// `--batchnorm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BatchNorm {
+    /// Running statistics: every sample on its own.
+    Eval,
+    /// Batch statistics over each batch.
+    Train,
 }
 
 impl ModelArgs {
@@ -59,7 +73,12 @@ impl ModelArgs {
             "--data",
             &self.data,
         )?;
-        let objective = objective(&self.model, &data, &self.loss, &self.reduction, dtype)?;
+        let mode = match self.batchnorm {
+            BatchNorm::Eval => secondo_nn::Mode::Eval,
+            BatchNorm::Train => secondo_nn::Mode::BatchStatistics,
+        };
+        let objective = objective(&self.model, &data, &self.loss, &self.reduction, dtype)?
+            .with_batchnorm(mode)?;
         check_targets(&objective, &data, "--data", &self.data)?;
         let params = weights(&objective, self.weights.as_ref(), self.seed)?;
         Ok((data, objective, params))

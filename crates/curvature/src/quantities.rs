@@ -248,9 +248,9 @@ fn build(
 ) -> Result<QuantityProgram, CurvatureError> {
     if objective.batchnorm != secondo_nn::Mode::Eval && objective.has_batchnorm() {
         return Err(CurvatureError::Invalid(
-            "quantities are computed per sample, and with --batchnorm train the batch \
-             statistics couple the samples; use --batchnorm eval, or the curvature operators \
-             (spectrum) for train mode"
+            "--batchnorm train: quantities are computed per sample, and batch statistics \
+             couple the samples; use --batchnorm eval, or spectrum (the curvature operators) \
+             for train mode"
                 .into(),
         ));
     }
