@@ -30,7 +30,7 @@ while read k; do
   echo "$line"
 done"#,
     );
-    let mut server = TorchGradient::start(&python).unwrap();
+    let mut server = TorchGradient::start(&python, &[]).unwrap();
     let mut calls = 0;
     let (ours, theirs) = server
         .paired_with(30, &mut || {
@@ -45,11 +45,11 @@ done"#,
 
     // A reference that fails is an error, not a panic.
     let silent = fake_python(dir.path(), "fails", "exit 1");
-    assert!(TorchGradient::start(&silent).is_err());
+    assert!(TorchGradient::start(&silent, &[]).is_err());
     let stops = fake_python(dir.path(), "stops", "echo ready; read k; echo 1.0 oops");
-    let mut server = TorchGradient::start(&stops).unwrap();
+    let mut server = TorchGradient::start(&stops, &[]).unwrap();
     let err = server.paired_with(5, &mut || {}).unwrap_err();
     assert!(err.contains("oops"), "{err}");
     let missing = dir.path().join("no-such-python");
-    assert!(TorchGradient::start(&missing).is_err());
+    assert!(TorchGradient::start(&missing, &[]).is_err());
 }

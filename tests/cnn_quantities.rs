@@ -81,7 +81,7 @@ fn tensors(objective: &Objective, data: &secondo_data::Dataset) -> (Tensor, Tens
         .unwrap()
 }
 
-fn get<'a>(out: &'a [(String, Tensor)], name: &str) -> Vec<f64> {
+fn get(out: &[(String, Tensor)], name: &str) -> Vec<f64> {
     out.iter()
         .find(|(n, _)| n == name)
         .unwrap_or_else(|| panic!("no {name}"))
