@@ -143,7 +143,7 @@ fn training_and_operators_beyond_memory_are_refused_before_the_work() {
         "100000000",
         "--no-torch",
     ]);
-    assert_bad_input(&o, "--batch 100000000 of 784-pixel inputs would need", &dir);
+    assert_bad_input(&o, "--batch 100000000 of 784-value inputs would need", &dir);
 }
 
 #[test]

@@ -156,6 +156,9 @@ impl<'b> Build<'b, '_> {
 
     /// One layer at `path` applied to `x` (`[N, ...]`).
     fn layer(&mut self, path: &str, layer: &Layer, x: Var<'b>) -> Result<Var<'b>, NnError> {
+        if let Layer::Dropout { p } = layer {
+            return Ok(self.dropout(path, x, *p));
+        }
         if let Some(y) = activation::activation(layer, x) {
             return Ok(y);
         }
@@ -199,7 +202,6 @@ impl<'b> Build<'b, '_> {
                 norm::batch_norm(self, path, x)?
             }
             Layer::LayerNorm { .. } => norm::layer_norm(self, path, x)?,
-            Layer::Dropout { p } => self.dropout(path, x, *p),
             Layer::Residual { body, shortcut } => {
                 let main = self.layers(&format!("{path}.body."), body, x)?;
                 let other = match shortcut {
@@ -230,5 +232,43 @@ impl<'b> Build<'b, '_> {
         let m = self.builder.input(&mask.name, &mask.shape);
         self.masks.push(mask);
         x * m * (1.0 / (1.0 - p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secondo_graph::{Builder, Executable, Feeds};
+    use secondo_tensor::{DType, Tensor};
+
+    use crate::{Mode, Network};
+
+    /// Dropout scales the kept units by `1/(1 − p)` in training (PyTorch's
+    /// inverted dropout) and is the identity otherwise.
+    #[test]
+    fn dropout_masks_and_rescales_only_in_training() {
+        let net = Network::new("dropout(0.25)".parse().unwrap(), &[4]).unwrap();
+        for (mode, want) in [
+            (Mode::Train, vec![0.0, 2.0 / 0.75, 0.0, 4.0 / 0.75]),
+            (Mode::BatchStatistics, vec![1.0, 2.0, 3.0, 4.0]),
+            (Mode::Eval, vec![1.0, 2.0, 3.0, 4.0]),
+        ] {
+            let b = Builder::new(DType::F64);
+            let built = net.forward_with(b.input("x", &[1, 4]), &[], mode).unwrap();
+            assert_eq!(built.masks.len(), usize::from(mode == Mode::Train));
+            let exe = Executable::compile(&b.finish().unwrap(), &[built.output.id()]).unwrap();
+            let mut feeds = Feeds::new();
+            feeds.insert(
+                "x",
+                Tensor::from_vec(vec![1, 4], vec![1.0, 2.0, 3.0, 4.0]).unwrap(),
+            );
+            for m in &built.masks {
+                assert_eq!((m.name.as_str(), m.p), ("0.dropout_mask", 0.25));
+                feeds.insert(
+                    &m.name,
+                    Tensor::from_vec(vec![1, 4], vec![0.0, 1.0, 0.0, 1.0]).unwrap(),
+                );
+            }
+            assert_eq!(exe.run(&feeds).unwrap()[0].to_f64_vec(), want, "{mode:?}");
+        }
     }
 }
