@@ -78,53 +78,80 @@ pub(crate) fn eval(op: Elementwise, args: Vec<Tensor>) -> Result<Tensor, TensorE
     }
 }
 
-/// The tangent of the result given the operands' tangents (`None` = zero).
+/// `∂op/∂x · t` for a unary op at `x` (with `y = op(x)`), or `None` where
+/// the derivative is zero.
+///
+/// The derivative of an elementwise map is diagonal, hence its own
+/// transpose: the same product is the jvp (`t` a tangent) and the transpose
+/// (`t` a cotangent), so each formula is stated here once. It is stated as
+/// the product rather than as the derivative `d` itself so that `−t` and
+/// `t / x` stay one node each (`t · d` would need `d = −1` or `1 / x` first).
+pub(crate) fn derivative<'a>(op: UnaryOp, x: Var<'a>, y: Var<'a>, t: Var<'a>) -> Option<Var<'a>> {
+    Some(match op {
+        UnaryOp::Neg => -t,
+        UnaryOp::Exp => t * y,
+        UnaryOp::Log => t / x,
+        UnaryOp::Tanh => t * (1.0 - y.square()),
+        UnaryOp::Erf => t * ((-x.square()).exp() * std::f64::consts::FRAC_2_SQRT_PI),
+        UnaryOp::Powf(0.0) => return None,
+        UnaryOp::Powf(1.0) => t,
+        UnaryOp::Powf(2.0) => t * (x * 2.0),
+        UnaryOp::Powf(p) => t * (x.powf(p - 1.0) * p),
+    })
+}
+
+/// `∂op/∂(operand k) · t` for a binary op at `(a, c)` (with `y = op(a, c)`),
+/// or `None` where it is zero (comparisons); diagonal, and so used by the jvp
+/// and the transpose alike, like [`derivative`].
+pub(crate) fn partial<'a>(
+    op: BinaryOp,
+    k: usize,
+    [a, c]: [Var<'a>; 2],
+    y: Var<'a>,
+    t: Var<'a>,
+) -> Option<Var<'a>> {
+    Some(match (op, k) {
+        (BinaryOp::Add, _) | (BinaryOp::Sub, 0) => t,
+        (BinaryOp::Sub, _) => -t,
+        (BinaryOp::Mul, 0) => t * c,
+        (BinaryOp::Mul, _) => t * a,
+        (BinaryOp::Div, 0) => t / c,
+        (BinaryOp::Div, _) => -(t * y) / c,
+        // Ties send the derivative to the first operand.
+        (BinaryOp::Max, 0) => t * a.binary(BinaryOp::Ge, c),
+        (BinaryOp::Max, _) => t * a.binary(BinaryOp::Lt, c),
+        (BinaryOp::Gt | BinaryOp::Ge | BinaryOp::Lt | BinaryOp::Eq, _) => return None,
+    })
+}
+
+/// The tangent of the result given the operands' tangents (`None` = zero):
+/// the derivatives applied to the tangents, or, for `where` (linear in its
+/// branches), `where` of the branch tangents.
 pub(crate) fn jvp<'a>(op: Elementwise, p: &Primal<'a>, ts: &[Option<Var<'a>>]) -> Option<Var<'a>> {
     let x = |j: usize| p.operands[j];
     let y = p.result;
-    let sum = |terms: Vec<Option<Var<'a>>>| terms.into_iter().flatten().reduce(|a, b| a + b);
     match op {
-        Elementwise::Unary(u) => {
-            let t = ts[0]?;
-            Some(match u {
-                UnaryOp::Neg => -t,
-                UnaryOp::Exp => t * y,
-                UnaryOp::Log => t / x(0),
-                UnaryOp::Tanh => t * (1.0 - y.square()),
-                UnaryOp::Erf => t * ((-x(0).square()).exp() * std::f64::consts::FRAC_2_SQRT_PI),
-                UnaryOp::Powf(0.0) => return None,
-                UnaryOp::Powf(1.0) => t,
-                UnaryOp::Powf(2.0) => t * (x(0) * 2.0),
-                UnaryOp::Powf(p) => t * (x(0).powf(p - 1.0) * p),
-            })
-        }
+        Elementwise::Unary(u) => derivative(u, x(0), y, ts[0]?),
         Elementwise::Binary(b) => {
-            let (a, c) = (x(0), x(1));
-            let (ta, tc) = (ts[0], ts[1]);
-            match b {
-                BinaryOp::Add => sum(vec![ta, tc]),
-                BinaryOp::Sub => sum(vec![ta, tc.map(|t| -t)]),
-                BinaryOp::Mul => sum(vec![ta.map(|t| t * c), tc.map(|t| a * t)]),
-                BinaryOp::Div => sum(vec![ta.map(|t| t / c), tc.map(|t| -(t * y) / c)]),
-                BinaryOp::Max => sum(vec![
-                    ta.map(|t| t * a.binary(BinaryOp::Ge, c)),
-                    tc.map(|t| t * a.binary(BinaryOp::Lt, c)),
-                ]),
-                BinaryOp::Gt | BinaryOp::Ge | BinaryOp::Lt | BinaryOp::Eq => None,
-            }
+            let terms: Vec<Var<'a>> = (0..2)
+                .filter_map(|k| ts[k].and_then(|t| partial(b, k, [x(0), x(1)], y, t)))
+                .collect();
+            terms.into_iter().reduce(|a, b| a + b)
         }
         Elementwise::Where => {
-            let b = p.builder();
-            let zero = b.scalar(0.0);
             if ts[1].is_none() && ts[2].is_none() {
                 return None;
             }
-            Some(b.select(x(0), ts[1].unwrap_or(zero), ts[2].unwrap_or(zero)))
+            let b = p.builder();
+            let zero = || b.scalar(0.0);
+            Some(b.select(x(0), ts[1].unwrap_or_else(zero), ts[2].unwrap_or_else(zero)))
         }
     }
 }
 
-/// Operand `k`'s cotangent given the result's cotangent `g`.
+/// Operand `k`'s cotangent given the result's cotangent `g`: the same
+/// derivatives applied to `g`, or `g` selected into a branch of `where`;
+/// summed over the axes a shorter operand lacks.
 pub(crate) fn transpose<'a>(
     op: Elementwise,
     p: &Primal<'a>,
@@ -134,52 +161,24 @@ pub(crate) fn transpose<'a>(
     let x = |j: usize| p.operands[j];
     let y = p.result;
     let result_rank = y.shape().len();
-    let operand_shape = x(k).shape();
-    // An operand with fewer axes (a single element, or the trailing axes
-    // of the result) gets the cotangent summed over the axes it lacks.
+    let operand_rank = x(k).shape().len();
     let fit = |v: Var<'a>| {
-        if operand_shape.len() < result_rank {
-            let lacking: Vec<usize> = (0..result_rank - operand_shape.len()).collect();
+        if operand_rank < result_rank {
+            let lacking: Vec<usize> = (0..result_rank - operand_rank).collect();
             v.sum(&lacking)
         } else {
             v
         }
     };
     match op {
-        Elementwise::Unary(u) => Some(match u {
-            UnaryOp::Neg => -g,
-            UnaryOp::Exp => g * y,
-            UnaryOp::Log => g / x(0),
-            UnaryOp::Tanh => g * (1.0 - y.square()),
-            UnaryOp::Erf => g * ((-x(0).square()).exp() * std::f64::consts::FRAC_2_SQRT_PI),
-            UnaryOp::Powf(0.0) => return None,
-            UnaryOp::Powf(2.0) => g * (x(0) * 2.0),
-            UnaryOp::Powf(1.0) => g,
-            UnaryOp::Powf(p) => g * (x(0).powf(p - 1.0) * p),
-        }),
-        Elementwise::Binary(b) => {
-            let (a, c) = (x(0), x(1));
-            let contrib = match (b, k) {
-                (BinaryOp::Add, _) => g,
-                (BinaryOp::Sub, 0) => g,
-                (BinaryOp::Sub, _) => -g,
-                (BinaryOp::Mul, 0) => g * c,
-                (BinaryOp::Mul, _) => g * a,
-                (BinaryOp::Div, 0) => g / c,
-                (BinaryOp::Div, _) => -(g * y) / c,
-                (BinaryOp::Max, 0) => g * a.binary(BinaryOp::Ge, c),
-                (BinaryOp::Max, _) => g * a.binary(BinaryOp::Lt, c),
-                (BinaryOp::Gt | BinaryOp::Ge | BinaryOp::Lt | BinaryOp::Eq, _) => return None,
-            };
-            Some(fit(contrib))
-        }
+        Elementwise::Unary(u) => derivative(u, x(0), y, g),
+        Elementwise::Binary(b) => partial(b, k, [x(0), x(1)], y, g).map(fit),
         Elementwise::Where => {
             let b = p.builder();
-            let zero = b.scalar(0.0);
             match k {
                 0 => None,
-                1 => Some(fit(b.select(x(0), g, zero))),
-                _ => Some(fit(b.select(x(0), zero, g))),
+                1 => Some(fit(b.select(x(0), g, b.scalar(0.0)))),
+                _ => Some(fit(b.select(x(0), b.scalar(0.0), g))),
             }
         }
     }

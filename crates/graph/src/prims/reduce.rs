@@ -26,6 +26,25 @@ pub(crate) fn eval(op: ReduceOp, axes: &[usize], args: &[Tensor]) -> Result<Tens
     op.apply(&args[0], axes)
 }
 
+/// `v`, shaped like the result, repeated over the reduced axes to the
+/// operand's shape: the transpose of a sum.
+fn spread<'a>(v: Var<'a>, axes: &[usize], operand: &[usize]) -> Var<'a> {
+    let keep: Vec<usize> = operand
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| if axes.contains(&i) { 1 } else { d })
+        .collect();
+    v.reshape(&keep).broadcast_to(operand)
+}
+
+/// The derivative of a maximum: 1 where the operand attains it, else 0 (a
+/// tie passes the derivative to every maximal element). The jvp sums the
+/// tangent under this mask, the transpose spreads the cotangent over it.
+fn at_max<'a>(axes: &[usize], p: &Primal<'a>) -> Var<'a> {
+    let x = p.operands[0];
+    x.eq(spread(p.result, axes, &x.shape()))
+}
+
 /// The tangent of the result given the operand's tangent.
 pub(crate) fn jvp<'a>(
     op: ReduceOp,
@@ -34,20 +53,9 @@ pub(crate) fn jvp<'a>(
     ts: &[Option<Var<'a>>],
 ) -> Option<Var<'a>> {
     let t = ts[0]?;
-    let x = p.operands[0];
-    let y = p.result;
     Some(match op {
         ReduceOp::Sum => t.sum(axes),
-        ReduceOp::Max => {
-            let in_shape = x.shape();
-            let keep: Vec<usize> = in_shape
-                .iter()
-                .enumerate()
-                .map(|(i, &d)| if axes.contains(&i) { 1 } else { d })
-                .collect();
-            let at_max = x.eq(y.reshape(&keep).broadcast_to(&in_shape));
-            (t * at_max).sum(axes)
-        }
+        ReduceOp::Max => (t * at_max(axes, p)).sum(axes),
     })
 }
 
@@ -58,18 +66,10 @@ pub(crate) fn transpose<'a>(
     p: &Primal<'a>,
     g: Var<'a>,
 ) -> Option<Var<'a>> {
-    let x = p.operands[0];
-    let y = p.result;
-    let operand_shape = x.shape();
-    let keep: Vec<usize> = operand_shape
-        .iter()
-        .enumerate()
-        .map(|(i, &d)| if axes.contains(&i) { 1 } else { d })
-        .collect();
-    let spread = |v: Var<'a>| v.reshape(&keep).broadcast_to(&operand_shape);
+    let spread_g = spread(g, axes, &p.operands[0].shape());
     Some(match op {
-        ReduceOp::Sum => spread(g),
-        ReduceOp::Max => spread(g) * x.eq(spread(y)),
+        ReduceOp::Sum => spread_g,
+        ReduceOp::Max => spread_g * at_max(axes, p),
     })
 }
 
