@@ -17,6 +17,9 @@ pub(crate) mod movement;
 pub(crate) mod patches;
 pub(crate) mod reduce;
 
+#[cfg(test)]
+mod cases;
+
 use secondo_tensor::{EinsumSpec, ReduceOp};
 
 use crate::vmap::lift;
