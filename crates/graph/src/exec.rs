@@ -1,12 +1,13 @@
 use std::collections::HashMap;
 
-use secondo_tensor::{einsum_parsed, one_hot, Tensor, TensorError};
+use secondo_tensor::{Tensor, TensorError};
 
 use rayon::prelude::*;
 
 use crate::passes::{
     eliminate_common_subexpressions, fuse_einsum_reductions, group_independent_contractions, prune,
 };
+use crate::prims::{einsum, elementwise, leaves, movement, patches, reduce, Family};
 use crate::{Graph, GraphError, NodeId, Op};
 
 /// Named tensors for a graph's inputs and parameters.
@@ -357,7 +358,7 @@ impl Executable {
                 (value, start.map_or(0.0, |s| s.elapsed().as_secs_f64()))
             };
             let work: Vec<(NodeId, Vec<Tensor>)> = group.clone().zip(args).collect();
-            let results: Vec<(Result<Tensor, Eval>, f64)> = if group.len() == 1 {
+            let results: Vec<(Result<Tensor, EvalError>, f64)> = if group.len() == 1 {
                 work.into_iter().map(run).collect()
             } else {
                 work.into_par_iter().map(run).collect()
@@ -370,8 +371,8 @@ impl Executable {
                     reason,
                 };
                 let value = value.map_err(|e| match e {
-                    Eval::Graph(g) => g,
-                    Eval::Kernel(t) => run_err(t.to_string()),
+                    EvalError::Graph(g) => g,
+                    EvalError::Kernel(t) => run_err(t.to_string()),
                 })?;
                 // A kernel disagreeing with the graph's shape rules is a bug:
                 // stop here rather than fail (or compute nonsense) downstream.
@@ -411,63 +412,29 @@ impl Executable {
         args
     }
 
-    fn eval(&self, i: NodeId, mut args: Vec<Tensor>, feeds: &Feeds) -> Result<Tensor, Eval> {
+    /// The value of node `i` from its operands, by its family's evaluation.
+    fn eval(&self, i: NodeId, args: Vec<Tensor>, feeds: &Feeds) -> Result<Tensor, EvalError> {
         let node = self.graph.node(i);
-        let mut arg = |k: usize| std::mem::replace(&mut args[k], Tensor::scalar(0.0, node.dtype));
-        Ok(match &node.op {
-            Op::Input(name) | Op::Param(name) => {
-                let t = feeds
-                    .get(name)
-                    .ok_or_else(|| feed_err(name, "not fed".into()))?;
-                if t.shape() != node.shape.as_slice() {
-                    return Err(feed_err(
-                        name,
-                        format!("expected shape {:?}, got {:?}", node.shape, t.shape()),
-                    ));
-                }
-                if t.dtype() != node.dtype {
-                    return Err(feed_err(
-                        name,
-                        format!("expected dtype {}, got {}", node.dtype, t.dtype()),
-                    ));
-                }
-                t.clone()
-            }
-            Op::Constant(t) => t.clone(),
-            Op::Unary(u) => u.apply(arg(0)),
-            Op::Binary(b) => {
-                let a = arg(0);
-                b.apply(a, arg(1))?
-            }
-            Op::Where => Tensor::select(&args[0], &args[1], &args[2])?,
-            Op::Reduce(r, axes) => r.apply(&args[0], axes)?,
-            Op::Reshape => args[0].reshape(node.shape.clone())?,
-            Op::Permute(p) => args[0].permute(p)?,
-            Op::Broadcast => args[0].broadcast_to(&node.shape)?,
-            Op::Einsum(spec) => {
-                let refs: Vec<&Tensor> = args.iter().collect();
-                einsum_parsed(spec, &refs)?
-            }
-            Op::OneHot(c) => one_hot(&args[0], *c)?,
-            Op::Patches(p) => crate::prims::patches::eval(p, &args[0])?,
+        Ok(match node.op.family() {
+            Family::Leaf(leaf) => return leaves::eval(leaf, &args, node, feeds),
+            Family::Elementwise(e) => elementwise::eval(e, args)?,
+            Family::Reduce(r, axes) => reduce::eval(r, axes, &args)?,
+            Family::Movement(m) => movement::eval(m, &args, &node.shape)?,
+            Family::Einsum(spec) => einsum::eval(spec, &args)?,
+            Family::Patches(p) => patches::eval(p, &args)?,
         })
     }
 }
 
-enum Eval {
+/// Why a node could not be evaluated: a feed (reported as it is) or a kernel
+/// (reported with the node).
+pub(crate) enum EvalError {
     Graph(GraphError),
     Kernel(TensorError),
 }
 
-impl From<TensorError> for Eval {
+impl From<TensorError> for EvalError {
     fn from(e: TensorError) -> Self {
-        Eval::Kernel(e)
+        EvalError::Kernel(e)
     }
-}
-
-fn feed_err(name: &str, reason: String) -> Eval {
-    Eval::Graph(GraphError::Feed {
-        name: name.to_string(),
-        reason,
-    })
 }

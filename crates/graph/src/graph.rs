@@ -1,7 +1,8 @@
 use std::fmt;
 
-use secondo_tensor::{broadcast_shapes, DType};
+use secondo_tensor::DType;
 
+use crate::prims::{einsum, elementwise, leaves, movement, patches, reduce, Family};
 use crate::{GraphError, Op};
 
 /// Index of a node in its graph. Nodes only refer to earlier nodes, so ids are
@@ -204,120 +205,26 @@ impl Graph {
         Ok(self.nodes.len() - 1)
     }
 
+    /// The shape of `op` on the nodes `inputs`, by its family's shape rule.
     fn infer_shape(
         &self,
         op: &Op,
         inputs: &[NodeId],
         shape: Option<Vec<usize>>,
     ) -> Result<Vec<usize>, GraphError> {
-        let s = |k: usize| self.nodes[inputs[k]].shape.clone();
-        let arity = match op {
-            Op::Input(_) | Op::Param(_) | Op::Constant(_) => 0,
-            Op::Unary(_)
-            | Op::Reduce(..)
-            | Op::Reshape
-            | Op::Permute(_)
-            | Op::Broadcast
-            | Op::OneHot(_)
-            | Op::Patches(_) => 1,
-            Op::Binary(_) => 2,
-            Op::Where => 3,
-            Op::Einsum(spec) => spec.inputs.len(),
-        };
-        if inputs.len() != arity {
-            return Err(build_err(
-                op,
-                format!("takes {arity} operands, got {}", inputs.len()),
-            ));
+        let operands: Vec<&[usize]> = inputs
+            .iter()
+            .map(|&i| self.nodes[i].shape.as_slice())
+            .collect();
+        match op.family() {
+            Family::Leaf(leaf) => leaves::shape(leaf, &operands, shape),
+            Family::Elementwise(e) => elementwise::shape(e, &operands),
+            Family::Reduce(_, axes) => reduce::shape(axes, &operands),
+            Family::Movement(m) => movement::shape(m, &operands, shape),
+            Family::Einsum(spec) => einsum::shape(spec, &operands),
+            Family::Patches(p) => patches::shape(p, &operands),
         }
-        let need_shape = |shape: Option<Vec<usize>>| {
-            shape.ok_or_else(|| build_err(op, "needs a target shape".into()))
-        };
-        match op {
-            Op::Input(_) | Op::Param(_) => need_shape(shape),
-            Op::Constant(t) => Ok(t.shape().to_vec()),
-            Op::Unary(_) => Ok(s(0)),
-            Op::Binary(_) | Op::Where => {
-                // Operands of the result's shape or single elements; a binary
-                // operand or a condition may cover only the trailing axes.
-                let shapes: Vec<Vec<usize>> = (0..arity).map(s).collect();
-                let full = shapes
-                    .iter()
-                    .max_by_key(|x| x.len())
-                    .cloned()
-                    .unwrap_or_default();
-                let fits = |k: usize| {
-                    let x = &shapes[k];
-                    x.is_empty() || *x == full || ((k == 0 || arity == 2) && full.ends_with(x))
-                };
-                if (0..arity).all(fits) {
-                    Ok(full)
-                } else {
-                    Err(build_err(op, format!("operand shapes {shapes:?} differ")))
-                }
-            }
-            Op::Reduce(_, axes) => {
-                let a = s(0);
-                let mut sorted = axes.clone();
-                sorted.sort_unstable();
-                sorted.dedup();
-                if sorted.len() != axes.len() || axes.iter().any(|&x| x >= a.len()) {
-                    return Err(build_err(
-                        op,
-                        format!("axes {axes:?} invalid for shape {a:?}"),
-                    ));
-                }
-                Ok((0..a.len())
-                    .filter(|i| !axes.contains(i))
-                    .map(|i| a[i])
-                    .collect())
-            }
-            Op::Reshape => {
-                let target = need_shape(shape)?;
-                let a = s(0);
-                if target.iter().product::<usize>() != a.iter().product::<usize>() {
-                    return Err(build_err(op, format!("cannot reshape {a:?} to {target:?}")));
-                }
-                Ok(target)
-            }
-            Op::Permute(perm) => {
-                let a = s(0);
-                let mut sorted = perm.clone();
-                sorted.sort_unstable();
-                if sorted != (0..a.len()).collect::<Vec<_>>() {
-                    return Err(build_err(
-                        op,
-                        format!("{perm:?} is not a permutation of the axes of {a:?}"),
-                    ));
-                }
-                Ok(perm.iter().map(|&p| a[p]).collect())
-            }
-            Op::Broadcast => {
-                let target = need_shape(shape)?;
-                let a = s(0);
-                if broadcast_shapes(&a, &target).as_deref() != Some(target.as_slice()) {
-                    return Err(build_err(
-                        op,
-                        format!("cannot broadcast {a:?} to {target:?}"),
-                    ));
-                }
-                Ok(target)
-            }
-            Op::Einsum(spec) => {
-                let shapes: Vec<Vec<usize>> = (0..arity).map(s).collect();
-                let refs: Vec<&[usize]> = shapes.iter().map(|x| x.as_slice()).collect();
-                spec.output_shape(&refs)
-                    .map_err(|e| build_err(op, e.to_string()))
-            }
-            Op::OneHot(classes) => {
-                let mut a = s(0);
-                a.push(*classes);
-                Ok(a)
-            }
-            Op::Patches(p) => {
-                crate::prims::patches::shape(p, &s(0)).map_err(|e| build_err(op, e.to_string()))
-            }
-        }
+        .map_err(|reason| build_err(op, reason))
     }
 }
 

@@ -4,11 +4,9 @@
 //! so `jvp` and `vjp` compose in either order (Hessian-vector products are
 //! `jvp` of `vjp`).
 
-use secondo_tensor::{BinaryOp, ReduceOp, UnaryOp};
-
-use crate::prims::patches;
+use crate::prims::{einsum, elementwise, leaves, movement, patches, reduce, Family, Primal};
 use crate::vjp::{accumulate, check_pairs};
-use crate::{Builder, GraphError, Node, NodeId, Op, Var};
+use crate::{Builder, GraphError, Node, NodeId, Var};
 
 impl Builder {
     /// Jacobian-vector product: appends nodes computing, for each of
@@ -61,7 +59,7 @@ impl Builder {
             if ts.iter().all(Option::is_none) {
                 continue;
             }
-            tan[i] = self.jvp_rule(&node, i, &ts).map(|t| {
+            tan[i] = jvp_rule(self, &node, i, &ts).map(|t| {
                 if t.shape() == node.shape {
                     t
                 } else {
@@ -76,82 +74,23 @@ impl Builder {
         self.check()?;
         Ok(result)
     }
+}
 
-    /// The tangent of node `id` given its operands' tangents (`None` = zero).
-    fn jvp_rule<'a>(&'a self, node: &Node, id: NodeId, ts: &[Option<Var<'a>>]) -> Option<Var<'a>> {
-        let x = |j: usize| self.var(node.inputs[j]);
-        let y = self.var(id);
-        let sum = |terms: Vec<Option<Var<'a>>>| terms.into_iter().flatten().reduce(|a, b| a + b);
-        match &node.op {
-            Op::Input(_) | Op::Param(_) | Op::Constant(_) | Op::OneHot(_) => None,
-            Op::Unary(u) => {
-                let t = ts[0]?;
-                Some(match *u {
-                    UnaryOp::Neg => -t,
-                    UnaryOp::Exp => t * y,
-                    UnaryOp::Log => t / x(0),
-                    UnaryOp::Tanh => t * (1.0 - y.square()),
-                    UnaryOp::Erf => t * ((-x(0).square()).exp() * std::f64::consts::FRAC_2_SQRT_PI),
-                    UnaryOp::Powf(0.0) => return None,
-                    UnaryOp::Powf(1.0) => t,
-                    UnaryOp::Powf(2.0) => t * (x(0) * 2.0),
-                    UnaryOp::Powf(p) => t * (x(0).powf(p - 1.0) * p),
-                })
-            }
-            Op::Binary(b) => {
-                let (a, c) = (x(0), x(1));
-                let (ta, tc) = (ts[0], ts[1]);
-                match b {
-                    BinaryOp::Add => sum(vec![ta, tc]),
-                    BinaryOp::Sub => sum(vec![ta, tc.map(|t| -t)]),
-                    BinaryOp::Mul => sum(vec![ta.map(|t| t * c), tc.map(|t| a * t)]),
-                    BinaryOp::Div => sum(vec![ta.map(|t| t / c), tc.map(|t| -(t * y) / c)]),
-                    BinaryOp::Max => sum(vec![
-                        ta.map(|t| t * a.binary(BinaryOp::Ge, c)),
-                        tc.map(|t| t * a.binary(BinaryOp::Lt, c)),
-                    ]),
-                    BinaryOp::Gt | BinaryOp::Ge | BinaryOp::Lt | BinaryOp::Eq => None,
-                }
-            }
-            Op::Where => {
-                let zero = self.scalar(0.0);
-                if ts[1].is_none() && ts[2].is_none() {
-                    return None;
-                }
-                Some(self.select(x(0), ts[1].unwrap_or(zero), ts[2].unwrap_or(zero)))
-            }
-            Op::Reduce(r, axes) => {
-                let t = ts[0]?;
-                Some(match r {
-                    ReduceOp::Sum => t.sum(axes),
-                    ReduceOp::Max => {
-                        let in_shape = x(0).shape();
-                        let keep: Vec<usize> = in_shape
-                            .iter()
-                            .enumerate()
-                            .map(|(i, &d)| if axes.contains(&i) { 1 } else { d })
-                            .collect();
-                        let at_max = x(0).eq(y.reshape(&keep).broadcast_to(&in_shape));
-                        (t * at_max).sum(axes)
-                    }
-                })
-            }
-            Op::Patches(p) => Some(patches::jvp(p, ts[0]?)),
-            Op::Reshape => Some(ts[0]?.reshape(&node.shape)),
-            Op::Permute(perm) => Some(ts[0]?.permute(perm)),
-            Op::Broadcast => Some(ts[0]?.broadcast_to(&node.shape)),
-            Op::Einsum(spec) => {
-                let spec = spec.to_string();
-                let terms = ts.iter().enumerate().map(|(k, t)| {
-                    t.map(|t| {
-                        let operands: Vec<Var<'a>> = (0..ts.len())
-                            .map(|j| if j == k { t } else { x(j) })
-                            .collect();
-                        self.einsum(&spec, &operands)
-                    })
-                });
-                sum(terms.collect())
-            }
-        }
+/// The tangent of node `id` given its operands' tangents (`None` = zero), by
+/// its family's rule.
+fn jvp_rule<'a>(
+    b: &'a Builder,
+    node: &Node,
+    id: NodeId,
+    ts: &[Option<Var<'a>>],
+) -> Option<Var<'a>> {
+    let p = Primal::of(b, node, id);
+    match node.op.family() {
+        Family::Leaf(leaf) => leaves::jvp(leaf, &p, ts),
+        Family::Elementwise(e) => elementwise::jvp(e, &p, ts),
+        Family::Reduce(r, axes) => reduce::jvp(r, axes, &p, ts),
+        Family::Movement(m) => movement::jvp(m, &p, ts),
+        Family::Einsum(spec) => einsum::jvp(spec, &p, ts),
+        Family::Patches(op) => patches::jvp(op, &p, ts),
     }
 }

@@ -5,7 +5,9 @@ use secondo_tensor::{BinaryOp, EinsumSpec, ReduceOp, Tensor, UnaryOp};
 use crate::PatchOp;
 
 /// A primitive operation. Composite operations (softmax, cross-entropy, GELU, …)
-/// are built from these by the builder.
+/// are built from these by the builder. Each variant's rules (shape,
+/// evaluation, jvp, transpose, batching) live in its family's module under
+/// `prims/` (see docs/ARCHITECTURE.md, "Adding a primitive").
 ///
 /// Binary operations take operands of equal shape, or one rank-0 operand.
 ///

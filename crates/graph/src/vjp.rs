@@ -3,10 +3,8 @@
 //! The rules below are written with the builder's primitives, so the derivative
 //! graph can itself be differentiated.
 
-use secondo_tensor::{BinaryOp, ReduceOp, UnaryOp};
-
-use crate::prims::patches;
-use crate::{Builder, GraphError, Node, NodeId, Op, Var};
+use crate::prims::{einsum, elementwise, leaves, movement, patches, reduce, Family, Primal};
+use crate::{Builder, GraphError, Op, Var};
 
 impl Builder {
     /// Vector-Jacobian product: appends nodes computing
@@ -54,11 +52,12 @@ impl Builder {
                 continue;
             }
             let node = self.graph().node(i).clone();
+            let primal = Primal::of(self, &node, i);
             for (k, &input) in node.inputs.iter().enumerate() {
                 if !active[input] {
                     continue;
                 }
-                if let Some(contrib) = self.vjp_rule(&node, i, k, g) {
+                if let Some(contrib) = transpose_rule(&node.op, &primal, k, g) {
                     accumulate(&mut cot[input], contrib);
                 }
             }
@@ -122,116 +121,18 @@ impl Builder {
         }
         depends.iter().zip(&needed).map(|(&d, &u)| d && u).collect()
     }
+}
 
-    /// The contribution of output cotangent `g` of node `id` to its operand `k`.
-    fn vjp_rule<'a>(&'a self, node: &Node, id: NodeId, k: usize, g: Var<'a>) -> Option<Var<'a>> {
-        let x = |j: usize| self.var(node.inputs[j]);
-        let y = self.var(id);
-        let operand_shape = x(k).shape();
-        // An operand with fewer axes (a single element, or the trailing axes
-        // of the result) gets the cotangent summed over the axes it lacks.
-        let fit = |v: Var<'a>| {
-            if operand_shape.len() < node.shape.len() {
-                let lacking: Vec<usize> = (0..node.shape.len() - operand_shape.len()).collect();
-                v.sum(&lacking)
-            } else {
-                v
-            }
-        };
-        match &node.op {
-            Op::Input(_) | Op::Param(_) | Op::Constant(_) | Op::OneHot(_) => None,
-            Op::Unary(u) => Some(match *u {
-                UnaryOp::Neg => -g,
-                UnaryOp::Exp => g * y,
-                UnaryOp::Log => g / x(0),
-                UnaryOp::Tanh => g * (1.0 - y.square()),
-                UnaryOp::Erf => g * ((-x(0).square()).exp() * std::f64::consts::FRAC_2_SQRT_PI),
-                UnaryOp::Powf(0.0) => return None,
-                UnaryOp::Powf(2.0) => g * (x(0) * 2.0),
-                UnaryOp::Powf(1.0) => g,
-                UnaryOp::Powf(p) => g * (x(0).powf(p - 1.0) * p),
-            }),
-            Op::Binary(b) => {
-                let (a, c) = (x(0), x(1));
-                let contrib = match (*b, k) {
-                    (BinaryOp::Add, _) => g,
-                    (BinaryOp::Sub, 0) => g,
-                    (BinaryOp::Sub, _) => -g,
-                    (BinaryOp::Mul, 0) => g * c,
-                    (BinaryOp::Mul, _) => g * a,
-                    (BinaryOp::Div, 0) => g / c,
-                    (BinaryOp::Div, _) => -(g * y) / c,
-                    (BinaryOp::Max, 0) => g * a.binary(BinaryOp::Ge, c),
-                    (BinaryOp::Max, _) => g * a.binary(BinaryOp::Lt, c),
-                    (BinaryOp::Gt | BinaryOp::Ge | BinaryOp::Lt | BinaryOp::Eq, _) => return None,
-                };
-                Some(fit(contrib))
-            }
-            Op::Where => {
-                let zero = self.scalar(0.0);
-                match k {
-                    0 => None,
-                    1 => Some(fit(self.select(x(0), g, zero))),
-                    _ => Some(fit(self.select(x(0), zero, g))),
-                }
-            }
-            Op::Reduce(r, axes) => {
-                let keep: Vec<usize> = operand_shape
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &d)| if axes.contains(&i) { 1 } else { d })
-                    .collect();
-                let spread = |v: Var<'a>| v.reshape(&keep).broadcast_to(&operand_shape);
-                Some(match r {
-                    ReduceOp::Sum => spread(g),
-                    ReduceOp::Max => spread(g) * x(0).eq(spread(y)),
-                })
-            }
-            Op::Patches(p) => Some(patches::transpose(p, &operand_shape, g)),
-            Op::Reshape => Some(g.reshape(&operand_shape)),
-            Op::Permute(perm) => {
-                let mut inv = vec![0; perm.len()];
-                for (i, &p) in perm.iter().enumerate() {
-                    inv[p] = i;
-                }
-                Some(g.permute(&inv))
-            }
-            Op::Broadcast => {
-                let lead = node.shape.len() - operand_shape.len();
-                let axes: Vec<usize> = (0..node.shape.len())
-                    .filter(|&i| i < lead || (operand_shape[i - lead] == 1 && node.shape[i] != 1))
-                    .collect();
-                Some(g.sum(&axes).reshape(&operand_shape))
-            }
-            Op::Einsum(spec) => {
-                let term = &spec.inputs[k];
-                let mut terms = vec![spec.output.clone()];
-                let mut operands = vec![g];
-                for (j, t) in spec.inputs.iter().enumerate() {
-                    if j != k {
-                        terms.push(t.clone());
-                        operands.push(x(j));
-                    }
-                }
-                let reached: Vec<char> = term
-                    .iter()
-                    .copied()
-                    .filter(|c| terms.iter().any(|t| t.contains(c)))
-                    .collect();
-                let lhs: Vec<String> = terms.iter().map(|t| t.iter().collect()).collect();
-                let spec = format!("{}->{}", lhs.join(","), reached.iter().collect::<String>());
-                let r = self.einsum(&spec, &operands);
-                if reached.len() == term.len() {
-                    return Some(r);
-                }
-                let keep: Vec<usize> = term
-                    .iter()
-                    .zip(&operand_shape)
-                    .map(|(c, &d)| if reached.contains(c) { d } else { 1 })
-                    .collect();
-                Some(r.reshape(&keep).broadcast_to(&operand_shape))
-            }
-        }
+/// The contribution of the cotangent `g` of a node to its operand `k`, by its
+/// family's rule (`None` = zero).
+fn transpose_rule<'a>(op: &Op, p: &Primal<'a>, k: usize, g: Var<'a>) -> Option<Var<'a>> {
+    match op.family() {
+        Family::Leaf(leaf) => leaves::transpose(leaf, p, k, g),
+        Family::Elementwise(e) => elementwise::transpose(e, p, k, g),
+        Family::Reduce(r, axes) => reduce::transpose(r, axes, p, g),
+        Family::Movement(m) => movement::transpose(m, p, g),
+        Family::Einsum(spec) => einsum::transpose(spec, p, k, g),
+        Family::Patches(op) => patches::transpose(op, p, g),
     }
 }
 

@@ -5,10 +5,10 @@
 //! with the graph's primitives, so the three transformations compose in any
 //! order (per-sample gradients are `vmap` of `grad`).
 
-use secondo_tensor::EinsumSpec;
-
-use crate::prims::patches;
-use crate::{Builder, GraphError, Node, NodeId, Op, Var};
+use crate::prims::{
+    einsum, elementwise, leaves, movement, patches, reduce, Batched, Family, Primal,
+};
+use crate::{Builder, GraphError, Node, NodeId, Var};
 
 impl Builder {
     /// Vectorizes the computation of `outputs` over a new leading axis of size
@@ -96,7 +96,7 @@ impl Builder {
             }
             let node = self.graph().node(i).clone();
             let args: Vec<Option<Var<'a>>> = node.inputs.iter().map(|&j| map[j]).collect();
-            map[i] = Some(self.vmap_rule(&node, i, &args, size));
+            map[i] = Some(batch_rule(self, &node, i, args, size));
         }
         let result = outputs
             .iter()
@@ -105,111 +105,39 @@ impl Builder {
         self.check()?;
         Ok(result)
     }
+}
 
-    /// The batched version of node `id` given its operands' batched versions
-    /// (`None` = not batched: the original operand is shared).
-    fn vmap_rule<'a>(
-        &'a self,
-        node: &Node,
-        id: NodeId,
-        args: &[Option<Var<'a>>],
-        size: usize,
-    ) -> Var<'a> {
-        let x = |k: usize| self.var(node.inputs[k]);
-        let batched = |k: usize| args[k].unwrap_or_else(|| lift(x(k), size));
-        let out = batched_shape(size, &node.shape);
-        let unary = |op: Op| self.push(op, vec![batched(0).id()], None);
-        match &node.op {
-            Op::Input(_) | Op::Param(_) | Op::Constant(_) => lift(self.var(id), size),
-            Op::Unary(_) | Op::OneHot(_) => unary(node.op.clone()),
-            Op::Binary(_) | Op::Where => {
-                let operands = (0..node.inputs.len())
-                    .map(|k| {
-                        // The where kernel takes its result's shape from the condition.
-                        let may_stay_scalar = !matches!(node.op, Op::Where) || k > 0;
-                        match args[k] {
-                            Some(v) if v.shape() == out => v,
-                            // A rank-0 operand (or a condition over trailing axes)
-                            // next to a full-shape one: its batch axis must line up
-                            // with the result's, not with the result's last axes.
-                            Some(v) => {
-                                let rest = &v.shape()[1..];
-                                let mut column = vec![1; out.len()];
-                                column[0] = size;
-                                column[out.len() - rest.len()..].copy_from_slice(rest);
-                                v.reshape(&column).broadcast_to(&out)
-                            }
-                            None if may_stay_scalar && x(k).shape().is_empty() => x(k),
-                            None => x(k).broadcast_to(&out),
-                        }
-                        .id()
-                    })
-                    .collect();
-                self.push(node.op.clone(), operands, None)
-            }
-            Op::Reduce(r, axes) => unary(Op::Reduce(*r, axes.iter().map(|a| a + 1).collect())),
-            Op::Patches(p) => patches::batch(p, batched(0)),
-            Op::Reshape => batched(0).reshape(&out),
-            Op::Permute(perm) => {
-                let perm: Vec<usize> = std::iter::once(0)
-                    .chain(perm.iter().map(|p| p + 1))
-                    .collect();
-                batched(0).permute(&perm)
-            }
-            Op::Broadcast => {
-                // NumPy aligns trailing axes: pad ones after the batch axis.
-                let operand = x(0).shape();
-                let mut padded = vec![size];
-                padded.resize(out.len().saturating_sub(operand.len()), 1);
-                padded.extend(operand);
-                batched(0).reshape(&padded).broadcast_to(&out)
-            }
-            Op::Einsum(spec) => {
-                let letter = ('a'..='z')
-                    .chain('A'..='Z')
-                    .find(|c| !spec.inputs.iter().any(|t| t.contains(c)));
-                let Some(letter) = letter else {
-                    self.fail(GraphError::Build {
-                        op: format!("vmap of einsum {spec}"),
-                        reason: "no axis letter is left for the batch axis".into(),
-                    });
-                    return self.var(id);
-                };
-                let with_batch = |term: &[char]| {
-                    std::iter::once(letter)
-                        .chain(term.iter().copied())
-                        .collect()
-                };
-                let inputs = spec
-                    .inputs
-                    .iter()
-                    .zip(args)
-                    .map(|(t, a)| match a {
-                        Some(_) => with_batch(t),
-                        None => t.clone(),
-                    })
-                    .collect();
-                let spec = EinsumSpec {
-                    inputs,
-                    output: with_batch(&spec.output),
-                };
-                let operands = args
-                    .iter()
-                    .zip(&node.inputs)
-                    .map(|(a, &j)| a.map_or(j, |v| v.id()))
-                    .collect();
-                self.push(Op::Einsum(spec), operands, None)
-            }
-        }
+/// The batched version of node `id` given its operands' batched versions
+/// (`None` = not batched: the original operand is shared), by its family's
+/// rule.
+fn batch_rule<'a>(
+    b: &'a Builder,
+    node: &Node,
+    id: NodeId,
+    args: Vec<Option<Var<'a>>>,
+    size: usize,
+) -> Var<'a> {
+    let site = Batched {
+        primal: Primal::of(b, node, id),
+        args,
+        size,
+    };
+    match node.op.family() {
+        Family::Leaf(leaf) => leaves::batch(leaf, &site),
+        Family::Elementwise(e) => elementwise::batch(e, &site),
+        Family::Reduce(r, axes) => reduce::batch(r, axes, &site),
+        Family::Movement(m) => movement::batch(m, &site),
+        Family::Einsum(spec) => einsum::batch(spec, &site),
+        Family::Patches(op) => patches::batch(op, &site),
     }
 }
 
 /// `[size]` followed by `shape`.
-fn batched_shape(size: usize, shape: &[usize]) -> Vec<usize> {
+pub(crate) fn batched_shape(size: usize, shape: &[usize]) -> Vec<usize> {
     std::iter::once(size).chain(shape.iter().copied()).collect()
 }
 
 /// An unbatched node repeated along a new leading axis.
-fn lift(v: Var<'_>, size: usize) -> Var<'_> {
+pub(crate) fn lift(v: Var<'_>, size: usize) -> Var<'_> {
     v.broadcast_to(&batched_shape(size, &v.shape()))
 }

@@ -11,6 +11,7 @@ use std::fmt;
 
 use secondo_tensor::{fold, unfold, Tensor, TensorError, Window2d};
 
+use super::{arity, Batched, Primal};
 use crate::{Builder, Var};
 
 /// A patch primitive.
@@ -58,19 +59,21 @@ impl fmt::Display for PatchOp {
     }
 }
 
-/// The result shape for an operand of `shape`.
-pub(crate) fn shape(op: &PatchOp, shape: &[usize]) -> Result<Vec<usize>, TensorError> {
+/// The result shape for the operand's shape.
+pub(crate) fn shape(op: &PatchOp, operands: &[&[usize]]) -> Result<Vec<usize>, String> {
+    arity(1, operands)?;
     match op {
-        PatchOp::Unfold { window, .. } => window.unfolded_shape(shape),
-        PatchOp::Fold { window, image } => window.folded_shape(shape, *image),
+        PatchOp::Unfold { window, .. } => window.unfolded_shape(operands[0]),
+        PatchOp::Fold { window, image } => window.folded_shape(operands[0], *image),
     }
+    .map_err(|e| e.to_string())
 }
 
 /// Evaluates on the operand.
-pub(crate) fn eval(op: &PatchOp, x: &Tensor) -> Result<Tensor, TensorError> {
+pub(crate) fn eval(op: &PatchOp, args: &[Tensor]) -> Result<Tensor, TensorError> {
     match op {
-        PatchOp::Unfold { window, pad } => unfold(x, window, *pad),
-        PatchOp::Fold { window, image } => fold(x, window, *image),
+        PatchOp::Unfold { window, pad } => unfold(&args[0], window, *pad),
+        PatchOp::Fold { window, image } => fold(&args[0], window, *image),
     }
 }
 
@@ -87,14 +90,15 @@ fn linear(op: &PatchOp) -> PatchOp {
 }
 
 /// The tangent of the result given the operand's tangent.
-pub(crate) fn jvp<'a>(op: &PatchOp, t: Var<'a>) -> Var<'a> {
-    t.patches(linear(op))
+pub(crate) fn jvp<'a>(op: &PatchOp, _p: &Primal<'a>, ts: &[Option<Var<'a>>]) -> Option<Var<'a>> {
+    Some(ts[0]?.patches(linear(op)))
 }
 
 /// The operand's cotangent given the result's cotangent `g`.
-pub(crate) fn transpose<'a>(op: &PatchOp, operand: &[usize], g: Var<'a>) -> Var<'a> {
-    match op {
+pub(crate) fn transpose<'a>(op: &PatchOp, p: &Primal<'a>, g: Var<'a>) -> Option<Var<'a>> {
+    Some(match op {
         PatchOp::Unfold { window, .. } => {
+            let operand = p.operands[0].shape();
             let r = operand.len();
             g.patches(PatchOp::Fold {
                 window: *window,
@@ -105,12 +109,12 @@ pub(crate) fn transpose<'a>(op: &PatchOp, operand: &[usize], g: Var<'a>) -> Var<
             window: *window,
             pad: 0.0,
         }),
-    }
+    })
 }
 
 /// The batched result given the operand with a leading batch axis.
-pub(crate) fn batch<'a>(op: &PatchOp, batched: Var<'a>) -> Var<'a> {
-    batched.patches(op.clone())
+pub(crate) fn batch<'a>(op: &PatchOp, site: &Batched<'a>) -> Var<'a> {
+    site.operand(0).patches(op.clone())
 }
 
 impl Builder {
