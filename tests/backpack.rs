@@ -28,15 +28,7 @@ fn exact_quantities_match_backpack() {
         let objective = f.objective();
         let params = f.params(&objective);
         let (x, y) = f.data();
-        let first = &objective.network.params()[0].name;
-        let wanted: Vec<Quantity> = EXACT
-            .iter()
-            .copied()
-            .filter(|q| {
-                f.tensors.contains_key(&format!("{q}/{first}"))
-                    || f.tensors.contains_key(&format!("{q}/{first}/out"))
-            })
-            .collect();
+        let wanted = f.stored(&objective, EXACT);
         let got = compute_quantities(&objective, &params, &x, &y, &wanted, None).unwrap();
         let tol = if f.dtype() == DType::F32 { 1e-5 } else { 1e-10 };
         for (name, t) in &got {

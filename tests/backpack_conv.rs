@@ -34,13 +34,7 @@ fn quantities_match_backpack_on_convolutional_networks() {
         let objective = f.objective();
         let params = f.params(&objective);
         let (x, y) = f.data();
-        let stored = |q: &Quantity| {
-            objective.network.params().iter().any(|p| {
-                f.tensors.contains_key(&format!("{q}/{}", p.name))
-                    || f.tensors.contains_key(&format!("{q}/{}/out", p.name))
-            })
-        };
-        let wanted: Vec<Quantity> = COMPARED.iter().copied().filter(stored).collect();
+        let wanted = f.stored(&objective, COMPARED);
         let targets = f.tensors.get("mc_targets").map(|t| t.to_dtype(f.dtype()));
         let got =
             compute_quantities(&objective, &params, &x, &y, &wanted, targets.as_ref()).unwrap();

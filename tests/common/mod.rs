@@ -91,6 +91,22 @@ impl Fixture {
         }
     }
 
+    /// Those of `candidates` the fixture stores for some parameter (as a
+    /// tensor or a Kronecker factor).
+    pub fn stored(
+        &self,
+        objective: &Objective,
+        candidates: &[secondo_curvature::Quantity],
+    ) -> Vec<secondo_curvature::Quantity> {
+        let has = |q: &secondo_curvature::Quantity| {
+            objective.network.params().iter().any(|p| {
+                self.tensors.contains_key(&format!("{q}/{}", p.name))
+                    || self.tensors.contains_key(&format!("{q}/{}/out", p.name))
+            })
+        };
+        candidates.iter().copied().filter(has).collect()
+    }
+
     /// Inputs and targets in the fixture's dtype (targets as float class indices or values).
     pub fn data(&self) -> (Tensor, Tensor) {
         let d = self.dtype();
