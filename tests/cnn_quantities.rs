@@ -6,6 +6,8 @@
 //! the input), batch norm in evaluation mode, layer norm, smooth activations
 //! after convolutions, and residual blocks with and without a projection.
 
+mod common;
+
 use secondo_curvature::{
     compute_quantities, Curvature, CurvatureOperator, Objective, ObjectiveConfig, Quantity,
 };
@@ -128,60 +130,8 @@ fn first_order_quantities_equal_loops_over_samples() {
             Quantity::Variance,
         ];
         let out = compute_quantities(&objective, &params, &x, &y, &qs, None).unwrap();
-        let scale = objective.loss.scale(&[N, 3]) / objective.loss.scale(&[1, 3]);
-        let per_sample: Vec<Vec<Vec<f64>>> = (0..N)
-            .map(|i| {
-                let (xi, yi) = tensors(&objective, &data.select(&[i]).unwrap());
-                let grads = objective
-                    .program(1, true)
-                    .unwrap()
-                    .run(&params, xi, yi)
-                    .unwrap()
-                    .grads;
-                grads
-                    .iter()
-                    .map(|g| g.to_f64_vec().iter().map(|v| v * scale).collect())
-                    .collect()
-            })
-            .collect();
-        for (k, p) in objective.network.params().iter().enumerate() {
-            let what = |q: &str| format!("{spec}: {q}/{}", p.name);
-            let size = p.numel();
-            let stacked: Vec<f64> = per_sample.iter().flat_map(|s| s[k].clone()).collect();
-            assert_close(
-                &what("batch_grad"),
-                &get(&out, &format!("batch_grad/{}", p.name)),
-                &stacked,
-            );
-            let sum: Vec<f64> = (0..size)
-                .map(|j| per_sample.iter().map(|s| s[k][j]).sum())
-                .collect();
-            assert_close(&what("grad"), &get(&out, &format!("grad/{}", p.name)), &sum);
-            let l2: Vec<f64> = per_sample
-                .iter()
-                .map(|s| s[k].iter().map(|v| v * v).sum())
-                .collect();
-            assert_close(
-                &what("batch_l2"),
-                &get(&out, &format!("batch_l2/{}", p.name)),
-                &l2,
-            );
-            let sgs: Vec<f64> = (0..size)
-                .map(|j| per_sample.iter().map(|s| s[k][j] * s[k][j]).sum())
-                .collect();
-            assert_close(
-                &what("sgs"),
-                &get(&out, &format!("sum_grad_squared/{}", p.name)),
-                &sgs,
-            );
-            let var: Vec<f64> = (0..size)
-                .map(|j| sgs[j] / N as f64 - (sum[j] / N as f64).powi(2))
-                .collect();
-            assert_close(
-                &what("variance"),
-                &get(&out, &format!("variance/{}", p.name)),
-                &var,
-            );
+        for (name, want) in common::first_order_by_loops(&objective, &params, &data) {
+            assert_close(&format!("{spec}: {name}"), &get(&out, &name), &want);
         }
     }
 }

@@ -167,3 +167,63 @@ pub fn relative_error_flat(got: &[f64], want: &[f64]) -> f64 {
         .fold(0f64, |m, (a, b)| m.max((a - b).abs()));
     diff / scale.max(f64::MIN_POSITIVE)
 }
+
+/// The first-order quantities of `data` as one batch, by brute force: a loop
+/// over samples with the plain gradient, scaled by the batch's reduction
+/// factor. Returns `(name, values)` pairs named like the quantities
+/// (`batch_grad/<param>`, `grad/...`, `batch_l2/...`, `sum_grad_squared/...`,
+/// `variance/...`).
+pub fn first_order_by_loops(
+    objective: &Objective,
+    params: &ParamStore,
+    data: &secondo_data::Dataset,
+) -> Vec<(String, Vec<f64>)> {
+    let n = data.len();
+    let c = objective.network.output_shape()[0];
+    let scale = objective.loss.scale(&[n, c]) / objective.loss.scale(&[1, c]);
+    let per_sample: Vec<Vec<Vec<f64>>> = (0..n)
+        .map(|i| {
+            let one = data.select(&[i]).unwrap();
+            let batch = one.batches(1).unwrap().next().unwrap();
+            let (xi, yi) = objective.batch_tensors(&batch).unwrap();
+            let grads = objective
+                .program(1, true)
+                .unwrap()
+                .run(params, xi, yi)
+                .unwrap()
+                .grads;
+            grads
+                .iter()
+                .map(|g| g.to_f64_vec().iter().map(|v| v * scale).collect())
+                .collect()
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (k, p) in objective.network.params().iter().enumerate() {
+        let size = p.numel();
+        let stacked: Vec<f64> = per_sample.iter().flat_map(|s| s[k].clone()).collect();
+        let sum: Vec<f64> = (0..size)
+            .map(|j| per_sample.iter().map(|s| s[k][j]).sum())
+            .collect();
+        let l2: Vec<f64> = per_sample
+            .iter()
+            .map(|s| s[k].iter().map(|v| v * v).sum())
+            .collect();
+        let sgs: Vec<f64> = (0..size)
+            .map(|j| per_sample.iter().map(|s| s[k][j] * s[k][j]).sum())
+            .collect();
+        let var: Vec<f64> = (0..size)
+            .map(|j| sgs[j] / n as f64 - (sum[j] / n as f64).powi(2))
+            .collect();
+        for (q, v) in [
+            ("batch_grad", stacked),
+            ("grad", sum),
+            ("batch_l2", l2),
+            ("sum_grad_squared", sgs),
+            ("variance", var),
+        ] {
+            out.push((format!("{q}/{}", p.name), v));
+        }
+    }
+    out
+}
