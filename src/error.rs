@@ -32,6 +32,9 @@ pub enum Error {
     /// Work that would not fit in memory.
     #[error(transparent)]
     Memory(#[from] secondo_tensor::memory::OutOfMemory),
+    /// The run was stopped by a signal (Ctrl-C) between two steps.
+    #[error("{0}")]
+    Interrupted(String),
     /// An invalid argument or combination of inputs.
     #[error("{0}")]
     Invalid(String),

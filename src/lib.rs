@@ -18,7 +18,9 @@
 pub mod allocator;
 pub mod bench;
 mod error;
+pub mod interrupt;
 pub mod output;
+pub mod monitor;
 pub mod plot;
 pub mod spectrum;
 pub mod train;

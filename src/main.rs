@@ -24,7 +24,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
-            ExitCode::from(2)
+            let interrupted = e
+                .chain()
+                .any(|c| matches!(c.downcast_ref(), Some(secondo::Error::Interrupted(_))));
+            // 128 + SIGINT, as a shell reports a program ended by Ctrl-C.
+            ExitCode::from(if interrupted { 130 } else { 2 })
         }
     }
 }

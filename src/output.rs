@@ -146,6 +146,14 @@ impl Output {
         Ok(())
     }
 
+    /// Creates the checked output directory (if missing) for files that
+    /// grow while a run goes, such as a monitor's log: they are readable at
+    /// every step, which matters more for them than appearing whole.
+    pub fn create_dir(&self) -> Result<PathBuf, Error> {
+        std::fs::create_dir_all(&self.target).map_err(|e| io_error(&self.target, e))?;
+        Ok(self.target.clone())
+    }
+
     /// Creates the staging directory beside the target; files written into
     /// [`Staged::path`] appear at their targets on [`Staged::commit`].
     pub fn stage(&self) -> Result<Staged, Error> {

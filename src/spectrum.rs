@@ -6,7 +6,7 @@ use std::path::Path;
 
 use secondo_curvature::CurvatureOperator;
 use secondo_linalg::{
-    hutch_plus_plus, lanczos_top_k, slq_density, BasisPrecision, LanczosOptions, LinalgError,
+    hutch_plus_plus, lanczos_top_k_from, slq_density, BasisPrecision, Eigen, LanczosOptions, LinalgError,
     Progress, SlqOptions, SymmetricOperator, TraceOptions, Which,
 };
 
@@ -67,7 +67,8 @@ pub struct Spectrum {
 }
 
 /// A curvature operator seen by the linear-algebra routines.
-struct AsSymmetric<'a>(&'a CurvatureOperator);
+/// A curvature operator as the linear-algebra crate's symmetric operator.
+pub(crate) struct AsSymmetric<'a>(pub(crate) &'a CurvatureOperator);
 
 impl SymmetricOperator for AsSymmetric<'_> {
     fn dim(&self) -> usize {
@@ -82,6 +83,58 @@ impl SymmetricOperator for AsSymmetric<'_> {
         out.copy_from_slice(&r);
         Ok(())
     }
+}
+
+/// The `k` largest eigenpairs of `op` (residuals below `tol` relative to
+/// the largest), by Lanczos warm-started from `start` (`dim × m` column-major,
+/// e.g. the eigenvectors of a previous, nearby operator; empty for a random
+/// start seeded by `seed`).
+pub fn top_eigen(
+    op: &CurvatureOperator,
+    k: usize,
+    tol: f64,
+    seed: u64,
+    start: &[f64],
+) -> Result<Eigen, Error> {
+    top_eigen_with(op, k, tol, seed, start, Progress::none())
+}
+
+fn top_eigen_with(
+    op: &CurvatureOperator,
+    k: usize,
+    tol: f64,
+    seed: u64,
+    start: &[f64],
+    progress: Progress<'_>,
+) -> Result<Eigen, Error> {
+    let dim = op.dim();
+    // One vector per step and a basis of max(2k + 5, 20): ~100 products for
+    // the top 10 of an MLP Hessian (blocks of 4 took ~390), and a smaller
+    // basis to reorthogonalize against than the default (30 took 1.5x longer).
+    let options = LanczosOptions {
+        seed,
+        tol,
+        block_size: Some(1),
+        // Products computed in f32 are accurate to f32 precision: a basis
+        // stored in f32 loses nothing more and halves the passes over it.
+        basis: match op.dtype() {
+            secondo_tensor::DType::F32 => BasisPrecision::F32,
+            secondo_tensor::DType::F64 => BasisPrecision::F64,
+        },
+        max_basis: Some(top_basis(k, dim)),
+        // Enough steps for any k up to the dimension (the Krylov space is
+        // then the whole space and the result exact).
+        max_iter: LanczosOptions::default().max_iter.max(dim),
+    };
+    let matrix = AsSymmetric(op);
+    Ok(lanczos_top_k_from(
+        &matrix,
+        k,
+        Which::Largest,
+        &options,
+        start,
+        progress,
+    )?)
 }
 
 /// Number of matrix-vector products `opts` plans on a matrix of dimension `dim`
@@ -156,32 +209,8 @@ pub fn compute(
         products: 0,
     };
     if let Some(k) = opts.top {
-        // One vector per step and a basis of max(2k + 5, 20): ~100 products for
-        // the top 10 of an MLP Hessian (blocks of 4 took ~390), and a smaller
-        // basis to reorthogonalize against than the default (30 took 1.5x longer).
-        let options = LanczosOptions {
-            seed: opts.seed,
-            tol: 1e-6,
-            block_size: Some(1),
-            // Products computed in f32 are accurate to f32 precision: a basis
-            // stored in f32 loses nothing more and halves the passes over it.
-            basis: match op.dtype() {
-                secondo_tensor::DType::F32 => BasisPrecision::F32,
-                secondo_tensor::DType::F64 => BasisPrecision::F64,
-            },
-            max_basis: Some(top_basis(k, dim)),
-            // Enough steps for any k up to the dimension (the Krylov space is
-            // then the whole space and the result exact).
-            max_iter: LanczosOptions::default().max_iter.max(dim),
-        };
         let mut report = |d: usize, _: usize| progress(done + d, planned);
-        let eig = lanczos_top_k(
-            &matrix,
-            k,
-            Which::Largest,
-            &options,
-            Progress::new(&mut report),
-        )?;
+        let eig = top_eigen_with(op, k, 1e-6, opts.seed, &[], Progress::new(&mut report))?;
         done += eig.products;
         result.top_eigenvalues = Some(eig.values);
     }

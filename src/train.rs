@@ -8,6 +8,7 @@ use secondo_optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
 use secondo_tensor::memory::{bytes_of, ensure_fits};
 use secondo_tensor::{DType, Tensor};
 
+use crate::monitor::{Monitor, Record};
 use crate::{Error, GradientProgram, Objective};
 
 /// Which optimizer, with its hyperparameters (PyTorch's meanings and defaults).
@@ -27,6 +28,27 @@ pub enum OptimizerChoice {
 }
 
 impl OptimizerChoice {
+    /// The learning rate.
+    pub fn lr(&self) -> f64 {
+        match self {
+            OptimizerChoice::Sgd(c) => c.lr,
+            OptimizerChoice::Adam(c) => c.lr,
+        }
+    }
+
+    /// Whether this is SGD whose step is `−lr·g` (no momentum, weight decay
+    /// or maximization), what Cockpit's CABS and early-stopping assume.
+    ///
+    /// ```
+    /// use secondo::train::OptimizerChoice;
+    /// assert!(OptimizerChoice::parse("sgd", 0.1, 0.0, false, 0.0).unwrap().is_plain_sgd());
+    /// assert!(!OptimizerChoice::parse("sgd", 0.1, 0.9, false, 0.0).unwrap().is_plain_sgd());
+    /// ```
+    pub fn is_plain_sgd(&self) -> bool {
+        matches!(self, OptimizerChoice::Sgd(c)
+            if c.momentum == 0.0 && c.weight_decay == 0.0 && !c.maximize)
+    }
+
     /// Builds a choice from a name (`sgd`, `adam`, `adamw`) and common hyperparameters.
     pub fn parse(
         name: &str,
@@ -307,6 +329,56 @@ pub fn train(
     params: &mut ParamStore,
     data: &Dataset,
     config: &TrainConfig,
+    progress: impl FnMut(Progress),
+) -> Result<Evaluation, Error> {
+    run_training(objective, params, data, config, None, progress)
+}
+
+/// Where a monitored run's finished records go, as they finish (e.g. a
+/// line each of `instruments.jsonl`).
+pub type RecordSink<'s> = dyn FnMut(Vec<Record>) -> Result<(), Error> + 's;
+
+/// [`train`] with `monitor` tracking its instruments at the steps they are
+/// due, each record handed to `sink` as soon as it is finished. Stops with
+/// [`Error::Interrupted`] between steps when [`crate::interrupt::requested`];
+/// the caller then takes the waiting records from [`Monitor::finish`].
+///
+/// ```
+/// use secondo::monitor::{Monitor, MonitorConfig, MonitorSetup};
+/// use secondo::train::{train_monitored, OptimizerChoice, TrainConfig};
+/// use secondo::{Objective, ObjectiveConfig};
+/// use secondo_nn::ParamStore;
+/// let obj = Objective::from_config(&ObjectiveConfig { spec: "linear(64,10)".into(), input_shape: vec![64], ..Default::default() }).unwrap();
+/// let mut params = ParamStore::init(obj.network.spec(), 0, obj.dtype);
+/// let data = secondo_data::digits().select(&(0..64).collect::<Vec<_>>()).unwrap();
+/// let config = TrainConfig { epochs: 1, ..TrainConfig::default() };
+/// let monitor_config = MonitorConfig::parse("economy", 1).unwrap();
+/// let setup = MonitorSetup { config: &monitor_config, total_steps: 2, lr: 1e-3, plain_sgd: false, probe: None, seed: 0 };
+/// let mut monitor = Monitor::new(&obj, &params, setup).unwrap();
+/// let mut records = Vec::new();
+/// train_monitored(&obj, &mut params, &data, &config, &mut monitor, &mut |r| Ok(records.extend(r)), |_| {}).unwrap();
+/// records.extend(monitor.finish());
+/// assert_eq!(records.len(), 2);
+/// assert!(records[0]["alpha"].is_number() && records[1].get("alpha").is_none());
+/// ```
+pub fn train_monitored(
+    objective: &Objective,
+    params: &mut ParamStore,
+    data: &Dataset,
+    config: &TrainConfig,
+    monitor: &mut Monitor<'_>,
+    sink: &mut RecordSink<'_>,
+    progress: impl FnMut(Progress),
+) -> Result<Evaluation, Error> {
+    run_training(objective, params, data, config, Some((monitor, sink)), progress)
+}
+
+fn run_training(
+    objective: &Objective,
+    params: &mut ParamStore,
+    data: &Dataset,
+    config: &TrainConfig,
+    mut monitor: Option<(&mut Monitor<'_>, &mut RecordSink<'_>)>,
     mut progress: impl FnMut(Progress),
 ) -> Result<Evaluation, Error> {
     config.validate()?;
@@ -330,15 +402,34 @@ pub fn train(
         let shuffled = data.shuffled(config.seed.wrapping_add(epoch as u64))?;
         let (mut loss_sum, mut hits, mut seen) = (0.0, 0usize, 0usize);
         for batch in shuffled.batches(config.batch_size)? {
+            if crate::interrupt::requested() {
+                return Err(Error::Interrupted(format!(
+                    "interrupted by a signal after {step} of {total_steps} steps"
+                )));
+            }
             let (x, y) = objective.batch_tensors(&batch)?;
             let program = programs.get(batch.len())?;
             let masks = dropout_masks(program, config.seed, step, objective.dtype);
-            let out = program.run_with_masks(params, x, y, masks)?;
+            let out = match monitor.as_mut() {
+                Some((m, _)) if m.tracks(step) => {
+                    let range: Vec<usize> = (batch.start..batch.end).collect();
+                    let batch_data = || Ok(shuffled.select(&range)?);
+                    let mut plain = || {
+                        Ok(program.run_with_masks(params, x.clone(), y.clone(), masks.clone())?)
+                    };
+                    m.step(step, epoch, params, &x, &y, &batch_data, &mut plain)?
+                }
+                _ => program.run_with_masks(params, x, y, masks)?,
+            };
             if !out.loss.is_finite() {
                 return Err(diverged(out.loss, step, epoch, config));
             }
             opt.step(params, &out.grads)?;
             update_running_statistics(params, &out.stats);
+            if let Some((m, sink)) = monitor.as_mut() {
+                m.updated(params)?;
+                sink(m.drain())?;
+            }
             loss_sum += mean_term(objective, out.loss, batch.len()) * batch.len() as f64;
             if let secondo_data::BatchTargets::Classes { labels, .. } = batch.y {
                 hits += correct(&out.output, labels);

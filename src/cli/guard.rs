@@ -100,6 +100,12 @@ pub fn install() {
     if let Ok(mut pending) = signal_hook::iterator::Signals::new(signals) {
         std::thread::spawn(move || {
             if let Some(signal) = pending.forever().next() {
+                if secondo::interrupt::deferred() {
+                    // The job stops at its next step boundary and exits by
+                    // itself; a second signal ends it here.
+                    secondo::interrupt::request();
+                    pending.forever().next();
+                }
                 ENDING.store(true, Ordering::SeqCst);
                 secondo::output::remove_staged();
                 let name = match signal {

@@ -5,7 +5,12 @@ use std::path::PathBuf;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressFinish, ProgressStyle};
 use secondo::output::{Input, Output};
-use secondo::train::{ensure_training_fits, evaluate, train, OptimizerChoice, TrainConfig};
+use secondo::monitor::log::{self, RunLog};
+use secondo::monitor::{Monitor, MonitorConfig, MonitorSetup, Record};
+use secondo::train::{
+    ensure_training_fits, evaluate, train, train_monitored, OptimizerChoice, TrainConfig,
+};
+use std::cell::RefCell;
 
 use secondo_data::Dataset;
 
@@ -70,6 +75,18 @@ pub struct TrainArgs {
     /// Where to write the trained weights (safetensors, PyTorch names).
     #[arg(long, default_value = "weights.safetensors")]
     out: PathBuf,
+    /// Instruments to track: off, economy, business, full (Cockpit's configurations), structure (the curvature-structure measurements) or a comma-separated list of these and instrument names, each optionally with @N for its own interval (e.g. economy,hess_max_ev@10).
+    #[arg(long, default_value = "economy,structure")]
+    monitor: String,
+    /// Track Cockpit's instruments every N steps (structure measurements default to four checkpoints).
+    #[arg(long, default_value_t = 1)]
+    track_every: usize,
+    /// Directory of the monitor's instruments.jsonl, run.json and report.html.
+    #[arg(long, default_value = "report")]
+    report: PathBuf,
+    /// Training samples the structure measurements are taken on (the first N of the training split).
+    #[arg(long, default_value_t = 256, value_parser = at_least_one)]
+    probe_samples: usize,
 }
 
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
@@ -94,7 +111,10 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         seed: a.seed,
     };
     config.validate()?;
-    let out = Output::file(&a.out, "--out", &inputs(&a, &source, test_source.as_ref())?)?;
+    let monitor_config = MonitorConfig::parse(&a.monitor, a.track_every)?;
+    let inputs = inputs(&a, &source, test_source.as_ref())?;
+    let out = Output::file(&a.out, "--out", &inputs)?;
+    let report = Output::dir(&a.report, log::FILES, "--report", &inputs)?;
 
     let data = source.load()?;
     let spec = a.model.clone().unwrap_or_else(|| {
@@ -125,26 +145,79 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         test_set.len(),
         params.numel()
     );
-    let bar = ProgressBar::new((train_set.len().div_ceil(a.batch) * a.epochs) as u64)
-        .with_finish(ProgressFinish::AndClear);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise}<{eta_precise}]",
-        )
-        .expect("valid template"),
-    );
+    let bar = progress_bar((train_set.len().div_ceil(a.batch) * a.epochs) as u64);
     let start = std::time::Instant::now();
-    let last = train(&objective, &mut params, &train_set, &config, |p| {
+    let key_values = RefCell::new(String::new());
+    let on_progress = |p: secondo::train::Progress| {
         bar.set_position(p.step as u64);
         let acc = p
             .accuracy
             .map(|a| format!("  accuracy {:.4}", a))
             .unwrap_or_default();
         bar.set_message(format!(
-            "epoch {}/{}  loss {:.4}{acc}",
-            p.epoch, a.epochs, p.loss
+            "epoch {}/{}  loss {:.4}{acc}{}",
+            p.epoch,
+            a.epochs,
+            p.loss,
+            key_values.borrow()
         ));
-    })?;
+    };
+    let monitored = if monitor_config.is_off() {
+        None
+    } else {
+        let total = train_set.len().div_ceil(a.batch) * a.epochs;
+        let probe_len = a.probe_samples.min(train_set.len());
+        let setup = MonitorSetup {
+            config: &monitor_config,
+            total_steps: total,
+            lr,
+            plain_sgd: optimizer.is_plain_sgd(),
+            probe: Some(train_set.select(&(0..probe_len).collect::<Vec<_>>())?),
+            seed: a.seed,
+        };
+        let monitor = Monitor::new(&objective, &params, setup)?;
+        monitor.ensure_fits(a.batch.min(train_set.len()))?;
+        let run = run_json(&a, lr, &header_parts(&spec, &train_set, &params), &monitor_config, total);
+        Some((monitor, RunLog::create(&report, &run)?, run))
+    };
+    let (last, finished_log) = match monitored {
+        None => (train(&objective, &mut params, &train_set, &config, on_progress)?, None),
+        Some((mut monitor, mut log, mut run)) => {
+            secondo::interrupt::defer();
+            let mut sink = |records: Vec<Record>| {
+                if let Some(r) = records.last() {
+                    *key_values.borrow_mut() = key_instruments(r);
+                }
+                log.append(&records)
+            };
+            let result = train_monitored(
+                &objective,
+                &mut params,
+                &train_set,
+                &config,
+                &mut monitor,
+                &mut sink,
+                on_progress,
+            );
+            bar.finish_and_clear();
+            log.append(&monitor.finish())?;
+            match result {
+                Ok(last) => {
+                    run["finished"] = serde_json::json!(true);
+                    (last, Some((log, run)))
+                }
+                Err(e) => {
+                    log.update_run(&run)?;
+                    let html = secondo::report::write_report(log.dir())?;
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "the report of the {} steps tracked so far is in {}; no weights were written",
+                        log.records(),
+                        html.display()
+                    )));
+                }
+            }
+        }
+    };
     bar.finish_and_clear();
     let train_eval = evaluate(&objective, &params, &train_set, 256)?;
     let test_eval = evaluate(&objective, &params, &test_set, 256)?;
@@ -168,7 +241,100 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         ),
     }
     println!("weights written to {}", a.out.display());
+    if let Some((log, mut run)) = finished_log {
+        run["final"] = serde_json::json!({
+            "train_loss": train_eval.loss,
+            "train_accuracy": train_eval.accuracy,
+            "test_loss": test_eval.loss,
+            "test_accuracy": test_eval.accuracy,
+        });
+        log.update_run(&run)?;
+        let html = secondo::report::write_report(log.dir())?;
+        println!(
+            "monitor: {} tracked steps; open {} in a browser",
+            log.records(),
+            html.display()
+        );
+    }
     Ok(())
+}
+
+fn progress_bar(steps: u64) -> ProgressBar {
+    let bar = ProgressBar::new(steps).with_finish(ProgressFinish::AndClear);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise}<{eta_precise}]",
+        )
+        .expect("valid template"),
+    );
+    bar
+}
+
+/// The key instruments of a record for the progress bar: α, the gradient
+/// norm, the norm test and the largest Hessian eigenvalue, where tracked.
+fn key_instruments(r: &Record) -> String {
+    let scalar = |k: &str| r.get(k).and_then(serde_json::Value::as_f64);
+    let norm = |k: &str| {
+        r.get(k).and_then(|v| v.as_array()).map(|a| {
+            a.iter().filter_map(serde_json::Value::as_f64).map(|x| x * x).sum::<f64>().sqrt()
+        })
+    };
+    [
+        ("α", scalar("alpha")),
+        ("‖g‖", norm("grad_norm")),
+        ("norm test", scalar("norm_test")),
+        ("λmax", scalar("hess_max_ev")),
+    ]
+    .iter()
+    .filter_map(|(name, v)| v.map(|v| format!("  {name} {v:.3}")))
+    .collect()
+}
+
+/// What `run.json` says about the run.
+struct HeaderParts {
+    spec: String,
+    data: String,
+    samples: usize,
+    classes: Option<usize>,
+    parameters: Vec<serde_json::Value>,
+}
+
+fn header_parts(spec: &str, data: &Dataset, params: &secondo::nn::ParamStore) -> HeaderParts {
+    HeaderParts {
+        spec: spec.to_string(),
+        data: data.name.clone(),
+        samples: data.len(),
+        classes: data.num_classes(),
+        parameters: params
+            .iter()
+            .map(|(name, t)| serde_json::json!({"name": name, "numel": t.numel()}))
+            .collect(),
+    }
+}
+
+fn run_json(
+    a: &TrainArgs,
+    lr: f64,
+    h: &HeaderParts,
+    m: &MonitorConfig,
+    steps: usize,
+) -> serde_json::Value {
+    serde_json::json!({
+        "model": h.spec,
+        "data": h.data,
+        "samples": h.samples,
+        "classes": h.classes,
+        "parameters": h.parameters,
+        "optimizer": a.optimizer,
+        "lr": lr,
+        "batch_size": a.batch,
+        "epochs": a.epochs,
+        "steps": steps,
+        "monitor": m.names(),
+        "track_every": m.track_every,
+        "seed": a.seed,
+        "finished": false,
+    })
 }
 
 /// The files `train` reads.

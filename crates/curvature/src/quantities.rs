@@ -45,6 +45,16 @@ pub enum Quantity {
     Kfac,
     /// Kronecker factors with the output factor propagated as batch averages (KFRA).
     Kfra,
+    /// The loss on the batch (with its reduction), a scalar named `loss`.
+    Loss,
+    /// The per-sample loss terms `ℓ_n` (unscaled), `[N]`, named `batch_loss`.
+    BatchLoss,
+    /// The network's output on the batch, `[N, C]`, named `output`.
+    Output,
+    /// `c_n · g` per sample and parameter, `[N]`: each per-sample gradient's
+    /// inner product with the batch gradient `g = Σ_n c_n` (Cockpit's
+    /// inner-product and orthogonality tests).
+    BatchDotGrad,
 }
 
 /// Names as in INTERFACES.md, in order.
@@ -61,6 +71,10 @@ const NAMES: &[(&str, Quantity)] = &[
     ("kflr", Quantity::Kflr),
     ("kfac", Quantity::Kfac),
     ("kfra", Quantity::Kfra),
+    ("loss", Quantity::Loss),
+    ("batch_loss", Quantity::BatchLoss),
+    ("output", Quantity::Output),
+    ("batch_dot_grad", Quantity::BatchDotGrad),
 ];
 
 impl FromStr for Quantity {
@@ -297,29 +311,29 @@ fn build(
                 | Quantity::BatchL2
                 | Quantity::SumGradSquared
                 | Quantity::Variance
+                | Quantity::BatchDotGrad
         )
     });
-    if needs_first_order {
+    let needs_terms = quantities
+        .iter()
+        .any(|q| matches!(q, Quantity::Loss | Quantity::BatchLoss | Quantity::Output));
+    if needs_first_order || needs_terms {
         // The reduction factor goes in before differentiating, so the
         // per-sample gradients come out scaled without another pass over them.
-        let g1 = b.grad(sample.loss * scale, &params_v)?;
-        let per_sample = b.vmap(&g1, &[sample.x, sample.y], &sample.stacks, n)?;
+        // The loss terms and outputs are batched with the gradients, so that
+        // they share one forward pass.
+        let mut single = if needs_first_order {
+            b.grad(sample.loss * scale, &params_v)?
+        } else {
+            Vec::new()
+        };
+        single.extend([sample.loss, sample.output]);
+        let mut per_sample = b.vmap(&single, &[sample.x, sample.y], &sample.stacks, n)?;
+        let output = per_sample.pop().expect("output").reshape(&[n, c]);
+        let terms = per_sample.pop().expect("loss terms").reshape(&[n]);
+        outputs.extend(step_terms(quantities, terms, output, scale));
         for ((name, cn), p) in names.iter().zip(per_sample).zip(net.params()) {
-            let rest: Vec<usize> = (1..=p.shape.len()).collect();
-            for q in quantities {
-                let v = match q {
-                    Quantity::Grad => cn.sum(&[0]),
-                    Quantity::BatchGrad => cn,
-                    Quantity::BatchL2 => cn.square().sum(&rest),
-                    Quantity::SumGradSquared => cn.square().sum(&[0]),
-                    Quantity::Variance => {
-                        cn.square().sum(&[0]) * (1.0 / n as f64)
-                            - (cn.sum(&[0]) * (1.0 / n as f64)).square()
-                    }
-                    _ => continue,
-                };
-                outputs.push((format!("{q}/{name}"), v));
-            }
+            outputs.extend(first_order(quantities, name, cn, p.shape.len(), n));
         }
     }
     let mut t_shape = vec![mc_samples.unwrap_or(0)];
@@ -365,6 +379,59 @@ fn build(
         names: outputs.into_iter().map(|(n, _)| n).collect(),
         needs_mc,
     })
+}
+
+/// The batch's loss, loss terms and outputs among `quantities`.
+fn step_terms<'b>(
+    quantities: &[Quantity],
+    terms: Var<'b>,
+    output: Var<'b>,
+    scale: f64,
+) -> Vec<(String, Var<'b>)> {
+    quantities
+        .iter()
+        .filter_map(|q| match q {
+            Quantity::Loss => Some((q.to_string(), terms.sum(&[0]) * scale)),
+            Quantity::BatchLoss => Some((q.to_string(), terms)),
+            Quantity::Output => Some((q.to_string(), output)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The first-order quantities among `quantities` of one parameter of rank
+/// `rank`, from its per-sample gradients `cn` (`[N, ...]`).
+fn first_order<'b>(
+    quantities: &[Quantity],
+    name: &str,
+    cn: Var<'b>,
+    rank: usize,
+    n: usize,
+) -> Vec<(String, Var<'b>)> {
+    let rest: Vec<usize> = (1..=rank).collect();
+    let mean = 1.0 / n as f64;
+    quantities
+        .iter()
+        .filter_map(|q| {
+            let v = match q {
+                Quantity::Grad => cn.sum(&[0]),
+                Quantity::BatchGrad => cn,
+                Quantity::BatchL2 => cn.square().sum(&rest),
+                Quantity::SumGradSquared => cn.square().sum(&[0]),
+                Quantity::Variance => {
+                    cn.square().sum(&[0]) * mean - (cn.sum(&[0]) * mean).square()
+                }
+                Quantity::BatchDotGrad => {
+                    let g = cn.sum(&[0]);
+                    let mut shape = vec![1];
+                    shape.extend_from_slice(&g.shape());
+                    (cn * g.reshape(&shape).broadcast_to(&cn.shape())).sum(&rest)
+                }
+                _ => return None,
+            };
+            Some((format!("{q}/{name}"), v))
+        })
+        .collect()
 }
 
 /// Draws `m` targets per sample of the batch from the model's predictive

@@ -58,9 +58,9 @@ mod trace;
 pub use cg::{conjugate_gradient, CgOptions, CgSolution};
 pub use dense::{dense_symmetric_eigen, SymmetricEigen};
 pub use error::LinalgError;
-pub use lanczos::{lanczos_top_k, BasisPrecision, Eigen, LanczosOptions, Which};
+pub use lanczos::{lanczos_top_k, lanczos_top_k_from, BasisPrecision, Eigen, LanczosOptions, Which};
 pub use operator::{DenseSymmetric, FnOperator, SymmetricOperator};
-pub use power::{power_iteration, EigenPair, PowerOptions};
+pub use power::{power_iteration, power_iteration_from, EigenPair, PowerOptions};
 pub use progress::Progress;
 pub use slq::{slq_density, Density, SlqOptions};
 pub use trace::{

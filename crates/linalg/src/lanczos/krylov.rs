@@ -46,8 +46,12 @@ pub(super) struct Krylov<S> {
 }
 
 impl<S: Stored> Krylov<S> {
-    /// A basis of `block` random orthonormal vectors, able to grow to `cap` vectors.
-    pub(super) fn new(n: usize, cap: usize, block: usize, seed: u64) -> Self {
+    /// A basis of `block` orthonormal vectors, able to grow to `cap` vectors:
+    /// the columns of `start` (`n × m`, column-major) folded into `block`
+    /// columns (column `j` sums the start columns `i ≡ j mod block`, so that
+    /// every start direction is in the first block), orthonormalized, and
+    /// random vectors for what they leave.
+    pub(super) fn new(n: usize, cap: usize, block: usize, seed: u64, start: &[f64]) -> Self {
         let mut krylov = Self {
             n,
             cap,
@@ -61,8 +65,28 @@ impl<S: Stored> Krylov<S> {
             spare: Vec::new(),
             input: Vec::new(),
         };
-        for _ in 0..block {
+        let mut folded = vec![0.0; n * block];
+        for (i, column) in start.chunks_exact(n).enumerate() {
+            let target = &mut folded[(i % block) * n..(i % block + 1) * n];
+            target.iter_mut().zip(column).for_each(|(t, c)| *t += c);
+        }
+        let mut coef = vec![0.0; block];
+        for column in folded.chunks_exact_mut(n) {
+            let before = blas::norm(column);
+            krylov
+                .columns(0..krylov.len)
+                .orthogonalize(column, 1, &mut coef[..krylov.len]);
+            let after = blas::norm(column);
+            if before.is_finite() && after > RANDOM_REMAINDER * before {
+                krylov.push(column, after);
+            }
+        }
+        while krylov.len < block.min(n) {
+            let len = krylov.len;
             krylov.push_random();
+            if krylov.len == len {
+                break;
+            }
         }
         krylov
     }

@@ -325,6 +325,19 @@ impl ModelSpec {
             .collect()
     }
 
+    /// Whether any layer is a dropout (training then masks each sample).
+    ///
+    /// ```
+    /// use secondo_nn::spec::ModelSpec;
+    /// assert!(ModelSpec::parse("linear(4,3),dropout(0.5)").unwrap().has_dropout());
+    /// assert!(!ModelSpec::parse("linear(4,3)").unwrap().has_dropout());
+    /// ```
+    pub fn has_dropout(&self) -> bool {
+        self.modules()
+            .iter()
+            .any(|m| matches!(m.layer, Layer::Dropout { .. }))
+    }
+
     /// Whether a state_dict entry of this name is one that loaders should
     /// skip: `"<path>.num_batches_tracked"` where the layer at `path` (`"1"`,
     /// `"3.body.1"`) is a batch norm.

@@ -1,0 +1,441 @@
+//! The training monitor: Cockpit's instruments (Schneider, Dangel & Hennig
+//! 2021, "Cockpit: a practical debugging tool for the training of deep
+//! neural networks") and curvature-structure measurements, computed during
+//! training from one compiled graph per set of due instruments that also
+//! yields the step's gradient.
+//!
+//! A [`Monitor`] sits inside the training loop: [`Monitor::step`] replaces
+//! the plain training step at tracked steps and records what is due;
+//! [`Monitor::updated`] completes the instruments that need the update
+//! (`update_size`, `alpha`'s start); finished records come out of
+//! [`Monitor::drain`], one per tracked step, keyed by instrument name.
+//!
+//! ```
+//! use secondo::monitor::{Monitor, MonitorConfig, MonitorSetup};
+//! use secondo::{Objective, ObjectiveConfig};
+//! use secondo_nn::ParamStore;
+//! let obj = Objective::from_config(&ObjectiveConfig { spec: "linear(64,10)".into(), input_shape: vec![64], ..Default::default() }).unwrap();
+//! let mut params = ParamStore::init(obj.network.spec(), 0, obj.dtype);
+//! let config = MonitorConfig::parse("loss,grad_norm,norm_test", 1).unwrap();
+//! let setup = MonitorSetup { config: &config, total_steps: 1, lr: 0.1, plain_sgd: true, probe: None, seed: 0 };
+//! let mut monitor = Monitor::new(&obj, &params, setup).unwrap();
+//! let data = secondo_data::digits().select(&(0..8).collect::<Vec<_>>()).unwrap();
+//! let batch = data.batches(8).unwrap().next().unwrap();
+//! let (x, y) = obj.batch_tensors(&batch).unwrap();
+//! let out = monitor.step(0, 1, &params, &x, &y, &|| Ok(data.clone()), &mut || unreachable!()).unwrap();
+//! assert_eq!(out.grads.len(), 2);
+//! monitor.updated(&params).unwrap();
+//! let records = monitor.drain();
+//! assert!(records[0]["norm_test"].as_f64().unwrap() > 0.0);
+//! ```
+
+pub mod alpha;
+pub mod curvature;
+pub mod gradient_tests;
+pub mod histogram;
+pub mod log;
+mod instrument;
+pub mod snr;
+mod step;
+pub mod structure;
+
+pub use instrument::{
+    Instrument, Interval, MonitorConfig, Schedule, BUSINESS_EXTRA, ECONOMY, FULL_EXTRA, STRUCTURE,
+};
+pub use step::StepValues;
+
+use secondo_curvature::{Objective, StepOutput};
+use secondo_data::Dataset;
+use secondo_nn::ParamStore;
+use secondo_tensor::memory::{bytes_of, ensure_fits};
+use secondo_tensor::Tensor;
+use serde_json::{json, Value};
+
+use crate::Error;
+use alpha::Observation;
+use histogram::{Histogram1d, Histogram2d};
+use step::StepPrograms;
+use structure::{Probe, StructureState};
+
+/// One line of `instruments.jsonl`.
+pub type Record = serde_json::Map<String, Value>;
+
+/// How the monitor is set up for a run.
+pub struct MonitorSetup<'a> {
+    /// Which instruments, at which intervals.
+    pub config: &'a MonitorConfig,
+    /// Steps the run will take (the structure checkpoints spread over them).
+    pub total_steps: usize,
+    /// The learning rate (recorded, and CABS's `lr`).
+    pub lr: f64,
+    /// Whether the optimizer is SGD without momentum or weight decay (CABS
+    /// and the early-stopping criterion assume it).
+    pub plain_sgd: bool,
+    /// The probe samples of the structure measurements.
+    pub probe: Option<Dataset>,
+    /// Seed of the structure measurements' random probes.
+    pub seed: u64,
+}
+
+/// The record of a step waiting for the parameter update.
+struct Pending {
+    record: Record,
+    /// `θ_t`, when the update is measured.
+    before: Option<Vec<Vec<f64>>>,
+    /// The batch loss, loss terms and scaled per-sample gradients, when α starts here.
+    alpha: Option<(f64, Vec<f64>, Vec<Vec<f64>>)>,
+    update_size: bool,
+}
+
+/// α's start point, waiting for the next step's observation.
+struct AlphaStart {
+    record: Record,
+    start: Observation,
+    direction: Vec<Vec<f64>>,
+    length: f64,
+}
+
+/// The monitor of one training run.
+pub struct Monitor<'a> {
+    objective: &'a Objective,
+    schedule: Schedule,
+    lr: f64,
+    initial: Vec<Vec<f64>>,
+    programs: StepPrograms,
+    pending: Option<Pending>,
+    alpha_start: Option<AlphaStart>,
+    finished: Vec<Record>,
+    max_ev_vector: Vec<f64>,
+    structure: StructureState,
+    probe: Option<Dataset>,
+    classes: usize,
+    seed: u64,
+}
+
+impl<'a> Monitor<'a> {
+    /// A monitor for training `objective` from `params`; refuses instruments
+    /// the model or optimizer cannot take, with a one-line reason.
+    pub fn new(
+        objective: &'a Objective,
+        params: &ParamStore,
+        setup: MonitorSetup<'_>,
+    ) -> Result<Monitor<'a>, Error> {
+        let on: Vec<Instrument> = setup.config.instruments.iter().map(|e| e.0).collect();
+        check_model(objective, &on, setup.plain_sgd)?;
+        let classes = setup
+            .probe
+            .as_ref()
+            .and_then(Dataset::num_classes)
+            .unwrap_or(objective.network.output_shape()[0]);
+        let structure: Vec<Instrument> = on.iter().copied().filter(|i| i.is_structure()).collect();
+        if !structure.is_empty() {
+            let classification = setup.probe.as_ref().is_some_and(|p| p.num_classes().is_some());
+            structure::check(objective, &structure, classes, classification)?;
+            if setup.probe.is_none() {
+                return Err(Error::Invalid(format!(
+                    "--monitor {}: structure measurements need probe samples",
+                    structure[0]
+                )));
+            }
+        }
+        Ok(Monitor {
+            objective,
+            schedule: setup.config.schedule(setup.total_steps),
+            lr: setup.lr,
+            initial: flat_params(params),
+            programs: StepPrograms::default(),
+            pending: None,
+            alpha_start: None,
+            finished: Vec::new(),
+            max_ev_vector: Vec::new(),
+            structure: StructureState::default(),
+            probe: setup.probe,
+            classes,
+            seed: setup.seed,
+        })
+    }
+
+    /// Refuses a batch size whose per-sample gradients (for α and the
+    /// histograms) would not fit in memory.
+    pub fn ensure_fits(&self, batch: usize) -> Result<(), Error> {
+        let per_sample = self.schedule.due_at(0).into_iter().find(|i| {
+            matches!(i, Instrument::Alpha | Instrument::GradHist1d | Instrument::GradHist2d)
+        });
+        if let Some(i) = per_sample {
+            let numel = self.objective.network.spec().num_parameters();
+            // The graph's values, their f64 copy and α's start copy.
+            let per_value = self.objective.dtype.size_bytes() + 16;
+            ensure_fits(
+                format!("--monitor {i}: per-sample gradients of {batch} samples × {numel} parameters"),
+                bytes_of(batch.saturating_mul(numel), per_value),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Whether anything is tracked at `step` (the training loop then builds
+    /// the batch's dataset only when [`Monitor::step`] asks for it).
+    pub fn tracks(&self, step: usize) -> bool {
+        !self.schedule.due_at(step).is_empty() || self.alpha_start.is_some()
+    }
+
+    /// The training step at `step` (from 0) of `epoch` on `(x, y)`, with the
+    /// instruments due: runs the monitored program when per-sample values are
+    /// needed and `plain` (the ordinary training step) otherwise, and returns
+    /// the step's loss, outputs and gradient. `batch` gives the batch as a
+    /// dataset, for the mini-batch Hessian.
+    #[allow(clippy::too_many_arguments)]
+    pub fn step(
+        &mut self,
+        step: usize,
+        epoch: usize,
+        params: &ParamStore,
+        x: &Tensor,
+        y: &Tensor,
+        batch: &dyn Fn() -> Result<Dataset, Error>,
+        plain: &mut dyn FnMut() -> Result<StepOutput, Error>,
+    ) -> Result<StepOutput, Error> {
+        let due = self.schedule.due_at(step);
+        let mut needed = due.clone();
+        if self.alpha_start.is_some() {
+            needed.push(Instrument::Alpha);
+        }
+        let quantities = step::quantities_for(&needed);
+        let (out, values) = if quantities.is_empty() {
+            let out = plain()?;
+            let values = StepValues {
+                batch: x.shape()[0],
+                loss: out.loss,
+                grad: out.grads.iter().map(Tensor::to_f64_vec).collect(),
+                ..StepValues::default()
+            };
+            (out, values)
+        } else {
+            self.programs.run(self.objective, &quantities, params, x, y)?
+        };
+        if let Some(start) = self.alpha_start.take() {
+            self.finish_alpha(start, &values)?;
+        }
+        if due.is_empty() {
+            return Ok(out);
+        }
+        let mut record = Record::new();
+        record.insert("step".into(), json!(step));
+        record.insert("epoch".into(), json!(epoch));
+        record.insert("lr".into(), json!(self.lr));
+        record.insert("batch_size".into(), json!(values.batch));
+        for &i in &due {
+            if let Some(v) = self.single_step(i, params, &values, batch)? {
+                record.insert(i.name().into(), v);
+            }
+        }
+        let structure: Vec<Instrument> = due.iter().copied().filter(|i| i.is_structure()).collect();
+        if let (false, Some(data)) = (structure.is_empty(), self.probe.as_ref()) {
+            let probe = Probe {
+                data,
+                classes: self.classes,
+                seed: self.seed,
+            };
+            for (i, v) in
+                structure::measure(self.objective, params, &probe, &structure, &mut self.structure)?
+            {
+                record.insert(i.name().into(), v);
+            }
+        }
+        let update_size = due.contains(&Instrument::UpdateSize);
+        let alpha = due.contains(&Instrument::Alpha);
+        self.pending = Some(Pending {
+            record,
+            before: (update_size || alpha).then(|| flat_params(params)),
+            alpha: alpha.then(|| {
+                (
+                    values.loss,
+                    values.batch_loss.clone().unwrap_or_default(),
+                    values.batch_grad.clone().unwrap_or_default(),
+                )
+            }),
+            update_size,
+        });
+        Ok(out)
+    }
+
+    /// Completes the current step's record once the optimizer has moved the
+    /// parameters to `params`.
+    pub fn updated(&mut self, params: &ParamStore) -> Result<(), Error> {
+        let Some(mut pending) = self.pending.take() else {
+            return Ok(());
+        };
+        let Some(before) = pending.before.take() else {
+            self.finished.push(pending.record);
+            return Ok(());
+        };
+        let after = flat_params(params);
+        let direction: Vec<Vec<f64>> = after
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x - y).collect())
+            .collect();
+        if pending.update_size {
+            pending.record.insert("update_size".into(), json!(norms(&direction)));
+        }
+        match pending.alpha.take() {
+            Some((loss, terms, batch_grad)) => {
+                let length = norms(&direction).iter().map(|n| n * n).sum::<f64>().sqrt();
+                let slopes = slopes(&batch_grad, &direction, length, terms.len());
+                self.alpha_start = Some(AlphaStart {
+                    record: pending.record,
+                    start: alpha::observe(loss, &terms, &slopes),
+                    direction,
+                    length,
+                });
+            }
+            None => self.finished.push(pending.record),
+        }
+        Ok(())
+    }
+
+    /// The records finished so far, in step order.
+    pub fn drain(&mut self) -> Vec<Record> {
+        std::mem::take(&mut self.finished)
+    }
+
+    /// Ends the run: records still waiting (α of the last step has no end
+    /// point) are finished without what they waited for.
+    pub fn finish(&mut self) -> Vec<Record> {
+        if let Some(p) = self.pending.take() {
+            self.finished.push(p.record);
+        }
+        if let Some(a) = self.alpha_start.take() {
+            self.finished.push(a.record);
+        }
+        self.drain()
+    }
+
+    fn finish_alpha(&mut self, start: AlphaStart, values: &StepValues) -> Result<(), Error> {
+        let terms = values.batch_loss.as_deref().unwrap_or(&[]);
+        let batch_grad = values.batch_grad.as_deref().unwrap_or(&[]);
+        let slopes = slopes(batch_grad, &start.direction, start.length, values.batch);
+        let end = alpha::observe(values.loss, terms, &slopes);
+        let mut record = start.record;
+        record.insert(
+            Instrument::Alpha.name().into(),
+            json!(alpha::alpha(start.length, start.start, end)),
+        );
+        self.finished.push(record);
+        Ok(())
+    }
+
+    /// The value of a single-step instrument (`None` for the two-step and
+    /// structure instruments, filled in elsewhere).
+    fn single_step(
+        &mut self,
+        i: Instrument,
+        params: &ParamStore,
+        v: &StepValues,
+        batch: &dyn Fn() -> Result<Dataset, Error>,
+    ) -> Result<Option<Value>, Error> {
+        use Instrument as I;
+        let b = v.batch;
+        let g2 = v.grad_l2_squared();
+        let l2 = || v.batch_l2.as_deref().unwrap_or(&[]);
+        let dots = || v.batch_dot_grad.as_deref().unwrap_or(&[]);
+        let sgs = || v.sum_grad_squared.as_deref().unwrap_or(&[]);
+        let diag_h = || v.diag_hessian.as_deref().unwrap_or(&[]);
+        let with_grad = || v.grad.iter().flatten().zip(sgs().iter().flatten());
+        let with_diag = || sgs().iter().flatten().zip(diag_h().iter().flatten());
+        Ok(Some(match i {
+            I::Loss => json!(v.loss),
+            I::GradNorm => json!(norms(&v.grad)),
+            I::Distance => {
+                let now = flat_params(params);
+                let moved: Vec<Vec<f64>> = now
+                    .iter()
+                    .zip(&self.initial)
+                    .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x - y).collect())
+                    .collect();
+                json!(norms(&moved))
+            }
+            I::NormTest => json!(gradient_tests::norm_test(b, l2(), g2)),
+            I::InnerTest => json!(gradient_tests::inner_test(b, dots(), g2)),
+            I::OrthoTest => json!(gradient_tests::ortho_test(b, l2(), dots(), g2)),
+            I::MeanGsnr => json!(snr::mean_gsnr(b, with_grad())),
+            I::Cabs => json!(snr::cabs(b, self.lr, v.loss, with_grad())),
+            I::EarlyStopping => json!(snr::early_stopping(b, with_grad())),
+            I::GradHist1d => {
+                let mut h = Histogram1d::cockpit();
+                for p in v.batch_grad.iter().flatten() {
+                    h.add(p, b as f64);
+                }
+                h.to_json()
+            }
+            I::GradHist2d => {
+                let mut h = Histogram2d::cockpit();
+                for (p, theta) in v.batch_grad.iter().flatten().zip(flat_params(params)) {
+                    h.add(p, &theta, b as f64);
+                }
+                h.to_json()
+            }
+            I::HessTrace => json!(curvature::hess_trace(diag_h())),
+            I::TicDiag => json!(curvature::tic_diag(b, with_diag())),
+            I::TicTrace => json!(curvature::tic_trace(b, with_diag())),
+            I::HessMaxEv => {
+                let previous = std::mem::take(&mut self.max_ev_vector);
+                let (value, vector) =
+                    curvature::hess_max_ev(self.objective, params, &batch()?, &previous)?;
+                self.max_ev_vector = vector;
+                json!(value)
+            }
+            I::UpdateSize
+            | I::Alpha
+            | I::HessTopEv
+            | I::GgnTopEv
+            | I::GgnClassMeans
+            | I::GradTopSpace
+            | I::TopSpaceRotation
+            | I::EfGgn
+            | I::HessDensity => return Ok(None),
+        }))
+    }
+}
+
+/// Refuses instruments the network or optimizer cannot take.
+fn check_model(objective: &Objective, on: &[Instrument], plain_sgd: bool) -> Result<(), Error> {
+    if let Some(i) = on.iter().find(|i| i.needs_plain_sgd()).filter(|_| !plain_sgd) {
+        return Err(Error::Invalid(format!(
+            "--monitor {i}: defined for SGD without momentum or weight decay (its formula takes \
+             the step as −lr·g); use --optimizer sgd, or leave {i} out"
+        )));
+    }
+    let coupled = objective.has_batchnorm() || objective.network.spec().has_dropout();
+    if let Some(i) = on.iter().find(|i| i.is_per_sample()).filter(|_| coupled) {
+        return Err(Error::Invalid(format!(
+            "--monitor {i}: per-sample instruments need a network without batch norm or dropout \
+             (in training they couple or mask the samples); monitor loss, grad_norm, distance, \
+             update_size, hess_max_ev, hess_trace and the structure measurements instead"
+        )));
+    }
+    Ok(())
+}
+
+/// The slopes `(B c_n)·d / ‖d‖` of every sample along the step `d`.
+fn slopes(batch_grad: &[Vec<f64>], direction: &[Vec<f64>], length: f64, n: usize) -> Vec<f64> {
+    let mut out = vec![0.0; n];
+    for (cn, d) in batch_grad.iter().zip(direction) {
+        for (s, row) in out.iter_mut().zip(cn.chunks_exact(d.len().max(1))) {
+            *s += row.iter().zip(d).map(|(a, b)| a * b).sum::<f64>();
+        }
+    }
+    out.iter().map(|s| n as f64 * s / length).collect()
+}
+
+/// The Euclidean norm of each block.
+fn norms(blocks: &[Vec<f64>]) -> Vec<f64> {
+    blocks
+        .iter()
+        .map(|b| b.iter().map(|x| x * x).sum::<f64>().sqrt())
+        .collect()
+}
+
+fn flat_params(params: &ParamStore) -> Vec<Vec<f64>> {
+    params.iter().map(|(_, t)| t.to_f64_vec()).collect()
+}

@@ -1,0 +1,162 @@
+//! The monitored training step: one compiled graph computing the loss, the
+//! gradient the optimizer takes and every per-sample quantity the
+//! instruments due at the step need.
+
+use std::collections::HashMap;
+
+use secondo_curvature::{Objective, Quantity, QuantityProgram, StepOutput};
+use secondo_nn::ParamStore;
+use secondo_tensor::Tensor;
+
+use super::Instrument;
+use crate::Error;
+
+/// The engine's quantities an instrument needs from the training step
+/// (besides the loss, outputs and gradient every step has).
+fn needs(i: Instrument) -> &'static [Quantity] {
+    use Instrument as I;
+    match i {
+        I::Alpha => &[Quantity::BatchLoss, Quantity::BatchGrad],
+        I::GradHist1d | I::GradHist2d => &[Quantity::BatchGrad],
+        I::NormTest => &[Quantity::BatchL2],
+        I::InnerTest | I::OrthoTest => &[Quantity::BatchL2, Quantity::BatchDotGrad],
+        I::MeanGsnr | I::Cabs | I::EarlyStopping => &[Quantity::SumGradSquared],
+        I::TicDiag | I::TicTrace => &[Quantity::SumGradSquared, Quantity::DiagHessian],
+        I::HessTrace => &[Quantity::DiagHessian],
+        I::Loss
+        | I::GradNorm
+        | I::Distance
+        | I::UpdateSize
+        | I::HessMaxEv
+        | I::HessTopEv
+        | I::GgnTopEv
+        | I::GgnClassMeans
+        | I::GradTopSpace
+        | I::TopSpaceRotation
+        | I::EfGgn
+        | I::HessDensity => &[],
+    }
+}
+
+/// The quantities of a step where `due` are due, in a canonical order
+/// (the key of the compiled programs); empty when a plain step suffices.
+pub(super) fn quantities_for(due: &[Instrument]) -> Vec<Quantity> {
+    let mut q: Vec<Quantity> = due.iter().flat_map(|&i| needs(i).iter().copied()).collect();
+    if q.is_empty() {
+        return q;
+    }
+    q.extend([Quantity::Loss, Quantity::Output, Quantity::Grad]);
+    let all = Quantity::all();
+    let rank = |x: &Quantity| all.iter().position(|y| y == x);
+    q.sort_by_key(rank);
+    q.dedup();
+    q
+}
+
+/// The values of one monitored step, per parameter in f64.
+#[derive(Debug, Clone, Default)]
+pub struct StepValues {
+    /// Samples in the batch.
+    pub batch: usize,
+    /// The batch loss (with the loss's reduction).
+    pub loss: f64,
+    /// The gradient per parameter.
+    pub grad: Vec<Vec<f64>>,
+    /// Per-sample loss terms.
+    pub batch_loss: Option<Vec<f64>>,
+    /// Scaled per-sample gradients `c_n` per parameter (`N × numel`, row-major).
+    pub batch_grad: Option<Vec<Vec<f64>>>,
+    /// `Σ_p ‖c_n,p‖²` per sample.
+    pub batch_l2: Option<Vec<f64>>,
+    /// `Σ_p c_n,p · g_p` per sample.
+    pub batch_dot_grad: Option<Vec<f64>>,
+    /// `Σ_n c_n²` per parameter.
+    pub sum_grad_squared: Option<Vec<Vec<f64>>>,
+    /// The Hessian diagonal per parameter.
+    pub diag_hessian: Option<Vec<Vec<f64>>>,
+}
+
+impl StepValues {
+    /// The squared norm of the whole gradient.
+    pub fn grad_l2_squared(&self) -> f64 {
+        self.grad.iter().flatten().map(|g| g * g).sum()
+    }
+}
+
+/// Compiled monitored steps by (quantities, batch size).
+#[derive(Default)]
+pub(super) struct StepPrograms {
+    cache: HashMap<(Vec<Quantity>, usize), QuantityProgram>,
+}
+
+impl StepPrograms {
+    /// Runs the step computing `quantities` on `(x, y)`: the training step's
+    /// output (loss, outputs, gradients) and the values for the instruments.
+    pub(super) fn run(
+        &mut self,
+        objective: &Objective,
+        quantities: &[Quantity],
+        params: &ParamStore,
+        x: &Tensor,
+        y: &Tensor,
+    ) -> Result<(StepOutput, StepValues), Error> {
+        let n = x.shape()[0];
+        let key = (quantities.to_vec(), n);
+        if !self.cache.contains_key(&key) {
+            let program = QuantityProgram::compile(objective, n, quantities, None)?;
+            self.cache.insert(key.clone(), program);
+        }
+        let values = self.cache[&key].run(params, x, y, None)?;
+        Ok(assemble(objective, n, values))
+    }
+}
+
+/// Sorts a program's named outputs into the step output and the values.
+fn assemble(objective: &Objective, n: usize, values: Vec<(String, Tensor)>) -> (StepOutput, StepValues) {
+    let names: Vec<&str> = objective.network.params().iter().map(|p| p.name.as_str()).collect();
+    let mut by_name: HashMap<String, Tensor> = values.into_iter().collect();
+    let mut per_param = |q: Quantity| -> Option<Vec<Tensor>> {
+        names
+            .iter()
+            .map(|p| by_name.remove(&format!("{q}/{p}")))
+            .collect()
+    };
+    let grads = per_param(Quantity::Grad).unwrap_or_default();
+    let batch_grad = per_param(Quantity::BatchGrad);
+    let batch_l2 = per_param(Quantity::BatchL2);
+    let batch_dot = per_param(Quantity::BatchDotGrad);
+    let sgs = per_param(Quantity::SumGradSquared);
+    let diag_h = per_param(Quantity::DiagHessian);
+    let f64s = |ts: Vec<Tensor>| ts.iter().map(Tensor::to_f64_vec).collect::<Vec<_>>();
+    let summed = |ts: Vec<Tensor>| {
+        let mut total = vec![0.0; n];
+        for t in &ts {
+            total.iter_mut().zip(t.to_f64_vec()).for_each(|(a, b)| *a += b);
+        }
+        total
+    };
+    let loss = by_name
+        .remove(Quantity::Loss.name())
+        .map_or(f64::NAN, |t| t.to_f64_vec()[0]);
+    let values = StepValues {
+        batch: n,
+        loss,
+        grad: f64s(grads.clone()),
+        batch_loss: by_name.remove(Quantity::BatchLoss.name()).map(|t| t.to_f64_vec()),
+        batch_grad: batch_grad.map(f64s),
+        batch_l2: batch_l2.map(summed),
+        batch_dot_grad: batch_dot.map(summed),
+        sum_grad_squared: sgs.map(f64s),
+        diag_hessian: diag_h.map(f64s),
+    };
+    let output = by_name
+        .remove(Quantity::Output.name())
+        .unwrap_or_else(|| Tensor::zeros(vec![n, 0], objective.dtype));
+    let step = StepOutput {
+        loss,
+        output,
+        grads,
+        stats: Vec::new(),
+    };
+    (step, values)
+}
