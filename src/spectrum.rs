@@ -6,8 +6,8 @@ use std::path::Path;
 
 use secondo_curvature::CurvatureOperator;
 use secondo_linalg::{
-    hutch_plus_plus, lanczos_top_k_from, slq_density, BasisPrecision, Eigen, LanczosOptions, LinalgError,
-    Progress, SlqOptions, SymmetricOperator, TraceOptions, Which,
+    hutch_plus_plus, lanczos_top_k_from, slq_density, BasisPrecision, Eigen, LanczosOptions,
+    LinalgError, Progress, SlqOptions, SymmetricOperator, TraceOptions, Which,
 };
 
 use secondo_tensor::memory::{bytes_of, ensure_fits};

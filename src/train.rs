@@ -370,7 +370,14 @@ pub fn train_monitored(
     sink: &mut RecordSink<'_>,
     progress: impl FnMut(Progress),
 ) -> Result<Evaluation, Error> {
-    run_training(objective, params, data, config, Some((monitor, sink)), progress)
+    run_training(
+        objective,
+        params,
+        data,
+        config,
+        Some((monitor, sink)),
+        progress,
+    )
 }
 
 fn run_training(

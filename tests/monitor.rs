@@ -627,7 +627,7 @@ fn structure_measurements_equal_dense_computations() {
             overlap,
             1e-4,
         );
-        let lambda = 1e-3 * gv[0];
+        let lambda = 1e-2 * gv[0];
         let (x, y) = (
             damped_solve(&ef, dim, lambda, &g),
             damped_solve(&ggn, dim, lambda, &g),
@@ -690,4 +690,66 @@ fn configurations_have_cockpits_membership_and_schedules() {
     for bad in ["alpah", "economy@0", "loss@x"] {
         assert!(MonitorConfig::parse(bad, 1).is_err(), "{bad}");
     }
+}
+
+#[test]
+fn class_means_need_classes() {
+    let obj = Objective::from_config(&ObjectiveConfig {
+        spec: "linear(6,5),tanh,linear(5,2)".into(),
+        input_shape: vec![6],
+        loss: "mse".into(),
+        dtype: DType::F64,
+        ..ObjectiveConfig::default()
+    })
+    .unwrap();
+    let x = data(8, 1, 1.0).x;
+    let y = Targets::Values {
+        values: vec![0.5; 16],
+        width: 2,
+    };
+    let probe = Dataset::new(x, vec![6], y, "regression").unwrap();
+    let config = MonitorConfig::parse("ggn_class_means", 1).unwrap();
+    let setup = MonitorSetup {
+        config: &config,
+        total_steps: 1,
+        lr: LR,
+        plain_sgd: true,
+        probe: Some(probe),
+        seed: 0,
+    };
+    let err = Monitor::check(&obj, &setup).unwrap_err().to_string();
+    assert!(
+        err.contains("class means need a classification loss"),
+        "{err}"
+    );
+}
+
+#[test]
+fn top_eigenvalues_need_more_parameters_than_twice_the_classes() {
+    let obj = Objective::from_config(&ObjectiveConfig {
+        spec: "linear(1,3)".into(),
+        input_shape: vec![1],
+        dtype: DType::F64,
+        ..ObjectiveConfig::default()
+    })
+    .unwrap();
+    let y = Targets::Classes {
+        labels: vec![0, 1, 2],
+        num_classes: 3,
+    };
+    let probe = Dataset::new(vec![0.1, 0.2, 0.3], vec![1], y, "tiny").unwrap();
+    let config = MonitorConfig::parse("hess_top_ev", 1).unwrap();
+    let setup = MonitorSetup {
+        config: &config,
+        total_steps: 1,
+        lr: LR,
+        plain_sgd: true,
+        probe: Some(probe),
+        seed: 0,
+    };
+    let err = Monitor::check(&obj, &setup).unwrap_err().to_string();
+    assert!(
+        err.contains("need more than 6 parameters; the model has 6"),
+        "{err}"
+    );
 }

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressFinish, ProgressStyle};
-use secondo::output::{Input, Output};
 use secondo::monitor::log::{self, RunLog};
 use secondo::monitor::{Monitor, MonitorConfig, MonitorSetup, Record};
+use secondo::output::{Input, Output};
 use secondo::train::{
     ensure_training_fits, evaluate, train, train_monitored, OptimizerChoice, TrainConfig,
 };
@@ -76,8 +76,9 @@ pub struct TrainArgs {
     #[arg(long, default_value = "weights.safetensors")]
     out: PathBuf,
     /// Instruments to track: off, economy, business, full (Cockpit's configurations), structure (the curvature-structure measurements) or a comma-separated list of these and instrument names, each optionally with @N for its own interval (e.g. economy,hess_max_ev@10).
-    #[arg(long, default_value = "economy,structure")]
-    monitor: String,
+    /// [default: economy,structure; for networks with batch norm or dropout, the instruments that do not need per-sample gradients]
+    #[arg(long)]
+    monitor: Option<String>,
     /// Track Cockpit's instruments every N steps (structure measurements default to four checkpoints).
     #[arg(long, default_value_t = 1)]
     track_every: usize,
@@ -85,7 +86,7 @@ pub struct TrainArgs {
     #[arg(long, default_value = "report")]
     report: PathBuf,
     /// Training samples the structure measurements are taken on (the first N of the training split).
-    #[arg(long, default_value_t = 256, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 128, value_parser = at_least_one)]
     probe_samples: usize,
 }
 
@@ -111,7 +112,11 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         seed: a.seed,
     };
     config.validate()?;
-    let monitor_config = MonitorConfig::parse(&a.monitor, a.track_every)?;
+    let monitor_list = a
+        .monitor
+        .clone()
+        .unwrap_or_else(|| "economy,structure".into());
+    let mut monitor_config = MonitorConfig::parse(&monitor_list, a.track_every)?;
     let inputs = inputs(&a, &source, test_source.as_ref())?;
     let out = Output::file(&a.out, "--out", &inputs)?;
     let report = Output::dir(&a.report, log::FILES, "--report", &inputs)?;
@@ -137,13 +142,12 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     };
     ensure_samples(&a, &train_set, &test_set)?;
     ensure_training_fits(&objective, train_set.len(), &config)?;
-    let mut params = weights(&objective, a.weights.as_ref(), a.seed)?;
     let header = format!(
         "{spec} on {} ({} train / {} test samples, {} parameters, {dtype})",
         train_set.name,
         train_set.len(),
         test_set.len(),
-        params.numel()
+        objective.network.spec().num_parameters()
     );
     let bar = progress_bar((train_set.len().div_ceil(a.batch) * a.epochs) as u64);
     let start = std::time::Instant::now();
@@ -162,26 +166,35 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
             key_values.borrow()
         ));
     };
+    if a.monitor.is_none() {
+        monitor_config.keep_available(&objective);
+    }
+    let total = train_set.len().div_ceil(a.batch) * a.epochs;
+    let probe_len = a.probe_samples.min(train_set.len());
+    let setup = MonitorSetup {
+        config: &monitor_config,
+        total_steps: total,
+        lr,
+        plain_sgd: optimizer.is_plain_sgd(),
+        probe: Some(train_set.select(&(0..probe_len).collect::<Vec<_>>())?),
+        seed: a.seed,
+    };
+    Monitor::check(&objective, &setup)?;
+    let mut params = weights(&objective, a.weights.as_ref(), a.seed)?;
     let monitored = if monitor_config.is_off() {
         None
     } else {
-        let total = train_set.len().div_ceil(a.batch) * a.epochs;
-        let probe_len = a.probe_samples.min(train_set.len());
-        let setup = MonitorSetup {
-            config: &monitor_config,
-            total_steps: total,
-            lr,
-            plain_sgd: optimizer.is_plain_sgd(),
-            probe: Some(train_set.select(&(0..probe_len).collect::<Vec<_>>())?),
-            seed: a.seed,
-        };
         let monitor = Monitor::new(&objective, &params, setup)?;
         monitor.ensure_fits(a.batch.min(train_set.len()))?;
-        let run = run_json(&a, lr, &header_parts(&spec, &train_set, &params), &monitor_config, total);
+        let parts = header_parts(&spec, &train_set, &params);
+        let run = run_json(&a, lr, &parts, &monitor_config, total);
         Some((monitor, RunLog::create(&report, &run)?, run))
     };
     let (last, finished_log) = match monitored {
-        None => (train(&objective, &mut params, &train_set, &config, on_progress)?, None),
+        None => (
+            train(&objective, &mut params, &train_set, &config, on_progress)?,
+            None,
+        ),
         Some((mut monitor, mut log, mut run)) => {
             secondo::interrupt::defer();
             let mut sink = |records: Vec<Record>| {
@@ -206,15 +219,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
                     run["finished"] = serde_json::json!(true);
                     (last, Some((log, run)))
                 }
-                Err(e) => {
-                    log.update_run(&run)?;
-                    let html = secondo::report::write_report(log.dir())?;
-                    return Err(anyhow::Error::new(e).context(format!(
-                        "the report of the {} steps tracked so far is in {}; no weights were written",
-                        log.records(),
-                        html.display()
-                    )));
-                }
+                Err(e) => return Err(stopped(e, &log, &run)?.into()),
             }
         }
     };
@@ -259,6 +264,34 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The error that stopped a monitored run, saying where the report of the
+/// steps so far is; a run that stopped before its first record leaves no
+/// report behind.
+fn stopped(
+    e: secondo::Error,
+    log: &RunLog,
+    run: &serde_json::Value,
+) -> anyhow::Result<secondo::Error> {
+    if log.records() == 0 {
+        for name in log::FILES {
+            let _ = std::fs::remove_file(log.dir().join(name));
+        }
+        let _ = std::fs::remove_dir(log.dir());
+        return Ok(e);
+    }
+    log.update_run(run)?;
+    let html = secondo::report::write_report(log.dir())?;
+    let note = format!(
+        "the report of the {} steps tracked so far is in {}; no weights were written",
+        log.records(),
+        html.display()
+    );
+    Ok(match e {
+        secondo::Error::Interrupted(m) => secondo::Error::Interrupted(format!("{m}; {note}")),
+        other => secondo::Error::Invalid(format!("{other}; {note}")),
+    })
+}
+
 fn progress_bar(steps: u64) -> ProgressBar {
     let bar = ProgressBar::new(steps).with_finish(ProgressFinish::AndClear);
     bar.set_style(
@@ -276,7 +309,11 @@ fn key_instruments(r: &Record) -> String {
     let scalar = |k: &str| r.get(k).and_then(serde_json::Value::as_f64);
     let norm = |k: &str| {
         r.get(k).and_then(|v| v.as_array()).map(|a| {
-            a.iter().filter_map(serde_json::Value::as_f64).map(|x| x * x).sum::<f64>().sqrt()
+            a.iter()
+                .filter_map(serde_json::Value::as_f64)
+                .map(|x| x * x)
+                .sum::<f64>()
+                .sqrt()
         })
     };
     [

@@ -160,13 +160,17 @@ impl Instrument {
 impl FromStr for Instrument {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        NAMES.iter().find(|(n, _)| *n == s).map(|p| p.1).ok_or_else(|| {
-            Error::Invalid(format!(
-                "--monitor: unknown instrument '{s}' (known: off, economy, business, full, \
+        NAMES
+            .iter()
+            .find(|(n, _)| *n == s)
+            .map(|p| p.1)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "--monitor: unknown instrument '{s}' (known: off, economy, business, full, \
                  structure, {})",
-                NAMES.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
-            ))
-        })
+                    NAMES.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
+                ))
+            })
     }
 }
 
@@ -239,6 +243,24 @@ impl MonitorConfig {
         })
     }
 
+    /// Turns off the instruments the network cannot take (the per-sample
+    /// ones when batch norm or dropout couple or mask the samples in
+    /// training), for defaults that suit every network.
+    ///
+    /// ```
+    /// use secondo::monitor::MonitorConfig;
+    /// use secondo::{Objective, ObjectiveConfig};
+    /// let obj = Objective::from_config(&ObjectiveConfig { spec: "linear(4,3),dropout(0.5),linear(3,2)".into(), input_shape: vec![4], ..Default::default() }).unwrap();
+    /// let mut c = MonitorConfig::parse("economy", 1).unwrap();
+    /// c.keep_available(&obj);
+    /// assert_eq!(c.names(), ["loss", "grad_norm", "distance", "update_size"]);
+    /// ```
+    pub fn keep_available(&mut self, objective: &secondo_curvature::Objective) {
+        if samples_coupled(objective) {
+            self.instruments.retain(|(i, _)| !i.is_per_sample());
+        }
+    }
+
     /// Whether no instrument is on.
     pub fn is_off(&self) -> bool {
         self.instruments.is_empty()
@@ -276,6 +298,12 @@ impl MonitorConfig {
             last_step: total_steps.saturating_sub(1),
         }
     }
+}
+
+/// Whether training couples (batch norm) or masks (dropout) the samples,
+/// so that per-sample gradients of the training step are not defined.
+pub(super) fn samples_coupled(objective: &secondo_curvature::Objective) -> bool {
+    objective.has_batchnorm() || objective.network.spec().has_dropout()
 }
 
 fn parse_interval(item: &str, n: &str) -> Result<usize, Error> {

@@ -54,8 +54,11 @@ impl RunLog {
     pub fn append(&mut self, records: &[Record]) -> Result<(), Error> {
         let path = self.dir.join("instruments.jsonl");
         for r in records {
-            serde_json::to_writer(&mut self.jsonl, r).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
-            self.jsonl.write_all(b"\n").map_err(|e| io_error(&path, e))?;
+            serde_json::to_writer(&mut self.jsonl, r)
+                .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+            self.jsonl
+                .write_all(b"\n")
+                .map_err(|e| io_error(&path, e))?;
         }
         self.jsonl.flush().map_err(|e| io_error(&path, e))?;
         self.records += records.len();

@@ -33,8 +33,8 @@ pub mod alpha;
 pub mod curvature;
 pub mod gradient_tests;
 pub mod histogram;
-pub mod log;
 mod instrument;
+pub mod log;
 pub mod snr;
 mod step;
 pub mod structure;
@@ -120,24 +120,12 @@ impl<'a> Monitor<'a> {
         params: &ParamStore,
         setup: MonitorSetup<'_>,
     ) -> Result<Monitor<'a>, Error> {
-        let on: Vec<Instrument> = setup.config.instruments.iter().map(|e| e.0).collect();
-        check_model(objective, &on, setup.plain_sgd)?;
+        Self::check(objective, &setup)?;
         let classes = setup
             .probe
             .as_ref()
             .and_then(Dataset::num_classes)
             .unwrap_or(objective.network.output_shape()[0]);
-        let structure: Vec<Instrument> = on.iter().copied().filter(|i| i.is_structure()).collect();
-        if !structure.is_empty() {
-            let classification = setup.probe.as_ref().is_some_and(|p| p.num_classes().is_some());
-            structure::check(objective, &structure, classes, classification)?;
-            if setup.probe.is_none() {
-                return Err(Error::Invalid(format!(
-                    "--monitor {}: structure measurements need probe samples",
-                    structure[0]
-                )));
-            }
-        }
         Ok(Monitor {
             objective,
             schedule: setup.config.schedule(setup.total_steps),
@@ -155,18 +143,49 @@ impl<'a> Monitor<'a> {
         })
     }
 
+    /// Refuses instruments the model or optimizer cannot take, with a
+    /// one-line reason, before any parameters exist ([`Monitor::new`] runs
+    /// it too).
+    pub fn check(objective: &Objective, setup: &MonitorSetup<'_>) -> Result<(), Error> {
+        let on: Vec<Instrument> = setup.config.instruments.iter().map(|e| e.0).collect();
+        check_model(objective, &on, setup.plain_sgd)?;
+        let structure: Vec<Instrument> = on.iter().copied().filter(|i| i.is_structure()).collect();
+        let Some(&first) = structure.first() else {
+            return Ok(());
+        };
+        let Some(probe) = &setup.probe else {
+            return Err(Error::Invalid(format!(
+                "--monitor {first}: structure measurements need probe samples"
+            )));
+        };
+        let classes = probe
+            .num_classes()
+            .unwrap_or(objective.network.output_shape()[0]);
+        structure::check(
+            objective,
+            &structure,
+            classes,
+            probe.num_classes().is_some(),
+        )
+    }
+
     /// Refuses a batch size whose per-sample gradients (for α and the
     /// histograms) would not fit in memory.
     pub fn ensure_fits(&self, batch: usize) -> Result<(), Error> {
         let per_sample = self.schedule.due_at(0).into_iter().find(|i| {
-            matches!(i, Instrument::Alpha | Instrument::GradHist1d | Instrument::GradHist2d)
+            matches!(
+                i,
+                Instrument::Alpha | Instrument::GradHist1d | Instrument::GradHist2d
+            )
         });
         if let Some(i) = per_sample {
             let numel = self.objective.network.spec().num_parameters();
             // The graph's values, their f64 copy and α's start copy.
             let per_value = self.objective.dtype.size_bytes() + 16;
             ensure_fits(
-                format!("--monitor {i}: per-sample gradients of {batch} samples × {numel} parameters"),
+                format!(
+                    "--monitor {i}: per-sample gradients of {batch} samples × {numel} parameters"
+                ),
                 bytes_of(batch.saturating_mul(numel), per_value),
             )?;
         }
@@ -211,8 +230,13 @@ impl<'a> Monitor<'a> {
             };
             (out, values)
         } else {
-            self.programs.run(self.objective, &quantities, params, x, y)?
+            self.programs
+                .run(self.objective, &quantities, params, x, y)?
         };
+        if !out.loss.is_finite() {
+            // The training loop stops with the reason; nothing to measure.
+            return Ok(out);
+        }
         if let Some(start) = self.alpha_start.take() {
             self.finish_alpha(start, &values)?;
         }
@@ -236,9 +260,13 @@ impl<'a> Monitor<'a> {
                 classes: self.classes,
                 seed: self.seed,
             };
-            for (i, v) in
-                structure::measure(self.objective, params, &probe, &structure, &mut self.structure)?
-            {
+            for (i, v) in structure::measure(
+                self.objective,
+                params,
+                &probe,
+                &structure,
+                &mut self.structure,
+            )? {
                 record.insert(i.name().into(), v);
             }
         }
@@ -276,7 +304,9 @@ impl<'a> Monitor<'a> {
             .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x - y).collect())
             .collect();
         if pending.update_size {
-            pending.record.insert("update_size".into(), json!(norms(&direction)));
+            pending
+                .record
+                .insert("update_size".into(), json!(norms(&direction)));
         }
         match pending.alpha.take() {
             Some((loss, terms, batch_grad)) => {
@@ -400,13 +430,17 @@ impl<'a> Monitor<'a> {
 
 /// Refuses instruments the network or optimizer cannot take.
 fn check_model(objective: &Objective, on: &[Instrument], plain_sgd: bool) -> Result<(), Error> {
-    if let Some(i) = on.iter().find(|i| i.needs_plain_sgd()).filter(|_| !plain_sgd) {
+    if let Some(i) = on
+        .iter()
+        .find(|i| i.needs_plain_sgd())
+        .filter(|_| !plain_sgd)
+    {
         return Err(Error::Invalid(format!(
             "--monitor {i}: defined for SGD without momentum or weight decay (its formula takes \
              the step as −lr·g); use --optimizer sgd, or leave {i} out"
         )));
     }
-    let coupled = objective.has_batchnorm() || objective.network.spec().has_dropout();
+    let coupled = instrument::samples_coupled(objective);
     if let Some(i) = on.iter().find(|i| i.is_per_sample()).filter(|_| coupled) {
         return Err(Error::Invalid(format!(
             "--monitor {i}: per-sample instruments need a network without batch norm or dropout \

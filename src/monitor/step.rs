@@ -112,8 +112,17 @@ impl StepPrograms {
 }
 
 /// Sorts a program's named outputs into the step output and the values.
-fn assemble(objective: &Objective, n: usize, values: Vec<(String, Tensor)>) -> (StepOutput, StepValues) {
-    let names: Vec<&str> = objective.network.params().iter().map(|p| p.name.as_str()).collect();
+fn assemble(
+    objective: &Objective,
+    n: usize,
+    values: Vec<(String, Tensor)>,
+) -> (StepOutput, StepValues) {
+    let names: Vec<&str> = objective
+        .network
+        .params()
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
     let mut by_name: HashMap<String, Tensor> = values.into_iter().collect();
     let mut per_param = |q: Quantity| -> Option<Vec<Tensor>> {
         names
@@ -131,7 +140,10 @@ fn assemble(objective: &Objective, n: usize, values: Vec<(String, Tensor)>) -> (
     let summed = |ts: Vec<Tensor>| {
         let mut total = vec![0.0; n];
         for t in &ts {
-            total.iter_mut().zip(t.to_f64_vec()).for_each(|(a, b)| *a += b);
+            total
+                .iter_mut()
+                .zip(t.to_f64_vec())
+                .for_each(|(a, b)| *a += b);
         }
         total
     };
@@ -142,7 +154,9 @@ fn assemble(objective: &Objective, n: usize, values: Vec<(String, Tensor)>) -> (
         batch: n,
         loss,
         grad: f64s(grads.clone()),
-        batch_loss: by_name.remove(Quantity::BatchLoss.name()).map(|t| t.to_f64_vec()),
+        batch_loss: by_name
+            .remove(Quantity::BatchLoss.name())
+            .map(|t| t.to_f64_vec()),
         batch_grad: batch_grad.map(f64s),
         batch_l2: batch_l2.map(summed),
         batch_dot_grad: batch_dot.map(summed),

@@ -8,11 +8,15 @@ pub fn secondo(args: &[&str]) -> Output {
     secondo_with(args, &[])
 }
 
-/// Runs `secondo` with `args` and extra environment variables.
+/// Runs `secondo` with `args` and extra environment variables, in a fresh
+/// working directory (what a command writes by default, such as `train`'s
+/// `report/`, stays out of the repository and of other tests' way).
 pub fn secondo_with(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let cwd = tempfile::tempdir().expect("temporary directory");
     Command::new(env!("CARGO_BIN_EXE_secondo"))
         .args(args)
         .envs(env.iter().copied())
+        .current_dir(cwd.path())
         .output()
         .expect("binary runs")
 }

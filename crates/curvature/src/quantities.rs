@@ -418,9 +418,7 @@ fn first_order<'b>(
                 Quantity::BatchGrad => cn,
                 Quantity::BatchL2 => cn.square().sum(&rest),
                 Quantity::SumGradSquared => cn.square().sum(&[0]),
-                Quantity::Variance => {
-                    cn.square().sum(&[0]) * mean - (cn.sum(&[0]) * mean).square()
-                }
+                Quantity::Variance => cn.square().sum(&[0]) * mean - (cn.sum(&[0]) * mean).square(),
                 Quantity::BatchDotGrad => {
                     let g = cn.sum(&[0]);
                     let mut shape = vec![1];

@@ -290,7 +290,11 @@ pub fn lanczos_top_k_from<O: SymmetricOperator + ?Sized>(
     if start.len() % op.dim() != 0 {
         return Err(LinalgError::InvalidOption {
             name: "start",
-            reason: format!("{} values are not whole vectors of length {}", start.len(), op.dim()),
+            reason: format!(
+                "{} values are not whole vectors of length {}",
+                start.len(),
+                op.dim()
+            ),
         });
     }
     let metered = Metered::new(op, progress, opts.max_iter.saturating_mul(plan.block));
