@@ -20,6 +20,7 @@ pub mod bench;
 mod error;
 pub mod output;
 pub mod plot;
+pub mod report;
 pub mod spectrum;
 pub mod train;
 
