@@ -162,6 +162,10 @@ const HEAT: [(f64, f64, f64); 5] = [
     (253.0, 231.0, 37.0),
 ];
 
+/// Heat-map cells overlap by this much (pixels), so that antialiasing
+/// leaves no light seams between neighbours.
+const SEAM: f64 = 0.4;
+
 /// Dots are drawn on a line of at most this many points.
 const FEW: usize = 12;
 
@@ -532,8 +536,8 @@ fn heat(x_range: (f64, f64), y_range: (f64, f64), cells: &[Vec<f64>], f: &Frame,
                 s,
                 r#"<rect class="cell" x="{x0:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{}"/>"#,
                 y1.min(y0),
-                (x1 - x0).max(0.5),
-                (y0 - y1).abs().max(0.5),
+                x1 - x0 + SEAM,
+                (y0 - y1).abs() + SEAM,
                 heat_color(v.ln_1p() / peak.ln_1p())
             );
         }

@@ -192,9 +192,15 @@ fn header(run: Option<&Value>, steps: &Run) -> String {
     }
     let mut html = String::from("<header>\n<h1>secondo training report</h1>\n<dl class=\"run\">\n");
     for (label, value) in facts {
+        // Spec strings are long: the model gets a wider cell.
+        let class = if label == "model" {
+            " class=\"wide\""
+        } else {
+            ""
+        };
         let _ = writeln!(
             html,
-            "<div><dt>{label}</dt><dd>{}</dd></div>",
+            "<div{class}><dt>{label}</dt><dd>{}</dd></div>",
             escape(&value)
         );
     }
@@ -260,6 +266,7 @@ header h1{margin:0 0 10px;font-size:20px;font-weight:600}
 dl.run{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:8px 18px;margin:0}
 dl.run dt{font-size:11px;text-transform:uppercase;letter-spacing:.05em;opacity:.7}
 dl.run dd{margin:0;font-size:14px;overflow-wrap:anywhere}
+dl.run .wide{grid-column:span 2}
 main{padding:4px 24px 24px}
 section.group{margin-top:16px;padding:8px 12px 12px;border-radius:8px}
 section.step{background:#e3ecf7}
