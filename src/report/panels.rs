@@ -23,7 +23,7 @@ const HEIGHT: f64 = 250.0;
 const SHORT: f64 = 170.0;
 
 /// At most this many 1-D histograms make the histogram-over-time strip.
-const STRIP: usize = 60;
+const STRIP: usize = 40;
 
 /// One series of a chart over steps: the instrument, how to read it, its legend.
 struct Trace {
@@ -90,14 +90,9 @@ const GROUPS: &[(&str, &str, &[Panel])] = &[
 const STEP: &[Panel] = &[
     Panel {
         title: "Step size α",
-        how: "Each dot is one step's α on a noisy 1-D quadratic fit of the loss along the step (−1: the step stays where it started, +1: it reaches the same height on the far side): α < 0 stays on the near side of the local minimum, α ≈ 0 lands at the minimum, α > 0 overshoots — Cockpit's rule of thumb is a slight overshoot.",
+        how: "Each step's α on a noisy 1-D quadratic fit of the loss along the step (−1: the step stays where it started, +1: it reaches the same height on the far side), over the steps and as a distribution: α < 0 stays on the near side of the local minimum, α ≈ 0 lands at the minimum, α > 0 overshoots — Cockpit's rule of thumb is a slight overshoot.",
         instruments: &["alpha"],
-        body: Body::Charts(&[ChartSpec {
-            zero: false,
-            scatter: true,
-            reference: Some(0.0),
-            ..lines("α", &[trace("alpha", Get::Number, "α")])
-        }]),
+        body: Body::Custom(alpha),
     },
     Panel {
         title: "Distance",
@@ -363,6 +358,39 @@ fn over_steps(spec: &ChartSpec, run: &Run, height: f64, references: &[f64]) -> O
     Some(chart.to_inline_svg())
 }
 
+const ALPHA: ChartSpec = ChartSpec {
+    zero: false,
+    scatter: true,
+    reference: Some(0.0),
+    ..lines("α", &[trace("alpha", Get::Number, "α")])
+};
+
+/// Bins of the α distribution.
+const ALPHA_BINS: usize = 20;
+
+/// α over the steps and, as Cockpit's gauge draws it, its distribution
+/// over at least [−1, 1] (dashed: the fit's minimum).
+fn alpha(run: &Run) -> Option<String> {
+    let over_time = over_steps(&ALPHA, run, SHORT, &[])?;
+    let (_, values) = run.series("alpha", Get::Number);
+    let (lo, hi) = values
+        .iter()
+        .fold((-1.0f64, 1.0f64), |(a, b), &v| (a.min(v), b.max(v)));
+    let mut counts = vec![0.0; ALPHA_BINS];
+    for v in &values {
+        let bin = ((v - lo) / (hi - lo) * ALPHA_BINS as f64) as usize;
+        counts[bin.min(ALPHA_BINS - 1)] += 1.0;
+    }
+    let mut chart = Chart::new(WIDTH, SHORT, "α", "steps");
+    chart.vlines = vec![0.0];
+    chart.layers.push(Layer::Bars {
+        range: (lo, hi),
+        heights: &counts,
+        color: COLORS[0],
+    });
+    Some(format!("{over_time}\n{}\n", chart.to_inline_svg()))
+}
+
 /// A 1-D histogram at one step.
 struct Histogram {
     step: f64,
@@ -458,7 +486,6 @@ fn flattened(run: &Run, key: &'static str, field: &str) -> Points {
     run.values(key)
         .filter_map(|(s, v)| numbers(v.get(field)?).map(|e| (s, e)))
         .flat_map(|(s, e)| e.into_iter().map(move |y| (s, y)))
-        .filter(|(_, y)| y.is_finite())
         .unzip()
 }
 
@@ -495,14 +522,11 @@ fn top_eigenvalues(run: &Run) -> Option<String> {
     let hessian = flattened(run, "hess_top_ev", "eigenvalues");
     let ggn = flattened(run, "ggn_top_ev", "eigenvalues");
     let values = scatter("eigenvalue", &[("Hessian", &hessian), ("GGN", &ggn)], &[])?;
-    let classes: Vec<f64> = ["hess_top_ev", "ggn_top_ev"]
+    let classes = ["hess_top_ev", "ggn_top_ev"]
         .iter()
-        .filter_map(|k| run.latest(k)?.1.get("classes").and_then(number))
-        .take(1)
-        .collect();
-    let outliers = over_steps(&OUTLIERS, run, SHORT, &classes).unwrap_or_default();
+        .find_map(|k| run.latest(k)?.1.get("classes").and_then(number));
+    let outliers = over_steps(&OUTLIERS, run, SHORT, classes.as_slice()).unwrap_or_default();
     let note = classes
-        .first()
         .map(|c| format!("<p class=\"note\">C = {c} classes</p>\n"))
         .unwrap_or_default();
     Some(format!("{values}\n{outliers}\n{note}"))
