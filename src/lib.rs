@@ -22,6 +22,7 @@ pub mod interrupt;
 pub mod monitor;
 pub mod output;
 pub mod plot;
+pub mod report;
 pub mod spectrum;
 pub mod train;
 

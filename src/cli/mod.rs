@@ -4,6 +4,7 @@ mod bench;
 mod common;
 pub mod guard;
 mod quantities;
+mod report;
 mod spectrum;
 mod train;
 
@@ -27,6 +28,8 @@ enum Command {
     Spectrum(spectrum::SpectrumArgs),
     /// Benchmark quantities and products against our gradient step, their FLOPs at the GEMM peak, and PyTorch when installed.
     Bench(bench::BenchArgs),
+    /// Re-render a monitored run's dashboard DIR/report.html from DIR/instruments.jsonl.
+    Report(report::ReportArgs),
 }
 
 /// Runs the parsed command (`train` with defaults when none is given).
@@ -36,6 +39,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Quantities(a)) => quantities::run(a),
         Some(Command::Spectrum(a)) => spectrum::run(a),
         Some(Command::Bench(a)) => bench::run(a),
+        Some(Command::Report(a)) => report::run(a),
         None => run(Cli::parse_from(["secondo", "train"])),
     }
 }
