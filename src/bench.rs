@@ -96,7 +96,7 @@ impl TorchGradient {
     /// problem) and waits until it has warmed up.
     pub fn start(python: &Path, args: &[&str]) -> Result<TorchGradient, String> {
         let mut child = Command::new(python)
-            .arg(reference_script()?)
+            .arg(reference_script(TORCH_SCRIPT)?)
             .args(args)
             .arg("--serve-grad")
             .stdin(Stdio::piped())
@@ -193,8 +193,19 @@ pub fn default_python() -> PathBuf {
 /// Runs `scripts/reference/bench_torch.py` with `args` and returns its JSON
 /// output, or `None` (with the reason) when PyTorch or the script is missing.
 pub fn torch_reference(python: &Path, args: &[&str]) -> Result<serde_json::Value, String> {
+    python_reference(python, TORCH_SCRIPT, args)
+}
+
+/// Runs the reference script `script` (a file of `scripts/reference/`) with
+/// `args` and returns its JSON output, or `None` (with the reason) when its
+/// libraries or the script are missing.
+pub fn python_reference(
+    python: &Path,
+    script: &str,
+    args: &[&str],
+) -> Result<serde_json::Value, String> {
     let out = Command::new(python)
-        .arg(reference_script()?)
+        .arg(reference_script(script)?)
         .args(args)
         .output()
         .map_err(|e| format!("{}: {e}", python.display()))?;
@@ -206,9 +217,12 @@ pub fn torch_reference(python: &Path, args: &[&str]) -> Result<serde_json::Value
     serde_json::from_slice(&out.stdout).map_err(|e| format!("bad JSON from the reference: {e}"))
 }
 
-/// `scripts/reference/bench_torch.py`, when run from the repository root.
-fn reference_script() -> Result<&'static Path, String> {
-    let script = Path::new("scripts/reference/bench_torch.py");
+/// The PyTorch / BackPACK / curvlinops timing script.
+const TORCH_SCRIPT: &str = "bench_torch.py";
+
+/// `scripts/reference/<name>`, when run from the repository root.
+fn reference_script(name: &str) -> Result<PathBuf, String> {
+    let script = Path::new("scripts/reference").join(name);
     if script.exists() {
         Ok(script)
     } else {

@@ -173,7 +173,7 @@ fn ctrl_c_leaves_a_readable_log_and_report() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report");
     let w = dir.path().join("w.safetensors");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_secondo"))
+    let child = Command::new(env!("CARGO_BIN_EXE_secondo"))
         .args([
             "train",
             "--epochs",

@@ -136,6 +136,12 @@ pub struct BenchArgs {
     /// `hvp,diag_hessian,eigsh_top10`); the gradient is always timed.
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
+    /// Time training steps with the monitor on (each configuration tracked
+    /// every step and every 16th, each instrument alone) against plain steps,
+    /// beside cockpit-for-pytorch when installed; `--only` then takes those
+    /// rows (e.g. `economy/1,alpha/1`).
+    #[arg(long)]
+    monitor: bool,
 }
 
 /// Every row `bench` can time, in the order it prints them.
@@ -182,7 +188,9 @@ impl BenchArgs {
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
-    a.check_rows()?;
+    if !a.monitor {
+        a.check_rows()?;
+    }
     let problem = a.problem;
     let n = a.batch.unwrap_or(problem.batch());
     let shape = problem.input_shape();
@@ -204,6 +212,26 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let labels: Vec<f64> = (0..n).map(|i| (i % 10) as f64).collect();
     let y = Tensor::from_f64(vec![n], &labels, DType::F32)?;
 
+    if a.monitor {
+        let data = benchmark_dataset(&xs, &shape, &labels)?;
+        println!(
+            "secondo bench --monitor: {} {spec} on {shape:?}, batch {n}, f32, {} threads",
+            problem.name(),
+            rayon::current_num_threads()
+        );
+        let python = a.python.clone().unwrap_or_else(default_python);
+        let bench = super::bench_monitor::Problem {
+            name: problem.name(),
+            objective: &objective,
+            params: &params,
+            x: &x,
+            y: &y,
+            data: &data,
+        };
+        let repeats = (a.repeats / 20).max(3);
+        let python = (!a.no_torch).then_some(python.as_path());
+        return super::bench_monitor::run(&bench, repeats, a.only.as_deref(), python);
+    }
     let threads = rayon::current_num_threads();
     let peak = measure_gemm_gflops(1024, DType::F32, 5);
     println!(

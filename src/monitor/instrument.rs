@@ -339,7 +339,7 @@ impl Schedule {
     /// Whether `i` is computed at `step` (from 0).
     pub fn due(&self, i: Instrument, step: usize) -> bool {
         self.entries.iter().any(|&(j, every)| {
-            j == i && (step % every == 0 || (i.is_structure() && step == self.last_step))
+            j == i && (step.is_multiple_of(every) || (i.is_structure() && step == self.last_step))
         })
     }
 

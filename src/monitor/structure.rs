@@ -235,8 +235,8 @@ fn probe_gradient(
     state: &mut StructureState,
 ) -> Result<Vec<f64>, Error> {
     let n = data.len();
-    if !state.programs.contains_key(&n) {
-        state.programs.insert(n, objective.program(n, true)?);
+    if let std::collections::hash_map::Entry::Vacant(e) = state.programs.entry(n) {
+        e.insert(objective.program(n, true)?);
     }
     let batch = data
         .batches(n)?

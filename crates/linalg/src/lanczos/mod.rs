@@ -287,7 +287,7 @@ pub fn lanczos_top_k_from<O: SymmetricOperator + ?Sized>(
     progress: Progress<'_>,
 ) -> Result<Eigen, LinalgError> {
     let plan = Plan::new(op.dim(), k, opts)?;
-    if start.len() % op.dim() != 0 {
+    if !start.len().is_multiple_of(op.dim()) {
         return Err(LinalgError::InvalidOption {
             name: "start",
             reason: format!(
