@@ -5,7 +5,45 @@
 //! the gradients of the single terms); values outside the range are clamped
 //! into its outer bins, as Cockpit does.
 
+use rayon::prelude::*;
+use secondo_tensor::{DType, Tensor};
+
+use super::PerSample;
 use serde_json::{json, Value};
+
+/// Elements per parallel task (each keeps its own counts, summed at the end:
+/// integer counts, so the same for any split).
+const CHUNK: usize = 1 << 16;
+
+/// Counts `bin(v)` for every value, in parallel; `bins` counters.
+fn count<T: Copy + Into<f64> + Sync>(
+    values: &[T],
+    bins: usize,
+    chunk: usize,
+    bin: impl Fn(usize, f64) -> usize + Sync,
+) -> Vec<u64> {
+    values
+        .par_chunks(chunk.max(1))
+        .enumerate()
+        .map(|(c, part)| {
+            let mut counts = vec![0u64; bins];
+            for (i, &v) in part.iter().enumerate() {
+                counts[bin(c * chunk + i, v.into())] += 1;
+            }
+            counts
+        })
+        .reduce(
+            || vec![0u64; bins],
+            |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                a
+            },
+        )
+}
+
+fn add_counts(total: &mut [u64], more: Vec<u64>) {
+    total.iter_mut().zip(more).for_each(|(x, y)| *x += y);
+}
 
 /// Counts of per-sample gradient elements in equal bins over a range.
 ///
@@ -37,13 +75,63 @@ impl Histogram1d {
 
     /// Bins `scale · v` for every `v` of `values` (`torch.histc` of the
     /// clamped values: `⌊(v − lo)·bins / (hi − lo)⌋`, the top edge in the last bin).
-    pub fn add(&mut self, values: &[f64], scale: f64) {
+    pub fn add<T: Copy + Into<f64> + Sync>(&mut self, values: &[T], scale: f64) {
         let (lo, hi) = self.range;
         let bins = self.counts.len();
-        for &v in values {
+        let counts = count(values, bins, CHUNK, |_, v| {
             let v = (scale * v).clamp(lo, hi);
-            let bin = ((v - lo) * bins as f64 / (hi - lo)) as usize;
-            self.counts[bin.min(bins - 1)] += 1;
+            (((v - lo) * bins as f64 / (hi - lo)) as usize).min(bins - 1)
+        });
+        add_counts(&mut self.counts, counts);
+    }
+
+    /// [`Histogram1d::add`] of a tensor's values, in its own element type.
+    pub fn add_tensor(&mut self, t: &Tensor, scale: f64) {
+        match t.dtype() {
+            DType::F32 => self.add(t.as_slice::<f32>().unwrap_or(&[]), scale),
+            DType::F64 => self.add(t.as_slice::<f64>().unwrap_or(&[]), scale),
+        }
+    }
+
+    /// Bins one parameter's per-sample gradients (times `scale`); a dense
+    /// layer's weight from its factors, without forming the outer products.
+    ///
+    /// ```
+    /// use secondo::monitor::{histogram::Histogram1d, PerSample};
+    /// use secondo_tensor::{DType, Tensor};
+    /// let a = Tensor::from_f64(vec![2, 3], &[0.1, -0.3, 0.0, 1.0, 0.5, -0.2], DType::F64).unwrap();
+    /// let d = Tensor::from_f64(vec![2, 2], &[2.0, -1.0, 0.5, 3.0], DType::F64).unwrap();
+    /// let mut factored = Histogram1d::new((-1.0, 1.0), 8);
+    /// factored.add_per_sample(&PerSample::Outer { input: a.clone(), output_grad: d.clone() }, 1.0);
+    /// let (a, d) = (a.to_f64_vec(), d.to_f64_vec());
+    /// let outer: Vec<f64> = (0..2).flat_map(|n| (0..2).flat_map(move |o| (0..3).map(move |i| (n, o, i))))
+    ///     .map(|(n, o, i)| d[n * 2 + o] * a[n * 3 + i]).collect();
+    /// let mut direct = Histogram1d::new((-1.0, 1.0), 8);
+    /// direct.add(&outer, 1.0);
+    /// assert_eq!(factored.counts(), direct.counts());
+    /// ```
+    pub fn add_per_sample(&mut self, grads: &PerSample, scale: f64) {
+        match grads {
+            PerSample::Full(t) | PerSample::Rows(t) => self.add_tensor(t, scale),
+            PerSample::Outer { input, output_grad } => {
+                let (lo, hi) = self.range;
+                let bins = self.counts.len();
+                let bin = |v: f64| {
+                    let v = v.clamp(lo, hi);
+                    (((v - lo) * bins as f64 / (hi - lo)) as usize).min(bins - 1)
+                };
+                let counts =
+                    per_sample_rows(input, output_grad, scale, bins, |counts, sorted, _, s| {
+                        let mut p = 0;
+                        while p < sorted.len() {
+                            let b = bin(s * sorted[p].0);
+                            let run = sorted[p + 1..].partition_point(|&(a, _)| bin(s * a) == b);
+                            counts[b] += 1 + run as u64;
+                            p += 1 + run;
+                        }
+                    });
+                add_counts(&mut self.counts, counts);
+            }
         }
     }
 
@@ -92,14 +180,67 @@ impl Histogram2d {
     /// Bins the per-sample gradients `grads` (`N × P`, row-major, times
     /// `scale`) against the parameter values `params` (`P`). Values are
     /// clamped half a bin inside the range, as Cockpit does.
-    pub fn add(&mut self, grads: &[f64], params: &[f64], scale: f64) {
+    pub fn add<T: Copy + Into<f64> + Sync>(&mut self, grads: &[T], params: &[f64], scale: f64) {
         let y_bins: Vec<usize> = params.iter().map(|&p| bin_index(self.y, p)).collect();
-        let stride = self.y.1;
-        for sample in grads.chunks_exact(params.len().max(1)) {
-            for (&g, &yb) in sample.iter().zip(&y_bins) {
-                self.counts[bin_index(self.x, scale * g) * stride + yb] += 1;
-            }
+        let (stride, x) = (self.y.1, self.x);
+        let p = params.len().max(1);
+        // Whole samples per task, so that an element's parameter is its
+        // index within the sample.
+        let chunk = CHUNK.div_ceil(p) * p;
+        let counts = count(grads, self.counts.len(), chunk, |i, g| {
+            bin_index(x, scale * g) * stride + y_bins[i % p]
+        });
+        add_counts(&mut self.counts, counts);
+    }
+
+    /// [`Histogram2d::add`] of a tensor of per-sample gradients.
+    pub fn add_tensor(&mut self, grads: &Tensor, params: &[f64], scale: f64) {
+        match grads.dtype() {
+            DType::F32 => self.add(grads.as_slice::<f32>().unwrap_or(&[]), params, scale),
+            DType::F64 => self.add(grads.as_slice::<f64>().unwrap_or(&[]), params, scale),
         }
+    }
+
+    /// Bins one parameter's per-sample gradients (times `scale`) against its
+    /// values `params`; a dense layer's weight from its factors: where all of
+    /// a sample's gradients along one output fall in one gradient bin, that
+    /// output's row of parameter bins is added at once.
+    pub fn add_per_sample(&mut self, grads: &PerSample, params: &[f64], scale: f64) {
+        let PerSample::Outer { input, output_grad } = grads else {
+            let (PerSample::Full(t) | PerSample::Rows(t)) = grads else {
+                return;
+            };
+            return self.add_tensor(t, params, scale);
+        };
+        let (x, y) = (self.x, self.y);
+        let width = input.shape()[1];
+        let y_bins: Vec<usize> = params.iter().map(|&p| bin_index(y, p)).collect();
+        let rows: Vec<Vec<u64>> = y_bins
+            .chunks(width)
+            .map(|row| {
+                let mut h = vec![0u64; y.1];
+                row.iter().for_each(|&j| h[j] += 1);
+                h
+            })
+            .collect();
+        let counts = per_sample_rows(
+            input,
+            output_grad,
+            scale,
+            self.counts.len(),
+            |counts, sorted, o, s| {
+                let first = bin_index(x, s * sorted[0].0);
+                if first == bin_index(x, s * sorted[sorted.len() - 1].0) {
+                    let at = &mut counts[first * y.1..(first + 1) * y.1];
+                    at.iter_mut().zip(&rows[o]).for_each(|(c, r)| *c += r);
+                } else {
+                    for &(a, i) in sorted {
+                        counts[bin_index(x, s * a) * y.1 + y_bins[o * width + i]] += 1;
+                    }
+                }
+            },
+        );
+        add_counts(&mut self.counts, counts);
     }
 
     /// The counts, one row per gradient bin.
@@ -113,6 +254,51 @@ impl Histogram2d {
         let ((yl, yh), _) = self.y;
         json!({"x_range": [xl, xh], "y_range": [yl, yh], "counts": self.counts()})
     }
+}
+
+/// Runs `visit(counts, sorted, o, s)` for every sample `n` and output `o`
+/// of a dense layer, with the sample's inputs sorted ascending (with their
+/// indices) and `s = scale · δ_no`: the per-sample gradients along `o` are `s·a`,
+/// monotone in `a`, so bins come in runs. Samples run in parallel, each task
+/// with its own `bins` counts.
+fn per_sample_rows(
+    input: &Tensor,
+    output_grad: &Tensor,
+    scale: f64,
+    bins: usize,
+    visit: impl Fn(&mut [u64], &[(f64, usize)], usize, f64) + Sync,
+) -> Vec<u64> {
+    let (a, d) = (input.to_f64_vec(), output_grad.to_f64_vec());
+    let (n, width) = (input.shape()[0], input.shape()[1]);
+    let outs = output_grad.shape()[1];
+    if width == 0 {
+        return vec![0; bins];
+    }
+    (0..n)
+        .into_par_iter()
+        .map(|sample| {
+            let mut sorted: Vec<(f64, usize)> = a[sample * width..(sample + 1) * width]
+                .iter()
+                .copied()
+                .zip(0..)
+                .collect();
+            sorted.sort_by(|p, q| p.0.total_cmp(&q.0));
+            // A negative slope reverses the order; the runs stay ascending.
+            let reversed: Vec<(f64, usize)> = sorted.iter().rev().copied().collect();
+            let mut counts = vec![0u64; bins];
+            for (o, &s) in d[sample * outs..(sample + 1) * outs].iter().enumerate() {
+                let view = if s < 0.0 { &reversed } else { &sorted };
+                visit(&mut counts, view, o, scale * s);
+            }
+            counts
+        })
+        .reduce(
+            || vec![0u64; bins],
+            |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                a
+            },
+        )
 }
 
 /// Cockpit's `histogram2d` bin of `v`: clamped to half a bin inside the

@@ -31,6 +31,7 @@
 
 pub mod alpha;
 pub mod curvature;
+mod directional;
 pub mod gradient_tests;
 pub mod histogram;
 mod instrument;
@@ -42,7 +43,7 @@ pub mod structure;
 pub use instrument::{
     Instrument, Interval, MonitorConfig, Schedule, BUSINESS_EXTRA, ECONOMY, FULL_EXTRA, STRUCTURE,
 };
-pub use step::StepValues;
+pub use step::{PerSample, StepValues};
 
 use secondo_curvature::{Objective, StepOutput};
 use secondo_data::Dataset;
@@ -53,6 +54,7 @@ use serde_json::{json, Value};
 
 use crate::Error;
 use alpha::Observation;
+use directional::DirectionalPrograms;
 use histogram::{Histogram1d, Histogram2d};
 use step::StepPrograms;
 use structure::{Probe, StructureState};
@@ -82,8 +84,8 @@ struct Pending {
     record: Record,
     /// `θ_t`, when the update is measured.
     before: Option<Vec<Vec<f64>>>,
-    /// The batch loss, loss terms and scaled per-sample gradients, when α starts here.
-    alpha: Option<(f64, Vec<f64>, Vec<Vec<f64>>)>,
+    /// The batch loss, parameters and batch, when α starts here.
+    alpha: Option<(f64, ParamStore, Tensor, Tensor)>,
     update_size: bool,
 }
 
@@ -102,6 +104,7 @@ pub struct Monitor<'a> {
     lr: f64,
     initial: Vec<Vec<f64>>,
     programs: StepPrograms,
+    directional: DirectionalPrograms,
     pending: Option<Pending>,
     alpha_start: Option<AlphaStart>,
     finished: Vec<Record>,
@@ -132,6 +135,7 @@ impl<'a> Monitor<'a> {
             lr: setup.lr,
             initial: flat_params(params),
             programs: StepPrograms::default(),
+            directional: DirectionalPrograms::default(),
             pending: None,
             alpha_start: None,
             finished: Vec::new(),
@@ -169,8 +173,8 @@ impl<'a> Monitor<'a> {
         )
     }
 
-    /// Refuses a batch size whose per-sample gradients (for α and the
-    /// histograms) would not fit in memory.
+    /// Refuses a batch size whose per-sample gradients (for the histograms)
+    /// would not fit in memory.
     pub fn ensure_fits(&self, batch: usize) -> Result<(), Error> {
         let per_sample = self.schedule.due_at(0).into_iter().find(|i| {
             matches!(
@@ -180,8 +184,8 @@ impl<'a> Monitor<'a> {
         });
         if let Some(i) = per_sample {
             let numel = self.objective.network.spec().num_parameters();
-            // The graph's values, their f64 copy and α's start copy.
-            let per_value = self.objective.dtype.size_bytes() + 16;
+            // The graph's values and the reductions' intermediates.
+            let per_value = 2 * self.objective.dtype.size_bytes();
             ensure_fits(
                 format!(
                     "--monitor {i}: per-sample gradients of {batch} samples × {numel} parameters"
@@ -215,11 +219,7 @@ impl<'a> Monitor<'a> {
         plain: &mut dyn FnMut() -> Result<StepOutput, Error>,
     ) -> Result<StepOutput, Error> {
         let due = self.schedule.due_at(step);
-        let mut needed = due.clone();
-        if self.alpha_start.is_some() {
-            needed.push(Instrument::Alpha);
-        }
-        let quantities = step::quantities_for(&needed);
+        let quantities = step::quantities_for(&due);
         let (out, values) = if quantities.is_empty() {
             let out = plain()?;
             let values = StepValues {
@@ -238,7 +238,7 @@ impl<'a> Monitor<'a> {
             return Ok(out);
         }
         if let Some(start) = self.alpha_start.take() {
-            self.finish_alpha(start, &values)?;
+            self.finish_alpha(start, values.loss, params, x, y)?;
         }
         if due.is_empty() {
             return Ok(out);
@@ -275,13 +275,7 @@ impl<'a> Monitor<'a> {
         self.pending = Some(Pending {
             record,
             before: (update_size || alpha).then(|| flat_params(params)),
-            alpha: alpha.then(|| {
-                (
-                    values.loss,
-                    values.batch_loss.clone().unwrap_or_default(),
-                    values.batch_grad.clone().unwrap_or_default(),
-                )
-            }),
+            alpha: alpha.then(|| (values.loss, params.clone(), x.clone(), y.clone())),
             update_size,
         });
         Ok(out)
@@ -309,9 +303,9 @@ impl<'a> Monitor<'a> {
                 .insert("update_size".into(), json!(norms(&direction)));
         }
         match pending.alpha.take() {
-            Some((loss, terms, batch_grad)) => {
+            Some((loss, start, x, y)) => {
                 let length = norms(&direction).iter().map(|n| n * n).sum::<f64>().sqrt();
-                let slopes = slopes(&batch_grad, &direction, length, terms.len());
+                let (terms, slopes) = self.slopes(&start, &x, &y, &direction, length)?;
                 self.alpha_start = Some(AlphaStart {
                     record: pending.record,
                     start: alpha::observe(loss, &terms, &slopes),
@@ -341,11 +335,16 @@ impl<'a> Monitor<'a> {
         self.drain()
     }
 
-    fn finish_alpha(&mut self, start: AlphaStart, values: &StepValues) -> Result<(), Error> {
-        let terms = values.batch_loss.as_deref().unwrap_or(&[]);
-        let batch_grad = values.batch_grad.as_deref().unwrap_or(&[]);
-        let slopes = slopes(batch_grad, &start.direction, start.length, values.batch);
-        let end = alpha::observe(values.loss, terms, &slopes);
+    fn finish_alpha(
+        &mut self,
+        start: AlphaStart,
+        loss: f64,
+        params: &ParamStore,
+        x: &Tensor,
+        y: &Tensor,
+    ) -> Result<(), Error> {
+        let (terms, slopes) = self.slopes(params, x, y, &start.direction, start.length)?;
+        let end = alpha::observe(loss, &terms, &slopes);
         let mut record = start.record;
         record.insert(
             Instrument::Alpha.name().into(),
@@ -353,6 +352,22 @@ impl<'a> Monitor<'a> {
         );
         self.finished.push(record);
         Ok(())
+    }
+
+    /// The loss terms and the per-sample slopes `∇ℓ_n · d / ‖d‖` along the
+    /// step `d` of length `length` (for a mean loss, Cockpit's `(B c_n)·d / ‖d‖`).
+    fn slopes(
+        &mut self,
+        params: &ParamStore,
+        x: &Tensor,
+        y: &Tensor,
+        direction: &[Vec<f64>],
+        length: f64,
+    ) -> Result<(Vec<f64>, Vec<f64>), Error> {
+        let (terms, along) = self
+            .directional
+            .run(self.objective, params, x, y, direction)?;
+        Ok((terms, along.iter().map(|s| s / length).collect()))
     }
 
     /// The value of a single-step instrument (`None` for the two-step and
@@ -394,14 +409,14 @@ impl<'a> Monitor<'a> {
             I::GradHist1d => {
                 let mut h = Histogram1d::cockpit();
                 for p in v.batch_grad.iter().flatten() {
-                    h.add(p, b as f64);
+                    h.add_per_sample(p, b as f64);
                 }
                 h.to_json()
             }
             I::GradHist2d => {
                 let mut h = Histogram2d::cockpit();
                 for (p, theta) in v.batch_grad.iter().flatten().zip(flat_params(params)) {
-                    h.add(p, &theta, b as f64);
+                    h.add_per_sample(p, &theta, b as f64);
                 }
                 h.to_json()
             }
@@ -449,17 +464,6 @@ fn check_model(objective: &Objective, on: &[Instrument], plain_sgd: bool) -> Res
         )));
     }
     Ok(())
-}
-
-/// The slopes `(B c_n)·d / ‖d‖` of every sample along the step `d`.
-fn slopes(batch_grad: &[Vec<f64>], direction: &[Vec<f64>], length: f64, n: usize) -> Vec<f64> {
-    let mut out = vec![0.0; n];
-    for (cn, d) in batch_grad.iter().zip(direction) {
-        for (s, row) in out.iter_mut().zip(cn.chunks_exact(d.len().max(1))) {
-            *s += row.iter().zip(d).map(|(a, b)| a * b).sum::<f64>();
-        }
-    }
-    out.iter().map(|s| n as f64 * s / length).collect()
 }
 
 /// The Euclidean norm of each block.

@@ -16,14 +16,14 @@ use crate::Error;
 fn needs(i: Instrument) -> &'static [Quantity] {
     use Instrument as I;
     match i {
-        I::Alpha => &[Quantity::BatchLoss, Quantity::BatchGrad],
-        I::GradHist1d | I::GradHist2d => &[Quantity::BatchGrad],
+        I::GradHist1d | I::GradHist2d => &[Quantity::BatchGradFactors],
         I::NormTest => &[Quantity::BatchL2],
         I::InnerTest | I::OrthoTest => &[Quantity::BatchL2, Quantity::BatchDotGrad],
         I::MeanGsnr | I::Cabs | I::EarlyStopping => &[Quantity::SumGradSquared],
         I::TicDiag | I::TicTrace => &[Quantity::SumGradSquared, Quantity::DiagHessian],
         I::HessTrace => &[Quantity::DiagHessian],
         I::Loss
+        | I::Alpha
         | I::GradNorm
         | I::Distance
         | I::UpdateSize
@@ -53,6 +53,23 @@ pub(super) fn quantities_for(due: &[Instrument]) -> Vec<Quantity> {
     q
 }
 
+/// One parameter's scaled per-sample gradients.
+#[derive(Debug, Clone)]
+pub enum PerSample {
+    /// As they are, `[N, ...]`.
+    Full(Tensor),
+    /// A dense layer's weight: `c_n = δ_n a_nᵀ` from the inputs `a` `[N, in]`
+    /// and the output gradients `δ` `[N, out]`.
+    Outer {
+        /// `a`.
+        input: Tensor,
+        /// `δ`.
+        output_grad: Tensor,
+    },
+    /// A dense layer's bias: `c_n = δ_n`, the rows of `[N, out]`.
+    Rows(Tensor),
+}
+
 /// The values of one monitored step, per parameter in f64.
 #[derive(Debug, Clone, Default)]
 pub struct StepValues {
@@ -62,10 +79,10 @@ pub struct StepValues {
     pub loss: f64,
     /// The gradient per parameter.
     pub grad: Vec<Vec<f64>>,
-    /// Per-sample loss terms.
-    pub batch_loss: Option<Vec<f64>>,
-    /// Scaled per-sample gradients `c_n` per parameter (`N × numel`, row-major).
-    pub batch_grad: Option<Vec<Vec<f64>>>,
+    /// Scaled per-sample gradients `c_n` per parameter, factored where the
+    /// layer allows (in the objective's dtype: binned where they are, never
+    /// expanded or copied).
+    pub batch_grad: Option<Vec<PerSample>>,
     /// `Σ_p ‖c_n,p‖²` per sample.
     pub batch_l2: Option<Vec<f64>>,
     /// `Σ_p c_n,p · g_p` per sample.
@@ -111,6 +128,32 @@ impl StepPrograms {
     }
 }
 
+/// Each parameter's [`PerSample`] from the `batch_grad_factors` outputs
+/// (`None` when they were not computed).
+fn per_sample_factors(
+    names: &[&str],
+    by_name: &mut HashMap<String, Tensor>,
+) -> Option<Vec<PerSample>> {
+    let q = Quantity::BatchGradFactors;
+    names
+        .iter()
+        .map(|p| {
+            if let Some(t) = by_name.remove(&format!("{q}/{p}")) {
+                return Some(PerSample::Full(t));
+            }
+            let (layer, kind) = p.rsplit_once('.')?;
+            let grad = by_name.get(&format!("{q}/{layer}/output_grad"))?.clone();
+            match kind {
+                "weight" => Some(PerSample::Outer {
+                    input: by_name.get(&format!("{q}/{layer}/input"))?.clone(),
+                    output_grad: grad,
+                }),
+                _ => Some(PerSample::Rows(grad)),
+            }
+        })
+        .collect()
+}
+
 /// Sorts a program's named outputs into the step output and the values.
 fn assemble(
     objective: &Objective,
@@ -124,6 +167,7 @@ fn assemble(
         .map(|p| p.name.as_str())
         .collect();
     let mut by_name: HashMap<String, Tensor> = values.into_iter().collect();
+    let batch_grad = per_sample_factors(&names, &mut by_name);
     let mut per_param = |q: Quantity| -> Option<Vec<Tensor>> {
         names
             .iter()
@@ -131,7 +175,6 @@ fn assemble(
             .collect()
     };
     let grads = per_param(Quantity::Grad).unwrap_or_default();
-    let batch_grad = per_param(Quantity::BatchGrad);
     let batch_l2 = per_param(Quantity::BatchL2);
     let batch_dot = per_param(Quantity::BatchDotGrad);
     let sgs = per_param(Quantity::SumGradSquared);
@@ -154,10 +197,7 @@ fn assemble(
         batch: n,
         loss,
         grad: f64s(grads.clone()),
-        batch_loss: by_name
-            .remove(Quantity::BatchLoss.name())
-            .map(|t| t.to_f64_vec()),
-        batch_grad: batch_grad.map(f64s),
+        batch_grad,
         batch_l2: batch_l2.map(summed),
         batch_dot_grad: batch_dot.map(summed),
         sum_grad_squared: sgs.map(f64s),

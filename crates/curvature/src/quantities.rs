@@ -55,6 +55,15 @@ pub enum Quantity {
     /// inner product with the batch gradient `g = Σ_n c_n` (Cockpit's
     /// inner-product and orthogonality tests).
     BatchDotGrad,
+    /// The per-sample gradients in factored form where a layer has one: for
+    /// a dense linear layer at path `l`, its inputs `[N, in]`
+    /// (`batch_grad_factors/<l>/input`) and the gradient of the loss with
+    /// respect to its outputs `[N, out]` (`batch_grad_factors/<l>/output_grad`),
+    /// whose outer products per sample are the weight's per-sample gradients
+    /// and whose rows are the bias's; every other parameter's per-sample
+    /// gradients as `batch_grad_factors/<parameter>`. `N·(in + out)` values
+    /// per layer instead of `N·in·out`.
+    BatchGradFactors,
 }
 
 /// Names as in INTERFACES.md, in order.
@@ -75,6 +84,7 @@ const NAMES: &[(&str, Quantity)] = &[
     ("batch_loss", Quantity::BatchLoss),
     ("output", Quantity::Output),
     ("batch_dot_grad", Quantity::BatchDotGrad),
+    ("batch_grad_factors", Quantity::BatchGradFactors),
 ];
 
 impl FromStr for Quantity {
@@ -312,6 +322,7 @@ fn build(
                 | Quantity::SumGradSquared
                 | Quantity::Variance
                 | Quantity::BatchDotGrad
+                | Quantity::BatchGradFactors
         )
     });
     let needs_terms = quantities
@@ -332,8 +343,17 @@ fn build(
         let output = per_sample.pop().expect("output").reshape(&[n, c]);
         let terms = per_sample.pop().expect("loss terms").reshape(&[n]);
         outputs.extend(step_terms(quantities, terms, output, scale));
+        let (factors, factored) = match quantities.contains(&Quantity::BatchGradFactors) {
+            true => gradient_factors(objective, xs, ys, &params_v, scale)?,
+            false => (Vec::new(), Vec::new()),
+        };
+        outputs.extend(factors);
         for ((name, cn), p) in names.iter().zip(per_sample).zip(net.params()) {
-            outputs.extend(first_order(quantities, name, cn, p.shape.len(), n));
+            let mut q = quantities.to_vec();
+            if factored.contains(name) {
+                q.retain(|&q| q != Quantity::BatchGradFactors);
+            }
+            outputs.extend(first_order(&q, name, cn, p.shape.len(), n));
         }
     }
     let mut t_shape = vec![mc_samples.unwrap_or(0)];
@@ -381,6 +401,47 @@ fn build(
     })
 }
 
+/// Named graph values, as a program outputs them.
+type Named<'b> = Vec<(String, Var<'b>)>;
+
+/// [`Quantity::BatchGradFactors`] of the dense layers, and the parameters
+/// they cover.
+fn gradient_factors<'b>(
+    objective: &Objective,
+    xs: Var<'b>,
+    ys: Var<'b>,
+    params: &[Var<'b>],
+    scale: f64,
+) -> Result<(Named<'b>, Vec<String>), CurvatureError> {
+    let b = xs.builder();
+    let net = &objective.network;
+    let forward = net.forward_with(xs, params, secondo_nn::Mode::Eval)?;
+    let summed = secondo_nn::Loss::new(objective.loss.kind, Reduction::Sum);
+    let loss = summed.build(forward.output, ys)? * scale;
+    let dense: Vec<LayerTap> = forward
+        .taps
+        .into_iter()
+        .filter(|t| !t.is_spatial())
+        .collect();
+    let z: Vec<Var> = dense.iter().map(|t| t.output).collect();
+    let deltas = b.grad(loss, &z)?;
+    let q = Quantity::BatchGradFactors;
+    let mut outputs = Vec::new();
+    let mut covered = Vec::new();
+    for (tap, delta) in dense.iter().zip(deltas) {
+        let l = &tap.layer;
+        outputs.push((format!("{q}/{l}/input"), tap.input));
+        outputs.push((format!("{q}/{l}/output_grad"), delta));
+        covered.extend(
+            net.params()
+                .iter()
+                .filter(|p| p.name == format!("{l}.weight") || p.name == format!("{l}.bias"))
+                .map(|p| p.name.clone()),
+        );
+    }
+    Ok((outputs, covered))
+}
+
 /// The batch's loss, loss terms and outputs among `quantities`.
 fn step_terms<'b>(
     quantities: &[Quantity],
@@ -415,15 +476,17 @@ fn first_order<'b>(
         .filter_map(|q| {
             let v = match q {
                 Quantity::Grad => cn.sum(&[0]),
-                Quantity::BatchGrad => cn,
+                Quantity::BatchGrad | Quantity::BatchGradFactors => cn,
                 Quantity::BatchL2 => cn.square().sum(&rest),
                 Quantity::SumGradSquared => cn.square().sum(&[0]),
                 Quantity::Variance => cn.square().sum(&[0]) * mean - (cn.sum(&[0]) * mean).square(),
                 Quantity::BatchDotGrad => {
-                    let g = cn.sum(&[0]);
-                    let mut shape = vec![1];
-                    shape.extend_from_slice(&g.shape());
-                    (cn * g.reshape(&shape).broadcast_to(&cn.shape())).sum(&rest)
+                    // One contraction, which the einsum optimizer fuses with
+                    // the per-sample gradients' own (for a dense layer
+                    // `Σ_o δ_no (g a_n)_o`, never forming `c_n`).
+                    let letters: String = ('a'..='m').take(rank).collect();
+                    let spec = format!("z{letters},{letters}->z");
+                    cn.builder().einsum(&spec, &[cn, cn.sum(&[0])])
                 }
                 _ => return None,
             };

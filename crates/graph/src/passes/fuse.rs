@@ -49,7 +49,7 @@ pub fn fuse_einsum_reductions(graph: &Graph, outputs: &[NodeId]) -> (Graph, Vec<
                 .or_else(|| unbroadcast(&out, &node.op, &inputs, &node.shape, 0..2)),
             Op::Binary(_) => unbroadcast(&out, &node.op, &inputs, &node.shape, 0..2),
             Op::Where => unbroadcast(&out, &node.op, &inputs, &node.shape, 0..1),
-            Op::Einsum(spec) => {
+            Op::Einsum(spec) => inline_expansions(&out, spec, &inputs).or_else(|| {
                 let single_use: Vec<bool> = node.inputs.iter().map(|&j| uses[j] == 1).collect();
                 unscaled_operands(
                     &mut out,
@@ -58,7 +58,7 @@ pub fn fuse_einsum_reductions(graph: &Graph, outputs: &[NodeId]) -> (Graph, Vec<
                     &single_use,
                     node.shape.iter().product(),
                 )
-            }
+            }),
             _ => None,
         };
         let (op, inputs) = fused.unwrap_or((node.op.clone(), inputs));
@@ -72,6 +72,92 @@ pub fn fuse_einsum_reductions(graph: &Graph, outputs: &[NodeId]) -> (Graph, Vec<
             .expect("a rewrite keeps shapes and dtypes");
     }
     (out, outputs.iter().map(|&o| map[o]).collect())
+}
+
+/// A contraction whose operands include an outer product (an einsum that
+/// sums over no letter, such as the per-sample gradients `"no,ni->noi"`) as
+/// one einsum over that product's operands (letters of extent 1 count as
+/// no sum): `Σ_oi (g_no x_ni) v_oi` runs as
+/// `Σ_o g_no (v x_n)_o`, never forming the products, however many other
+/// readers they have. An outer product costs what its result holds, so
+/// reading its factors instead never repeats work.
+///
+/// ```
+/// use secondo_graph::{passes::fuse_einsum_reductions, Builder, Op};
+/// use secondo_tensor::DType;
+/// let b = Builder::new(DType::F32);
+/// let (g, x, v) = (b.input("g", &[128, 10]), b.input("x", &[128, 784]), b.input("v", &[10, 784]));
+/// let per_sample = b.einsum("no,ni->noi", &[g, x]);
+/// let dots = b.einsum("zab,ab->z", &[per_sample, v]);
+/// let (graph, out) = fuse_einsum_reductions(&b.finish().unwrap(), &[dots.id()]);
+/// assert_eq!(graph.node(out[0]).inputs.len(), 3);
+/// ```
+fn inline_expansions(g: &Graph, spec: &EinsumSpec, inputs: &[NodeId]) -> Option<(Op, Vec<NodeId>)> {
+    // Letters of extent 1 (the unit axes `vmap` leaves) sum nothing.
+    let expands = |id: NodeId| match &g.node(id).op {
+        Op::Einsum(inner) => inner
+            .inputs
+            .iter()
+            .zip(&g.node(id).inputs)
+            .all(|(term, &op)| {
+                let shape = &g.node(op).shape;
+                term.iter()
+                    .zip(shape)
+                    .all(|(c, &extent)| extent == 1 || inner.output.contains(c))
+            }),
+        _ => false,
+    };
+    let k = (0..inputs.len()).find(|&k| expands(inputs[k]))?;
+    let Op::Einsum(inner) = &g.node(inputs[k]).op else {
+        return None;
+    };
+    let distinct = |t: &[char]| t.iter().enumerate().all(|(i, c)| !t[..i].contains(c));
+    if !distinct(&spec.inputs[k]) || !distinct(&inner.output) {
+        return None;
+    }
+    // The inner result's letters become the outer term's; its contracted
+    // letters get letters unused by either.
+    let used: Vec<char> = spec
+        .inputs
+        .iter()
+        .chain(&inner.inputs)
+        .flatten()
+        .copied()
+        .collect();
+    let mut fresh = ('a'..='z').chain('A'..='Z').filter(|c| !used.contains(c));
+    let mut renamed: Vec<(char, char)> = inner
+        .output
+        .iter()
+        .copied()
+        .zip(spec.inputs[k].iter().copied())
+        .collect();
+    let mut terms: Vec<Vec<char>> = Vec::new();
+    for term in &inner.inputs {
+        let mut t = Vec::new();
+        for &c in term {
+            let r = match renamed.iter().find(|(o, _)| *o == c) {
+                Some(&(_, r)) => r,
+                None => {
+                    let r = fresh.next()?;
+                    renamed.push((c, r));
+                    r
+                }
+            };
+            t.push(r);
+        }
+        terms.push(t);
+    }
+    let mut merged = spec.inputs[..k].to_vec();
+    merged.extend(terms);
+    merged.extend(spec.inputs[k + 1..].iter().cloned());
+    let mut ids = inputs[..k].to_vec();
+    ids.extend(g.node(inputs[k]).inputs.iter().copied());
+    ids.extend(inputs[k + 1..].iter().copied());
+    let spec = EinsumSpec {
+        inputs: merged,
+        output: spec.output.clone(),
+    };
+    Some((Op::Einsum(spec), ids))
 }
 
 /// The einsum replacing `Σ_axes` of node `x` of `g`, when `x` is an einsum or
