@@ -191,7 +191,7 @@ fn check_case(name: &str) {
             match key.as_str() {
                 "step" => assert_eq!(&r["step"], value),
                 // Cockpit's power iteration stops at a relative change of
-                // 1e-3; ours is converged, so it equals the exact eigenvalue.
+                // 1e-3; ours at a residual of 1e-3, close to the exact eigenvalue.
                 "hess_max_ev" => {
                     compare(&format!("{name} step {step} {key}"), &r[key], value, 1e-2)
                 }
@@ -199,7 +199,7 @@ fn check_case(name: &str) {
                     &format!("{name} step {step} {key}"),
                     &r["hess_max_ev"],
                     value,
-                    1e-7,
+                    1e-5,
                 ),
                 // Histogram counts compare exactly (integers).
                 _ => compare(&format!("{name} step {step} {key}"), &r[key], value, 1e-8),

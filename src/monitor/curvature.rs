@@ -33,7 +33,9 @@ pub fn tic_trace<'a>(batch: usize, elements: impl Iterator<Item = (&'a f64, &'a 
 
 /// The largest eigenvalue of the mini-batch Hessian and its eigenvector, by
 /// Lanczos warm-started from the previous step's eigenvector (consecutive
-/// Hessians are close, so it converges in a few products).
+/// Hessians are close, so it converges in a few products), to a residual of
+/// 10⁻³ of the eigenvalue (an eigenvalue error of about 10⁻⁶ relative;
+/// Cockpit stops its power iteration at a change of 10⁻³).
 pub fn hess_max_ev(
     objective: &Objective,
     params: &ParamStore,
@@ -48,7 +50,7 @@ pub fn hess_max_ev(
         Curvature::Hessian,
         None,
     )?;
-    let eig = crate::spectrum::top_eigen(&op, 1, 1e-4, 0, previous)?;
+    let eig = crate::spectrum::top_eigen(&op, 1, 1e-3, 0, previous)?;
     let vector = eig.vector(0).map(<[f64]>::to_vec).unwrap_or_default();
     Ok((eig.values[0], vector))
 }

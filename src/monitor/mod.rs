@@ -291,12 +291,7 @@ impl<'a> Monitor<'a> {
             self.finished.push(pending.record);
             return Ok(());
         };
-        let after = flat_params(params);
-        let direction: Vec<Vec<f64>> = after
-            .iter()
-            .zip(&before)
-            .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x - y).collect())
-            .collect();
+        let direction = differences(params, &before);
         if pending.update_size {
             pending
                 .record
@@ -391,15 +386,7 @@ impl<'a> Monitor<'a> {
         Ok(Some(match i {
             I::Loss => json!(v.loss),
             I::GradNorm => json!(norms(&v.grad)),
-            I::Distance => {
-                let now = flat_params(params);
-                let moved: Vec<Vec<f64>> = now
-                    .iter()
-                    .zip(&self.initial)
-                    .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x - y).collect())
-                    .collect();
-                json!(norms(&moved))
-            }
+            I::Distance => json!(norms(&differences(params, &self.initial))),
             I::NormTest => json!(gradient_tests::norm_test(b, l2(), g2)),
             I::InnerTest => json!(gradient_tests::inner_test(b, dots(), g2)),
             I::OrthoTest => json!(gradient_tests::ortho_test(b, l2(), dots(), g2)),
@@ -471,6 +458,24 @@ fn norms(blocks: &[Vec<f64>]) -> Vec<f64> {
     blocks
         .iter()
         .map(|b| b.iter().map(|x| x * x).sum::<f64>().sqrt())
+        .collect()
+}
+
+/// `θ − reference` per parameter, read in the parameters' own dtype.
+fn differences(params: &ParamStore, reference: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    let diff = |now: &mut dyn Iterator<Item = f64>, r: &[f64]| -> Vec<f64> {
+        now.zip(r).map(|(x, y)| x - y).collect()
+    };
+    params
+        .iter()
+        .zip(reference)
+        .map(
+            |((_, t), r)| match (t.as_slice::<f32>(), t.as_slice::<f64>()) {
+                (Some(s), _) => diff(&mut s.iter().map(|&x| f64::from(x)), r),
+                (_, Some(s)) => diff(&mut s.iter().copied(), r),
+                _ => Vec::new(),
+            },
+        )
         .collect()
 }
 

@@ -43,6 +43,9 @@ struct ChartSpec {
     scatter: bool,
     /// A dashed reference line (the zero line, a test's threshold).
     reference: Option<f64>,
+    /// Values outside are drawn at the nearer bound (a few huge values
+    /// would flatten everything else).
+    clip: Option<(f64, f64)>,
 }
 
 /// A linear chart of lines from 0.
@@ -54,6 +57,7 @@ const fn lines(y_label: &'static str, traces: &'static [Trace]) -> ChartSpec {
         zero: true,
         scatter: false,
         reference: None,
+        clip: None,
     }
 }
 
@@ -90,7 +94,7 @@ const GROUPS: &[(&str, &str, &[Panel])] = &[
 const STEP: &[Panel] = &[
     Panel {
         title: "Step size α",
-        how: "Each step's α on a noisy 1-D quadratic fit of the loss along the step (−1: the step stays where it started, +1: it reaches the same height on the far side), over the steps and as a distribution: α < 0 stays on the near side of the local minimum, α ≈ 0 lands at the minimum, α > 0 overshoots — Cockpit's rule of thumb is a slight overshoot.",
+        how: "Each step's α on a noisy 1-D quadratic fit of the loss along the step (−1: the step stays where it started, +1: it reaches the same height on the far side), over the steps and as a distribution: α < 0 stays on the near side of the local minimum, α ≈ 0 lands at the minimum, α > 0 overshoots — Cockpit's rule of thumb is a slight overshoot (values beyond ±3 are drawn at ±3).",
         instruments: &["alpha"],
         body: Body::Custom(alpha),
     },
@@ -333,10 +337,14 @@ fn charts(specs: &[ChartSpec], run: &Run) -> Option<String> {
 /// One chart of `spec`'s traces over the steps, with extra reference lines;
 /// `None` when no trace has a defined value.
 fn over_steps(spec: &ChartSpec, run: &Run, height: f64, references: &[f64]) -> Option<String> {
+    let clip = |(x, y): Points| match spec.clip {
+        Some((lo, hi)) => (x, y.into_iter().map(|v| v.clamp(lo, hi)).collect()),
+        None => (x, y),
+    };
     let series: Vec<(&Trace, Points)> = spec
         .traces
         .iter()
-        .map(|t| (t, run.series(t.key, t.get)))
+        .map(|t| (t, clip(run.series(t.key, t.get))))
         .filter(|(_, (x, _))| !x.is_empty())
         .collect();
     if series.is_empty() {
@@ -358,10 +366,15 @@ fn over_steps(spec: &ChartSpec, run: &Run, height: f64, references: &[f64]) -> O
     Some(chart.to_inline_svg())
 }
 
+/// α is drawn within [−3, 3]: beyond, the fit says little more than "far
+/// off", and a few such steps would flatten the rest.
+const ALPHA_RANGE: (f64, f64) = (-3.0, 3.0);
+
 const ALPHA: ChartSpec = ChartSpec {
     zero: false,
     scatter: true,
     reference: Some(0.0),
+    clip: Some(ALPHA_RANGE),
     ..lines("α", &[trace("alpha", Get::Number, "α")])
 };
 
@@ -373,6 +386,10 @@ const ALPHA_BINS: usize = 20;
 fn alpha(run: &Run) -> Option<String> {
     let over_time = over_steps(&ALPHA, run, SHORT, &[])?;
     let (_, values) = run.series("alpha", Get::Number);
+    let values: Vec<f64> = values
+        .iter()
+        .map(|v| v.clamp(ALPHA_RANGE.0, ALPHA_RANGE.1))
+        .collect();
     let (lo, hi) = values
         .iter()
         .fold((-1.0f64, 1.0f64), |(a, b), &v| (a.min(v), b.max(v)));
