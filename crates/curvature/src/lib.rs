@@ -36,4 +36,5 @@ pub use objective::{
     TARGET,
 };
 pub use operator::{Curvature, CurvatureOperator};
+pub use program::{directional_terms, TANGENT};
 pub use quantities::{compute_quantities, sample_mc_targets, Quantity, QuantityProgram};

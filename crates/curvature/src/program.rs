@@ -7,7 +7,7 @@ use crate::objective::{INPUT, TARGET};
 use crate::{CurvatureError, Objective};
 
 /// Prefix of the input nodes holding the vector a product is applied to.
-pub(crate) const TANGENT: &str = "v/";
+pub const TANGENT: &str = "v/";
 /// Name of the input node holding output-space cotangents (`Jᵀu`).
 pub(crate) const COTANGENT: &str = "u";
 
@@ -25,6 +25,18 @@ pub(crate) enum Product {
     Jacobian,
     /// `Jᵀ u`.
     JacobianTranspose,
+    /// The per-sample loss terms `ℓ_n` and their derivatives `∇ℓ_n · v`
+    /// along the tangent, `[N]` each.
+    DirectionalTerms,
+}
+
+/// The per-sample loss terms of `objective` on batches of `n` samples and
+/// their derivatives along a direction fed per parameter as
+/// `v/<parameter name>`: outputs `ℓ_n` and `∇ℓ_n · v`, `[N]` each, from one
+/// forward pass with a tangent.
+pub fn directional_terms(objective: &Objective, n: usize) -> Result<Executable, CurvatureError> {
+    let all: Vec<usize> = (0..objective.network.params().len()).collect();
+    compile(objective, Product::DirectionalTerms, n, &all)
 }
 
 /// Builds and compiles `product` for batches of `n` samples, for the
@@ -73,6 +85,10 @@ pub(crate) fn compile(
             b.vjp(&[terms], &[gv], &wrt)?
         }
         Product::Jacobian => b.jvp(&[f], &wrt, &tangents)?,
+        Product::DirectionalTerms => {
+            let terms = summed.per_sample(f, y)?;
+            vec![terms, b.jvp(&[terms], &wrt, &tangents)?[0]]
+        }
         Product::JacobianTranspose => {
             let u = b.input(COTANGENT, &out_shape);
             b.vjp(&[f], &[u], &wrt)?

@@ -401,6 +401,25 @@ fn build(
     })
 }
 
+/// The batched forward pass in evaluation mode: the outputs, the dense
+/// (non-spatial) layers' taps and their outputs.
+fn dense_taps<'b>(
+    objective: &Objective,
+    xs: Var<'b>,
+    params: &[Var<'b>],
+) -> Result<(Var<'b>, Vec<LayerTap<'b>>, Vec<Var<'b>>), CurvatureError> {
+    let forward = objective
+        .network
+        .forward_with(xs, params, secondo_nn::Mode::Eval)?;
+    let dense: Vec<LayerTap> = forward
+        .taps
+        .into_iter()
+        .filter(|t| !t.is_spatial())
+        .collect();
+    let z = dense.iter().map(|t| t.output).collect();
+    Ok((forward.output, dense, z))
+}
+
 /// Named graph values, as a program outputs them.
 type Named<'b> = Vec<(String, Var<'b>)>;
 
@@ -415,15 +434,9 @@ fn gradient_factors<'b>(
 ) -> Result<(Named<'b>, Vec<String>), CurvatureError> {
     let b = xs.builder();
     let net = &objective.network;
-    let forward = net.forward_with(xs, params, secondo_nn::Mode::Eval)?;
+    let (f, dense, z) = dense_taps(objective, xs, params)?;
     let summed = secondo_nn::Loss::new(objective.loss.kind, Reduction::Sum);
-    let loss = summed.build(forward.output, ys)? * scale;
-    let dense: Vec<LayerTap> = forward
-        .taps
-        .into_iter()
-        .filter(|t| !t.is_spatial())
-        .collect();
-    let z: Vec<Var> = dense.iter().map(|t| t.output).collect();
+    let loss = summed.build(f, ys)? * scale;
     let deltas = b.grad(loss, &z)?;
     let q = Quantity::BatchGradFactors;
     let mut outputs = Vec::new();
@@ -756,14 +769,7 @@ fn curvature_diagonals<'b>(
 ) -> Result<Vec<(String, Var<'b>)>, CurvatureError> {
     let b = k.xs.builder();
     let net = &k.objective.network;
-    let forward = net.forward_with(k.xs, k.params, secondo_nn::Mode::Eval)?;
-    let f = forward.output;
-    let dense: Vec<LayerTap> = forward
-        .taps
-        .into_iter()
-        .filter(|t| !t.is_spatial())
-        .collect();
-    let z: Vec<Var> = dense.iter().map(|t| t.output).collect();
+    let (f, dense, z) = dense_taps(k.objective, k.xs, k.params)?;
     let covered = |name: &str| {
         dense
             .iter()
