@@ -22,33 +22,44 @@ A monitored step is Cockpit's documented loop on an ``extend``ed copy of the mod
         loss.backward(create_graph=cockpit.create_graph(t))
     opt.step()
 
-Every row gets a fresh copy of the initial model, a fresh optimizer and a fresh Cockpit;
-the plain model is one copy trained throughout the run (as ``secondo bench --monitor``
-does). A row runs ``--warmup`` untimed rounds, then up to ``--repeats`` timed rounds
-(``--single-repeats`` for the single-quantity rows), each round a block of ``--block``
-(16) consecutive monitored steps and then a block of as many plain steps. ``ms`` is the
-median monitored block over ``--block``, ``ratio`` that median over the median of the
-plain blocks interleaved with it. A row stops early, after at least ``--min-repeats``
-rounds, once it has run ``--max-row-s`` seconds, so that expensive rows (HessMaxEV every
-step) keep the run short; ``repeats`` in each row says how many rounds it got.
+Every row gets a fresh copy of the initial model, a fresh optimizer and a fresh Cockpit,
+and trains on the same batch at every step; the plain model is one copy trained
+throughout the run (as ``secondo bench --monitor`` does). A row runs ``--warmup-steps``
+(1) untimed monitored steps, then up to ``--repeats`` timed rounds (``--single-repeats``
+for the single-quantity rows), each round a block of consecutive monitored steps and then
+a block of plain steps:
+
+- every-16th rows: blocks of ``--block`` (``--steps``, 16) steps, rounded up to a multiple
+  of 16, so that every block holds the same tracked steps (one start and one end point of
+  the two-step quantities Alpha and UpdateSize, one step of each other quantity);
+- every-step rows and the plain blocks: ``--block`` steps, or fewer where those would take
+  longer than ``--max-block-s`` (judged from the steps timed so far), so that rows whose
+  steps take seconds (``full/1``, HessMaxEV on 3c3d) still get several rounds.
+
+``ms`` is the median over the rounds of the monitored block's time per step, ``plain_ms``
+the same for the plain blocks interleaved with it, ``ratio`` = ``ms / plain_ms``. A row
+stops early, after at least ``--min-repeats`` (3) rounds, once its rounds have taken
+``--max-row-s`` seconds; ``repeats`` and ``steps`` in each row say how many rounds and
+monitored steps it got.
 
 Cockpit keeps every tracked value per step in each quantity's ``output`` dict (numpy
 copies, made inside the timed steps, so that cost is measured). ``get_output`` is never
-called in a timed block: after the warmup it is called once to check that every quantity
-produced values, and after every timed block each quantity's ``output`` is emptied
-(untimed) so memory stays bounded however long the run.
+called in a timed block: after the first timed block it is called once (untimed) to check
+that every quantity produced values, and after every timed block each quantity's
+``output`` is emptied (untimed), so memory stays flat however many rounds run.
 
 Output: one JSON object on stdout::
 
     {"problem": "mlp", "batch": 128, "threads": 2,
      "versions": {"torch": ..., "backpack": ..., "cockpit": ..., "python": ...},
      "block": 16, "lr": 0.01, "plain_ms": <median plain step over all rows>,
-     "rows": {"economy/1": {"ms": ..., "ratio": ..., "plain_ms": ..., "repeats": ...},
-              ...},
-     "skipped": {row: reason}}
+     "rows": {"economy/1": {"ms": ..., "ratio": ..., "plain_ms": ..., "repeats": ...,
+                            "steps": ...}, ...},
+     "skipped": {row: "failed: ..."}}
 
-Progress goes to stderr. If Cockpit (or BackPACK) cannot be imported the script exits 1
-with a one-line message on stderr.
+Rows that fail are left out of ``rows`` and listed in ``skipped``. Progress goes to stderr.
+If Cockpit (or BackPACK, or torch) cannot be imported the script exits 1 with a one-line
+message on stderr.
 
 Usage::
 
@@ -74,14 +85,18 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-# bench_torch silences warnings (Cockpit's pkg_resources deprecation among them)
-from bench_torch import (PROBLEMS, check_problems_json, eprint, pkg_version,  # noqa: E402
-                         timed_ms)
-from common import build_model  # noqa: E402
-from make_cockpit_fixtures import KEYS  # noqa: E402  Cockpit class -> secondo name
+try:
+    import torch
+    from torch import nn
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+    # bench_torch silences warnings (Cockpit's pkg_resources deprecation among them)
+    from bench_torch import PROBLEMS, check_problems_json, eprint, pkg_version, timed_ms
+    from common import build_model
+    from make_cockpit_fixtures import KEYS  # Cockpit class -> secondo name
+except Exception as e:  # one line on stderr, for secondo bench --monitor
+    print(f"bench_cockpit.py: cannot import the reference side "
+          f"({type(e).__name__}: {e})".replace("\n", " "), file=sys.stderr)
+    sys.exit(1)
 
 LR = 0.01
 CONFIGS = ["economy", "business", "full"]
@@ -139,6 +154,14 @@ def make_quantities(row: str, Q, configuration, linear):
     return qs, [type(q).__name__ for q in qs]
 
 
+def check_outputs(cp, classes, steps):
+    """Raise unless every quantity of the row has produced a value (untimed)."""
+    got = {k for v in cp.get_output().values() for k in v}
+    missing = [c for c in classes if c not in got]
+    if missing:
+        raise RuntimeError(f"no output from {missing} in the first {steps} steps")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--problem", default="mlp", choices=BENCH_PROBLEMS,
@@ -151,21 +174,22 @@ def main():
     ap.add_argument("--block", "--steps", dest="block", type=int, default=16,
                     help="steps per timed block (default 16)")
     ap.add_argument("--repeats", type=int, default=None,
-                    help="timed rounds per configuration row (default mlp 7, 3c3d 5)")
+                    help="timed rounds per configuration row, at most (default mlp 9, "
+                         "3c3d 5)")
     ap.add_argument("--single-repeats", type=int, default=None,
-                    help="timed rounds per single-quantity row (default mlp 5, 3c3d 3)")
+                    help="timed rounds per single-quantity row, at most (default mlp 7, "
+                         "3c3d 5)")
     ap.add_argument("--min-repeats", type=int, default=3,
                     help="rounds a row gets even past --max-row-s (default 3)")
     ap.add_argument("--max-row-s", type=float, default=None,
                     help="stop a row's timed rounds after this many seconds, once it has "
-                         "--min-repeats (default mlp 12, 3c3d 15; 0: no limit)")
-    ap.add_argument("--warmup-steps", type=int, default=2,
-                    help="untimed monitored steps per row before timing (default 2, "
-                         "at least 2)")
-    ap.add_argument("--max-block-s", type=float, default=4.0,
-                    help="every-step rows: shorten the monitored block below --block "
-                         "steps so that it takes about this long, judged from the last "
-                         "warmup step (default 4; 0: always --block steps)")
+                         "--min-repeats (default mlp 8, 3c3d 10; 0: no limit)")
+    ap.add_argument("--warmup-steps", type=int, default=1,
+                    help="untimed monitored steps per row before timing (default 1)")
+    ap.add_argument("--max-block-s", type=float, default=None,
+                    help="blocks of every-step rows and plain blocks: fewer than --block "
+                         "steps where --block would take longer than this, judged from "
+                         "the steps so far (default mlp 2, 3c3d 3; 0: always --block)")
     args = ap.parse_args()
     try:
         rows = select_rows(args.only)
@@ -174,18 +198,20 @@ def main():
     if not rows:
         ap.error("--only selects no row")
     small = args.problem == "mlp"
-    repeats = args.repeats if args.repeats is not None else (7 if small else 5)
+    repeats = args.repeats if args.repeats is not None else (9 if small else 5)
     single_repeats = (args.single_repeats if args.single_repeats is not None
-                      else (5 if small else 3))
-    max_row_s = args.max_row_s if args.max_row_s is not None else (12.0 if small else 15.0)
+                      else (7 if small else 5))
+    max_row_s = args.max_row_s if args.max_row_s is not None else (8.0 if small else 10.0)
+    max_block_s = (args.max_block_s if args.max_block_s is not None
+                   else (2.0 if small else 3.0))
     problem = PROBLEMS[args.problem]
     batch = problem["batch"] if args.batch is None else args.batch
     if batch < 2:
         ap.error("--batch must be at least 2 (Cockpit's variances divide by N - 1)")
     if args.block < 1 or repeats < 1 or single_repeats < 1 or args.min_repeats < 1:
         ap.error("--block, --repeats, --single-repeats, --min-repeats must be positive")
-    if args.warmup_steps < 2:
-        ap.error("--warmup-steps must be at least 2")
+    if args.warmup_steps < 1:
+        ap.error("--warmup-steps must be at least 1")
     check_problems_json()
     Cockpit, Q, configuration, linear, extend = import_cockpit()
 
@@ -199,13 +225,19 @@ def main():
         y = torch.arange(batch) % 10
     block = args.block
 
+    def block_steps(step_ms):
+        """--block steps, or fewer where they would take over --max-block-s."""
+        if max_block_s <= 0:
+            return block
+        return max(1, min(block, int(max_block_s * 1e3 / step_ms)))
+
     # ------------------------------------------------------------ plain steps
     pmodel = copy.deepcopy(model0)
     plossfn = nn.CrossEntropyLoss()
     popt = torch.optim.SGD(pmodel.parameters(), lr=LR)
 
     def plain_block():
-        for _ in range(block):
+        for _ in range(plain_steps):
             popt.zero_grad()
             plossfn(pmodel(X), y).backward()
             popt.step()
@@ -217,7 +249,9 @@ def main():
            f"threads, blocks of {block} steps, torch {versions['torch']}, backpack "
            f"{versions['backpack']}, cockpit {versions['cockpit']}")
     t_start = time.perf_counter()
-    plain_block()  # first-touch warmup of the plain model
+    plain_steps = block
+    plain_block()  # warmup of the plain model
+    plain_steps = block_steps(timed_ms(plain_block) / block)
 
     results, skipped, all_plain = {}, {}, []
     for row in rows:
@@ -250,34 +284,25 @@ def main():
                     q.output.clear()
                 cp.output.clear()
 
-            # warmup: steps 0 and 1 (tracked by every schedule; the two-step quantities
-            # store step 0's value at step 1), untimed, then one check of the outputs
-            warm = [timed_ms(lambda: monitored_steps(1)) for _ in range(args.warmup_steps)]
-            got = {k for v in cp.get_output().values() for k in v}
-            missing = [c for c in classes if c not in got]
-            if missing:
-                raise RuntimeError(f"no output from {missing} in {args.warmup_steps} "
-                                   "warmup steps")
-            reset_outputs()
-            plain_block()
             every = int(row.split("/")[1])
 
-            def block_steps(step_ms):
-                """--block, or fewer for every-step rows whose steps are slow."""
-                if every != 1 or args.max_block_s <= 0:
-                    return block
-                return max(1, min(block, int(args.max_block_s * 1e3 / step_ms)))
-
-            steps = block_steps(min(warm[1:]))
+            # warmup: step 0 untimed (tracked by every schedule)
+            warm = [timed_ms(lambda: monitored_steps(1)) for _ in range(args.warmup_steps)]
+            reset_outputs()
+            # every-16th rows: whole multiples of 16 steps, the same tracked steps per block
+            steps = -(-block // every) * every if every > 1 else block_steps(warm[-1])
             reps = repeats if row.split("/")[0] in CONFIGS else single_repeats
             mon, base, used = [], [], []
             t_timed = time.perf_counter()
             for r in range(reps):
                 mon.append(timed_ms(lambda: monitored_steps(steps)) / steps)
                 used.append(steps)
-                steps = block_steps(statistics.median(mon))
+                if r == 0:  # untimed: every quantity produced values
+                    check_outputs(cp, classes, state["t"])
                 reset_outputs()
-                base.append(timed_ms(plain_block) / block)
+                base.append(timed_ms(plain_block) / plain_steps)
+                if every == 1:
+                    steps = block_steps(statistics.median(mon))
                 if (max_row_s > 0 and r + 1 >= args.min_repeats
                         and time.perf_counter() - t_timed > max_row_s):
                     break
