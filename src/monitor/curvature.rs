@@ -40,17 +40,29 @@ pub fn hess_max_ev(
     objective: &Objective,
     params: &ParamStore,
     batch: &Dataset,
-    previous: &[f64],
-) -> Result<(f64, Vec<f64>), Error> {
-    let op = CurvatureOperator::new(
-        objective,
-        params,
-        batch,
-        batch.len(),
-        Curvature::Hessian,
-        None,
-    )?;
-    let eig = crate::spectrum::top_eigen(&op, 1, 1e-3, 0, previous)?;
-    let vector = eig.vector(0).map(<[f64]>::to_vec).unwrap_or_default();
-    Ok((eig.values[0], vector))
+    previous: &mut MaxEigen,
+) -> Result<f64, Error> {
+    let op = match previous.operator.take() {
+        Some(op) if op.dim() == previous.vector.len() => op.rebound(params, batch)?,
+        _ => CurvatureOperator::new(
+            objective,
+            params,
+            batch,
+            batch.len(),
+            Curvature::Hessian,
+            None,
+        )?,
+    };
+    let eig = crate::spectrum::top_eigen(&op, 1, 1e-3, 0, &previous.vector)?;
+    previous.vector = eig.vector(0).map(<[f64]>::to_vec).unwrap_or_default();
+    previous.operator = Some(op);
+    Ok(eig.values[0])
+}
+
+/// What [`hess_max_ev`] keeps between steps: the eigenvector it starts from
+/// and the Hessian operator, whose compiled products the next batch reuses.
+#[derive(Default)]
+pub struct MaxEigen {
+    vector: Vec<f64>,
+    operator: Option<CurvatureOperator>,
 }

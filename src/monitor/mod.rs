@@ -108,7 +108,7 @@ pub struct Monitor<'a> {
     pending: Option<Pending>,
     alpha_start: Option<AlphaStart>,
     finished: Vec<Record>,
-    max_ev_vector: Vec<f64>,
+    max_ev: curvature::MaxEigen,
     structure: StructureState,
     probe: Option<Dataset>,
     classes: usize,
@@ -139,7 +139,7 @@ impl<'a> Monitor<'a> {
             pending: None,
             alpha_start: None,
             finished: Vec::new(),
-            max_ev_vector: Vec::new(),
+            max_ev: curvature::MaxEigen::default(),
             structure: StructureState::default(),
             probe: setup.probe,
             classes,
@@ -386,7 +386,7 @@ impl<'a> Monitor<'a> {
         Ok(Some(match i {
             I::Loss => json!(v.loss),
             I::GradNorm => json!(norms(&v.grad)),
-            I::Distance => json!(norms(&differences(params, &self.initial))),
+            I::Distance => json!(difference_norms(params, &self.initial)),
             I::NormTest => json!(gradient_tests::norm_test(b, l2(), g2)),
             I::InnerTest => json!(gradient_tests::inner_test(b, dots(), g2)),
             I::OrthoTest => json!(gradient_tests::ortho_test(b, l2(), dots(), g2)),
@@ -410,13 +410,12 @@ impl<'a> Monitor<'a> {
             I::HessTrace => json!(curvature::hess_trace(diag_h())),
             I::TicDiag => json!(curvature::tic_diag(b, with_diag())),
             I::TicTrace => json!(curvature::tic_trace(b, with_diag())),
-            I::HessMaxEv => {
-                let previous = std::mem::take(&mut self.max_ev_vector);
-                let (value, vector) =
-                    curvature::hess_max_ev(self.objective, params, &batch()?, &previous)?;
-                self.max_ev_vector = vector;
-                json!(value)
-            }
+            I::HessMaxEv => json!(curvature::hess_max_ev(
+                self.objective,
+                params,
+                &batch()?,
+                &mut self.max_ev
+            )?),
             I::UpdateSize
             | I::Alpha
             | I::HessTopEv
@@ -461,21 +460,38 @@ fn norms(blocks: &[Vec<f64>]) -> Vec<f64> {
         .collect()
 }
 
-/// `θ − reference` per parameter, read in the parameters' own dtype.
+/// `‖θ − reference‖` per parameter.
+fn difference_norms(params: &ParamStore, reference: &[Vec<f64>]) -> Vec<f64> {
+    against(params, reference, &|pairs| {
+        pairs.map(|(x, r)| (x - r) * (x - r)).sum::<f64>().sqrt()
+    })
+}
+
+/// `θ − reference` per parameter.
 fn differences(params: &ParamStore, reference: &[Vec<f64>]) -> Vec<Vec<f64>> {
-    let diff = |now: &mut dyn Iterator<Item = f64>, r: &[f64]| -> Vec<f64> {
-        now.zip(r).map(|(x, y)| x - y).collect()
-    };
+    against(params, reference, &|pairs| {
+        pairs.map(|(x, r)| x - r).collect()
+    })
+}
+
+/// `f` of each parameter's `(θ_i, reference_i)` pairs, read in the
+/// parameters' own dtype (no copy of them).
+fn against<R>(
+    params: &ParamStore,
+    reference: &[Vec<f64>],
+    f: &dyn Fn(&mut dyn Iterator<Item = (f64, f64)>) -> R,
+) -> Vec<R> {
     params
         .iter()
         .zip(reference)
-        .map(
-            |((_, t), r)| match (t.as_slice::<f32>(), t.as_slice::<f64>()) {
-                (Some(s), _) => diff(&mut s.iter().map(|&x| f64::from(x)), r),
-                (_, Some(s)) => diff(&mut s.iter().copied(), r),
-                _ => Vec::new(),
-            },
-        )
+        .map(|((_, t), r)| {
+            let r = r.iter().copied();
+            match (t.as_slice::<f32>(), t.as_slice::<f64>()) {
+                (Some(s), _) => f(&mut s.iter().map(|&x| f64::from(x)).zip(r)),
+                (_, Some(s)) => f(&mut s.iter().copied().zip(r)),
+                _ => f(&mut std::iter::empty()),
+            }
+        })
         .collect()
 }
 

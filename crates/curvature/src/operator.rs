@@ -127,6 +127,7 @@ pub struct CurvatureOperator {
     objective: Objective,
     params: ParamStore,
     kind: Curvature,
+    batch_size: usize,
     group: Vec<usize>,
     batches: Vec<BatchData>,
     programs: HashMap<usize, Executable>,
@@ -184,6 +185,69 @@ impl CurvatureOperator {
                 })
                 .collect::<Result<_, _>>()?,
         };
+        Self::bind(
+            objective,
+            params,
+            data,
+            batch_size,
+            kind,
+            group,
+            HashMap::new(),
+        )
+    }
+
+    /// The operator at other parameters and data (e.g. the next training
+    /// step's), reusing the compiled programs of the batch sizes it shares.
+    ///
+    /// ```
+    /// use secondo_curvature::{Curvature, CurvatureOperator, Objective, ObjectiveConfig};
+    /// use secondo_nn::ParamStore;
+    /// let obj = Objective::from_config(&ObjectiveConfig { spec: "linear(64,10)".into(), input_shape: vec![64], ..Default::default() }).unwrap();
+    /// let p = ParamStore::init(obj.network.spec(), 0, obj.dtype);
+    /// let data = secondo_data::digits().select(&(0..8).collect::<Vec<_>>()).unwrap();
+    /// let h = CurvatureOperator::new(&obj, &p, &data, 8, Curvature::Hessian, None).unwrap();
+    /// let q = ParamStore::init(obj.network.spec(), 1, obj.dtype);
+    /// let other = data.select(&[3, 1, 4, 1, 5, 2, 6, 7]).unwrap();
+    /// let moved = h.rebound(&q, &other).unwrap();
+    /// let fresh = CurvatureOperator::new(&obj, &q, &other, 8, Curvature::Hessian, None).unwrap();
+    /// let v = vec![0.5; moved.dim()];
+    /// assert_eq!(moved.apply(&v).unwrap(), fresh.apply(&v).unwrap());
+    /// ```
+    pub fn rebound(
+        self,
+        params: &ParamStore,
+        data: &Dataset,
+    ) -> Result<CurvatureOperator, CurvatureError> {
+        if data.is_empty() {
+            return Err(CurvatureError::Invalid(format!(
+                "data '{}' has no samples",
+                data.name
+            )));
+        }
+        self.objective.check_targets(&data.y)?;
+        Self::bind(
+            &self.objective,
+            params,
+            data,
+            self.batch_size,
+            self.kind,
+            self.group,
+            self.programs,
+        )
+    }
+
+    /// The operator over `data` in batches of `batch_size`, with the
+    /// programs of `programs` and those it compiles for the batch sizes
+    /// missing.
+    fn bind(
+        objective: &Objective,
+        params: &ParamStore,
+        data: &Dataset,
+        batch_size: usize,
+        kind: Curvature,
+        group: Vec<usize>,
+        mut programs: HashMap<usize, Executable>,
+    ) -> Result<CurvatureOperator, CurvatureError> {
         let product = match kind {
             Curvature::Hessian => Product::Hessian,
             Curvature::Ggn => Product::Ggn,
@@ -194,7 +258,6 @@ impl CurvatureOperator {
             _ => ChaCha8Rng::seed_from_u64(0),
         };
         let full = batch_size.min(data.len());
-        let mut programs = HashMap::new();
         for n in [full, data.len() % full] {
             if n > 0 && !programs.contains_key(&n) {
                 programs.insert(n, compile(objective, product, n, &group)?);
@@ -232,6 +295,7 @@ impl CurvatureOperator {
             objective: objective.clone(),
             params: params.clone(),
             kind,
+            batch_size,
             group,
             batches,
             programs,
