@@ -474,12 +474,15 @@ fn differences(params: &ParamStore, reference: &[Vec<f64>]) -> Vec<Vec<f64>> {
     })
 }
 
+/// A parameter's `(θ_i, reference_i)`.
+type Pairs<'a> = dyn Iterator<Item = (f64, f64)> + 'a;
+
 /// `f` of each parameter's `(θ_i, reference_i)` pairs, read in the
 /// parameters' own dtype (no copy of them).
 fn against<R>(
     params: &ParamStore,
     reference: &[Vec<f64>],
-    f: &dyn Fn(&mut dyn Iterator<Item = (f64, f64)>) -> R,
+    f: &dyn Fn(&mut Pairs<'_>) -> R,
 ) -> Vec<R> {
     params
         .iter()
