@@ -692,23 +692,18 @@ fn configurations_have_cockpits_membership_and_schedules() {
     }
 }
 
-#[test]
-fn class_means_need_classes() {
+/// The reason `Monitor::check` refuses `list` on a model of `spec` with
+/// `loss`, probed on `probe`.
+fn refusal(spec: &str, input: usize, loss: &str, probe: Dataset, list: &str) -> String {
     let obj = Objective::from_config(&ObjectiveConfig {
-        spec: "linear(6,5),tanh,linear(5,2)".into(),
-        input_shape: vec![6],
-        loss: "mse".into(),
+        spec: spec.into(),
+        input_shape: vec![input],
+        loss: loss.into(),
         dtype: DType::F64,
         ..ObjectiveConfig::default()
     })
     .unwrap();
-    let x = data(8, 1, 1.0).x;
-    let y = Targets::Values {
-        values: vec![0.5; 16],
-        width: 2,
-    };
-    let probe = Dataset::new(x, vec![6], y, "regression").unwrap();
-    let config = MonitorConfig::parse("ggn_class_means", 1).unwrap();
+    let config = MonitorConfig::parse(list, 1).unwrap();
     let setup = MonitorSetup {
         config: &config,
         total_steps: 1,
@@ -717,7 +712,23 @@ fn class_means_need_classes() {
         probe: Some(probe),
         seed: 0,
     };
-    let err = Monitor::check(&obj, &setup).unwrap_err().to_string();
+    Monitor::check(&obj, &setup).unwrap_err().to_string()
+}
+
+#[test]
+fn class_means_need_classes() {
+    let y = Targets::Values {
+        values: vec![0.5; 16],
+        width: 2,
+    };
+    let probe = Dataset::new(data(8, 1, 1.0).x, vec![6], y, "regression").unwrap();
+    let err = refusal(
+        "linear(6,5),tanh,linear(5,2)",
+        6,
+        "mse",
+        probe,
+        "ggn_class_means",
+    );
     assert!(
         err.contains("class means need a classification loss"),
         "{err}"
@@ -726,28 +737,12 @@ fn class_means_need_classes() {
 
 #[test]
 fn top_eigenvalues_need_more_parameters_than_twice_the_classes() {
-    let obj = Objective::from_config(&ObjectiveConfig {
-        spec: "linear(1,3)".into(),
-        input_shape: vec![1],
-        dtype: DType::F64,
-        ..ObjectiveConfig::default()
-    })
-    .unwrap();
     let y = Targets::Classes {
         labels: vec![0, 1, 2],
         num_classes: 3,
     };
     let probe = Dataset::new(vec![0.1, 0.2, 0.3], vec![1], y, "tiny").unwrap();
-    let config = MonitorConfig::parse("hess_top_ev", 1).unwrap();
-    let setup = MonitorSetup {
-        config: &config,
-        total_steps: 1,
-        lr: LR,
-        plain_sgd: true,
-        probe: Some(probe),
-        seed: 0,
-    };
-    let err = Monitor::check(&obj, &setup).unwrap_err().to_string();
+    let err = refusal("linear(1,3)", 1, "cross_entropy", probe, "hess_top_ev");
     assert!(
         err.contains("need more than 6 parameters; the model has 6"),
         "{err}"
