@@ -82,10 +82,10 @@ pub struct MonitorSetup<'a> {
 /// The record of a step waiting for the parameter update.
 struct Pending {
     record: Record,
-    /// `θ_t`, when the update is measured.
-    before: Option<Vec<Vec<f64>>>,
-    /// The batch loss, parameters and batch, when α starts here.
-    alpha: Option<(f64, ParamStore, Tensor, Tensor)>,
+    /// `θ_t`, when the update is measured (α starts from it too).
+    before: Option<ParamStore>,
+    /// The batch loss and the batch, when α starts here.
+    alpha: Option<(f64, Tensor, Tensor)>,
     update_size: bool,
 }
 
@@ -102,7 +102,7 @@ pub struct Monitor<'a> {
     objective: &'a Objective,
     schedule: Schedule,
     lr: f64,
-    initial: Vec<Vec<f64>>,
+    initial: ParamStore,
     programs: StepPrograms,
     directional: DirectionalPrograms,
     pending: Option<Pending>,
@@ -133,7 +133,7 @@ impl<'a> Monitor<'a> {
             objective,
             schedule: setup.config.schedule(setup.total_steps),
             lr: setup.lr,
-            initial: flat_params(params),
+            initial: params.clone(),
             programs: StepPrograms::default(),
             directional: DirectionalPrograms::default(),
             pending: None,
@@ -274,8 +274,8 @@ impl<'a> Monitor<'a> {
         let alpha = due.contains(&Instrument::Alpha);
         self.pending = Some(Pending {
             record,
-            before: (update_size || alpha).then(|| flat_params(params)),
-            alpha: alpha.then(|| (values.loss, params.clone(), x.clone(), y.clone())),
+            before: (update_size || alpha).then(|| params.clone()),
+            alpha: alpha.then(|| (values.loss, x.clone(), y.clone())),
             update_size,
         });
         Ok(out)
@@ -298,9 +298,9 @@ impl<'a> Monitor<'a> {
                 .insert("update_size".into(), json!(norms(&direction)));
         }
         match pending.alpha.take() {
-            Some((loss, start, x, y)) => {
+            Some((loss, x, y)) => {
                 let length = norms(&direction).iter().map(|n| n * n).sum::<f64>().sqrt();
-                let (terms, slopes) = self.slopes(&start, &x, &y, &direction, length)?;
+                let (terms, slopes) = self.slopes(&before, &x, &y, &direction, length)?;
                 self.alpha_start = Some(AlphaStart {
                     record: pending.record,
                     start: alpha::observe(loss, &terms, &slopes),
@@ -461,14 +461,14 @@ fn norms(blocks: &[Vec<f64>]) -> Vec<f64> {
 }
 
 /// `‖θ − reference‖` per parameter.
-fn difference_norms(params: &ParamStore, reference: &[Vec<f64>]) -> Vec<f64> {
+fn difference_norms(params: &ParamStore, reference: &ParamStore) -> Vec<f64> {
     against(params, reference, &|pairs| {
         pairs.map(|(x, r)| (x - r) * (x - r)).sum::<f64>().sqrt()
     })
 }
 
 /// `θ − reference` per parameter.
-fn differences(params: &ParamStore, reference: &[Vec<f64>]) -> Vec<Vec<f64>> {
+fn differences(params: &ParamStore, reference: &ParamStore) -> Vec<Vec<f64>> {
     against(params, reference, &|pairs| {
         pairs.map(|(x, r)| x - r).collect()
     })
@@ -481,21 +481,23 @@ type Pairs<'a> = dyn Iterator<Item = (f64, f64)> + 'a;
 /// parameters' own dtype (no copy of them).
 fn against<R>(
     params: &ParamStore,
-    reference: &[Vec<f64>],
+    reference: &ParamStore,
     f: &dyn Fn(&mut Pairs<'_>) -> R,
 ) -> Vec<R> {
     params
         .iter()
-        .zip(reference)
-        .map(|((_, t), r)| {
-            let r = r.iter().copied();
-            match (t.as_slice::<f32>(), t.as_slice::<f64>()) {
-                (Some(s), _) => f(&mut s.iter().map(|&x| f64::from(x)).zip(r)),
-                (_, Some(s)) => f(&mut s.iter().copied().zip(r)),
-                _ => f(&mut std::iter::empty()),
-            }
-        })
+        .zip(reference.iter())
+        .map(|((_, t), (_, r))| f(&mut elements(t).zip(elements(r))))
         .collect()
+}
+
+/// A tensor's values as f64, read in place.
+fn elements(t: &Tensor) -> Box<dyn Iterator<Item = f64> + '_> {
+    match (t.as_slice::<f32>(), t.as_slice::<f64>()) {
+        (Some(s), _) => Box::new(s.iter().map(|&x| f64::from(x))),
+        (_, Some(s)) => Box::new(s.iter().copied()),
+        _ => Box::new(std::iter::empty()),
+    }
 }
 
 fn flat_params(params: &ParamStore) -> Vec<Vec<f64>> {

@@ -179,7 +179,7 @@ fn assemble(
     let batch_dot = per_param(Quantity::BatchDotGrad);
     let sgs = per_param(Quantity::SumGradSquared);
     let diag_h = per_param(Quantity::DiagHessian);
-    let f64s = |ts: Vec<Tensor>| ts.iter().map(Tensor::to_f64_vec).collect::<Vec<_>>();
+    let f64s = |ts: &[Tensor]| ts.iter().map(Tensor::to_f64_vec).collect::<Vec<_>>();
     let summed = |ts: Vec<Tensor>| {
         let mut total = vec![0.0; n];
         for t in &ts {
@@ -196,12 +196,12 @@ fn assemble(
     let values = StepValues {
         batch: n,
         loss,
-        grad: f64s(grads.clone()),
+        grad: f64s(&grads),
         batch_grad,
         batch_l2: batch_l2.map(summed),
         batch_dot_grad: batch_dot.map(summed),
-        sum_grad_squared: sgs.map(f64s),
-        diag_hessian: diag_h.map(f64s),
+        sum_grad_squared: sgs.as_deref().map(f64s),
+        diag_hessian: diag_h.as_deref().map(f64s),
     };
     let output = by_name
         .remove(Quantity::Output.name())

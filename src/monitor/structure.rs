@@ -134,9 +134,13 @@ pub fn measure(
     };
     let mut out = Vec::new();
     let mut grad = None;
-    if wants(I::HessTopEv) || wants(I::GradTopSpace) || wants(I::TopSpaceRotation) {
-        let hessian = op(Curvature::Hessian)?;
-        let eig = top_eigen(&hessian, 2 * c, TOL, probe.seed, &state.hessian)?;
+    // One Hessian operator for the top space and the density.
+    let top_space = wants(I::HessTopEv) || wants(I::GradTopSpace) || wants(I::TopSpaceRotation);
+    let hessian = (top_space || wants(I::HessDensity))
+        .then(|| op(Curvature::Hessian))
+        .transpose()?;
+    if let (true, Some(hessian)) = (top_space, &hessian) {
+        let eig = top_eigen(hessian, 2 * c, TOL, probe.seed, &state.hessian)?;
         state.hessian = eig.vectors.clone();
         if wants(I::HessTopEv) {
             out.push((I::HessTopEv, top_json(&eig, c)));
@@ -158,9 +162,8 @@ pub fn measure(
             state.previous_space = Some(space.to_vec());
         }
     }
-    if wants(I::HessDensity) {
-        let hessian = op(Curvature::Hessian)?;
-        out.push((I::HessDensity, density(&hessian, probe.seed)?));
+    if let (true, Some(hessian)) = (wants(I::HessDensity), &hessian) {
+        out.push((I::HessDensity, density(hessian, probe.seed)?));
     }
     if wants(I::GgnTopEv) || wants(I::GgnClassMeans) || wants(I::EfGgn) {
         let ggn = op(Curvature::Ggn)?;
