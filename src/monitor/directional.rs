@@ -20,14 +20,14 @@ pub(super) struct DirectionalPrograms {
 
 impl DirectionalPrograms {
     /// `(ℓ_n, ∇ℓ_n · d)` for every sample of `(x, y)` at `params`, with `d`
-    /// given per parameter.
+    /// given per parameter (in the parameters' dtype).
     pub(super) fn run(
         &mut self,
         objective: &Objective,
         params: &ParamStore,
         x: &Tensor,
         y: &Tensor,
-        direction: &[Vec<f64>],
+        direction: &[Tensor],
     ) -> Result<(Vec<f64>, Vec<f64>), Error> {
         let n = x.shape()[0];
         if let std::collections::hash_map::Entry::Vacant(e) = self.cache.entry(n) {
@@ -35,9 +35,7 @@ impl DirectionalPrograms {
         }
         let mut feeds = batch_feeds(params, x, y);
         for (p, d) in objective.network.params().iter().zip(direction) {
-            let t = Tensor::from_f64(p.shape.clone(), d, objective.dtype)
-                .map_err(|e| Error::Invalid(format!("the step of parameter '{}': {e}", p.name)))?;
-            feeds.insert(&format!("{TANGENT}{}", p.name), t);
+            feeds.insert(&format!("{TANGENT}{}", p.name), d.clone());
         }
         let out = self.cache[&n].run(&feeds)?;
         Ok((out[0].to_f64_vec(), out[1].to_f64_vec()))

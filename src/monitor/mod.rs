@@ -49,7 +49,7 @@ use secondo_curvature::{Objective, StepOutput};
 use secondo_data::Dataset;
 use secondo_nn::ParamStore;
 use secondo_tensor::memory::{bytes_of, ensure_fits};
-use secondo_tensor::Tensor;
+use secondo_tensor::{BinaryOp, Tensor};
 use serde_json::{json, Value};
 
 use crate::Error;
@@ -84,16 +84,26 @@ struct Pending {
     record: Record,
     /// `θ_t`, when the update is measured (α starts from it too).
     before: Option<ParamStore>,
-    /// The batch loss and the batch, when α starts here.
-    alpha: Option<(f64, Tensor, Tensor)>,
+    /// α's start point, when α starts here.
+    alpha: Option<StartPoint>,
     update_size: bool,
+}
+
+/// What α's start point is observed from.
+enum StartPoint {
+    /// The step's own values (SGD: the step is along `−g`).
+    Observed(Observation),
+    /// The batch loss and the batch, observed along the step once it is
+    /// known (any other optimizer).
+    Batch(f64, Tensor, Tensor),
 }
 
 /// α's start point, waiting for the next step's observation.
 struct AlphaStart {
     record: Record,
     start: Observation,
-    direction: Vec<Vec<f64>>,
+    /// `θ_{t+1} − θ_t` per parameter.
+    direction: Vec<Tensor>,
     length: f64,
 }
 
@@ -102,6 +112,7 @@ pub struct Monitor<'a> {
     objective: &'a Objective,
     schedule: Schedule,
     lr: f64,
+    plain_sgd: bool,
     initial: ParamStore,
     programs: StepPrograms,
     directional: DirectionalPrograms,
@@ -133,6 +144,7 @@ impl<'a> Monitor<'a> {
             objective,
             schedule: setup.config.schedule(setup.total_steps),
             lr: setup.lr,
+            plain_sgd: setup.plain_sgd,
             initial: params.clone(),
             programs: StepPrograms::default(),
             directional: DirectionalPrograms::default(),
@@ -219,26 +231,27 @@ impl<'a> Monitor<'a> {
         plain: &mut dyn FnMut() -> Result<StepOutput, Error>,
     ) -> Result<StepOutput, Error> {
         let due = self.schedule.due_at(step);
-        let quantities = step::quantities_for(&due);
+        let end = self.alpha_start.as_ref().map(|a| a.direction.as_slice());
+        let quantities = step::quantities_for(&due, self.plain_sgd, end.is_some());
         let (out, values) = if quantities.is_empty() {
             let out = plain()?;
             let values = StepValues {
                 batch: x.shape()[0],
                 loss: out.loss,
-                grad: out.grads.iter().map(Tensor::to_f64_vec).collect(),
+                grad: out.grads.clone(),
                 ..StepValues::default()
             };
             (out, values)
         } else {
             self.programs
-                .run(self.objective, &quantities, params, x, y)?
+                .run(self.objective, &quantities, params, (x, y), end)?
         };
         if !out.loss.is_finite() {
             // The training loop stops with the reason; nothing to measure.
             return Ok(out);
         }
         if let Some(start) = self.alpha_start.take() {
-            self.finish_alpha(start, values.loss, params, x, y)?;
+            self.finish_alpha(start, &values);
         }
         if due.is_empty() {
             return Ok(out);
@@ -275,7 +288,10 @@ impl<'a> Monitor<'a> {
         self.pending = Some(Pending {
             record,
             before: (update_size || alpha).then(|| params.clone()),
-            alpha: alpha.then(|| (values.loss, x.clone(), y.clone())),
+            alpha: alpha.then(|| match self.plain_sgd {
+                true => StartPoint::Observed(self.start_along_gradient(&values)),
+                false => StartPoint::Batch(values.loss, x.clone(), y.clone()),
+            }),
             update_size,
         });
         Ok(out)
@@ -291,25 +307,33 @@ impl<'a> Monitor<'a> {
             self.finished.push(pending.record);
             return Ok(());
         };
-        let direction = differences(params, &before);
+        let direction = differences(params, &before)?;
+        let squared: Vec<f64> = direction.iter().map(|d| d.dot(d)).collect();
         if pending.update_size {
-            pending
-                .record
-                .insert("update_size".into(), json!(norms(&direction)));
+            let norms: Vec<f64> = squared.iter().map(|s| s.sqrt()).collect();
+            pending.record.insert("update_size".into(), json!(norms));
         }
-        match pending.alpha.take() {
-            Some((loss, x, y)) => {
-                let length = norms(&direction).iter().map(|n| n * n).sum::<f64>().sqrt();
-                let (terms, slopes) = self.slopes(&before, &x, &y, &direction, length)?;
-                self.alpha_start = Some(AlphaStart {
-                    record: pending.record,
-                    start: alpha::observe(loss, &terms, &slopes),
-                    direction,
-                    length,
-                });
+        let length = squared.iter().sum::<f64>().sqrt();
+        let start = match pending.alpha.take() {
+            None => {
+                self.finished.push(pending.record);
+                return Ok(());
             }
-            None => self.finished.push(pending.record),
-        }
+            Some(StartPoint::Observed(start)) => start,
+            Some(StartPoint::Batch(loss, x, y)) => {
+                let (terms, along) =
+                    self.directional
+                        .run(self.objective, &before, &x, &y, &direction)?;
+                let slopes: Vec<f64> = along.iter().map(|s| s / length).collect();
+                alpha::observe(loss, &terms, &slopes)
+            }
+        };
+        self.alpha_start = Some(AlphaStart {
+            record: pending.record,
+            start,
+            direction,
+            length,
+        });
         Ok(())
     }
 
@@ -330,39 +354,44 @@ impl<'a> Monitor<'a> {
         self.drain()
     }
 
-    fn finish_alpha(
-        &mut self,
-        start: AlphaStart,
-        loss: f64,
-        params: &ParamStore,
-        x: &Tensor,
-        y: &Tensor,
-    ) -> Result<(), Error> {
-        let (terms, slopes) = self.slopes(params, x, y, &start.direction, start.length)?;
-        let end = alpha::observe(loss, &terms, &slopes);
+    /// α's end point from the step after it (`values` has the loss terms and
+    /// the per-sample gradients' projections on the last step).
+    fn finish_alpha(&mut self, start: AlphaStart, values: &StepValues) {
+        let end = self.observe(values, start.length, values.batch_dot_direction.as_deref());
         let mut record = start.record;
         record.insert(
             Instrument::Alpha.name().into(),
             json!(alpha::alpha(start.length, start.start, end)),
         );
         self.finished.push(record);
-        Ok(())
     }
 
-    /// The loss terms and the per-sample slopes `∇ℓ_n · d / ‖d‖` along the
-    /// step `d` of length `length` (for a mean loss, Cockpit's `(B c_n)·d / ‖d‖`).
-    fn slopes(
-        &mut self,
-        params: &ParamStore,
-        x: &Tensor,
-        y: &Tensor,
-        direction: &[Vec<f64>],
-        length: f64,
-    ) -> Result<(Vec<f64>, Vec<f64>), Error> {
-        let (terms, along) = self
-            .directional
-            .run(self.objective, params, x, y, direction)?;
-        Ok((terms, along.iter().map(|s| s / length).collect()))
+    /// α's start point of an SGD step, whose direction is `−g/‖g‖`.
+    fn start_along_gradient(&self, values: &StepValues) -> Observation {
+        let norm = values.grad_l2_squared().sqrt();
+        self.observe(values, -norm, values.batch_dot_grad.as_deref())
+    }
+
+    /// The observation of `values` along a direction `d` of length `length`
+    /// from the per-sample projections `c_n · d`: slopes
+    /// `∇ℓ_n · d / ‖d‖ = c_n · d / (s ‖d‖)` for the loss's reduction factor `s`
+    /// (for a mean loss, Cockpit's `(B c_n)·d / ‖d‖`).
+    fn observe(&self, values: &StepValues, length: f64, along: Option<&[f64]>) -> Observation {
+        let n = values.batch;
+        let s = self
+            .objective
+            .loss
+            .scale(&[n, self.objective.network.output_shape()[0]]);
+        let slopes: Vec<f64> = along
+            .unwrap_or(&[])
+            .iter()
+            .map(|a| if length == 0.0 { 0.0 } else { a / (s * length) })
+            .collect();
+        alpha::observe(
+            values.loss,
+            values.batch_loss.as_deref().unwrap_or(&[]),
+            &slopes,
+        )
     }
 
     /// The value of a single-step instrument (`None` for the two-step and
@@ -381,18 +410,27 @@ impl<'a> Monitor<'a> {
         let dots = || v.batch_dot_grad.as_deref().unwrap_or(&[]);
         let sgs = || v.sum_grad_squared.as_deref().unwrap_or(&[]);
         let diag_h = || v.diag_hessian.as_deref().unwrap_or(&[]);
-        let with_grad = || v.grad.iter().flatten().zip(sgs().iter().flatten());
         let with_diag = || sgs().iter().flatten().zip(diag_h().iter().flatten());
         Ok(Some(match i {
             I::Loss => json!(v.loss),
-            I::GradNorm => json!(norms(&v.grad)),
-            I::Distance => json!(difference_norms(params, &self.initial)),
+            I::GradNorm => json!(v.grad.iter().map(|g| g.dot(g).sqrt()).collect::<Vec<_>>()),
+            I::Distance => json!(params
+                .iter()
+                .zip(self.initial.iter())
+                .map(|((_, t), (_, r))| t.squared_distance(r).sqrt())
+                .collect::<Vec<_>>()),
             I::NormTest => json!(gradient_tests::norm_test(b, l2(), g2)),
             I::InnerTest => json!(gradient_tests::inner_test(b, dots(), g2)),
             I::OrthoTest => json!(gradient_tests::ortho_test(b, l2(), dots(), g2)),
-            I::MeanGsnr => json!(snr::mean_gsnr(b, with_grad())),
-            I::Cabs => json!(snr::cabs(b, self.lr, v.loss, with_grad())),
-            I::EarlyStopping => json!(snr::early_stopping(b, with_grad())),
+            I::MeanGsnr | I::Cabs | I::EarlyStopping => {
+                let grad: Vec<Vec<f64>> = v.grad.iter().map(Tensor::to_f64_vec).collect();
+                let with_grad = grad.iter().flatten().zip(sgs().iter().flatten());
+                match i {
+                    I::MeanGsnr => json!(snr::mean_gsnr(b, with_grad)),
+                    I::Cabs => json!(snr::cabs(b, self.lr, v.loss, with_grad)),
+                    _ => json!(snr::early_stopping(b, with_grad)),
+                }
+            }
             I::GradHist1d => {
                 let mut h = Histogram1d::cockpit();
                 for p in v.batch_grad.iter().flatten() {
@@ -452,52 +490,17 @@ fn check_model(objective: &Objective, on: &[Instrument], plain_sgd: bool) -> Res
     Ok(())
 }
 
-/// The Euclidean norm of each block.
-fn norms(blocks: &[Vec<f64>]) -> Vec<f64> {
-    blocks
-        .iter()
-        .map(|b| b.iter().map(|x| x * x).sum::<f64>().sqrt())
-        .collect()
-}
-
-/// `‖θ − reference‖` per parameter.
-fn difference_norms(params: &ParamStore, reference: &ParamStore) -> Vec<f64> {
-    against(params, reference, &|pairs| {
-        pairs.map(|(x, r)| (x - r) * (x - r)).sum::<f64>().sqrt()
-    })
-}
-
-/// `θ − reference` per parameter.
-fn differences(params: &ParamStore, reference: &ParamStore) -> Vec<Vec<f64>> {
-    against(params, reference, &|pairs| {
-        pairs.map(|(x, r)| x - r).collect()
-    })
-}
-
-/// A parameter's `(θ_i, reference_i)`.
-type Pairs<'a> = dyn Iterator<Item = (f64, f64)> + 'a;
-
-/// `f` of each parameter's `(θ_i, reference_i)` pairs, read in the
-/// parameters' own dtype (no copy of them).
-fn against<R>(
-    params: &ParamStore,
-    reference: &ParamStore,
-    f: &dyn Fn(&mut Pairs<'_>) -> R,
-) -> Vec<R> {
+/// `θ − reference` per parameter, in the parameters' dtype.
+fn differences(params: &ParamStore, reference: &ParamStore) -> Result<Vec<Tensor>, Error> {
     params
         .iter()
         .zip(reference.iter())
-        .map(|((_, t), (_, r))| f(&mut elements(t).zip(elements(r))))
+        .map(|((name, t), (_, r))| {
+            BinaryOp::Sub
+                .apply(t.clone(), r.clone())
+                .map_err(|e| Error::Invalid(format!("the step of parameter '{name}': {e}")))
+        })
         .collect()
-}
-
-/// A tensor's values as f64, read in place.
-fn elements(t: &Tensor) -> Box<dyn Iterator<Item = f64> + '_> {
-    match (t.as_slice::<f32>(), t.as_slice::<f64>()) {
-        (Some(s), _) => Box::new(s.iter().map(|&x| f64::from(x))),
-        (_, Some(s)) => Box::new(s.iter().copied()),
-        _ => Box::new(std::iter::empty()),
-    }
 }
 
 fn flat_params(params: &ParamStore) -> Vec<Vec<f64>> {

@@ -12,10 +12,13 @@ use super::Instrument;
 use crate::Error;
 
 /// The engine's quantities an instrument needs from the training step
-/// (besides the loss, outputs and gradient every step has).
-fn needs(i: Instrument) -> &'static [Quantity] {
+/// (besides the loss, outputs and gradient every step has). α's start point
+/// comes from the step when the step is `−lr·g` (`plain_sgd`): its slopes are
+/// then the per-sample gradients' projections on `g`.
+fn needs(i: Instrument, plain_sgd: bool) -> &'static [Quantity] {
     use Instrument as I;
     match i {
+        I::Alpha if plain_sgd => &[Quantity::BatchLoss, Quantity::BatchDotGrad],
         I::GradHist1d | I::GradHist2d => &[Quantity::BatchGradFactors],
         I::NormTest => &[Quantity::BatchL2],
         I::InnerTest | I::OrthoTest => &[Quantity::BatchL2, Quantity::BatchDotGrad],
@@ -38,10 +41,22 @@ fn needs(i: Instrument) -> &'static [Quantity] {
     }
 }
 
-/// The quantities of a step where `due` are due, in a canonical order
-/// (the key of the compiled programs); empty when a plain step suffices.
-pub(super) fn quantities_for(due: &[Instrument]) -> Vec<Quantity> {
-    let mut q: Vec<Quantity> = due.iter().flat_map(|&i| needs(i).iter().copied()).collect();
+/// The quantities of a step where `due` are due (and α's end point, when
+/// `alpha_end`: the loss terms and slopes along the last step), in a
+/// canonical order (the key of the compiled programs); empty when a plain
+/// step suffices.
+pub(super) fn quantities_for(
+    due: &[Instrument],
+    plain_sgd: bool,
+    alpha_end: bool,
+) -> Vec<Quantity> {
+    let mut q: Vec<Quantity> = due
+        .iter()
+        .flat_map(|&i| needs(i, plain_sgd).iter().copied())
+        .collect();
+    if alpha_end {
+        q.extend([Quantity::BatchLoss, Quantity::BatchDotDirection]);
+    }
     if q.is_empty() {
         return q;
     }
@@ -77,8 +92,10 @@ pub struct StepValues {
     pub batch: usize,
     /// The batch loss (with the loss's reduction).
     pub loss: f64,
-    /// The gradient per parameter.
-    pub grad: Vec<Vec<f64>>,
+    /// The gradient per parameter (the step's own tensors).
+    pub grad: Vec<Tensor>,
+    /// The per-sample loss terms `ℓ_n` (unscaled).
+    pub batch_loss: Option<Vec<f64>>,
     /// Scaled per-sample gradients `c_n` per parameter, factored where the
     /// layer allows (in the objective's dtype: binned where they are, never
     /// expanded or copied).
@@ -87,6 +104,8 @@ pub struct StepValues {
     pub batch_l2: Option<Vec<f64>>,
     /// `Σ_p c_n,p · g_p` per sample.
     pub batch_dot_grad: Option<Vec<f64>>,
+    /// `Σ_p c_n,p · d_p` per sample, `d` the direction fed to the step.
+    pub batch_dot_direction: Option<Vec<f64>>,
     /// `Σ_n c_n²` per parameter.
     pub sum_grad_squared: Option<Vec<Vec<f64>>>,
     /// The Hessian diagonal per parameter.
@@ -96,7 +115,7 @@ pub struct StepValues {
 impl StepValues {
     /// The squared norm of the whole gradient.
     pub fn grad_l2_squared(&self) -> f64 {
-        self.grad.iter().flatten().map(|g| g * g).sum()
+        self.grad.iter().map(|g| g.dot(g)).sum()
     }
 }
 
@@ -107,15 +126,17 @@ pub(super) struct StepPrograms {
 }
 
 impl StepPrograms {
-    /// Runs the step computing `quantities` on `(x, y)`: the training step's
-    /// output (loss, outputs, gradients) and the values for the instruments.
+    /// Runs the step computing `quantities` on `(x, y)` (with `direction`,
+    /// per parameter, for [`Quantity::BatchDotDirection`]): the training
+    /// step's output (loss, outputs, gradients) and the values for the
+    /// instruments.
     pub(super) fn run(
         &mut self,
         objective: &Objective,
         quantities: &[Quantity],
         params: &ParamStore,
-        x: &Tensor,
-        y: &Tensor,
+        (x, y): (&Tensor, &Tensor),
+        direction: Option<&[Tensor]>,
     ) -> Result<(StepOutput, StepValues), Error> {
         let n = x.shape()[0];
         let key = (quantities.to_vec(), n);
@@ -123,7 +144,11 @@ impl StepPrograms {
             let program = QuantityProgram::compile(objective, n, quantities, None)?;
             self.cache.insert(key.clone(), program);
         }
-        let values = self.cache[&key].run(params, x, y, None)?;
+        let program = &self.cache[&key];
+        let values = match direction {
+            Some(d) => program.run_along(params, x, y, d)?,
+            None => program.run(params, x, y, None)?,
+        };
         Ok(assemble(objective, n, values))
     }
 }
@@ -177,17 +202,13 @@ fn assemble(
     let grads = per_param(Quantity::Grad).unwrap_or_default();
     let batch_l2 = per_param(Quantity::BatchL2);
     let batch_dot = per_param(Quantity::BatchDotGrad);
+    let batch_dot_direction = per_param(Quantity::BatchDotDirection);
     let sgs = per_param(Quantity::SumGradSquared);
     let diag_h = per_param(Quantity::DiagHessian);
     let f64s = |ts: &[Tensor]| ts.iter().map(Tensor::to_f64_vec).collect::<Vec<_>>();
     let summed = |ts: Vec<Tensor>| {
         let mut total = vec![0.0; n];
-        for t in &ts {
-            total
-                .iter_mut()
-                .zip(t.to_f64_vec())
-                .for_each(|(a, b)| *a += b);
-        }
+        ts.iter().for_each(|t| t.accumulate_into(&mut total, 1.0));
         total
     };
     let loss = by_name
@@ -196,10 +217,14 @@ fn assemble(
     let values = StepValues {
         batch: n,
         loss,
-        grad: f64s(&grads),
+        grad: grads.clone(),
+        batch_loss: by_name
+            .remove(Quantity::BatchLoss.name())
+            .map(|t| t.to_f64_vec()),
         batch_grad,
-        batch_l2: batch_l2.map(summed),
-        batch_dot_grad: batch_dot.map(summed),
+        batch_l2: batch_l2.map(&summed),
+        batch_dot_grad: batch_dot.map(&summed),
+        batch_dot_direction: batch_dot_direction.map(&summed),
         sum_grad_squared: sgs.as_deref().map(f64s),
         diag_hessian: diag_h.as_deref().map(f64s),
     };

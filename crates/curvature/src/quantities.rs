@@ -55,6 +55,11 @@ pub enum Quantity {
     /// inner product with the batch gradient `g = Σ_n c_n` (Cockpit's
     /// inner-product and orthogonality tests).
     BatchDotGrad,
+    /// `c_n · d` per sample and parameter, `[N]`: each per-sample gradient's
+    /// inner product with a given direction `d`, fed per parameter as
+    /// `direction/<parameter>` ([`QuantityProgram::run_along`]; α's slopes
+    /// along the last step, at its end point).
+    BatchDotDirection,
     /// The per-sample gradients in factored form where a layer has one: for
     /// a dense linear layer at path `l`, its inputs `[N, in]`
     /// (`batch_grad_factors/<l>/input`) and the gradient of the loss with
@@ -84,6 +89,7 @@ const NAMES: &[(&str, Quantity)] = &[
     ("batch_loss", Quantity::BatchLoss),
     ("output", Quantity::Output),
     ("batch_dot_grad", Quantity::BatchDotGrad),
+    ("batch_dot_direction", Quantity::BatchDotDirection),
     ("batch_grad_factors", Quantity::BatchGradFactors),
 ];
 
@@ -191,6 +197,9 @@ pub struct QuantityProgram {
     exe: Executable,
     names: Vec<String>,
     needs_mc: bool,
+    /// The parameters whose direction [`Quantity::BatchDotDirection`] takes
+    /// (empty when it is not computed).
+    direction_of: Vec<String>,
 }
 
 impl QuantityProgram {
@@ -244,9 +253,71 @@ impl QuantityProgram {
         Ok(self.names.iter().cloned().zip(values).collect())
     }
 
+    /// Runs on one batch with the direction of
+    /// [`Quantity::BatchDotDirection`], one tensor per parameter.
+    ///
+    /// ```
+    /// use secondo_curvature::{Objective, ObjectiveConfig, Quantity, QuantityProgram};
+    /// use secondo_nn::ParamStore;
+    /// let obj = Objective::from_config(&ObjectiveConfig {
+    ///     spec: "linear(64,10)".into(), input_shape: vec![64], ..Default::default()
+    /// }).unwrap();
+    /// let params = ParamStore::init(obj.network.spec(), 0, obj.dtype);
+    /// let digits = secondo_data::digits();
+    /// let batch = digits.batches(8).unwrap().next().unwrap();
+    /// let (x, y) = obj.batch_tensors(&batch).unwrap();
+    /// let q = [Quantity::BatchDotGrad, Quantity::BatchDotDirection];
+    /// let program = QuantityProgram::compile(&obj, 8, &q, None).unwrap();
+    /// // Along the gradient itself, the two agree.
+    /// let grad = secondo_curvature::compute_quantities(&obj, &params, &x, &y, &[Quantity::Grad], None).unwrap();
+    /// let direction: Vec<_> = grad.into_iter().map(|(_, t)| t).collect();
+    /// let out = program.run_along(&params, &x, &y, &direction).unwrap();
+    /// assert_eq!((out[0].0.as_str(), out[1].0.as_str()), ("batch_dot_grad/0.weight", "batch_dot_direction/0.weight"));
+    /// assert!(out[0].1.max_abs_diff(&out[1].1) < 1e-6);
+    /// assert!(program.run(&params, &x, &y, None).is_err());
+    /// ```
+    pub fn run_along(
+        &self,
+        params: &ParamStore,
+        x: &Tensor,
+        y: &Tensor,
+        direction: &[Tensor],
+    ) -> Result<Vec<(String, Tensor)>, CurvatureError> {
+        if direction.len() != self.direction_of.len() {
+            return Err(CurvatureError::Invalid(format!(
+                "batch_dot_direction: {} direction tensors for {} parameters",
+                direction.len(),
+                self.direction_of.len()
+            )));
+        }
+        let mut feeds = self.batch_feeds(params, x, y, None)?;
+        for (name, d) in self.direction_of.iter().zip(direction) {
+            feeds.insert(&direction_feed(name), d.clone());
+        }
+        let values = self.exe.run(&feeds)?;
+        Ok(self.names.iter().cloned().zip(values).collect())
+    }
+
     /// What [`QuantityProgram::run`] feeds the executable (see
     /// [`QuantityProgram::executable`] for an example).
     pub fn feeds(
+        &self,
+        params: &ParamStore,
+        x: &Tensor,
+        y: &Tensor,
+        mc_targets: Option<&Tensor>,
+    ) -> Result<Feeds, CurvatureError> {
+        if !self.direction_of.is_empty() {
+            return Err(CurvatureError::Invalid(
+                "batch_dot_direction needs a direction per parameter (QuantityProgram::run_along)"
+                    .into(),
+            ));
+        }
+        self.batch_feeds(params, x, y, mc_targets)
+    }
+
+    /// The batch's, the parameters' and the sampled targets' feeds.
+    fn batch_feeds(
         &self,
         params: &ParamStore,
         x: &Tensor,
@@ -322,6 +393,7 @@ fn build(
                 | Quantity::SumGradSquared
                 | Quantity::Variance
                 | Quantity::BatchDotGrad
+                | Quantity::BatchDotDirection
                 | Quantity::BatchGradFactors
         )
     });
@@ -398,6 +470,10 @@ fn build(
         exe,
         names: outputs.into_iter().map(|(n, _)| n).collect(),
         needs_mc,
+        direction_of: match quantities.contains(&Quantity::BatchDotDirection) {
+            true => names,
+            false => Vec::new(),
+        },
     })
 }
 
@@ -493,19 +569,30 @@ fn first_order<'b>(
                 Quantity::BatchL2 => cn.square().sum(&rest),
                 Quantity::SumGradSquared => cn.square().sum(&[0]),
                 Quantity::Variance => cn.square().sum(&[0]) * mean - (cn.sum(&[0]) * mean).square(),
-                Quantity::BatchDotGrad => {
-                    // One contraction, which the einsum optimizer fuses with
-                    // the per-sample gradients' own (for a dense layer
-                    // `Σ_o δ_no (g a_n)_o`, never forming `c_n`).
-                    let letters: String = ('a'..='m').take(rank).collect();
-                    let spec = format!("z{letters},{letters}->z");
-                    cn.builder().einsum(&spec, &[cn, cn.sum(&[0])])
+                Quantity::BatchDotGrad => per_sample_dot(cn, cn.sum(&[0]), rank),
+                Quantity::BatchDotDirection => {
+                    let d = cn.builder().input(&direction_feed(name), &cn.shape()[1..]);
+                    per_sample_dot(cn, d, rank)
                 }
                 _ => return None,
             };
             Some((format!("{q}/{name}"), v))
         })
         .collect()
+}
+
+/// `c_n · v` for every sample: one contraction, which the einsum optimizer
+/// fuses with the per-sample gradients' own (for a dense layer
+/// `Σ_o δ_no (v a_n)_o`, never forming `c_n`).
+fn per_sample_dot<'b>(cn: Var<'b>, v: Var<'b>, rank: usize) -> Var<'b> {
+    let letters: String = ('a'..='m').take(rank).collect();
+    let spec = format!("z{letters},{letters}->z");
+    cn.builder().einsum(&spec, &[cn, v])
+}
+
+/// The feed of [`Quantity::BatchDotDirection`]'s direction for a parameter.
+fn direction_feed(param: &str) -> String {
+    format!("direction/{param}")
 }
 
 /// Draws `m` targets per sample of the batch from the model's predictive

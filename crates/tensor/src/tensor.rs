@@ -308,6 +308,61 @@ impl Tensor {
         crate::dispatch!(self, v, T => v.iter().position(|x| !x.is_finite()))
     }
 
+    /// `Σ_i self_i · other_i`, accumulated in `f64` over the values in place
+    /// (`NaN` when the dtypes or sizes differ).
+    ///
+    /// ```
+    /// # use secondo_tensor::Tensor;
+    /// let a = Tensor::from_vec(vec![2], vec![1.0f32, 2.0]).unwrap();
+    /// let b = Tensor::from_vec(vec![2], vec![3.0f32, -1.0]).unwrap();
+    /// assert_eq!(a.dot(&b), 1.0);
+    /// assert_eq!(a.dot(&a), 5.0);
+    /// ```
+    pub fn dot(&self, other: &Tensor) -> f64 {
+        self.fold_pairs(other, |x, y| x * y)
+    }
+
+    /// `Σ_i (self_i − other_i)²`, accumulated in `f64` over the values in
+    /// place (`NaN` when the dtypes or sizes differ).
+    ///
+    /// ```
+    /// # use secondo_tensor::Tensor;
+    /// let a = Tensor::from_vec(vec![2], vec![1.0f64, 2.0]).unwrap();
+    /// let b = Tensor::from_vec(vec![2], vec![3.0f64, 2.0]).unwrap();
+    /// assert_eq!(a.squared_distance(&b), 4.0);
+    /// ```
+    pub fn squared_distance(&self, other: &Tensor) -> f64 {
+        self.fold_pairs(other, |x, y| (x - y) * (x - y))
+    }
+
+    /// `Σ_i f(self_i, other_i)` in `f64`, in four independent partial sums
+    /// (so the loop vectorizes; the order is fixed, so the result is the
+    /// same on every run).
+    fn fold_pairs(&self, other: &Tensor, f: impl Fn(f64, f64) -> f64) -> f64 {
+        if self.numel() != other.numel() {
+            return f64::NAN;
+        }
+        crate::dispatch!(self, v, T => {
+            let Some(w) = other.as_slice::<T>() else {
+                return f64::NAN;
+            };
+            let mut acc = [0.0f64; 4];
+            let (a4, b4) = (v.chunks_exact(4), w.chunks_exact(4));
+            let tail: f64 = a4
+                .remainder()
+                .iter()
+                .zip(b4.remainder())
+                .map(|(&x, &y)| f(<T as Element>::to_f64(x), <T as Element>::to_f64(y)))
+                .sum();
+            for (a, b) in a4.zip(b4) {
+                for k in 0..4 {
+                    acc[k] += f(<T as Element>::to_f64(a[k]), <T as Element>::to_f64(b[k]));
+                }
+            }
+            acc.iter().sum::<f64>() + tail
+        })
+    }
+
     /// Largest absolute elementwise difference to `other` (`inf` when shapes differ).
     ///
     /// ```
