@@ -114,21 +114,11 @@ impl Histogram1d {
         match grads {
             PerSample::Full(t) | PerSample::Rows(t) => self.add_tensor(t, scale),
             PerSample::Outer { input, output_grad } => {
-                let (lo, hi) = self.range;
                 let bins = self.counts.len();
-                let bin = |v: f64| {
-                    let v = v.clamp(lo, hi);
-                    (((v - lo) * bins as f64 / (hi - lo)) as usize).min(bins - 1)
-                };
+                let range = self.range;
                 let counts =
                     per_sample_rows(input, output_grad, scale, bins, |counts, sorted, _, s| {
-                        let mut p = 0;
-                        while p < sorted.len() {
-                            let b = bin(s * sorted[p].0);
-                            let run = sorted[p + 1..].partition_point(|&(a, _)| bin(s * a) == b);
-                            counts[b] += 1 + run as u64;
-                            p += 1 + run;
-                        }
+                        bin_row(range, counts, sorted, s)
                     });
                 add_counts(&mut self.counts, counts);
             }
@@ -229,12 +219,13 @@ impl Histogram2d {
             scale,
             self.counts.len(),
             |counts, sorted, o, s| {
-                let first = bin_index(x, s * sorted[0].0);
-                if first == bin_index(x, s * sorted[sorted.len() - 1].0) {
+                let (values, index) = (&sorted.values, &sorted.index);
+                let first = bin_index(x, s * values[0]);
+                if first == bin_index(x, s * values[values.len() - 1]) {
                     let at = &mut counts[first * y.1..(first + 1) * y.1];
                     at.iter_mut().zip(&rows[o]).for_each(|(c, r)| *c += r);
                 } else {
-                    for &(a, i) in sorted {
+                    for (&a, &i) in values.iter().zip(index) {
                         counts[bin_index(x, s * a) * y.1 + y_bins[o * width + i]] += 1;
                     }
                 }
@@ -256,17 +247,140 @@ impl Histogram2d {
     }
 }
 
+/// Bins `s·a` for the ascending `a` of `sorted` (one row of a dense
+/// layer's per-sample gradients) into `counts` over `range`, exactly as
+/// [`Histogram1d::add`] would. The bins of `s·a` are monotone in `a`, so
+/// they come in runs: a row spanning few bins costs a few probes per bin
+/// edge (its position guessed from `sorted`'s grid, then confirmed by the
+/// bins themselves); a row spanning many is binned value by value.
+fn bin_row((lo, hi): (f64, f64), counts: &mut [u64], sorted: &SortedInputs, s: f64) {
+    let a = &sorted.values;
+    let bins = counts.len();
+    let width = (hi - lo) / bins as f64;
+    let bin = |v: f64| {
+        let v = v.clamp(lo, hi);
+        (((v - lo) * bins as f64 / (hi - lo)) as usize).min(bins - 1)
+    };
+    let (mut b, last) = (bin(s * a[0]), bin(s * a[a.len() - 1]));
+    if b.abs_diff(last) * PROBES_PER_EDGE >= a.len() {
+        a.iter().for_each(|&v| counts[bin(s * v)] += 1);
+        return;
+    }
+    let mut p = 0;
+    while b != last {
+        // `s·a` leaves bin `b` at this edge (upward for s > 0, downward otherwise).
+        let edge = lo + width * (b + usize::from(s > 0.0)) as f64;
+        let q = sorted.first_after(p, edge / s, |v| bin(s * v) == b);
+        counts[b] += (q - p) as u64;
+        p = q;
+        b = bin(s * a[q]);
+    }
+    counts[last] += (a.len() - p) as u64;
+}
+
+/// Below this many values per bin edge a row is binned value by value.
+const PROBES_PER_EDGE: usize = 6;
+
+/// A sample's layer inputs sorted ascending, with their indices, and a
+/// uniform grid of as many cells over their range (`start[c]` the first
+/// position in cell `c`), so that the position of any value is known to
+/// within a cell without a search. One per parallel task, refilled for each
+/// sample (the allocator has one arena, which the tasks would contend for).
+#[derive(Default)]
+struct SortedInputs {
+    values: Vec<f64>,
+    index: Vec<usize>,
+    start: Vec<usize>,
+    min: f64,
+    cells_per_unit: f64,
+    /// Scratch: the next free position per cell, and the sorted pairs.
+    next: Vec<usize>,
+    pairs: Vec<(f64, usize)>,
+}
+
+impl SortedInputs {
+    #[cfg(test)]
+    fn new(inputs: &[f64]) -> SortedInputs {
+        let mut sorted = SortedInputs::default();
+        sorted.sort(inputs);
+        sorted
+    }
+
+    /// Sorts `inputs` by buckets: the grid's cells, in order, then each
+    /// cell's few values (a comparison sort of the whole sample would cost
+    /// more than binning it).
+    fn sort(&mut self, inputs: &[f64]) {
+        let (min, max) = inputs
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| {
+                (l.min(v), h.max(v))
+            });
+        let cells = inputs.len();
+        let cells_per_unit = match cells as f64 / (max - min) {
+            c if c.is_finite() => c,
+            _ => 0.0,
+        };
+        let cell_of = |v: f64| (((v - min) * cells_per_unit) as usize).min(cells - 1);
+        let start = &mut self.start;
+        start.clear();
+        start.resize(cells + 1, 0);
+        inputs.iter().for_each(|&v| start[cell_of(v) + 1] += 1);
+        for c in 0..cells {
+            start[c + 1] += start[c];
+        }
+        self.next.clone_from(start);
+        self.pairs.clear();
+        self.pairs.resize(cells, (0.0, 0));
+        for (i, &v) in inputs.iter().enumerate() {
+            let c = cell_of(v);
+            self.pairs[self.next[c]] = (v, i);
+            self.next[c] += 1;
+        }
+        for cell in start.windows(2) {
+            self.pairs[cell[0]..cell[1]]
+                .sort_unstable_by(|p, q| p.0.total_cmp(&q.0).then(p.1.cmp(&q.1)));
+        }
+        self.values.clear();
+        self.index.clear();
+        self.values.extend(self.pairs.iter().map(|p| p.0));
+        self.index.extend(self.pairs.iter().map(|p| p.1));
+        (self.min, self.cells_per_unit) = (min, cells_per_unit);
+    }
+
+    /// The first position after `p` where `inside` (true at `p` and on a
+    /// prefix of the values from `p`) fails, given `near`, a value about
+    /// where it does: probes the grid cell of `near` and its neighbours,
+    /// searching the rest only when that guess was wrong.
+    fn first_after(&self, p: usize, near: f64, inside: impl Fn(f64) -> bool) -> usize {
+        let v = &self.values;
+        let cells = self.start.len() - 1;
+        let cell =
+            ((near - self.min) * self.cells_per_unit).clamp(0.0, (cells - 1) as f64) as usize;
+        let from = self.start[cell].saturating_sub(1).max(p + 1);
+        let to = (self.start[cell + 1] + 1).clamp(from, v.len());
+        let search =
+            |range: std::ops::Range<usize>| range.start + v[range].partition_point(|&x| inside(x));
+        if from < v.len() && !inside(v[from]) {
+            search(p + 1..from)
+        } else if to < v.len() && inside(v[to - 1]) {
+            search(to..v.len())
+        } else {
+            search(from..to)
+        }
+    }
+}
+
 /// Runs `visit(counts, sorted, o, s)` for every sample `n` and output `o`
-/// of a dense layer, with the sample's inputs sorted ascending (with their
-/// indices) and `s = scale · δ_no`: the per-sample gradients along `o` are `s·a`,
-/// monotone in `a`, so bins come in runs. Samples run in parallel, each task
-/// with its own `bins` counts.
+/// of a dense layer, with the sample's inputs sorted and `s = scale · δ_no`:
+/// the per-sample gradients along `o` are `s·a`, monotone in `a`, so bins
+/// come in runs. Samples run in parallel, each task with its own `bins`
+/// counts.
 fn per_sample_rows(
     input: &Tensor,
     output_grad: &Tensor,
     scale: f64,
     bins: usize,
-    visit: impl Fn(&mut [u64], &[(f64, usize)], usize, f64) + Sync,
+    visit: impl Fn(&mut [u64], &SortedInputs, usize, f64) + Sync,
 ) -> Vec<u64> {
     let (a, d) = (input.to_f64_vec(), output_grad.to_f64_vec());
     let (n, width) = (input.shape()[0], input.shape()[1]);
@@ -276,22 +390,17 @@ fn per_sample_rows(
     }
     (0..n)
         .into_par_iter()
-        .map(|sample| {
-            let mut sorted: Vec<(f64, usize)> = a[sample * width..(sample + 1) * width]
-                .iter()
-                .copied()
-                .zip(0..)
-                .collect();
-            sorted.sort_by(|p, q| p.0.total_cmp(&q.0));
-            // A negative slope reverses the order; the runs stay ascending.
-            let reversed: Vec<(f64, usize)> = sorted.iter().rev().copied().collect();
-            let mut counts = vec![0u64; bins];
-            for (o, &s) in d[sample * outs..(sample + 1) * outs].iter().enumerate() {
-                let view = if s < 0.0 { &reversed } else { &sorted };
-                visit(&mut counts, view, o, scale * s);
-            }
-            counts
-        })
+        .fold(
+            || (vec![0u64; bins], SortedInputs::default()),
+            |(mut counts, mut sorted), sample| {
+                sorted.sort(&a[sample * width..(sample + 1) * width]);
+                for (o, &s) in d[sample * outs..(sample + 1) * outs].iter().enumerate() {
+                    visit(&mut counts, &sorted, o, scale * s);
+                }
+                (counts, sorted)
+            },
+        )
+        .map(|(counts, _)| counts)
         .reduce(
             || vec![0u64; bins],
             |mut a, b| {
@@ -307,4 +416,47 @@ fn bin_index(((lo, hi), bins): ((f64, f64), usize), v: f64) -> usize {
     let width = (hi - lo) / bins as f64;
     let v = v.clamp(lo + width / 2.0, hi - width / 2.0);
     (((v - lo) / width) as usize).min(bins - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Inputs as ReLU layers give them: ties, zeros, a spread of magnitudes.
+    fn inputs() -> impl Strategy<Value = Vec<f64>> {
+        let value = prop_oneof![
+            Just(0.0),
+            Just(0.5),
+            -3.0..3.0f64,
+            (-30.0..30.0f64).prop_map(|v| v * 1e-3),
+        ];
+        proptest::collection::vec(value, 1..300)
+    }
+
+    proptest! {
+        /// The runs of a row give the counts of binning it value by value,
+        /// for rows spanning one bin, a few, or all of them.
+        #[test]
+        fn rows_bin_as_values_do(a in inputs(), s in prop_oneof![-40.0..40.0f64, -0.5..0.5f64, Just(0.0)]) {
+            let range = (-2.0, 2.0);
+            let mut direct = Histogram1d::new(range, 100);
+            direct.add(&a, s);
+            let mut runs = vec![0u64; 100];
+            bin_row(range, &mut runs, &SortedInputs::new(&a), s);
+            prop_assert_eq!(direct.counts(), &runs[..]);
+        }
+
+        /// The end of a run is found wherever the guess points.
+        #[test]
+        fn runs_end_where_they_end(a in inputs(), t in -3.0..3.0f64, near in -4.0..4.0f64, p in 0..300usize) {
+            let sorted = SortedInputs::new(&a);
+            let v = &sorted.values;
+            let inside = |x: f64| x < t;
+            let end = v.partition_point(|&x| inside(x));
+            prop_assume!(end < v.len() && p < end);
+            prop_assert_eq!(sorted.first_after(p, near, inside), end);
+        }
+    }
 }
