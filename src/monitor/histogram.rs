@@ -192,9 +192,9 @@ impl Histogram2d {
     }
 
     /// Bins one parameter's per-sample gradients (times `scale`) against its
-    /// values `params`; a dense layer's weight from its factors: where all of
-    /// a sample's gradients along one output fall in one gradient bin, that
-    /// output's row of parameter bins is added at once.
+    /// values `params`; a dense layer's weight from its factors, by runs of
+    /// one gradient bin (where a sample's gradients along one output all fall
+    /// in one, that output's row of parameter bins is added at once).
     pub fn add_per_sample(&mut self, grads: &PerSample, params: &[f64], scale: f64) {
         let PerSample::Outer { input, output_grad } = grads else {
             let (PerSample::Full(t) | PerSample::Rows(t)) = grads else {
@@ -213,22 +213,35 @@ impl Histogram2d {
                 h
             })
             .collect();
+        // Rows of parameters in one bin (small weights all are): a run adds
+        // its length to one count, instead of one count per element (which
+        // increments the same counter in a chain).
+        let one_bin: Vec<Option<usize>> = rows
+            .iter()
+            .map(|h| {
+                let mut bins = h.iter().enumerate().filter(|(_, &c)| c > 0).map(|(j, _)| j);
+                bins.next().filter(|_| bins.next().is_none())
+            })
+            .collect();
         let counts = per_sample_rows(
             input,
             output_grad,
             scale,
             self.counts.len(),
             |counts, sorted, o, s| {
-                let (values, index) = (&sorted.values, &sorted.index);
-                let first = bin_index(x, s * values[0]);
-                if first == bin_index(x, s * values[values.len() - 1]) {
-                    let at = &mut counts[first * y.1..(first + 1) * y.1];
-                    at.iter_mut().zip(&rows[o]).for_each(|(c, r)| *c += r);
-                } else {
-                    for (&a, &i) in values.iter().zip(index) {
-                        counts[bin_index(x, s * a) * y.1 + y_bins[o * width + i]] += 1;
+                let x_width = (x.0 .1 - x.0 .0) / x.1 as f64;
+                let bin = |v: f64| bin_index(x, v);
+                let row = &y_bins[o * width..(o + 1) * width];
+                for_each_run(sorted, s, (x.0 .0, x_width), bin, |b, run| {
+                    let at = &mut counts[b * y.1..(b + 1) * y.1];
+                    if let Some(j) = one_bin[o] {
+                        at[j] += run.len() as u64;
+                    } else if run.len() == width {
+                        at.iter_mut().zip(&rows[o]).for_each(|(c, r)| *c += r);
+                    } else {
+                        sorted.index[run].iter().for_each(|&i| at[row[i]] += 1);
                     }
-                }
+                });
             },
         );
         add_counts(&mut self.counts, counts);
@@ -249,21 +262,37 @@ impl Histogram2d {
 
 /// Bins `s·a` for the ascending `a` of `sorted` (one row of a dense
 /// layer's per-sample gradients) into `counts` over `range`, exactly as
-/// [`Histogram1d::add`] would. The bins of `s·a` are monotone in `a`, so
-/// they come in runs: a row spanning few bins costs a few probes per bin
-/// edge (its position guessed from `sorted`'s grid, then confirmed by the
-/// bins themselves); a row spanning many is binned value by value.
+/// [`Histogram1d::add`] would.
 fn bin_row((lo, hi): (f64, f64), counts: &mut [u64], sorted: &SortedInputs, s: f64) {
-    let a = &sorted.values;
     let bins = counts.len();
-    let width = (hi - lo) / bins as f64;
     let bin = |v: f64| {
         let v = v.clamp(lo, hi);
         (((v - lo) * bins as f64 / (hi - lo)) as usize).min(bins - 1)
     };
+    let width = (hi - lo) / bins as f64;
+    for_each_run(sorted, s, (lo, width), bin, |b, run| {
+        counts[b] += run.len() as u64
+    });
+}
+
+/// Calls `visit(b, run)` for the runs of positions of `sorted` whose `s·a`
+/// fall in one bin `b` of `bin` (bins of `width` from `lo`, monotone in
+/// `a`, so they do come in runs), in order: a row spanning few bins costs a
+/// few probes per bin edge (its position guessed from `sorted`'s grid, then
+/// confirmed by `bin` itself); a row spanning many is visited value by value.
+fn for_each_run(
+    sorted: &SortedInputs,
+    s: f64,
+    (lo, width): (f64, f64),
+    bin: impl Fn(f64) -> usize,
+    mut visit: impl FnMut(usize, std::ops::Range<usize>),
+) {
+    let a = &sorted.values;
     let (mut b, last) = (bin(s * a[0]), bin(s * a[a.len() - 1]));
     if b.abs_diff(last) * PROBES_PER_EDGE >= a.len() {
-        a.iter().for_each(|&v| counts[bin(s * v)] += 1);
+        a.iter()
+            .enumerate()
+            .for_each(|(i, &v)| visit(bin(s * v), i..i + 1));
         return;
     }
     let mut p = 0;
@@ -271,11 +300,11 @@ fn bin_row((lo, hi): (f64, f64), counts: &mut [u64], sorted: &SortedInputs, s: f
         // `s·a` leaves bin `b` at this edge (upward for s > 0, downward otherwise).
         let edge = lo + width * (b + usize::from(s > 0.0)) as f64;
         let q = sorted.first_after(p, edge / s, |v| bin(s * v) == b);
-        counts[b] += (q - p) as u64;
+        visit(b, p..q);
         p = q;
         b = bin(s * a[q]);
     }
-    counts[last] += (a.len() - p) as u64;
+    visit(last, p..a.len());
 }
 
 /// Below this many values per bin edge a row is binned value by value.

@@ -55,7 +55,9 @@ impl<S: Stored> Krylov<S> {
         let mut krylov = Self {
             n,
             cap,
-            basis: vec![S::default(); n * cap],
+            // Grown as vectors arrive: a zeroed `n × cap` buffer cost more
+            // than the products of a warm-started run that needs a few.
+            basis: Vec::with_capacity(n * cap),
             len: 0,
             multiplied: 0,
             proj: vec![0.0; cap * cap],
@@ -122,11 +124,10 @@ impl<S: Stored> Krylov<S> {
 
     /// Appends `w / ‖w‖` to the basis.
     fn push(&mut self, w: &[f64], norm: f64) {
-        let start = self.len * self.n;
         let inverse = 1.0 / norm;
-        for (b, x) in self.basis[start..start + self.n].iter_mut().zip(w) {
-            *b = S::from_f64(x * inverse);
-        }
+        self.basis.truncate(self.len * self.n);
+        self.basis
+            .extend(w.iter().map(|x| S::from_f64(x * inverse)));
         self.len += 1;
     }
 
@@ -281,7 +282,8 @@ impl<S: Stored> Krylov<S> {
     pub(super) fn restart(&mut self, ritz: &Ritz, keep: &[usize]) {
         let (n, m, l, waiting) = (self.n, self.multiplied, keep.len(), self.unmultiplied());
         let mut next = std::mem::take(&mut self.spare);
-        next.resize(self.basis.len(), S::default());
+        next.clear();
+        next.resize((l + waiting) * n, S::default());
         self.ritz_vectors_into(ritz, keep, &mut next[..l * n]);
         next[l * n..(l + waiting) * n].copy_from_slice(&self.basis[m * n..(m + waiting) * n]);
         self.spare = std::mem::replace(&mut self.basis, next);
