@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use crate::passes::{
     eliminate_common_subexpressions, fuse_einsum_reductions, group_independent_contractions, prune,
 };
-use crate::prims::{einsum, elementwise, leaves, movement, patches, reduce, Family};
+use crate::prims::{einsum, elementwise, leaves, movement, patches, pool, reduce, Family};
 use crate::{Graph, GraphError, NodeId, Op};
 
 /// Named tensors for a graph's inputs and parameters.
@@ -422,6 +422,7 @@ impl Executable {
             Family::Movement(m) => movement::eval(m, &args, &node.shape)?,
             Family::Einsum(spec) => einsum::eval(spec, &args)?,
             Family::Patches(p) => patches::eval(p, &args)?,
+            Family::Pool(p) => pool::eval(p, &args)?,
         })
     }
 }

@@ -2,7 +2,7 @@ use std::fmt;
 
 use secondo_tensor::DType;
 
-use crate::prims::{einsum, elementwise, leaves, movement, patches, reduce, Family};
+use crate::prims::{einsum, elementwise, leaves, movement, patches, pool, reduce, Family};
 use crate::{GraphError, Op};
 
 /// Index of a node in its graph. Nodes only refer to earlier nodes, so ids are
@@ -223,6 +223,7 @@ impl Graph {
             Family::Movement(m) => movement::shape(m, &operands, shape),
             Family::Einsum(spec) => einsum::shape(spec, &operands),
             Family::Patches(p) => patches::shape(p, &operands),
+            Family::Pool(p) => pool::shape(p, &operands),
         }
         .map_err(|reason| build_err(op, reason))
     }

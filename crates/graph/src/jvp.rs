@@ -4,7 +4,7 @@
 //! so `jvp` and `vjp` compose in either order (Hessian-vector products are
 //! `jvp` of `vjp`).
 
-use crate::prims::{einsum, elementwise, leaves, movement, patches, reduce, Family, Primal};
+use crate::prims::{einsum, elementwise, leaves, movement, patches, pool, reduce, Family, Primal};
 use crate::vjp::{accumulate, check_pairs};
 use crate::{Builder, GraphError, Node, NodeId, Var};
 
@@ -92,5 +92,6 @@ fn jvp_rule<'a>(
         Family::Movement(m) => movement::jvp(m, &p, ts),
         Family::Einsum(spec) => einsum::jvp(spec, &p, ts),
         Family::Patches(op) => patches::jvp(op, &p, ts),
+        Family::Pool(op) => pool::jvp(op, &p, ts),
     }
 }

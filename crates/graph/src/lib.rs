@@ -37,3 +37,4 @@ pub use exec::{Executable, Feeds};
 pub use graph::{Graph, Node, NodeId};
 pub use op::Op;
 pub use prims::patches::PatchOp;
+pub use prims::pool::PoolOp;

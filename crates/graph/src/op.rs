@@ -2,7 +2,7 @@ use std::fmt;
 
 use secondo_tensor::{BinaryOp, EinsumSpec, ReduceOp, Tensor, UnaryOp};
 
-use crate::PatchOp;
+use crate::{PatchOp, PoolOp};
 
 /// A primitive operation. Composite operations (softmax, cross-entropy, GELU, …)
 /// are built from these by the builder. Each variant's rules (shape,
@@ -44,6 +44,8 @@ pub enum Op {
     OneHot(usize),
     /// Sliding-window patches of the last two axes and their adjoint.
     Patches(PatchOp),
+    /// Max pooling and the linear maps of its derivatives.
+    Pool(PoolOp),
 }
 
 impl fmt::Display for Op {
@@ -64,6 +66,7 @@ impl fmt::Display for Op {
             Op::Einsum(s) => write!(f, "einsum {s}"),
             Op::OneHot(c) => write!(f, "one_hot {c}"),
             Op::Patches(p) => write!(f, "{p}"),
+            Op::Pool(p) => write!(f, "{p}"),
         }
     }
 }

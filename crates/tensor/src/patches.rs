@@ -72,7 +72,7 @@ impl Window2d {
 
     /// The input row (or column) that kernel tap `tap` of window `out` reads
     /// on axis `i`, or `None` when it falls in the padding.
-    fn source(&self, i: usize, out: usize, tap: usize, size: usize) -> Option<usize> {
+    pub(crate) fn source(&self, i: usize, out: usize, tap: usize, size: usize) -> Option<usize> {
         (out * self.stride[i] + tap * self.dilation[i])
             .checked_sub(self.padding[i])
             .filter(|&s| s < size)
@@ -141,7 +141,7 @@ impl Window2d {
 }
 
 /// Splits `shape` into leading axes and its last `k` axes.
-fn split_image(shape: &[usize], k: usize) -> Result<(&[usize], &[usize]), TensorError> {
+pub(crate) fn split_image(shape: &[usize], k: usize) -> Result<(&[usize], &[usize]), TensorError> {
     if shape.len() < k {
         return Err(TensorError::Invalid(format!(
             "a sliding window needs at least {k} axes, got shape {shape:?}"

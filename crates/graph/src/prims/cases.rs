@@ -15,7 +15,7 @@ use secondo_tensor::{BinaryOp, DType, ReduceOp, Tensor, UnaryOp, Window2d};
 use crate::check::{
     jvp_error_on, transpose_error_on, vjp_error_on, vmap_error_on, Leaf, VMAP_SIZE,
 };
-use crate::{Builder, GraphError, Op, PatchOp, Var};
+use crate::{Builder, GraphError, Op, PatchOp, PoolOp, Var};
 
 macro_rules! kinds {
     ($($kind:ident),* $(,)?) => {
@@ -30,8 +30,37 @@ macro_rules! kinds {
 }
 
 kinds!(
-    Input, Param, Constant, OneHot, Neg, Exp, Log, Tanh, Erf, Powf, Add, Sub, Mul, Div, Max, Gt,
-    Ge, Lt, Eq, Where, Sum, MaxOver, Reshape, Permute, Broadcast, Einsum, Unfold, Fold,
+    Input,
+    Param,
+    Constant,
+    OneHot,
+    Neg,
+    Exp,
+    Log,
+    Tanh,
+    Erf,
+    Powf,
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Max,
+    Gt,
+    Ge,
+    Lt,
+    Eq,
+    Where,
+    Sum,
+    MaxOver,
+    Reshape,
+    Permute,
+    Broadcast,
+    Einsum,
+    Unfold,
+    Fold,
+    MaxPool,
+    PoolSelect,
+    PoolScatter,
 );
 
 /// The kind of an op.
@@ -73,6 +102,11 @@ fn kind(op: &Op) -> Kind {
             PatchOp::Unfold { .. } => Kind::Unfold,
             PatchOp::Fold { .. } => Kind::Fold,
         },
+        Op::Pool(p) => match p {
+            PoolOp::Max(_) => Kind::MaxPool,
+            PoolOp::Select(_) => Kind::PoolSelect,
+            PoolOp::Scatter(_) => Kind::PoolScatter,
+        },
     }
 }
 
@@ -110,6 +144,14 @@ fn raw<'a>(b: &'a Builder, op: Op, operands: &[Var<'a>]) -> Var<'a> {
 
 /// A window exercising every parameter: a non-square kernel, stride,
 /// padding and dilation.
+/// A padded, strided pooling window (3×3, stride 2, padding 1).
+const POOL: Window2d = Window2d {
+    kernel: [3, 3],
+    stride: [2, 2],
+    padding: [1, 1],
+    dilation: [1, 1],
+};
+
 const ODD: Window2d = Window2d {
     kernel: [2, 3],
     stride: [2, 1],
@@ -311,6 +353,37 @@ fn cases_for(kind: Kind) -> Vec<Case> {
         Kind::Fold => vec![case("fold", &[&[3, 4, 2, 2, 3]], |_, x| {
             x[0].fold(ODD, [5, 6]).tanh()
         })],
+        Kind::MaxPool => vec![
+            case("max pool, padded", &[&[2, 5, 6]], |_, x| {
+                x[0].max_pool(POOL).square()
+            }),
+            case("max pool, overlapping", &[&[2, 2, 5, 5]], |_, x| {
+                x[0].max_pool(Window2d::square(3, 1, 0, 1)).tanh()
+            }),
+        ],
+        Kind::PoolSelect => vec![
+            case("select", &[&[2, 5, 6], &[2, 5, 6]], |b, x| {
+                raw(b, Op::Pool(PoolOp::Select(POOL)), x).tanh()
+            }),
+            case(
+                "select, the input repeated",
+                &[&[2, 5, 6], &[3, 2, 5, 6]],
+                |b, x| raw(b, Op::Pool(PoolOp::Select(POOL)), x) * x[1].max_pool(POOL),
+            ),
+        ],
+        Kind::PoolScatter => vec![
+            case("scatter", &[&[2, 5, 6], &[2, 3, 3]], |b, x| {
+                raw(b, Op::Pool(PoolOp::Scatter(POOL)), x).tanh()
+            }),
+            case(
+                "scatter, overlapping",
+                &[&[2, 4, 4], &[3, 2, 2, 2]],
+                |b, x| {
+                    let w = Window2d::square(3, 1, 0, 1);
+                    raw(b, Op::Pool(PoolOp::Scatter(w)), x).square()
+                },
+            ),
+        ],
     }
 }
 

@@ -15,6 +15,7 @@ pub(crate) mod elementwise;
 pub(crate) mod leaves;
 pub(crate) mod movement;
 pub(crate) mod patches;
+pub(crate) mod pool;
 pub(crate) mod reduce;
 
 #[cfg(test)]
@@ -23,7 +24,7 @@ mod cases;
 use secondo_tensor::{EinsumSpec, ReduceOp};
 
 use crate::vmap::lift;
-use crate::{Builder, Node, NodeId, Op, PatchOp, Var};
+use crate::{Builder, Node, NodeId, Op, PatchOp, PoolOp, Var};
 use elementwise::Elementwise;
 use leaves::Leaf;
 use movement::Movement;
@@ -49,6 +50,8 @@ pub(crate) enum Family<'a> {
     Einsum(&'a EinsumSpec),
     /// `Patches`.
     Patches(&'a PatchOp),
+    /// `Pool`.
+    Pool(&'a PoolOp),
 }
 
 impl Op {
@@ -68,6 +71,7 @@ impl Op {
             Op::Broadcast => Family::Movement(Movement::Broadcast),
             Op::Einsum(spec) => Family::Einsum(spec),
             Op::Patches(p) => Family::Patches(p),
+            Op::Pool(p) => Family::Pool(p),
         }
     }
 }

@@ -1,20 +1,15 @@
-//! Pooling layers: `maxpool2d` and `avgpool2d` reduce `unfold`'s patches;
-//! `adaptiveavgpool2d` contracts with PyTorch's window-averaging matrices.
+//! Pooling layers: `maxpool2d` is the graph's max-pooling primitive,
+//! `avgpool2d` sums `unfold`'s patches; `adaptiveavgpool2d` contracts with
+//! PyTorch's window-averaging matrices.
 
 use secondo_graph::Var;
 use secondo_tensor::{Tensor, Window2d};
 
-/// `maxpool2d(K, s, p)` on `[N, C, H, W]`: the padding reads −∞, as in
-/// PyTorch, so it never wins a window.
+/// `maxpool2d(K, s, p)` on `[N, C, H, W]`: the padding never wins a
+/// window, as PyTorch's −∞ padding; ties go to the first maximum in
+/// row-major order, as in PyTorch.
 pub(crate) fn max(x: Var<'_>, kernel: usize, stride: usize, padding: usize) -> Var<'_> {
-    let p = x.unfold(
-        Window2d::square(kernel, stride, padding, 1),
-        f64::NEG_INFINITY,
-    );
-    let s = p.shape();
-    p.reshape(&[s[0], s[1], s[2], s[3], kernel * kernel])
-        .max_over(&[4])
-        .permute(&[0, 3, 1, 2])
+    x.max_pool(Window2d::square(kernel, stride, padding, 1))
 }
 
 /// `avgpool2d(K, s, p)` on `[N, C, H, W]`: zero padding counted in the
