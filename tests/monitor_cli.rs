@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::binary::{assert_bad_input, s, secondo, stderr};
+use common::binary::{assert_bad_input, s, secondo, secondo_with, stderr};
 
 fn lines(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
@@ -143,6 +143,46 @@ fn bad_monitor_requests_fail_on_one_line() {
     std::fs::write(&report, b"not a directory").unwrap();
     let o = train(&[]);
     assert_bad_input(&o, "--report", &w);
+}
+
+/// The monitored step's memory comes from its compiled graph: the Hessian
+/// diagonal's factor columns (10 × 200 × 20 000 values) are refused up front,
+/// while economy, whose per-sample gradients stay factored, runs in the same
+/// memory (a count of `N·P` per-sample gradients would have refused it).
+#[test]
+fn a_monitored_step_beyond_memory_is_refused_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |monitor: &str| {
+        let report = dir.path().join(format!("report-{monitor}"));
+        let args = [
+            "train",
+            "--model",
+            "linear(64,20000),relu,linear(20000,10)",
+            "--batch",
+            "200",
+            "--epochs",
+            "1",
+            "--optimizer",
+            "sgd",
+            "--monitor",
+            monitor,
+            "--report",
+            s(&report),
+        ];
+        (
+            secondo_with(&args, &[("SECONDO_MEMORY_LIMIT", "150M")]),
+            report,
+        )
+    };
+    let (o, report) = run("hess_trace");
+    assert_bad_input(
+        &o,
+        "the monitored step of --batch 200 (--monitor) would need",
+        &report,
+    );
+    let (o, report) = run("economy");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(lines(&report.join("instruments.jsonl")).len(), 8);
 }
 
 #[test]

@@ -56,7 +56,7 @@ impl<'a> Run<'a> {
                     probe: None,
                     seed: 0,
                 };
-                let m = Monitor::new(problem.objective, problem.params, setup)?;
+                let mut m = Monitor::new(problem.objective, problem.params, setup)?;
                 m.ensure_fits(problem.x.shape()[0])?;
                 Some(m)
             }

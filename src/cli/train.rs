@@ -184,7 +184,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let monitored = if monitor_config.is_off() {
         None
     } else {
-        let monitor = Monitor::new(&objective, &params, setup)?;
+        let mut monitor = Monitor::new(&objective, &params, setup)?;
         monitor.ensure_fits(a.batch.min(train_set.len()))?;
         let parts = header_parts(&spec, &train_set, &params);
         let run = run_json(&a, lr, &parts, &monitor_config, total);

@@ -366,8 +366,7 @@ impl SortedInputs {
             self.next[c] += 1;
         }
         for cell in start.windows(2) {
-            self.pairs[cell[0]..cell[1]]
-                .sort_unstable_by(|p, q| p.0.total_cmp(&q.0).then(p.1.cmp(&q.1)));
+            sort_cell(&mut self.pairs[cell[0]..cell[1]]);
         }
         self.values.clear();
         self.index.clear();
@@ -395,6 +394,22 @@ impl SortedInputs {
             search(to..v.len())
         } else {
             search(from..to)
+        }
+    }
+}
+
+/// Sorts one grid cell's `(value, index)` pairs: most hold one or two, which
+/// an insertion sort orders without a call.
+fn sort_cell(cell: &mut [(f64, usize)]) {
+    let before = |p: &(f64, usize), q: &(f64, usize)| p.0.total_cmp(&q.0).then(p.1.cmp(&q.1));
+    if cell.len() > 16 {
+        return cell.sort_unstable_by(before);
+    }
+    for i in 1..cell.len() {
+        let mut j = i;
+        while j > 0 && before(&cell[j], &cell[j - 1]).is_lt() {
+            cell.swap(j, j - 1);
+            j -= 1;
         }
     }
 }

@@ -343,6 +343,11 @@ impl Schedule {
         })
     }
 
+    /// Every instrument on the schedule.
+    pub fn instruments(&self) -> impl Iterator<Item = Instrument> + '_ {
+        self.entries.iter().map(|e| e.0)
+    }
+
     /// The instruments due at `step`.
     pub fn due_at(&self, step: usize) -> Vec<Instrument> {
         self.entries

@@ -185,26 +185,25 @@ impl<'a> Monitor<'a> {
         )
     }
 
-    /// Refuses a batch size whose per-sample gradients (for the histograms)
-    /// would not fit in memory.
-    pub fn ensure_fits(&self, batch: usize) -> Result<(), Error> {
-        let per_sample = self.schedule.due_at(0).into_iter().find(|i| {
-            matches!(
-                i,
-                Instrument::Alpha | Instrument::GradHist1d | Instrument::GradHist2d
-            )
-        });
-        if let Some(i) = per_sample {
-            let numel = self.objective.network.spec().num_parameters();
-            // The graph's values and the reductions' intermediates.
-            let per_value = 2 * self.objective.dtype.size_bytes();
-            ensure_fits(
-                format!(
-                    "--monitor {i}: per-sample gradients of {batch} samples × {numel} parameters"
-                ),
-                bytes_of(batch.saturating_mul(numel), per_value),
-            )?;
+    /// Refuses a batch size whose monitored step would not fit in memory:
+    /// from the compiled step of every instrument due at once (its values'
+    /// peak, beside the parameters, θ₀ and θ_t the monitor keeps), before
+    /// any step runs. The step is compiled here once and reused.
+    pub fn ensure_fits(&mut self, batch: usize) -> Result<(), Error> {
+        let on: Vec<Instrument> = self.schedule.instruments().collect();
+        let quantities = step::quantities_for(&on, self.plain_sgd, on.contains(&Instrument::Alpha));
+        if quantities.is_empty() {
+            return Ok(());
         }
+        let step = self.programs.get(self.objective, &quantities, batch)?;
+        let copies = bytes_of(
+            self.objective.network.spec().num_parameters(),
+            3 * self.objective.dtype.size_bytes(),
+        );
+        ensure_fits(
+            format!("the monitored step of --batch {batch} (--monitor)"),
+            step.executable().peak_bytes().saturating_add(copies),
+        )?;
         Ok(())
     }
 

@@ -126,6 +126,22 @@ pub(super) struct StepPrograms {
 }
 
 impl StepPrograms {
+    /// The program computing `quantities` on batches of `n`, compiled on
+    /// first use.
+    pub(super) fn get(
+        &mut self,
+        objective: &Objective,
+        quantities: &[Quantity],
+        n: usize,
+    ) -> Result<&QuantityProgram, Error> {
+        let key = (quantities.to_vec(), n);
+        if !self.cache.contains_key(&key) {
+            let program = QuantityProgram::compile(objective, n, quantities, None)?;
+            self.cache.insert(key.clone(), program);
+        }
+        Ok(&self.cache[&key])
+    }
+
     /// Runs the step computing `quantities` on `(x, y)` (with `direction`,
     /// per parameter, for [`Quantity::BatchDotDirection`]): the training
     /// step's output (loss, outputs, gradients) and the values for the
@@ -139,12 +155,7 @@ impl StepPrograms {
         direction: Option<&[Tensor]>,
     ) -> Result<(StepOutput, StepValues), Error> {
         let n = x.shape()[0];
-        let key = (quantities.to_vec(), n);
-        if !self.cache.contains_key(&key) {
-            let program = QuantityProgram::compile(objective, n, quantities, None)?;
-            self.cache.insert(key.clone(), program);
-        }
-        let program = &self.cache[&key];
+        let program = self.get(objective, quantities, n)?;
         let values = match direction {
             Some(d) => program.run_along(params, x, y, d)?,
             None => program.run(params, x, y, None)?,
