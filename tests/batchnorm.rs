@@ -116,6 +116,41 @@ fn curvature_products_match_curvlinops_in_both_batchnorm_modes() {
     }
 }
 
+/// With `--batchnorm train` the Monte-Carlo Fisher draws its targets from
+/// the train-mode predictive distribution, so with many draws it approaches
+/// the train-mode GGN (for cross-entropy the Fisher is the GGN in
+/// expectation). The digits' pre-normalization activations are far from
+/// the initial running statistics, so eval-mode draws would approach a
+/// different matrix.
+#[test]
+fn train_mode_fisher_draws_from_train_mode_outputs() {
+    let config = secondo::ObjectiveConfig {
+        spec: "linear(64,8),batchnorm1d(8),relu,linear(8,10)".into(),
+        input_shape: vec![64],
+        dtype: DType::F64,
+        ..Default::default()
+    };
+    let objective = secondo::Objective::from_config(&config)
+        .unwrap()
+        .with_batchnorm(Mode::BatchStatistics)
+        .unwrap();
+    let params = secondo_nn::ParamStore::init(objective.network.spec(), 3, DType::F64);
+    let data = secondo_data::digits()
+        .select(&(0..16).collect::<Vec<_>>())
+        .unwrap();
+    let op = |kind| CurvatureOperator::new(&objective, &params, &data, 16, kind, None).unwrap();
+    let ggn = op(Curvature::Ggn);
+    let fisher = op(Curvature::FisherMc {
+        samples: 4000,
+        seed: 1,
+    });
+    let v: Vec<f64> = (0..ggn.dim())
+        .map(|i| ((i * 37 % 11) as f64 - 5.0) / 5.0)
+        .collect();
+    let err = relative_error_flat(&fisher.apply(&v).unwrap(), &ggn.apply(&v).unwrap());
+    assert!(err < 0.05, "Monte-Carlo Fisher against the GGN: {err:e}");
+}
+
 /// curvlinops' KFAC (`kfac_approx=expand`, type-2 Fisher: exact for
 /// cross-entropy) on the residual network in evaluation mode against KFLR:
 /// its input factor averages over the `L` output positions as well

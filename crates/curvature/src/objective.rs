@@ -258,6 +258,21 @@ impl Objective {
         self.compile_program(batch_size, with_grad, Mode::Eval)
     }
 
+    /// The loss (without its gradient) of the function the curvature
+    /// operators see: batch statistics with `--batchnorm train`
+    /// ([`Objective::batchnorm`]), running statistics otherwise; what
+    /// Monte-Carlo targets are drawn from.
+    ///
+    /// ```
+    /// use secondo_curvature::{Objective, ObjectiveConfig};
+    /// use secondo_nn::Mode;
+    /// let obj = Objective::from_config(&ObjectiveConfig { spec: "linear(64,10),batchnorm1d(10)".into(), input_shape: vec![64], ..Default::default() }).unwrap();
+    /// assert!(obj.with_batchnorm(Mode::BatchStatistics).unwrap().curvature_program(1).is_err());
+    /// ```
+    pub fn curvature_program(&self, batch_size: usize) -> Result<GradientProgram, Error> {
+        self.compile_program(batch_size, false, self.batchnorm)
+    }
+
     /// The loss and its gradient in training mode (batch statistics, dropout
     /// masks to feed) for batches of `batch_size`, with each batch norm's
     /// batch statistics among the outputs.

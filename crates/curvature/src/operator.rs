@@ -271,7 +271,7 @@ impl CurvatureOperator {
             let sampled = match kind {
                 Curvature::FisherMc { samples, .. } => {
                     let out = objective
-                        .program(n, false)?
+                        .curvature_program(n)?
                         .run(params, x.clone(), y.clone())?;
                     (0..samples)
                         .map(|_| sample_targets(objective.loss.kind, &out.output, &mut rng))
