@@ -56,12 +56,37 @@ impl Plane {
         })
     }
 
-    fn image_len(&self) -> usize {
-        self.image[0] * self.image[1]
+    /// A result of `shape` (filled with `fill`), written plane by plane in
+    /// parallel by `f(out plane, v's plane, x's plane)`: `v` has as many
+    /// planes as the result, `x` as many or fewer (repeated over `v`'s
+    /// leading ones).
+    fn map<T: Element>(
+        &self,
+        x: &[T],
+        v: &[T],
+        shape: &[usize],
+        fill: f64,
+        f: impl Fn(&mut [T], &[T], &[T]) + Sync,
+    ) -> Vec<T> {
+        let mut out = vec![T::from_f64(fill); shape.iter().product()];
+        let planes = x.len() / self.image_len().max(1);
+        if out.is_empty() || planes == 0 {
+            return out;
+        }
+        let out_plane = shape[shape.len() - 2..].iter().product::<usize>().max(1);
+        let v_plane = v.len() / (out.len() / out_plane);
+        out.par_chunks_mut(out_plane)
+            .zip(v.par_chunks(v_plane.max(1)))
+            .enumerate()
+            .for_each(|(p, (o, vp))| {
+                let image = &x[(p % planes) * self.image_len()..][..self.image_len()];
+                f(o, vp, image)
+            });
+        out
     }
 
-    fn out_len(&self) -> usize {
-        self.out[0] * self.out[1]
+    fn image_len(&self) -> usize {
+        self.image[0] * self.image[1]
     }
 
     /// Calls `visit(output position, input position of its maximum)` for
@@ -130,14 +155,9 @@ pub fn max_pool(x: &Tensor, w: &Window2d) -> Result<Tensor, TensorError> {
     let plane = Plane::of(w, x.shape())?;
     let shape = max_pool_shape(w, x.shape())?;
     crate::dispatch!(x, v, T => {
-        let mut out = vec![T::from_f64(f64::NEG_INFINITY); shape.iter().product()];
-        if !out.is_empty() {
-            out.par_chunks_mut(plane.out_len())
-                .zip(v.par_chunks(plane.image_len()))
-                .for_each(|(o, image)| {
-                    plane.for_each_max(image, |k, at| o[k] = image[at])
-                });
-        }
+        let out = plane.map(v, v, &shape, f64::NEG_INFINITY, |o, _, image| {
+            plane.for_each_max(image, |k, at| o[k] = image[at])
+        });
         Ok(Tensor::from_typed(shape, out))
     })
 }
@@ -169,19 +189,11 @@ pub fn max_pool_select(x: &Tensor, t: &Tensor, w: &Window2d) -> Result<Tensor, T
         )));
     }
     let shape = max_pool_shape(w, ts)?;
-    let planes = x.numel() / plane.image_len().max(1);
     crate::dispatch!(x, xv, T => {
         let tv = t.typed::<T>("max_pool_select")?;
-        let mut out = vec![T::from_f64(0.0); shape.iter().product()];
-        if !out.is_empty() {
-            out.par_chunks_mut(plane.out_len())
-                .zip(tv.par_chunks(plane.image_len()))
-                .enumerate()
-                .for_each(|(p, (o, tangent))| {
-                    let image = &xv[(p % planes) * plane.image_len()..][..plane.image_len()];
-                    plane.for_each_max(image, |k, at| o[k] = tangent[at])
-                });
-        }
+        let out = plane.map(xv, tv, &shape, 0.0, |o, tangent, image| {
+            plane.for_each_max(image, |k, at| o[k] = tangent[at])
+        });
         Ok(Tensor::from_typed(shape, out))
     })
 }
@@ -210,19 +222,11 @@ pub fn max_pool_scatter(x: &Tensor, g: &Tensor, w: &Window2d) -> Result<Tensor, 
     }
     let mut shape = lead.to_vec();
     shape.extend(plane.image);
-    let planes = x.numel() / plane.image_len().max(1);
     crate::dispatch!(x, xv, T => {
         let gv = g.typed::<T>("max_pool_scatter")?;
-        let mut out = vec![T::from_f64(0.0); shape.iter().product()];
-        if !out.is_empty() {
-            out.par_chunks_mut(plane.image_len())
-                .zip(gv.par_chunks(plane.out_len()))
-                .enumerate()
-                .for_each(|(p, (o, cotangent))| {
-                    let image = &xv[(p % planes) * plane.image_len()..][..plane.image_len()];
-                    plane.for_each_max(image, |k, at| o[at] += cotangent[k])
-                });
-        }
+        let out = plane.map(xv, gv, &shape, 0.0, |o, cotangent, image| {
+            plane.for_each_max(image, |k, at| o[at] += cotangent[k])
+        });
         Ok(Tensor::from_typed(shape, out))
     })
 }
