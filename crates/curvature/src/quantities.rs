@@ -662,7 +662,7 @@ fn kronecker_factors<'b>(
         for (tap, g) in taps.iter().zip(columns) {
             let (g, a) = if tap.is_spatial() {
                 (
-                    g.sum(&[2]),
+                    g.sum(&[3]),
                     b.einsum("nli,nlj->ij", &[tap.input, tap.input]),
                 )
             } else {

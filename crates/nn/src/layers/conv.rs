@@ -18,9 +18,12 @@ pub(crate) struct Geometry {
 }
 
 /// The layer at `path` on `x` `[N, C, H, W]`, giving `[N, O, OH, OW]`. An
-/// ungrouped convolution is one matrix product over all samples and
-/// positions, the patches `[N·OH·OW, C·K·K]` times `Wᵀ`, and records a tap on
-/// them; a grouped one contracts per group.
+/// ungrouped convolution is one matrix product per sample, `W` times its
+/// patches `[OH·OW, C·K·K]ᵀ`, written straight into the `[N, O, OH·OW]`
+/// layout the next layer reads (a product over all samples and positions
+/// followed by a permutation cost a copy of the output forward and of its
+/// gradient backward), and records a tap on them; a grouped one contracts
+/// per group.
 pub(crate) fn forward<'b>(
     build: &mut Build<'b, '_>,
     path: &str,
@@ -36,20 +39,20 @@ pub(crate) fn forward<'b>(
     let (o, l, i) = (w.shape()[0], oh * ow, c * k * k);
     let rows = patches.reshape(&[n, l, i]);
     let z = if g.groups == 1 {
-        b.einsum("nli,oi->nlo", &[rows, w.reshape(&[o, i])])
+        b.einsum("nli,oi->nol", &[rows, w.reshape(&[o, i])])
     } else {
         let gr = g.groups;
         let grouped = rows.reshape(&[n, l, gr, i / gr]);
         let wg = w.reshape(&[gr, o / gr, i / gr]);
-        b.einsum("nlgi,goi->nlgo", &[grouped, wg])
-            .reshape(&[n, l, o])
+        b.einsum("nlgi,goi->ngol", &[grouped, wg])
+            .reshape(&[n, o, l])
     };
     let z = match build.maybe_param(path, "bias") {
-        Some(bias) => z + bias,
+        Some(bias) => z + bias.reshape(&[o, 1]).broadcast_to(&[n, o, l]),
         None => z,
     };
     if g.groups == 1 {
         build.tap(path, rows, z);
     }
-    Ok(z.reshape(&[n, oh, ow, o]).permute(&[0, 3, 1, 2]))
+    Ok(z.reshape(&[n, o, oh, ow]))
 }

@@ -48,8 +48,8 @@ pub struct LayerTap<'b> {
     /// Input rows: `[N, in]` for a linear layer; for a convolution the
     /// unfolded patches `[N, L, in·K·K]` at its `L` output positions.
     pub input: Var<'b>,
-    /// The output, bias included: `[N, out]` (linear) or `[N, L, out]`
-    /// (convolution, before it is laid out as `[N, out, OH, OW]`).
+    /// The output, bias included: `[N, out]` (linear) or `[N, out, L]`
+    /// (convolution, before it is shaped `[N, out, OH, OW]`).
     pub output: Var<'b>,
 }
 
