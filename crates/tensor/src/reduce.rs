@@ -37,18 +37,25 @@ impl ReduceOp {
                 a.shape()
             )));
         }
-        if sorted.is_empty() {
-            return Ok(a.clone());
+        // Each run of adjacent axes is one pass over the values in place,
+        // the last run first so that the earlier runs' axes keep their
+        // indices (a permutation to make them adjacent copied the operand).
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for &axis in &sorted {
+            match runs.last_mut() {
+                Some((start, len)) if *start + *len == axis => *len += 1,
+                _ => runs.push((axis, 1)),
+            }
         }
-        let contiguous = sorted.windows(2).all(|w| w[1] == w[0] + 1);
-        let (src, start) = if contiguous {
-            (a.clone(), sorted[0])
-        } else {
-            let kept = (0..rank).filter(|i| !sorted.contains(i));
-            let perm: Vec<usize> = kept.chain(sorted.iter().copied()).collect();
-            (a.permute(&perm)?, rank - sorted.len())
-        };
-        let end = start + sorted.len();
+        let mut t = a.clone();
+        for &(start, len) in runs.iter().rev() {
+            t = self.reduce_adjacent(&t, start, start + len);
+        }
+        Ok(t)
+    }
+
+    /// Reduces over the adjacent axes `start..end`.
+    fn reduce_adjacent(self, src: &Tensor, start: usize, end: usize) -> Tensor {
         let shape = src.shape();
         let pre: usize = shape[..start].iter().product();
         let red: usize = shape[start..end].iter().product();
@@ -58,9 +65,7 @@ impl ReduceOp {
             .chain(&shape[end..])
             .copied()
             .collect();
-        Ok(
-            crate::dispatch!(src, v, T => Tensor::from_typed(out_shape, reduce_block::<T>(self, v, pre, red, post))),
-        )
+        crate::dispatch!(src, v, T => Tensor::from_typed(out_shape, reduce_block::<T>(self, v, pre, red, post)))
     }
 }
 
