@@ -115,6 +115,17 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    /// FLOPs of this run's step graph with every instrument due (the plain
+    /// step's when nothing per-sample is).
+    fn step_flops(&mut self) -> anyhow::Result<u64> {
+        let n = self.problem.x.shape()[0];
+        let monitored = match self.monitor.as_mut() {
+            Some(m) => m.step_flops(n)?,
+            None => None,
+        };
+        Ok(monitored.unwrap_or_else(|| self.program.executable().graph().flops()))
+    }
+
     fn block(&mut self) {
         for _ in 0..BLOCK {
             self.step().expect("benchmark step");
@@ -178,12 +189,16 @@ pub fn run(
          steps timed alternately, median of {repeats}"
     );
     println!(
-        "{:<18} {:>10} {:>9} {:>10} {:>12}",
-        "row", "ms/step", "× plain", "cockpit ×", "overhead ÷"
+        "{:<18} {:>10} {:>9} {:>9} {:>10} {:>12}",
+        "row", "ms/step", "× plain", "FLOPs ×", "cockpit ×", "overhead ÷"
     );
+    let plain_flops = plain.step_flops()? as f64;
     for row in &rows {
         let config = MonitorConfig::parse(&row.list, row.every)?;
         let mut monitored = Run::new(problem, &program, Some(&config))?;
+        // A tracked step's graph, averaged over the block when tracked every 16th.
+        let tracked = monitored.step_flops()? as f64 / plain_flops;
+        let flops = 1.0 + (tracked - 1.0) / row.every as f64;
         let (ours, base) =
             time_paired(1, repeats, &mut || monitored.block(), &mut || plain.block());
         let ratio = ours.median / base.median;
@@ -199,10 +214,11 @@ pub fn run(
             None => ("—".into(), "—".into()),
         };
         println!(
-            "{:<18} {:>10.3} {:>9.2} {:>10} {:>12}",
+            "{:<18} {:>10.3} {:>9.2} {:>9.2} {:>10} {:>12}",
             row.name,
             1e3 * ours.median / BLOCK as f64,
             ratio,
+            flops,
             column,
             less
         );
@@ -211,8 +227,10 @@ pub fn run(
         println!("cockpit: {why}");
     }
     println!(
-        "× plain: the monitored step's time over the plain step's; overhead ÷: Cockpit's \
-         overhead (ratio − 1) over ours, in its own run on the same problem"
+        "× plain: the monitored step's time over the plain step's; FLOPs ×: its graph's FLOPs \
+         over the plain step's (without λmax's products or histogram binning: a floor under \
+         the time); overhead ÷: Cockpit's overhead (ratio − 1) over ours, \
+         in its own run on the same problem"
     );
     Ok(())
 }

@@ -185,13 +185,32 @@ impl<'a> Monitor<'a> {
         )
     }
 
+    /// FLOPs of the monitored step with every instrument on the schedule due
+    /// (compiled once, as for [`Monitor::ensure_fits`]); `None` when the
+    /// plain step serves. Products outside the step (λmax's, the structure
+    /// measurements') are not counted.
+    pub fn step_flops(&mut self, batch: usize) -> Result<Option<u64>, Error> {
+        let quantities = self.all_due();
+        if quantities.is_empty() {
+            return Ok(None);
+        }
+        let step = self.programs.get(self.objective, &quantities, batch)?;
+        Ok(Some(step.graph().flops()))
+    }
+
+    /// The step's quantities with every instrument on the schedule due (and
+    /// α's end point, when α is on).
+    fn all_due(&self) -> Vec<secondo_curvature::Quantity> {
+        let on: Vec<Instrument> = self.schedule.instruments().collect();
+        step::quantities_for(&on, self.plain_sgd, on.contains(&Instrument::Alpha))
+    }
+
     /// Refuses a batch size whose monitored step would not fit in memory:
     /// from the compiled step of every instrument due at once (its values'
     /// peak, beside the parameters, θ₀ and θ_t the monitor keeps), before
     /// any step runs. The step is compiled here once and reused.
     pub fn ensure_fits(&mut self, batch: usize) -> Result<(), Error> {
-        let on: Vec<Instrument> = self.schedule.instruments().collect();
-        let quantities = step::quantities_for(&on, self.plain_sgd, on.contains(&Instrument::Alpha));
+        let quantities = self.all_due();
         if quantities.is_empty() {
             return Ok(());
         }

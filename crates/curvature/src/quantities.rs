@@ -369,7 +369,13 @@ fn build(
         .chain(y_shape[1..].iter().copied())
         .collect();
     let y1 = b.input("sample/y", &y_one);
-    let f1 = net.forward(x1, &params_v)?;
+    let forward1 = net.forward_with(x1, &params_v, secondo_nn::Mode::Eval)?;
+    let f1 = forward1.output;
+    let dense1: Vec<LayerTap> = forward1
+        .taps
+        .into_iter()
+        .filter(|t| !t.is_spatial())
+        .collect();
     let mut xr = vec![n];
     xr.extend_from_slice(&one);
     let mut yr = vec![n];
@@ -405,20 +411,28 @@ fn build(
         // per-sample gradients come out scaled without another pass over them.
         // The loss terms and outputs are batched with the gradients, so that
         // they share one forward pass.
-        let mut single = if needs_first_order {
-            b.grad(sample.loss * scale, &params_v)?
+        // The dense layers' factors come out of the same per-sample
+        // backward pass: the gradients at their outputs, and their inputs.
+        let taps: &[LayerTap] = match quantities.contains(&Quantity::BatchGradFactors) {
+            true => &dense1,
+            false => &[],
+        };
+        let mut wrt = if needs_first_order {
+            params_v.clone()
         } else {
             Vec::new()
         };
+        wrt.extend(taps.iter().map(|t| t.output));
+        let mut single = b.grad(sample.loss * scale, &wrt)?;
+        single.extend(taps.iter().map(|t| t.input));
         single.extend([sample.loss, sample.output]);
         let mut per_sample = b.vmap(&single, &[sample.x, sample.y], &sample.stacks, n)?;
         let output = per_sample.pop().expect("output").reshape(&[n, c]);
         let terms = per_sample.pop().expect("loss terms").reshape(&[n]);
         outputs.extend(step_terms(quantities, terms, output, scale));
-        let (factors, factored) = match quantities.contains(&Quantity::BatchGradFactors) {
-            true => gradient_factors(objective, xs, ys, &params_v, scale)?,
-            false => (Vec::new(), Vec::new()),
-        };
+        let inputs = per_sample.split_off(per_sample.len() - taps.len());
+        let deltas = per_sample.split_off(per_sample.len() - taps.len());
+        let (factors, factored) = gradient_factors(net, taps, &deltas, &inputs);
         outputs.extend(factors);
         for ((name, cn), p) in names.iter().zip(per_sample).zip(net.params()) {
             let mut q = quantities.to_vec();
@@ -499,28 +513,26 @@ fn dense_taps<'b>(
 /// Named graph values, as a program outputs them.
 type Named<'b> = Vec<(String, Var<'b>)>;
 
-/// [`Quantity::BatchGradFactors`] of the dense layers, and the parameters
-/// they cover.
+/// [`Quantity::BatchGradFactors`] of the dense layers `taps` (of one
+/// sample's graph) from their batched output gradients and inputs, and the
+/// parameters they cover.
 fn gradient_factors<'b>(
-    objective: &Objective,
-    xs: Var<'b>,
-    ys: Var<'b>,
-    params: &[Var<'b>],
-    scale: f64,
-) -> Result<(Named<'b>, Vec<String>), CurvatureError> {
-    let b = xs.builder();
-    let net = &objective.network;
-    let (f, dense, z) = dense_taps(objective, xs, params)?;
-    let summed = secondo_nn::Loss::new(objective.loss.kind, Reduction::Sum);
-    let loss = summed.build(f, ys)? * scale;
-    let deltas = b.grad(loss, &z)?;
+    net: &secondo_nn::Network,
+    taps: &[LayerTap<'b>],
+    deltas: &[Var<'b>],
+    inputs: &[Var<'b>],
+) -> (Named<'b>, Vec<String>) {
     let q = Quantity::BatchGradFactors;
     let mut outputs = Vec::new();
     let mut covered = Vec::new();
-    for (tap, delta) in dense.iter().zip(deltas) {
+    for ((tap, delta), input) in taps.iter().zip(deltas).zip(inputs) {
         let l = &tap.layer;
-        outputs.push((format!("{q}/{l}/input"), tap.input));
-        outputs.push((format!("{q}/{l}/output_grad"), delta));
+        let rows = |v: Var<'b>| {
+            let s = v.shape();
+            v.reshape(&[s[0], s[s.len() - 1]])
+        };
+        outputs.push((format!("{q}/{l}/input"), rows(*input)));
+        outputs.push((format!("{q}/{l}/output_grad"), rows(*delta)));
         covered.extend(
             net.params()
                 .iter()
@@ -528,7 +540,7 @@ fn gradient_factors<'b>(
                 .map(|p| p.name.clone()),
         );
     }
-    Ok((outputs, covered))
+    (outputs, covered)
 }
 
 /// The batch's loss, loss terms and outputs among `quantities`.
