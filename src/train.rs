@@ -1,4 +1,5 @@
-//! Fitting an [`Objective`] to a dataset with a first-order optimizer.
+//! Fitting an [`Objective`] to a dataset with a first-order optimizer or a
+//! second-order one ([`crate::second_order`]).
 
 use std::collections::HashMap;
 
@@ -9,6 +10,7 @@ use secondo_tensor::memory::{bytes_of, ensure_fits};
 use secondo_tensor::{DType, Tensor};
 
 use crate::monitor::{Monitor, Record};
+use crate::second_order::{Method, SecondOrderConfig, SecondOrderOptimizer};
 use crate::{Error, GradientProgram, Objective};
 
 /// Which optimizer, with its hyperparameters (PyTorch's meanings and defaults).
@@ -25,6 +27,8 @@ pub enum OptimizerChoice {
     Sgd(SgdConfig),
     /// Adam, or AdamW when decoupled.
     Adam(AdamConfig),
+    /// A second-order method: newton-cg, kfac, ekfac, ngd, ef, fractional-ngd.
+    SecondOrder(SecondOrderConfig),
 }
 
 impl OptimizerChoice {
@@ -33,6 +37,23 @@ impl OptimizerChoice {
         match self {
             OptimizerChoice::Sgd(c) => c.lr,
             OptimizerChoice::Adam(c) => c.lr,
+            OptimizerChoice::SecondOrder(c) => c.lr,
+        }
+    }
+
+    /// The learning rate `name` runs with when none is given: 0.1 for SGD,
+    /// 10⁻³ for Adam, each second-order method's own.
+    ///
+    /// ```
+    /// use secondo::train::OptimizerChoice;
+    /// assert_eq!(OptimizerChoice::default_lr("sgd"), 0.1);
+    /// assert_eq!(OptimizerChoice::default_lr("newton-cg"), 1.0);
+    /// ```
+    pub fn default_lr(name: &str) -> f64 {
+        match (name, Method::parse(name)) {
+            ("sgd", _) => 0.1,
+            (_, Some(m)) => SecondOrderConfig::new(m).lr,
+            _ => 1e-3,
         }
     }
 
@@ -49,7 +70,8 @@ impl OptimizerChoice {
             if c.momentum == 0.0 && c.weight_decay == 0.0 && !c.maximize)
     }
 
-    /// Builds a choice from a name (`sgd`, `adam`, `adamw`) and common hyperparameters.
+    /// Builds a choice from a name (`sgd`, `adam`, `adamw`, or a second-order
+    /// method with its defaults, see [`Method`]) and common hyperparameters.
     pub fn parse(
         name: &str,
         lr: f64,
@@ -75,9 +97,20 @@ impl OptimizerChoice {
                 weight_decay,
                 ..AdamConfig::adamw()
             })),
-            other => Err(Error::Invalid(format!(
-                "unknown optimizer '{other}' (expected sgd, adam or adamw)"
-            ))),
+            other => match Method::parse(other) {
+                Some(_) if nesterov || weight_decay != 0.0 => Err(Error::Invalid(format!(
+                    "--optimizer {other} takes neither --nesterov nor --weight-decay"
+                ))),
+                Some(method) => Ok(OptimizerChoice::SecondOrder(SecondOrderConfig {
+                    lr,
+                    momentum,
+                    ..SecondOrderConfig::new(method)
+                })),
+                None => Err(Error::Invalid(format!(
+                    "unknown optimizer '{other}' (expected sgd, adam, adamw or one of {})",
+                    Method::names().join(", ")
+                ))),
+            },
         }
     }
 }
@@ -116,7 +149,10 @@ impl TrainConfig {
                 "--epochs and --batch must be at least 1".into(),
             ));
         }
-        AnyOptimizer::new(self.optimizer, DType::F64).map(|_| ())
+        match self.optimizer {
+            OptimizerChoice::SecondOrder(c) => c.validate(),
+            first_order => AnyOptimizer::first_order(first_order, DType::F64).map(|_| ()),
+        }
     }
 
     /// Copies of the parameters the optimizer keeps beside them (momentum
@@ -125,6 +161,7 @@ impl TrainConfig {
         match self.optimizer {
             OptimizerChoice::Sgd(c) => usize::from(c.momentum != 0.0),
             OptimizerChoice::Adam(_) => 2,
+            OptimizerChoice::SecondOrder(c) => c.state_copies(),
         }
     }
 }
@@ -167,22 +204,48 @@ pub struct Evaluation {
 enum AnyOptimizer {
     F32(Box<dyn Optimizer<f32>>),
     F64(Box<dyn Optimizer<f64>>),
+    SecondOrder(Box<dyn SecondOrderOptimizer>),
 }
 
 impl AnyOptimizer {
-    fn new(choice: OptimizerChoice, dtype: DType) -> Result<AnyOptimizer, Error> {
+    fn new(choice: OptimizerChoice, objective: &Objective, seed: u64) -> Result<Self, Error> {
+        match choice {
+            OptimizerChoice::SecondOrder(c) => {
+                Ok(AnyOptimizer::SecondOrder(c.build(objective, seed)?))
+            }
+            first_order => AnyOptimizer::first_order(first_order, objective.dtype),
+        }
+    }
+
+    fn first_order(choice: OptimizerChoice, dtype: DType) -> Result<AnyOptimizer, Error> {
         Ok(match (choice, dtype) {
             (OptimizerChoice::Sgd(c), DType::F32) => AnyOptimizer::F32(Box::new(Sgd::new(c)?)),
             (OptimizerChoice::Sgd(c), DType::F64) => AnyOptimizer::F64(Box::new(Sgd::new(c)?)),
             (OptimizerChoice::Adam(c), DType::F32) => AnyOptimizer::F32(Box::new(Adam::new(c)?)),
             (OptimizerChoice::Adam(c), DType::F64) => AnyOptimizer::F64(Box::new(Adam::new(c)?)),
+            (OptimizerChoice::SecondOrder(c), _) => {
+                return Err(Error::Invalid(format!("{} is not first-order", c.method)))
+            }
         })
     }
 
-    fn step(&mut self, params: &mut ParamStore, grads: &[Tensor]) -> Result<(), Error> {
+    /// One update from the gradient of the loss on a batch; a second-order
+    /// optimizer also takes the objective and the batch (`batch` builds it
+    /// only for them).
+    fn step(
+        &mut self,
+        objective: &Objective,
+        params: &mut ParamStore,
+        grads: &[Tensor],
+        batch: impl FnOnce() -> Result<Dataset, Error>,
+    ) -> Result<(), Error> {
         match self {
             AnyOptimizer::F32(o) => step_typed(o.as_mut(), params, grads),
             AnyOptimizer::F64(o) => step_typed(o.as_mut(), params, grads),
+            AnyOptimizer::SecondOrder(o) => {
+                o.step(objective, params, &batch()?, grads)?;
+                Ok(())
+            }
         }
     }
 }
@@ -396,7 +459,7 @@ fn run_training(
             data.name
         )));
     }
-    let mut opt = AnyOptimizer::new(config.optimizer, objective.dtype)?;
+    let mut opt = AnyOptimizer::new(config.optimizer, objective, config.seed)?;
     let mut programs = Programs::new(objective, true);
     let steps_per_epoch = data.len().div_ceil(config.batch_size);
     let total_steps = steps_per_epoch * config.epochs;
@@ -431,7 +494,10 @@ fn run_training(
             if !out.loss.is_finite() {
                 return Err(diverged(out.loss, step, epoch, config));
             }
-            opt.step(params, &out.grads)?;
+            let range = batch.start..batch.end;
+            opt.step(objective, params, &out.grads, || {
+                Ok(shuffled.select(&range.collect::<Vec<_>>())?)
+            })?;
             update_running_statistics(params, &out.stats);
             if let Some((m, sink)) = monitor.as_mut() {
                 m.updated(params)?;
@@ -484,6 +550,9 @@ pub fn ensure_training_fits(
     samples: usize,
     config: &TrainConfig,
 ) -> Result<(), Error> {
+    if let OptimizerChoice::SecondOrder(c) = config.optimizer {
+        c.check_model(objective)?;
+    }
     let batch = config.batch_size.min(samples).max(1);
     let step = objective.training_program(batch)?.executable().peak_bytes();
     let numel = objective.network.spec().num_parameters();

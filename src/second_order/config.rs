@@ -1,0 +1,313 @@
+//! Which second-order method, with its hyperparameters: the values `secondo
+//! train --optimizer NAME` takes, checked before any work.
+
+use std::fmt;
+
+use secondo_curvature::Curvature;
+
+use super::dense::{ensure_dense_fits, DensePreconditioner};
+use super::kronecker::{Eigenvalues, FactorDamping, KroneckerPreconditioner};
+use super::newton_cg::{MartensOptions, NewtonCg};
+use super::preconditioned::PreconditionedDescent;
+use super::preconditioner::Preconditioner;
+use super::safeguard::StepControl;
+use super::SecondOrderOptimizer;
+use crate::{Error, Objective};
+
+/// A second-order method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Hessian-free optimization (Martens 2010).
+    NewtonCg,
+    /// KFAC with factored damping (Martens & Grosse 2015).
+    Kfac,
+    /// EKFAC: KFAC's eigenbasis with corrected eigenvalues (George et al. 2018).
+    Ekfac,
+    /// Natural gradient with the dense Fisher/GGN.
+    Ngd,
+    /// Natural gradient with the dense empirical Fisher.
+    Ef,
+    /// `−η (C + λI)^(-α) g` in the KFAC eigenbasis (Huh 2020).
+    FractionalNgd,
+}
+
+/// Names as `--optimizer` takes them.
+const NAMES: &[(&str, Method)] = &[
+    ("newton-cg", Method::NewtonCg),
+    ("kfac", Method::Kfac),
+    ("ekfac", Method::Ekfac),
+    ("ngd", Method::Ngd),
+    ("ef", Method::Ef),
+    ("fractional-ngd", Method::FractionalNgd),
+];
+
+impl Method {
+    /// The method called `name`, if any.
+    ///
+    /// ```
+    /// use secondo::second_order::Method;
+    /// assert_eq!(Method::parse("kfac"), Some(Method::Kfac));
+    /// assert_eq!(Method::parse("adam"), None);
+    /// ```
+    pub fn parse(name: &str) -> Option<Method> {
+        NAMES.iter().find(|(n, _)| *n == name).map(|p| p.1)
+    }
+
+    /// Every method's name, for messages.
+    pub fn names() -> Vec<&'static str> {
+        NAMES.iter().map(|p| p.0).collect()
+    }
+
+    /// The `--optimizer` name.
+    pub fn name(self) -> &'static str {
+        NAMES.iter().find(|p| p.1 == self).map_or("?", |p| p.0)
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A second-order method and its hyperparameters.
+///
+/// ```
+/// use secondo::second_order::{Method, SecondOrderConfig};
+/// let c = SecondOrderConfig::new(Method::Kfac);
+/// assert!(c.validate().is_ok());
+/// let bad = SecondOrderConfig { power: 1.5, ..c };
+/// assert!(bad.validate().unwrap_err().to_string().starts_with("--power"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SecondOrderConfig {
+    /// The method.
+    pub method: Method,
+    /// Learning rate `η` (the step is `η` times the preconditioned direction).
+    pub lr: f64,
+    /// Heavy-ball momentum on the preconditioned direction (not newton-cg).
+    pub momentum: f64,
+    /// Initial (or fixed) Tikhonov damping `λ`.
+    pub damping: f64,
+    /// Adapt `λ` by the Levenberg–Marquardt rule.
+    pub adapt_damping: bool,
+    /// The curvature (Hessian, GGN, Fisher or empirical Fisher).
+    pub curvature: Curvature,
+    /// Samples of each training batch the curvature is estimated on (all when `None`).
+    pub curvature_batch: Option<usize>,
+    /// Steps between recomputed inverses (eigendecompositions).
+    pub inverse_every: usize,
+    /// Weight of the past in the moving averages of curvature estimates.
+    pub ema: f64,
+    /// The exponent `α` of `(C + λI)^(-α)`.
+    pub power: f64,
+    /// Most CG iterations per newton-cg step.
+    pub cg_iters: usize,
+    /// Largest step norm (trust-region clipping), unbounded when `None`.
+    pub trust_radius: Option<f64>,
+    /// KL-clipping's bound `κ` (kfac, ekfac, fractional-ngd), none when `None`.
+    pub kl_clip: Option<f64>,
+}
+
+const FISHER: Curvature = Curvature::FisherMc {
+    samples: 1,
+    seed: 0,
+};
+
+impl SecondOrderConfig {
+    /// The method with its defaults.
+    pub fn new(method: Method) -> SecondOrderConfig {
+        let base = SecondOrderConfig {
+            method,
+            lr: 1.0,
+            momentum: 0.0,
+            damping: 1e-3,
+            adapt_damping: false,
+            curvature: Curvature::Ggn,
+            curvature_batch: None,
+            inverse_every: 1,
+            ema: 0.95,
+            power: 1.0,
+            cg_iters: 50,
+            trust_radius: None,
+            kl_clip: None,
+        };
+        match method {
+            Method::NewtonCg => SecondOrderConfig {
+                damping: 1.0,
+                ..base
+            },
+            Method::Kfac | Method::Ekfac => SecondOrderConfig {
+                lr: 0.1,
+                curvature: FISHER,
+                inverse_every: 10,
+                kl_clip: Some(1e-3),
+                ..base
+            },
+            Method::Ngd => SecondOrderConfig { lr: 0.1, ..base },
+            Method::Ef => SecondOrderConfig {
+                lr: 0.1,
+                curvature: Curvature::EmpiricalFisher,
+                ..base
+            },
+            Method::FractionalNgd => SecondOrderConfig {
+                lr: 0.1,
+                damping: 1e-6,
+                power: 0.5,
+                curvature: FISHER,
+                inverse_every: 10,
+                kl_clip: Some(1e-3),
+                ..base
+            },
+        }
+    }
+
+    /// Refuses values the method cannot run with, naming the flag.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |flag: &str, expected: &str, got: String| {
+            Err(Error::Invalid(format!(
+                "{flag} must be {expected}, got {got}"
+            )))
+        };
+        let positive = |x: f64| x.is_finite() && x > 0.0;
+        if !positive(self.lr) {
+            return bad("--lr", "a finite number > 0", self.lr.to_string());
+        }
+        if !(self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum)) {
+            return bad("--momentum", "in [0, 1)", self.momentum.to_string());
+        }
+        if !(self.damping.is_finite() && self.damping >= 0.0) {
+            return bad("--damping", "a finite number ≥ 0", self.damping.to_string());
+        }
+        if !(self.power > 0.0 && self.power <= 1.0) {
+            return bad("--power", "in (0, 1]", self.power.to_string());
+        }
+        if self.inverse_every == 0 {
+            return bad("--inverse-every", "at least 1", "0".into());
+        }
+        if !(self.ema.is_finite() && (0.0..1.0).contains(&self.ema)) {
+            return bad("--ema", "in [0, 1)", self.ema.to_string());
+        }
+        if self.cg_iters == 0 {
+            return bad("--cg-iters", "at least 1", "0".into());
+        }
+        if self.curvature_batch == Some(0) {
+            return bad("--curvature-batch", "at least 1", "0".into());
+        }
+        if let Some(r) = self.trust_radius.filter(|r| !positive(*r)) {
+            return bad("--trust-radius", "a finite number > 0", r.to_string());
+        }
+        if let Some(k) = self.kl_clip.filter(|k| !positive(*k)) {
+            return bad("--kl-clip", "a finite number > 0", k.to_string());
+        }
+        self.check_method()
+    }
+
+    /// Refuses settings the method has no use for or no structure for.
+    fn check_method(&self) -> Result<(), Error> {
+        let m = self.method;
+        let refuse = |why: String| Err(Error::Invalid(why));
+        match m {
+            Method::NewtonCg if self.power != 1.0 => refuse(format!(
+                "--power {}: newton-cg solves the Newton system by CG (α = 1); use fractional-ngd",
+                self.power
+            )),
+            Method::NewtonCg if self.momentum != 0.0 => refuse(
+                "--momentum: newton-cg carries momentum through CG's warm start instead".into(),
+            ),
+            Method::Kfac | Method::FractionalNgd
+                if !matches!(self.curvature, Curvature::FisherMc { .. } | Curvature::Ggn) =>
+            {
+                refuse(format!(
+                    "--curvature {}: {m} takes the Kronecker factors of the fisher (KFAC) or the ggn (KFLR)",
+                    self.curvature
+                ))
+            }
+            Method::Ekfac
+                if !matches!(
+                    self.curvature,
+                    Curvature::FisherMc { .. } | Curvature::EmpiricalFisher
+                ) =>
+            {
+                refuse(format!(
+                    "--curvature {}: ekfac corrects its eigenvalues with per-sample gradients of the fisher or the ef",
+                    self.curvature
+                ))
+            }
+            Method::Ef if self.curvature != Curvature::EmpiricalFisher => refuse(format!(
+                "--curvature {}: --optimizer ef is the empirical Fisher (for another curvature use ngd)",
+                self.curvature
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses, before any work, a method `objective`'s model is too large
+    /// for (the dense ones) or has no structure for (the Kronecker ones).
+    pub fn check_model(&self, objective: &Objective) -> Result<(), Error> {
+        match self.method {
+            Method::Ngd | Method::Ef => ensure_dense_fits(objective, self.method.name()),
+            Method::Kfac | Method::Ekfac | Method::FractionalNgd => {
+                self.kronecker(objective).map(|_| ())
+            }
+            Method::NewtonCg => Ok(()),
+        }
+    }
+
+    /// Copies of the parameters the method keeps (momentum, warm start,
+    /// trial parameters, the gradient and its preconditioned image).
+    pub fn state_copies(&self) -> usize {
+        4
+    }
+
+    fn kronecker(&self, objective: &Objective) -> Result<KroneckerPreconditioner, Error> {
+        let (damping, eigenvalues) = match self.method {
+            Method::Kfac => (FactorDamping::Factored, Eigenvalues::Kronecker),
+            Method::Ekfac => (FactorDamping::Tikhonov, Eigenvalues::Corrected),
+            _ => (FactorDamping::Tikhonov, Eigenvalues::Kronecker),
+        };
+        KroneckerPreconditioner::new(objective, self.curvature, damping, eigenvalues, self.ema)
+    }
+
+    /// The optimizer for `objective`, its Monte-Carlo draws seeded by `seed`.
+    pub fn build(
+        &self,
+        objective: &Objective,
+        seed: u64,
+    ) -> Result<Box<dyn SecondOrderOptimizer>, Error> {
+        self.validate()?;
+        let control = StepControl::new(
+            self.damping,
+            self.adapt_damping,
+            self.lr,
+            self.trust_radius,
+            self.curvature_batch,
+            seed,
+        );
+        let preconditioner: Box<dyn Preconditioner> = match self.method {
+            Method::NewtonCg => {
+                let options = MartensOptions {
+                    max_iter: self.cg_iters,
+                    ..MartensOptions::default()
+                };
+                return Ok(Box::new(NewtonCg::new(self.curvature, control, options)));
+            }
+            Method::Ngd | Method::Ef => Box::new(DensePreconditioner::new(
+                objective,
+                self.curvature,
+                self.method.name(),
+            )?),
+            Method::Kfac | Method::Ekfac | Method::FractionalNgd => {
+                Box::new(self.kronecker(objective)?)
+            }
+        };
+        Ok(Box::new(PreconditionedDescent::new(
+            preconditioner,
+            control,
+            self.power,
+            self.momentum,
+            self.inverse_every,
+            self.kl_clip,
+        )))
+    }
+}

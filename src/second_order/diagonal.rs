@@ -1,0 +1,83 @@
+//! The diagonal of the GGN, the Monte-Carlo Fisher, the empirical Fisher or
+//! the Hessian as a preconditioner, from the engine's quantities.
+
+use secondo_curvature::{compute_quantities, sample_mc_targets, Curvature, Quantity};
+
+use super::preconditioner::{inverse_power, CurvatureBatch, Preconditioner};
+use super::vector::flatten;
+use super::Ema;
+use crate::Error;
+
+/// `diag(C)`, kept as an exponential moving average over curvature batches.
+pub struct DiagonalPreconditioner {
+    kind: Curvature,
+    diagonal: Ema,
+}
+
+impl DiagonalPreconditioner {
+    /// The diagonal of `kind`, averaged with weight `ema` on the past.
+    pub fn new(kind: Curvature, ema: f64) -> DiagonalPreconditioner {
+        DiagonalPreconditioner {
+            kind,
+            diagonal: Ema::new(ema),
+        }
+    }
+
+    fn estimate(&self, batch: &CurvatureBatch<'_>) -> Result<Vec<f64>, Error> {
+        let (x, y) = batch.tensors()?;
+        let (quantity, mc) = match self.kind {
+            Curvature::Ggn => (Quantity::DiagGgnExact, None),
+            Curvature::Hessian => (Quantity::DiagHessian, None),
+            Curvature::EmpiricalFisher => (Quantity::SumGradSquared, None),
+            Curvature::FisherMc { samples, .. } => {
+                let t =
+                    sample_mc_targets(batch.objective, batch.params, &x, &y, samples, batch.seed)?;
+                (Quantity::DiagGgnMc, Some(t))
+            }
+        };
+        let values = compute_quantities(
+            batch.objective,
+            batch.params,
+            &x,
+            &y,
+            &[quantity],
+            mc.as_ref(),
+        )?;
+        let tensors: Vec<_> = values.into_iter().map(|(_, t)| t).collect();
+        let mut diagonal = flatten(&tensors);
+        if quantity == Quantity::SumGradSquared {
+            // Σ_n c_n² of the scaled per-sample gradients c_n = s ∇ℓ_n is
+            // s times the empirical Fisher's diagonal s Σ_n ∇ℓ_n².
+            let s = reduction_scale(batch);
+            diagonal.iter_mut().for_each(|x| *x /= s);
+        }
+        Ok(diagonal)
+    }
+}
+
+/// The loss's reduction factor `s` on the batch (`1/N` for a mean).
+pub(crate) fn reduction_scale(batch: &CurvatureBatch<'_>) -> f64 {
+    let width = batch.objective.network.output_shape()[0];
+    batch.objective.loss.scale(&[batch.data.len(), width])
+}
+
+impl Preconditioner for DiagonalPreconditioner {
+    fn update(&mut self, batch: &CurvatureBatch<'_>, _refresh: bool) -> Result<(), Error> {
+        let estimate = self.estimate(batch)?;
+        self.diagonal.blend(estimate);
+        Ok(())
+    }
+
+    fn solve(&self, v: &[f64], damping: f64, power: f64) -> Result<Vec<f64>, Error> {
+        let d = self.diagonal.get()?;
+        Ok(v.iter()
+            .zip(d)
+            .map(|(x, c)| x * inverse_power(*c, damping, power))
+            .collect())
+    }
+
+    fn curvature(&self, v: &[f64]) -> Result<f64, Error> {
+        let d = self.diagonal.get()?;
+        Ok(v.iter().zip(d).map(|(x, c)| c.max(0.0) * x * x).sum())
+    }
+}

@@ -1,0 +1,122 @@
+//! Preconditioned gradient descent `θ ← θ − η v`, `v ← μ v + ν P g` with
+//! `P = (C + λI)^(-α)`: KFAC and EKFAC (Martens & Grosse 2015; George et
+//! al. 2018), natural gradient with the dense Fisher or empirical Fisher,
+//! and fractional natural gradient (Huh 2020, α < 1).
+
+use secondo_data::Dataset;
+use secondo_nn::ParamStore;
+use secondo_tensor::Tensor;
+
+use super::preconditioner::{CurvatureBatch, Preconditioner};
+use super::safeguard::{Proposal, StepControl};
+use super::vector::{dot, flatten, scaled};
+use super::{SecondOrderOptimizer, StepReport};
+use crate::{Error, Objective};
+
+/// Steps along the preconditioned gradient, with momentum and KL-clipping.
+pub struct PreconditionedDescent {
+    preconditioner: Box<dyn Preconditioner>,
+    control: StepControl,
+    power: f64,
+    momentum: f64,
+    inverse_every: usize,
+    kl_clip: Option<f64>,
+    velocity: Option<Vec<f64>>,
+}
+
+impl PreconditionedDescent {
+    /// Descent preconditioned by `preconditioner` raised to `-power`,
+    /// refreshing its inverse every `inverse_every` steps.
+    pub(crate) fn new(
+        preconditioner: Box<dyn Preconditioner>,
+        control: StepControl,
+        power: f64,
+        momentum: f64,
+        inverse_every: usize,
+        kl_clip: Option<f64>,
+    ) -> PreconditionedDescent {
+        PreconditionedDescent {
+            preconditioner,
+            control,
+            power,
+            momentum,
+            inverse_every,
+            kl_clip,
+            velocity: None,
+        }
+    }
+
+    /// KL-clipping (Ba, Grosse & Martens 2017): the factor `ν = min(1,
+    /// (κ / (η² gᵀPg))^½)` that keeps the step's change of the model's
+    /// predictive distribution, `½ η² (Pg)ᵀC(Pg) ≈ ½ η² gᵀPg`, below `κ`.
+    fn kl_factor(&self, g: &[f64], pg: &[f64]) -> f64 {
+        match self.kl_clip {
+            Some(kappa) => {
+                let lr = self.control.lr();
+                let quadratic = lr * lr * dot(g, pg).abs();
+                if quadratic > kappa {
+                    (kappa / quadratic).sqrt()
+                } else {
+                    1.0
+                }
+            }
+            None => 1.0,
+        }
+    }
+}
+
+impl SecondOrderOptimizer for PreconditionedDescent {
+    fn step(
+        &mut self,
+        objective: &Objective,
+        params: &mut ParamStore,
+        batch: &Dataset,
+        grads: &[Tensor],
+    ) -> Result<StepReport, Error> {
+        let data = self.control.curvature_data(batch)?;
+        let cb = CurvatureBatch {
+            objective,
+            params,
+            data: &data,
+            seed: self.control.seed(),
+        };
+        let refresh = self.control.steps().is_multiple_of(self.inverse_every);
+        self.preconditioner.update(&cb, refresh)?;
+        let g = flatten(grads);
+        let pg = self
+            .preconditioner
+            .solve(&g, self.control.damping.value(), self.power)?;
+        let nu = self.kl_factor(&g, &pg);
+        let mut direction = scaled(&pg, -nu);
+        if let Some(v) = &self.velocity {
+            direction
+                .iter_mut()
+                .zip(v)
+                .for_each(|(d, v)| *d += self.momentum * v);
+        }
+        let curvature = match self.control.adaptive {
+            true => Some(self.preconditioner.curvature(&direction)?),
+            false => None,
+        };
+        let proposal = Proposal {
+            slope: dot(&g, &direction),
+            curvature,
+            direction,
+        };
+        let t = self.control.scale(&proposal.direction);
+        let before = match self.control.adaptive {
+            true => self.control.loss(&cb, params)?,
+            // Only finiteness matters without a reduction ratio.
+            false => 0.0,
+        };
+        let after = self.control.trial(&cb, params, &proposal.direction, t)?;
+        let report = self
+            .control
+            .conclude(params, &proposal, t, (before, after), false)?;
+        self.velocity = match (report.accepted, self.momentum) {
+            (true, m) if m > 0.0 => Some(proposal.direction),
+            _ => None,
+        };
+        Ok(report)
+    }
+}

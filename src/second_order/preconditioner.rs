@@ -1,0 +1,64 @@
+//! The [`Preconditioner`] abstraction: a curvature approximation `C` fed by
+//! the engine's quantities or operators on a curvature batch, applied as
+//! `(C + λI)^(-α) v`.
+
+use secondo_data::Dataset;
+use secondo_nn::ParamStore;
+use secondo_tensor::Tensor;
+
+use crate::{Error, Objective};
+
+/// The samples and parameters a curvature estimate is taken at.
+pub struct CurvatureBatch<'a> {
+    /// The objective.
+    pub objective: &'a Objective,
+    /// The parameters.
+    pub params: &'a ParamStore,
+    /// The curvature mini-batch.
+    pub data: &'a Dataset,
+    /// Seed of this estimate's Monte-Carlo draws (Fisher targets).
+    pub seed: u64,
+}
+
+impl CurvatureBatch<'_> {
+    /// The batch's inputs and targets as tensors.
+    pub fn tensors(&self) -> Result<(Tensor, Tensor), Error> {
+        let batch = self
+            .data
+            .batches(self.data.len().max(1))?
+            .next()
+            .ok_or_else(|| Error::Invalid("an empty curvature batch".into()))?;
+        Ok(self.objective.batch_tensors(&batch)?)
+    }
+}
+
+/// A curvature approximation used to precondition gradients.
+///
+/// Vectors are flat over all parameters (in the network's order, each
+/// row-major). Eigenvalues of `C` below zero (a Hessian's, or rounding) are
+/// taken as zero wherever a power is applied, so that every preconditioned
+/// gradient is a descent direction.
+pub trait Preconditioner {
+    /// Takes a new estimate on `batch`. `refresh` asks for the expensive
+    /// part (inverses, eigendecompositions) to be recomputed, what
+    /// `--inverse-every T` schedules; estimates kept as moving averages
+    /// blend in the new batch every call.
+    fn update(&mut self, batch: &CurvatureBatch<'_>, refresh: bool) -> Result<(), Error>;
+
+    /// `(C + λI)^(-α) v`, with `α = power ∈ (0, 1]`.
+    fn solve(&self, v: &[f64], damping: f64, power: f64) -> Result<Vec<f64>, Error>;
+
+    /// `vᵀ C v` (undamped), the curvature term of the quadratic model
+    /// `q(Δ) = gᵀΔ + ½ ΔᵀCΔ` the reduction ratio compares against.
+    fn curvature(&self, v: &[f64]) -> Result<f64, Error>;
+}
+
+/// `(c + λ)^(-α)` for an eigenvalue `c` of the curvature, `c < 0` taken as 0.
+pub(crate) fn inverse_power(c: f64, damping: f64, power: f64) -> f64 {
+    let base = c.max(0.0) + damping;
+    if power == 1.0 {
+        1.0 / base
+    } else {
+        base.powf(-power)
+    }
+}
