@@ -37,7 +37,7 @@ pub struct SecondOrderArgs {
     /// Clip every second-order step to this norm (trust region; default unbounded).
     #[arg(long, value_name = "R")]
     trust_radius: Option<f64>,
-    /// KL-clipping bound κ of kfac, ekfac and fractional-ngd (default 1e-3).
+    /// KL-clipping bound κ of kfac, ekfac and fractional-ngd (default 1e-2).
     #[arg(long, value_name = "K")]
     kl_clip: Option<f64>,
 }

@@ -141,7 +141,7 @@ impl SecondOrderConfig {
                 lr: 0.1,
                 curvature: FISHER,
                 inverse_every: 10,
-                kl_clip: Some(1e-3),
+                kl_clip: Some(1e-2),
                 ..base
             },
             Method::Ngd => SecondOrderConfig { lr: 0.1, ..base },
@@ -156,7 +156,7 @@ impl SecondOrderConfig {
                 power: 0.5,
                 curvature: FISHER,
                 inverse_every: 10,
-                kl_clip: Some(1e-3),
+                kl_clip: Some(1e-2),
                 ..base
             },
         }

@@ -1,51 +1,60 @@
 //! The diagonal of the GGN, the Monte-Carlo Fisher, the empirical Fisher or
 //! the Hessian as a preconditioner, from the engine's quantities.
 
-use secondo_curvature::{compute_quantities, sample_mc_targets, Curvature, Quantity};
+use secondo_curvature::{sample_mc_targets, Curvature, Quantity};
 
-use super::preconditioner::{inverse_power, CurvatureBatch, Preconditioner};
-use super::vector::flatten;
+use super::preconditioner::{inverse_power, CurvatureBatch, Preconditioner, Quantities};
 use super::Ema;
 use crate::Error;
 
 /// `diag(C)`, kept as an exponential moving average over curvature batches.
 pub struct DiagonalPreconditioner {
     kind: Curvature,
+    quantity: Quantity,
+    programs: Quantities,
     diagonal: Ema,
 }
 
 impl DiagonalPreconditioner {
     /// The diagonal of `kind`, averaged with weight `ema` on the past.
     pub fn new(kind: Curvature, ema: f64) -> DiagonalPreconditioner {
+        let (quantity, mc) = match kind {
+            Curvature::Ggn => (Quantity::DiagGgnExact, None),
+            Curvature::Hessian => (Quantity::DiagHessian, None),
+            Curvature::EmpiricalFisher => (Quantity::SumGradSquared, None),
+            Curvature::FisherMc { samples, .. } => (Quantity::DiagGgnMc, Some(samples)),
+        };
         DiagonalPreconditioner {
             kind,
+            quantity,
+            programs: Quantities::new(&[quantity], mc),
             diagonal: Ema::new(ema),
         }
     }
 
-    fn estimate(&self, batch: &CurvatureBatch<'_>) -> Result<Vec<f64>, Error> {
+    fn estimate(&mut self, batch: &CurvatureBatch<'_>) -> Result<Vec<f64>, Error> {
         let (x, y) = batch.tensors()?;
-        let (quantity, mc) = match self.kind {
-            Curvature::Ggn => (Quantity::DiagGgnExact, None),
-            Curvature::Hessian => (Quantity::DiagHessian, None),
-            Curvature::EmpiricalFisher => (Quantity::SumGradSquared, None),
-            Curvature::FisherMc { samples, .. } => {
-                let t =
-                    sample_mc_targets(batch.objective, batch.params, &x, &y, samples, batch.seed)?;
-                (Quantity::DiagGgnMc, Some(t))
-            }
+        let mc = match self.kind {
+            Curvature::FisherMc { samples, .. } => Some(sample_mc_targets(
+                batch.objective,
+                batch.params,
+                &x,
+                &y,
+                samples,
+                batch.seed,
+            )?),
+            _ => None,
         };
-        let values = compute_quantities(
-            batch.objective,
-            batch.params,
-            &x,
-            &y,
-            &[quantity],
-            mc.as_ref(),
-        )?;
-        let tensors: Vec<_> = values.into_iter().map(|(_, t)| t).collect();
-        let mut diagonal = flatten(&tensors);
-        if quantity == Quantity::SumGradSquared {
+        let values = self.programs.run(batch, &x, &y, mc.as_ref())?;
+        let mut diagonal = Vec::with_capacity(batch.params.numel());
+        for p in batch.objective.network.params() {
+            let name = format!("{}/{}", self.quantity, p.name);
+            let t = values
+                .get(&name)
+                .ok_or_else(|| Error::Invalid(format!("the engine computed no '{name}'")))?;
+            diagonal.extend(t.to_f64_vec());
+        }
+        if self.quantity == Quantity::SumGradSquared {
             // Σ_n c_n² of the scaled per-sample gradients c_n = s ∇ℓ_n is
             // s times the empirical Fisher's diagonal s Σ_n ∇ℓ_n².
             let s = reduction_scale(batch);

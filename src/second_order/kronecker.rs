@@ -16,12 +16,12 @@
 
 use std::collections::HashMap;
 
-use secondo_curvature::{compute_quantities, sample_mc_targets, Curvature, Quantity};
+use secondo_curvature::{sample_mc_targets, Curvature, Quantity};
 use secondo_tensor::Tensor;
 
 use super::diagonal::reduction_scale;
-use super::eigenbasis::Eigenbasis;
-use super::preconditioner::{inverse_power, CurvatureBatch, Preconditioner};
+use super::eigenbasis::{matmul, Eigenbasis};
+use super::preconditioner::{inverse_power, CurvatureBatch, Preconditioner, Quantities};
 use super::Ema;
 use crate::{Error, Objective};
 
@@ -113,6 +113,10 @@ pub struct KroneckerPreconditioner {
     names: Vec<(String, Option<String>)>,
     /// The layer paths of the weight blocks (for EKFAC's per-sample gradients).
     layers: Vec<Option<String>>,
+    /// The parameters' names, in order.
+    params: Vec<String>,
+    factors: Quantities,
+    per_sample: Quantities,
 }
 
 impl KroneckerPreconditioner {
@@ -172,6 +176,7 @@ impl KroneckerPreconditioner {
                 }
             }
         }
+        let mc = matches!(kind, Curvature::FisherMc { .. }).then_some(1);
         Ok(KroneckerPreconditioner {
             kind,
             damping,
@@ -179,36 +184,32 @@ impl KroneckerPreconditioner {
             blocks,
             names,
             layers,
+            params: objective
+                .network
+                .params()
+                .iter()
+                .map(|p| p.name.clone())
+                .collect(),
+            factors: Quantities::new(&[quantity], mc),
+            per_sample: Quantities::new(&[Quantity::BatchGradFactors], None),
         })
     }
 
     /// Blends the factors of `batch` into the averages.
     fn update_factors(&mut self, batch: &CurvatureBatch<'_>) -> Result<(), Error> {
         let (x, y) = batch.tensors()?;
-        let (quantity, mc) = match self.kind {
-            Curvature::FisherMc { samples, .. } => (
-                Quantity::Kfac,
-                Some(sample_mc_targets(
-                    batch.objective,
-                    batch.params,
-                    &x,
-                    &y,
-                    samples,
-                    batch.seed,
-                )?),
-            ),
-            _ => (Quantity::Kflr, None),
+        let mc = match self.kind {
+            Curvature::FisherMc { samples, .. } => Some(sample_mc_targets(
+                batch.objective,
+                batch.params,
+                &x,
+                &y,
+                samples,
+                batch.seed,
+            )?),
+            _ => None,
         };
-        let values: HashMap<String, Tensor> = compute_quantities(
-            batch.objective,
-            batch.params,
-            &x,
-            &y,
-            &[quantity],
-            mc.as_ref(),
-        )?
-        .into_iter()
-        .collect();
+        let values = self.factors.run(batch, &x, &y, mc.as_ref())?;
         let factor = |name: &str| {
             values
                 .get(name)
@@ -237,40 +238,12 @@ impl KroneckerPreconditioner {
             }
             _ => y,
         };
-        let values: HashMap<String, Tensor> = compute_quantities(
-            batch.objective,
-            batch.params,
-            &x,
-            &targets,
-            &[Quantity::BatchGradFactors],
-            None,
-        )?
-        .into_iter()
-        .collect();
+        let values = self.per_sample.run(batch, &x, &targets, None)?;
         let s = reduction_scale(batch);
         let n = batch.data.len();
-        let names: Vec<String> = batch
-            .objective
-            .network
-            .params()
-            .iter()
-            .map(|p| p.name.clone())
-            .collect();
-        for (i, block) in self.blocks.iter_mut().enumerate() {
-            let (rows, cols) = (block.rows(), block.cols());
-            let per_sample =
-                per_sample_gradients(&values, &names[i], &self.layers, i, n, rows, cols)?;
-            let qb = block.b.eigen()?;
-            let mut moments = vec![0.0; rows * cols];
-            for c in per_sample.chunks(rows * cols) {
-                let mut projected = qb.project_left(c, cols);
-                if let Some(a) = &block.a {
-                    projected = a.eigen()?.project_right(&projected, rows);
-                }
-                for (m, p) in moments.iter_mut().zip(projected) {
-                    *m += p * p / s;
-                }
-            }
+        for ((block, name), layer) in self.blocks.iter_mut().zip(&self.params).zip(&self.layers) {
+            let mut moments = second_moments(&values, name, layer.as_deref(), block, n)?;
+            moments.iter_mut().for_each(|m| *m /= s);
             block.corrected.blend(moments);
         }
         Ok(())
@@ -349,45 +322,57 @@ fn kronecker_layers(objective: &Objective) -> Result<Vec<String>, Error> {
     Ok(forward.taps.iter().map(|t| t.layer.clone()).collect())
 }
 
-/// Each sample's gradient of block `i` (parameter `name`), `rows × cols`
-/// one after another: outer products of the factored form for a dense
-/// layer's weight, its output gradients for the bias, else the engine's
-/// per-sample gradients.
-fn per_sample_gradients(
+/// `Σ_n (Q_Bᵀ C_n Q_A)²` of one block's per-sample gradients `C_n`
+/// (`rows × cols`): for a dense layer from the factored form `C_n = g_n a_nᵀ`,
+/// as `(G Q_B)²ᵀ (A Q_A)²` with the squares elementwise (a bias has no `A`),
+/// else from the engine's per-sample gradients.
+fn second_moments(
     values: &HashMap<String, Tensor>,
     name: &str,
-    layers: &[Option<String>],
-    i: usize,
+    layer: Option<&str>,
+    block: &Block,
     n: usize,
-    rows: usize,
-    cols: usize,
 ) -> Result<Vec<f64>, Error> {
-    let get = |key: &str| {
+    let (rows, cols) = (block.rows(), block.cols());
+    let qb = block.b.eigen()?;
+    let squared = |v: Vec<f64>| v.into_iter().map(|x| x * x).collect::<Vec<f64>>();
+    if let Some(full) = values.get(&format!("batch_grad_factors/{name}")) {
+        let mut moments = vec![0.0; rows * cols];
+        for c in full.to_f64_vec().chunks(rows * cols) {
+            let mut projected = qb.project_left(c, cols);
+            if let Some(a) = &block.a {
+                projected = a.eigen()?.project_right(&projected, rows);
+            }
+            moments
+                .iter_mut()
+                .zip(squared(projected))
+                .for_each(|(m, p)| *m += p);
+        }
+        return Ok(moments);
+    }
+    let get = |key: String| {
         values
-            .get(key)
+            .get(&key)
             .map(Tensor::to_f64_vec)
             .ok_or_else(|| Error::Invalid(format!("the engine computed no '{key}'")))
     };
-    if let Some(full) = values.get(&format!("batch_grad_factors/{name}")) {
-        return Ok(full.to_f64_vec());
-    }
-    let layer = match (&layers[i], name.rsplit_once('.')) {
-        (Some(l), _) => l.clone(),
-        (None, Some((l, _))) => l.to_string(),
-        (None, None) => name.to_string(),
-    };
-    let g = get(&format!("batch_grad_factors/{layer}/output_grad"))?;
-    if layers[i].is_none() {
-        return Ok(g);
-    }
-    let a = get(&format!("batch_grad_factors/{layer}/input"))?;
-    let mut out = Vec::with_capacity(n * rows * cols);
-    for (gn, an) in g.chunks(rows).zip(a.chunks(cols)) {
-        for x in gn {
-            out.extend(an.iter().map(|y| x * y));
+    let path = layer.unwrap_or_else(|| name.rsplit_once('.').map_or(name, |p| p.0));
+    let g = squared(qb.project_right(&get(format!("batch_grad_factors/{path}/output_grad"))?, n));
+    Ok(match &block.a {
+        Some(a) => {
+            let inputs = get(format!("batch_grad_factors/{path}/input"))?;
+            let a = squared(a.eigen()?.project_right(&inputs, n));
+            matmul(&transpose(&g, n, rows), &a, rows, n, cols)
         }
-    }
-    Ok(out)
+        None => matmul(&vec![1.0; n], &g, 1, n, rows),
+    })
+}
+
+/// The transpose of a row-major `rows × cols` matrix.
+fn transpose(m: &[f64], rows: usize, cols: usize) -> Vec<f64> {
+    (0..cols * rows)
+        .map(|k| m[(k % rows) * cols + k / rows])
+        .collect()
 }
 
 impl Preconditioner for KroneckerPreconditioner {

@@ -2,6 +2,9 @@
 //! the engine's quantities or operators on a curvature batch, applied as
 //! `(C + λI)^(-α) v`.
 
+use std::collections::HashMap;
+
+use secondo_curvature::{Quantity, QuantityProgram};
 use secondo_data::Dataset;
 use secondo_nn::ParamStore;
 use secondo_tensor::Tensor;
@@ -51,6 +54,50 @@ pub trait Preconditioner {
     /// `vᵀ C v` (undamped), the curvature term of the quadratic model
     /// `q(Δ) = gᵀΔ + ½ ΔᵀCΔ` the reduction ratio compares against.
     fn curvature(&self, v: &[f64]) -> Result<f64, Error>;
+}
+
+/// The engine's quantities compiled once per batch size, as a
+/// preconditioner re-estimates them every step.
+pub(crate) struct Quantities {
+    quantities: Vec<Quantity>,
+    mc_samples: Option<usize>,
+    programs: HashMap<usize, QuantityProgram>,
+}
+
+impl Quantities {
+    /// `quantities`, with `mc_samples` sampled targets per input when one
+    /// of them needs them.
+    pub(crate) fn new(quantities: &[Quantity], mc_samples: Option<usize>) -> Quantities {
+        Quantities {
+            quantities: quantities.to_vec(),
+            mc_samples,
+            programs: HashMap::new(),
+        }
+    }
+
+    /// The quantities on `(x, y)` at `batch`'s parameters, by name.
+    pub(crate) fn run(
+        &mut self,
+        batch: &CurvatureBatch<'_>,
+        x: &Tensor,
+        y: &Tensor,
+        mc_targets: Option<&Tensor>,
+    ) -> Result<HashMap<String, Tensor>, Error> {
+        let n = x.shape()[0];
+        let program = match self.programs.entry(n) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(QuantityProgram::compile(
+                batch.objective,
+                n,
+                &self.quantities,
+                self.mc_samples,
+            )?),
+        };
+        Ok(program
+            .run(batch.params, x, y, mc_targets)?
+            .into_iter()
+            .collect())
+    }
 }
 
 /// `(c + λ)^(-α)` for an eigenvalue `c` of the curvature, `c < 0` taken as 0.
