@@ -636,3 +636,38 @@ fn every_method_trains_and_repeats_bit_for_bit() {
         assert_eq!(first, again, "{method}");
     }
 }
+
+#[test]
+fn the_reduction_ratio_is_one_where_the_quadratic_model_is_exact() {
+    // Least squares is its own quadratic model, for any damping and step.
+    let obj = objective("linear(3,2)", 3, "mse");
+    let d = data(20, 3, 2, false);
+    for method in [Method::NewtonCg, Method::Ngd] {
+        let mut params = ParamStore::init(obj.network.spec(), 1, DType::F64);
+        let b = batch(&obj, &params, &d);
+        let (x, y) = b.tensors().unwrap();
+        let out = obj
+            .program(d.len(), true)
+            .unwrap()
+            .run(&params, x, y)
+            .unwrap();
+        let config = SecondOrderConfig {
+            damping: 0.5,
+            adapt_damping: true,
+            lr: 0.7,
+            ..SecondOrderConfig::new(method)
+        };
+        let report = config
+            .build(&obj, 0)
+            .unwrap()
+            .step(&obj, &mut params, &d, &out.grads)
+            .unwrap();
+        let rho = report.rho.unwrap();
+        assert!((rho - 1.0).abs() < 1e-9, "{method}: ρ = {rho}");
+        assert_eq!(
+            report.damping,
+            0.5 / 1.5,
+            "{method}: a good fit lowers the damping"
+        );
+    }
+}
