@@ -11,7 +11,7 @@ use super::common::at_least_one;
 #[derive(Debug, Args)]
 pub struct SecondOrderArgs {
     /// Initial (or, without --adapt-damping, fixed) Tikhonov damping λ added to the curvature (second-order optimizers).
-    #[arg(long, value_name = "X")]
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
     damping: Option<f64>,
     /// Adapt the damping by the Levenberg–Marquardt rule on the reduction ratio ρ (×3/2 when ρ < 1/4, ×2/3 when ρ > 3/4).
     #[arg(long)]
@@ -26,19 +26,19 @@ pub struct SecondOrderArgs {
     #[arg(long, value_name = "T", value_parser = at_least_one)]
     inverse_every: Option<usize>,
     /// Weight of the past in the moving averages of the curvature factors, in [0, 1).
-    #[arg(long, value_name = "X")]
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
     ema: Option<f64>,
     /// The exponent α ∈ (0, 1] of the preconditioner (C + λI)^(-α): 1 Newton/natural gradient, 1/2 its square root.
-    #[arg(long, value_name = "A")]
+    #[arg(long, value_name = "A", allow_negative_numbers = true)]
     power: Option<f64>,
     /// Most conjugate-gradient iterations per newton-cg step.
     #[arg(long, value_name = "K", value_parser = at_least_one)]
     cg_iters: Option<usize>,
     /// Clip every second-order step to this norm (trust region; default unbounded).
-    #[arg(long, value_name = "R")]
+    #[arg(long, value_name = "R", allow_negative_numbers = true)]
     trust_radius: Option<f64>,
     /// KL-clipping bound κ of kfac, ekfac and fractional-ngd (default 1e-2).
-    #[arg(long, value_name = "K")]
+    #[arg(long, value_name = "K", allow_negative_numbers = true)]
     kl_clip: Option<f64>,
 }
 
