@@ -1,7 +1,7 @@
 //! The diagonal of the GGN, the Monte-Carlo Fisher, the empirical Fisher or
 //! the Hessian as a preconditioner, from the engine's quantities.
 
-use secondo_curvature::{sample_mc_targets, Curvature, Quantity};
+use secondo_curvature::{Curvature, Quantity};
 
 use super::preconditioner::{inverse_power, CurvatureBatch, Preconditioner, Quantities};
 use super::Ema;
@@ -35,14 +35,9 @@ impl DiagonalPreconditioner {
     fn estimate(&mut self, batch: &CurvatureBatch<'_>) -> Result<Vec<f64>, Error> {
         let (x, y) = batch.tensors()?;
         let mc = match self.kind {
-            Curvature::FisherMc { samples, .. } => Some(sample_mc_targets(
-                batch.objective,
-                batch.params,
-                &x,
-                &y,
-                samples,
-                batch.seed,
-            )?),
+            Curvature::FisherMc { samples, .. } => {
+                Some(self.programs.sampled_targets(batch, &x, &y, samples)?)
+            }
             _ => None,
         };
         let values = self.programs.run(batch, &x, &y, mc.as_ref())?;

@@ -4,6 +4,7 @@
 //! change of basis of matrices (`Qᵀ V`, `V Q`).
 
 use secondo_linalg::{dense_symmetric_eigen, DenseSymmetric};
+use secondo_tensor::{einsum, Tensor};
 
 use crate::Error;
 
@@ -75,52 +76,26 @@ impl Eigenbasis {
 
 /// `A B` for row-major `A` (`m × k`) and `B` (`k × n`).
 pub(crate) fn matmul(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
-    let mut out = vec![0.0; m * n];
-    for i in 0..m {
-        let row = &mut out[i * n..(i + 1) * n];
-        for p in 0..k {
-            let x = a[i * k + p];
-            if x != 0.0 {
-                for (o, y) in row.iter_mut().zip(&b[p * n..(p + 1) * n]) {
-                    *o += x * y;
-                }
-            }
-        }
-    }
-    out
+    contract("ik,kj->ij", a, [m, k], b, [k, n])
 }
 
 /// `Aᵀ B` for row-major `A` (`k × m`) and `B` (`k × n`).
 fn matmul_transposed_left(a: &[f64], b: &[f64], k: usize, m: usize, n: usize) -> Vec<f64> {
-    let mut out = vec![0.0; m * n];
-    for p in 0..k {
-        let brow = &b[p * n..(p + 1) * n];
-        for i in 0..m {
-            let x = a[p * m + i];
-            if x != 0.0 {
-                for (o, y) in out[i * n..(i + 1) * n].iter_mut().zip(brow) {
-                    *o += x * y;
-                }
-            }
-        }
-    }
-    out
+    contract("ki,kj->ij", a, [k, m], b, [k, n])
 }
 
 /// `A Bᵀ` for row-major `A` (`m × k`) and `B` (`n × k`).
 fn matmul_transposed_right(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
-    let mut out = vec![0.0; m * n];
-    for i in 0..m {
-        let arow = &a[i * k..(i + 1) * k];
-        for j in 0..n {
-            out[i * n + j] = arow
-                .iter()
-                .zip(&b[j * k..(j + 1) * k])
-                .map(|(x, y)| x * y)
-                .sum();
-        }
-    }
-    out
+    contract("ik,jk->ij", a, [m, k], b, [n, k])
+}
+
+/// A two-operand contraction of row-major `f64` matrices, by the tensor
+/// crate's GEMM (what every other contraction in secondo runs on).
+fn contract(spec: &str, a: &[f64], sa: [usize; 2], b: &[f64], sb: [usize; 2]) -> Vec<f64> {
+    let ta = Tensor::from_vec(sa.to_vec(), a.to_vec()).expect("matrix sizes");
+    let tb = Tensor::from_vec(sb.to_vec(), b.to_vec()).expect("matrix sizes");
+    let out = einsum(spec, &[&ta, &tb]).expect("contraction of matching matrices");
+    out.as_slice::<f64>().expect("f64").to_vec()
 }
 
 #[cfg(test)]

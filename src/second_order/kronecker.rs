@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 
-use secondo_curvature::{sample_mc_targets, Curvature, Quantity};
+use secondo_curvature::{Curvature, Quantity};
 use secondo_tensor::Tensor;
 
 use super::diagonal::reduction_scale;
@@ -199,14 +199,9 @@ impl KroneckerPreconditioner {
     fn update_factors(&mut self, batch: &CurvatureBatch<'_>) -> Result<(), Error> {
         let (x, y) = batch.tensors()?;
         let mc = match self.kind {
-            Curvature::FisherMc { samples, .. } => Some(sample_mc_targets(
-                batch.objective,
-                batch.params,
-                &x,
-                &y,
-                samples,
-                batch.seed,
-            )?),
+            Curvature::FisherMc { samples, .. } => {
+                Some(self.factors.sampled_targets(batch, &x, &y, samples)?)
+            }
             _ => None,
         };
         let values = self.factors.run(batch, &x, &y, mc.as_ref())?;
@@ -232,7 +227,7 @@ impl KroneckerPreconditioner {
         let (x, y) = batch.tensors()?;
         let targets = match self.kind {
             Curvature::FisherMc { .. } => {
-                let t = sample_mc_targets(batch.objective, batch.params, &x, &y, 1, batch.seed)?;
+                let t = self.per_sample.sampled_targets(batch, &x, &y, 1)?;
                 t.reshape(y.shape().to_vec())
                     .map_err(|e| Error::Invalid(format!("sampled targets: {e}")))?
             }

@@ -2,14 +2,15 @@
 //! the engine's quantities or operators on a curvature batch, applied as
 //! `(C + λI)^(-α) v`.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
-use secondo_curvature::{Quantity, QuantityProgram};
+use secondo_curvature::{draw_targets, Quantity, QuantityProgram};
 use secondo_data::Dataset;
 use secondo_nn::ParamStore;
 use secondo_tensor::Tensor;
 
-use crate::{Error, Objective};
+use crate::{Error, GradientProgram, Objective};
 
 /// The samples and parameters a curvature estimate is taken at.
 pub struct CurvatureBatch<'a> {
@@ -62,6 +63,8 @@ pub(crate) struct Quantities {
     quantities: Vec<Quantity>,
     mc_samples: Option<usize>,
     programs: HashMap<usize, QuantityProgram>,
+    /// Forward passes for the outputs Monte-Carlo targets are drawn from.
+    forward: HashMap<usize, GradientProgram>,
 }
 
 impl Quantities {
@@ -72,7 +75,27 @@ impl Quantities {
             quantities: quantities.to_vec(),
             mc_samples,
             programs: HashMap::new(),
+            forward: HashMap::new(),
         }
+    }
+
+    /// `m` targets per input drawn from the model's predictive distribution
+    /// at `batch`'s parameters (seeded by its seed), `[m, ...]` of `y`'s shape.
+    pub(crate) fn sampled_targets(
+        &mut self,
+        batch: &CurvatureBatch<'_>,
+        x: &Tensor,
+        y: &Tensor,
+        m: usize,
+    ) -> Result<Tensor, Error> {
+        let n = x.shape()[0];
+        let program = match self.forward.entry(n) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(batch.objective.program(n, false)?),
+        };
+        let output = program.run(batch.params, x.clone(), y.clone())?.output;
+        let kind = batch.objective.loss.kind;
+        Ok(draw_targets(kind, &output, m, batch.seed, y.shape()))
     }
 
     /// The quantities on `(x, y)` at `batch`'s parameters, by name.
@@ -85,8 +108,8 @@ impl Quantities {
     ) -> Result<HashMap<String, Tensor>, Error> {
         let n = x.shape()[0];
         let program = match self.programs.entry(n) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(QuantityProgram::compile(
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(QuantityProgram::compile(
                 batch.objective,
                 n,
                 &self.quantities,
