@@ -115,6 +115,58 @@ impl OptimizerChoice {
     }
 }
 
+/// When a run with a first-order phase switches to its optimizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Switch {
+    /// After this many epochs.
+    Epoch(usize),
+    /// After this many steps.
+    Step(usize),
+}
+
+impl Switch {
+    /// Parses `epoch=N` or `step=N` (`N ≥ 1`), as `--switch-at` takes it.
+    ///
+    /// ```
+    /// use secondo::train::Switch;
+    /// assert_eq!(Switch::parse("epoch=5").unwrap(), Switch::Epoch(5));
+    /// assert_eq!(Switch::parse("step=100").unwrap(), Switch::Step(100));
+    /// assert!(Switch::parse("epoch=0").is_err() && Switch::parse("5").is_err());
+    /// ```
+    pub fn parse(text: &str) -> Result<Switch, Error> {
+        let bad = || {
+            Error::Invalid(format!(
+                "--switch-at '{text}': expected epoch=N or step=N with N at least 1"
+            ))
+        };
+        let (unit, n) = text.split_once('=').ok_or_else(bad)?;
+        let n: usize = n.parse().ok().filter(|&n| n > 0).ok_or_else(bad)?;
+        match unit {
+            "epoch" => Ok(Switch::Epoch(n)),
+            "step" => Ok(Switch::Step(n)),
+            _ => Err(bad()),
+        }
+    }
+
+    /// Whether a step in `epoch` (from 1) after `step` steps (from 0) is past the switch.
+    fn reached(self, epoch: usize, step: usize) -> bool {
+        match self {
+            Switch::Epoch(n) => epoch > n,
+            Switch::Step(n) => step >= n,
+        }
+    }
+}
+
+/// Late-phase training (Tatzel, Hennig & Schneider 2022): a first-order
+/// optimizer until the switch, then the run's optimizer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FirstPhase {
+    /// The first-order optimizer of the first phase.
+    pub optimizer: OptimizerChoice,
+    /// When the run's optimizer takes over.
+    pub until: Switch,
+}
+
 /// How to train.
 ///
 /// ```
@@ -131,6 +183,8 @@ pub struct TrainConfig {
     pub optimizer: OptimizerChoice,
     /// Seed for the shuffling of every epoch.
     pub seed: u64,
+    /// A first-order phase before `optimizer` takes over (none: `optimizer` throughout).
+    pub first_phase: Option<FirstPhase>,
 }
 
 impl TrainConfig {
@@ -148,6 +202,23 @@ impl TrainConfig {
             return Err(Error::Invalid(
                 "--epochs and --batch must be at least 1".into(),
             ));
+        }
+        if let Some(phase) = self.first_phase {
+            if matches!(phase.optimizer, OptimizerChoice::SecondOrder(_)) {
+                return Err(Error::Invalid(
+                    "--first-order-optimizer must be sgd, adam or adamw".into(),
+                ));
+            }
+            AnyOptimizer::first_order(phase.optimizer, DType::F64)?;
+            match phase.until {
+                Switch::Epoch(n) if n >= self.epochs => {
+                    return Err(Error::Invalid(format!(
+                        "--switch-at epoch={n} leaves none of the {} epochs to --optimizer",
+                        self.epochs
+                    )))
+                }
+                _ => {}
+            }
         }
         match self.optimizer {
             OptimizerChoice::SecondOrder(c) => c.validate(),
@@ -173,6 +244,7 @@ impl Default for TrainConfig {
             batch_size: 32,
             optimizer: OptimizerChoice::Adam(AdamConfig::default()),
             seed: 0,
+            first_phase: None,
         }
     }
 }
@@ -459,7 +531,12 @@ fn run_training(
             data.name
         )));
     }
-    let mut opt = AnyOptimizer::new(config.optimizer, objective, config.seed)?;
+    let mut phase = config.first_phase;
+    let mut opt = AnyOptimizer::new(
+        phase.map_or(config.optimizer, |p| p.optimizer),
+        objective,
+        config.seed,
+    )?;
     let mut programs = Programs::new(objective, true);
     let steps_per_epoch = data.len().div_ceil(config.batch_size);
     let total_steps = steps_per_epoch * config.epochs;
@@ -476,6 +553,10 @@ fn run_training(
                 return Err(Error::Interrupted(format!(
                     "interrupted by a signal after {step} of {total_steps} steps"
                 )));
+            }
+            if phase.is_some_and(|p| p.until.reached(epoch, step)) {
+                phase = None;
+                opt = AnyOptimizer::new(config.optimizer, objective, config.seed)?;
             }
             let (x, y) = objective.batch_tensors(&batch)?;
             let program = programs.get(batch.len())?;

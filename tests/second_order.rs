@@ -583,6 +583,7 @@ fn training_with_an_exploding_learning_rate_keeps_the_weights_finite() {
             ..SecondOrderConfig::new(Method::Ngd)
         }),
         seed: 0,
+        first_phase: None,
     };
     let eval = train(&obj, &mut params, &d, &config, |_| {}).unwrap();
     assert!(eval.loss.is_finite());
@@ -611,6 +612,7 @@ fn trained(method: Method, seed: u64) -> (f64, Vec<f64>) {
             ..SecondOrderConfig::new(method)
         }),
         seed,
+        first_phase: None,
     };
     train(&obj, &mut params, &d, &config, |_| {}).unwrap();
     let end = secondo::train::evaluate(&obj, &params, &d, 256)
@@ -670,4 +672,46 @@ fn the_reduction_ratio_is_one_where_the_quadratic_model_is_exact() {
             "{method}: a good fit lowers the damping"
         );
     }
+}
+
+#[test]
+fn late_phase_training_runs_the_first_order_optimizer_until_the_switch() {
+    let obj = objective(MLP, 5, "cross_entropy");
+    let d = data(40, 5, 3, true);
+    let sgd = OptimizerChoice::parse("sgd", 0.1, 0.0, false, 0.0).unwrap();
+    let kfac = OptimizerChoice::SecondOrder(SecondOrderConfig::new(Method::Kfac));
+    let run = |optimizer, first_phase| {
+        let mut params = ParamStore::init(obj.network.spec(), 0, DType::F64);
+        let config = TrainConfig {
+            epochs: 2,
+            batch_size: 10,
+            optimizer,
+            seed: 0,
+            first_phase,
+        };
+        train(&obj, &mut params, &d, &config, |_| {}).unwrap();
+        params
+            .iter()
+            .flat_map(|(_, t)| t.to_f64_vec())
+            .collect::<Vec<f64>>()
+    };
+    let phase = |until| {
+        Some(secondo::train::FirstPhase {
+            optimizer: sgd,
+            until,
+        })
+    };
+    use secondo::train::Switch;
+    assert_eq!(
+        run(kfac, phase(Switch::Step(8))),
+        run(sgd, None),
+        "never switched"
+    );
+    assert_eq!(
+        run(kfac, phase(Switch::Step(0))),
+        run(kfac, None),
+        "switched at once"
+    );
+    let late = run(kfac, phase(Switch::Epoch(1)));
+    assert!(late != run(sgd, None) && late != run(kfac, None));
 }

@@ -2,7 +2,16 @@
 
 use clap::Args;
 use secondo::curvature::Curvature;
-use secondo::second_order::SecondOrderConfig;
+use secondo::second_order::{Method, SecondOrderConfig};
+use secondo::train::{FirstPhase, OptimizerChoice, Switch};
+
+/// The first-order hyperparameters `train` takes for SGD and Adam.
+#[derive(Debug, Clone, Copy)]
+pub struct FirstOrder {
+    pub momentum: f64,
+    pub nesterov: bool,
+    pub weight_decay: f64,
+}
 
 use super::common::at_least_one;
 
@@ -37,6 +46,15 @@ pub struct SecondOrderArgs {
     /// Clip every second-order step to this norm (trust region; default unbounded).
     #[arg(long, value_name = "R", allow_negative_numbers = true)]
     trust_radius: Option<f64>,
+    /// Late-phase training: run --first-order-optimizer for the first N epochs or steps, then --optimizer.
+    #[arg(long, value_name = "epoch=N|step=N")]
+    switch_at: Option<String>,
+    /// The optimizer of the first phase of --switch-at (sgd, adam or adamw; --momentum, --nesterov and --weight-decay apply to it).
+    #[arg(long, value_name = "NAME")]
+    first_order_optimizer: Option<String>,
+    /// Learning rate of --first-order-optimizer (default: its own default).
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
+    first_order_lr: Option<f64>,
     /// KL-clipping bound κ of kfac, ekfac and fractional-ngd (default 1e-2).
     #[arg(long, value_name = "K", allow_negative_numbers = true)]
     kl_clip: Option<f64>,
@@ -56,11 +74,43 @@ impl SecondOrderArgs {
             ("--cg-iters", self.cg_iters.is_some()),
             ("--trust-radius", self.trust_radius.is_some()),
             ("--kl-clip", self.kl_clip.is_some()),
+            ("--switch-at", self.switch_at.is_some()),
         ]
         .iter()
         .filter(|(_, given)| *given)
         .map(|(flag, _)| *flag)
         .collect()
+    }
+
+    /// The first-order phase of `--switch-at`, from the common first-order
+    /// hyperparameters; refuses `--first-order-*` without it.
+    pub fn first_phase(&self, common: FirstOrder) -> anyhow::Result<Option<FirstPhase>> {
+        let Some(at) = &self.switch_at else {
+            if self.first_order_optimizer.is_some() || self.first_order_lr.is_some() {
+                anyhow::bail!("--first-order-optimizer and --first-order-lr need --switch-at");
+            }
+            return Ok(None);
+        };
+        let name = self.first_order_optimizer.as_deref().ok_or_else(|| {
+            anyhow::anyhow!("--switch-at needs --first-order-optimizer (sgd, adam or adamw)")
+        })?;
+        if Method::parse(name).is_some() {
+            anyhow::bail!("--first-order-optimizer {name}: expected sgd, adam or adamw");
+        }
+        let lr = self
+            .first_order_lr
+            .unwrap_or_else(|| OptimizerChoice::default_lr(name));
+        let optimizer = OptimizerChoice::parse(
+            name,
+            lr,
+            common.momentum,
+            common.nesterov,
+            common.weight_decay,
+        )?;
+        Ok(Some(FirstPhase {
+            optimizer,
+            until: Switch::parse(at)?,
+        }))
     }
 
     /// `config` with the flags given, checked.

@@ -18,7 +18,7 @@ use super::common::{
     at_least_one, check_targets, default_model, objective, parse_dtype, shape_samples, weights,
     weights_input, DataSource, SampleShape,
 };
-use super::second_order::SecondOrderArgs;
+use super::second_order::{FirstOrder, SecondOrderArgs};
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -106,12 +106,27 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     }
     let lr =
         a.lr.unwrap_or_else(|| OptimizerChoice::default_lr(&a.optimizer));
+    let common = FirstOrder {
+        momentum: a.momentum,
+        nesterov: a.nesterov,
+        weight_decay: a.weight_decay,
+    };
+    let first_phase = a.second_order.first_phase(common)?;
+    // With a first-order phase, the first-order hyperparameters are its own.
+    let main = match first_phase {
+        Some(_) => FirstOrder {
+            momentum: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        },
+        None => common,
+    };
     let optimizer = match OptimizerChoice::parse(
         &a.optimizer,
         lr,
-        a.momentum,
-        a.nesterov,
-        a.weight_decay,
+        main.momentum,
+        main.nesterov,
+        main.weight_decay,
     )? {
         OptimizerChoice::SecondOrder(c) => OptimizerChoice::SecondOrder(a.second_order.apply(c)?),
         first_order => match a.second_order.given().first() {
@@ -127,6 +142,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         batch_size: a.batch,
         optimizer,
         seed: a.seed,
+        first_phase,
     };
     config.validate()?;
     let monitor_list = a
