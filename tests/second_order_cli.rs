@@ -103,6 +103,43 @@ fn bad_second_order_settings_fail_on_one_line() {
             &[
                 "--optimizer",
                 "kfac",
+                "--switch-at",
+                "epoch=1",
+                "--first-order-optimizer",
+                "sgd",
+            ],
+            "leaves none of the 1 epochs",
+        ),
+        (
+            &[
+                "--optimizer",
+                "kfac",
+                "--switch-at",
+                "step=0",
+                "--first-order-optimizer",
+                "sgd",
+            ],
+            "--switch-at 'step=0'",
+        ),
+        (
+            &["--optimizer", "kfac", "--switch-at", "step=5"],
+            "needs --first-order-optimizer",
+        ),
+        (
+            &[
+                "--optimizer",
+                "kfac",
+                "--switch-at",
+                "step=5",
+                "--first-order-optimizer",
+                "ekfac",
+            ],
+            "--first-order-optimizer ekfac",
+        ),
+        (
+            &[
+                "--optimizer",
+                "kfac",
                 "--model",
                 "linear(64,16),batchnorm1d(16),linear(16,10)",
             ],
@@ -131,6 +168,9 @@ fn help_explains_every_second_order_flag() {
         "--cg-iters",
         "--trust-radius",
         "--kl-clip",
+        "--switch-at",
+        "--first-order-optimizer",
+        "--first-order-lr",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
