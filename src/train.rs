@@ -10,7 +10,7 @@ use secondo_tensor::memory::{bytes_of, ensure_fits};
 use secondo_tensor::{DType, Tensor};
 
 use crate::monitor::{Monitor, Record};
-use crate::second_order::{Method, SecondOrderConfig, SecondOrderOptimizer};
+use crate::second_order::{Method, ParamGroup, SecondOrderConfig, SecondOrderOptimizer};
 use crate::{Error, GradientProgram, Objective};
 
 /// Which optimizer, with its hyperparameters (PyTorch's meanings and defaults).
@@ -167,13 +167,24 @@ pub struct FirstPhase {
     pub until: Switch,
 }
 
+/// Mixed training: a second-order optimizer for the parameters whose names
+/// match, a first-order one for the others.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mixed {
+    /// Comma-separated name patterns (`*` any run of characters) of the
+    /// parameters the second-order optimizer owns, e.g. `body.*,3.weight`.
+    pub second_order: String,
+    /// The optimizer of the other parameters.
+    pub first_order: OptimizerChoice,
+}
+
 /// How to train.
 ///
 /// ```
 /// let c = secondo::train::TrainConfig::default();
 /// assert_eq!(c.batch_size, 32);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TrainConfig {
     /// Passes over the training data.
     pub epochs: usize,
@@ -185,6 +196,8 @@ pub struct TrainConfig {
     pub seed: u64,
     /// A first-order phase before `optimizer` takes over (none: `optimizer` throughout).
     pub first_phase: Option<FirstPhase>,
+    /// Mixed training: `optimizer` (second-order) for some parameters only.
+    pub mixed: Option<Mixed>,
 }
 
 impl TrainConfig {
@@ -209,7 +222,7 @@ impl TrainConfig {
                     "--first-order-optimizer must be sgd, adam or adamw".into(),
                 ));
             }
-            AnyOptimizer::first_order(phase.optimizer, DType::F64)?;
+            FirstOrder::new(phase.optimizer, DType::F64)?;
             match phase.until {
                 Switch::Epoch(n) if n >= self.epochs => {
                     return Err(Error::Invalid(format!(
@@ -220,9 +233,19 @@ impl TrainConfig {
                 _ => {}
             }
         }
+        if let Some(m) = &self.mixed {
+            if !matches!(self.optimizer, OptimizerChoice::SecondOrder(_)) {
+                return Err(Error::Invalid(
+                    "--second-order needs a second-order --optimizer".into(),
+                ));
+            }
+            FirstOrder::new(m.first_order, DType::F64).map_err(|_| {
+                Error::Invalid("--first-order-optimizer must be sgd, adam or adamw".into())
+            })?;
+        }
         match self.optimizer {
             OptimizerChoice::SecondOrder(c) => c.validate(),
-            first_order => AnyOptimizer::first_order(first_order, DType::F64).map(|_| ()),
+            first_order => FirstOrder::new(first_order, DType::F64).map(|_| ()),
         }
     }
 
@@ -245,6 +268,7 @@ impl Default for TrainConfig {
             optimizer: OptimizerChoice::Adam(AdamConfig::default()),
             seed: 0,
             first_phase: None,
+            mixed: None,
         }
     }
 }
@@ -273,32 +297,81 @@ pub struct Evaluation {
     pub accuracy: Option<f64>,
 }
 
-enum AnyOptimizer {
+/// A first-order optimizer, in the parameters' element type.
+enum FirstOrder {
     F32(Box<dyn Optimizer<f32>>),
     F64(Box<dyn Optimizer<f64>>),
-    SecondOrder(Box<dyn SecondOrderOptimizer>),
 }
 
-impl AnyOptimizer {
-    fn new(choice: OptimizerChoice, objective: &Objective, seed: u64) -> Result<Self, Error> {
-        match choice {
-            OptimizerChoice::SecondOrder(c) => {
-                Ok(AnyOptimizer::SecondOrder(c.build(objective, seed)?))
-            }
-            first_order => AnyOptimizer::first_order(first_order, objective.dtype),
-        }
-    }
-
-    fn first_order(choice: OptimizerChoice, dtype: DType) -> Result<AnyOptimizer, Error> {
+impl FirstOrder {
+    fn new(choice: OptimizerChoice, dtype: DType) -> Result<FirstOrder, Error> {
         Ok(match (choice, dtype) {
-            (OptimizerChoice::Sgd(c), DType::F32) => AnyOptimizer::F32(Box::new(Sgd::new(c)?)),
-            (OptimizerChoice::Sgd(c), DType::F64) => AnyOptimizer::F64(Box::new(Sgd::new(c)?)),
-            (OptimizerChoice::Adam(c), DType::F32) => AnyOptimizer::F32(Box::new(Adam::new(c)?)),
-            (OptimizerChoice::Adam(c), DType::F64) => AnyOptimizer::F64(Box::new(Adam::new(c)?)),
+            (OptimizerChoice::Sgd(c), DType::F32) => FirstOrder::F32(Box::new(Sgd::new(c)?)),
+            (OptimizerChoice::Sgd(c), DType::F64) => FirstOrder::F64(Box::new(Sgd::new(c)?)),
+            (OptimizerChoice::Adam(c), DType::F32) => FirstOrder::F32(Box::new(Adam::new(c)?)),
+            (OptimizerChoice::Adam(c), DType::F64) => FirstOrder::F64(Box::new(Adam::new(c)?)),
             (OptimizerChoice::SecondOrder(c), _) => {
                 return Err(Error::Invalid(format!("{} is not first-order", c.method)))
             }
         })
+    }
+
+    /// Steps the parameters at the indices `owned` accepts.
+    fn step(
+        &mut self,
+        params: &mut ParamStore,
+        grads: &[Tensor],
+        owned: &dyn Fn(usize) -> bool,
+    ) -> Result<(), Error> {
+        match self {
+            FirstOrder::F32(o) => step_typed(o.as_mut(), params, grads, owned),
+            FirstOrder::F64(o) => step_typed(o.as_mut(), params, grads, owned),
+        }
+    }
+}
+
+enum AnyOptimizer {
+    FirstOrder(FirstOrder),
+    SecondOrder(Box<dyn SecondOrderOptimizer>),
+    /// Mixed training: the second-order optimizer steps its group, the
+    /// first-order one the `others`.
+    Mixed {
+        second: Box<dyn SecondOrderOptimizer>,
+        first: FirstOrder,
+        others: ParamGroup,
+    },
+}
+
+impl AnyOptimizer {
+    /// `choice` for every parameter.
+    fn new(choice: OptimizerChoice, objective: &Objective, seed: u64) -> Result<Self, Error> {
+        match choice {
+            OptimizerChoice::SecondOrder(c) => Ok(AnyOptimizer::SecondOrder(c.build(
+                objective,
+                &ParamGroup::all(objective),
+                seed,
+            )?)),
+            first_order => Ok(AnyOptimizer::FirstOrder(FirstOrder::new(
+                first_order,
+                objective.dtype,
+            )?)),
+        }
+    }
+
+    /// The run's optimizer after any first phase: `config.optimizer`, or
+    /// with mixed training its group beside the first-order optimizer.
+    fn for_run(config: &TrainConfig, objective: &Objective) -> Result<Self, Error> {
+        match (&config.mixed, config.optimizer) {
+            (Some(m), OptimizerChoice::SecondOrder(c)) => {
+                let group = ParamGroup::matching(objective, &m.second_order)?;
+                Ok(AnyOptimizer::Mixed {
+                    second: c.build(objective, &group, config.seed)?,
+                    first: FirstOrder::new(m.first_order, objective.dtype)?,
+                    others: group.complement(objective),
+                })
+            }
+            _ => AnyOptimizer::new(config.optimizer, objective, config.seed),
+        }
     }
 
     /// One update from the gradient of the loss on a batch; a second-order
@@ -312,11 +385,18 @@ impl AnyOptimizer {
         batch: impl FnOnce() -> Result<Dataset, Error>,
     ) -> Result<(), Error> {
         match self {
-            AnyOptimizer::F32(o) => step_typed(o.as_mut(), params, grads),
-            AnyOptimizer::F64(o) => step_typed(o.as_mut(), params, grads),
+            AnyOptimizer::FirstOrder(o) => o.step(params, grads, &|_| true),
             AnyOptimizer::SecondOrder(o) => {
                 o.step(objective, params, &batch()?, grads)?;
                 Ok(())
+            }
+            AnyOptimizer::Mixed {
+                second,
+                first,
+                others,
+            } => {
+                second.step(objective, params, &batch()?, grads)?;
+                first.step(params, grads, &|i| others.contains(i))
             }
         }
     }
@@ -326,17 +406,24 @@ fn step_typed<T: secondo_tensor::Element + secondo_optim::Scalar>(
     opt: &mut dyn Optimizer<T>,
     params: &mut ParamStore,
     grads: &[Tensor],
+    owned: &dyn Fn(usize) -> bool,
 ) -> Result<(), Error> {
     let dtype_err = || Error::Invalid("parameters and gradients differ in dtype".into());
     let g: Vec<&[T]> = grads
         .iter()
-        .map(|t| t.as_slice::<T>().ok_or_else(dtype_err))
+        .enumerate()
+        .filter(|(i, _)| owned(*i))
+        .map(|(_, t)| t.as_slice::<T>().ok_or_else(dtype_err))
         .collect::<Result<_, _>>()?;
     let mut p: Vec<&mut [T]> = params
         .tensors_mut()
-        .map(|t| t.as_mut_slice::<T>().ok_or_else(dtype_err))
+        .enumerate()
+        .filter(|(i, _)| owned(*i))
+        .map(|(_, t)| t.as_mut_slice::<T>().ok_or_else(dtype_err))
         .collect::<Result<_, _>>()?;
-    opt.step(&mut p, &g)?;
+    if !p.is_empty() {
+        opt.step(&mut p, &g)?;
+    }
     Ok(())
 }
 
@@ -532,11 +619,10 @@ fn run_training(
         )));
     }
     let mut phase = config.first_phase;
-    let mut opt = AnyOptimizer::new(
-        phase.map_or(config.optimizer, |p| p.optimizer),
-        objective,
-        config.seed,
-    )?;
+    let mut opt = match phase {
+        Some(p) => AnyOptimizer::new(p.optimizer, objective, config.seed)?,
+        None => AnyOptimizer::for_run(config, objective)?,
+    };
     let mut programs = Programs::new(objective, true);
     let steps_per_epoch = data.len().div_ceil(config.batch_size);
     let total_steps = steps_per_epoch * config.epochs;
@@ -556,7 +642,7 @@ fn run_training(
             }
             if phase.is_some_and(|p| p.until.reached(epoch, step)) {
                 phase = None;
-                opt = AnyOptimizer::new(config.optimizer, objective, config.seed)?;
+                opt = AnyOptimizer::for_run(config, objective)?;
             }
             let (x, y) = objective.batch_tensors(&batch)?;
             let program = programs.get(batch.len())?;
@@ -632,7 +718,11 @@ pub fn ensure_training_fits(
     config: &TrainConfig,
 ) -> Result<(), Error> {
     if let OptimizerChoice::SecondOrder(c) = config.optimizer {
-        c.check_model(objective)?;
+        let group = match &config.mixed {
+            Some(m) => ParamGroup::matching(objective, &m.second_order)?,
+            None => ParamGroup::all(objective),
+        };
+        c.check_model(objective, &group)?;
     }
     let batch = config.batch_size.min(samples).max(1);
     let step = objective.training_program(batch)?.executable().peak_bytes();

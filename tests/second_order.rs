@@ -12,7 +12,7 @@ use secondo::linalg::{dense_symmetric_eigen, CgOptions, DenseSymmetric};
 use secondo::second_order::{
     martens_cg, CurvatureBatch, DensePreconditioner, DiagonalPreconditioner, Eigenvalues,
     FactorDamping, KroneckerPreconditioner, MartensOptions, MatrixFreePreconditioner, Method,
-    Preconditioner, SecondOrderConfig,
+    ParamGroup, Preconditioner, SecondOrderConfig,
 };
 use secondo::train::{train, OptimizerChoice, TrainConfig};
 use secondo::{Objective, ObjectiveConfig};
@@ -198,7 +198,15 @@ fn dense_block(
 const MLP: &str = "linear(5,4),tanh,linear(4,3)";
 
 fn kflr(obj: &Objective, damping: FactorDamping) -> KroneckerPreconditioner {
-    KroneckerPreconditioner::new(obj, Curvature::Ggn, damping, Eigenvalues::Kronecker, 0.0).unwrap()
+    KroneckerPreconditioner::new(
+        obj,
+        &ParamGroup::all(obj),
+        Curvature::Ggn,
+        damping,
+        Eigenvalues::Kronecker,
+        0.0,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -338,6 +346,7 @@ fn ekfac_eigenvalues_are_the_empirical_fishers_diagonal_in_the_kronecker_basis()
     let d = data(5, 5, 3, true);
     let mut p = KroneckerPreconditioner::new(
         &obj,
+        &ParamGroup::all(&obj),
         Curvature::EmpiricalFisher,
         FactorDamping::Tikhonov,
         Eigenvalues::Corrected,
@@ -376,7 +385,7 @@ fn dense_ngd_solves_the_damped_system_and_its_square_root_twice_is_the_inverse()
     let params = ParamStore::init(obj.network.spec(), 7, DType::F64);
     let d = data(6, 5, 3, true);
     for kind in [Curvature::Ggn, Curvature::EmpiricalFisher] {
-        let mut p = DensePreconditioner::new(&obj, kind, "ngd").unwrap();
+        let mut p = DensePreconditioner::new(&obj, ParamGroup::all(&obj), kind, "ngd").unwrap();
         p.update(&batch(&obj, &params, &d), true).unwrap();
         let op = CurvatureOperator::new(&obj, &params, &d, d.len(), kind, None).unwrap();
         let v = values(params.numel(), 3);
@@ -407,7 +416,7 @@ fn diagonal_preconditioners_divide_by_the_dense_diagonal() {
         Curvature::EmpiricalFisher,
         Curvature::Hessian,
     ] {
-        let mut p = DiagonalPreconditioner::new(kind, 0.0);
+        let mut p = DiagonalPreconditioner::new(ParamGroup::all(&obj), kind, 0.0);
         p.update(&batch(&obj, &params, &d), true).unwrap();
         let dense = CurvatureOperator::new(&obj, &params, &d, d.len(), kind, None)
             .unwrap()
@@ -435,7 +444,7 @@ fn matrix_free_cg_solves_the_damped_curvature_system() {
         tol: 1e-12,
         max_iter: 500,
     };
-    let mut p = MatrixFreePreconditioner::new(Curvature::Ggn, options);
+    let mut p = MatrixFreePreconditioner::new(ParamGroup::all(&obj), Curvature::Ggn, options);
     p.update(&batch(&obj, &params, &d), true).unwrap();
     let v = values(params.numel(), 5);
     let x = p.solve(&v, 0.05, 1.0).unwrap();
@@ -528,7 +537,9 @@ fn newton_cg_takes_the_newton_step_on_least_squares() {
             .unwrap();
         let newton = solve(&h, &g);
         let before: Vec<f64> = params.iter().flat_map(|(_, t)| t.to_f64_vec()).collect();
-        let mut opt = newton_cg(kind).build(&obj, 0).unwrap();
+        let mut opt = newton_cg(kind)
+            .build(&obj, &ParamGroup::all(&obj), 0)
+            .unwrap();
         let report = opt.step(&obj, &mut params, &d, &out.grads).unwrap();
         assert!(report.accepted, "{kind}");
         let after: Vec<f64> = params.iter().flat_map(|(_, t)| t.to_f64_vec()).collect();
@@ -559,7 +570,7 @@ fn a_step_that_overflows_is_rejected_and_the_damping_raised() {
                 kl_clip: None,
                 ..SecondOrderConfig::new(method)
             };
-            let mut opt = config.build(&obj, 0).unwrap();
+            let mut opt = config.build(&obj, &ParamGroup::all(&obj), 0).unwrap();
             let report = opt.step(&obj, &mut params, &d, &out.grads).unwrap();
             assert!(!report.accepted, "{method}, lr {lr}");
             assert!(report.damping > config.damping, "{method}: {report:?}");
@@ -584,6 +595,7 @@ fn training_with_an_exploding_learning_rate_keeps_the_weights_finite() {
         }),
         seed: 0,
         first_phase: None,
+        mixed: None,
     };
     let eval = train(&obj, &mut params, &d, &config, |_| {}).unwrap();
     assert!(eval.loss.is_finite());
@@ -613,6 +625,7 @@ fn trained(method: Method, seed: u64) -> (f64, Vec<f64>) {
         }),
         seed,
         first_phase: None,
+        mixed: None,
     };
     train(&obj, &mut params, &d, &config, |_| {}).unwrap();
     let end = secondo::train::evaluate(&obj, &params, &d, 256)
@@ -660,7 +673,7 @@ fn the_reduction_ratio_is_one_where_the_quadratic_model_is_exact() {
             ..SecondOrderConfig::new(method)
         };
         let report = config
-            .build(&obj, 0)
+            .build(&obj, &ParamGroup::all(&obj), 0)
             .unwrap()
             .step(&obj, &mut params, &d, &out.grads)
             .unwrap();
@@ -688,6 +701,7 @@ fn late_phase_training_runs_the_first_order_optimizer_until_the_switch() {
             optimizer,
             seed: 0,
             first_phase,
+            mixed: None,
         };
         train(&obj, &mut params, &d, &config, |_| {}).unwrap();
         params
@@ -714,4 +728,50 @@ fn late_phase_training_runs_the_first_order_optimizer_until_the_switch() {
     );
     let late = run(kfac, phase(Switch::Epoch(1)));
     assert!(late != run(sgd, None) && late != run(kfac, None));
+}
+
+#[test]
+fn mixed_training_steps_each_group_as_its_own_optimizer_would() {
+    let obj = objective(MLP, 5, "cross_entropy");
+    let d = data(40, 5, 3, true);
+    let sgd = OptimizerChoice::parse("sgd", 0.1, 0.0, false, 0.0).unwrap();
+    // One step (the groups interact through later gradients); without
+    // KL-clipping every block's step is its own, as SGD's is.
+    let kfac = OptimizerChoice::SecondOrder(SecondOrderConfig {
+        kl_clip: None,
+        ..SecondOrderConfig::new(Method::Kfac)
+    });
+    let run = |optimizer, mixed: Option<&str>| {
+        let mut params = ParamStore::init(obj.network.spec(), 0, DType::F64);
+        let config = TrainConfig {
+            epochs: 1,
+            batch_size: 40,
+            optimizer,
+            seed: 0,
+            first_phase: None,
+            mixed: mixed.map(|p| secondo::train::Mixed {
+                second_order: p.into(),
+                first_order: sgd,
+            }),
+        };
+        train(&obj, &mut params, &d, &config, |_| {}).unwrap();
+        params
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_f64_vec()))
+            .collect::<HashMap<_, _>>()
+    };
+    let (pure_sgd, pure_kfac) = (run(sgd, None), run(kfac, None));
+    let mixed = run(kfac, Some("2.*"));
+    for name in ["0.weight", "0.bias"] {
+        assert_eq!(mixed[name], pure_sgd[name], "{name} is SGD's");
+    }
+    for name in ["2.weight", "2.bias"] {
+        assert_eq!(mixed[name], pure_kfac[name], "{name} is KFAC's");
+        assert_ne!(mixed[name], pure_sgd[name]);
+    }
+    assert_eq!(
+        run(kfac, Some("*")),
+        pure_kfac,
+        "a pattern matching everything is plain KFAC"
+    );
 }

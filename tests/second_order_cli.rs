@@ -23,6 +23,17 @@ fn second_order_methods_train_under_the_default_monitor_and_repeat() {
             "newton-cg",
             &["--adapt-damping", "--curvature-batch", "32"][..],
         ),
+        (
+            "ekfac",
+            &[
+                "--second-order",
+                "2.*",
+                "--first-order-optimizer",
+                "adam",
+                "--first-order-lr",
+                "1e-2",
+            ][..],
+        ),
     ] {
         let mut weights = Vec::new();
         for run in 0..2 {
@@ -123,7 +134,26 @@ fn bad_second_order_settings_fail_on_one_line() {
         ),
         (
             &["--optimizer", "kfac", "--switch-at", "step=5"],
-            "needs --first-order-optimizer",
+            "need --first-order-optimizer",
+        ),
+        (
+            &[
+                "--optimizer",
+                "kfac",
+                "--second-order",
+                "9.*",
+                "--first-order-optimizer",
+                "sgd",
+            ],
+            "--second-order '9.*' matches no parameter",
+        ),
+        (
+            &["--optimizer", "kfac", "--second-order", "2.*"],
+            "need --first-order-optimizer",
+        ),
+        (
+            &["--optimizer", "kfac", "--first-order-optimizer", "sgd"],
+            "needs --switch-at or --second-order",
         ),
         (
             &[
@@ -171,6 +201,7 @@ fn help_explains_every_second_order_flag() {
         "--switch-at",
         "--first-order-optimizer",
         "--first-order-lr",
+        "--second-order",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }

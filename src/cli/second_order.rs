@@ -3,7 +3,7 @@
 use clap::Args;
 use secondo::curvature::Curvature;
 use secondo::second_order::{Method, SecondOrderConfig};
-use secondo::train::{FirstPhase, OptimizerChoice, Switch};
+use secondo::train::{FirstPhase, Mixed, OptimizerChoice, Switch};
 
 /// The first-order hyperparameters `train` takes for SGD and Adam.
 #[derive(Debug, Clone, Copy)]
@@ -49,7 +49,10 @@ pub struct SecondOrderArgs {
     /// Late-phase training: run --first-order-optimizer for the first N epochs or steps, then --optimizer.
     #[arg(long, value_name = "epoch=N|step=N")]
     switch_at: Option<String>,
-    /// The optimizer of the first phase of --switch-at (sgd, adam or adamw; --momentum, --nesterov and --weight-decay apply to it).
+    /// Mixed training: --optimizer for the parameters matching these comma-separated name patterns (* any characters), --first-order-optimizer for the rest.
+    #[arg(long, value_name = "PATTERN")]
+    second_order: Option<String>,
+    /// The optimizer of --switch-at's first phase and of the parameters --second-order leaves (sgd, adam or adamw; --momentum, --nesterov and --weight-decay apply to it).
     #[arg(long, value_name = "NAME")]
     first_order_optimizer: Option<String>,
     /// Learning rate of --first-order-optimizer (default: its own default).
@@ -75,6 +78,7 @@ impl SecondOrderArgs {
             ("--trust-radius", self.trust_radius.is_some()),
             ("--kl-clip", self.kl_clip.is_some()),
             ("--switch-at", self.switch_at.is_some()),
+            ("--second-order", self.second_order.is_some()),
         ]
         .iter()
         .filter(|(_, given)| *given)
@@ -82,35 +86,61 @@ impl SecondOrderArgs {
         .collect()
     }
 
-    /// The first-order phase of `--switch-at`, from the common first-order
-    /// hyperparameters; refuses `--first-order-*` without it.
-    pub fn first_phase(&self, common: FirstOrder) -> anyhow::Result<Option<FirstPhase>> {
-        let Some(at) = &self.switch_at else {
-            if self.first_order_optimizer.is_some() || self.first_order_lr.is_some() {
-                anyhow::bail!("--first-order-optimizer and --first-order-lr need --switch-at");
+    /// The first-order optimizer of `--switch-at` and `--second-order`,
+    /// from the common first-order hyperparameters; refuses one without the
+    /// other.
+    fn first_order(&self, common: FirstOrder) -> anyhow::Result<Option<OptimizerChoice>> {
+        let wanted = self.switch_at.is_some() || self.second_order.is_some();
+        let Some(name) = self.first_order_optimizer.as_deref() else {
+            if wanted {
+                anyhow::bail!(
+                    "--switch-at and --second-order need --first-order-optimizer (sgd, adam or adamw)"
+                );
+            }
+            if self.first_order_lr.is_some() {
+                anyhow::bail!("--first-order-lr needs --first-order-optimizer");
             }
             return Ok(None);
         };
-        let name = self.first_order_optimizer.as_deref().ok_or_else(|| {
-            anyhow::anyhow!("--switch-at needs --first-order-optimizer (sgd, adam or adamw)")
-        })?;
+        if !wanted {
+            anyhow::bail!("--first-order-optimizer needs --switch-at or --second-order");
+        }
         if Method::parse(name).is_some() {
             anyhow::bail!("--first-order-optimizer {name}: expected sgd, adam or adamw");
         }
         let lr = self
             .first_order_lr
             .unwrap_or_else(|| OptimizerChoice::default_lr(name));
-        let optimizer = OptimizerChoice::parse(
+        Ok(Some(OptimizerChoice::parse(
             name,
             lr,
             common.momentum,
             common.nesterov,
             common.weight_decay,
-        )?;
-        Ok(Some(FirstPhase {
-            optimizer,
-            until: Switch::parse(at)?,
-        }))
+        )?))
+    }
+
+    /// The first-order phase of `--switch-at` and the parameter split of
+    /// `--second-order`, where given.
+    pub fn schedule(
+        &self,
+        common: FirstOrder,
+    ) -> anyhow::Result<(Option<FirstPhase>, Option<Mixed>)> {
+        let Some(optimizer) = self.first_order(common)? else {
+            return Ok((None, None));
+        };
+        let phase = match &self.switch_at {
+            Some(at) => Some(FirstPhase {
+                optimizer,
+                until: Switch::parse(at)?,
+            }),
+            None => None,
+        };
+        let mixed = self.second_order.as_ref().map(|patterns| Mixed {
+            second_order: patterns.clone(),
+            first_order: optimizer,
+        });
+        Ok((phase, mixed))
     }
 
     /// `config` with the flags given, checked.

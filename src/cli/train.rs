@@ -111,15 +111,15 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         nesterov: a.nesterov,
         weight_decay: a.weight_decay,
     };
-    let first_phase = a.second_order.first_phase(common)?;
-    // With a first-order phase, the first-order hyperparameters are its own.
-    let main = match first_phase {
-        Some(_) => FirstOrder {
+    let (first_phase, mixed) = a.second_order.schedule(common)?;
+    // With a first-order optimizer beside, the first-order hyperparameters are its own.
+    let main = match first_phase.is_some() || mixed.is_some() {
+        true => FirstOrder {
             momentum: 0.0,
             nesterov: false,
             weight_decay: 0.0,
         },
-        None => common,
+        false => common,
     };
     let optimizer = match OptimizerChoice::parse(
         &a.optimizer,
@@ -143,6 +143,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         optimizer,
         seed: a.seed,
         first_phase,
+        mixed,
     };
     config.validate()?;
     let monitor_list = a

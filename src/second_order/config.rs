@@ -11,7 +11,7 @@ use super::newton_cg::{MartensOptions, NewtonCg};
 use super::preconditioned::PreconditionedDescent;
 use super::preconditioner::Preconditioner;
 use super::safeguard::StepControl;
-use super::SecondOrderOptimizer;
+use super::{ParamGroup, SecondOrderOptimizer};
 use crate::{Error, Objective};
 
 /// A second-order method.
@@ -242,13 +242,16 @@ impl SecondOrderConfig {
         }
     }
 
-    /// Refuses, before any work, a method `objective`'s model is too large
-    /// for (the dense ones) or has no structure for (the Kronecker ones).
-    pub fn check_model(&self, objective: &Objective) -> Result<(), Error> {
+    /// Refuses, before any work, a group of `objective`'s parameters the
+    /// method is too large for (the dense ones) or has no structure for
+    /// (the Kronecker ones).
+    pub fn check_model(&self, objective: &Objective, group: &ParamGroup) -> Result<(), Error> {
         match self.method {
-            Method::Ngd | Method::Ef => ensure_dense_fits(objective, self.method.name()),
+            Method::Ngd | Method::Ef => {
+                ensure_dense_fits(group.numel(objective), self.method.name())
+            }
             Method::Kfac | Method::Ekfac | Method::FractionalNgd => {
-                self.kronecker(objective).map(|_| ())
+                self.kronecker(objective, group).map(|_| ())
             }
             Method::NewtonCg => Ok(()),
         }
@@ -260,19 +263,32 @@ impl SecondOrderConfig {
         4
     }
 
-    fn kronecker(&self, objective: &Objective) -> Result<KroneckerPreconditioner, Error> {
+    fn kronecker(
+        &self,
+        objective: &Objective,
+        group: &ParamGroup,
+    ) -> Result<KroneckerPreconditioner, Error> {
         let (damping, eigenvalues) = match self.method {
             Method::Kfac => (FactorDamping::Factored, Eigenvalues::Kronecker),
             Method::Ekfac => (FactorDamping::Tikhonov, Eigenvalues::Corrected),
             _ => (FactorDamping::Tikhonov, Eigenvalues::Kronecker),
         };
-        KroneckerPreconditioner::new(objective, self.curvature, damping, eigenvalues, self.ema)
+        KroneckerPreconditioner::new(
+            objective,
+            group,
+            self.curvature,
+            damping,
+            eigenvalues,
+            self.ema,
+        )
     }
 
-    /// The optimizer for `objective`, its Monte-Carlo draws seeded by `seed`.
+    /// The optimizer of the `group` of `objective`'s parameters (the others
+    /// it leaves as they are), its Monte-Carlo draws seeded by `seed`.
     pub fn build(
         &self,
         objective: &Objective,
+        group: &ParamGroup,
         seed: u64,
     ) -> Result<Box<dyn SecondOrderOptimizer>, Error> {
         self.validate()?;
@@ -283,6 +299,7 @@ impl SecondOrderConfig {
             self.trust_radius,
             self.curvature_batch,
             seed,
+            group.clone(),
         );
         let preconditioner: Box<dyn Preconditioner> = match self.method {
             Method::NewtonCg => {
@@ -294,11 +311,12 @@ impl SecondOrderConfig {
             }
             Method::Ngd | Method::Ef => Box::new(DensePreconditioner::new(
                 objective,
+                group.clone(),
                 self.curvature,
                 self.method.name(),
             )?),
             Method::Kfac | Method::Ekfac | Method::FractionalNgd => {
-                Box::new(self.kronecker(objective)?)
+                Box::new(self.kronecker(objective, group)?)
             }
         };
         Ok(Box::new(PreconditionedDescent::new(

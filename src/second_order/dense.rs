@@ -9,6 +9,7 @@ use secondo_tensor::memory::{bytes_of, ensure_fits};
 use super::eigenbasis::Eigenbasis;
 use super::preconditioner::{inverse_power, CurvatureBatch, Preconditioner};
 use super::vector::dot;
+use super::ParamGroup;
 use crate::{Error, Objective};
 
 /// Most parameters a dense curvature is built for: it takes one product per
@@ -20,20 +21,26 @@ pub const DENSE_LIMIT: usize = 4096;
 /// batch and eigendecomposed, so that any power `(C + λI)^(-α)` is exact.
 pub struct DensePreconditioner {
     kind: Curvature,
+    group: ParamGroup,
     eigen: Option<Eigenbasis>,
 }
 
 impl DensePreconditioner {
-    /// The dense `kind` of `objective`'s parameters; refuses, naming `method`,
-    /// a model with more than [`DENSE_LIMIT`] parameters or whose matrices
+    /// The dense `kind` of the group's parameters; refuses, naming `method`,
+    /// a group of more than [`DENSE_LIMIT`] parameters or whose matrices
     /// would not fit in memory.
     pub fn new(
         objective: &Objective,
+        group: ParamGroup,
         kind: Curvature,
         method: &str,
     ) -> Result<DensePreconditioner, Error> {
-        ensure_dense_fits(objective, method)?;
-        Ok(DensePreconditioner { kind, eigen: None })
+        ensure_dense_fits(group.numel(objective), method)?;
+        Ok(DensePreconditioner {
+            kind,
+            group,
+            eigen: None,
+        })
     }
 
     fn eigen(&self) -> Result<&Eigenbasis, Error> {
@@ -43,9 +50,8 @@ impl DensePreconditioner {
     }
 }
 
-/// Refuses a dense curvature for a model too large for it (see [`DENSE_LIMIT`]).
-pub(crate) fn ensure_dense_fits(objective: &Objective, method: &str) -> Result<(), Error> {
-    let d = objective.network.spec().num_parameters();
+/// Refuses a dense curvature of `d` parameters, too large for it (see [`DENSE_LIMIT`]).
+pub(crate) fn ensure_dense_fits(d: usize, method: &str) -> Result<(), Error> {
     if d > DENSE_LIMIT {
         return Err(Error::Invalid(format!(
             "--optimizer {method} builds the dense {d} × {d} curvature ({} MiB, {d} products a step); \
@@ -73,13 +79,15 @@ impl Preconditioner for DensePreconditioner {
             },
             other => other,
         };
+        let names = self.group.names(batch.objective);
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let op = CurvatureOperator::new(
             batch.objective,
             batch.params,
             batch.data,
             batch.data.len(),
             kind,
-            None,
+            Some(&names),
         )?;
         self.eigen = Some(Eigenbasis::new(&op.to_dense()?, op.dim())?);
         Ok(())

@@ -4,20 +4,22 @@
 use secondo_curvature::{Curvature, Quantity};
 
 use super::preconditioner::{inverse_power, CurvatureBatch, Preconditioner, Quantities};
-use super::Ema;
+use super::{Ema, ParamGroup};
 use crate::Error;
 
 /// `diag(C)`, kept as an exponential moving average over curvature batches.
 pub struct DiagonalPreconditioner {
     kind: Curvature,
+    group: ParamGroup,
     quantity: Quantity,
     programs: Quantities,
     diagonal: Ema,
 }
 
 impl DiagonalPreconditioner {
-    /// The diagonal of `kind`, averaged with weight `ema` on the past.
-    pub fn new(kind: Curvature, ema: f64) -> DiagonalPreconditioner {
+    /// The diagonal of `kind` for the group's parameters, averaged with
+    /// weight `ema` on the past.
+    pub fn new(group: ParamGroup, kind: Curvature, ema: f64) -> DiagonalPreconditioner {
         let (quantity, mc) = match kind {
             Curvature::Ggn => (Quantity::DiagGgnExact, None),
             Curvature::Hessian => (Quantity::DiagHessian, None),
@@ -26,6 +28,7 @@ impl DiagonalPreconditioner {
         };
         DiagonalPreconditioner {
             kind,
+            group,
             quantity,
             programs: Quantities::new(&[quantity], mc),
             diagonal: Ema::new(ema),
@@ -42,8 +45,8 @@ impl DiagonalPreconditioner {
         };
         let values = self.programs.run(batch, &x, &y, mc.as_ref())?;
         let mut diagonal = Vec::with_capacity(batch.params.numel());
-        for p in batch.objective.network.params() {
-            let name = format!("{}/{}", self.quantity, p.name);
+        for p in self.group.names(batch.objective) {
+            let name = format!("{}/{p}", self.quantity);
             let t = values
                 .get(&name)
                 .ok_or_else(|| Error::Invalid(format!("the engine computed no '{name}'")))?;

@@ -22,7 +22,7 @@ use secondo_tensor::Tensor;
 use super::diagonal::reduction_scale;
 use super::eigenbasis::{matmul, Eigenbasis};
 use super::preconditioner::{inverse_power, CurvatureBatch, Preconditioner, Quantities};
-use super::Ema;
+use super::{Ema, ParamGroup};
 use crate::{Error, Objective};
 
 /// How a Kronecker block is damped.
@@ -126,6 +126,7 @@ impl KroneckerPreconditioner {
     /// parameter without a Kronecker structure, or another curvature.
     pub fn new(
         objective: &Objective,
+        group: &ParamGroup,
         kind: Curvature,
         damping: FactorDamping,
         eigenvalues: Eigenvalues,
@@ -137,7 +138,8 @@ impl KroneckerPreconditioner {
         let mut blocks = Vec::new();
         let mut names = Vec::new();
         let mut layers = Vec::new();
-        for p in objective.network.params() {
+        let all = objective.network.params();
+        for p in group.indices().iter().map(|&i| &all[i]) {
             let (layer, role) = p.name.rsplit_once('.').unwrap_or(("", &p.name));
             let size: usize = p.shape.iter().product();
             let rows = p.shape[0];
@@ -184,12 +186,7 @@ impl KroneckerPreconditioner {
             blocks,
             names,
             layers,
-            params: objective
-                .network
-                .params()
-                .iter()
-                .map(|p| p.name.clone())
-                .collect(),
+            params: group.names(objective),
             factors: Quantities::new(&[quantity], mc),
             per_sample: Quantities::new(&[Quantity::BatchGradFactors], None),
         })

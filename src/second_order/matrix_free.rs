@@ -7,6 +7,7 @@ use secondo_linalg::{conjugate_gradient, CgOptions, Progress};
 
 use super::preconditioner::{CurvatureBatch, Preconditioner};
 use super::vector::dot;
+use super::ParamGroup;
 use crate::spectrum::AsSymmetric;
 use crate::Error;
 
@@ -14,15 +15,17 @@ use crate::Error;
 /// relative residual of `tol` in at most `max_iter` products.
 pub struct MatrixFreePreconditioner {
     kind: Curvature,
+    group: ParamGroup,
     options: CgOptions,
     operator: Option<CurvatureOperator>,
 }
 
 impl MatrixFreePreconditioner {
-    /// The `kind` operator, solved by CG with `options`.
-    pub fn new(kind: Curvature, options: CgOptions) -> MatrixFreePreconditioner {
+    /// The `kind` operator of the group's parameters, solved by CG with `options`.
+    pub fn new(group: ParamGroup, kind: Curvature, options: CgOptions) -> MatrixFreePreconditioner {
         MatrixFreePreconditioner {
             kind,
+            group,
             options,
             operator: None,
         }
@@ -36,30 +39,40 @@ impl MatrixFreePreconditioner {
     }
 }
 
-/// The operator of `kind` on `batch`, rebinding `previous` (its compiled
+/// The operator of `kind` for `group` on `batch`, rebinding `previous` (its compiled
 /// products) when there is one. A rebound Fisher keeps the seed it was
 /// built with; its draws still differ from batch to batch.
 pub(crate) fn bind_operator(
     previous: Option<CurvatureOperator>,
     kind: Curvature,
+    group: &ParamGroup,
     batch: &CurvatureBatch<'_>,
 ) -> Result<CurvatureOperator, Error> {
     Ok(match previous {
-        Some(op) if op.dim() > 0 => op.rebound(batch.params, batch.data)?,
-        _ => CurvatureOperator::new(
-            batch.objective,
-            batch.params,
-            batch.data,
-            batch.data.len(),
-            kind,
-            None,
-        )?,
+        Some(op) => op.rebound(batch.params, batch.data)?,
+        None => {
+            let names = group.names(batch.objective);
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            CurvatureOperator::new(
+                batch.objective,
+                batch.params,
+                batch.data,
+                batch.data.len(),
+                kind,
+                Some(&names),
+            )?
+        }
     })
 }
 
 impl Preconditioner for MatrixFreePreconditioner {
     fn update(&mut self, batch: &CurvatureBatch<'_>, _refresh: bool) -> Result<(), Error> {
-        self.operator = Some(bind_operator(self.operator.take(), self.kind, batch)?);
+        self.operator = Some(bind_operator(
+            self.operator.take(),
+            self.kind,
+            &self.group,
+            batch,
+        )?);
         Ok(())
     }
 

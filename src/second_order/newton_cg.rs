@@ -14,7 +14,7 @@ use secondo_tensor::Tensor;
 use super::matrix_free::bind_operator;
 use super::preconditioner::CurvatureBatch;
 use super::safeguard::{Proposal, StepControl};
-use super::vector::{dot, flatten, scaled};
+use super::vector::{dot, scaled};
 use super::{SecondOrderOptimizer, StepReport};
 use crate::{Error, Objective};
 
@@ -212,8 +212,8 @@ impl SecondOrderOptimizer for NewtonCg {
             data: &data,
             seed: self.control.seed(),
         };
-        let op = bind_operator(self.operator.take(), self.kind, &cb)?;
-        let g = flatten(grads);
+        let op = bind_operator(self.operator.take(), self.kind, &self.control.group, &cb)?;
+        let g = self.control.group.gather(grads);
         let start = match &self.previous {
             Some(p) => scaled(p, WARM_START_DECAY),
             None => vec![0.0; g.len()],

@@ -9,7 +9,7 @@ use secondo_tensor::Tensor;
 
 use super::preconditioner::{CurvatureBatch, Preconditioner};
 use super::safeguard::{Proposal, StepControl};
-use super::vector::{dot, flatten, scaled};
+use super::vector::{dot, scaled};
 use super::{SecondOrderOptimizer, StepReport};
 use crate::{Error, Objective};
 
@@ -82,7 +82,7 @@ impl SecondOrderOptimizer for PreconditionedDescent {
         };
         let refresh = self.control.steps().is_multiple_of(self.inverse_every);
         self.preconditioner.update(&cb, refresh)?;
-        let g = flatten(grads);
+        let g = self.control.group.gather(grads);
         let pg = self
             .preconditioner
             .solve(&g, self.control.damping.value(), self.power)?;

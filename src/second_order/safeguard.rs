@@ -12,7 +12,7 @@ use secondo_nn::ParamStore;
 use super::damping::{reduction_ratio, Damping};
 use super::preconditioner::CurvatureBatch;
 use super::vector::{add_in_place, all_finite, moved, norm, scaled};
-use super::StepReport;
+use super::{ParamGroup, StepReport};
 use crate::{Error, GradientProgram};
 
 /// A step direction `d` with what the quadratic model needs of it.
@@ -66,6 +66,8 @@ pub(crate) struct StepControl {
     seed: u64,
     steps: usize,
     losses: HashMap<usize, GradientProgram>,
+    /// The parameters the optimizer owns.
+    pub(crate) group: ParamGroup,
 }
 
 impl StepControl {
@@ -76,6 +78,7 @@ impl StepControl {
         trust_radius: Option<f64>,
         curvature_batch: Option<usize>,
         seed: u64,
+        group: ParamGroup,
     ) -> StepControl {
         StepControl {
             damping: Damping::new(damping, adaptive),
@@ -86,6 +89,7 @@ impl StepControl {
             seed,
             steps: 0,
             losses: HashMap::new(),
+            group,
         }
     }
 
@@ -146,7 +150,7 @@ impl StepControl {
         if !all_finite(&step) {
             return Ok(f64::INFINITY);
         }
-        let trial = moved(params, &step)?;
+        let trial = moved(params, &self.group, &step)?;
         if trial.iter().any(|(_, p)| p.first_non_finite().is_some()) {
             return Ok(f64::INFINITY);
         }
@@ -184,7 +188,7 @@ impl StepControl {
             }
             return Ok(self.report(false, rho));
         }
-        add_in_place(params, &scaled(&proposal.direction, t))?;
+        add_in_place(params, &self.group, &scaled(&proposal.direction, t))?;
         Ok(self.report(true, rho))
     }
 

@@ -1,19 +1,11 @@
-//! Flat `f64` vectors over all parameters (in the network's order, each
-//! row-major), what every preconditioner and solver works on.
+//! Flat `f64` vectors over a group of parameters (in the network's order,
+//! each row-major), what every preconditioner and solver works on.
 
 use secondo_nn::ParamStore;
 use secondo_tensor::Tensor;
 
+use super::ParamGroup;
 use crate::Error;
-
-/// The tensors one after another as one `f64` vector.
-pub(crate) fn flatten(tensors: &[Tensor]) -> Vec<f64> {
-    let mut out = Vec::with_capacity(tensors.iter().map(Tensor::numel).sum());
-    for t in tensors {
-        out.extend(t.to_f64_vec());
-    }
-    out
-}
 
 pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
@@ -32,25 +24,42 @@ pub(crate) fn all_finite(a: &[f64]) -> bool {
     a.iter().all(|x| x.is_finite())
 }
 
-/// The parameters moved by `delta` (`θ + Δ`), rounded to their element type;
-/// buffers are kept.
-pub(crate) fn moved(params: &ParamStore, delta: &[f64]) -> Result<ParamStore, Error> {
+/// The parameters with the group's moved by `delta` (`θ + Δ`), rounded to
+/// their element type; buffers are kept.
+pub(crate) fn moved(
+    params: &ParamStore,
+    group: &ParamGroup,
+    delta: &[f64],
+) -> Result<ParamStore, Error> {
     let mut out = params.clone();
-    add_in_place(&mut out, delta)?;
+    add_in_place(&mut out, group, delta)?;
     Ok(out)
 }
 
-/// `θ ← θ + Δ` in place.
-pub(crate) fn add_in_place(params: &mut ParamStore, delta: &[f64]) -> Result<(), Error> {
-    if delta.len() != params.numel() {
+/// `θ ← θ + Δ` in place for the group's parameters.
+pub(crate) fn add_in_place(
+    params: &mut ParamStore,
+    group: &ParamGroup,
+    delta: &[f64],
+) -> Result<(), Error> {
+    let size: usize = params
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| group.contains(*i))
+        .map(|(_, (_, t))| t.numel())
+        .sum();
+    if delta.len() != size {
         return Err(Error::Invalid(format!(
-            "a step of {} values for {} parameters",
-            delta.len(),
-            params.numel()
+            "a step of {} values for {size} parameters",
+            delta.len()
         )));
     }
     let mut at = 0;
-    for t in params.tensors_mut() {
+    let owned = params
+        .tensors_mut()
+        .enumerate()
+        .filter(|(i, _)| group.contains(*i));
+    for (_, t) in owned {
         let n = t.numel();
         let v: Vec<f64> = t
             .to_f64_vec()
