@@ -19,19 +19,11 @@ use secondo::{Objective, ObjectiveConfig};
 use secondo_nn::ParamStore;
 use secondo_tensor::{DType, Tensor};
 
-/// Deterministic values in [-1, 1).
+/// Seeded values in [-1, 1).
 fn values(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-        })
-        .collect()
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
 }
 
 fn objective(spec: &str, inputs: usize, loss: &str) -> Objective {
@@ -209,14 +201,38 @@ fn kflr(obj: &Objective, damping: FactorDamping) -> KroneckerPreconditioner {
     .unwrap()
 }
 
-#[test]
-fn kflr_blocks_solve_the_dense_damped_kronecker_system() {
+/// The KFLR preconditioner of the MLP on 6 samples at parameters seeded by
+/// `seed`, with the engine's factors it was built from.
+struct Fitted {
+    obj: Objective,
+    params: ParamStore,
+    p: KroneckerPreconditioner,
+    f: HashMap<String, Vec<f64>>,
+}
+
+fn fitted_kflr(damping: FactorDamping, seed: u64) -> Fitted {
     let obj = objective(MLP, 5, "cross_entropy");
-    let params = ParamStore::init(obj.network.spec(), 3, DType::F64);
+    let params = ParamStore::init(obj.network.spec(), seed, DType::F64);
     let d = data(6, 5, 3, true);
-    let mut p = kflr(&obj, FactorDamping::Tikhonov);
+    let mut p = kflr(&obj, damping);
     p.update(&batch(&obj, &params, &d), true).unwrap();
     let f = factors(&obj, &params, &d);
+    Fitted { obj, params, p, f }
+}
+
+/// The gradient of the loss on all of `d`.
+fn gradient(obj: &Objective, params: &ParamStore, d: &Dataset) -> Vec<Tensor> {
+    let (x, y) = batch(obj, params, d).tensors().unwrap();
+    obj.program(d.len(), true)
+        .unwrap()
+        .run(params, x, y)
+        .unwrap()
+        .grads
+}
+
+#[test]
+fn kflr_blocks_solve_the_dense_damped_kronecker_system() {
+    let Fitted { obj, params, p, f } = fitted_kflr(FactorDamping::Tikhonov, 3);
     let v = values(params.numel(), 7);
     let lambda = 0.3;
     let x = p.solve(&v, lambda, 1.0).unwrap();
@@ -241,12 +257,7 @@ fn kflr_blocks_solve_the_dense_damped_kronecker_system() {
 
 #[test]
 fn factored_damping_is_the_kronecker_product_of_damped_factors() {
-    let obj = objective(MLP, 5, "cross_entropy");
-    let params = ParamStore::init(obj.network.spec(), 4, DType::F64);
-    let d = data(6, 5, 3, true);
-    let mut p = kflr(&obj, FactorDamping::Factored);
-    p.update(&batch(&obj, &params, &d), true).unwrap();
-    let f = factors(&obj, &params, &d);
+    let Fitted { obj, params, p, f } = fitted_kflr(FactorDamping::Factored, 4);
     let v = values(params.numel(), 8);
     let lambda = 0.05;
     let x = p.solve(&v, lambda, 1.0).unwrap();
@@ -277,12 +288,7 @@ fn factored_damping_is_the_kronecker_product_of_damped_factors() {
 
 #[test]
 fn fractional_powers_match_a_dense_eigendecomposition() {
-    let obj = objective(MLP, 5, "cross_entropy");
-    let params = ParamStore::init(obj.network.spec(), 5, DType::F64);
-    let d = data(6, 5, 3, true);
-    let mut p = kflr(&obj, FactorDamping::Tikhonov);
-    p.update(&batch(&obj, &params, &d), true).unwrap();
-    let f = factors(&obj, &params, &d);
+    let Fitted { obj, params, p, f } = fitted_kflr(FactorDamping::Tikhonov, 5);
     let v = values(params.numel(), 9);
     for alpha in [0.5, 0.25] {
         let x = p.solve(&v, 0.1, alpha).unwrap();
@@ -523,14 +529,8 @@ fn newton_cg_takes_the_newton_step_on_least_squares() {
     let d = data(20, 3, 2, false);
     for kind in [Curvature::Hessian, Curvature::Ggn] {
         let mut params = ParamStore::init(obj.network.spec(), 1, DType::F64);
-        let b = batch(&obj, &params, &d);
-        let (x, y) = b.tensors().unwrap();
-        let out = obj
-            .program(d.len(), true)
-            .unwrap()
-            .run(&params, x, y)
-            .unwrap();
-        let g: Vec<f64> = out.grads.iter().flat_map(Tensor::to_f64_vec).collect();
+        let grads = gradient(&obj, &params, &d);
+        let g: Vec<f64> = grads.iter().flat_map(Tensor::to_f64_vec).collect();
         let h = CurvatureOperator::new(&obj, &params, &d, d.len(), Curvature::Hessian, None)
             .unwrap()
             .to_dense()
@@ -540,7 +540,7 @@ fn newton_cg_takes_the_newton_step_on_least_squares() {
         let mut opt = newton_cg(kind)
             .build(&obj, &ParamGroup::all(&obj), 0)
             .unwrap();
-        let report = opt.step(&obj, &mut params, &d, &out.grads).unwrap();
+        let report = opt.step(&obj, &mut params, &d, &grads).unwrap();
         assert!(report.accepted, "{kind}");
         let after: Vec<f64> = params.iter().flat_map(|(_, t)| t.to_f64_vec()).collect();
         let step: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
@@ -556,13 +556,7 @@ fn a_step_that_overflows_is_rejected_and_the_damping_raised() {
     for method in [Method::Ngd, Method::Kfac, Method::NewtonCg] {
         let mut params = ParamStore::init(obj.network.spec(), 2, DType::F64);
         let before = params.clone();
-        let b = batch(&obj, &params, &d);
-        let (x, y) = b.tensors().unwrap();
-        let out = obj
-            .program(d.len(), true)
-            .unwrap()
-            .run(&params, x, y)
-            .unwrap();
+        let grads = gradient(&obj, &params, &d);
         // Steps of infinite values, and steps to weights whose loss overflows.
         for lr in [f64::MAX, 1e200] {
             let config = SecondOrderConfig {
@@ -571,7 +565,7 @@ fn a_step_that_overflows_is_rejected_and_the_damping_raised() {
                 ..SecondOrderConfig::new(method)
             };
             let mut opt = config.build(&obj, &ParamGroup::all(&obj), 0).unwrap();
-            let report = opt.step(&obj, &mut params, &d, &out.grads).unwrap();
+            let report = opt.step(&obj, &mut params, &d, &grads).unwrap();
             assert!(!report.accepted, "{method}, lr {lr}");
             assert!(report.damping > config.damping, "{method}: {report:?}");
             for ((_, a), (_, b)) in params.iter().zip(before.iter()) {
@@ -659,13 +653,7 @@ fn the_reduction_ratio_is_one_where_the_quadratic_model_is_exact() {
     let d = data(20, 3, 2, false);
     for method in [Method::NewtonCg, Method::Ngd] {
         let mut params = ParamStore::init(obj.network.spec(), 1, DType::F64);
-        let b = batch(&obj, &params, &d);
-        let (x, y) = b.tensors().unwrap();
-        let out = obj
-            .program(d.len(), true)
-            .unwrap()
-            .run(&params, x, y)
-            .unwrap();
+        let grads = gradient(&obj, &params, &d);
         let config = SecondOrderConfig {
             damping: 0.5,
             adapt_damping: true,
@@ -675,7 +663,7 @@ fn the_reduction_ratio_is_one_where_the_quadratic_model_is_exact() {
         let report = config
             .build(&obj, &ParamGroup::all(&obj), 0)
             .unwrap()
-            .step(&obj, &mut params, &d, &out.grads)
+            .step(&obj, &mut params, &d, &grads)
             .unwrap();
         let rho = report.rho.unwrap();
         assert!((rho - 1.0).abs() < 1e-9, "{method}: ρ = {rho}");
@@ -773,5 +761,28 @@ fn mixed_training_steps_each_group_as_its_own_optimizer_would() {
         run(kfac, Some("*")),
         pure_kfac,
         "a pattern matching everything is plain KFAC"
+    );
+}
+
+#[test]
+fn martens_cg_stops_at_negative_curvature_keeping_its_iterates() {
+    // diag(2, −1): the first direction b = (1, 1) has curvature 1, the next none.
+    let m = [2.0, 0.0, 0.0, -1.0];
+    let options = MartensOptions::default();
+    let cg = martens_cg(
+        &mut |v| Ok(matvec(&m, v)),
+        &[1.0, 1.0],
+        0.0,
+        vec![0.0; 2],
+        &options,
+    )
+    .unwrap();
+    assert!(cg.negative_curvature);
+    assert_eq!(cg.iterations, 1);
+    assert_close(
+        cg.last(),
+        &[2.0, 2.0],
+        1e-15,
+        "the first CG iterate, (bᵀb / bᵀAb) b",
     );
 }

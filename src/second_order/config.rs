@@ -319,13 +319,14 @@ impl SecondOrderConfig {
                 Box::new(self.kronecker(objective, group)?)
             }
         };
-        Ok(Box::new(PreconditionedDescent::new(
+        Ok(Box::new(PreconditionedDescent {
             preconditioner,
             control,
-            self.power,
-            self.momentum,
-            self.inverse_every,
-            self.kl_clip,
-        )))
+            power: self.power,
+            momentum: self.momentum,
+            inverse_every: self.inverse_every,
+            kl_clip: self.kl_clip,
+            velocity: None,
+        }))
     }
 }

@@ -3,10 +3,11 @@
 //! (Kunstner, Balles & Hennig 2019, "Limitations of the empirical Fisher
 //! approximation for natural gradient descent").
 
-use secondo_curvature::{Curvature, CurvatureOperator};
+use secondo_curvature::Curvature;
 use secondo_tensor::memory::{bytes_of, ensure_fits};
 
 use super::eigenbasis::Eigenbasis;
+use super::matrix_free::bind_operator;
 use super::preconditioner::{inverse_power, CurvatureBatch, Preconditioner};
 use super::vector::dot;
 use super::ParamGroup;
@@ -79,16 +80,7 @@ impl Preconditioner for DensePreconditioner {
             },
             other => other,
         };
-        let names = self.group.names(batch.objective);
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        let op = CurvatureOperator::new(
-            batch.objective,
-            batch.params,
-            batch.data,
-            batch.data.len(),
-            kind,
-            Some(&names),
-        )?;
+        let op = bind_operator(None, kind, &self.group, batch)?;
         self.eigen = Some(Eigenbasis::new(&op.to_dense()?, op.dim())?);
         Ok(())
     }

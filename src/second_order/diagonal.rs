@@ -9,7 +9,6 @@ use crate::Error;
 
 /// `diag(C)`, kept as an exponential moving average over curvature batches.
 pub struct DiagonalPreconditioner {
-    kind: Curvature,
     group: ParamGroup,
     quantity: Quantity,
     programs: Quantities,
@@ -27,7 +26,6 @@ impl DiagonalPreconditioner {
             Curvature::FisherMc { samples, .. } => (Quantity::DiagGgnMc, Some(samples)),
         };
         DiagonalPreconditioner {
-            kind,
             group,
             quantity,
             programs: Quantities::new(&[quantity], mc),
@@ -37,13 +35,7 @@ impl DiagonalPreconditioner {
 
     fn estimate(&mut self, batch: &CurvatureBatch<'_>) -> Result<Vec<f64>, Error> {
         let (x, y) = batch.tensors()?;
-        let mc = match self.kind {
-            Curvature::FisherMc { samples, .. } => {
-                Some(self.programs.sampled_targets(batch, &x, &y, samples)?)
-            }
-            _ => None,
-        };
-        let values = self.programs.run(batch, &x, &y, mc.as_ref())?;
+        let values = self.programs.run(batch, &x, &y)?;
         let mut diagonal = Vec::with_capacity(batch.params.numel());
         for p in self.group.names(batch.objective) {
             let name = format!("{}/{p}", self.quantity);

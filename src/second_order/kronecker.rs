@@ -195,13 +195,7 @@ impl KroneckerPreconditioner {
     /// Blends the factors of `batch` into the averages.
     fn update_factors(&mut self, batch: &CurvatureBatch<'_>) -> Result<(), Error> {
         let (x, y) = batch.tensors()?;
-        let mc = match self.kind {
-            Curvature::FisherMc { samples, .. } => {
-                Some(self.factors.sampled_targets(batch, &x, &y, samples)?)
-            }
-            _ => None,
-        };
-        let values = self.factors.run(batch, &x, &y, mc.as_ref())?;
+        let values = self.factors.run(batch, &x, &y)?;
         let factor = |name: &str| {
             values
                 .get(name)
@@ -230,7 +224,7 @@ impl KroneckerPreconditioner {
             }
             _ => y,
         };
-        let values = self.per_sample.run(batch, &x, &targets, None)?;
+        let values = self.per_sample.run(batch, &x, &targets)?;
         let s = reduction_scale(batch);
         let n = batch.data.len();
         for ((block, name), layer) in self.blocks.iter_mut().zip(&self.params).zip(&self.layers) {

@@ -206,12 +206,7 @@ impl SecondOrderOptimizer for NewtonCg {
         grads: &[Tensor],
     ) -> Result<StepReport, Error> {
         let data = self.control.curvature_data(batch)?;
-        let cb = CurvatureBatch {
-            objective,
-            params,
-            data: &data,
-            seed: self.control.seed(),
-        };
+        let cb = self.control.curvature_batch(objective, params, &data);
         let op = bind_operator(self.operator.take(), self.kind, &self.control.group, &cb)?;
         let g = self.control.group.gather(grads);
         let start = match &self.previous {

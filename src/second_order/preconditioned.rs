@@ -7,7 +7,7 @@ use secondo_data::Dataset;
 use secondo_nn::ParamStore;
 use secondo_tensor::Tensor;
 
-use super::preconditioner::{CurvatureBatch, Preconditioner};
+use super::preconditioner::Preconditioner;
 use super::safeguard::{Proposal, StepControl};
 use super::vector::{dot, scaled};
 use super::{SecondOrderOptimizer, StepReport};
@@ -15,37 +15,19 @@ use crate::{Error, Objective};
 
 /// Steps along the preconditioned gradient, with momentum and KL-clipping.
 pub struct PreconditionedDescent {
-    preconditioner: Box<dyn Preconditioner>,
-    control: StepControl,
-    power: f64,
-    momentum: f64,
-    inverse_every: usize,
-    kl_clip: Option<f64>,
-    velocity: Option<Vec<f64>>,
+    pub(crate) preconditioner: Box<dyn Preconditioner>,
+    pub(crate) control: StepControl,
+    /// The exponent `α` of `(C + λI)^(-α)`.
+    pub(crate) power: f64,
+    pub(crate) momentum: f64,
+    /// Steps between refreshed inverses.
+    pub(crate) inverse_every: usize,
+    pub(crate) kl_clip: Option<f64>,
+    /// The last step's direction (momentum), none after a rejected step.
+    pub(crate) velocity: Option<Vec<f64>>,
 }
 
 impl PreconditionedDescent {
-    /// Descent preconditioned by `preconditioner` raised to `-power`,
-    /// refreshing its inverse every `inverse_every` steps.
-    pub(crate) fn new(
-        preconditioner: Box<dyn Preconditioner>,
-        control: StepControl,
-        power: f64,
-        momentum: f64,
-        inverse_every: usize,
-        kl_clip: Option<f64>,
-    ) -> PreconditionedDescent {
-        PreconditionedDescent {
-            preconditioner,
-            control,
-            power,
-            momentum,
-            inverse_every,
-            kl_clip,
-            velocity: None,
-        }
-    }
-
     /// KL-clipping (Ba, Grosse & Martens 2017): the factor `ν = min(1,
     /// (κ / (η² gᵀPg))^½)` that keeps the step's change of the model's
     /// predictive distribution, `½ η² (Pg)ᵀC(Pg) ≈ ½ η² gᵀPg`, below `κ`.
@@ -74,12 +56,7 @@ impl SecondOrderOptimizer for PreconditionedDescent {
         grads: &[Tensor],
     ) -> Result<StepReport, Error> {
         let data = self.control.curvature_data(batch)?;
-        let cb = CurvatureBatch {
-            objective,
-            params,
-            data: &data,
-            seed: self.control.seed(),
-        };
+        let cb = self.control.curvature_batch(objective, params, &data);
         let refresh = self.control.steps().is_multiple_of(self.inverse_every);
         self.preconditioner.update(&cb, refresh)?;
         let g = self.control.group.gather(grads);

@@ -98,14 +98,18 @@ impl Quantities {
         Ok(draw_targets(kind, &output, m, batch.seed, y.shape()))
     }
 
-    /// The quantities on `(x, y)` at `batch`'s parameters, by name.
+    /// The quantities on `(x, y)` at `batch`'s parameters, by name, with
+    /// the Monte-Carlo targets they need drawn.
     pub(crate) fn run(
         &mut self,
         batch: &CurvatureBatch<'_>,
         x: &Tensor,
         y: &Tensor,
-        mc_targets: Option<&Tensor>,
     ) -> Result<HashMap<String, Tensor>, Error> {
+        let mc_targets = match self.mc_samples {
+            Some(m) => Some(self.sampled_targets(batch, x, y, m)?),
+            None => None,
+        };
         let n = x.shape()[0];
         let program = match self.programs.entry(n) {
             Entry::Occupied(e) => e.into_mut(),
@@ -117,7 +121,7 @@ impl Quantities {
             )?),
         };
         Ok(program
-            .run(batch.params, x, y, mc_targets)?
+            .run(batch.params, x, y, mc_targets.as_ref())?
             .into_iter()
             .collect())
     }

@@ -13,7 +13,7 @@ use super::damping::{reduction_ratio, Damping};
 use super::preconditioner::CurvatureBatch;
 use super::vector::{add_in_place, all_finite, moved, norm, scaled};
 use super::{ParamGroup, StepReport};
-use crate::{Error, GradientProgram};
+use crate::{Error, GradientProgram, Objective};
 
 /// A step direction `d` with what the quadratic model needs of it.
 pub(crate) struct Proposal {
@@ -109,9 +109,20 @@ impl StepControl {
         Ok(batch.select(&(0..n).collect::<Vec<_>>())?)
     }
 
-    /// This step's seed for Monte-Carlo draws.
-    pub(crate) fn seed(&self) -> u64 {
-        self.seed ^ (self.steps as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    /// The curvature batch of this step, its Monte-Carlo draws seeded by
+    /// the run's seed and the step.
+    pub(crate) fn curvature_batch<'a>(
+        &self,
+        objective: &'a Objective,
+        params: &'a ParamStore,
+        data: &'a Dataset,
+    ) -> CurvatureBatch<'a> {
+        CurvatureBatch {
+            objective,
+            params,
+            data,
+            seed: self.seed ^ (self.steps as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        }
     }
 
     /// The loss of `params` on `batch`'s data (evaluation mode).
@@ -179,13 +190,14 @@ impl StepControl {
             self.damping.raise();
             return Ok(self.report(false, None));
         }
-        if let Some(r) = rho {
-            self.damping.adapt(r);
+        match rho {
+            Some(r) => self.damping.adapt(r),
+            // A model that predicts no decrease (a direction of negative
+            // curvature cut CG short) is trusted less.
+            None if proposal.curvature.is_some() => self.damping.adapt(f64::NEG_INFINITY),
+            None => {}
         }
         if reject_increase && after > before {
-            if rho.is_none() {
-                self.damping.adapt(f64::NEG_INFINITY);
-            }
             return Ok(self.report(false, rho));
         }
         add_in_place(params, &self.group, &scaled(&proposal.direction, t))?;
