@@ -15,7 +15,7 @@ pub struct FirstOrder {
 
 use super::common::at_least_one;
 
-/// Hyperparameters of `--optimizer newton-cg|kfac|ekfac|ngd|ef|fractional-ngd`
+/// Hyperparameters of `--optimizer newton-cg|kfac|ekfac|ngd|ef|fractional-ngd|det-avg`
 /// (each method's default when not given).
 #[derive(Debug, Args)]
 pub struct SecondOrderArgs {

@@ -43,7 +43,7 @@ pub struct TrainArgs {
     /// Reduction of the loss over samples: mean or sum.
     #[arg(long, default_value = "mean")]
     reduction: String,
-    /// Optimizer: sgd, adam, adamw, or second-order: newton-cg (Hessian-free), kfac, ekfac, ngd (dense Fisher/GGN), ef (dense empirical Fisher), fractional-ngd.
+    /// Optimizer: sgd, adam, adamw, or second-order: newton-cg (Hessian-free), kfac, ekfac, ngd (dense Fisher/GGN), ef (dense empirical Fisher), fractional-ngd, det-avg (determinantal averaging of sub-sampled Newton steps).
     #[arg(long, default_value = "adam")]
     optimizer: String,
     /// Passes over the training data.

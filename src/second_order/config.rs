@@ -6,6 +6,7 @@ use std::fmt;
 use secondo_curvature::Curvature;
 
 use super::dense::{ensure_dense_fits, DensePreconditioner};
+use super::determinantal::DeterminantalPreconditioner;
 use super::kronecker::{Eigenvalues, FactorDamping, KroneckerPreconditioner};
 use super::newton_cg::{MartensOptions, NewtonCg};
 use super::preconditioned::PreconditionedDescent;
@@ -29,6 +30,9 @@ pub enum Method {
     Ef,
     /// `−η (C + λI)^(-α) g` in the KFAC eigenbasis (Huh 2020).
     FractionalNgd,
+    /// Newton steps from sub-sampled dense curvatures, averaged with
+    /// determinant weights (Dereziński & Mahoney 2019).
+    DetAvg,
 }
 
 /// Names as `--optimizer` takes them.
@@ -39,6 +43,7 @@ const NAMES: &[(&str, Method)] = &[
     ("ngd", Method::Ngd),
     ("ef", Method::Ef),
     ("fractional-ngd", Method::FractionalNgd),
+    ("det-avg", Method::DetAvg),
 ];
 
 impl Method {
@@ -109,6 +114,11 @@ pub struct SecondOrderConfig {
     pub kl_clip: Option<f64>,
 }
 
+/// det-avg's sub-samples per step and the probability each sample is kept
+/// in one: eight half-batches.
+const DET_AVG_DRAWS: usize = 8;
+const DET_AVG_KEEP: f64 = 0.5;
+
 const FISHER: Curvature = Curvature::FisherMc {
     samples: 1,
     seed: 0,
@@ -148,6 +158,14 @@ impl SecondOrderConfig {
             Method::Ef => SecondOrderConfig {
                 lr: 0.1,
                 curvature: Curvature::EmpiricalFisher,
+                ..base
+            },
+            // A half-batch's curvature misses directions the batch's gradient
+            // has (it has fewer samples than the model parameters); the
+            // damping bounds the step along them.
+            Method::DetAvg => SecondOrderConfig {
+                lr: 0.1,
+                damping: 0.1,
                 ..base
             },
             Method::FractionalNgd => SecondOrderConfig {
@@ -208,8 +226,8 @@ impl SecondOrderConfig {
         let m = self.method;
         let refuse = |why: String| Err(Error::Invalid(why));
         match m {
-            Method::NewtonCg if self.power != 1.0 => refuse(format!(
-                "--power {}: newton-cg solves the Newton system by CG (α = 1); use fractional-ngd",
+            Method::NewtonCg | Method::DetAvg if self.power != 1.0 => refuse(format!(
+                "--power {}: {m} estimates the Newton direction (α = 1); use fractional-ngd",
                 self.power
             )),
             Method::NewtonCg if self.momentum != 0.0 => refuse(
@@ -247,7 +265,7 @@ impl SecondOrderConfig {
     /// (the Kronecker ones).
     pub fn check_model(&self, objective: &Objective, group: &ParamGroup) -> Result<(), Error> {
         match self.method {
-            Method::Ngd | Method::Ef => {
+            Method::Ngd | Method::Ef | Method::DetAvg => {
                 ensure_dense_fits(group.numel(objective), self.method.name())
             }
             Method::Kfac | Method::Ekfac | Method::FractionalNgd => {
@@ -318,6 +336,13 @@ impl SecondOrderConfig {
             Method::Kfac | Method::Ekfac | Method::FractionalNgd => {
                 Box::new(self.kronecker(objective, group)?)
             }
+            Method::DetAvg => Box::new(DeterminantalPreconditioner::new(
+                objective,
+                group.clone(),
+                self.curvature,
+                DET_AVG_DRAWS,
+                DET_AVG_KEEP,
+            )?),
         };
         Ok(Box::new(PreconditionedDescent {
             preconditioner,

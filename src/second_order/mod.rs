@@ -7,15 +7,19 @@
 //!   KFAC, KFLR, EKFAC), diagonals ([`DiagonalPreconditioner`]), the exact
 //!   dense matrix ([`DensePreconditioner`]) and the matrix-free operator
 //!   inverted by CG ([`MatrixFreePreconditioner`]).
+//!   The determinantal average of sub-sampled inverses
+//!   ([`DeterminantalPreconditioner`]) is one too.
 //! - [`NewtonCg`]: Martens' Hessian-free optimization.
 //! - [`PreconditionedDescent`]: `θ ← θ − η (C + λI)^(-α) g` with momentum and
-//!   KL-clipping, what `kfac`, `ekfac`, `ngd`, `ef` and `fractional-ngd` are.
+//!   KL-clipping, what `kfac`, `ekfac`, `ngd`, `ef`, `fractional-ngd` and
+//!   `det-avg` are.
 //! - [`SecondOrderConfig`]: the method and its hyperparameters, as `secondo
 //!   train --optimizer` takes them.
 
 mod config;
 mod damping;
 mod dense;
+mod determinantal;
 mod diagonal;
 mod eigenbasis;
 mod group;
@@ -30,6 +34,7 @@ mod vector;
 pub use config::{Method, SecondOrderConfig};
 pub use damping::{reduction_ratio, Damping, MAX_DAMPING, MIN_DAMPING};
 pub use dense::{DensePreconditioner, DENSE_LIMIT};
+pub use determinantal::DeterminantalPreconditioner;
 pub use diagonal::DiagonalPreconditioner;
 pub use group::ParamGroup;
 pub use kronecker::{Eigenvalues, FactorDamping, KroneckerPreconditioner};
