@@ -120,7 +120,7 @@ pub struct KroneckerPreconditioner {
 }
 
 impl KroneckerPreconditioner {
-    /// Blocks for every parameter of `objective`; `kind` is the GGN (KFLR) or
+    /// Blocks for every parameter of the group; `kind` is the GGN (KFLR) or
     /// the Monte-Carlo Fisher (KFAC); EKFAC's corrected eigenvalues take the
     /// Fisher's or the empirical Fisher's per-sample gradients. Refuses a
     /// parameter without a Kronecker structure, or another curvature.
@@ -172,13 +172,17 @@ impl KroneckerPreconditioner {
                 _ => {
                     return Err(Error::Invalid(format!(
                         "parameter '{}' of '{}' has no Kronecker structure (KFAC covers \
-                         linear and convolution layers); use newton-cg",
+                         linear and convolution layers); use newton-cg, or leave it to \
+                         --first-order-optimizer by --second-order",
                         p.name, spec
                     )))
                 }
             }
         }
-        let mc = matches!(kind, Curvature::FisherMc { .. }).then_some(1);
+        let mc = match kind {
+            Curvature::FisherMc { samples, .. } => Some(samples),
+            _ => None,
+        };
         Ok(KroneckerPreconditioner {
             kind,
             damping,
