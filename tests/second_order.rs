@@ -854,3 +854,51 @@ fn det_avg_trains_least_squares() {
         .loss;
     assert!(end < 0.7 * start, "loss {start} → {end}");
 }
+
+#[test]
+fn the_quadratic_models_step_is_optimal_in_the_span_of_direction_and_previous_step() {
+    // Least squares is its own quadratic model: after each step the new
+    // gradient is orthogonal to the span the step was chosen in.
+    let obj = objective("linear(3,2)", 3, "mse");
+    let d = data(20, 3, 2, false);
+    let mut params = ParamStore::init(obj.network.spec(), 6, DType::F64);
+    let config = SecondOrderConfig {
+        damping: 1e-12,
+        adapt_damping: true,
+        curvature: Curvature::Ggn,
+        ..SecondOrderConfig::new(Method::Kfac)
+    };
+    let mut opt = config.build(&obj, &ParamGroup::all(&obj), 0).unwrap();
+    let flat =
+        |p: &ParamStore| -> Vec<f64> { p.iter().flat_map(|(_, t)| t.to_f64_vec()).collect() };
+    let mut steps = Vec::new();
+    for _ in 0..2 {
+        let before = flat(&params);
+        let grads = gradient(&obj, &params, &d);
+        let report = opt.step(&obj, &mut params, &d, &grads).unwrap();
+        assert!(
+            report.accepted && (report.rho.unwrap() - 1.0).abs() < 1e-8,
+            "{report:?}"
+        );
+        steps.push(
+            flat(&params)
+                .iter()
+                .zip(&before)
+                .map(|(a, b)| a - b)
+                .collect::<Vec<f64>>(),
+        );
+        let g: Vec<f64> = gradient(&obj, &params, &d)
+            .iter()
+            .flat_map(Tensor::to_f64_vec)
+            .collect();
+        let gn = g.iter().map(|x| x * x).sum::<f64>().sqrt();
+        for s in &steps[steps.len().saturating_sub(2)..] {
+            let sn = s.iter().map(|x| x * x).sum::<f64>().sqrt();
+            let cos = g.iter().zip(s).map(|(a, b)| a * b).sum::<f64>() / (gn * sn);
+            assert!(
+                cos.abs() < 1e-6,
+                "gradient not orthogonal to the step: cos {cos:e}"
+            );
+        }
+    }
+}

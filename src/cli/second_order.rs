@@ -22,7 +22,7 @@ pub struct SecondOrderArgs {
     /// Initial (or, without --adapt-damping, fixed) Tikhonov damping λ added to the curvature (second-order optimizers).
     #[arg(long, value_name = "X", allow_negative_numbers = true)]
     damping: Option<f64>,
-    /// Adapt the damping by the Levenberg–Marquardt rule on the reduction ratio ρ (×3/2 when ρ < 1/4, ×2/3 when ρ > 3/4).
+    /// Adapt the damping by the Levenberg–Marquardt rule on the reduction ratio ρ (×3/2 when ρ < 1/4, ×2/3 when ρ > 3/4); all but newton-cg then also take learning rate and momentum from the quadratic model (Martens & Grosse §7), rejecting steps that raise the loss.
     #[arg(long)]
     adapt_damping: bool,
     /// Curvature of a second-order optimizer: ggn, hessian, fisher (one Monte-Carlo sample) or ef (empirical Fisher).
@@ -152,7 +152,9 @@ impl SecondOrderArgs {
             None => config.curvature,
         };
         let c = SecondOrderConfig {
-            damping: self.damping.unwrap_or(config.damping),
+            damping: self.damping.unwrap_or_else(|| {
+                SecondOrderConfig::default_damping(config.method, self.adapt_damping)
+            }),
             adapt_damping: self.adapt_damping,
             curvature,
             curvature_batch: self.curvature_batch.or(config.curvature_batch),

@@ -11,6 +11,7 @@ use super::kronecker::{Eigenvalues, FactorDamping, KroneckerPreconditioner};
 use super::newton_cg::{MartensOptions, NewtonCg};
 use super::preconditioned::PreconditionedDescent;
 use super::preconditioner::Preconditioner;
+use super::quadratic_model::QuadraticModel;
 use super::safeguard::StepControl;
 use super::{ParamGroup, SecondOrderOptimizer};
 use crate::{Error, Objective};
@@ -131,7 +132,7 @@ impl SecondOrderConfig {
             method,
             lr: 1.0,
             momentum: 0.0,
-            damping: 1e-3,
+            damping: Self::default_damping(method, false),
             adapt_damping: false,
             curvature: Curvature::Ggn,
             curvature_batch: None,
@@ -143,10 +144,7 @@ impl SecondOrderConfig {
             kl_clip: None,
         };
         match method {
-            Method::NewtonCg => SecondOrderConfig {
-                damping: 1.0,
-                ..base
-            },
+            Method::NewtonCg => base,
             Method::Kfac | Method::Ekfac => SecondOrderConfig {
                 lr: 0.1,
                 curvature: FISHER,
@@ -160,23 +158,38 @@ impl SecondOrderConfig {
                 curvature: Curvature::EmpiricalFisher,
                 ..base
             },
-            // A half-batch's curvature misses directions the batch's gradient
-            // has (it has fewer samples than the model parameters); the
-            // damping bounds the step along them.
-            Method::DetAvg => SecondOrderConfig {
-                lr: 0.1,
-                damping: 0.1,
-                ..base
-            },
+            Method::DetAvg => SecondOrderConfig { lr: 0.1, ..base },
             Method::FractionalNgd => SecondOrderConfig {
                 lr: 0.1,
-                damping: 1e-6,
                 power: 0.5,
                 curvature: FISHER,
                 inverse_every: 10,
                 kl_clip: Some(1e-2),
                 ..base
             },
+        }
+    }
+
+    /// The damping `method` starts from: with `adaptive` damping the
+    /// preconditioned methods also take their learning rate and momentum
+    /// from the quadratic model, whose steps a small damping lets grow far
+    /// beyond where the model holds, so they start from 1 (Martens & Grosse
+    /// start from 150) and let the Levenberg–Marquardt rule lower it.
+    ///
+    /// ```
+    /// use secondo::second_order::{Method, SecondOrderConfig};
+    /// assert_eq!(SecondOrderConfig::default_damping(Method::Kfac, false), 1e-3);
+    /// assert_eq!(SecondOrderConfig::default_damping(Method::Kfac, true), 1.0);
+    /// ```
+    pub fn default_damping(method: Method, adaptive: bool) -> f64 {
+        match (method, adaptive) {
+            (Method::NewtonCg, _) | (_, true) => 1.0,
+            // A half-batch's curvature misses directions the batch's
+            // gradient has (fewer samples than parameters); the damping
+            // bounds the step along them.
+            (Method::DetAvg, false) => 0.1,
+            (Method::FractionalNgd, false) => 1e-6,
+            _ => 1e-3,
         }
     }
 
@@ -352,6 +365,7 @@ impl SecondOrderConfig {
             inverse_every: self.inverse_every,
             kl_clip: self.kl_clip,
             velocity: None,
+            model: self.adapt_damping.then(QuadraticModel::default),
         }))
     }
 }

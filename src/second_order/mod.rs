@@ -28,6 +28,7 @@ mod matrix_free;
 mod newton_cg;
 mod preconditioned;
 mod preconditioner;
+mod quadratic_model;
 mod safeguard;
 mod vector;
 

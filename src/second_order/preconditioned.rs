@@ -8,6 +8,7 @@ use secondo_nn::ParamStore;
 use secondo_tensor::Tensor;
 
 use super::preconditioner::Preconditioner;
+use super::quadratic_model::QuadraticModel;
 use super::safeguard::{Proposal, StepControl};
 use super::vector::{dot, scaled};
 use super::{SecondOrderOptimizer, StepReport};
@@ -23,11 +24,36 @@ pub struct PreconditionedDescent {
     /// Steps between refreshed inverses.
     pub(crate) inverse_every: usize,
     pub(crate) kl_clip: Option<f64>,
-    /// The last step's direction (momentum), none after a rejected step.
+    /// The last step's direction (momentum), none after a rejected step;
+    /// with the quadratic model, the last update itself.
     pub(crate) velocity: Option<Vec<f64>>,
+    /// Learning rate and momentum from the quadratic model (with
+    /// `--adapt-damping`) instead of `η`, `μ` and KL-clipping.
+    pub(crate) model: Option<QuadraticModel>,
 }
 
 impl PreconditionedDescent {
+    /// `−ν P g + μ v`: KL-clipped, with heavy-ball momentum.
+    fn heavy_ball(&self, g: &[f64], pg: &[f64]) -> Result<Proposal, Error> {
+        let nu = self.kl_factor(g, pg);
+        let mut direction = scaled(pg, -nu);
+        if let Some(v) = &self.velocity {
+            direction
+                .iter_mut()
+                .zip(v)
+                .for_each(|(d, v)| *d += self.momentum * v);
+        }
+        let curvature = match self.control.adaptive {
+            true => Some(self.preconditioner.curvature(&direction)?),
+            false => None,
+        };
+        Ok(Proposal {
+            slope: dot(g, &direction),
+            curvature,
+            direction,
+        })
+    }
+
     /// KL-clipping (Ba, Grosse & Martens 2017): the factor `ν = min(1,
     /// (κ / (η² gᵀPg))^½)` that keeps the step's change of the model's
     /// predictive distribution, `½ η² (Pg)ᵀC(Pg) ≈ ½ η² gᵀPg`, below `κ`.
@@ -63,35 +89,38 @@ impl SecondOrderOptimizer for PreconditionedDescent {
         let pg = self
             .preconditioner
             .solve(&g, self.control.damping.value(), self.power)?;
-        let nu = self.kl_factor(&g, &pg);
-        let mut direction = scaled(&pg, -nu);
-        if let Some(v) = &self.velocity {
-            direction
-                .iter_mut()
-                .zip(v)
-                .for_each(|(d, v)| *d += self.momentum * v);
-        }
-        let curvature = match self.control.adaptive {
-            true => Some(self.preconditioner.curvature(&direction)?),
-            false => None,
+        let (proposal, t) = match self.model.as_mut() {
+            Some(model) => {
+                let delta = scaled(&pg, -1.0);
+                let damping = self.control.damping.value();
+                let previous = self.velocity.as_deref();
+                let chosen = model.step(&cb, &self.control.group, &g, &delta, previous, damping)?;
+                let proposal = Proposal {
+                    slope: dot(&g, &chosen.step),
+                    curvature: Some(chosen.curvature),
+                    direction: chosen.step,
+                };
+                let t = self.control.within_radius(&proposal.direction);
+                (proposal, t)
+            }
+            None => {
+                let proposal = self.heavy_ball(&g, &pg)?;
+                let t = self.control.scale(&proposal.direction);
+                (proposal, t)
+            }
         };
-        let proposal = Proposal {
-            slope: dot(&g, &direction),
-            curvature,
-            direction,
-        };
-        let t = self.control.scale(&proposal.direction);
         let before = match self.control.adaptive {
             true => self.control.loss(&cb, params)?,
             // Only finiteness matters without a reduction ratio.
             false => 0.0,
         };
         let after = self.control.trial(&cb, params, &proposal.direction, t)?;
-        let report = self
-            .control
-            .conclude(params, &proposal, t, (before, after), false)?;
-        self.velocity = match (report.accepted, self.momentum) {
-            (true, m) if m > 0.0 => Some(proposal.direction),
+        let report =
+            self.control
+                .conclude(params, &proposal, t, (before, after), self.model.is_some())?;
+        self.velocity = match (report.accepted, self.momentum, &self.model) {
+            (true, _, Some(_)) => Some(scaled(&proposal.direction, t)),
+            (true, m, None) if m > 0.0 => Some(proposal.direction),
             _ => None,
         };
         Ok(report)

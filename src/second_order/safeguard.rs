@@ -145,8 +145,12 @@ impl StepControl {
     /// The factor `t` a direction is taken with: the learning rate, shrunk
     /// so that `‖t d‖` stays within the trust radius.
     pub(crate) fn scale(&self, direction: &[f64]) -> f64 {
-        let mut step = scaled(direction, self.lr);
-        self.lr * clip_to_radius(&mut step, self.trust_radius)
+        self.lr * self.within_radius(&scaled(direction, self.lr))
+    }
+
+    /// The factor that keeps `d` (already a step) within the trust radius.
+    pub(crate) fn within_radius(&self, step: &[f64]) -> f64 {
+        clip_to_radius(&mut step.to_vec(), self.trust_radius)
     }
 
     /// The loss at `θ + t d`, infinite when the moved values are not finite.
