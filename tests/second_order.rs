@@ -588,8 +588,7 @@ fn training_with_an_exploding_learning_rate_keeps_the_weights_finite() {
             ..SecondOrderConfig::new(Method::Ngd)
         }),
         seed: 0,
-        first_phase: None,
-        mixed: None,
+        ..TrainConfig::default()
     };
     let eval = train(&obj, &mut params, &d, &config, |_| {}).unwrap();
     assert!(eval.loss.is_finite());
@@ -618,8 +617,7 @@ fn trained(method: Method, seed: u64) -> (f64, Vec<f64>) {
             ..SecondOrderConfig::new(method)
         }),
         seed,
-        first_phase: None,
-        mixed: None,
+        ..TrainConfig::default()
     };
     train(&obj, &mut params, &d, &config, |_| {}).unwrap();
     let end = secondo::train::evaluate(&obj, &params, &d, 256)
@@ -815,8 +813,8 @@ fn determinantal_averaging_over_every_subsample_is_the_exact_inverse() {
         1e-9,
         "det-weighted average",
     );
-    // The plain average of the sub-sampled inverses is biased (and here
-    // undefined: most sub-samples are singular), which is the point.
+    // One estimate on every sample is (C / p)⁻¹: each sub-sample is scaled
+    // by the inverse keep probability, which only the average undoes.
     let full_only = [Vec::from_iter(0..n)];
     p.fit_patterns(&batch(&obj, &params, &d), &full_only, &[1.0])
         .unwrap();
@@ -845,8 +843,7 @@ fn det_avg_trains_least_squares() {
             ..SecondOrderConfig::new(Method::DetAvg)
         }),
         seed: 0,
-        first_phase: None,
-        mixed: None,
+        ..TrainConfig::default()
     };
     train(&obj, &mut params, &d, &config, |_| {}).unwrap();
     let end = secondo::train::evaluate(&obj, &params, &d, 32)
