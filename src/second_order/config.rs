@@ -183,11 +183,12 @@ impl SecondOrderConfig {
     /// ```
     pub fn default_damping(method: Method, adaptive: bool) -> f64 {
         match (method, adaptive) {
-            (Method::NewtonCg, _) | (_, true) => 1.0,
-            // A half-batch's curvature misses directions the batch's
-            // gradient has (fewer samples than parameters); the damping
-            // bounds the step along them.
-            (Method::DetAvg, false) => 0.1,
+            (_, true) => 1.0,
+            // Fixed: for newton-cg, enough that a mini-batch Newton step
+            // does not fit its own batch (the adaptive rule, measured on
+            // that batch, lowers it too far); for det-avg, a bound on the
+            // step along what a half-batch's curvature misses.
+            (Method::NewtonCg | Method::DetAvg, false) => 0.1,
             (Method::FractionalNgd, false) => 1e-6,
             _ => 1e-3,
         }
