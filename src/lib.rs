@@ -23,6 +23,7 @@ pub mod monitor;
 pub mod output;
 pub mod plot;
 pub mod report;
+pub mod second_order;
 pub mod spectrum;
 pub mod train;
 

@@ -1,4 +1,5 @@
-//! Fitting an [`Objective`] to a dataset with a first-order optimizer.
+//! Fitting an [`Objective`] to a dataset with a first-order optimizer or a
+//! second-order one ([`crate::second_order`]).
 
 use std::collections::HashMap;
 
@@ -9,6 +10,7 @@ use secondo_tensor::memory::{bytes_of, ensure_fits};
 use secondo_tensor::{DType, Tensor};
 
 use crate::monitor::{Monitor, Record};
+use crate::second_order::{Method, ParamGroup, SecondOrderConfig, SecondOrderOptimizer};
 use crate::{Error, GradientProgram, Objective};
 
 /// Which optimizer, with its hyperparameters (PyTorch's meanings and defaults).
@@ -25,6 +27,8 @@ pub enum OptimizerChoice {
     Sgd(SgdConfig),
     /// Adam, or AdamW when decoupled.
     Adam(AdamConfig),
+    /// A second-order method: newton-cg, kfac, ekfac, ngd, ef, fractional-ngd.
+    SecondOrder(SecondOrderConfig),
 }
 
 impl OptimizerChoice {
@@ -33,6 +37,23 @@ impl OptimizerChoice {
         match self {
             OptimizerChoice::Sgd(c) => c.lr,
             OptimizerChoice::Adam(c) => c.lr,
+            OptimizerChoice::SecondOrder(c) => c.lr,
+        }
+    }
+
+    /// The learning rate `name` runs with when none is given: 0.1 for SGD,
+    /// 10⁻³ for Adam, each second-order method's own.
+    ///
+    /// ```
+    /// use secondo::train::OptimizerChoice;
+    /// assert_eq!(OptimizerChoice::default_lr("sgd"), 0.1);
+    /// assert_eq!(OptimizerChoice::default_lr("newton-cg"), 1.0);
+    /// ```
+    pub fn default_lr(name: &str) -> f64 {
+        match (name, Method::parse(name)) {
+            ("sgd", _) => 0.1,
+            (_, Some(m)) => SecondOrderConfig::new(m).lr,
+            _ => 1e-3,
         }
     }
 
@@ -49,7 +70,8 @@ impl OptimizerChoice {
             if c.momentum == 0.0 && c.weight_decay == 0.0 && !c.maximize)
     }
 
-    /// Builds a choice from a name (`sgd`, `adam`, `adamw`) and common hyperparameters.
+    /// Builds a choice from a name (`sgd`, `adam`, `adamw`, or a second-order
+    /// method with its defaults, see [`Method`]) and common hyperparameters.
     pub fn parse(
         name: &str,
         lr: f64,
@@ -75,11 +97,85 @@ impl OptimizerChoice {
                 weight_decay,
                 ..AdamConfig::adamw()
             })),
-            other => Err(Error::Invalid(format!(
-                "unknown optimizer '{other}' (expected sgd, adam or adamw)"
-            ))),
+            other => match Method::parse(other) {
+                Some(_) if nesterov || weight_decay != 0.0 => Err(Error::Invalid(format!(
+                    "--optimizer {other} takes neither --nesterov nor --weight-decay"
+                ))),
+                Some(method) => Ok(OptimizerChoice::SecondOrder(SecondOrderConfig {
+                    lr,
+                    momentum,
+                    ..SecondOrderConfig::new(method)
+                })),
+                None => Err(Error::Invalid(format!(
+                    "unknown optimizer '{other}' (expected sgd, adam, adamw or one of {})",
+                    Method::names().join(", ")
+                ))),
+            },
         }
     }
+}
+
+/// When a run with a first-order phase switches to its optimizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Switch {
+    /// After this many epochs.
+    Epoch(usize),
+    /// After this many steps.
+    Step(usize),
+}
+
+impl Switch {
+    /// Parses `epoch=N` or `step=N` (`N ≥ 1`), as `--switch-at` takes it.
+    ///
+    /// ```
+    /// use secondo::train::Switch;
+    /// assert_eq!(Switch::parse("epoch=5").unwrap(), Switch::Epoch(5));
+    /// assert_eq!(Switch::parse("step=100").unwrap(), Switch::Step(100));
+    /// assert!(Switch::parse("epoch=0").is_err() && Switch::parse("5").is_err());
+    /// ```
+    pub fn parse(text: &str) -> Result<Switch, Error> {
+        let bad = || {
+            Error::Invalid(format!(
+                "--switch-at '{text}': expected epoch=N or step=N with N at least 1"
+            ))
+        };
+        let (unit, n) = text.split_once('=').ok_or_else(bad)?;
+        let n: usize = n.parse().ok().filter(|&n| n > 0).ok_or_else(bad)?;
+        match unit {
+            "epoch" => Ok(Switch::Epoch(n)),
+            "step" => Ok(Switch::Step(n)),
+            _ => Err(bad()),
+        }
+    }
+
+    /// Whether a step in `epoch` (from 1) after `step` steps (from 0) is past the switch.
+    fn reached(self, epoch: usize, step: usize) -> bool {
+        match self {
+            Switch::Epoch(n) => epoch > n,
+            Switch::Step(n) => step >= n,
+        }
+    }
+}
+
+/// Late-phase training (Tatzel, Hennig & Schneider 2022): a first-order
+/// optimizer until the switch, then the run's optimizer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FirstPhase {
+    /// The first-order optimizer of the first phase.
+    pub optimizer: OptimizerChoice,
+    /// When the run's optimizer takes over.
+    pub until: Switch,
+}
+
+/// Mixed training: a second-order optimizer for the parameters whose names
+/// match, a first-order one for the others.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mixed {
+    /// Comma-separated name patterns (`*` any run of characters) of the
+    /// parameters the second-order optimizer owns, e.g. `body.*,3.weight`.
+    pub second_order: String,
+    /// The optimizer of the other parameters.
+    pub first_order: OptimizerChoice,
 }
 
 /// How to train.
@@ -88,7 +184,7 @@ impl OptimizerChoice {
 /// let c = secondo::train::TrainConfig::default();
 /// assert_eq!(c.batch_size, 32);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TrainConfig {
     /// Passes over the training data.
     pub epochs: usize,
@@ -98,6 +194,10 @@ pub struct TrainConfig {
     pub optimizer: OptimizerChoice,
     /// Seed for the shuffling of every epoch.
     pub seed: u64,
+    /// A first-order phase before `optimizer` takes over (none: `optimizer` throughout).
+    pub first_phase: Option<FirstPhase>,
+    /// Mixed training: `optimizer` (second-order) for some parameters only.
+    pub mixed: Option<Mixed>,
 }
 
 impl TrainConfig {
@@ -116,7 +216,37 @@ impl TrainConfig {
                 "--epochs and --batch must be at least 1".into(),
             ));
         }
-        AnyOptimizer::new(self.optimizer, DType::F64).map(|_| ())
+        if let Some(phase) = self.first_phase {
+            if matches!(phase.optimizer, OptimizerChoice::SecondOrder(_)) {
+                return Err(Error::Invalid(
+                    "--first-order-optimizer must be sgd, adam or adamw".into(),
+                ));
+            }
+            FirstOrder::new(phase.optimizer, DType::F64)?;
+            match phase.until {
+                Switch::Epoch(n) if n >= self.epochs => {
+                    return Err(Error::Invalid(format!(
+                        "--switch-at epoch={n} leaves none of the {} epochs to --optimizer",
+                        self.epochs
+                    )))
+                }
+                _ => {}
+            }
+        }
+        if let Some(m) = &self.mixed {
+            if !matches!(self.optimizer, OptimizerChoice::SecondOrder(_)) {
+                return Err(Error::Invalid(
+                    "--second-order needs a second-order --optimizer".into(),
+                ));
+            }
+            FirstOrder::new(m.first_order, DType::F64).map_err(|_| {
+                Error::Invalid("--first-order-optimizer must be sgd, adam or adamw".into())
+            })?;
+        }
+        match self.optimizer {
+            OptimizerChoice::SecondOrder(c) => c.validate(),
+            first_order => FirstOrder::new(first_order, DType::F64).map(|_| ()),
+        }
     }
 
     /// Copies of the parameters the optimizer keeps beside them (momentum
@@ -125,6 +255,7 @@ impl TrainConfig {
         match self.optimizer {
             OptimizerChoice::Sgd(c) => usize::from(c.momentum != 0.0),
             OptimizerChoice::Adam(_) => 2,
+            OptimizerChoice::SecondOrder(c) => c.state_copies(),
         }
     }
 }
@@ -136,6 +267,8 @@ impl Default for TrainConfig {
             batch_size: 32,
             optimizer: OptimizerChoice::Adam(AdamConfig::default()),
             seed: 0,
+            first_phase: None,
+            mixed: None,
         }
     }
 }
@@ -164,25 +297,107 @@ pub struct Evaluation {
     pub accuracy: Option<f64>,
 }
 
-enum AnyOptimizer {
+/// A first-order optimizer, in the parameters' element type.
+enum FirstOrder {
     F32(Box<dyn Optimizer<f32>>),
     F64(Box<dyn Optimizer<f64>>),
 }
 
-impl AnyOptimizer {
-    fn new(choice: OptimizerChoice, dtype: DType) -> Result<AnyOptimizer, Error> {
+impl FirstOrder {
+    fn new(choice: OptimizerChoice, dtype: DType) -> Result<FirstOrder, Error> {
         Ok(match (choice, dtype) {
-            (OptimizerChoice::Sgd(c), DType::F32) => AnyOptimizer::F32(Box::new(Sgd::new(c)?)),
-            (OptimizerChoice::Sgd(c), DType::F64) => AnyOptimizer::F64(Box::new(Sgd::new(c)?)),
-            (OptimizerChoice::Adam(c), DType::F32) => AnyOptimizer::F32(Box::new(Adam::new(c)?)),
-            (OptimizerChoice::Adam(c), DType::F64) => AnyOptimizer::F64(Box::new(Adam::new(c)?)),
+            (OptimizerChoice::Sgd(c), DType::F32) => FirstOrder::F32(Box::new(Sgd::new(c)?)),
+            (OptimizerChoice::Sgd(c), DType::F64) => FirstOrder::F64(Box::new(Sgd::new(c)?)),
+            (OptimizerChoice::Adam(c), DType::F32) => FirstOrder::F32(Box::new(Adam::new(c)?)),
+            (OptimizerChoice::Adam(c), DType::F64) => FirstOrder::F64(Box::new(Adam::new(c)?)),
+            (OptimizerChoice::SecondOrder(c), _) => {
+                return Err(Error::Invalid(format!("{} is not first-order", c.method)))
+            }
         })
     }
 
-    fn step(&mut self, params: &mut ParamStore, grads: &[Tensor]) -> Result<(), Error> {
+    /// Steps the parameters at the indices `owned` accepts.
+    fn step(
+        &mut self,
+        params: &mut ParamStore,
+        grads: &[Tensor],
+        owned: &dyn Fn(usize) -> bool,
+    ) -> Result<(), Error> {
         match self {
-            AnyOptimizer::F32(o) => step_typed(o.as_mut(), params, grads),
-            AnyOptimizer::F64(o) => step_typed(o.as_mut(), params, grads),
+            FirstOrder::F32(o) => step_typed(o.as_mut(), params, grads, owned),
+            FirstOrder::F64(o) => step_typed(o.as_mut(), params, grads, owned),
+        }
+    }
+}
+
+enum AnyOptimizer {
+    FirstOrder(FirstOrder),
+    SecondOrder(Box<dyn SecondOrderOptimizer>),
+    /// Mixed training: the second-order optimizer steps its group, the
+    /// first-order one the `others`.
+    Mixed {
+        second: Box<dyn SecondOrderOptimizer>,
+        first: FirstOrder,
+        others: ParamGroup,
+    },
+}
+
+impl AnyOptimizer {
+    /// `choice` for every parameter.
+    fn new(choice: OptimizerChoice, objective: &Objective, seed: u64) -> Result<Self, Error> {
+        match choice {
+            OptimizerChoice::SecondOrder(c) => Ok(AnyOptimizer::SecondOrder(c.build(
+                objective,
+                &ParamGroup::all(objective),
+                seed,
+            )?)),
+            first_order => Ok(AnyOptimizer::FirstOrder(FirstOrder::new(
+                first_order,
+                objective.dtype,
+            )?)),
+        }
+    }
+
+    /// The run's optimizer after any first phase: `config.optimizer`, or
+    /// with mixed training its group beside the first-order optimizer.
+    fn for_run(config: &TrainConfig, objective: &Objective) -> Result<Self, Error> {
+        match (&config.mixed, config.optimizer) {
+            (Some(m), OptimizerChoice::SecondOrder(c)) => {
+                let group = ParamGroup::matching(objective, &m.second_order)?;
+                Ok(AnyOptimizer::Mixed {
+                    second: c.build(objective, &group, config.seed)?,
+                    first: FirstOrder::new(m.first_order, objective.dtype)?,
+                    others: group.complement(objective),
+                })
+            }
+            _ => AnyOptimizer::new(config.optimizer, objective, config.seed),
+        }
+    }
+
+    /// One update from the gradient of the loss on a batch; a second-order
+    /// optimizer also takes the objective and the batch (`batch` builds it
+    /// only for them).
+    fn step(
+        &mut self,
+        objective: &Objective,
+        params: &mut ParamStore,
+        grads: &[Tensor],
+        batch: impl FnOnce() -> Result<Dataset, Error>,
+    ) -> Result<(), Error> {
+        match self {
+            AnyOptimizer::FirstOrder(o) => o.step(params, grads, &|_| true),
+            AnyOptimizer::SecondOrder(o) => {
+                o.step(objective, params, &batch()?, grads)?;
+                Ok(())
+            }
+            AnyOptimizer::Mixed {
+                second,
+                first,
+                others,
+            } => {
+                second.step(objective, params, &batch()?, grads)?;
+                first.step(params, grads, &|i| others.contains(i))
+            }
         }
     }
 }
@@ -191,17 +406,24 @@ fn step_typed<T: secondo_tensor::Element + secondo_optim::Scalar>(
     opt: &mut dyn Optimizer<T>,
     params: &mut ParamStore,
     grads: &[Tensor],
+    owned: &dyn Fn(usize) -> bool,
 ) -> Result<(), Error> {
     let dtype_err = || Error::Invalid("parameters and gradients differ in dtype".into());
     let g: Vec<&[T]> = grads
         .iter()
-        .map(|t| t.as_slice::<T>().ok_or_else(dtype_err))
+        .enumerate()
+        .filter(|(i, _)| owned(*i))
+        .map(|(_, t)| t.as_slice::<T>().ok_or_else(dtype_err))
         .collect::<Result<_, _>>()?;
     let mut p: Vec<&mut [T]> = params
         .tensors_mut()
-        .map(|t| t.as_mut_slice::<T>().ok_or_else(dtype_err))
+        .enumerate()
+        .filter(|(i, _)| owned(*i))
+        .map(|(_, t)| t.as_mut_slice::<T>().ok_or_else(dtype_err))
         .collect::<Result<_, _>>()?;
-    opt.step(&mut p, &g)?;
+    if !p.is_empty() {
+        opt.step(&mut p, &g)?;
+    }
     Ok(())
 }
 
@@ -396,7 +618,11 @@ fn run_training(
             data.name
         )));
     }
-    let mut opt = AnyOptimizer::new(config.optimizer, objective.dtype)?;
+    let mut phase = config.first_phase;
+    let mut opt = match phase {
+        Some(p) => AnyOptimizer::new(p.optimizer, objective, config.seed)?,
+        None => AnyOptimizer::for_run(config, objective)?,
+    };
     let mut programs = Programs::new(objective, true);
     let steps_per_epoch = data.len().div_ceil(config.batch_size);
     let total_steps = steps_per_epoch * config.epochs;
@@ -413,6 +639,10 @@ fn run_training(
                 return Err(Error::Interrupted(format!(
                     "interrupted by a signal after {step} of {total_steps} steps"
                 )));
+            }
+            if phase.is_some_and(|p| p.until.reached(epoch, step)) {
+                phase = None;
+                opt = AnyOptimizer::for_run(config, objective)?;
             }
             let (x, y) = objective.batch_tensors(&batch)?;
             let program = programs.get(batch.len())?;
@@ -431,7 +661,10 @@ fn run_training(
             if !out.loss.is_finite() {
                 return Err(diverged(out.loss, step, epoch, config));
             }
-            opt.step(params, &out.grads)?;
+            let range = batch.start..batch.end;
+            opt.step(objective, params, &out.grads, || {
+                Ok(shuffled.select(&range.collect::<Vec<_>>())?)
+            })?;
             update_running_statistics(params, &out.stats);
             if let Some((m, sink)) = monitor.as_mut() {
                 m.updated(params)?;
@@ -484,6 +717,13 @@ pub fn ensure_training_fits(
     samples: usize,
     config: &TrainConfig,
 ) -> Result<(), Error> {
+    if let OptimizerChoice::SecondOrder(c) = config.optimizer {
+        let group = match &config.mixed {
+            Some(m) => ParamGroup::matching(objective, &m.second_order)?,
+            None => ParamGroup::all(objective),
+        };
+        c.check_model(objective, &group)?;
+    }
     let batch = config.batch_size.min(samples).max(1);
     let step = objective.training_program(batch)?.executable().peak_bytes();
     let numel = objective.network.spec().num_parameters();

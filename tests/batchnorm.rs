@@ -68,6 +68,7 @@ fn a_training_step_updates_the_running_statistics_as_pytorch() {
             batch_size: data.len(),
             optimizer: OptimizerChoice::parse("sgd", lr, 0.0, false, 0.0).unwrap(),
             seed: 0,
+            ..TrainConfig::default()
         };
         train(&objective, &mut params, &data, &config, |_| {}).unwrap();
         for (name, t) in params.iter().chain(params.buffers()) {

@@ -6,6 +6,7 @@ mod common;
 pub mod guard;
 mod quantities;
 mod report;
+mod second_order;
 mod spectrum;
 mod train;
 

@@ -18,6 +18,7 @@ use super::common::{
     at_least_one, check_targets, default_model, objective, parse_dtype, shape_samples, weights,
     weights_input, DataSource, SampleShape,
 };
+use super::second_order::{FirstOrder, SecondOrderArgs};
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -42,7 +43,7 @@ pub struct TrainArgs {
     /// Reduction of the loss over samples: mean or sum.
     #[arg(long, default_value = "mean")]
     reduction: String,
-    /// Optimizer: sgd, adam or adamw.
+    /// Optimizer: sgd, adam, adamw, or second-order: newton-cg (Hessian-free), kfac, ekfac, ngd (dense Fisher/GGN), ef (dense empirical Fisher), fractional-ngd, det-avg (determinantal averaging of sub-sampled Newton steps).
     #[arg(long, default_value = "adam")]
     optimizer: String,
     /// Passes over the training data.
@@ -51,10 +52,10 @@ pub struct TrainArgs {
     /// Samples per step.
     #[arg(long, default_value_t = 32, value_parser = at_least_one)]
     batch: usize,
-    /// Learning rate (default 1e-3 for adam/adamw, 0.1 for sgd).
+    /// Learning rate (default 1e-3 for adam/adamw, 0.1 for sgd, kfac, ekfac, ngd, ef and fractional-ngd, 1 for newton-cg).
     #[arg(long)]
     lr: Option<f64>,
-    /// SGD momentum.
+    /// SGD momentum (heavy-ball momentum of kfac, ekfac, ngd, ef and fractional-ngd).
     #[arg(long, default_value_t = 0.0)]
     momentum: f64,
     /// Nesterov momentum for SGD.
@@ -88,6 +89,8 @@ pub struct TrainArgs {
     /// Training samples the structure measurements are taken on (the first N of the training split).
     #[arg(long, default_value_t = 128, value_parser = at_least_one)]
     probe_samples: usize,
+    #[command(flatten)]
+    second_order: Box<SecondOrderArgs>,
 }
 
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
@@ -102,14 +105,45 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         anyhow::bail!("--test-fraction must be in (0, 1), got {}", a.test_fraction);
     }
     let lr =
-        a.lr.unwrap_or(if a.optimizer == "sgd" { 0.1 } else { 1e-3 });
-    let optimizer =
-        OptimizerChoice::parse(&a.optimizer, lr, a.momentum, a.nesterov, a.weight_decay)?;
+        a.lr.unwrap_or_else(|| OptimizerChoice::default_lr(&a.optimizer));
+    let common = FirstOrder {
+        momentum: a.momentum,
+        nesterov: a.nesterov,
+        weight_decay: a.weight_decay,
+    };
+    let (first_phase, mixed) = a.second_order.schedule(common)?;
+    // With a first-order optimizer beside, the first-order hyperparameters are its own.
+    let main = match first_phase.is_some() || mixed.is_some() {
+        true => FirstOrder {
+            momentum: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        },
+        false => common,
+    };
+    let optimizer = match OptimizerChoice::parse(
+        &a.optimizer,
+        lr,
+        main.momentum,
+        main.nesterov,
+        main.weight_decay,
+    )? {
+        OptimizerChoice::SecondOrder(c) => OptimizerChoice::SecondOrder(a.second_order.apply(c)?),
+        first_order => match a.second_order.given().first() {
+            Some(flag) => anyhow::bail!(
+                "{flag} applies to second-order optimizers (--optimizer newton-cg, kfac, ekfac, ngd, ef, fractional-ngd), not {}",
+                a.optimizer
+            ),
+            None => first_order,
+        },
+    };
     let config = TrainConfig {
         epochs: a.epochs,
         batch_size: a.batch,
         optimizer,
         seed: a.seed,
+        first_phase,
+        mixed,
     };
     config.validate()?;
     let monitor_list = a

@@ -38,3 +38,4 @@ pub use objective::{
 pub use operator::{Curvature, CurvatureOperator};
 pub use program::{directional_terms, TANGENT};
 pub use quantities::{compute_quantities, sample_mc_targets, Quantity, QuantityProgram};
+pub use sampling::draw_targets;

@@ -55,3 +55,34 @@ pub(crate) fn sample_targets(kind: LossKind, output: &Tensor, rng: &mut ChaCha8R
         }
     }
 }
+
+/// `m` draws of targets for network outputs `output` `[N, C]` (see
+/// [`sample_targets`]), seeded by `seed` and stacked as `[m, target...]`
+/// for targets of shape `target`: what [`crate::sample_mc_targets`] draws,
+/// from outputs the caller already has.
+///
+/// ```
+/// use secondo_curvature::draw_targets;
+/// use secondo_nn::LossKind;
+/// use secondo_tensor::{DType, Tensor};
+/// let f = Tensor::from_f64(vec![2, 3], &[0.0, 9.0, 0.0, 9.0, 0.0, 0.0], DType::F64).unwrap();
+/// let t = draw_targets(LossKind::CrossEntropy, &f, 4, 0, &[2]);
+/// assert_eq!(t.shape(), &[4, 2]);
+/// ```
+pub fn draw_targets(
+    kind: LossKind,
+    output: &Tensor,
+    m: usize,
+    seed: u64,
+    target: &[usize],
+) -> Tensor {
+    use rand::SeedableRng;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut values = Vec::new();
+    for _ in 0..m {
+        values.extend(sample_targets(kind, output, &mut rng).to_f64_vec());
+    }
+    let mut shape = vec![m];
+    shape.extend_from_slice(target);
+    Tensor::from_f64(shape, &values, output.dtype()).expect("m draws of the target shape")
+}

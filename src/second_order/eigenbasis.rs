@@ -1,0 +1,119 @@
+//! Symmetric matrices through their eigendecomposition `M = Q diag(m) Qᵀ`,
+//! shared by the dense and the Kronecker-factored preconditioners: spectral
+//! functions `f(M) v = Q f(m) Qᵀ v` (fractional powers included) and the
+//! change of basis of matrices (`Qᵀ V`, `V Q`).
+
+use secondo_linalg::{dense_symmetric_eigen, DenseSymmetric};
+use secondo_tensor::{einsum, Tensor};
+
+use crate::Error;
+
+/// The eigendecomposition of an `n × n` symmetric matrix.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Eigenbasis {
+    /// Eigenvalues, ascending.
+    pub(crate) values: Vec<f64>,
+    /// Eigenvectors as the columns of a row-major `n × n` matrix `Q`.
+    q: Vec<f64>,
+    n: usize,
+}
+
+impl Eigenbasis {
+    /// Decomposes the row-major `n × n` matrix `m`, symmetrized first (a
+    /// matrix built in `f32` or from products is symmetric up to rounding).
+    pub(crate) fn new(m: &[f64], n: usize) -> Result<Eigenbasis, Error> {
+        let mut sym = m.to_vec();
+        for i in 0..n {
+            for j in i + 1..n {
+                let mean = 0.5 * (m[i * n + j] + m[j * n + i]);
+                sym[i * n + j] = mean;
+                sym[j * n + i] = mean;
+            }
+        }
+        let eig = dense_symmetric_eigen(&DenseSymmetric::new(n, sym)?)?;
+        let mut q = vec![0.0; n * n];
+        for (j, column) in eig.vectors.chunks(n.max(1)).enumerate() {
+            for (i, x) in column.iter().enumerate() {
+                q[i * n + j] = *x;
+            }
+        }
+        Ok(Eigenbasis {
+            values: eig.values,
+            q,
+            n,
+        })
+    }
+
+    /// `Qᵀ V` for a row-major `n × cols` matrix `V`.
+    pub(crate) fn project_left(&self, v: &[f64], cols: usize) -> Vec<f64> {
+        matmul_transposed_left(&self.q, v, self.n, self.n, cols)
+    }
+
+    /// `Q V` for a row-major `n × cols` matrix `V`.
+    pub(crate) fn back_left(&self, v: &[f64], cols: usize) -> Vec<f64> {
+        matmul(&self.q, v, self.n, self.n, cols)
+    }
+
+    /// `V Q` for a row-major `rows × n` matrix `V`.
+    pub(crate) fn project_right(&self, v: &[f64], rows: usize) -> Vec<f64> {
+        matmul(v, &self.q, rows, self.n, self.n)
+    }
+
+    /// `V Qᵀ` for a row-major `rows × n` matrix `V`.
+    pub(crate) fn back_right(&self, v: &[f64], rows: usize) -> Vec<f64> {
+        matmul_transposed_right(v, &self.q, rows, self.n, self.n)
+    }
+
+    /// `Q f(m) Qᵀ v` for a vector `v`.
+    pub(crate) fn apply(&self, v: &[f64], f: impl Fn(f64) -> f64) -> Vec<f64> {
+        let mut c = self.project_left(v, 1);
+        for (x, m) in c.iter_mut().zip(&self.values) {
+            *x *= f(*m);
+        }
+        self.back_left(&c, 1)
+    }
+}
+
+/// `A B` for row-major `A` (`m × k`) and `B` (`k × n`).
+pub(crate) fn matmul(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
+    contract("ik,kj->ij", a, [m, k], b, [k, n])
+}
+
+/// `Aᵀ B` for row-major `A` (`k × m`) and `B` (`k × n`).
+fn matmul_transposed_left(a: &[f64], b: &[f64], k: usize, m: usize, n: usize) -> Vec<f64> {
+    contract("ki,kj->ij", a, [k, m], b, [k, n])
+}
+
+/// `A Bᵀ` for row-major `A` (`m × k`) and `B` (`n × k`).
+fn matmul_transposed_right(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
+    contract("ik,jk->ij", a, [m, k], b, [n, k])
+}
+
+/// A two-operand contraction of row-major `f64` matrices, by the tensor
+/// crate's GEMM (what every other contraction in secondo runs on).
+fn contract(spec: &str, a: &[f64], sa: [usize; 2], b: &[f64], sb: [usize; 2]) -> Vec<f64> {
+    let ta = Tensor::from_vec(sa.to_vec(), a.to_vec()).expect("matrix sizes");
+    let tb = Tensor::from_vec(sb.to_vec(), b.to_vec()).expect("matrix sizes");
+    let out = einsum(spec, &[&ta, &tb]).expect("contraction of matching matrices");
+    out.as_slice::<f64>().expect("f64").to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_of_basis_invert_each_other_and_reconstruct_the_matrix() {
+        let m = [4.0, 1.0, 0.5, 1.0, 3.0, -0.2, 0.5, -0.2, 2.0];
+        let e = Eigenbasis::new(&m, 3).unwrap();
+        let v = [1.0, -2.0, 0.5, 3.0, 0.0, 1.0]; // 3 × 2
+        let back = e.back_left(&e.project_left(&v, 2), 2);
+        assert!(back.iter().zip(&v).all(|(a, b)| (a - b).abs() < 1e-12));
+        let w = [1.0, -2.0, 0.5, 3.0, 0.0, 1.0]; // 2 × 3
+        let back = e.back_right(&e.project_right(&w, 2), 2);
+        assert!(back.iter().zip(&w).all(|(a, b)| (a - b).abs() < 1e-12));
+        let mv = e.apply(&[1.0, 2.0, 3.0], |x| x);
+        let direct = matmul(&m, &[1.0, 2.0, 3.0], 3, 3, 1);
+        assert!(mv.iter().zip(&direct).all(|(a, b)| (a - b).abs() < 1e-12));
+    }
+}

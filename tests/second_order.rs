@@ -1,0 +1,901 @@
+//! Second-order preconditioners and optimizers against dense computation in
+//! f64: Kronecker blocks against `(B ⊗ A + λI)` built and solved densely,
+//! KFLR against the exact GGN blocks where it is exact, fractional powers
+//! against a dense eigendecomposition, Newton-CG against the Newton step,
+//! and the safeguard against a step that overflows.
+
+use std::collections::HashMap;
+
+use secondo::curvature::{compute_quantities, Curvature, CurvatureOperator, Quantity};
+use secondo::data::{Dataset, Targets};
+use secondo::linalg::{dense_symmetric_eigen, CgOptions, DenseSymmetric};
+use secondo::second_order::{
+    martens_cg, CurvatureBatch, DensePreconditioner, DeterminantalPreconditioner,
+    DiagonalPreconditioner, Eigenvalues, FactorDamping, KroneckerPreconditioner, MartensOptions,
+    MatrixFreePreconditioner, Method, ParamGroup, Preconditioner, SecondOrderConfig,
+};
+use secondo::train::{train, OptimizerChoice, TrainConfig};
+use secondo::{Objective, ObjectiveConfig};
+use secondo_nn::ParamStore;
+use secondo_tensor::{DType, Tensor};
+
+/// Seeded values in [-1, 1).
+fn values(n: usize, seed: u64) -> Vec<f64> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
+}
+
+fn objective(spec: &str, inputs: usize, loss: &str) -> Objective {
+    Objective::from_config(&ObjectiveConfig {
+        spec: spec.into(),
+        input_shape: vec![inputs],
+        loss: loss.into(),
+        dtype: DType::F64,
+        ..ObjectiveConfig::default()
+    })
+    .unwrap()
+}
+
+/// `n` samples of `inputs` features: regression targets of `width` values,
+/// or labels of `width` classes.
+fn data(n: usize, inputs: usize, width: usize, classes: bool) -> Dataset {
+    let x = values(n * inputs, 1);
+    let y = if classes {
+        Targets::Classes {
+            labels: (0..n).map(|i| (i % width) as i64).collect(),
+            num_classes: width,
+        }
+    } else {
+        Targets::Values {
+            values: values(n * width, 2),
+            width,
+        }
+    };
+    Dataset::new(x, vec![inputs], y, "test").unwrap()
+}
+
+fn batch<'a>(obj: &'a Objective, params: &'a ParamStore, data: &'a Dataset) -> CurvatureBatch<'a> {
+    CurvatureBatch {
+        objective: obj,
+        params,
+        data,
+        seed: 0,
+    }
+}
+
+/// The engine's Kronecker factors of the batch, by name.
+fn factors(obj: &Objective, params: &ParamStore, data: &Dataset) -> HashMap<String, Vec<f64>> {
+    let b = batch(obj, params, data);
+    let (x, y) = b.tensors().unwrap();
+    compute_quantities(obj, params, &x, &y, &[Quantity::Kflr], None)
+        .unwrap()
+        .into_iter()
+        .map(|(n, t)| (n, t.to_f64_vec()))
+        .collect()
+}
+
+/// Row-major `B ⊗ A`.
+fn kron(b: &[f64], nb: usize, a: &[f64], na: usize) -> Vec<f64> {
+    let n = nb * na;
+    let mut k = vec![0.0; n * n];
+    for i in 0..nb {
+        for j in 0..na {
+            for p in 0..nb {
+                for q in 0..na {
+                    k[(i * na + j) * n + p * na + q] = b[i * nb + p] * a[j * na + q];
+                }
+            }
+        }
+    }
+    k
+}
+
+fn plus_identity(m: &[f64], n: usize, lambda: f64) -> Vec<f64> {
+    let mut m = m.to_vec();
+    (0..n).for_each(|i| m[i * n + i] += lambda);
+    m
+}
+
+/// Solves `M x = v` by Gaussian elimination with partial pivoting.
+fn solve(m: &[f64], v: &[f64]) -> Vec<f64> {
+    let n = v.len();
+    let mut a = m.to_vec();
+    let mut x = v.to_vec();
+    for c in 0..n {
+        let p = (c..n)
+            .max_by(|&i, &j| a[i * n + c].abs().total_cmp(&a[j * n + c].abs()))
+            .unwrap();
+        for k in 0..n {
+            a.swap(c * n + k, p * n + k);
+        }
+        x.swap(c, p);
+        for r in c + 1..n {
+            let f = a[r * n + c] / a[c * n + c];
+            for k in c..n {
+                a[r * n + k] -= f * a[c * n + k];
+            }
+            x[r] -= f * x[c];
+        }
+    }
+    for c in (0..n).rev() {
+        let s: f64 = (c + 1..n).map(|k| a[c * n + k] * x[k]).sum();
+        x[c] = (x[c] - s) / a[c * n + c];
+    }
+    x
+}
+
+/// `M^(-α) v` by a dense eigendecomposition.
+fn dense_power(m: &[f64], v: &[f64], alpha: f64) -> Vec<f64> {
+    let n = v.len();
+    let e = dense_symmetric_eigen(&DenseSymmetric::new(n, m.to_vec()).unwrap()).unwrap();
+    let mut out = vec![0.0; n];
+    for (j, w) in e.values.iter().enumerate() {
+        let q = e.vector(j).unwrap();
+        let c: f64 = q.iter().zip(v).map(|(a, b)| a * b).sum::<f64>() * w.powf(-alpha);
+        out.iter_mut().zip(q).for_each(|(o, q)| *o += c * q);
+    }
+    out
+}
+
+fn matvec(m: &[f64], v: &[f64]) -> Vec<f64> {
+    m.chunks(v.len())
+        .map(|r| r.iter().zip(v).map(|(a, b)| a * b).sum())
+        .collect()
+}
+
+fn assert_close(a: &[f64], b: &[f64], tol: f64, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}");
+    let scale = b.iter().fold(0.0_f64, |m, x| m.max(x.abs())).max(1e-300);
+    let err = a
+        .iter()
+        .zip(b)
+        .fold(0.0_f64, |m, (x, y)| m.max((x - y).abs()));
+    assert!(
+        err <= tol * scale,
+        "{what}: max error {err:e}, scale {scale:e}"
+    );
+}
+
+/// The blocks of a network's flat vector: `(name, offset, size)`.
+fn blocks(obj: &Objective) -> Vec<(String, usize, usize)> {
+    let mut at = 0;
+    obj.network
+        .params()
+        .iter()
+        .map(|p| {
+            let n: usize = p.shape.iter().product();
+            at += n;
+            (p.name.clone(), at - n, n)
+        })
+        .collect()
+}
+
+/// The dense damped block of parameter `name` from the engine's factors:
+/// `B ⊗ A` for a weight, `B` for a bias.
+fn dense_block(
+    f: &HashMap<String, Vec<f64>>,
+    name: &str,
+) -> (Vec<f64>, Vec<f64>, Option<Vec<f64>>) {
+    let b = f[&format!("kflr/{name}/out")].clone();
+    let a = f.get(&format!("kflr/{name}/in")).cloned();
+    let nb = (b.len() as f64).sqrt() as usize;
+    let full = match &a {
+        Some(a) => kron(&b, nb, a, (a.len() as f64).sqrt() as usize),
+        None => b.clone(),
+    };
+    (full, b, a)
+}
+
+const MLP: &str = "linear(5,4),tanh,linear(4,3)";
+
+fn kflr(obj: &Objective, damping: FactorDamping) -> KroneckerPreconditioner {
+    KroneckerPreconditioner::new(
+        obj,
+        &ParamGroup::all(obj),
+        Curvature::Ggn,
+        damping,
+        Eigenvalues::Kronecker,
+        0.0,
+    )
+    .unwrap()
+}
+
+/// The KFLR preconditioner of the MLP on 6 samples at parameters seeded by
+/// `seed`, with the engine's factors it was built from.
+struct Fitted {
+    obj: Objective,
+    params: ParamStore,
+    p: KroneckerPreconditioner,
+    f: HashMap<String, Vec<f64>>,
+}
+
+fn fitted_kflr(damping: FactorDamping, seed: u64) -> Fitted {
+    let obj = objective(MLP, 5, "cross_entropy");
+    let params = ParamStore::init(obj.network.spec(), seed, DType::F64);
+    let d = data(6, 5, 3, true);
+    let mut p = kflr(&obj, damping);
+    p.update(&batch(&obj, &params, &d), true).unwrap();
+    let f = factors(&obj, &params, &d);
+    Fitted { obj, params, p, f }
+}
+
+/// The gradient of the loss on all of `d`.
+fn gradient(obj: &Objective, params: &ParamStore, d: &Dataset) -> Vec<Tensor> {
+    let (x, y) = batch(obj, params, d).tensors().unwrap();
+    obj.program(d.len(), true)
+        .unwrap()
+        .run(params, x, y)
+        .unwrap()
+        .grads
+}
+
+#[test]
+fn kflr_blocks_solve_the_dense_damped_kronecker_system() {
+    let Fitted { obj, params, p, f } = fitted_kflr(FactorDamping::Tikhonov, 3);
+    let v = values(params.numel(), 7);
+    let lambda = 0.3;
+    let x = p.solve(&v, lambda, 1.0).unwrap();
+    for (name, at, n) in blocks(&obj) {
+        let (full, _, _) = dense_block(&f, &name);
+        let expected = solve(&plus_identity(&full, n, lambda), &v[at..at + n]);
+        assert_close(&x[at..at + n], &expected, 1e-10, &name);
+        let quadratic: f64 = v[at..at + n]
+            .iter()
+            .zip(matvec(&full, &v[at..at + n]))
+            .map(|(a, b)| a * b)
+            .sum();
+        let mut only = vec![0.0; v.len()];
+        only[at..at + n].copy_from_slice(&v[at..at + n]);
+        let got = p.curvature(&only).unwrap();
+        assert!(
+            (got - quadratic).abs() <= 1e-10 * quadratic.abs(),
+            "{name}: vᵀCv"
+        );
+    }
+}
+
+#[test]
+fn factored_damping_is_the_kronecker_product_of_damped_factors() {
+    let Fitted { obj, params, p, f } = fitted_kflr(FactorDamping::Factored, 4);
+    let v = values(params.numel(), 8);
+    let lambda = 0.05;
+    let x = p.solve(&v, lambda, 1.0).unwrap();
+    for (name, at, n) in blocks(&obj) {
+        let (full, b, a) = dense_block(&f, &name);
+        let expected = match a {
+            Some(a) => {
+                let (nb, na) = (
+                    (b.len() as f64).sqrt() as usize,
+                    (a.len() as f64).sqrt() as usize,
+                );
+                let trace =
+                    |m: &[f64], k: usize| (0..k).map(|i| m[i * k + i]).sum::<f64>() / k as f64;
+                let pi = (trace(&a, na) / trace(&b, nb)).sqrt();
+                let damped = kron(
+                    &plus_identity(&b, nb, lambda.sqrt() / pi),
+                    nb,
+                    &plus_identity(&a, na, pi * lambda.sqrt()),
+                    na,
+                );
+                solve(&damped, &v[at..at + n])
+            }
+            None => solve(&plus_identity(&full, n, lambda), &v[at..at + n]),
+        };
+        assert_close(&x[at..at + n], &expected, 1e-10, &name);
+    }
+}
+
+#[test]
+fn fractional_powers_match_a_dense_eigendecomposition() {
+    let Fitted { obj, params, p, f } = fitted_kflr(FactorDamping::Tikhonov, 5);
+    let v = values(params.numel(), 9);
+    for alpha in [0.5, 0.25] {
+        let x = p.solve(&v, 0.1, alpha).unwrap();
+        for (name, at, n) in blocks(&obj) {
+            let (full, _, _) = dense_block(&f, &name);
+            let expected = dense_power(&plus_identity(&full, n, 0.1), &v[at..at + n], alpha);
+            assert_close(
+                &x[at..at + n],
+                &expected,
+                1e-10,
+                &format!("{name} α={alpha}"),
+            );
+        }
+    }
+}
+
+/// The exact GGN block of one parameter.
+fn ggn_block(
+    obj: &Objective,
+    params: &ParamStore,
+    d: &Dataset,
+    name: &str,
+    kind: Curvature,
+) -> Vec<f64> {
+    CurvatureOperator::new(obj, params, d, d.len(), kind, Some(&[name]))
+        .unwrap()
+        .to_dense()
+        .unwrap()
+}
+
+/// Asserts that the KFLR preconditioner inverts every exact damped GGN block.
+fn assert_kflr_inverts_exact_blocks(obj: &Objective, d: &Dataset, seed: u64) {
+    let params = ParamStore::init(obj.network.spec(), seed, DType::F64);
+    let mut p = kflr(obj, FactorDamping::Tikhonov);
+    p.update(&batch(obj, &params, d), true).unwrap();
+    let v = values(params.numel(), seed + 1);
+    let x = p.solve(&v, 1e-3, 1.0).unwrap();
+    for (name, at, n) in blocks(obj) {
+        let g = ggn_block(obj, &params, d, &name, Curvature::Ggn);
+        let expected = solve(&plus_identity(&g, n, 1e-3), &v[at..at + n]);
+        assert_close(&x[at..at + n], &expected, 1e-10, &name);
+    }
+}
+
+#[test]
+fn kflr_is_the_exact_block_ggn_of_a_deep_linear_network_with_mse() {
+    let obj = objective("linear(4,3),linear(3,3),linear(3,2)", 4, "mse");
+    assert_kflr_inverts_exact_blocks(&obj, &data(7, 4, 2, false), 11);
+}
+
+#[test]
+fn kflr_is_exact_for_one_sample_through_a_nonlinear_network() {
+    let obj = objective("linear(4,3),tanh,linear(3,3)", 4, "cross_entropy");
+    assert_kflr_inverts_exact_blocks(&obj, &data(1, 4, 3, true), 12);
+}
+
+#[test]
+fn ekfac_eigenvalues_are_the_empirical_fishers_diagonal_in_the_kronecker_basis() {
+    let obj = objective(MLP, 5, "cross_entropy");
+    let params = ParamStore::init(obj.network.spec(), 6, DType::F64);
+    let d = data(5, 5, 3, true);
+    let mut p = KroneckerPreconditioner::new(
+        &obj,
+        &ParamGroup::all(&obj),
+        Curvature::EmpiricalFisher,
+        FactorDamping::Tikhonov,
+        Eigenvalues::Corrected,
+        0.0,
+    )
+    .unwrap();
+    p.update(&batch(&obj, &params, &d), true).unwrap();
+    let f = factors(&obj, &params, &d);
+    let (at, n) = (0, 20);
+    let ef = ggn_block(&obj, &params, &d, "0.weight", Curvature::EmpiricalFisher);
+    let (b, a) = (&f["kflr/0.weight/out"], &f["kflr/0.weight/in"]);
+    let eb = dense_symmetric_eigen(&DenseSymmetric::new(4, b.clone()).unwrap()).unwrap();
+    let ea = dense_symmetric_eigen(&DenseSymmetric::new(5, a.clone()).unwrap()).unwrap();
+    for i in 0..4 {
+        for j in 0..5 {
+            let (qb, qa) = (eb.vector(i).unwrap(), ea.vector(j).unwrap());
+            let u: Vec<f64> = qb
+                .iter()
+                .flat_map(|x| qa.iter().map(move |y| x * y))
+                .collect();
+            let exact: f64 = u.iter().zip(matvec(&ef, &u)).map(|(a, b)| a * b).sum();
+            let mut only = vec![0.0; params.numel()];
+            only[at..at + n].copy_from_slice(&u);
+            let got = p.curvature(&only).unwrap();
+            assert!(
+                (got - exact).abs() <= 1e-10 * exact.abs().max(1e-12),
+                "({i}, {j}): {got} vs {exact}"
+            );
+        }
+    }
+}
+
+#[test]
+fn dense_ngd_solves_the_damped_system_and_its_square_root_twice_is_the_inverse() {
+    let obj = objective(MLP, 5, "cross_entropy");
+    let params = ParamStore::init(obj.network.spec(), 7, DType::F64);
+    let d = data(6, 5, 3, true);
+    for kind in [Curvature::Ggn, Curvature::EmpiricalFisher] {
+        let mut p = DensePreconditioner::new(&obj, ParamGroup::all(&obj), kind, "ngd").unwrap();
+        p.update(&batch(&obj, &params, &d), true).unwrap();
+        let op = CurvatureOperator::new(&obj, &params, &d, d.len(), kind, None).unwrap();
+        let v = values(params.numel(), 3);
+        let x = p.solve(&v, 0.01, 1.0).unwrap();
+        let back: Vec<f64> = op
+            .apply(&x)
+            .unwrap()
+            .iter()
+            .zip(&x)
+            .map(|(a, b)| a + 0.01 * b)
+            .collect();
+        assert_close(&back, &v, 1e-9, &format!("{kind}: (C + λI) x = v"));
+        let half = p
+            .solve(&p.solve(&v, 0.01, 0.5).unwrap(), 0.01, 0.5)
+            .unwrap();
+        assert_close(&half, &x, 1e-9, &format!("{kind}: α = 1/2 twice"));
+    }
+}
+
+#[test]
+fn diagonal_preconditioners_divide_by_the_dense_diagonal() {
+    let obj = objective(MLP, 5, "cross_entropy");
+    let params = ParamStore::init(obj.network.spec(), 8, DType::F64);
+    let d = data(6, 5, 3, true);
+    let v = values(params.numel(), 4);
+    for kind in [
+        Curvature::Ggn,
+        Curvature::EmpiricalFisher,
+        Curvature::Hessian,
+    ] {
+        let mut p = DiagonalPreconditioner::new(ParamGroup::all(&obj), kind, 0.0);
+        p.update(&batch(&obj, &params, &d), true).unwrap();
+        let dense = CurvatureOperator::new(&obj, &params, &d, d.len(), kind, None)
+            .unwrap()
+            .to_dense()
+            .unwrap();
+        let n = v.len();
+        let expected: Vec<f64> = (0..n)
+            .map(|i| v[i] / (dense[i * n + i].max(0.0) + 0.2))
+            .collect();
+        assert_close(
+            &p.solve(&v, 0.2, 1.0).unwrap(),
+            &expected,
+            1e-10,
+            &kind.to_string(),
+        );
+    }
+}
+
+#[test]
+fn matrix_free_cg_solves_the_damped_curvature_system() {
+    let obj = objective(MLP, 5, "cross_entropy");
+    let params = ParamStore::init(obj.network.spec(), 9, DType::F64);
+    let d = data(6, 5, 3, true);
+    let options = CgOptions {
+        tol: 1e-12,
+        max_iter: 500,
+    };
+    let mut p = MatrixFreePreconditioner::new(ParamGroup::all(&obj), Curvature::Ggn, options);
+    p.update(&batch(&obj, &params, &d), true).unwrap();
+    let v = values(params.numel(), 5);
+    let x = p.solve(&v, 0.05, 1.0).unwrap();
+    let dense = ggn_block_all(&obj, &params, &d);
+    let expected = solve(&plus_identity(&dense, v.len(), 0.05), &v);
+    assert_close(&x, &expected, 1e-8, "CG against Gaussian elimination");
+    assert!(
+        p.solve(&v, 0.05, 0.5).is_err(),
+        "CG has no fractional power"
+    );
+}
+
+fn ggn_block_all(obj: &Objective, params: &ParamStore, d: &Dataset) -> Vec<f64> {
+    CurvatureOperator::new(obj, params, d, d.len(), Curvature::Ggn, None)
+        .unwrap()
+        .to_dense()
+        .unwrap()
+}
+
+#[test]
+fn martens_cg_run_to_convergence_is_the_dense_damped_solve() {
+    let n = 6;
+    let r = values(n * n, 13);
+    // M = RᵀR, positive semi-definite.
+    let m: Vec<f64> = (0..n * n)
+        .map(|k| (0..n).map(|l| r[l * n + k / n] * r[l * n + k % n]).sum())
+        .collect();
+    let b = values(n, 14);
+    let lambda = 0.1;
+    let options = MartensOptions {
+        max_iter: 200,
+        tolerance: 1e-14,
+    };
+    let cg = martens_cg(
+        &mut |v| Ok(matvec(&m, v)),
+        &b,
+        lambda,
+        vec![0.0; n],
+        &options,
+    )
+    .unwrap();
+    assert_close(
+        cg.last(),
+        &solve(&plus_identity(&m, n, lambda), &b),
+        1e-10,
+        "CG",
+    );
+    assert!(cg
+        .iterates
+        .windows(2)
+        .all(|w| w[0].0 < w[1].0 && w[1].2 <= w[0].2 + 1e-15));
+    // Warm-started at the solution, the first iterate is already there.
+    let warm = martens_cg(
+        &mut |v| Ok(matvec(&m, v)),
+        &b,
+        lambda,
+        cg.last().to_vec(),
+        &options,
+    )
+    .unwrap();
+    assert_close(&warm.iterates[0].1, cg.last(), 1e-10, "warm start");
+}
+
+fn newton_cg(curvature: Curvature) -> SecondOrderConfig {
+    SecondOrderConfig {
+        damping: 0.0,
+        curvature,
+        cg_iters: 200,
+        ..SecondOrderConfig::new(Method::NewtonCg)
+    }
+}
+
+#[test]
+fn newton_cg_takes_the_newton_step_on_least_squares() {
+    let obj = objective("linear(3,2)", 3, "mse");
+    let d = data(20, 3, 2, false);
+    for kind in [Curvature::Hessian, Curvature::Ggn] {
+        let mut params = ParamStore::init(obj.network.spec(), 1, DType::F64);
+        let grads = gradient(&obj, &params, &d);
+        let g: Vec<f64> = grads.iter().flat_map(Tensor::to_f64_vec).collect();
+        let h = CurvatureOperator::new(&obj, &params, &d, d.len(), Curvature::Hessian, None)
+            .unwrap()
+            .to_dense()
+            .unwrap();
+        let newton = solve(&h, &g);
+        let before: Vec<f64> = params.iter().flat_map(|(_, t)| t.to_f64_vec()).collect();
+        let mut opt = newton_cg(kind)
+            .build(&obj, &ParamGroup::all(&obj), 0)
+            .unwrap();
+        let report = opt.step(&obj, &mut params, &d, &grads).unwrap();
+        assert!(report.accepted, "{kind}");
+        let after: Vec<f64> = params.iter().flat_map(|(_, t)| t.to_f64_vec()).collect();
+        let step: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+        let expected: Vec<f64> = newton.iter().map(|x| -x).collect();
+        assert_close(&step, &expected, 1e-9, &format!("{kind}: the Newton step"));
+    }
+}
+
+#[test]
+fn a_step_that_overflows_is_rejected_and_the_damping_raised() {
+    let obj = objective(MLP, 5, "mse");
+    let d = data(6, 5, 3, false);
+    for method in [Method::Ngd, Method::Kfac, Method::NewtonCg] {
+        let mut params = ParamStore::init(obj.network.spec(), 2, DType::F64);
+        let before = params.clone();
+        let grads = gradient(&obj, &params, &d);
+        // Steps of infinite values, and steps to weights whose loss overflows.
+        for lr in [f64::MAX, 1e200] {
+            let config = SecondOrderConfig {
+                lr,
+                kl_clip: None,
+                ..SecondOrderConfig::new(method)
+            };
+            let mut opt = config.build(&obj, &ParamGroup::all(&obj), 0).unwrap();
+            let report = opt.step(&obj, &mut params, &d, &grads).unwrap();
+            assert!(!report.accepted, "{method}, lr {lr}");
+            assert!(report.damping > config.damping, "{method}: {report:?}");
+            for ((_, a), (_, b)) in params.iter().zip(before.iter()) {
+                assert_eq!(a.to_f64_vec(), b.to_f64_vec(), "{method}: parameters moved");
+            }
+        }
+    }
+}
+
+#[test]
+fn training_with_an_exploding_learning_rate_keeps_the_weights_finite() {
+    let obj = objective(MLP, 5, "cross_entropy");
+    let d = data(40, 5, 3, true);
+    let mut params = ParamStore::init(obj.network.spec(), 0, DType::F64);
+    let config = TrainConfig {
+        epochs: 2,
+        batch_size: 10,
+        optimizer: OptimizerChoice::SecondOrder(SecondOrderConfig {
+            lr: 1e300,
+            ..SecondOrderConfig::new(Method::Ngd)
+        }),
+        seed: 0,
+        ..TrainConfig::default()
+    };
+    let eval = train(&obj, &mut params, &d, &config, |_| {}).unwrap();
+    assert!(eval.loss.is_finite());
+    assert!(params.iter().all(|(_, t)| t.first_non_finite().is_none()));
+}
+
+fn trained(method: Method, seed: u64) -> (f64, Vec<f64>) {
+    let obj = Objective::from_config(&ObjectiveConfig {
+        spec: "linear(64,16),tanh,linear(16,10)".into(),
+        input_shape: vec![64],
+        ..ObjectiveConfig::default()
+    })
+    .unwrap();
+    let d = secondo::data::digits()
+        .select(&(0..256).collect::<Vec<_>>())
+        .unwrap();
+    let mut params = ParamStore::init(obj.network.spec(), seed, obj.dtype);
+    let start = secondo::train::evaluate(&obj, &params, &d, 256)
+        .unwrap()
+        .loss;
+    let config = TrainConfig {
+        epochs: 3,
+        batch_size: 64,
+        optimizer: OptimizerChoice::SecondOrder(SecondOrderConfig {
+            adapt_damping: true,
+            ..SecondOrderConfig::new(method)
+        }),
+        seed,
+        ..TrainConfig::default()
+    };
+    train(&obj, &mut params, &d, &config, |_| {}).unwrap();
+    let end = secondo::train::evaluate(&obj, &params, &d, 256)
+        .unwrap()
+        .loss;
+    assert!(end < 0.6 * start, "{method}: loss {start} → {end}");
+    (
+        end,
+        params.iter().flat_map(|(_, t)| t.to_f64_vec()).collect(),
+    )
+}
+
+#[test]
+fn every_method_trains_and_repeats_bit_for_bit() {
+    for method in [
+        Method::NewtonCg,
+        Method::Kfac,
+        Method::Ekfac,
+        Method::FractionalNgd,
+    ] {
+        let (_, first) = trained(method, 3);
+        let (_, again) = trained(method, 3);
+        assert_eq!(first, again, "{method}");
+    }
+}
+
+#[test]
+fn the_reduction_ratio_is_one_where_the_quadratic_model_is_exact() {
+    // Least squares is its own quadratic model, for any damping and step.
+    let obj = objective("linear(3,2)", 3, "mse");
+    let d = data(20, 3, 2, false);
+    for method in [Method::NewtonCg, Method::Ngd] {
+        let mut params = ParamStore::init(obj.network.spec(), 1, DType::F64);
+        let grads = gradient(&obj, &params, &d);
+        let config = SecondOrderConfig {
+            damping: 0.5,
+            adapt_damping: true,
+            lr: 0.7,
+            ..SecondOrderConfig::new(method)
+        };
+        let report = config
+            .build(&obj, &ParamGroup::all(&obj), 0)
+            .unwrap()
+            .step(&obj, &mut params, &d, &grads)
+            .unwrap();
+        let rho = report.rho.unwrap();
+        assert!((rho - 1.0).abs() < 1e-9, "{method}: ρ = {rho}");
+        assert_eq!(
+            report.damping,
+            0.5 / 1.5,
+            "{method}: a good fit lowers the damping"
+        );
+    }
+}
+
+#[test]
+fn late_phase_training_runs_the_first_order_optimizer_until_the_switch() {
+    let obj = objective(MLP, 5, "cross_entropy");
+    let d = data(40, 5, 3, true);
+    let sgd = OptimizerChoice::parse("sgd", 0.1, 0.0, false, 0.0).unwrap();
+    let kfac = OptimizerChoice::SecondOrder(SecondOrderConfig::new(Method::Kfac));
+    let run = |optimizer, first_phase| {
+        let mut params = ParamStore::init(obj.network.spec(), 0, DType::F64);
+        let config = TrainConfig {
+            epochs: 2,
+            batch_size: 10,
+            optimizer,
+            seed: 0,
+            first_phase,
+            mixed: None,
+        };
+        train(&obj, &mut params, &d, &config, |_| {}).unwrap();
+        params
+            .iter()
+            .flat_map(|(_, t)| t.to_f64_vec())
+            .collect::<Vec<f64>>()
+    };
+    let phase = |until| {
+        Some(secondo::train::FirstPhase {
+            optimizer: sgd,
+            until,
+        })
+    };
+    use secondo::train::Switch;
+    assert_eq!(
+        run(kfac, phase(Switch::Step(8))),
+        run(sgd, None),
+        "never switched"
+    );
+    assert_eq!(
+        run(kfac, phase(Switch::Step(0))),
+        run(kfac, None),
+        "switched at once"
+    );
+    let late = run(kfac, phase(Switch::Epoch(1)));
+    assert!(late != run(sgd, None) && late != run(kfac, None));
+}
+
+#[test]
+fn mixed_training_steps_each_group_as_its_own_optimizer_would() {
+    let obj = objective(MLP, 5, "cross_entropy");
+    let d = data(40, 5, 3, true);
+    let sgd = OptimizerChoice::parse("sgd", 0.1, 0.0, false, 0.0).unwrap();
+    // One step (the groups interact through later gradients); without
+    // KL-clipping every block's step is its own, as SGD's is.
+    let kfac = OptimizerChoice::SecondOrder(SecondOrderConfig {
+        kl_clip: None,
+        ..SecondOrderConfig::new(Method::Kfac)
+    });
+    let run = |optimizer, mixed: Option<&str>| {
+        let mut params = ParamStore::init(obj.network.spec(), 0, DType::F64);
+        let config = TrainConfig {
+            epochs: 1,
+            batch_size: 40,
+            optimizer,
+            seed: 0,
+            first_phase: None,
+            mixed: mixed.map(|p| secondo::train::Mixed {
+                second_order: p.into(),
+                first_order: sgd,
+            }),
+        };
+        train(&obj, &mut params, &d, &config, |_| {}).unwrap();
+        params
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_f64_vec()))
+            .collect::<HashMap<_, _>>()
+    };
+    let (pure_sgd, pure_kfac) = (run(sgd, None), run(kfac, None));
+    let mixed = run(kfac, Some("2.*"));
+    for name in ["0.weight", "0.bias"] {
+        assert_eq!(mixed[name], pure_sgd[name], "{name} is SGD's");
+    }
+    for name in ["2.weight", "2.bias"] {
+        assert_eq!(mixed[name], pure_kfac[name], "{name} is KFAC's");
+        assert_ne!(mixed[name], pure_sgd[name]);
+    }
+    assert_eq!(
+        run(kfac, Some("*")),
+        pure_kfac,
+        "a pattern matching everything is plain KFAC"
+    );
+}
+
+#[test]
+fn martens_cg_stops_at_negative_curvature_keeping_its_iterates() {
+    // diag(2, −1): the first direction b = (1, 1) has curvature 1, the next none.
+    let m = [2.0, 0.0, 0.0, -1.0];
+    let options = MartensOptions::default();
+    let cg = martens_cg(
+        &mut |v| Ok(matvec(&m, v)),
+        &[1.0, 1.0],
+        0.0,
+        vec![0.0; 2],
+        &options,
+    )
+    .unwrap();
+    assert!(cg.negative_curvature);
+    assert_eq!(cg.iterations, 1);
+    assert_close(
+        cg.last(),
+        &[2.0, 2.0],
+        1e-15,
+        "the first CG iterate, (bᵀb / bᵀAb) b",
+    );
+}
+
+#[test]
+fn determinantal_averaging_over_every_subsample_is_the_exact_inverse() {
+    // Least squares with one output: every sample's Hessian has rank one.
+    let obj = objective("linear(3,1)", 3, "mse");
+    let d = data(6, 3, 1, false);
+    let params = ParamStore::init(obj.network.spec(), 2, DType::F64);
+    let keep = 0.5;
+    let mut p =
+        DeterminantalPreconditioner::new(&obj, ParamGroup::all(&obj), Curvature::Ggn, 1, keep)
+            .unwrap();
+    let n = d.len();
+    let patterns: Vec<Vec<usize>> = (0..1usize << n)
+        .map(|mask| (0..n).filter(|i| mask >> i & 1 == 1).collect())
+        .collect();
+    let priors: Vec<f64> = patterns
+        .iter()
+        .map(|s| keep.powi(s.len() as i32) * (1.0 - keep).powi((n - s.len()) as i32))
+        .collect();
+    p.fit_patterns(&batch(&obj, &params, &d), &patterns, &priors)
+        .unwrap();
+    let v = values(params.numel(), 21);
+    let h = ggn_block_all(&obj, &params, &d);
+    assert_close(
+        &p.solve(&v, 0.0, 1.0).unwrap(),
+        &solve(&h, &v),
+        1e-9,
+        "det-weighted average",
+    );
+    // One estimate on every sample is (C / p)⁻¹: each sub-sample is scaled
+    // by the inverse keep probability, which only the average undoes.
+    let full_only = [Vec::from_iter(0..n)];
+    p.fit_patterns(&batch(&obj, &params, &d), &full_only, &[1.0])
+        .unwrap();
+    let scaled: Vec<f64> = solve(&h, &v).iter().map(|x| x * keep).collect();
+    assert_close(
+        &p.solve(&v, 0.0, 1.0).unwrap(),
+        &scaled,
+        1e-9,
+        "one estimate: (C / p)⁻¹",
+    );
+}
+
+#[test]
+fn det_avg_trains_least_squares() {
+    let obj = objective("linear(3,2)", 3, "mse");
+    let d = data(32, 3, 2, false);
+    let mut params = ParamStore::init(obj.network.spec(), 4, DType::F64);
+    let start = secondo::train::evaluate(&obj, &params, &d, 32)
+        .unwrap()
+        .loss;
+    let config = TrainConfig {
+        epochs: 5,
+        batch_size: 16,
+        optimizer: OptimizerChoice::SecondOrder(SecondOrderConfig {
+            lr: 1.0,
+            ..SecondOrderConfig::new(Method::DetAvg)
+        }),
+        seed: 0,
+        ..TrainConfig::default()
+    };
+    train(&obj, &mut params, &d, &config, |_| {}).unwrap();
+    let end = secondo::train::evaluate(&obj, &params, &d, 32)
+        .unwrap()
+        .loss;
+    assert!(end < 0.7 * start, "loss {start} → {end}");
+}
+
+#[test]
+fn the_quadratic_models_step_is_optimal_in_the_span_of_direction_and_previous_step() {
+    // Least squares is its own quadratic model: after each step the new
+    // gradient is orthogonal to the span the step was chosen in.
+    let obj = objective("linear(3,2)", 3, "mse");
+    let d = data(20, 3, 2, false);
+    let mut params = ParamStore::init(obj.network.spec(), 6, DType::F64);
+    let config = SecondOrderConfig {
+        damping: 1e-12,
+        adapt_damping: true,
+        curvature: Curvature::Ggn,
+        ..SecondOrderConfig::new(Method::Kfac)
+    };
+    let mut opt = config.build(&obj, &ParamGroup::all(&obj), 0).unwrap();
+    let flat =
+        |p: &ParamStore| -> Vec<f64> { p.iter().flat_map(|(_, t)| t.to_f64_vec()).collect() };
+    let mut steps = Vec::new();
+    for _ in 0..2 {
+        let before = flat(&params);
+        let grads = gradient(&obj, &params, &d);
+        let report = opt.step(&obj, &mut params, &d, &grads).unwrap();
+        assert!(
+            report.accepted && (report.rho.unwrap() - 1.0).abs() < 1e-8,
+            "{report:?}"
+        );
+        steps.push(
+            flat(&params)
+                .iter()
+                .zip(&before)
+                .map(|(a, b)| a - b)
+                .collect::<Vec<f64>>(),
+        );
+        let g: Vec<f64> = gradient(&obj, &params, &d)
+            .iter()
+            .flat_map(Tensor::to_f64_vec)
+            .collect();
+        let gn = g.iter().map(|x| x * x).sum::<f64>().sqrt();
+        for s in &steps[steps.len().saturating_sub(2)..] {
+            let sn = s.iter().map(|x| x * x).sum::<f64>().sqrt();
+            let cos = g.iter().zip(s).map(|(a, b)| a * b).sum::<f64>() / (gn * sn);
+            assert!(
+                cos.abs() < 1e-6,
+                "gradient not orthogonal to the step: cos {cos:e}"
+            );
+        }
+    }
+}
