@@ -1,0 +1,342 @@
+//! The structures of the posterior precision `P = s·H + diag(δ)` (`H` the
+//! curvature of the summed negative log-likelihood, `s = 1/σ²` for a
+//! Gaussian likelihood and 1 otherwise, `δ` the prior precision), each kept
+//! in an eigenbasis of `H` so that `P`'s determinant, inverse and square
+//! root follow from its eigenvalues (Daxberger et al. 2021, "Laplace Redux",
+//! §3 and appendix A; for the Kronecker factors Ritter et al. 2018, "A
+//! scalable Laplace approximation for neural networks", and Immer et al.
+//! 2021, "Scalable marginal likelihood estimation for model selection in
+//! deep learning", which adds the prior inside the eigenbasis exactly).
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::dense::{contract, eigen_rows};
+use crate::Error;
+
+/// Which structure the curvature is kept in (`--structure`).
+///
+/// ```
+/// use secondo::laplace::Structure;
+/// assert_eq!("lowrank:20".parse::<Structure>().unwrap(), Structure::LowRank(20));
+/// assert!("block".parse::<Structure>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Structure {
+    /// The dense curvature of the selected weights (GGN or empirical Fisher).
+    Full,
+    /// Kronecker factors per layer (KFLR: the exact GGN's output factor).
+    Kron,
+    /// The diagonal.
+    Diag,
+    /// The top `K` eigenpairs of the dense curvature (Lanczos), the rest of
+    /// the space at the prior precision alone.
+    LowRank(usize),
+}
+
+impl FromStr for Structure {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Structure, Error> {
+        match s {
+            "full" => Ok(Structure::Full),
+            "kron" => Ok(Structure::Kron),
+            "diag" => Ok(Structure::Diag),
+            _ => match s.strip_prefix("lowrank:").map(str::parse::<usize>) {
+                Some(Ok(k)) if k > 0 => Ok(Structure::LowRank(k)),
+                _ => Err(Error::Invalid(format!(
+                    "--structure '{s}': expected full, kron, diag or lowrank:K with K ≥ 1"
+                ))),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Structure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Structure::Full => f.write_str("full"),
+            Structure::Kron => f.write_str("kron"),
+            Structure::Diag => f.write_str("diag"),
+            Structure::LowRank(k) => write!(f, "lowrank:{k}"),
+        }
+    }
+}
+
+/// A symmetric matrix's eigendecomposition: values and eigenvectors as the
+/// rows of a row-major matrix (`A = Eᵀ diag(λ) E`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Eigen {
+    /// Eigenvalues, ascending.
+    pub values: Vec<f64>,
+    /// Eigenvectors, one per row.
+    pub rows: Vec<f64>,
+}
+
+impl Eigen {
+    /// The decomposition of the row-major symmetric `n × n` matrix `a`.
+    pub fn of(a: &[f64], n: usize) -> Result<Eigen, Error> {
+        let (values, rows) = eigen_rows(a, n)?;
+        Ok(Eigen { values, rows })
+    }
+
+    fn dim(&self) -> usize {
+        self.values.len()
+    }
+}
+
+/// One diagonal block of the curvature `H` over a contiguous range of the
+/// selected weights.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CurvatureBlock {
+    /// `H = diag(h)`.
+    Diag(Vec<f64>),
+    /// `H` dense (row-major), with its eigendecomposition.
+    Dense {
+        /// The matrix.
+        matrix: Vec<f64>,
+        /// Its eigendecomposition.
+        eigen: Eigen,
+    },
+    /// `H = B ⊗ A` for a weight of shape `[out, in...]` flattened row-major
+    /// (`B` over outputs, `A` over inputs; a bias has `A = [1]`).
+    Kron {
+        /// The output factor's decomposition.
+        out: Eigen,
+        /// The input factor's decomposition.
+        input: Eigen,
+    },
+    /// `H ≈ Vᵀ diag(λ) V` with `K` orthonormal rows `V`.
+    LowRank {
+        /// The top eigenvalues.
+        values: Vec<f64>,
+        /// Their eigenvectors, `K × n` row-major.
+        rows: Vec<f64>,
+        /// The block's dimension.
+        dim: usize,
+    },
+}
+
+impl CurvatureBlock {
+    /// The number of weights the block covers.
+    pub fn dim(&self) -> usize {
+        match self {
+            CurvatureBlock::Diag(h) => h.len(),
+            CurvatureBlock::Dense { eigen, .. } => eigen.dim(),
+            CurvatureBlock::Kron { out, input } => out.dim() * input.dim(),
+            CurvatureBlock::LowRank { dim, .. } => *dim,
+        }
+    }
+
+    /// The posterior precision `s·H + diag(δ)` of the block in an eigenbasis,
+    /// for the block's prior precisions `prior` (one per weight). The
+    /// Kronecker and low-rank blocks need one precision for the whole block
+    /// (their eigenbasis diagonalizes only that), the dense block is
+    /// decomposed again when the precisions differ.
+    pub fn posterior(&self, s: f64, prior: &[f64]) -> Result<PrecisionBlock, Error> {
+        let uniform = prior.iter().all(|&d| d == prior[0]);
+        let shifted =
+            |values: &[f64]| -> Vec<f64> { values.iter().map(|l| s * l + prior[0]).collect() };
+        Ok(match self {
+            CurvatureBlock::Diag(h) => PrecisionBlock {
+                basis: Basis::Standard,
+                mu: h.iter().zip(prior).map(|(h, d)| s * h + d).collect(),
+                eta: h.clone(),
+                dim: h.len(),
+            },
+            CurvatureBlock::Dense { eigen, .. } if uniform => PrecisionBlock {
+                mu: shifted(&eigen.values),
+                eta: eigen.values.clone(),
+                basis: Basis::Dense(eigen.rows.clone()),
+                dim: eigen.dim(),
+            },
+            CurvatureBlock::Dense { matrix, .. } => {
+                let n = prior.len();
+                let mut p: Vec<f64> = matrix.iter().map(|h| s * h).collect();
+                (0..n).for_each(|i| p[i * n + i] += prior[i]);
+                let e = Eigen::of(&p, n)?;
+                // η_k = e_kᵀ H e_k: the curvature's share of each eigenvalue.
+                let he = contract("ij,kj->ki", matrix, &[n, n], &e.rows, &[n, n]);
+                let eta = (0..n)
+                    .map(|k| (0..n).map(|i| e.rows[k * n + i] * he[k * n + i]).sum())
+                    .collect();
+                PrecisionBlock {
+                    mu: e.values,
+                    eta,
+                    basis: Basis::Dense(e.rows),
+                    dim: n,
+                }
+            }
+            _ if !uniform => {
+                return Err(Error::Invalid(
+                    "a Kronecker-factored or low-rank posterior needs one prior precision per \
+                     layer (scalar or per-layer, not diagonal)"
+                        .into(),
+                ))
+            }
+            CurvatureBlock::Kron { out, input } => {
+                let eta: Vec<f64> = out
+                    .values
+                    .iter()
+                    .flat_map(|b| input.values.iter().map(move |a| b * a))
+                    .collect();
+                PrecisionBlock {
+                    mu: shifted(&eta),
+                    eta,
+                    basis: Basis::Kron {
+                        out: out.rows.clone(),
+                        input: input.rows.clone(),
+                        shape: (out.dim(), input.dim()),
+                    },
+                    dim: out.dim() * input.dim(),
+                }
+            }
+            CurvatureBlock::LowRank { values, rows, dim } => PrecisionBlock {
+                mu: shifted(values),
+                eta: values.clone(),
+                basis: Basis::LowRank {
+                    rows: rows.clone(),
+                    rest: prior[0],
+                },
+                dim: *dim,
+            },
+        })
+    }
+}
+
+/// An orthonormal basis a precision block is diagonal in.
+#[derive(Debug, Clone, PartialEq)]
+enum Basis {
+    /// The standard basis.
+    Standard,
+    /// A dense basis: one vector per row, `n × n`.
+    Dense(Vec<f64>),
+    /// The Kronecker product of the output factor's and input factor's bases.
+    Kron {
+        out: Vec<f64>,
+        input: Vec<f64>,
+        shape: (usize, usize),
+    },
+    /// `K` vectors (rows); their orthogonal complement has precision `rest`.
+    LowRank { rows: Vec<f64>, rest: f64 },
+}
+
+/// One block of the posterior precision, diagonal in its basis: `P =
+/// Qᵀ diag(μ) Q` (plus, for a low-rank block, `rest` on the complement).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrecisionBlock {
+    basis: Basis,
+    /// The precision's eigenvalues.
+    mu: Vec<f64>,
+    /// `qₖᵀ H qₖ` per basis vector (the derivative of `μₖ` in `s`).
+    eta: Vec<f64>,
+    dim: usize,
+}
+
+impl PrecisionBlock {
+    /// The coordinates of `r` rows (each of the block's dimension) in the basis.
+    fn coordinates(&self, rows: &[f64], r: usize) -> Vec<f64> {
+        let n = self.dim;
+        match &self.basis {
+            Basis::Standard => rows.to_vec(),
+            Basis::Dense(q) => contract("rj,kj->rk", rows, &[r, n], q, &[n, n]),
+            Basis::Kron { out, input, shape } => {
+                let (o, i) = *shape;
+                let left = contract("ab,rbc->rac", out, &[o, o], rows, &[r, o, i]);
+                contract("rac,dc->rad", &left, &[r, o, i], input, &[i, i])
+            }
+            Basis::LowRank { rows: v, .. } => {
+                let k = self.mu.len();
+                contract("rj,kj->rk", rows, &[r, n], v, &[k, n])
+            }
+        }
+    }
+
+    /// The rows whose coordinates are `coords` (the transpose of [`Self::coordinates`]).
+    fn combine(&self, coords: &[f64], r: usize) -> Vec<f64> {
+        let n = self.dim;
+        match &self.basis {
+            Basis::Standard => coords.to_vec(),
+            Basis::Dense(q) => contract("rk,kj->rj", coords, &[r, n], q, &[n, n]),
+            Basis::Kron { out, input, shape } => {
+                let (o, i) = *shape;
+                let left = contract("ba,rbc->rac", out, &[o, o], coords, &[r, o, i]);
+                contract("rac,cd->rad", &left, &[r, o, i], input, &[i, i])
+            }
+            Basis::LowRank { rows: v, .. } => {
+                let k = self.mu.len();
+                contract("rk,kj->rj", coords, &[r, k], v, &[k, n])
+            }
+        }
+    }
+
+    /// `P^power` applied to `r` rows (row-major `r × dim`): `power = 1`
+    /// the precision, `-1` the covariance, `-½` its symmetric square root.
+    pub fn apply_power(&self, rows: &[f64], r: usize, power: f64) -> Vec<f64> {
+        let coords = self.coordinates(rows, r);
+        let k = self.mu.len();
+        let scaled: Vec<f64> = coords
+            .iter()
+            .enumerate()
+            .map(|(j, c)| c * self.mu[j % k].powf(power))
+            .collect();
+        let mut out = self.combine(&scaled, r);
+        if let Basis::LowRank { rest, .. } = &self.basis {
+            // The complement: rows minus their projection on the top space.
+            let projected = self.combine(&coords, r);
+            let factor = rest.powf(power);
+            for ((o, x), p) in out.iter_mut().zip(rows).zip(projected) {
+                *o += factor * (x - p);
+            }
+        }
+        out
+    }
+
+    /// `log det P` of the block.
+    pub fn log_det(&self) -> f64 {
+        let top: f64 = self.mu.iter().map(|m| m.ln()).sum();
+        match &self.basis {
+            Basis::LowRank { rest, .. } => top + (self.dim - self.mu.len()) as f64 * rest.ln(),
+            _ => top,
+        }
+    }
+
+    /// The diagonal of the covariance `P⁻¹` (the marginal variances).
+    pub fn covariance_diagonal(&self) -> Vec<f64> {
+        let n = self.dim;
+        let inv: Vec<f64> = self.mu.iter().map(|m| 1.0 / m).collect();
+        match &self.basis {
+            Basis::Standard => inv,
+            Basis::Dense(q) => {
+                let sq: Vec<f64> = q.iter().map(|x| x * x).collect();
+                contract("k,kj->j", &inv, &[n], &sq, &[n, n])
+            }
+            Basis::Kron { out, input, shape } => {
+                let (o, i) = *shape;
+                let so: Vec<f64> = out.iter().map(|x| x * x).collect();
+                let si: Vec<f64> = input.iter().map(|x| x * x).collect();
+                let left = contract("ac,ab->bc", &inv, &[o, i], &so, &[o, o]);
+                contract("bc,cd->bd", &left, &[o, i], &si, &[i, i])
+            }
+            Basis::LowRank { rows, rest } => {
+                let k = self.mu.len();
+                let sq: Vec<f64> = rows.iter().map(|x| x * x).collect();
+                let top = contract("k,kj->j", &inv, &[k], &sq, &[k, n]);
+                let covered = contract("k,kj->j", &vec![1.0; k], &[k], &sq, &[k, n]);
+                top.iter()
+                    .zip(covered)
+                    .map(|(t, c)| t + (1.0 - c) / rest)
+                    .collect()
+            }
+        }
+    }
+
+    /// `tr(P⁻¹ H)`: the derivative of `log det P` in `s`.
+    pub fn trace_covariance_curvature(&self) -> f64 {
+        self.mu.iter().zip(&self.eta).map(|(m, e)| e / m).sum()
+    }
+
+    /// The number of weights the block covers.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+}
