@@ -345,13 +345,9 @@ fn low_rank_keeps_the_top_eigenpairs_and_the_prior_elsewhere() {
         "lowrank:3 of 3",
     );
     // The softmax GGN of one output bias is singular along 1: rank 2.
-    let top = fit(
-        &obj,
-        &params,
-        &data,
-        &options(Structure::LowRank(1), subset, Likelihood::Classification),
-    )
-    .unwrap();
+    let mut opts = options(Structure::LowRank(1), subset, Likelihood::Classification);
+    opts.prior_precision = 0.7;
+    let top = fit(&obj, &params, &data, &opts).unwrap();
     let h = dense_ggn(&obj, &params, &full, &data);
     let eig = dense_symmetric_eigen(&DenseSymmetric::new(3, h).unwrap()).unwrap();
     let delta = top.prior.values[0];
@@ -608,18 +604,22 @@ fn link_approximations_equal_their_closed_forms() {
     let (a, b) = (1.0 / k(2.0), -0.5 / k(0.5));
     let want = [a.exp() / (a.exp() + b.exp()), b.exp() / (a.exp() + b.exp())];
     assert_close(&probit(&mu, &var, 2), &want, 1e-15, "probit");
-    // Bridge on μ = (1, 0, 0), Σ = I: the zero-mean correction gives
-    // m = (2/3, −1/3, −1/3) and variances 2/3, then αᵢ ∝ 1 − 2/3 + e^{mᵢ}/9 · Σⱼ e^{−mⱼ}.
-    let m = [2.0 / 3.0, -1.0 / 3.0, -1.0 / 3.0];
+    // Bridge on μ = (1, 0, 0), Σ = [[2, ½, 0], [½, 1, 0], [0, 0, 1]]: row
+    // sums (5/2, 3/2, 1) of total 5, so the zero-mean correction gives
+    // m = (½, −3/10, −1/5) and variances (3/4, 11/20, 4/5); then
+    // αᵢ ∝ (1 − 2/3 + e^{mᵢ}/9 · Σⱼ e^{−mⱼ}) / varᵢ.
+    let m = [0.5, -0.3, -0.2];
+    let variances = [0.75, 0.55, 0.8];
     let sum_exp: f64 = m.iter().map(|x: &f64| (-x).exp()).sum();
     let alpha: Vec<f64> = m
         .iter()
-        .map(|x| (1.0 / 3.0 + x.exp() / 9.0 * sum_exp) / (2.0 / 3.0))
+        .zip(variances)
+        .map(|(x, v)| (1.0 / 3.0 + x.exp() / 9.0 * sum_exp) / v)
         .collect();
     let total: f64 = alpha.iter().sum();
     let want: Vec<f64> = alpha.iter().map(|a| a / total).collect();
-    let eye = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0];
-    assert_close(&bridge(&[1.0, 0.0, 0.0], &eye, 3), &want, 1e-15, "bridge");
+    let var = [2.0, 0.5, 0.0, 0.5, 1.0, 0.0, 0.0, 0.0, 1.0];
+    assert_close(&bridge(&[1.0, 0.0, 0.0], &var, 3), &want, 1e-14, "bridge");
     // Monte Carlo without variance is the softmax of the mean.
     let zero = [0.0; 9];
     assert_close(
