@@ -137,7 +137,7 @@ pub fn fit(
                     }
                 }
                 _ => {
-                    let matrix: Vec<f64> = op.to_dense()?.into_iter().map(|v| v * to_sum).collect();
+                    let matrix = symmetrized(&op.to_dense()?, dim, to_sum);
                     let eigen = Eigen::of(&matrix, dim)?;
                     CurvatureBlock::Dense { matrix, eigen }
                 }
@@ -181,6 +181,14 @@ pub fn fit(
         prior,
         sigma: opts.sigma,
     })
+}
+
+/// `scale · (M + Mᵀ)/2` of the row-major `n × n` matrix `m`: an operator's
+/// columns in f32 are symmetric only to round-off.
+fn symmetrized(m: &[f64], n: usize, scale: f64) -> Vec<f64> {
+    (0..n * n)
+        .map(|k| 0.5 * scale * (m[k] + m[(k % n) * n + k / n]))
+        .collect()
 }
 
 /// The selected weights' values, flat in order.

@@ -170,6 +170,10 @@ pub fn standard_normal(rng: &mut ChaCha8Rng, count: usize) -> Vec<f64> {
         .collect()
 }
 
+/// Most numbers one batch's Jacobians may hold (2²², 32 MiB in f64): the
+/// batches of [`glm_moments`] shrink to fit it.
+const JACOBIAN_BUDGET: usize = 1 << 22;
+
 /// The linearized predictive's output means `[N, C]` and covariances
 /// `[N, C, C]` (`J_n P⁻¹ J_nᵀ`, from `J_n P^{-½}`).
 pub fn glm_moments(
@@ -184,7 +188,8 @@ pub fn glm_moments(
     let dim = la.dim();
     let mut programs: HashMap<usize, JacobianProgram> = HashMap::new();
     let (mut f_mu, mut f_var) = (Vec::new(), Vec::new());
-    for batch in data.batches(batch_size)? {
+    let chunk = (JACOBIAN_BUDGET / (c * dim).max(1)).clamp(1, batch_size);
+    for batch in data.batches(chunk)? {
         let n = batch.len();
         let (x, _) = objective.batch_tensors(&batch)?;
         let program = match programs.entry(n) {
