@@ -14,7 +14,7 @@ use secondo_tensor::Tensor;
 use super::dense::identity;
 use super::likelihood::{Fisher, Likelihood};
 use super::prior::{Prior, PriorShape};
-use super::structure::{CurvatureBlock, Eigen, Structure};
+use super::structure::{CurvatureBlock, Eigen, Structure, DIAGONAL_PRIOR_REFUSED};
 use super::{Laplace, Subset};
 use crate::Error;
 
@@ -83,6 +83,11 @@ pub fn fit(
              or --structure full, diag or lowrank:K"
                 .into(),
         ));
+    }
+    if opts.prior_shape == PriorShape::Diagonal
+        && matches!(opts.structure, Structure::Kron | Structure::LowRank(_))
+    {
+        return Err(Error::Invalid(DIAGONAL_PRIOR_REFUSED.into()));
     }
     objective.check_targets(&data.y)?;
     let names = opts.subset.resolve(&objective.network)?;

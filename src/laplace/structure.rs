@@ -84,6 +84,12 @@ impl Eigen {
     }
 }
 
+/// Why a Kronecker-factored or low-rank posterior takes no diagonal prior:
+/// its eigenbasis diagonalizes `s·H + δ` only for one `δ` per block.
+pub(crate) const DIAGONAL_PRIOR_REFUSED: &str =
+    "--prior-shape diagonal: a Kronecker-factored or low-rank posterior needs one prior \
+     precision per layer (--prior-shape scalar or layer)";
+
 /// One diagonal block of the curvature `H` over a contiguous range of the
 /// selected weights.
 #[derive(Debug, Clone, PartialEq)]
@@ -166,13 +172,7 @@ impl CurvatureBlock {
                     dim: n,
                 }
             }
-            _ if !uniform => {
-                return Err(Error::Invalid(
-                    "a Kronecker-factored or low-rank posterior needs one prior precision per \
-                     layer (scalar or per-layer, not diagonal)"
-                        .into(),
-                ))
-            }
+            _ if !uniform => return Err(Error::Invalid(DIAGONAL_PRIOR_REFUSED.into())),
             CurvatureBlock::Kron { out, input } => {
                 let eta: Vec<f64> = out
                     .values
