@@ -559,7 +559,12 @@ fn marglik_optimization_finds_a_stationary_point() {
 #[test]
 fn glm_variance_is_j_sigma_jt_with_dense_jacobians() {
     let (obj, params, data) = classification();
-    for structure in [Structure::Full, Structure::Kron, Structure::Diag] {
+    for structure in [
+        Structure::Full,
+        Structure::Kron,
+        Structure::Diag,
+        Structure::LowRank(5),
+    ] {
         let la = fit(
             &obj,
             &params,

@@ -1,6 +1,7 @@
 //! Argument parsing and the subcommands.
 
 mod bench;
+mod bench_laplace;
 mod bench_monitor;
 mod common;
 pub mod guard;

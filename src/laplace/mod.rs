@@ -79,8 +79,8 @@ pub struct Laplace {
 /// The posterior precision of a [`Laplace`] at its hyperparameters,
 /// decomposed block by block.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Posterior {
-    blocks: Vec<PrecisionBlock>,
+pub struct Posterior<'a> {
+    blocks: Vec<PrecisionBlock<'a>>,
 }
 
 impl Laplace {
@@ -95,12 +95,12 @@ impl Laplace {
     }
 
     /// The posterior precision at the current prior precision and σ.
-    pub fn posterior(&self) -> Result<Posterior, Error> {
+    pub fn posterior(&self) -> Result<Posterior<'_>, Error> {
         self.posterior_at(&self.prior, self.sigma)
     }
 
     /// The posterior precision at other hyperparameters.
-    pub fn posterior_at(&self, prior: &Prior, sigma: f64) -> Result<Posterior, Error> {
+    pub fn posterior_at(&self, prior: &Prior, sigma: f64) -> Result<Posterior<'_>, Error> {
         let s = self.likelihood.precision_scale(sigma);
         let delta = prior.per_weight();
         let mut at = 0;
@@ -119,26 +119,68 @@ impl Laplace {
     }
 }
 
-impl Posterior {
+impl Posterior<'_> {
+    /// The columns of `r` rows (row-major `r × dim`) each block covers, as
+    /// row-major `r × n` parts (borrowed when one block covers all).
+    fn parts<'r>(&self, rows: &'r [f64], r: usize) -> Vec<std::borrow::Cow<'r, [f64]>> {
+        if self.blocks.len() == 1 {
+            return vec![std::borrow::Cow::Borrowed(rows)];
+        }
+        let dim = self.dim();
+        let mut at = 0;
+        self.blocks
+            .iter()
+            .map(|b| {
+                let n = b.dim();
+                let part = (0..r)
+                    .flat_map(|i| rows[i * dim + at..i * dim + at + n].iter().copied())
+                    .collect();
+                at += n;
+                std::borrow::Cow::Owned(part)
+            })
+            .collect()
+    }
+
+    /// Row-major `r × n` parts, one per block, joined side by side.
+    fn join(parts: &[(Vec<f64>, usize)], r: usize) -> Vec<f64> {
+        (0..r)
+            .flat_map(|i| {
+                parts
+                    .iter()
+                    .flat_map(move |(p, n)| p[i * n..(i + 1) * n].iter().copied())
+            })
+            .collect()
+    }
+
+    /// The number of covered weights.
+    pub fn dim(&self) -> usize {
+        self.blocks.iter().map(PrecisionBlock::dim).sum()
+    }
+
     /// `P^power` applied to each of `r` rows over all covered weights
     /// (row-major `r × dim`): `1` the precision, `-1` the covariance, `-½`
-    /// its symmetric square root (for samples and predictive variances).
+    /// its symmetric square root (for samples from the posterior).
     pub fn apply_power(&self, rows: &[f64], r: usize, power: f64) -> Vec<f64> {
-        let dim: usize = self.blocks.iter().map(PrecisionBlock::dim).sum();
-        let mut out = vec![0.0; rows.len()];
-        let mut at = 0;
-        for b in &self.blocks {
-            let n = b.dim();
-            let part: Vec<f64> = (0..r)
-                .flat_map(|i| rows[i * dim + at..i * dim + at + n].iter().copied())
-                .collect();
-            let done = b.apply_power(&part, r, power);
-            for i in 0..r {
-                out[i * dim + at..i * dim + at + n].copy_from_slice(&done[i * n..(i + 1) * n]);
-            }
-            at += n;
-        }
-        out
+        let parts: Vec<(Vec<f64>, usize)> = self
+            .blocks
+            .iter()
+            .zip(self.parts(rows, r))
+            .map(|(b, part)| (b.apply_power(&part, r, power), b.dim()))
+            .collect();
+        Self::join(&parts, r)
+    }
+
+    /// `W` with `W Wᵀ = R P⁻¹ Rᵀ` for `r` rows `R` (e.g. Jacobians, for the
+    /// linearized predictive's covariance), with its width.
+    pub fn whiten(&self, rows: &[f64], r: usize) -> (Vec<f64>, usize) {
+        let parts: Vec<(Vec<f64>, usize)> = self
+            .blocks
+            .iter()
+            .zip(self.parts(rows, r))
+            .map(|(b, part)| b.whiten(&part, r))
+            .collect();
+        let width = parts.iter().map(|p| p.1).sum();
+        (Self::join(&parts, r), width)
     }
 
     /// `log det P`.
@@ -164,7 +206,7 @@ impl Posterior {
 
     /// The dense precision (row-major), for checks on small problems.
     pub fn dense_precision(&self) -> Vec<f64> {
-        let dim: usize = self.blocks.iter().map(PrecisionBlock::dim).sum();
+        let dim = self.dim();
         self.apply_power(&dense::identity(dim), dim, 1.0)
     }
 }

@@ -175,7 +175,7 @@ pub fn standard_normal(rng: &mut ChaCha8Rng, count: usize) -> Vec<f64> {
 const JACOBIAN_BUDGET: usize = 1 << 22;
 
 /// The linearized predictive's output means `[N, C]` and covariances
-/// `[N, C, C]` (`J_n P⁻¹ J_nᵀ`, from `J_n P^{-½}`).
+/// `[N, C, C]` (`J_n P⁻¹ J_nᵀ = W_n W_nᵀ`, [`Posterior::whiten`]).
 pub fn glm_moments(
     objective: &Objective,
     params: &ParamStore,
@@ -197,8 +197,14 @@ pub fn glm_moments(
             Entry::Vacant(e) => e.insert(JacobianProgram::compile(objective, n, &la.names)?),
         };
         let (out, jac) = program.run(params, &x)?;
-        let w = posterior.apply_power(&jac, n * c, -0.5);
-        f_var.extend(contract("ncp,ndp->ncd", &w, &[n, c, dim], &w, &[n, c, dim]));
+        let (w, width) = posterior.whiten(&jac, n * c);
+        f_var.extend(contract(
+            "ncp,ndp->ncd",
+            &w,
+            &[n, c, width],
+            &w,
+            &[n, c, width],
+        ));
         f_mu.extend(out);
     }
     Ok((f_mu, f_var))

@@ -8,6 +8,7 @@
 //! 2021, "Scalable marginal likelihood estimation for model selection in
 //! deep learning", which adds the prior inside the eigenbasis exactly).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -138,7 +139,7 @@ impl CurvatureBlock {
     /// Kronecker and low-rank blocks need one precision for the whole block
     /// (their eigenbasis diagonalizes only that), the dense block is
     /// decomposed again when the precisions differ.
-    pub fn posterior(&self, s: f64, prior: &[f64]) -> Result<PrecisionBlock, Error> {
+    pub fn posterior(&self, s: f64, prior: &[f64]) -> Result<PrecisionBlock<'_>, Error> {
         let uniform = prior.iter().all(|&d| d == prior[0]);
         let shifted =
             |values: &[f64]| -> Vec<f64> { values.iter().map(|l| s * l + prior[0]).collect() };
@@ -152,7 +153,7 @@ impl CurvatureBlock {
             CurvatureBlock::Dense { eigen, .. } if uniform => PrecisionBlock {
                 mu: shifted(&eigen.values),
                 eta: eigen.values.clone(),
-                basis: Basis::Dense(eigen.rows.clone()),
+                basis: Basis::Dense(Cow::Borrowed(&eigen.rows)),
                 dim: eigen.dim(),
             },
             CurvatureBlock::Dense { matrix, .. } => {
@@ -168,7 +169,7 @@ impl CurvatureBlock {
                 PrecisionBlock {
                     mu: e.values,
                     eta,
-                    basis: Basis::Dense(e.rows),
+                    basis: Basis::Dense(Cow::Owned(e.rows)),
                     dim: n,
                 }
             }
@@ -183,8 +184,8 @@ impl CurvatureBlock {
                     mu: shifted(&eta),
                     eta,
                     basis: Basis::Kron {
-                        out: out.rows.clone(),
-                        input: input.rows.clone(),
+                        out: &out.rows,
+                        input: &input.rows,
                         shape: (out.dim(), input.dim()),
                     },
                     dim: out.dim() * input.dim(),
@@ -194,7 +195,7 @@ impl CurvatureBlock {
                 mu: shifted(values),
                 eta: values.clone(),
                 basis: Basis::LowRank {
-                    rows: rows.clone(),
+                    rows,
                     rest: prior[0],
                 },
                 dim: *dim,
@@ -205,26 +206,26 @@ impl CurvatureBlock {
 
 /// An orthonormal basis a precision block is diagonal in.
 #[derive(Debug, Clone, PartialEq)]
-enum Basis {
+enum Basis<'a> {
     /// The standard basis.
     Standard,
     /// A dense basis: one vector per row, `n × n`.
-    Dense(Vec<f64>),
+    Dense(Cow<'a, [f64]>),
     /// The Kronecker product of the output factor's and input factor's bases.
     Kron {
-        out: Vec<f64>,
-        input: Vec<f64>,
+        out: &'a [f64],
+        input: &'a [f64],
         shape: (usize, usize),
     },
     /// `K` vectors (rows); their orthogonal complement has precision `rest`.
-    LowRank { rows: Vec<f64>, rest: f64 },
+    LowRank { rows: &'a [f64], rest: f64 },
 }
 
 /// One block of the posterior precision, diagonal in its basis: `P =
 /// Qᵀ diag(μ) Q` (plus, for a low-rank block, `rest` on the complement).
 #[derive(Debug, Clone, PartialEq)]
-pub struct PrecisionBlock {
-    basis: Basis,
+pub struct PrecisionBlock<'a> {
+    basis: Basis<'a>,
     /// The precision's eigenvalues.
     mu: Vec<f64>,
     /// `qₖᵀ H qₖ` per basis vector (the derivative of `μₖ` in `s`).
@@ -232,7 +233,7 @@ pub struct PrecisionBlock {
     dim: usize,
 }
 
-impl PrecisionBlock {
+impl PrecisionBlock<'_> {
     /// The coordinates of `r` rows (each of the block's dimension) in the basis.
     fn coordinates(&self, rows: &[f64], r: usize) -> Vec<f64> {
         let n = self.dim;
@@ -269,26 +270,66 @@ impl PrecisionBlock {
         }
     }
 
+    /// `μᵏ^power` per basis vector.
+    fn powers(&self, power: f64) -> Vec<f64> {
+        self.mu.iter().map(|m| m.powf(power)).collect()
+    }
+
     /// `P^power` applied to `r` rows (row-major `r × dim`): `power = 1`
     /// the precision, `-1` the covariance, `-½` its symmetric square root.
     pub fn apply_power(&self, rows: &[f64], r: usize, power: f64) -> Vec<f64> {
         let coords = self.coordinates(rows, r);
-        let k = self.mu.len();
+        let factors = self.powers(power);
+        let k = factors.len();
         let scaled: Vec<f64> = coords
             .iter()
             .enumerate()
-            .map(|(j, c)| c * self.mu[j % k].powf(power))
+            .map(|(j, c)| c * factors[j % k])
             .collect();
         let mut out = self.combine(&scaled, r);
         if let Basis::LowRank { rest, .. } = &self.basis {
-            // The complement: rows minus their projection on the top space.
-            let projected = self.combine(&coords, r);
             let factor = rest.powf(power);
-            for ((o, x), p) in out.iter_mut().zip(rows).zip(projected) {
-                *o += factor * (x - p);
+            for (o, x) in out.iter_mut().zip(self.complement(rows, &coords, r)) {
+                *o += factor * x;
             }
         }
         out
+    }
+
+    /// The rows minus their projection on a low-rank block's top space.
+    fn complement(&self, rows: &[f64], coords: &[f64], r: usize) -> Vec<f64> {
+        let projected = self.combine(coords, r);
+        rows.iter().zip(projected).map(|(x, p)| x - p).collect()
+    }
+
+    /// `W` with `W Wᵀ = R P⁻¹ Rᵀ` for `r` rows `R`, row-major `r × width`:
+    /// the rows' coordinates scaled by `μ^{-½}` (one basis change, where
+    /// `R P^{-½}` takes two), for a low-rank block followed by the
+    /// complement scaled by `rest^{-½}`. Returns `W` and its width.
+    pub fn whiten(&self, rows: &[f64], r: usize) -> (Vec<f64>, usize) {
+        let coords = self.coordinates(rows, r);
+        let factors = self.powers(-0.5);
+        let k = factors.len();
+        let scaled = coords.iter().enumerate().map(|(j, c)| c * factors[j % k]);
+        match &self.basis {
+            Basis::LowRank { rest, .. } => {
+                let scaled: Vec<f64> = scaled.collect();
+                let rest = rest.powf(-0.5);
+                let complement = self.complement(rows, &coords, r);
+                let n = self.dim;
+                let w = (0..r)
+                    .flat_map(|i| {
+                        scaled[i * k..(i + 1) * k]
+                            .iter()
+                            .copied()
+                            .chain(complement[i * n..(i + 1) * n].iter().map(|x| x * rest))
+                            .collect::<Vec<f64>>()
+                    })
+                    .collect();
+                (w, k + n)
+            }
+            _ => (scaled.collect(), self.dim),
+        }
     }
 
     /// `log det P` of the block.
