@@ -686,3 +686,71 @@ fn posteriors_round_trip_through_safetensors_and_fits_are_deterministic() {
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
     }
 }
+
+#[test]
+fn a_subnetwork_of_largest_variance_weights_is_the_dense_block_over_them() {
+    let (obj, params, data) = classification();
+    let opts = options(
+        Structure::Full,
+        Subset::LargestVariance(7),
+        Likelihood::Classification,
+    );
+    let la = fit(&obj, &params, &data, &opts).unwrap();
+    assert_eq!(la.dim(), 7);
+    // The chosen weights are the 7 largest marginal variances of a diagonal Laplace.
+    let diag = fit(
+        &obj,
+        &params,
+        &data,
+        &options(Structure::Diag, Subset::All, Likelihood::Classification),
+    )
+    .unwrap();
+    let variances = diag.posterior().unwrap().covariance_diagonal();
+    let mut sorted = variances.clone();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let mut offset = 0;
+    let mut picked = Vec::new();
+    for (name, shape) in diag.names.iter().zip(&diag.shapes) {
+        if let Some(k) = la.names.iter().position(|n| n == name) {
+            let before: usize = la.shapes[..k]
+                .iter()
+                .map(|s| s.iter().product::<usize>())
+                .sum();
+            let n: usize = la.shapes[k].iter().product();
+            picked.extend(
+                la.mask
+                    .as_ref()
+                    .unwrap()
+                    .iter()
+                    .filter(|&&i| i >= before && i < before + n)
+                    .map(|i| variances[offset + i - before]),
+            );
+        }
+        offset += shape.iter().product::<usize>();
+    }
+    picked.sort_by(|a, b| b.total_cmp(a));
+    assert_eq!(picked, sorted[..7]);
+    // Its precision is the dense GGN block over those weights plus the prior,
+    // and its GLM variance J Σ Jᵀ over them.
+    let want = plus_prior(&dense_ggn(&obj, &params, &la, &data), &la);
+    let posterior = la.posterior().unwrap();
+    assert_close(&posterior.dense_precision(), &want, 1e-7, "subnetwork");
+    let (_, f_var) = glm_moments(&obj, &params, &la, &posterior, &data, 5).unwrap();
+    let (_, sigma) = log_det_and_inverse(&want, 7);
+    let jac = fd_jacobian(&obj, &params, &la, &data);
+    let n = 3 * 3 * 2;
+    let direct: Vec<f64> = (0..n)
+        .map(|k| {
+            let (s, a, b) = (k / 9, (k / 3) % 3, k % 3);
+            let (ja, jb) = (&jac[(s * 3 + a) * 7..][..7], &jac[(s * 3 + b) * 7..][..7]);
+            (0..7)
+                .map(|i| ja[i] * (0..7).map(|j| sigma[i * 7 + j] * jb[j]).sum::<f64>())
+                .sum()
+        })
+        .collect();
+    assert_close(&f_var[..n], &direct, 1e-7, "subnetwork GLM variance");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub.safetensors");
+    save(&la, &path).unwrap();
+    assert_eq!(load(&path).unwrap(), la);
+}

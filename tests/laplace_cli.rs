@@ -192,6 +192,14 @@ fn bad_input_is_refused_in_one_line() {
         (&["--predictive", "nn:0"], "--predictive 'nn:0'"),
         (&["--prior-shape", "diagonal"], "--prior-shape diagonal"),
         (&["--curvature", "ef"], "--curvature ef"),
+        (
+            &["--subset", "subnetwork:variance:5"],
+            "takes --structure full",
+        ),
+        (
+            &["--subset", "subnetwork:variance:0"],
+            "--subset 'subnetwork:variance:0'",
+        ),
     ];
     for (extra, needle) in cases {
         assert_bad_input(&laplace(&out, extra), needle, &out);

@@ -42,7 +42,7 @@ pub struct LaplaceArgs {
     /// Held-out data for --prior-precision optimize:cv.
     #[arg(long)]
     val_data: Option<String>,
-    /// Weights covered: all, last-layer or subnetwork:PATTERN (`*` any run, e.g. subnetwork:2.*).
+    /// Weights covered: all, last-layer, subnetwork:PATTERN (`*` any run, e.g. subnetwork:2.*) or subnetwork:variance:K (the K weights of largest diagonal-Laplace variance; --structure full).
     #[arg(long, default_value = "all")]
     subset: String,
     /// Posterior structure: full, kron, diag or lowrank:K.

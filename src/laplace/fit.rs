@@ -90,20 +90,15 @@ pub fn fit(
         return Err(Error::Invalid(DIAGONAL_PRIOR_REFUSED.into()));
     }
     objective.check_targets(&data.y)?;
-    let names = opts.subset.resolve(&objective.network)?;
-    let infos: Vec<_> = names
-        .iter()
-        .map(|n| {
-            objective
-                .network
-                .params()
-                .iter()
-                .find(|p| &p.name == n)
-                .expect("resolved names are the network's")
-        })
-        .collect();
-    let shapes: Vec<Vec<usize>> = infos.iter().map(|p| p.shape.clone()).collect();
-    let sizes: Vec<usize> = shapes.iter().map(|s| s.iter().product()).collect();
+    let Selection {
+        names,
+        shapes,
+        mask,
+    } = select(objective, params, data, opts)?;
+    let sizes: Vec<usize> = match &mask {
+        Some(m) => counts_per_tensor(m, &shapes),
+        None => shapes.iter().map(|s| s.iter().product()).collect(),
+    };
     let dim: usize = sizes.iter().sum();
     ensure_structure_fits(opts.structure, &shapes, dim)?;
     let prior = Prior::uniform(opts.prior_shape, opts.prior_precision, &sizes)?;
@@ -142,7 +137,11 @@ pub fn fit(
                     }
                 }
                 _ => {
-                    let matrix = symmetrized(&op.to_dense()?, dim, to_sum);
+                    let dense = match &mask {
+                        Some(m) => masked_dense(&op, m)?,
+                        None => op.to_dense()?,
+                    };
+                    let matrix = symmetrized(&dense, dim, to_sum);
                     let eigen = Eigen::of(&matrix, dim)?;
                     CurvatureBlock::Dense { matrix, eigen }
                 }
@@ -172,7 +171,11 @@ pub fn fit(
         }
         Structure::Kron => kron_blocks(&pass, opts.likelihood, &names, &shapes, factor)?,
     };
-    let mean = subset_values(params, &names)?;
+    let all = subset_values(params, &names)?;
+    let mean = match &mask {
+        Some(m) => m.iter().map(|&i| all[i]).collect(),
+        None => all,
+    };
     Ok(Laplace {
         likelihood: opts.likelihood,
         structure: opts.structure,
@@ -185,7 +188,137 @@ pub fn fit(
         n_outputs: objective.network.output_shape()[0],
         prior,
         sigma: opts.sigma,
+        mask,
     })
+}
+
+/// The covered parameter tensors and, for a subnetwork of single weights,
+/// which of their weights (indices into their concatenation, ascending).
+struct Selection {
+    names: Vec<String>,
+    shapes: Vec<Vec<usize>>,
+    mask: Option<Vec<usize>>,
+}
+
+/// Resolves the subset; for [`Subset::LargestVariance`] by a diagonal
+/// Laplace approximation over every weight at the same prior, keeping the
+/// weights of largest marginal variance (Daxberger et al. 2021, "Bayesian
+/// deep learning via subnetwork inference", §4), and then only the tensors
+/// holding them.
+fn select(
+    objective: &Objective,
+    params: &ParamStore,
+    data: &Dataset,
+    opts: &FitOptions,
+) -> Result<Selection, Error> {
+    let shapes_of = |names: &[String]| -> Vec<Vec<usize>> {
+        let all = objective.network.params();
+        names
+            .iter()
+            .map(|n| {
+                all.iter()
+                    .find(|p| &p.name == n)
+                    .expect("the network's names")
+                    .shape
+                    .clone()
+            })
+            .collect()
+    };
+    let Subset::LargestVariance(k) = opts.subset else {
+        let names = opts.subset.resolve(&objective.network)?;
+        return Ok(Selection {
+            shapes: shapes_of(&names),
+            names,
+            mask: None,
+        });
+    };
+    if opts.structure != Structure::Full {
+        return Err(Error::Invalid(format!(
+            "--subset {}: a subnetwork of single weights takes --structure full",
+            opts.subset
+        )));
+    }
+    let diag = fit(
+        objective,
+        params,
+        data,
+        &FitOptions {
+            subset: Subset::All,
+            structure: Structure::Diag,
+            prior_shape: PriorShape::Scalar,
+            ..opts.clone()
+        },
+    )?;
+    let variances = diag.posterior()?.covariance_diagonal();
+    if k > variances.len() {
+        return Err(Error::Invalid(format!(
+            "--subset {}: the model has {} weights",
+            opts.subset,
+            variances.len()
+        )));
+    }
+    // The k largest, ties to the lower index; then in order.
+    let mut order: Vec<usize> = (0..variances.len()).collect();
+    order.sort_by(|&a, &b| variances[b].total_cmp(&variances[a]).then(a.cmp(&b)));
+    let mut chosen = order[..k].to_vec();
+    chosen.sort_unstable();
+    // Keep the tensors holding a chosen weight, and renumber within them.
+    let (mut names, mut shapes, mut mask) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut start, mut kept) = (0, 0);
+    for (name, shape) in diag.names.iter().zip(&diag.shapes) {
+        let n: usize = shape.iter().product();
+        let inside: Vec<usize> = chosen
+            .iter()
+            .filter(|&&i| i >= start && i < start + n)
+            .map(|i| i - start + kept)
+            .collect();
+        if !inside.is_empty() {
+            names.push(name.clone());
+            shapes.push(shape.clone());
+            mask.extend(inside);
+            kept += n;
+        }
+        start += n;
+    }
+    Ok(Selection {
+        names,
+        shapes,
+        mask: Some(mask),
+    })
+}
+
+/// How many of the `mask`'s weights fall in each tensor of `shapes`.
+pub(crate) fn counts_per_tensor(mask: &[usize], shapes: &[Vec<usize>]) -> Vec<usize> {
+    let mut start = 0;
+    shapes
+        .iter()
+        .map(|s| {
+            let n: usize = s.iter().product();
+            let count = mask
+                .iter()
+                .filter(|&&i| i >= start && i < start + n)
+                .count();
+            start += n;
+            count
+        })
+        .collect()
+}
+
+/// The operator's dense matrix restricted to the rows and columns of
+/// `mask`, from one product per masked column.
+fn masked_dense(op: &CurvatureOperator, mask: &[usize]) -> Result<Vec<f64>, Error> {
+    let k = mask.len();
+    let mut m = vec![0.0; k * k];
+    let mut e = vec![0.0; op.dim()];
+    for (j, &col) in mask.iter().enumerate() {
+        e[col] = 1.0;
+        let column = op.apply(&e)?;
+        e[col] = 0.0;
+        for (i, &row) in mask.iter().enumerate() {
+            m[i * k + j] = column[row];
+        }
+    }
+    Ok(m)
 }
 
 /// `scale · (M + Mᵀ)/2` of the row-major `n × n` matrix `m`: an operator's

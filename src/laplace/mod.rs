@@ -74,6 +74,10 @@ pub struct Laplace {
     pub prior: Prior,
     /// The observation noise (regression; 1 for classification).
     pub sigma: f64,
+    /// For a subnetwork of single weights: which weights of the covered
+    /// tensors (indices into their concatenation, ascending); `mean` and the
+    /// curvature are over these alone.
+    pub mask: Option<Vec<usize>>,
 }
 
 /// The posterior precision of a [`Laplace`] at its hyperparameters,
@@ -89,9 +93,27 @@ impl Laplace {
         self.blocks.iter().map(CurvatureBlock::dim).sum()
     }
 
-    /// The sizes of the covered parameter tensors.
-    pub fn sizes(&self) -> Vec<usize> {
-        self.shapes.iter().map(|s| s.iter().product()).collect()
+    /// The covered weights of the tensors' concatenation `all`: the mask's,
+    /// or all of them.
+    pub fn gather(&self, all: &[f64]) -> Vec<f64> {
+        match &self.mask {
+            Some(m) => m.iter().map(|&i| all[i]).collect(),
+            None => all.to_vec(),
+        }
+    }
+
+    /// `rows` of the tensors' concatenation restricted to the covered
+    /// columns (row-major `r × dim` from `r × Σ sizes`).
+    pub fn gather_columns(&self, rows: &[f64], r: usize) -> Vec<f64> {
+        match &self.mask {
+            Some(_) => {
+                let width = rows.len() / r.max(1);
+                (0..r)
+                    .flat_map(|i| self.gather(&rows[i * width..(i + 1) * width]))
+                    .collect()
+            }
+            None => rows.to_vec(),
+        }
     }
 
     /// The posterior precision at the current prior precision and σ.

@@ -197,6 +197,7 @@ pub fn glm_moments(
             Entry::Vacant(e) => e.insert(JacobianProgram::compile(objective, n, &la.names)?),
         };
         let (out, jac) = program.run(params, &x)?;
+        let jac = la.gather_columns(&jac, n * c);
         let (w, width) = posterior.whiten(&jac, n * c);
         f_var.extend(contract(
             "ncp,ndp->ncd",
@@ -262,23 +263,28 @@ pub fn outputs(
     Ok(out)
 }
 
-/// `params` with the covered weights set to the flat `values`.
+/// `params` with the covered weights set to the flat `values` (the rest
+/// of a masked subnetwork's tensors as in `params`).
 pub fn with_weights(
     params: &ParamStore,
     la: &Laplace,
     values: &[f64],
 ) -> Result<ParamStore, Error> {
+    let mut all = super::fit::subset_values(params, &la.names)?;
+    match &la.mask {
+        Some(m) => m.iter().zip(values).for_each(|(&i, v)| all[i] = *v),
+        None => all.copy_from_slice(values),
+    }
     let mut out = params.clone();
     let mut at = 0;
     for (name, shape) in la.names.iter().zip(&la.shapes) {
         let n: usize = shape.iter().product();
         let dtype = params
             .get(name)
-            .ok_or_else(|| Error::Invalid(format!("the weights have no parameter '{name}'")))?
-            .dtype();
+            .map_or(secondo_tensor::DType::F64, Tensor::dtype);
         out.insert(
             name,
-            Tensor::from_f64(shape.clone(), &values[at..at + n], dtype).expect("sizes match"),
+            Tensor::from_f64(shape.clone(), &all[at..at + n], dtype).expect("sizes match"),
         );
         at += n;
     }

@@ -19,6 +19,10 @@ pub fn save(la: &Laplace, path: &Path) -> Result<(), Error> {
         ("prior_precision".into(), vector(&la.prior.values)),
         ("sigma".into(), vector(&[la.sigma])),
     ];
+    if let Some(mask) = &la.mask {
+        let indices: Vec<f64> = mask.iter().map(|&i| i as f64).collect();
+        tensors.push(("mask".into(), vector(&indices)));
+    }
     let mut kinds = Vec::new();
     for (k, block) in la.blocks.iter().enumerate() {
         let mut parts: Vec<(&str, &[f64])> = Vec::new();
@@ -135,7 +139,13 @@ pub fn load(path: &Path) -> Result<Laplace, Error> {
         "Diagonal" => PriorShape::Diagonal,
         _ => return Err(bad("prior_shape")),
     };
-    let sizes: Vec<usize> = shapes.iter().map(|s| s.iter().product()).collect();
+    let mask: Option<Vec<usize>> = tensors
+        .get("mask")
+        .map(|t| t.to_f64_vec().iter().map(|&i| i as usize).collect());
+    let sizes: Vec<usize> = match &mask {
+        Some(m) => super::fit::counts_per_tensor(m, &shapes),
+        None => shapes.iter().map(|s| s.iter().product()).collect(),
+    };
     let count = |key: &str| field(key)?.parse::<usize>().map_err(|_| bad(key));
     Ok(Laplace {
         likelihood: field("likelihood")?.parse()?,
@@ -149,5 +159,6 @@ pub fn load(path: &Path) -> Result<Laplace, Error> {
         n_outputs: count("n_outputs")?,
         prior: Prior::new(prior_shape, values("prior_precision")?, &sizes)?,
         sigma: values("sigma")?[0],
+        mask,
     })
 }

@@ -28,6 +28,9 @@ pub enum Subset {
     /// The parameters whose names match a pattern where `*` stands for any
     /// run of characters (e.g. `2.*`, `*.bias`).
     Pattern(String),
+    /// The `K` single weights of largest marginal variance under a diagonal
+    /// Laplace approximation (`subnetwork:variance:K`).
+    LargestVariance(usize),
 }
 
 impl FromStr for Subset {
@@ -37,9 +40,18 @@ impl FromStr for Subset {
             "all" => Ok(Subset::All),
             "last-layer" => Ok(Subset::LastLayer),
             _ => match s.strip_prefix("subnetwork:") {
+                Some(p) if p.starts_with("variance:") => {
+                    match p["variance:".len()..].parse::<usize>() {
+                        Ok(k) if k > 0 => Ok(Subset::LargestVariance(k)),
+                        _ => Err(Error::Invalid(format!(
+                            "--subset '{s}': expected subnetwork:variance:K with K ≥ 1"
+                        ))),
+                    }
+                }
                 Some(p) if !p.is_empty() => Ok(Subset::Pattern(p.to_string())),
                 _ => Err(Error::Invalid(format!(
-                    "--subset '{s}': expected all, last-layer or subnetwork:PATTERN"
+                    "--subset '{s}': expected all, last-layer, subnetwork:PATTERN or \
+                     subnetwork:variance:K"
                 ))),
             },
         }
@@ -52,12 +64,14 @@ impl fmt::Display for Subset {
             Subset::All => f.write_str("all"),
             Subset::LastLayer => f.write_str("last-layer"),
             Subset::Pattern(p) => write!(f, "subnetwork:{p}"),
+            Subset::LargestVariance(k) => write!(f, "subnetwork:variance:{k}"),
         }
     }
 }
 
 impl Subset {
-    /// The selected parameters' names, in the network's order.
+    /// The selected parameters' names, in the network's order (every
+    /// parameter for [`Subset::LargestVariance`], whose weights the fit picks).
     ///
     /// ```
     /// use secondo::laplace::Subset;
@@ -70,7 +84,9 @@ impl Subset {
     pub fn resolve(&self, network: &Network) -> Result<Vec<String>, Error> {
         let names: Vec<&str> = network.params().iter().map(|p| p.name.as_str()).collect();
         let chosen: Vec<String> = match self {
-            Subset::All => names.iter().map(|n| n.to_string()).collect(),
+            Subset::All | Subset::LargestVariance(_) => {
+                names.iter().map(|n| n.to_string()).collect()
+            }
             Subset::LastLayer => {
                 let layer = names.last().map(|n| layer_of(n)).unwrap_or_default();
                 names
