@@ -16,11 +16,24 @@ pub(crate) fn contract(
     b: &[f64],
     b_shape: &[usize],
 ) -> Vec<f64> {
-    let a = Tensor::from_vec(a_shape.to_vec(), a.to_vec()).expect("shape matches values");
-    let b = Tensor::from_vec(b_shape.to_vec(), b.to_vec()).expect("shape matches values");
-    einsum(spec, &[&a, &b])
-        .expect("consistent contraction")
-        .to_f64_vec()
+    contract_owned(spec, a.to_vec(), a_shape, b.to_vec(), b_shape)
+}
+
+/// [`contract`] of operands it may keep (no copy into the tensors).
+pub(crate) fn contract_owned(
+    spec: &str,
+    a: Vec<f64>,
+    a_shape: &[usize],
+    b: Vec<f64>,
+    b_shape: &[usize],
+) -> Vec<f64> {
+    let a = Tensor::from_vec(a_shape.to_vec(), a).expect("shape matches values");
+    let b = Tensor::from_vec(b_shape.to_vec(), b).expect("shape matches values");
+    let out = einsum(spec, &[&a, &b]).expect("consistent contraction");
+    match out.as_slice::<f64>() {
+        Some(values) => values.to_vec(),
+        None => out.to_f64_vec(),
+    }
 }
 
 /// Eigenvalues (ascending) and eigenvectors as the rows of an `n × n`

@@ -103,8 +103,9 @@ impl Laplace {
     }
 
     /// `rows` of the tensors' concatenation restricted to the covered
-    /// columns (row-major `r × dim` from `r × Σ sizes`).
-    pub fn gather_columns(&self, rows: &[f64], r: usize) -> Vec<f64> {
+    /// columns (row-major `r × dim` from `r × Σ sizes`; `rows` itself
+    /// without a mask).
+    pub fn gather_columns(&self, rows: Vec<f64>, r: usize) -> Vec<f64> {
         match &self.mask {
             Some(_) => {
                 let width = rows.len() / r.max(1);
@@ -112,7 +113,7 @@ impl Laplace {
                     .flat_map(|i| self.gather(&rows[i * width..(i + 1) * width]))
                     .collect()
             }
-            None => rows.to_vec(),
+            None => rows,
         }
     }
 

@@ -19,7 +19,7 @@ use secondo_data::Dataset;
 use secondo_nn::ParamStore;
 use secondo_tensor::Tensor;
 
-use super::dense::{contract, eigen_rows};
+use super::dense::eigen_rows;
 use super::{JacobianProgram, Laplace, Likelihood, Posterior};
 use crate::Error;
 
@@ -170,6 +170,46 @@ pub fn standard_normal(rng: &mut ChaCha8Rng, count: usize) -> Vec<f64> {
         .collect()
 }
 
+/// `W_n W_nᵀ` (`C × C`) for each sample of `w` (`[n, C, width]`): one
+/// sample per task, so the sums do not depend on the thread count.
+fn gram_per_sample(w: &[f64], c: usize, width: usize) -> Vec<f64> {
+    use rayon::prelude::*;
+    let mut out = vec![0.0; w.len() / width.max(1) * c];
+    out.par_chunks_mut(c * c)
+        .zip(w.par_chunks(c * width))
+        .for_each(|(g, rows)| {
+            for a in 0..c {
+                for b in 0..=a {
+                    let ra = &rows[a * width..(a + 1) * width];
+                    let rb = &rows[b * width..(b + 1) * width];
+                    let dot = dot(ra, rb);
+                    g[a * c + b] = dot;
+                    g[b * c + a] = dot;
+                }
+            }
+        });
+    out
+}
+
+/// `x · y` with eight running sums (which the compiler vectorizes; one
+/// running sum it may not reorder), added in a fixed order.
+fn dot(x: &[f64], y: &[f64]) -> f64 {
+    let mut lanes = [0.0; 8];
+    let (xs, ys) = (x.chunks_exact(8), y.chunks_exact(8));
+    let tail: f64 = xs
+        .remainder()
+        .iter()
+        .zip(ys.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    for (a, b) in xs.zip(ys) {
+        for k in 0..8 {
+            lanes[k] += a[k] * b[k];
+        }
+    }
+    lanes.iter().sum::<f64>() + tail
+}
+
 /// Most numbers one batch's Jacobians may hold (2²², 32 MiB in f64): the
 /// batches of [`glm_moments`] shrink to fit it.
 const JACOBIAN_BUDGET: usize = 1 << 22;
@@ -197,15 +237,9 @@ pub fn glm_moments(
             Entry::Vacant(e) => e.insert(JacobianProgram::compile(objective, n, &la.names)?),
         };
         let (out, jac) = program.run(params, &x)?;
-        let jac = la.gather_columns(&jac, n * c);
+        let jac = la.gather_columns(jac, n * c);
         let (w, width) = posterior.whiten(&jac, n * c);
-        f_var.extend(contract(
-            "ncp,ndp->ncd",
-            &w,
-            &[n, c, width],
-            &w,
-            &[n, c, width],
-        ));
+        f_var.extend(gram_per_sample(&w, c, width));
         f_mu.extend(out);
     }
     Ok((f_mu, f_var))

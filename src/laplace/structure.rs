@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
-use super::dense::{contract, eigen_rows};
+use super::dense::{contract, contract_owned, eigen_rows};
 use crate::Error;
 
 /// Which structure the curvature is kept in (`--structure`).
@@ -243,7 +243,7 @@ impl PrecisionBlock<'_> {
             Basis::Kron { out, input, shape } => {
                 let (o, i) = *shape;
                 let left = contract("ab,rbc->rac", out, &[o, o], rows, &[r, o, i]);
-                contract("rac,dc->rad", &left, &[r, o, i], input, &[i, i])
+                contract_owned("rac,dc->rad", left, &[r, o, i], input.to_vec(), &[i, i])
             }
             Basis::LowRank { rows: v, .. } => {
                 let k = self.mu.len();
@@ -261,7 +261,7 @@ impl PrecisionBlock<'_> {
             Basis::Kron { out, input, shape } => {
                 let (o, i) = *shape;
                 let left = contract("ba,rbc->rac", out, &[o, o], coords, &[r, o, i]);
-                contract("rac,cd->rad", &left, &[r, o, i], input, &[i, i])
+                contract_owned("rac,cd->rad", left, &[r, o, i], input.to_vec(), &[i, i])
             }
             Basis::LowRank { rows: v, .. } => {
                 let k = self.mu.len();
