@@ -84,11 +84,22 @@ fn classification_writes_posterior_predictions_metrics_and_a_reliability_diagram
     let auroc = summary["ood_auroc"]["laplace"].as_f64().unwrap();
     assert!((0.3..0.7).contains(&auroc), "{auroc}");
     assert!(!a.join("band.svg").exists());
+    assert!(!a.join("samples.safetensors").exists());
 
     // The saved posterior applied by `predict` to all digits, and `laplace`
     // predicting on all digits, agree to the byte.
     let whole = dir.path().join("whole");
-    let o = laplace(&whole, &["--structure", "kron", "--prior-precision", "3"]);
+    let o = laplace(
+        &whole,
+        &[
+            "--structure",
+            "kron",
+            "--prior-precision",
+            "3",
+            "--samples",
+            "4",
+        ],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let p = dir.path().join("p.safetensors");
     let posterior = whole.join("laplace.safetensors");
@@ -108,6 +119,9 @@ fn classification_writes_posterior_predictions_metrics_and_a_reliability_diagram
         std::fs::read(&p).unwrap(),
         std::fs::read(whole.join("predictions.safetensors")).unwrap()
     );
+    // Four draws of the 650 weights, around the MAP.
+    let samples = secondo_nn::read_safetensors(&whole.join("samples.safetensors")).unwrap();
+    assert_eq!(samples["samples"].shape(), &[4, 650]);
 }
 
 #[test]

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use secondo::laplace::marglik::{grid, grid_search, optimize_marglik, MarglikOptions};
 use secondo::laplace::metrics;
-use secondo::laplace::predictive::{predict, Predictions, Predictive};
+use secondo::laplace::predictive::{predict, sample_weights, Predictions, Predictive};
 use secondo::laplace::{fit, load, save, FitOptions, Laplace, Likelihood, PriorShape};
 use secondo::output::{Input, Output};
 use secondo::plot::{Chart, Layer};
@@ -24,6 +24,7 @@ const PREDICTIONS: &str = "predictions.safetensors";
 const JSON: &str = "laplace.json";
 const RELIABILITY: &str = "reliability.svg";
 const BAND: &str = "band.svg";
+const SAMPLES: &str = "samples.safetensors";
 
 #[derive(Debug, Args)]
 pub struct LaplaceArgs {
@@ -69,6 +70,9 @@ pub struct LaplaceArgs {
     /// Adam steps of optimize:marglik.
     #[arg(long, default_value_t = 100, value_parser = at_least_one)]
     marglik_steps: usize,
+    /// Also write S draws of the covered weights from the posterior to DIR/samples.safetensors.
+    #[arg(long, value_parser = at_least_one)]
+    samples: Option<usize>,
     /// Samples per batch when passing over the data.
     #[arg(long, default_value_t = 256, value_parser = at_least_one)]
     batch: usize,
@@ -192,12 +196,9 @@ pub fn run(a: LaplaceArgs) -> anyhow::Result<()> {
         Likelihood::Classification => RELIABILITY,
         Likelihood::Regression => BAND,
     };
-    let out = Output::dir(
-        &a.out,
-        &[POSTERIOR, PREDICTIONS, JSON, chart],
-        "--out",
-        &inputs,
-    )?;
+    let mut files = vec![POSTERIOR, PREDICTIONS, JSON, chart];
+    files.extend(a.samples.map(|_| SAMPLES));
+    let out = Output::dir(&a.out, &files, "--out", &inputs)?;
     let (data, objective, params) = a.common.load()?;
     parsed
         .fit
@@ -281,6 +282,11 @@ pub fn run(a: LaplaceArgs) -> anyhow::Result<()> {
     let staged = out.stage()?;
     save(&la, &staged.path(POSTERIOR))?;
     write_predictions(&predictions, &staged.path(PREDICTIONS))?;
+    if let Some(draws) = a.samples {
+        let theta = sample_weights(&la, &la.posterior()?, draws, seed);
+        let t = Tensor::from_vec(vec![draws, la.dim()], theta)?;
+        secondo_nn::write_safetensors(&staged.path(SAMPLES), [("samples", &t)], &HashMap::new())?;
+    }
     let summary = serde_json::json!({
         "model": a.common.model,
         "data": train.name,
@@ -490,24 +496,19 @@ fn band_svg(p: &Predictions, data: &Dataset) -> String {
         color: "#555555",
         label: Some("data"),
     });
-    chart.layers.push(Layer::Line {
-        x: &x,
-        y: &low,
-        color: "#9ecae1",
-        label: None,
-    });
-    chart.layers.push(Layer::Line {
-        x: &x,
-        y: &high,
-        color: "#9ecae1",
-        label: Some("± 2 sd"),
-    });
-    chart.layers.push(Layer::Line {
-        x: &x,
-        y: &mean,
-        color: "#1f77b4",
-        label: Some("mean"),
-    });
+    let lines = [
+        (&low, "#9ecae1", None),
+        (&high, "#9ecae1", Some("± 2 sd")),
+        (&mean, "#1f77b4", Some("mean")),
+    ];
+    for (y, color, label) in lines {
+        chart.layers.push(Layer::Line {
+            x: &x,
+            y,
+            color,
+            label,
+        });
+    }
     chart.to_svg()
 }
 

@@ -236,36 +236,34 @@ pub struct PrecisionBlock<'a> {
 impl PrecisionBlock<'_> {
     /// The coordinates of `r` rows (each of the block's dimension) in the basis.
     fn coordinates(&self, rows: &[f64], r: usize) -> Vec<f64> {
-        let n = self.dim;
-        match &self.basis {
-            Basis::Standard => rows.to_vec(),
-            Basis::Dense(q) => contract("rj,kj->rk", rows, &[r, n], q, &[n, n]),
-            Basis::Kron { out, input, shape } => {
-                let (o, i) = *shape;
-                let left = contract("ab,rbc->rac", out, &[o, o], rows, &[r, o, i]);
-                contract_owned("rac,dc->rad", left, &[r, o, i], input.to_vec(), &[i, i])
-            }
-            Basis::LowRank { rows: v, .. } => {
-                let k = self.mu.len();
-                contract("rj,kj->rk", rows, &[r, n], v, &[k, n])
-            }
-        }
+        self.change_basis(rows, r, true)
     }
 
     /// The rows whose coordinates are `coords` (the transpose of [`Self::coordinates`]).
     fn combine(&self, coords: &[f64], r: usize) -> Vec<f64> {
+        self.change_basis(coords, r, false)
+    }
+
+    /// `r` row vectors times the basis matrix `Q` (one basis vector per
+    /// row): into coordinates `v Qᵀ` when `into`, else back, `v Q`.
+    fn change_basis(&self, v: &[f64], r: usize, into: bool) -> Vec<f64> {
         let n = self.dim;
+        let (dense, left, right) = match into {
+            true => ("rj,kj->rk", "ab,rbc->rac", "rac,dc->rad"),
+            false => ("rk,kj->rj", "ba,rbc->rac", "rac,cd->rad"),
+        };
         match &self.basis {
-            Basis::Standard => coords.to_vec(),
-            Basis::Dense(q) => contract("rk,kj->rj", coords, &[r, n], q, &[n, n]),
+            Basis::Standard => v.to_vec(),
+            Basis::Dense(q) => contract(dense, v, &[r, n], q, &[n, n]),
             Basis::Kron { out, input, shape } => {
                 let (o, i) = *shape;
-                let left = contract("ba,rbc->rac", out, &[o, o], coords, &[r, o, i]);
-                contract_owned("rac,cd->rad", left, &[r, o, i], input.to_vec(), &[i, i])
+                let half = contract(left, out, &[o, o], v, &[r, o, i]);
+                contract_owned(right, half, &[r, o, i], input.to_vec(), &[i, i])
             }
-            Basis::LowRank { rows: v, .. } => {
+            Basis::LowRank { rows: q, .. } => {
                 let k = self.mu.len();
-                contract("rk,kj->rj", coords, &[r, k], v, &[k, n])
+                let width = if into { n } else { k };
+                contract(dense, v, &[r, width], q, &[k, n])
             }
         }
     }
