@@ -45,8 +45,23 @@ fn classification_writes_posterior_predictions_metrics_and_a_reliability_diagram
         "--test-fraction",
         "0.2",
     ];
-    for out in [&a, &b] {
-        let o = laplace(out, &extra);
+    // The same bytes on one thread as on all of them.
+    for (out, threads) in [(&a, None), (&b, Some("1"))] {
+        let mut args = vec![
+            "laplace",
+            "--model",
+            MODEL,
+            "--data",
+            "digits",
+            "--out",
+            s(out),
+        ];
+        args.extend_from_slice(&extra);
+        let env: Vec<(&str, &str)> = threads
+            .map(|t| ("RAYON_NUM_THREADS", t))
+            .into_iter()
+            .collect();
+        let o = secondo_with(&args, &env);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     for name in [

@@ -53,14 +53,13 @@ impl JacobianProgram {
         );
         let mut per_unit = b.vmap(&rows, &[u], &[units], c)?;
         per_unit.push(f1);
-        let mut stacked = vec![n];
-        stacked.extend_from_slice(&one);
-        let xs = b.input(INPUT, &{
-            let mut s = vec![n];
-            s.extend_from_slice(net.input_shape());
-            s
-        });
-        let per_sample = b.vmap(&per_unit, &[x1], &[xs.reshape(&stacked)], n)?;
+        // The batch [n, ...] as n single samples [n, 1, ...].
+        let batch: Vec<usize> = std::iter::once(n)
+            .chain(net.input_shape().iter().copied())
+            .collect();
+        let stacked: Vec<usize> = std::iter::once(n).chain(one.iter().copied()).collect();
+        let xs = b.input(INPUT, &batch).reshape(&stacked);
+        let per_sample = b.vmap(&per_unit, &[x1], &[xs], n)?;
         let ids: Vec<usize> = per_sample.iter().map(|v| v.id()).collect();
         let exe = Executable::compile(&b.finish()?, &ids)?;
         Ok(JacobianProgram { exe, n, outputs: c })
