@@ -754,3 +754,40 @@ fn a_subnetwork_of_largest_variance_weights_is_the_dense_block_over_them() {
     save(&la, &path).unwrap();
     assert_eq!(load(&path).unwrap(), la);
 }
+
+#[test]
+fn grid_search_keeps_the_prior_of_least_held_out_nll() {
+    use secondo::laplace::marglik::{grid, grid_search};
+    let (obj, params, data) = classification();
+    let (train, val) = data.split(0.25, 0).unwrap();
+    let mut la = fit(
+        &obj,
+        &params,
+        &train,
+        &options(Structure::Kron, Subset::All, Likelihood::Classification),
+    )
+    .unwrap();
+    let Targets::Classes { labels, .. } = &val.y else {
+        unreachable!()
+    };
+    let labels: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
+    let nll = |la: &Laplace| {
+        let p = predict(
+            &obj,
+            &params,
+            la,
+            &val,
+            Predictive::Glm(secondo::laplace::predictive::Link::Probit),
+            0,
+            8,
+        )?;
+        Ok(metrics::nll(&p.mean, &labels, 3))
+    };
+    let (best, best_nll) = grid_search(&mut la, &grid(), nll).unwrap();
+    assert_eq!(la.prior.values, vec![best]);
+    for c in grid() {
+        let mut other = la.clone();
+        other.prior = other.prior.with_values(vec![c]).unwrap();
+        assert!(best_nll <= nll(&other).unwrap(), "{best} beaten by {c}");
+    }
+}
