@@ -19,6 +19,7 @@ pub mod allocator;
 pub mod bench;
 mod error;
 pub mod interrupt;
+pub mod laplace;
 pub mod monitor;
 pub mod output;
 pub mod plot;

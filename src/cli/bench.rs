@@ -142,6 +142,10 @@ pub struct BenchArgs {
     /// rows (e.g. `economy/1,alpha/1`).
     #[arg(long)]
     monitor: bool,
+    /// Time Laplace approximations (fit, marginal-likelihood optimization,
+    /// prediction) beside laplace-torch when installed.
+    #[arg(long)]
+    laplace: bool,
 }
 
 /// Every row `bench` can time, in the order it prints them.
@@ -188,6 +192,11 @@ impl BenchArgs {
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
+    if a.laplace {
+        let python = a.python.clone().unwrap_or_else(default_python);
+        let repeats = (a.repeats / 40).max(3);
+        return super::bench_laplace::run(repeats, (!a.no_torch).then_some(python.as_path()));
+    }
     if !a.monitor {
         a.check_rows()?;
     }

@@ -1,9 +1,11 @@
 //! Argument parsing and the subcommands.
 
 mod bench;
+mod bench_laplace;
 mod bench_monitor;
 mod common;
 pub mod guard;
+mod laplace;
 mod quantities;
 mod report;
 mod second_order;
@@ -30,6 +32,10 @@ enum Command {
     Spectrum(spectrum::SpectrumArgs),
     /// Benchmark quantities and products against our gradient step, their FLOPs at the GEMM peak, and PyTorch when installed.
     Bench(bench::BenchArgs),
+    /// Fit a Laplace approximation (posterior over weights, marginal likelihood, calibrated predictive) to trained weights.
+    Laplace(laplace::LaplaceArgs),
+    /// Apply a saved Laplace posterior (from `laplace`) to new data.
+    Predict(laplace::PredictArgs),
     /// Re-render a monitored run's dashboard DIR/report.html from DIR/instruments.jsonl.
     Report(report::ReportArgs),
 }
@@ -42,6 +48,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Spectrum(a)) => spectrum::run(a),
         Some(Command::Bench(a)) => bench::run(a),
         Some(Command::Report(a)) => report::run(a),
+        Some(Command::Laplace(a)) => laplace::run(a),
+        Some(Command::Predict(a)) => laplace::run_predict(a),
         None => run(Cli::parse_from(["secondo", "train"])),
     }
 }

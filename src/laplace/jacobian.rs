@@ -1,0 +1,92 @@
+//! Per-sample Jacobians of the network outputs with respect to the covered
+//! weights, `J_n` (`C × P` per sample), for the linearized predictive's
+//! `J_n P⁻¹ J_nᵀ`: one graph of `vmap` over samples of `vmap` over output
+//! units of the single-sample `vjp` (the engine's transformations; the same
+//! construction as the per-sample curvature diagonals).
+
+use secondo_curvature::{Objective, INPUT};
+use secondo_graph::{Builder, Executable, Feeds};
+use secondo_nn::ParamStore;
+use secondo_tensor::Tensor;
+
+use super::dense::identity;
+use crate::Error;
+
+/// A compiled Jacobian program for batches of one size.
+pub struct JacobianProgram {
+    exe: Executable,
+    n: usize,
+    outputs: usize,
+}
+
+impl JacobianProgram {
+    /// Compiles the program for batches of `n` samples, differentiating with
+    /// respect to the parameters named in `wrt` (in order).
+    pub fn compile(
+        objective: &Objective,
+        n: usize,
+        wrt: &[String],
+    ) -> Result<JacobianProgram, Error> {
+        let net = &objective.network;
+        let c = net.output_shape()[0];
+        let b = Builder::new(objective.dtype);
+        let params = net.param_vars(&b);
+        let chosen: Vec<_> = wrt
+            .iter()
+            .map(|w| {
+                let k = net
+                    .params()
+                    .iter()
+                    .position(|p| &p.name == w)
+                    .ok_or_else(|| Error::Invalid(format!("unknown parameter '{w}'")))?;
+                Ok(params[k])
+            })
+            .collect::<Result<_, Error>>()?;
+        let mut one = vec![1];
+        one.extend_from_slice(net.input_shape());
+        let x1 = b.input("jacobian/x", &one);
+        let f1 = net.forward(x1, &params)?;
+        let u = b.input("jacobian/u", &[1, c]);
+        let rows = b.vjp(&[f1], &[u], &chosen)?;
+        let units = b.constant(
+            Tensor::from_f64(vec![c, 1, c], &identity(c), objective.dtype).expect("c·c values"),
+        );
+        let mut per_unit = b.vmap(&rows, &[u], &[units], c)?;
+        per_unit.push(f1);
+        // The batch [n, ...] as n single samples [n, 1, ...].
+        let batch: Vec<usize> = std::iter::once(n)
+            .chain(net.input_shape().iter().copied())
+            .collect();
+        let stacked: Vec<usize> = std::iter::once(n).chain(one.iter().copied()).collect();
+        let xs = b.input(INPUT, &batch).reshape(&stacked);
+        let per_sample = b.vmap(&per_unit, &[x1], &[xs], n)?;
+        let ids: Vec<usize> = per_sample.iter().map(|v| v.id()).collect();
+        let exe = Executable::compile(&b.finish()?, &ids)?;
+        Ok(JacobianProgram { exe, n, outputs: c })
+    }
+
+    /// The outputs `[n, C]` and the Jacobians `[n, C, P]` (row-major) of a
+    /// batch `x` of the compiled size.
+    pub fn run(&self, params: &ParamStore, x: &Tensor) -> Result<(Vec<f64>, Vec<f64>), Error> {
+        let mut feeds = Feeds::new();
+        for (name, t) in params.iter().chain(params.buffers()) {
+            feeds.insert(name, t.clone());
+        }
+        feeds.insert(INPUT, x.clone());
+        let mut values = self.exe.run(&feeds)?;
+        let output = values.pop().expect("the outputs").to_f64_vec();
+        let parts: Vec<Vec<f64>> = values.iter().map(Tensor::to_f64_vec).collect();
+        let rows = self.n * self.outputs;
+        let widths: Vec<usize> = parts.iter().map(|p| p.len() / rows).collect();
+        let dim: usize = widths.iter().sum();
+        let mut jac = vec![0.0; rows * dim];
+        let mut at = 0;
+        for (p, w) in parts.iter().zip(&widths) {
+            for r in 0..rows {
+                jac[r * dim + at..r * dim + at + w].copy_from_slice(&p[r * w..(r + 1) * w]);
+            }
+            at += w;
+        }
+        Ok((output, jac))
+    }
+}

@@ -1,0 +1,132 @@
+//! The likelihoods and laplace-torch's loss-scaling convention: the
+//! curvature `H` is that of the summed negative log-likelihood at `σ = 1`
+//! (`Σₙ −log p(yₙ | f(xₙ))`), whatever the loss's reduction, so that the
+//! posterior precision is `H/σ² + δ` (Daxberger et al. 2021, §2). The
+//! engine's curvature is that of the loss as reduced (`scale · Σₙ ℓₙ`), with
+//! `ℓₙ` the unscaled per-sample term: `−log p` itself for cross-entropy,
+//! `‖f − y‖²`, twice the Gaussian's at `σ = 1`, for the squared error.
+
+use std::fmt;
+use std::str::FromStr;
+
+use secondo_nn::LossKind;
+
+use crate::Error;
+
+/// The observation model (`--likelihood`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Likelihood {
+    /// Categorical over softmax outputs (cross-entropy loss).
+    Classification,
+    /// Gaussian with observation noise σ (squared-error loss).
+    Regression,
+}
+
+impl FromStr for Likelihood {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Likelihood, Error> {
+        match s {
+            "classification" => Ok(Likelihood::Classification),
+            "regression" => Ok(Likelihood::Regression),
+            _ => Err(Error::Invalid(format!(
+                "--likelihood '{s}': expected classification or regression"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Likelihood {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Likelihood::Classification => "classification",
+            Likelihood::Regression => "regression",
+        })
+    }
+}
+
+/// Which curvature of the negative log-likelihood (`--curvature`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fisher {
+    /// The generalized Gauss-Newton matrix (the Fisher, for these likelihoods).
+    Ggn,
+    /// The empirical Fisher `Σₙ gₙ gₙᵀ`.
+    Empirical,
+}
+
+impl FromStr for Fisher {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Fisher, Error> {
+        match s {
+            "ggn" => Ok(Fisher::Ggn),
+            "ef" => Ok(Fisher::Empirical),
+            _ => Err(Error::Invalid(format!(
+                "--curvature '{s}': expected ggn or ef"
+            ))),
+        }
+    }
+}
+
+impl Likelihood {
+    /// Refuses a loss this likelihood is not the negative log of.
+    pub fn check_loss(self, loss: LossKind) -> Result<(), Error> {
+        let expected = match self {
+            Likelihood::Classification => LossKind::CrossEntropy,
+            Likelihood::Regression => LossKind::Mse,
+        };
+        if loss != expected {
+            return Err(Error::Invalid(format!(
+                "--likelihood {self} needs --loss {expected}, got --loss {loss}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The factor from the curvature of `Σₙ ℓₙ` to that of `Σₙ −log p` at
+    /// `σ = 1`: ½ for the squared error's GGN (`ℓₙ = 2·(−log p) + const`)
+    /// and ¼ for its empirical Fisher (gradients squared), 1 for cross-entropy.
+    pub fn curvature_factor(self, fisher: Fisher) -> f64 {
+        match (self, fisher) {
+            (Likelihood::Classification, _) => 1.0,
+            (Likelihood::Regression, Fisher::Ggn) => 0.5,
+            (Likelihood::Regression, Fisher::Empirical) => 0.25,
+        }
+    }
+
+    /// The factor from `Σₙ ℓₙ` to `Σₙ −log p` at `σ = 1` without its constant.
+    pub fn loss_factor(self) -> f64 {
+        match self {
+            Likelihood::Classification => 1.0,
+            Likelihood::Regression => 0.5,
+        }
+    }
+
+    /// `log p(D | θ)` from `nll = Σₙ −log p(yₙ | f(xₙ))` at `σ = 1` without
+    /// constants, for `values` observed numbers (samples × outputs) and noise
+    /// `sigma` (ignored for classification).
+    pub fn log_likelihood(self, nll: f64, values: usize, sigma: f64) -> f64 {
+        match self {
+            Likelihood::Classification => -nll,
+            Likelihood::Regression => {
+                let norm = values as f64 * (sigma * (2.0 * std::f64::consts::PI).sqrt()).ln();
+                -nll / (sigma * sigma) - norm
+            }
+        }
+    }
+
+    /// The derivative of [`Self::log_likelihood`] in `log σ`.
+    pub fn log_likelihood_log_sigma(self, nll: f64, values: usize, sigma: f64) -> f64 {
+        match self {
+            Likelihood::Classification => 0.0,
+            Likelihood::Regression => 2.0 * nll / (sigma * sigma) - values as f64,
+        }
+    }
+
+    /// The factor `s` of the curvature in the posterior precision: `1/σ²`
+    /// for regression, 1 for classification.
+    pub fn precision_scale(self, sigma: f64) -> f64 {
+        match self {
+            Likelihood::Classification => 1.0,
+            Likelihood::Regression => 1.0 / (sigma * sigma),
+        }
+    }
+}

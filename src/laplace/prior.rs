@@ -1,0 +1,97 @@
+//! The prior precision `δ` of a zero-mean Gaussian prior over the selected
+//! weights: one value for all, one per parameter tensor, or one per weight
+//! (laplace-torch's `prior_precision` of shape `[1]`, `[layers]` or `[P]`).
+
+use crate::Error;
+
+/// How many prior precisions there are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PriorShape {
+    /// One for every weight.
+    Scalar,
+    /// One per parameter tensor of the subset.
+    PerLayer,
+    /// One per weight.
+    Diagonal,
+}
+
+/// The prior precisions over weights laid out as parameter tensors of
+/// `sizes` (the subset's, in order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prior {
+    /// The shape of `values`.
+    pub shape: PriorShape,
+    /// The precisions, all positive.
+    pub values: Vec<f64>,
+    sizes: Vec<usize>,
+}
+
+impl Prior {
+    /// A prior of `shape`, every precision `value`, for tensors of `sizes`.
+    pub fn uniform(shape: PriorShape, value: f64, sizes: &[usize]) -> Result<Prior, Error> {
+        let count = match shape {
+            PriorShape::Scalar => 1,
+            PriorShape::PerLayer => sizes.len(),
+            PriorShape::Diagonal => sizes.iter().sum(),
+        };
+        Prior::new(shape, vec![value; count], sizes)
+    }
+
+    /// A prior of `shape` with the given precisions.
+    pub fn new(shape: PriorShape, values: Vec<f64>, sizes: &[usize]) -> Result<Prior, Error> {
+        if let Some(bad) = values.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
+            return Err(Error::Invalid(format!(
+                "--prior-precision must be positive and finite, got {bad}"
+            )));
+        }
+        let prior = Prior {
+            shape,
+            values,
+            sizes: sizes.to_vec(),
+        };
+        let expected = prior.groups().last().map_or(0, |g| g + 1);
+        if prior.values.len() != expected {
+            return Err(Error::Invalid(format!(
+                "{} prior precisions for a {shape:?} prior over {} tensors",
+                prior.values.len(),
+                sizes.len()
+            )));
+        }
+        Ok(prior)
+    }
+
+    /// The same prior with other precisions (of the same shape).
+    pub fn with_values(&self, values: Vec<f64>) -> Result<Prior, Error> {
+        Prior::new(self.shape, values, &self.sizes)
+    }
+
+    /// Which precision each weight has.
+    fn groups(&self) -> Vec<usize> {
+        let mut out = Vec::with_capacity(self.sizes.iter().sum());
+        for (t, &n) in self.sizes.iter().enumerate() {
+            for _ in 0..n {
+                out.push(match self.shape {
+                    PriorShape::Scalar => 0,
+                    PriorShape::PerLayer => t,
+                    PriorShape::Diagonal => out.len(),
+                });
+            }
+        }
+        out
+    }
+
+    /// The precision of every weight.
+    pub fn per_weight(&self) -> Vec<f64> {
+        self.groups().into_iter().map(|g| self.values[g]).collect()
+    }
+
+    /// Sums per-weight values over each precision's weights (the chain rule
+    /// from a derivative per weight to one per precision).
+    pub fn sum_per_group(&self, per_weight: &[f64]) -> Vec<f64> {
+        let mut out = vec![0.0; self.values.len()];
+        for (g, v) in self.groups().into_iter().zip(per_weight) {
+            out[g] += v;
+        }
+        out
+    }
+}

@@ -1,0 +1,381 @@
+//! The structures of the posterior precision `P = s·H + diag(δ)` (`H` the
+//! curvature of the summed negative log-likelihood, `s = 1/σ²` for a
+//! Gaussian likelihood and 1 otherwise, `δ` the prior precision), each kept
+//! in an eigenbasis of `H` so that `P`'s determinant, inverse and square
+//! root follow from its eigenvalues (Daxberger et al. 2021, "Laplace Redux",
+//! §3 and appendix A; for the Kronecker factors Ritter et al. 2018, "A
+//! scalable Laplace approximation for neural networks", and Immer et al.
+//! 2021, "Scalable marginal likelihood estimation for model selection in
+//! deep learning", which adds the prior inside the eigenbasis exactly).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+use super::dense::{contract, contract_owned, eigen_rows};
+use crate::Error;
+
+/// Which structure the curvature is kept in (`--structure`).
+///
+/// ```
+/// use secondo::laplace::Structure;
+/// assert_eq!("lowrank:20".parse::<Structure>().unwrap(), Structure::LowRank(20));
+/// assert!("block".parse::<Structure>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Structure {
+    /// The dense curvature of the selected weights (GGN or empirical Fisher).
+    Full,
+    /// Kronecker factors per layer (KFLR: the exact GGN's output factor).
+    Kron,
+    /// The diagonal.
+    Diag,
+    /// The top `K` eigenpairs of the dense curvature (Lanczos), the rest of
+    /// the space at the prior precision alone.
+    LowRank(usize),
+}
+
+impl FromStr for Structure {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Structure, Error> {
+        match s {
+            "full" => Ok(Structure::Full),
+            "kron" => Ok(Structure::Kron),
+            "diag" => Ok(Structure::Diag),
+            _ => match s.strip_prefix("lowrank:").map(str::parse::<usize>) {
+                Some(Ok(k)) if k > 0 => Ok(Structure::LowRank(k)),
+                _ => Err(Error::Invalid(format!(
+                    "--structure '{s}': expected full, kron, diag or lowrank:K with K ≥ 1"
+                ))),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Structure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Structure::Full => f.write_str("full"),
+            Structure::Kron => f.write_str("kron"),
+            Structure::Diag => f.write_str("diag"),
+            Structure::LowRank(k) => write!(f, "lowrank:{k}"),
+        }
+    }
+}
+
+/// A symmetric matrix's eigendecomposition: values and eigenvectors as the
+/// rows of a row-major matrix (`A = Eᵀ diag(λ) E`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Eigen {
+    /// Eigenvalues, ascending.
+    pub values: Vec<f64>,
+    /// Eigenvectors, one per row.
+    pub rows: Vec<f64>,
+}
+
+impl Eigen {
+    /// The decomposition of the row-major symmetric `n × n` matrix `a`.
+    pub fn of(a: &[f64], n: usize) -> Result<Eigen, Error> {
+        let (values, rows) = eigen_rows(a, n)?;
+        Ok(Eigen { values, rows })
+    }
+
+    fn dim(&self) -> usize {
+        self.values.len()
+    }
+}
+
+/// Why a Kronecker-factored or low-rank posterior takes no diagonal prior:
+/// its eigenbasis diagonalizes `s·H + δ` only for one `δ` per block.
+pub(crate) const DIAGONAL_PRIOR_REFUSED: &str =
+    "--prior-shape diagonal: a Kronecker-factored or low-rank posterior needs one prior \
+     precision per layer (--prior-shape scalar or layer)";
+
+/// One diagonal block of the curvature `H` over a contiguous range of the
+/// selected weights.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CurvatureBlock {
+    /// `H = diag(h)`.
+    Diag(Vec<f64>),
+    /// `H` dense (row-major), with its eigendecomposition.
+    Dense {
+        /// The matrix.
+        matrix: Vec<f64>,
+        /// Its eigendecomposition.
+        eigen: Eigen,
+    },
+    /// `H = B ⊗ A` for a weight of shape `[out, in...]` flattened row-major
+    /// (`B` over outputs, `A` over inputs; a bias has `A = [1]`).
+    Kron {
+        /// The output factor's decomposition.
+        out: Eigen,
+        /// The input factor's decomposition.
+        input: Eigen,
+    },
+    /// `H ≈ Vᵀ diag(λ) V` with `K` orthonormal rows `V`.
+    LowRank {
+        /// The top eigenvalues.
+        values: Vec<f64>,
+        /// Their eigenvectors, `K × n` row-major.
+        rows: Vec<f64>,
+        /// The block's dimension.
+        dim: usize,
+    },
+}
+
+impl CurvatureBlock {
+    /// The number of weights the block covers.
+    pub fn dim(&self) -> usize {
+        match self {
+            CurvatureBlock::Diag(h) => h.len(),
+            CurvatureBlock::Dense { eigen, .. } => eigen.dim(),
+            CurvatureBlock::Kron { out, input } => out.dim() * input.dim(),
+            CurvatureBlock::LowRank { dim, .. } => *dim,
+        }
+    }
+
+    /// The posterior precision `s·H + diag(δ)` of the block in an eigenbasis,
+    /// for the block's prior precisions `prior` (one per weight). The
+    /// Kronecker and low-rank blocks need one precision for the whole block
+    /// (their eigenbasis diagonalizes only that), the dense block is
+    /// decomposed again when the precisions differ.
+    pub fn posterior(&self, s: f64, prior: &[f64]) -> Result<PrecisionBlock<'_>, Error> {
+        let uniform = prior.iter().all(|&d| d == prior[0]);
+        let shifted =
+            |values: &[f64]| -> Vec<f64> { values.iter().map(|l| s * l + prior[0]).collect() };
+        Ok(match self {
+            CurvatureBlock::Diag(h) => PrecisionBlock {
+                basis: Basis::Standard,
+                mu: h.iter().zip(prior).map(|(h, d)| s * h + d).collect(),
+                eta: h.clone(),
+                dim: h.len(),
+            },
+            CurvatureBlock::Dense { eigen, .. } if uniform => PrecisionBlock {
+                mu: shifted(&eigen.values),
+                eta: eigen.values.clone(),
+                basis: Basis::Dense(Cow::Borrowed(&eigen.rows)),
+                dim: eigen.dim(),
+            },
+            CurvatureBlock::Dense { matrix, .. } => {
+                let n = prior.len();
+                let mut p: Vec<f64> = matrix.iter().map(|h| s * h).collect();
+                (0..n).for_each(|i| p[i * n + i] += prior[i]);
+                let e = Eigen::of(&p, n)?;
+                // η_k = e_kᵀ H e_k: the curvature's share of each eigenvalue.
+                let he = contract("ij,kj->ki", matrix, &[n, n], &e.rows, &[n, n]);
+                let eta = (0..n)
+                    .map(|k| (0..n).map(|i| e.rows[k * n + i] * he[k * n + i]).sum())
+                    .collect();
+                PrecisionBlock {
+                    mu: e.values,
+                    eta,
+                    basis: Basis::Dense(Cow::Owned(e.rows)),
+                    dim: n,
+                }
+            }
+            _ if !uniform => return Err(Error::Invalid(DIAGONAL_PRIOR_REFUSED.into())),
+            CurvatureBlock::Kron { out, input } => {
+                let eta: Vec<f64> = out
+                    .values
+                    .iter()
+                    .flat_map(|b| input.values.iter().map(move |a| b * a))
+                    .collect();
+                PrecisionBlock {
+                    mu: shifted(&eta),
+                    eta,
+                    basis: Basis::Kron {
+                        out: &out.rows,
+                        input: &input.rows,
+                        shape: (out.dim(), input.dim()),
+                    },
+                    dim: out.dim() * input.dim(),
+                }
+            }
+            CurvatureBlock::LowRank { values, rows, dim } => PrecisionBlock {
+                mu: shifted(values),
+                eta: values.clone(),
+                basis: Basis::LowRank {
+                    rows,
+                    rest: prior[0],
+                },
+                dim: *dim,
+            },
+        })
+    }
+}
+
+/// An orthonormal basis a precision block is diagonal in.
+#[derive(Debug, Clone, PartialEq)]
+enum Basis<'a> {
+    /// The standard basis.
+    Standard,
+    /// A dense basis: one vector per row, `n × n`.
+    Dense(Cow<'a, [f64]>),
+    /// The Kronecker product of the output factor's and input factor's bases.
+    Kron {
+        out: &'a [f64],
+        input: &'a [f64],
+        shape: (usize, usize),
+    },
+    /// `K` vectors (rows); their orthogonal complement has precision `rest`.
+    LowRank { rows: &'a [f64], rest: f64 },
+}
+
+/// One block of the posterior precision, diagonal in its basis: `P =
+/// Qᵀ diag(μ) Q` (plus, for a low-rank block, `rest` on the complement).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrecisionBlock<'a> {
+    basis: Basis<'a>,
+    /// The precision's eigenvalues.
+    mu: Vec<f64>,
+    /// `qₖᵀ H qₖ` per basis vector (the derivative of `μₖ` in `s`).
+    eta: Vec<f64>,
+    dim: usize,
+}
+
+impl PrecisionBlock<'_> {
+    /// The coordinates of `r` rows (each of the block's dimension) in the basis.
+    fn coordinates(&self, rows: &[f64], r: usize) -> Vec<f64> {
+        self.change_basis(rows, r, true)
+    }
+
+    /// The rows whose coordinates are `coords` (the transpose of [`Self::coordinates`]).
+    fn combine(&self, coords: &[f64], r: usize) -> Vec<f64> {
+        self.change_basis(coords, r, false)
+    }
+
+    /// `r` row vectors times the basis matrix `Q` (one basis vector per
+    /// row): into coordinates `v Qᵀ` when `into`, else back, `v Q`.
+    fn change_basis(&self, v: &[f64], r: usize, into: bool) -> Vec<f64> {
+        let n = self.dim;
+        let (dense, left, right) = match into {
+            true => ("rj,kj->rk", "ab,rbc->rac", "rac,dc->rad"),
+            false => ("rk,kj->rj", "ba,rbc->rac", "rac,cd->rad"),
+        };
+        match &self.basis {
+            Basis::Standard => v.to_vec(),
+            Basis::Dense(q) => contract(dense, v, &[r, n], q, &[n, n]),
+            Basis::Kron { out, input, shape } => {
+                let (o, i) = *shape;
+                let half = contract(left, out, &[o, o], v, &[r, o, i]);
+                contract_owned(right, half, &[r, o, i], input.to_vec(), &[i, i])
+            }
+            Basis::LowRank { rows: q, .. } => {
+                let k = self.mu.len();
+                let width = if into { n } else { k };
+                contract(dense, v, &[r, width], q, &[k, n])
+            }
+        }
+    }
+
+    /// `μᵏ^power` per basis vector.
+    fn powers(&self, power: f64) -> Vec<f64> {
+        self.mu.iter().map(|m| m.powf(power)).collect()
+    }
+
+    /// `P^power` applied to `r` rows (row-major `r × dim`): `power = 1`
+    /// the precision, `-1` the covariance, `-½` its symmetric square root.
+    pub fn apply_power(&self, rows: &[f64], r: usize, power: f64) -> Vec<f64> {
+        let coords = self.coordinates(rows, r);
+        let factors = self.powers(power);
+        let k = factors.len();
+        let scaled: Vec<f64> = coords
+            .iter()
+            .enumerate()
+            .map(|(j, c)| c * factors[j % k])
+            .collect();
+        let mut out = self.combine(&scaled, r);
+        if let Basis::LowRank { rest, .. } = &self.basis {
+            let factor = rest.powf(power);
+            for (o, x) in out.iter_mut().zip(self.complement(rows, &coords, r)) {
+                *o += factor * x;
+            }
+        }
+        out
+    }
+
+    /// The rows minus their projection on a low-rank block's top space.
+    fn complement(&self, rows: &[f64], coords: &[f64], r: usize) -> Vec<f64> {
+        let projected = self.combine(coords, r);
+        rows.iter().zip(projected).map(|(x, p)| x - p).collect()
+    }
+
+    /// `W` with `W Wᵀ = R P⁻¹ Rᵀ` for `r` rows `R`, row-major `r × width`:
+    /// the rows' coordinates scaled by `μ^{-½}` (one basis change, where
+    /// `R P^{-½}` takes two), for a low-rank block followed by the
+    /// complement scaled by `rest^{-½}`. Returns `W` and its width.
+    pub fn whiten(&self, rows: &[f64], r: usize) -> (Vec<f64>, usize) {
+        let coords = self.coordinates(rows, r);
+        let factors = self.powers(-0.5);
+        let k = factors.len();
+        let scaled = coords.iter().enumerate().map(|(j, c)| c * factors[j % k]);
+        match &self.basis {
+            Basis::LowRank { rest, .. } => {
+                let scaled: Vec<f64> = scaled.collect();
+                let rest = rest.powf(-0.5);
+                let complement = self.complement(rows, &coords, r);
+                let n = self.dim;
+                let w = (0..r)
+                    .flat_map(|i| {
+                        scaled[i * k..(i + 1) * k]
+                            .iter()
+                            .copied()
+                            .chain(complement[i * n..(i + 1) * n].iter().map(|x| x * rest))
+                            .collect::<Vec<f64>>()
+                    })
+                    .collect();
+                (w, k + n)
+            }
+            _ => (scaled.collect(), self.dim),
+        }
+    }
+
+    /// `log det P` of the block.
+    pub fn log_det(&self) -> f64 {
+        let top: f64 = self.mu.iter().map(|m| m.ln()).sum();
+        match &self.basis {
+            Basis::LowRank { rest, .. } => top + (self.dim - self.mu.len()) as f64 * rest.ln(),
+            _ => top,
+        }
+    }
+
+    /// The diagonal of the covariance `P⁻¹` (the marginal variances).
+    pub fn covariance_diagonal(&self) -> Vec<f64> {
+        let n = self.dim;
+        let inv: Vec<f64> = self.mu.iter().map(|m| 1.0 / m).collect();
+        match &self.basis {
+            Basis::Standard => inv,
+            Basis::Dense(q) => {
+                let sq: Vec<f64> = q.iter().map(|x| x * x).collect();
+                contract("k,kj->j", &inv, &[n], &sq, &[n, n])
+            }
+            Basis::Kron { out, input, shape } => {
+                let (o, i) = *shape;
+                let so: Vec<f64> = out.iter().map(|x| x * x).collect();
+                let si: Vec<f64> = input.iter().map(|x| x * x).collect();
+                let left = contract("ac,ab->bc", &inv, &[o, i], &so, &[o, o]);
+                contract("bc,cd->bd", &left, &[o, i], &si, &[i, i])
+            }
+            Basis::LowRank { rows, rest } => {
+                let k = self.mu.len();
+                let sq: Vec<f64> = rows.iter().map(|x| x * x).collect();
+                let top = contract("k,kj->j", &inv, &[k], &sq, &[k, n]);
+                let covered = contract("k,kj->j", &vec![1.0; k], &[k], &sq, &[k, n]);
+                top.iter()
+                    .zip(covered)
+                    .map(|(t, c)| t + (1.0 - c) / rest)
+                    .collect()
+            }
+        }
+    }
+
+    /// `tr(P⁻¹ H)`: the derivative of `log det P` in `s`.
+    pub fn trace_covariance_curvature(&self) -> f64 {
+        self.mu.iter().zip(&self.eta).map(|(m, e)| e / m).sum()
+    }
+
+    /// The number of weights the block covers.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+}
