@@ -543,6 +543,7 @@ fn print_profile(
         wall * 1e3 / repeats.max(1) as f64,
         exe.side_by_side().iter().map(|g| g.len()).sum::<usize>()
     );
+    println!("  by operation: {}", by_operation(exe, &total, repeats));
     for &i in order.iter().take(15) {
         let node = exe.graph().node(i);
         let inputs: Vec<String> = node
@@ -559,6 +560,27 @@ fn print_profile(
         );
     }
     Ok(())
+}
+
+/// Per-node times summed by operation (the first word of a node's
+/// operation, e.g. `einsum` or `unfold`), costliest first, in ms per run.
+fn by_operation(exe: &secondo_graph::Executable, total: &[f64], repeats: usize) -> String {
+    let mut sums: Vec<(String, f64)> = Vec::new();
+    for (i, t) in total.iter().enumerate() {
+        let op = exe.graph().node(i).op.to_string();
+        let kind = op.split_whitespace().next().unwrap_or_default().to_string();
+        match sums.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, s)) => *s += t,
+            None => sums.push((kind, *t)),
+        }
+    }
+    sums.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let per_run = 1e3 / repeats.max(1) as f64;
+    sums.iter()
+        .take(10)
+        .map(|(k, t)| format!("{k} {:.1}", t * per_run))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The PyTorch row a row compares with: curvlinops recomputes the forward

@@ -1,5 +1,7 @@
 use std::time::Instant;
 
+use rayon::prelude::*;
+
 use crate::{DType, Element, Tensor, TensorError};
 
 /// A strided matrix operand: element `(r, c)` lives at `ptr + r * rs + c * cs`.
@@ -24,29 +26,58 @@ const MAX_BLOCKS: usize = 16;
 /// block's width is rounded up to.
 const MIN_BLOCK: usize = 16;
 
-/// How a product of `m×n` outputs over `k` is split: along the columns or
-/// the rows (the larger output dimension), and the width of every block but
-/// the last. A function of the shape alone: the `gemm` crate's summation
-/// order depends on the sizes it is given, so a split by the pool's size
-/// would give other bits on other thread counts (docs/ARCHITECTURE.md,
-/// "Determinism"); this way every pool runs the same single-threaded products.
-fn split(m: usize, n: usize, k: usize) -> Option<(bool, usize)> {
+/// How one product is split into single-threaded products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Split {
+    /// Blocks of this many output columns.
+    Columns(usize),
+    /// Blocks of this many output rows.
+    Rows(usize),
+    /// This many slices of the summed dimension, each a product of the
+    /// whole output, added in slice order: for long sums into few outputs
+    /// (a convolution's weight gradient sums over every sample and position),
+    /// where output blocks would each pack the whole shared operand again.
+    Depth(usize),
+}
+
+/// How a product of `m×n` outputs over `k` is split: along the summed
+/// dimension when it is much longer than the output's, else along the larger
+/// output dimension. A function of the shape alone: the `gemm` crate's
+/// summation order depends on the sizes it is given, so a split by the
+/// pool's size would give other bits on other thread counts
+/// (docs/ARCHITECTURE.md, "Determinism"); this way every pool runs the same
+/// single-threaded products.
+fn split(m: usize, n: usize, k: usize) -> Option<Split> {
     let work = m * n * k;
     if work < PARALLEL_WORK {
         return None;
     }
+    let wanted = (work / BLOCK_WORK).clamp(2, MAX_BLOCKS);
+    // A power of two spreads evenly over pools of 2, 4, 8... threads.
+    let pow2 = |count: usize| 1 << count.ilog2();
+    if k >= DEPTH_RATIO * m.max(n) {
+        return Some(Split::Depth(pow2(wanted.min(k / MIN_DEPTH).max(2))));
+    }
     let split_n = n >= m;
     let len = if split_n { n } else { m };
-    let wanted = (work / BLOCK_WORK)
-        .clamp(2, MAX_BLOCKS)
-        .min(len / MIN_BLOCK);
+    let wanted = wanted.min(len / MIN_BLOCK);
     if wanted < 2 {
         return None;
     }
-    // A power of two spreads evenly over pools of 2, 4, 8... threads.
-    let blocks = 1 << wanted.ilog2();
-    Some((split_n, len.div_ceil(blocks).next_multiple_of(MIN_BLOCK)))
+    let block = len.div_ceil(pow2(wanted)).next_multiple_of(MIN_BLOCK);
+    Some(if split_n {
+        Split::Columns(block)
+    } else {
+        Split::Rows(block)
+    })
 }
+
+/// A product whose sum is this many times longer than its larger output
+/// dimension is split along the sum ([`Split::Depth`]).
+const DEPTH_RATIO: usize = 4;
+
+/// The shortest slice of the sum in a [`Split::Depth`].
+const MIN_DEPTH: usize = 256;
 
 /// `dst[m×n] = lhs[m×k] · rhs[k×n]` through the `gemm` crate.
 ///
@@ -66,53 +97,137 @@ pub(crate) unsafe fn gemm_into<T: Element>(
     r: Strided,
     allow_parallel: bool,
 ) {
-    if let Some((split_n, block)) = split(m, n, k).filter(|_| allow_parallel) {
-        // Blocks of the larger output dimension, each a single-threaded
-        // product: measured faster than the crate's own parallel mode at the
-        // sizes of network layers (docs/PERFORMANCE.md).
-        let len = if split_n { n } else { m };
-        let (dst, lhs, rhs) = (dst as usize, lhs as usize, rhs as usize);
-        rayon::scope(|s| {
-            for start in (0..len).step_by(block) {
-                let size = block.min(len - start);
-                s.spawn(move |_| {
-                    let off = start as isize;
-                    // SAFETY: each block addresses a disjoint slice of `dst` and
-                    // valid parts of the operands (caller's contract).
-                    unsafe {
-                        if split_n {
-                            gemm_into(
-                                m,
-                                size,
-                                k,
-                                (dst as *mut T).offset(off * d.cs),
-                                d,
-                                lhs as *const T,
-                                l,
-                                (rhs as *const T).offset(off * r.cs),
-                                r,
-                                false,
-                            )
-                        } else {
-                            gemm_into(
-                                size,
-                                n,
-                                k,
-                                (dst as *mut T).offset(off * d.rs),
-                                d,
-                                (lhs as *const T).offset(off * l.rs),
-                                l,
-                                rhs as *const T,
-                                r,
-                                false,
-                            )
-                        }
-                    }
-                });
+    match split(m, n, k).filter(|_| allow_parallel) {
+        None => single(m, n, k, dst, d, lhs, l, rhs, r),
+        Some(Split::Depth(parts)) => depth_split(parts, m, n, k, dst, d, lhs, l, rhs, r),
+        Some(Split::Columns(block)) => {
+            let (dst, lhs, rhs) = (dst as usize, lhs as usize, rhs as usize);
+            blocks(n, block, |start, size| {
+                // SAFETY: a block of columns of `dst` and `rhs` (caller's contract).
+                unsafe {
+                    single(
+                        m,
+                        size,
+                        k,
+                        (dst as *mut T).offset(start * d.cs),
+                        d,
+                        lhs as *const T,
+                        l,
+                        (rhs as *const T).offset(start * r.cs),
+                        r,
+                    )
+                }
+            })
+        }
+        Some(Split::Rows(block)) => {
+            let (dst, lhs, rhs) = (dst as usize, lhs as usize, rhs as usize);
+            blocks(m, block, |start, size| {
+                // SAFETY: a block of rows of `dst` and `lhs` (caller's contract).
+                unsafe {
+                    single(
+                        size,
+                        n,
+                        k,
+                        (dst as *mut T).offset(start * d.rs),
+                        d,
+                        (lhs as *const T).offset(start * l.rs),
+                        l,
+                        rhs as *const T,
+                        r,
+                    )
+                }
+            })
+        }
+    }
+}
+
+/// Runs `block(start, size)` for consecutive blocks of `len` on the pool:
+/// each block is a single-threaded product, measured faster than the crate's
+/// own parallel mode at the sizes of network layers (docs/PERFORMANCE.md).
+fn blocks(len: usize, block: usize, run: impl Fn(isize, usize) + Sync) {
+    rayon::scope(|s| {
+        for start in (0..len).step_by(block) {
+            let run = &run;
+            s.spawn(move |_| run(start as isize, block.min(len - start)));
+        }
+    });
+}
+
+/// [`Split::Depth`]: `parts` slices of the sum, each into its own buffer on
+/// the pool, then added into `dst` in slice order.
+///
+/// # Safety
+/// As for [`gemm_into`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn depth_split<T: Element>(
+    parts: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut T,
+    d: Strided,
+    lhs: *const T,
+    l: Strided,
+    rhs: *const T,
+    r: Strided,
+) {
+    let slice = k.div_ceil(parts);
+    let mut partial = vec![T::zero(); parts * m * n];
+    let (lhs, rhs) = (lhs as usize, rhs as usize);
+    let rows = Strided {
+        rs: n as isize,
+        cs: 1,
+    };
+    partial
+        .par_chunks_mut(m * n)
+        .enumerate()
+        .for_each(|(p, out)| {
+            let start = p * slice;
+            let len = slice.min(k.saturating_sub(start));
+            // SAFETY: a slice of the summed dimension of both operands, into a
+            // buffer of this part alone.
+            unsafe {
+                let off = start as isize;
+                single(
+                    m,
+                    n,
+                    len,
+                    out.as_mut_ptr(),
+                    rows,
+                    (lhs as *const T).offset(off * l.cs),
+                    l,
+                    (rhs as *const T).offset(off * r.rs),
+                    r,
+                )
             }
         });
-        return;
+    let (first, rest) = partial.split_at_mut(m * n);
+    for part in rest.chunks(m * n) {
+        first.iter_mut().zip(part).for_each(|(a, &b)| *a += b);
     }
+    for i in 0..m {
+        for j in 0..n {
+            *dst.offset(i as isize * d.rs + j as isize * d.cs) = first[i * n + j];
+        }
+    }
+}
+
+/// One single-threaded product `dst = lhs · rhs` (`k = 0` writes zeros).
+///
+/// # Safety
+/// As for [`gemm_into`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn single<T: Element>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut T,
+    d: Strided,
+    lhs: *const T,
+    l: Strided,
+    rhs: *const T,
+    r: Strided,
+) {
     gemm::gemm(
         m,
         n,

@@ -9,6 +9,8 @@
 //! single matrix product over all samples and positions (rows `N·OH·OW`,
 //! columns `C·KH·KW`), with no copy of the patches in between.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::{Element, Tensor, TensorError};
@@ -165,41 +167,145 @@ impl Extent {
     }
 
     fn patches_len(&self) -> usize {
-        self.out[0] * self.out[1] * self.channels * self.kernel[0] * self.kernel[1]
+        self.out[0] * self.out[1] * self.patch_len()
     }
 
-    /// Calls `visit(patch index, image index)` for every tap inside the
-    /// image, in a fixed order (patch index increasing). The source rows and
-    /// columns are worked out once per window and tap, not per element.
-    fn for_each_tap(&self, w: &Window2d, mut visit: impl FnMut(usize, usize)) {
+    /// One position's patch: `C·KH·KW` values.
+    fn patch_len(&self) -> usize {
+        self.channels * self.kernel[0] * self.kernel[1]
+    }
+
+    /// Calls `line(patches offset, image row)` for every kernel row of
+    /// every output row and channel: the `KW` taps of output column `j` lie
+    /// at `offset + j·C·KH·KW` in the patches and at [`Columns`] in that
+    /// image row (`None`: the row lies in the padding). In this order the
+    /// patches of one output row stay in cache while each image row is read
+    /// (or written) along its length.
+    fn for_each_line(&self, w: &Window2d, mut line: impl FnMut(usize, Option<usize>)) {
         let [kh, kw] = self.kernel;
         let [h, wd] = self.image;
-        let rows: Vec<Option<usize>> = (0..self.out[0] * kh)
-            .map(|t| w.source(0, t / kh, t % kh, h))
-            .collect();
-        let cols: Vec<Option<usize>> = (0..self.out[1] * kw)
-            .map(|t| w.source(1, t / kw, t % kw, wd))
-            .collect();
-        let mut p = 0;
         for i in 0..self.out[0] {
-            for j in 0..self.out[1] {
-                let cols = &cols[j * kw..(j + 1) * kw];
+            let block = i * self.out[1] * self.patch_len();
+            for a in 0..kh {
+                let row = w.source(0, i, a, h);
                 for c in 0..self.channels {
-                    for row in &rows[i * kh..(i + 1) * kh] {
-                        if let Some(row) = row {
-                            let base = (c * h + row) * wd;
-                            for (b, col) in cols.iter().enumerate() {
-                                if let Some(col) = col {
-                                    visit(p + b, base + col);
-                                }
-                            }
-                        }
-                        p += kw;
-                    }
+                    line(block + (c * kh + a) * kw, row.map(|r| (c * h + r) * wd));
                 }
             }
         }
     }
+}
+
+/// Where each output column's taps read one image row: contiguous from one
+/// start for the windows inside the image (undilated), else tap by tap.
+struct Columns {
+    /// Per output column, the first tap's column when all taps are
+    /// contiguous and inside the image.
+    start: Vec<Option<usize>>,
+    /// Per output column and tap, its column (`None` in the padding).
+    taps: Vec<Option<usize>>,
+    kw: usize,
+    /// Distance between consecutive output columns' patches.
+    patch: usize,
+}
+
+impl Columns {
+    fn of(w: &Window2d, e: &Extent) -> Columns {
+        let kw = e.kernel[1];
+        let taps: Vec<Option<usize>> = (0..e.out[1] * kw)
+            .map(|t| w.source(1, t / kw, t % kw, e.image[1]))
+            .collect();
+        let start = taps
+            .chunks(kw)
+            .map(|t| {
+                let first = t.first().copied().flatten()?;
+                let contiguous = t.iter().enumerate().all(|(b, &c)| c == Some(first + b));
+                contiguous.then_some(first)
+            })
+            .collect();
+        Columns {
+            start,
+            taps,
+            kw,
+            patch: e.patch_len(),
+        }
+    }
+
+    /// `visit(patches index, image column)` for every tap of one line (see
+    /// [`Extent::for_each_line`]); the column is `None` in the padding.
+    /// Always inlined, so that the calls with a literal `kw` below unroll
+    /// the taps of the common kernel widths.
+    #[inline(always)]
+    fn each_tap(&self, kw: usize, offset: usize, mut visit: impl FnMut(usize, Option<usize>)) {
+        for (j, start) in self.start.iter().enumerate() {
+            let at = offset + j * self.patch;
+            match start {
+                Some(s) => (0..kw).for_each(|b| visit(at + b, Some(s + b))),
+                None => {
+                    let taps = &self.taps[j * kw..(j + 1) * kw];
+                    taps.iter().enumerate().for_each(|(b, &c)| visit(at + b, c));
+                }
+            }
+        }
+    }
+
+    /// [`Columns::each_tap`] with the kernel width as a literal for 1, 2, 3,
+    /// 5 and 7.
+    #[inline(always)]
+    fn each_tap_unrolled(&self, offset: usize, visit: impl FnMut(usize, Option<usize>)) {
+        match self.kw {
+            1 => self.each_tap(1, offset, visit),
+            2 => self.each_tap(2, offset, visit),
+            3 => self.each_tap(3, offset, visit),
+            5 => self.each_tap(5, offset, visit),
+            7 => self.each_tap(7, offset, visit),
+            kw => self.each_tap(kw, offset, visit),
+        }
+    }
+}
+
+/// One image's patches: every element of `out` written.
+fn unfold_image<T: Element>(
+    e: &Extent,
+    w: &Window2d,
+    cols: &Columns,
+    image: &[T],
+    out: &mut [MaybeUninit<T>],
+    pad: T,
+) {
+    let wd = e.image[1];
+    e.for_each_line(w, |offset, row| match row {
+        Some(r) => {
+            let line = &image[r..r + wd];
+            cols.each_tap_unrolled(offset, |p, c| {
+                out[p].write(c.map_or(pad, |c| line[c]));
+            })
+        }
+        None => cols.each_tap_unrolled(offset, |p, _| {
+            out[p].write(pad);
+        }),
+    });
+}
+
+/// One image's patches summed back onto it (`image` starts at zero).
+fn fold_image<T: Element>(
+    e: &Extent,
+    w: &Window2d,
+    cols: &Columns,
+    patches: &[T],
+    image: &mut [T],
+) {
+    let wd = e.image[1];
+    e.for_each_line(w, |offset, row| {
+        if let Some(r) = row {
+            let line = &mut image[r..r + wd];
+            cols.each_tap_unrolled(offset, |p, c| {
+                if let Some(c) = c {
+                    line[c] += patches[p];
+                }
+            });
+        }
+    });
 }
 
 /// Patches of the last three axes: `x` of shape `[..., C, H, W]` becomes
@@ -223,13 +329,17 @@ pub fn unfold(x: &Tensor, w: &Window2d, pad: f64) -> Result<Tensor, TensorError>
         out: [shape[r - 3], shape[r - 2]],
         kernel: w.kernel,
     };
+    let cols = Columns::of(w, &e);
     crate::dispatch!(x, v, T => {
-        let mut out = vec![T::from_f64(pad); shape.iter().product()];
+        let mut out = crate::buffer::for_writing::<T>(shape.iter().product());
         if !out.is_empty() {
+            let pad = T::from_f64(pad);
             out.par_chunks_mut(e.patches_len())
                 .zip(v.par_chunks(e.image_len()))
-                .for_each(|(o, image)| e.for_each_tap(w, |p, s| o[p] = image[s]));
+                .for_each(|(o, image)| unfold_image(&e, w, &cols, image, o, pad));
         }
+        // SAFETY: `unfold_image` writes every element of each image's patches.
+        let out = unsafe { crate::buffer::assume_init(out) };
         Ok(Tensor::from_typed(shape, out))
     })
 }
@@ -253,12 +363,13 @@ pub fn fold(x: &Tensor, w: &Window2d, image: [usize; 2]) -> Result<Tensor, Tenso
         out: [x.shape()[r - 5], x.shape()[r - 4]],
         kernel: w.kernel,
     };
+    let cols = Columns::of(w, &e);
     crate::dispatch!(x, v, T => {
         let mut out = vec![T::from_f64(0.0); shape.iter().product()];
         if !out.is_empty() {
             out.par_chunks_mut(e.image_len())
                 .zip(v.par_chunks(e.patches_len()))
-                .for_each(|(o, patches)| e.for_each_tap(w, |p, s| o[s] += patches[p]));
+                .for_each(|(o, patches)| fold_image(&e, w, &cols, patches, o));
         }
         Ok(Tensor::from_typed(shape, out))
     })

@@ -41,6 +41,9 @@ fn products_do_not_depend_on_the_thread_count() {
         ("ij,jk->ik", &[&[128, 1000], &[1000, 10]]),
         // A convolution's unfolded patches times its kernel.
         ("nkp,ok->nop", &[&[16, 27, 196], &[32, 27]]),
+        // Its weight gradient: a sum much longer than the outputs.
+        ("nol,nli->oi", &[&[16, 24, 301], &[16, 301, 50]]),
+        ("ij,jk->ik", &[&[7, 3001], &[3001, 9]]),
         // A matrix times a vector, and batched products.
         ("ij,j->i", &[&[700, 501], &[501]]),
         ("i,ij->j", &[&[501], &[501, 700]]),
