@@ -5,9 +5,10 @@ use secondo_tensor::{Tensor, TensorError};
 use rayon::prelude::*;
 
 use crate::passes::{
-    eliminate_common_subexpressions, fuse_einsum_reductions, group_independent_contractions, prune,
+    eliminate_common_subexpressions, fuse_convolutions, fuse_einsum_reductions,
+    group_independent_contractions, prune,
 };
-use crate::prims::{einsum, elementwise, leaves, movement, patches, pool, reduce, Family};
+use crate::prims::{conv, einsum, elementwise, leaves, movement, patches, pool, reduce, Family};
 use crate::{Graph, GraphError, NodeId, Op};
 
 /// Named tensors for a graph's inputs and parameters.
@@ -96,6 +97,8 @@ impl Executable {
         let (merged, outs) = eliminate_common_subexpressions(&pruned, &outs);
         let (fused, outs) = fuse_einsum_reductions(&merged, &outs);
         let (pruned, outs) = prune(&fused, &outs);
+        let (convs, outs) = fuse_convolutions(&pruned, &outs);
+        let (pruned, outs) = prune(&convs, &outs);
         let (graph, outputs, side_by_side) = group_independent_contractions(&pruned, &outs);
         let mut last_use = vec![0usize; graph.len()];
         for (i, node) in graph.nodes().iter().enumerate() {
@@ -423,6 +426,7 @@ impl Executable {
             Family::Einsum(spec) => einsum::eval(spec, &args)?,
             Family::Patches(p) => patches::eval(p, &args)?,
             Family::Pool(p) => pool::eval(p, &args)?,
+            Family::Conv(c) => conv::eval(c, &args)?,
         })
     }
 }

@@ -2,7 +2,7 @@ use std::fmt;
 
 use secondo_tensor::DType;
 
-use crate::prims::{einsum, elementwise, leaves, movement, patches, pool, reduce, Family};
+use crate::prims::{conv, einsum, elementwise, leaves, movement, patches, pool, reduce, Family};
 use crate::{GraphError, Op};
 
 /// Index of a node in its graph. Nodes only refer to earlier nodes, so ids are
@@ -149,18 +149,21 @@ impl Graph {
         self.nodes
             .iter()
             .map(|node| match &node.op {
-                Op::Einsum(spec) => {
-                    let shapes: Vec<&[usize]> = node
-                        .inputs
-                        .iter()
-                        .map(|&j| self.nodes[j].shape.as_slice())
-                        .collect();
-                    spec.flops(&shapes, &node.inputs)
-                        .expect("a graph's einsums fit their operands")
-                }
+                Op::Einsum(spec) => spec
+                    .flops(&self.operand_shapes(node), &node.inputs)
+                    .expect("a graph's einsums fit their operands"),
+                Op::Conv(c) => 2 * c.multiply_adds(&self.operand_shapes(node), &node.shape),
                 _ => 0,
             })
             .sum()
+    }
+
+    /// The shapes of `node`'s operands.
+    fn operand_shapes(&self, node: &Node) -> Vec<&[usize]> {
+        node.inputs
+            .iter()
+            .map(|&j| self.nodes[j].shape.as_slice())
+            .collect()
     }
 
     /// Appends an operation after checking its operands; returns the new id.
@@ -224,6 +227,7 @@ impl Graph {
             Family::Einsum(spec) => einsum::shape(spec, &operands),
             Family::Patches(p) => patches::shape(p, &operands),
             Family::Pool(p) => pool::shape(p, &operands),
+            Family::Conv(c) => conv::shape(c, &operands),
         }
         .map_err(|reason| build_err(op, reason))
     }

@@ -4,7 +4,9 @@
 //! so `jvp` and `vjp` compose in either order (Hessian-vector products are
 //! `jvp` of `vjp`).
 
-use crate::prims::{einsum, elementwise, leaves, movement, patches, pool, reduce, Family, Primal};
+use crate::prims::{
+    conv, einsum, elementwise, leaves, movement, patches, pool, reduce, Family, Primal,
+};
 use crate::vjp::{accumulate, check_pairs};
 use crate::{Builder, GraphError, Node, NodeId, Var};
 
@@ -93,5 +95,6 @@ fn jvp_rule<'a>(
         Family::Einsum(spec) => einsum::jvp(spec, &p, ts),
         Family::Patches(op) => patches::jvp(op, &p, ts),
         Family::Pool(op) => pool::jvp(op, &p, ts),
+        Family::Conv(op) => conv::jvp(op, &p, ts),
     }
 }

@@ -36,5 +36,6 @@ pub use error::GraphError;
 pub use exec::{Executable, Feeds};
 pub use graph::{Graph, Node, NodeId};
 pub use op::Op;
+pub use prims::conv::ConvOp;
 pub use prims::patches::PatchOp;
 pub use prims::pool::PoolOp;

@@ -2,7 +2,7 @@ use std::fmt;
 
 use secondo_tensor::{BinaryOp, EinsumSpec, ReduceOp, Tensor, UnaryOp};
 
-use crate::{PatchOp, PoolOp};
+use crate::{ConvOp, PatchOp, PoolOp};
 
 /// A primitive operation. Composite operations (softmax, cross-entropy, GELU, …)
 /// are built from these by the builder. Each variant's rules (shape,
@@ -46,6 +46,9 @@ pub enum Op {
     Patches(PatchOp),
     /// Max pooling and the linear maps of its derivatives.
     Pool(PoolOp),
+    /// A convolution, its input gradient or its weight gradient, without
+    /// patch matrices (what the executor runs for `unfold` + `einsum`).
+    Conv(ConvOp),
 }
 
 impl fmt::Display for Op {
@@ -67,6 +70,7 @@ impl fmt::Display for Op {
             Op::OneHot(c) => write!(f, "one_hot {c}"),
             Op::Patches(p) => write!(f, "{p}"),
             Op::Pool(p) => write!(f, "{p}"),
+            Op::Conv(c) => write!(f, "{c}"),
         }
     }
 }

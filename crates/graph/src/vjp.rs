@@ -3,7 +3,9 @@
 //! The rules below are written with the builder's primitives, so the derivative
 //! graph can itself be differentiated.
 
-use crate::prims::{einsum, elementwise, leaves, movement, patches, pool, reduce, Family, Primal};
+use crate::prims::{
+    conv, einsum, elementwise, leaves, movement, patches, pool, reduce, Family, Primal,
+};
 use crate::{Builder, GraphError, Op, Var};
 
 impl Builder {
@@ -134,6 +136,7 @@ fn transpose_rule<'a>(op: &Op, p: &Primal<'a>, k: usize, g: Var<'a>) -> Option<V
         Family::Einsum(spec) => einsum::transpose(spec, p, k, g),
         Family::Patches(op) => patches::transpose(op, p, g),
         Family::Pool(op) => pool::transpose(op, p, k, g),
+        Family::Conv(op) => conv::transpose(op, p, k, g),
     }
 }
 

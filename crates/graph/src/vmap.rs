@@ -6,7 +6,7 @@
 //! order (per-sample gradients are `vmap` of `grad`).
 
 use crate::prims::{
-    einsum, elementwise, leaves, movement, patches, pool, reduce, Batched, Family, Primal,
+    conv, einsum, elementwise, leaves, movement, patches, pool, reduce, Batched, Family, Primal,
 };
 use crate::{Builder, GraphError, Node, NodeId, Var};
 
@@ -130,6 +130,7 @@ fn batch_rule<'a>(
         Family::Einsum(spec) => einsum::batch(spec, &site),
         Family::Patches(op) => patches::batch(op, &site),
         Family::Pool(op) => pool::batch(op, &site),
+        Family::Conv(op) => conv::batch(op, &site),
     }
 }
 

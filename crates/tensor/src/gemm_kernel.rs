@@ -228,6 +228,27 @@ unsafe fn single<T: Element>(
     rhs: *const T,
     r: Strided,
 ) {
+    product(m, n, k, dst, d, lhs, l, rhs, r, false)
+}
+
+/// One single-threaded product `dst = lhs · rhs`, or `dst += lhs · rhs`
+/// when `accumulate`.
+///
+/// # Safety
+/// As for [`gemm_into`]; with `accumulate`, `dst` must hold initialized values.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn product<T: Element>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut T,
+    d: Strided,
+    lhs: *const T,
+    l: Strided,
+    rhs: *const T,
+    r: Strided,
+    accumulate: bool,
+) {
     gemm::gemm(
         m,
         n,
@@ -235,14 +256,14 @@ unsafe fn single<T: Element>(
         dst,
         d.cs,
         d.rs,
-        false,
+        accumulate,
         lhs,
         l.cs,
         l.rs,
         rhs,
         r.cs,
         r.rs,
-        T::zero(),
+        if accumulate { T::one() } else { T::zero() },
         T::one(),
         false,
         false,

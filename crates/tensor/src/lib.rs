@@ -11,6 +11,7 @@
 //! ```
 
 mod buffer;
+mod conv;
 mod dtype;
 mod einsum;
 mod elementwise;
@@ -26,6 +27,7 @@ mod shape;
 mod simd;
 mod tensor;
 
+pub use conv::{conv_forward, conv_input_grad, conv_weight_grad};
 pub use dtype::{DType, Element};
 pub use einsum::{einsum, einsum_parsed, EinsumSpec};
 pub use elementwise::{BinaryOp, UnaryOp};

@@ -10,6 +10,7 @@
 //! columns `C·KH·KW`), with no copy of the patches in between.
 
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 use rayon::prelude::*;
 
@@ -154,15 +155,15 @@ pub(crate) fn split_image(shape: &[usize], k: usize) -> Result<(&[usize], &[usiz
 
 /// The sizes one image and its patches are indexed with.
 #[derive(Clone, Copy)]
-struct Extent {
-    channels: usize,
-    image: [usize; 2],
-    out: [usize; 2],
-    kernel: [usize; 2],
+pub(crate) struct Extent {
+    pub(crate) channels: usize,
+    pub(crate) image: [usize; 2],
+    pub(crate) out: [usize; 2],
+    pub(crate) kernel: [usize; 2],
 }
 
 impl Extent {
-    fn image_len(&self) -> usize {
+    pub(crate) fn image_len(&self) -> usize {
         self.channels * self.image[0] * self.image[1]
     }
 
@@ -171,21 +172,26 @@ impl Extent {
     }
 
     /// One position's patch: `C·KH·KW` values.
-    fn patch_len(&self) -> usize {
+    pub(crate) fn patch_len(&self) -> usize {
         self.channels * self.kernel[0] * self.kernel[1]
     }
 
-    /// Calls `line(patches offset, image row)` for every kernel row of
-    /// every output row and channel: the `KW` taps of output column `j` lie
-    /// at `offset + j·C·KH·KW` in the patches and at [`Columns`] in that
-    /// image row (`None`: the row lies in the padding). In this order the
-    /// patches of one output row stay in cache while each image row is read
-    /// (or written) along its length.
-    fn for_each_line(&self, w: &Window2d, mut line: impl FnMut(usize, Option<usize>)) {
+    /// Calls `line(patches offset, image row)` for every kernel row of the
+    /// output rows `rows` and every channel: the `KW` taps of output column
+    /// `j` lie at `offset + j·C·KH·KW` in those rows' patches and at
+    /// [`Columns`] in that image row (`None`: the row lies in the padding).
+    /// In this order the patches of one output row stay in cache while each
+    /// image row is read (or written) along its length.
+    fn for_each_line(
+        &self,
+        w: &Window2d,
+        rows: Range<usize>,
+        mut line: impl FnMut(usize, Option<usize>),
+    ) {
         let [kh, kw] = self.kernel;
         let [h, wd] = self.image;
-        for i in 0..self.out[0] {
-            let block = i * self.out[1] * self.patch_len();
+        for i in rows.clone() {
+            let block = (i - rows.start) * self.out[1] * self.patch_len();
             for a in 0..kh {
                 let row = w.source(0, i, a, h);
                 for c in 0..self.channels {
@@ -198,7 +204,7 @@ impl Extent {
 
 /// Where each output column's taps read one image row: contiguous from one
 /// start for the windows inside the image (undilated), else tap by tap.
-struct Columns {
+pub(crate) struct Columns {
     /// Per output column, the first tap's column when all taps are
     /// contiguous and inside the image.
     start: Vec<Option<usize>>,
@@ -210,7 +216,7 @@ struct Columns {
 }
 
 impl Columns {
-    fn of(w: &Window2d, e: &Extent) -> Columns {
+    pub(crate) fn of(w: &Window2d, e: &Extent) -> Columns {
         let kw = e.kernel[1];
         let taps: Vec<Option<usize>> = (0..e.out[1] * kw)
             .map(|t| w.source(1, t / kw, t % kw, e.image[1]))
@@ -231,77 +237,93 @@ impl Columns {
         }
     }
 
-    /// `visit(patches index, image column)` for every tap of one line (see
-    /// [`Extent::for_each_line`]); the column is `None` in the padding.
-    /// Always inlined, so that the calls with a literal `kw` below unroll
-    /// the taps of the common kernel widths.
+    /// `visit(patches index, image column, length)` for every run of taps
+    /// of one line (see [`Extent::for_each_line`]) that read consecutive
+    /// image columns: a whole window inside the image at once, the windows
+    /// at the edges tap by tap (the column is `None` in the padding). Always
+    /// inlined, so that the calls with a literal `kw` below copy the whole
+    /// windows of the common kernel widths in a few vector moves.
     #[inline(always)]
-    fn each_tap(&self, kw: usize, offset: usize, mut visit: impl FnMut(usize, Option<usize>)) {
+    fn each_run(
+        &self,
+        kw: usize,
+        offset: usize,
+        mut visit: impl FnMut(usize, Option<usize>, usize),
+    ) {
         for (j, start) in self.start.iter().enumerate() {
             let at = offset + j * self.patch;
             match start {
-                Some(s) => (0..kw).for_each(|b| visit(at + b, Some(s + b))),
+                Some(s) => visit(at, Some(*s), kw),
                 None => {
                     let taps = &self.taps[j * kw..(j + 1) * kw];
-                    taps.iter().enumerate().for_each(|(b, &c)| visit(at + b, c));
+                    taps.iter()
+                        .enumerate()
+                        .for_each(|(b, &c)| visit(at + b, c, 1));
                 }
             }
         }
     }
 
-    /// [`Columns::each_tap`] with the kernel width as a literal for 1, 2, 3,
+    /// [`Columns::each_run`] with the kernel width as a literal for 1, 2, 3,
     /// 5 and 7.
     #[inline(always)]
-    fn each_tap_unrolled(&self, offset: usize, visit: impl FnMut(usize, Option<usize>)) {
+    fn each_run_unrolled(&self, offset: usize, visit: impl FnMut(usize, Option<usize>, usize)) {
         match self.kw {
-            1 => self.each_tap(1, offset, visit),
-            2 => self.each_tap(2, offset, visit),
-            3 => self.each_tap(3, offset, visit),
-            5 => self.each_tap(5, offset, visit),
-            7 => self.each_tap(7, offset, visit),
-            kw => self.each_tap(kw, offset, visit),
+            1 => self.each_run(1, offset, visit),
+            2 => self.each_run(2, offset, visit),
+            3 => self.each_run(3, offset, visit),
+            5 => self.each_run(5, offset, visit),
+            7 => self.each_run(7, offset, visit),
+            kw => self.each_run(kw, offset, visit),
         }
     }
 }
 
-/// One image's patches: every element of `out` written.
-fn unfold_image<T: Element>(
+/// The patches of output rows `rows` of one image: every element of `out`
+/// (those rows' patches) written.
+pub(crate) fn unfold_image<T: Element>(
     e: &Extent,
     w: &Window2d,
     cols: &Columns,
     image: &[T],
     out: &mut [MaybeUninit<T>],
     pad: T,
+    rows: Range<usize>,
 ) {
     let wd = e.image[1];
-    e.for_each_line(w, |offset, row| match row {
-        Some(r) => {
-            let line = &image[r..r + wd];
-            cols.each_tap_unrolled(offset, |p, c| {
-                out[p].write(c.map_or(pad, |c| line[c]));
-            })
-        }
-        None => cols.each_tap_unrolled(offset, |p, _| {
-            out[p].write(pad);
-        }),
+    e.for_each_line(w, rows, |offset, row| {
+        let line = row.map(|r| &image[r..r + wd]);
+        cols.each_run_unrolled(offset, |p, c, len| {
+            let out = &mut out[p..p + len];
+            match (line, c) {
+                (Some(line), Some(c)) => {
+                    out.write_copy_of_slice(&line[c..c + len]);
+                }
+                _ => out.iter_mut().for_each(|o| {
+                    o.write(pad);
+                }),
+            }
+        })
     });
 }
 
-/// One image's patches summed back onto it (`image` starts at zero).
-fn fold_image<T: Element>(
+/// The patches of output rows `rows` of one image summed onto it.
+pub(crate) fn fold_image<T: Element>(
     e: &Extent,
     w: &Window2d,
     cols: &Columns,
     patches: &[T],
     image: &mut [T],
+    rows: Range<usize>,
 ) {
     let wd = e.image[1];
-    e.for_each_line(w, |offset, row| {
+    e.for_each_line(w, rows, |offset, row| {
         if let Some(r) = row {
             let line = &mut image[r..r + wd];
-            cols.each_tap_unrolled(offset, |p, c| {
+            cols.each_run_unrolled(offset, |p, c, len| {
                 if let Some(c) = c {
-                    line[c] += patches[p];
+                    let sums = line[c..c + len].iter_mut();
+                    sums.zip(&patches[p..p + len]).for_each(|(s, &v)| *s += v);
                 }
             });
         }
@@ -336,7 +358,7 @@ pub fn unfold(x: &Tensor, w: &Window2d, pad: f64) -> Result<Tensor, TensorError>
             let pad = T::from_f64(pad);
             out.par_chunks_mut(e.patches_len())
                 .zip(v.par_chunks(e.image_len()))
-                .for_each(|(o, image)| unfold_image(&e, w, &cols, image, o, pad));
+                .for_each(|(o, image)| unfold_image(&e, w, &cols, image, o, pad, 0..e.out[0]));
         }
         // SAFETY: `unfold_image` writes every element of each image's patches.
         let out = unsafe { crate::buffer::assume_init(out) };
@@ -369,7 +391,7 @@ pub fn fold(x: &Tensor, w: &Window2d, image: [usize; 2]) -> Result<Tensor, Tenso
         if !out.is_empty() {
             out.par_chunks_mut(e.image_len())
                 .zip(v.par_chunks(e.patches_len()))
-                .for_each(|(o, patches)| fold_image(&e, w, &cols, patches, o));
+                .for_each(|(o, patches)| fold_image(&e, w, &cols, patches, o, 0..e.out[0]));
         }
         Ok(Tensor::from_typed(shape, out))
     })

@@ -44,17 +44,19 @@ pub fn group_independent_contractions(
     let n = graph.len();
     let large = |i: NodeId| {
         let node = graph.node(i);
-        let Op::Einsum(spec) = &node.op else {
-            return false;
-        };
         let shapes: Vec<&[usize]> = node
             .inputs
             .iter()
             .map(|&j| graph.node(j).shape.as_slice())
             .collect();
-        spec.sizes(&shapes).is_ok_and(|letters| {
-            letters.iter().map(|l| l.1).product::<usize>() >= SIDE_BY_SIDE_WORK
-        })
+        let work = match &node.op {
+            Op::Einsum(spec) => spec
+                .sizes(&shapes)
+                .map_or(0, |letters| letters.iter().map(|l| l.1).product::<usize>()),
+            Op::Conv(c) => c.multiply_adds(&shapes, &node.shape) as usize,
+            _ => 0,
+        };
+        work >= SIDE_BY_SIDE_WORK
     };
     let mut placed = vec![false; n];
     let mut order: Vec<NodeId> = Vec::with_capacity(n);

@@ -15,7 +15,7 @@ use secondo_tensor::{BinaryOp, DType, ReduceOp, Tensor, UnaryOp, Window2d};
 use crate::check::{
     jvp_error_on, transpose_error_on, vjp_error_on, vmap_error_on, Leaf, VMAP_SIZE,
 };
-use crate::{Builder, GraphError, Op, PatchOp, PoolOp, Var};
+use crate::{Builder, ConvOp, GraphError, Op, PatchOp, PoolOp, Var};
 
 macro_rules! kinds {
     ($($kind:ident),* $(,)?) => {
@@ -61,6 +61,9 @@ kinds!(
     MaxPool,
     PoolSelect,
     PoolScatter,
+    ConvForward,
+    ConvInputGrad,
+    ConvWeightGrad,
 );
 
 /// The kind of an op.
@@ -107,6 +110,11 @@ fn kind(op: &Op) -> Kind {
             PoolOp::Select(_) => Kind::PoolSelect,
             PoolOp::Scatter(_) => Kind::PoolScatter,
         },
+        Op::Conv(c) => match c {
+            ConvOp::Forward(_) => Kind::ConvForward,
+            ConvOp::InputGrad { .. } => Kind::ConvInputGrad,
+            ConvOp::WeightGrad(_) => Kind::ConvWeightGrad,
+        },
     }
 }
 
@@ -142,8 +150,6 @@ fn raw<'a>(b: &'a Builder, op: Op, operands: &[Var<'a>]) -> Var<'a> {
     b.push(op, operands.iter().map(|v| v.id()).collect(), None)
 }
 
-/// A window exercising every parameter: a non-square kernel, stride,
-/// padding and dilation.
 /// A padded, strided pooling window (3×3, stride 2, padding 1).
 const POOL: Window2d = Window2d {
     kernel: [3, 3],
@@ -152,6 +158,8 @@ const POOL: Window2d = Window2d {
     dilation: [1, 1],
 };
 
+/// A window exercising every parameter: a non-square kernel, stride,
+/// padding and dilation (on a 5×6 image: 3×4 positions).
 const ODD: Window2d = Window2d {
     kernel: [2, 3],
     stride: [2, 1],
@@ -384,6 +392,31 @@ fn cases_for(kind: Kind) -> Vec<Case> {
                 },
             ),
         ],
+        Kind::ConvForward => vec![
+            case("conv, odd window", &[&[2, 2, 5, 6], &[3, 12]], |b, x| {
+                raw(b, Op::Conv(ConvOp::Forward(ODD)), x).tanh()
+            }),
+            case("conv, 3x3 padded", &[&[2, 3, 4, 4], &[2, 27]], |b, x| {
+                let w = Window2d::square(3, 1, 1, 1);
+                raw(b, Op::Conv(ConvOp::Forward(w)), x).tanh()
+            }),
+        ],
+        Kind::ConvInputGrad => vec![case(
+            "conv input gradient",
+            &[&[2, 3, 12], &[3, 12]],
+            |b, x| {
+                let op = ConvOp::InputGrad {
+                    window: ODD,
+                    image: [5, 6],
+                };
+                raw(b, Op::Conv(op), x).tanh()
+            },
+        )],
+        Kind::ConvWeightGrad => vec![case(
+            "conv weight gradient",
+            &[&[2, 3, 12], &[2, 2, 5, 6]],
+            |b, x| raw(b, Op::Conv(ConvOp::WeightGrad(ODD)), x).tanh(),
+        )],
     }
 }
 

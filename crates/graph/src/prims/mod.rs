@@ -10,6 +10,7 @@
 //! added to a family changes that family's module (and [`Op::family`]), and a
 //! new family adds one arm to each of those five matches.
 
+pub(crate) mod conv;
 pub(crate) mod einsum;
 pub(crate) mod elementwise;
 pub(crate) mod leaves;
@@ -24,7 +25,7 @@ mod cases;
 use secondo_tensor::{EinsumSpec, ReduceOp};
 
 use crate::vmap::lift;
-use crate::{Builder, Node, NodeId, Op, PatchOp, PoolOp, Var};
+use crate::{Builder, ConvOp, Node, NodeId, Op, PatchOp, PoolOp, Var};
 use elementwise::Elementwise;
 use leaves::Leaf;
 use movement::Movement;
@@ -52,6 +53,8 @@ pub(crate) enum Family<'a> {
     Patches(&'a PatchOp),
     /// `Pool`.
     Pool(&'a PoolOp),
+    /// `Conv`.
+    Conv(&'a ConvOp),
 }
 
 impl Op {
@@ -72,6 +75,7 @@ impl Op {
             Op::Einsum(spec) => Family::Einsum(spec),
             Op::Patches(p) => Family::Patches(p),
             Op::Pool(p) => Family::Pool(p),
+            Op::Conv(c) => Family::Conv(c),
         }
     }
 }
