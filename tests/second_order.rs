@@ -59,7 +59,7 @@ fn batch<'a>(obj: &'a Objective, params: &'a ParamStore, data: &'a Dataset) -> C
     CurvatureBatch {
         objective: obj,
         params,
-        data,
+        data: data.clone(),
         seed: 0,
     }
 }

@@ -49,14 +49,14 @@ pub(crate) fn bind_operator(
     batch: &CurvatureBatch<'_>,
 ) -> Result<CurvatureOperator, Error> {
     Ok(match previous {
-        Some(op) => op.rebound(batch.params, batch.data)?,
+        Some(op) => op.rebound(batch.params, &batch.data)?,
         None => {
             let names = group.names(batch.objective);
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             CurvatureOperator::new(
                 batch.objective,
                 batch.params,
-                batch.data,
+                &batch.data,
                 batch.data.len(),
                 kind,
                 Some(&names),

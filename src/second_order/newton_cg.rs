@@ -205,8 +205,7 @@ impl SecondOrderOptimizer for NewtonCg {
         batch: &Dataset,
         grads: &[Tensor],
     ) -> Result<StepReport, Error> {
-        let data = self.control.curvature_data(batch)?;
-        let cb = self.control.curvature_batch(objective, params, &data);
+        let cb = self.control.curvature_batch(objective, params, batch)?;
         let op = bind_operator(self.operator.take(), self.kind, &self.control.group, &cb)?;
         let g = self.control.group.gather(grads);
         let start = match &self.previous {
