@@ -899,3 +899,139 @@ fn the_quadratic_models_step_is_optimal_in_the_span_of_direction_and_previous_st
         }
     }
 }
+
+/// A watched run: its records, the step the run's optimizer took over at,
+/// and the final weights.
+type Watched = (Vec<secondo::monitor::Record>, Option<usize>, Vec<f64>);
+
+/// Trains with a monitor tracking `list` every step.
+fn train_watched(
+    obj: &Objective,
+    d: &Dataset,
+    config: &TrainConfig,
+    list: &str,
+) -> Result<Watched, secondo::Error> {
+    use secondo::monitor::{Monitor, MonitorConfig, MonitorSetup};
+    let mut params = ParamStore::init(obj.network.spec(), 0, DType::F64);
+    let monitor_config = MonitorConfig::parse(list, 1).unwrap();
+    let steps = d.len().div_ceil(config.batch_size) * config.epochs;
+    let setup = MonitorSetup {
+        config: &monitor_config,
+        total_steps: steps,
+        lr: 0.1,
+        plain_sgd: false,
+        probe: None,
+        seed: 0,
+    };
+    let mut monitor = Monitor::new(obj, &params, setup).unwrap();
+    let (mut records, mut switched_at) = (Vec::new(), None);
+    secondo::train::train_monitored(
+        obj,
+        &mut params,
+        d,
+        config,
+        &mut monitor,
+        &mut |r| {
+            records.extend(r);
+            Ok(())
+        },
+        |p| switched_at = p.switched_at,
+    )?;
+    records.extend(monitor.finish());
+    let flat = params.iter().flat_map(|(_, t)| t.to_f64_vec()).collect();
+    Ok((records, switched_at, flat))
+}
+
+#[test]
+fn switch_when_hands_over_the_step_after_a_record_meets_the_threshold() {
+    use secondo::monitor::{Crossing, Instrument, Reading, Threshold};
+    use secondo::train::{FirstPhase, Switch};
+    let obj = objective(MLP, 5, "cross_entropy");
+    let d = data(40, 5, 3, true);
+    let sgd = OptimizerChoice::parse("sgd", 0.5, 0.0, false, 0.0).unwrap();
+    let newton = OptimizerChoice::SecondOrder(SecondOrderConfig::new(Method::NewtonCg));
+    let config = |until: Option<Switch>| TrainConfig {
+        epochs: 4,
+        batch_size: 10,
+        optimizer: newton,
+        seed: 0,
+        first_phase: until.map(|until| FirstPhase {
+            optimizer: sgd,
+            until,
+        }),
+        mixed: None,
+    };
+    let when = |crossing, x| {
+        Some(Switch::When(
+            Threshold::new(Instrument::GradNorm, crossing, x).unwrap(),
+        ))
+    };
+    // SGD throughout: a threshold no gradient norm falls below.
+    let (records, never, sgd_only) =
+        train_watched(&obj, &d, &config(when(Crossing::Below, 0.0)), "grad_norm").unwrap();
+    assert_eq!(never, None);
+    let mut plain = ParamStore::init(obj.network.spec(), 0, DType::F64);
+    train(
+        &obj,
+        &mut plain,
+        &d,
+        &TrainConfig {
+            optimizer: sgd,
+            ..config(None)
+        },
+        |_| {},
+    )
+    .unwrap();
+    let plain: Vec<f64> = plain.iter().flat_map(|(_, t)| t.to_f64_vec()).collect();
+    assert_eq!(
+        sgd_only, plain,
+        "an unmet threshold leaves SGD's run as it is"
+    );
+    // The norm over all parameters of each step's gradient, as SGD runs.
+    let norms: Vec<f64> = records
+        .iter()
+        .map(|r| Reading::Norm.apply(&r["grad_norm"]).unwrap())
+        .collect();
+    // A threshold between a step's norm and every norm before it, from step 3 on.
+    let k = (3..norms.len())
+        .find(|&k| norms[k] < norms[..k].iter().cloned().fold(f64::INFINITY, f64::min))
+        .expect("a new lowest gradient norm");
+    let x = 0.5 * (norms[k] + norms[..k].iter().cloned().fold(f64::INFINITY, f64::min));
+    let (_, switched_at, params) =
+        train_watched(&obj, &d, &config(when(Crossing::Below, x)), "grad_norm").unwrap();
+    assert_eq!(switched_at, Some(k + 1), "norms {norms:?}, threshold {x}");
+    let mut at_step = ParamStore::init(obj.network.spec(), 0, DType::F64);
+    train(
+        &obj,
+        &mut at_step,
+        &d,
+        &config(Some(Switch::Step(k + 1))),
+        |_| {},
+    )
+    .unwrap();
+    let at_step: Vec<f64> = at_step.iter().flat_map(|(_, t)| t.to_f64_vec()).collect();
+    assert_eq!(
+        params,
+        at_step,
+        "the same run as --switch-at step={}",
+        k + 1
+    );
+    assert_ne!(params, plain);
+    // `>`: the loss rises above nothing it starts below; met at once, switched at step 1.
+    let above = Some(Switch::When(
+        Threshold::new(Instrument::Loss, Crossing::Above, 0.0).unwrap(),
+    ));
+    assert_eq!(
+        train_watched(&obj, &d, &config(above), "loss").unwrap().1,
+        Some(1)
+    );
+    // Without the monitor, or with a monitor that does not track it: refused.
+    let mut p = ParamStore::init(obj.network.spec(), 0, DType::F64);
+    let e = train(&obj, &mut p, &d, &config(when(Crossing::Below, x)), |_| {}).unwrap_err();
+    assert!(e.to_string().starts_with("--switch-when grad_norm<"), "{e}");
+    let e = train_watched(&obj, &d, &config(when(Crossing::Below, x)), "loss").unwrap_err();
+    assert!(
+        e.to_string().contains("the monitor must track grad_norm"),
+        "{e}"
+    );
+}

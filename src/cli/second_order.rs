@@ -2,6 +2,7 @@
 
 use clap::Args;
 use secondo::curvature::Curvature;
+use secondo::monitor::Threshold;
 use secondo::second_order::{Method, SecondOrderConfig};
 use secondo::train::{FirstPhase, Mixed, OptimizerChoice, Switch};
 
@@ -49,6 +50,9 @@ pub struct SecondOrderArgs {
     /// Late-phase training: run --first-order-optimizer for the first N epochs or steps, then --optimizer.
     #[arg(long, value_name = "epoch=N|step=N")]
     switch_at: Option<String>,
+    /// Late-phase training: run --first-order-optimizer until a tracked instrument's record meets INSTRUMENT<X or INSTRUMENT>X (quote it; e.g. 'grad_norm<0.05', 'alpha>0.5'), then --optimizer from the next step; the instrument is tracked even if --monitor leaves it out.
+    #[arg(long, value_name = "INSTRUMENT<X", conflicts_with = "switch_at")]
+    switch_when: Option<String>,
     /// Mixed training: --optimizer for the parameters matching these comma-separated name patterns (* any characters), --first-order-optimizer for the rest.
     #[arg(long, value_name = "PATTERN")]
     second_order: Option<String>,
@@ -78,6 +82,7 @@ impl SecondOrderArgs {
             ("--trust-radius", self.trust_radius.is_some()),
             ("--kl-clip", self.kl_clip.is_some()),
             ("--switch-at", self.switch_at.is_some()),
+            ("--switch-when", self.switch_when.is_some()),
             ("--second-order", self.second_order.is_some()),
         ]
         .iter()
@@ -90,12 +95,13 @@ impl SecondOrderArgs {
     /// from the common first-order hyperparameters; refuses one without the
     /// other.
     fn first_order(&self, common: FirstOrder) -> anyhow::Result<Option<OptimizerChoice>> {
-        let wanted = self.switch_at.is_some() || self.second_order.is_some();
+        let wanted = self.switch().is_some() || self.second_order.is_some();
         let Some(name) = self.first_order_optimizer.as_deref() else {
+            if let Some((flag, _)) = self.switch() {
+                anyhow::bail!("{flag} needs --first-order-optimizer (sgd, adam or adamw)");
+            }
             if wanted {
-                anyhow::bail!(
-                    "--switch-at and --second-order need --first-order-optimizer (sgd, adam or adamw)"
-                );
+                anyhow::bail!("--second-order needs --first-order-optimizer (sgd, adam or adamw)");
             }
             if self.first_order_lr.is_some() {
                 anyhow::bail!("--first-order-lr needs --first-order-optimizer");
@@ -103,7 +109,9 @@ impl SecondOrderArgs {
             return Ok(None);
         };
         if !wanted {
-            anyhow::bail!("--first-order-optimizer needs --switch-at or --second-order");
+            anyhow::bail!(
+                "--first-order-optimizer needs --switch-at, --switch-when or --second-order"
+            );
         }
         if Method::parse(name).is_some() {
             anyhow::bail!("--first-order-optimizer {name}: expected sgd, adam or adamw");
@@ -120,8 +128,30 @@ impl SecondOrderArgs {
         )?))
     }
 
-    /// The first-order phase of `--switch-at` and the parameter split of
-    /// `--second-order`, where given.
+    /// The late-phase flag given, with its value.
+    fn switch(&self) -> Option<(&'static str, &str)> {
+        match (&self.switch_at, &self.switch_when) {
+            (Some(at), _) => Some(("--switch-at", at)),
+            (None, Some(when)) => Some(("--switch-when", when)),
+            (None, None) => None,
+        }
+    }
+
+    /// What late-phase training did, for the run's summary: when
+    /// `optimizer` took over from the first phase, or that it never did.
+    pub fn late_phase_line(&self, optimizer: &str, switched_at: Option<usize>) -> Option<String> {
+        let (flag, value) = self.switch()?;
+        let first = self.first_order_optimizer.as_deref().unwrap_or("?");
+        Some(match switched_at {
+            Some(step) => {
+                format!("switched from {first} to {optimizer} at step {step} ({flag} {value})")
+            }
+            None => format!("never switched ({flag} {value}): {first} ran throughout"),
+        })
+    }
+
+    /// The first-order phase of `--switch-at` or `--switch-when` and the
+    /// parameter split of `--second-order`, where given.
     pub fn schedule(
         &self,
         common: FirstOrder,
@@ -129,13 +159,12 @@ impl SecondOrderArgs {
         let Some(optimizer) = self.first_order(common)? else {
             return Ok((None, None));
         };
-        let phase = match &self.switch_at {
-            Some(at) => Some(FirstPhase {
-                optimizer,
-                until: Switch::parse(at)?,
-            }),
-            None => None,
+        let until = match (&self.switch_at, &self.switch_when) {
+            (Some(at), _) => Some(Switch::parse(at)?),
+            (None, Some(when)) => Some(Switch::When(Threshold::parse(when)?)),
+            (None, None) => None,
         };
+        let phase = until.map(|until| FirstPhase { optimizer, until });
         let mixed = self.second_order.as_ref().map(|patterns| Mixed {
             second_order: patterns.clone(),
             first_order: optimizer,
