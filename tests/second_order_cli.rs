@@ -254,6 +254,7 @@ fn help_explains_every_second_order_flag() {
         "--ema",
         "--power",
         "--cg-iters",
+        "--cg-precondition",
         "--trust-radius",
         "--kl-clip",
         "--switch-at",
@@ -351,4 +352,39 @@ fn switch_when_hands_over_to_newton_cg_the_step_after_the_threshold_is_met() {
     // its update), newton-cg's after it.
     assert_eq!(switched[..=k + 1], sgd[..=k + 1]);
     assert_ne!(switched[k + 2]["grad_norm"], sgd[k + 2]["grad_norm"]);
+}
+
+#[test]
+fn newton_cg_trains_with_the_diagonal_cg_preconditioner() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |precondition: &str| {
+        let out = dir.path().join(format!("{precondition}.safetensors"));
+        let o = secondo(&[
+            "train",
+            "--model",
+            SMALL,
+            "--epochs",
+            "2",
+            "--batch",
+            "128",
+            "--optimizer",
+            "newton-cg",
+            "--cg-precondition",
+            precondition,
+            "--monitor",
+            "off",
+            "--out",
+            s(&out),
+        ]);
+        assert!(o.status.success(), "{precondition}: {}", stderr(&o));
+        let loss = train_loss(&o.stdout);
+        assert!(
+            loss < 0.5,
+            "{precondition}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        std::fs::read(&out).unwrap()
+    };
+    // Preconditioning changes CG's iterates, so where Martens' rule stops.
+    assert!(run("diag") != run("none"), "the preconditioner was applied");
 }

@@ -44,6 +44,9 @@ pub struct SecondOrderArgs {
     /// Most conjugate-gradient iterations per newton-cg step.
     #[arg(long, value_name = "K", value_parser = at_least_one)]
     cg_iters: Option<usize>,
+    /// Preconditioner of newton-cg's CG: none, or diag for Martens' (diag(C) + λI)^0.75 with the diagonal of --curvature on the curvature batch (needs --damping > 0).
+    #[arg(long, value_name = "none|diag")]
+    cg_precondition: Option<String>,
     /// Clip every second-order step to this norm (trust region; default unbounded).
     #[arg(long, value_name = "R", allow_negative_numbers = true)]
     trust_radius: Option<f64>,
@@ -79,6 +82,7 @@ impl SecondOrderArgs {
             ("--ema", self.ema.is_some()),
             ("--power", self.power.is_some()),
             ("--cg-iters", self.cg_iters.is_some()),
+            ("--cg-precondition", self.cg_precondition.is_some()),
             ("--trust-radius", self.trust_radius.is_some()),
             ("--kl-clip", self.kl_clip.is_some()),
             ("--switch-at", self.switch_at.is_some()),
@@ -180,6 +184,10 @@ impl SecondOrderArgs {
                 .map_err(|e| anyhow::anyhow!("--curvature: {e}"))?,
             None => config.curvature,
         };
+        let cg_precondition = match &self.cg_precondition {
+            Some(p) => p.parse()?,
+            None => config.cg_precondition,
+        };
         let c = SecondOrderConfig {
             damping: self.damping.unwrap_or_else(|| {
                 SecondOrderConfig::default_damping(config.method, self.adapt_damping)
@@ -191,6 +199,7 @@ impl SecondOrderArgs {
             ema: self.ema.unwrap_or(config.ema),
             power: self.power.unwrap_or(config.power),
             cg_iters: self.cg_iters.unwrap_or(config.cg_iters),
+            cg_precondition,
             trust_radius: self.trust_radius.or(config.trust_radius),
             kl_clip: self.kl_clip.or(config.kl_clip),
             ..config

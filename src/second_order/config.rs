@@ -8,7 +8,7 @@ use secondo_curvature::Curvature;
 use super::dense::{ensure_dense_fits, DensePreconditioner};
 use super::determinantal::DeterminantalPreconditioner;
 use super::kronecker::{Eigenvalues, FactorDamping, KroneckerPreconditioner};
-use super::newton_cg::{MartensOptions, NewtonCg};
+use super::newton_cg::{CgPreconditioning, MartensOptions, NewtonCg};
 use super::preconditioned::PreconditionedDescent;
 use super::preconditioner::Preconditioner;
 use super::quadratic_model::QuadraticModel;
@@ -109,6 +109,8 @@ pub struct SecondOrderConfig {
     pub power: f64,
     /// Most CG iterations per newton-cg step.
     pub cg_iters: usize,
+    /// The preconditioner of newton-cg's CG.
+    pub cg_precondition: CgPreconditioning,
     /// Largest step norm (trust-region clipping), unbounded when `None`.
     pub trust_radius: Option<f64>,
     /// KL-clipping's bound `κ` (kfac, ekfac, fractional-ngd), none when `None`.
@@ -140,6 +142,7 @@ impl SecondOrderConfig {
             ema: 0.95,
             power: 1.0,
             cg_iters: 50,
+            cg_precondition: CgPreconditioning::None,
             trust_radius: None,
             kl_clip: None,
         };
@@ -244,6 +247,21 @@ impl SecondOrderConfig {
                 "--power {}: {m} estimates the Newton direction (α = 1); use fractional-ngd",
                 self.power
             )),
+            _ if m != Method::NewtonCg && self.cg_precondition != CgPreconditioning::None => {
+                refuse(format!(
+                    "--cg-precondition {}: only newton-cg runs CG (not {m})",
+                    self.cg_precondition
+                ))
+            }
+            Method::NewtonCg
+                if self.cg_precondition == CgPreconditioning::Diagonal && self.damping == 0.0 =>
+            {
+                refuse(
+                    "--cg-precondition diag needs --damping > 0: (diag(C) + λI)^0.75 is singular \
+                     where the diagonal vanishes"
+                        .into(),
+                )
+            }
             Method::NewtonCg if self.momentum != 0.0 => refuse(
                 "--momentum: newton-cg carries momentum through CG's warm start instead".into(),
             ),
@@ -339,7 +357,12 @@ impl SecondOrderConfig {
                     max_iter: self.cg_iters,
                     ..MartensOptions::default()
                 };
-                return Ok(Box::new(NewtonCg::new(self.curvature, control, options)));
+                return Ok(Box::new(NewtonCg::new(
+                    self.curvature,
+                    control,
+                    options,
+                    self.cg_precondition,
+                )));
             }
             Method::Ngd | Method::Ef => Box::new(DensePreconditioner::new(
                 objective,

@@ -40,7 +40,9 @@ pub use diagonal::DiagonalPreconditioner;
 pub use group::ParamGroup;
 pub use kronecker::{Eigenvalues, FactorDamping, KroneckerPreconditioner};
 pub use matrix_free::MatrixFreePreconditioner;
-pub use newton_cg::{martens_cg, martens_stops, MartensCg, MartensOptions, NewtonCg};
+pub use newton_cg::{
+    martens_cg, martens_stops, CgPreconditioning, MartensCg, MartensOptions, NewtonCg, MARTENS_XI,
+};
 pub use preconditioned::PreconditionedDescent;
 pub use preconditioner::{CurvatureBatch, Preconditioner};
 pub use safeguard::clip_to_radius;
