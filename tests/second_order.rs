@@ -450,16 +450,54 @@ fn matrix_free_cg_solves_the_damped_curvature_system() {
         tol: 1e-12,
         max_iter: 500,
     };
-    let mut p = MatrixFreePreconditioner::new(ParamGroup::all(&obj), Curvature::Ggn, options);
+    let mut p = MatrixFreePreconditioner::new(ParamGroup::all(&obj), Curvature::Ggn, options, 1);
     p.update(&batch(&obj, &params, &d), true).unwrap();
     let v = values(params.numel(), 5);
     let x = p.solve(&v, 0.05, 1.0).unwrap();
     let dense = ggn_block_all(&obj, &params, &d);
     let expected = solve(&plus_identity(&dense, v.len(), 0.05), &v);
     assert_close(&x, &expected, 1e-8, "CG against Gaussian elimination");
+}
+
+#[test]
+fn matrix_free_fractional_powers_by_lanczos_match_the_dense_eigendecomposition() {
+    let obj = objective(MLP, 5, "cross_entropy");
+    let params = ParamStore::init(obj.network.spec(), 9, DType::F64);
+    let d = data(6, 5, 3, true);
+    let dim = params.numel();
+    let dense = ggn_block_all(&obj, &params, &d);
+    let eig = dense_symmetric_eigen(&DenseSymmetric::new(dim, dense).unwrap()).unwrap();
+    let v = values(dim, 5);
+    let (lambda, alpha) = (0.05, 0.5);
+    // Q diag((max(c, 0) + λ)^(-α)) Qᵀ v.
+    let mut expected = vec![0.0; dim];
+    for (c, q) in eig.values.iter().zip(eig.vectors.chunks_exact(dim)) {
+        let along =
+            q.iter().zip(&v).map(|(q, v)| q * v).sum::<f64>() * (c.max(0.0) + lambda).powf(-alpha);
+        expected
+            .iter_mut()
+            .zip(q)
+            .for_each(|(e, q)| *e += along * q);
+    }
+    let relative = |steps| {
+        let mut p = MatrixFreePreconditioner::new(
+            ParamGroup::all(&obj),
+            Curvature::Ggn,
+            CgOptions::default(),
+            steps,
+        );
+        p.update(&batch(&obj, &params, &d), true).unwrap();
+        let x = p.solve(&v, lambda, alpha).unwrap();
+        let error: f64 = x.iter().zip(&expected).map(|(x, e)| (x - e).powi(2)).sum();
+        (error / expected.iter().map(|e| e * e).sum::<f64>()).sqrt()
+    };
+    let exact = relative(dim);
+    assert!(exact < 1e-10, "k = dim: relative error {exact}");
+    // Two steps see only part of the spectrum.
+    let short = relative(2);
     assert!(
-        p.solve(&v, 0.05, 0.5).is_err(),
-        "CG has no fractional power"
+        short > 1e3 * exact.max(1e-14),
+        "k = 2: relative error {short}"
     );
 }
 

@@ -255,6 +255,8 @@ fn help_explains_every_second_order_flag() {
         "--power",
         "--cg-iters",
         "--cg-precondition",
+        "--structure",
+        "--lanczos-steps",
         "--trust-radius",
         "--kl-clip",
         "--switch-at",
@@ -387,4 +389,35 @@ fn newton_cg_trains_with_the_diagonal_cg_preconditioner() {
     };
     // Preconditioning changes CG's iterates, so where Martens' rule stops.
     assert!(run("diag") != run("none"), "the preconditioner was applied");
+}
+
+#[test]
+fn fractional_ngd_trains_on_the_matrix_free_structure() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |structure: &str| {
+        let out = dir.path().join(format!("{structure}.safetensors"));
+        let o = secondo(&[
+            "train",
+            "--model",
+            SMALL,
+            "--epochs",
+            "2",
+            "--batch",
+            "128",
+            "--optimizer",
+            "fractional-ngd",
+            "--structure",
+            structure,
+            "--monitor",
+            "off",
+            "--out",
+            s(&out),
+        ]);
+        assert!(o.status.success(), "{structure}: {}", stderr(&o));
+        (train_loss(&o.stdout), std::fs::read(&out).unwrap())
+    };
+    let (loss, weights) = run("matrix-free");
+    // ln 10 ≈ 2.3 at the start.
+    assert!(loss < 1.5, "matrix-free: train loss {loss}");
+    assert!(weights != run("kronecker").1, "the structure was applied");
 }

@@ -3,7 +3,7 @@
 use clap::Args;
 use secondo::curvature::Curvature;
 use secondo::monitor::Threshold;
-use secondo::second_order::{Method, SecondOrderConfig};
+use secondo::second_order::{Method, SecondOrderConfig, Structure};
 use secondo::train::{FirstPhase, Mixed, OptimizerChoice, Switch};
 
 /// The first-order hyperparameters `train` takes for SGD and Adam.
@@ -47,6 +47,12 @@ pub struct SecondOrderArgs {
     /// Preconditioner of newton-cg's CG: none, or diag for Martens' (diag(C) + λI)^0.75 with the diagonal of --curvature on the curvature batch (needs --damping > 0).
     #[arg(long, value_name = "none|diag")]
     cg_precondition: Option<String>,
+    /// fractional-ngd's curvature structure: kronecker (the KFAC eigenbasis, default) or matrix-free ((C + λI)^(-α) g by Lanczos on the exact --curvature operator of the batch).
+    #[arg(long, value_name = "kronecker|matrix-free")]
+    structure: Option<String>,
+    /// Lanczos steps (curvature products) per step of --structure matrix-free (default 50).
+    #[arg(long, value_name = "K", value_parser = at_least_one)]
+    lanczos_steps: Option<usize>,
     /// Clip every second-order step to this norm (trust region; default unbounded).
     #[arg(long, value_name = "R", allow_negative_numbers = true)]
     trust_radius: Option<f64>,
@@ -83,6 +89,8 @@ impl SecondOrderArgs {
             ("--power", self.power.is_some()),
             ("--cg-iters", self.cg_iters.is_some()),
             ("--cg-precondition", self.cg_precondition.is_some()),
+            ("--structure", self.structure.is_some()),
+            ("--lanczos-steps", self.lanczos_steps.is_some()),
             ("--trust-radius", self.trust_radius.is_some()),
             ("--kl-clip", self.kl_clip.is_some()),
             ("--switch-at", self.switch_at.is_some()),
@@ -188,6 +196,13 @@ impl SecondOrderArgs {
             Some(p) => p.parse()?,
             None => config.cg_precondition,
         };
+        let structure = match &self.structure {
+            Some(s) => s.parse()?,
+            None => config.structure,
+        };
+        if self.lanczos_steps.is_some() && structure != Structure::MatrixFree {
+            anyhow::bail!("--lanczos-steps applies to --structure matrix-free");
+        }
         let c = SecondOrderConfig {
             damping: self.damping.unwrap_or_else(|| {
                 SecondOrderConfig::default_damping(config.method, self.adapt_damping)
@@ -200,6 +215,8 @@ impl SecondOrderArgs {
             power: self.power.unwrap_or(config.power),
             cg_iters: self.cg_iters.unwrap_or(config.cg_iters),
             cg_precondition,
+            structure,
+            lanczos_steps: self.lanczos_steps.unwrap_or(config.lanczos_steps),
             trust_radius: self.trust_radius.or(config.trust_radius),
             kl_clip: self.kl_clip.or(config.kl_clip),
             ..config
