@@ -9,7 +9,7 @@ use secondo_optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
 use secondo_tensor::memory::{bytes_of, ensure_fits};
 use secondo_tensor::{DType, Tensor};
 
-use crate::monitor::{Monitor, Record};
+use crate::monitor::{Monitor, Record, Threshold};
 use crate::second_order::{Method, ParamGroup, SecondOrderConfig, SecondOrderOptimizer};
 use crate::{Error, GradientProgram, Objective};
 
@@ -116,12 +116,17 @@ impl OptimizerChoice {
 }
 
 /// When a run with a first-order phase switches to its optimizer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Switch {
     /// After this many epochs.
     Epoch(usize),
     /// After this many steps.
     Step(usize),
+    /// At the step after the monitor's record of a step meets the
+    /// threshold (`--switch-when`; for `alpha`, whose record waits for the
+    /// next step, the step after that). Needs the monitor to track the
+    /// instrument: the condition is checked at its interval.
+    When(Threshold),
 }
 
 impl Switch {
@@ -148,11 +153,21 @@ impl Switch {
         }
     }
 
-    /// Whether a step in `epoch` (from 1) after `step` steps (from 0) is past the switch.
-    fn reached(self, epoch: usize, step: usize) -> bool {
+    /// Whether a step in `epoch` (from 1) after `step` steps (from 0) is
+    /// past the switch, `met` saying whether a record met its threshold.
+    fn reached(self, epoch: usize, step: usize, met: bool) -> bool {
         match self {
             Switch::Epoch(n) => epoch > n,
             Switch::Step(n) => step >= n,
+            Switch::When(_) => met,
+        }
+    }
+
+    /// Whether one of the finished `records` meets the threshold.
+    fn met_by(self, records: &[Record]) -> bool {
+        match self {
+            Switch::When(t) => records.iter().any(|r| t.met_by(r)),
+            Switch::Epoch(_) | Switch::Step(_) => false,
         }
     }
 }
@@ -286,6 +301,9 @@ pub struct Progress {
     pub loss: f64,
     /// Accuracy over the epoch so far (classification only).
     pub accuracy: Option<f64>,
+    /// The step (from 0, as the monitor's records count them) from which
+    /// the run's optimizer took over from a first phase, once it has.
+    pub switched_at: Option<usize>,
 }
 
 /// Loss and accuracy of parameters on a dataset.
@@ -619,6 +637,22 @@ fn run_training(
         )));
     }
     let mut phase = config.first_phase;
+    if let Some(FirstPhase {
+        until: Switch::When(t),
+        ..
+    }) = phase
+    {
+        let instrument = t.instrument();
+        if !monitor
+            .as_ref()
+            .is_some_and(|(m, _)| m.tracks_instrument(instrument))
+        {
+            return Err(Error::Invalid(format!(
+                "--switch-when {t}: the monitor must track {instrument}"
+            )));
+        }
+    }
+    let (mut met, mut switched_at) = (false, None);
     let mut opt = match phase {
         Some(p) => AnyOptimizer::new(p.optimizer, objective, config.seed)?,
         None => AnyOptimizer::for_run(config, objective)?,
@@ -640,8 +674,9 @@ fn run_training(
                     "interrupted by a signal after {step} of {total_steps} steps"
                 )));
             }
-            if phase.is_some_and(|p| p.until.reached(epoch, step)) {
+            if phase.is_some_and(|p| p.until.reached(epoch, step, met)) {
                 phase = None;
+                switched_at = Some(step);
                 opt = AnyOptimizer::for_run(config, objective)?;
             }
             let (x, y) = objective.batch_tensors(&batch)?;
@@ -668,7 +703,9 @@ fn run_training(
             update_running_statistics(params, &out.stats);
             if let Some((m, sink)) = monitor.as_mut() {
                 m.updated(params)?;
-                sink(m.drain())?;
+                let records = m.drain();
+                met = met || phase.is_some_and(|p| p.until.met_by(&records));
+                sink(records)?;
             }
             loss_sum += mean_term(objective, out.loss, batch.len()) * batch.len() as f64;
             if let secondo_data::BatchTargets::Classes { labels, .. } = batch.y {
@@ -687,6 +724,7 @@ fn run_training(
                 total_steps,
                 loss: last.loss,
                 accuracy: last.accuracy,
+                switched_at,
             });
         }
     }

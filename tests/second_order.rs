@@ -12,7 +12,7 @@ use secondo::linalg::{dense_symmetric_eigen, CgOptions, DenseSymmetric};
 use secondo::second_order::{
     martens_cg, CurvatureBatch, DensePreconditioner, DeterminantalPreconditioner,
     DiagonalPreconditioner, Eigenvalues, FactorDamping, KroneckerPreconditioner, MartensOptions,
-    MatrixFreePreconditioner, Method, ParamGroup, Preconditioner, SecondOrderConfig,
+    MatrixFreePreconditioner, Method, ParamGroup, Preconditioner, SecondOrderConfig, MARTENS_XI,
 };
 use secondo::train::{train, OptimizerChoice, TrainConfig};
 use secondo::{Objective, ObjectiveConfig};
@@ -59,7 +59,7 @@ fn batch<'a>(obj: &'a Objective, params: &'a ParamStore, data: &'a Dataset) -> C
     CurvatureBatch {
         objective: obj,
         params,
-        data,
+        data: data.clone(),
         seed: 0,
     }
 }
@@ -450,16 +450,54 @@ fn matrix_free_cg_solves_the_damped_curvature_system() {
         tol: 1e-12,
         max_iter: 500,
     };
-    let mut p = MatrixFreePreconditioner::new(ParamGroup::all(&obj), Curvature::Ggn, options);
+    let mut p = MatrixFreePreconditioner::new(ParamGroup::all(&obj), Curvature::Ggn, options, 1);
     p.update(&batch(&obj, &params, &d), true).unwrap();
     let v = values(params.numel(), 5);
     let x = p.solve(&v, 0.05, 1.0).unwrap();
     let dense = ggn_block_all(&obj, &params, &d);
     let expected = solve(&plus_identity(&dense, v.len(), 0.05), &v);
     assert_close(&x, &expected, 1e-8, "CG against Gaussian elimination");
+}
+
+#[test]
+fn matrix_free_fractional_powers_by_lanczos_match_the_dense_eigendecomposition() {
+    let obj = objective(MLP, 5, "cross_entropy");
+    let params = ParamStore::init(obj.network.spec(), 9, DType::F64);
+    let d = data(6, 5, 3, true);
+    let dim = params.numel();
+    let dense = ggn_block_all(&obj, &params, &d);
+    let eig = dense_symmetric_eigen(&DenseSymmetric::new(dim, dense).unwrap()).unwrap();
+    let v = values(dim, 5);
+    let (lambda, alpha) = (0.05, 0.5);
+    // Q diag((max(c, 0) + λ)^(-α)) Qᵀ v.
+    let mut expected = vec![0.0; dim];
+    for (c, q) in eig.values.iter().zip(eig.vectors.chunks_exact(dim)) {
+        let along =
+            q.iter().zip(&v).map(|(q, v)| q * v).sum::<f64>() * (c.max(0.0) + lambda).powf(-alpha);
+        expected
+            .iter_mut()
+            .zip(q)
+            .for_each(|(e, q)| *e += along * q);
+    }
+    let relative = |steps| {
+        let mut p = MatrixFreePreconditioner::new(
+            ParamGroup::all(&obj),
+            Curvature::Ggn,
+            CgOptions::default(),
+            steps,
+        );
+        p.update(&batch(&obj, &params, &d), true).unwrap();
+        let x = p.solve(&v, lambda, alpha).unwrap();
+        let error: f64 = x.iter().zip(&expected).map(|(x, e)| (x - e).powi(2)).sum();
+        (error / expected.iter().map(|e| e * e).sum::<f64>()).sqrt()
+    };
+    let exact = relative(dim);
+    assert!(exact < 1e-10, "k = dim: relative error {exact}");
+    // Two steps see only part of the spectrum.
+    let short = relative(2);
     assert!(
-        p.solve(&v, 0.05, 0.5).is_err(),
-        "CG has no fractional power"
+        short > 1e3 * exact.max(1e-14),
+        "k = 2: relative error {short}"
     );
 }
 
@@ -489,6 +527,7 @@ fn martens_cg_run_to_convergence_is_the_dense_damped_solve() {
         &b,
         lambda,
         vec![0.0; n],
+        None,
         &options,
     )
     .unwrap();
@@ -508,10 +547,135 @@ fn martens_cg_run_to_convergence_is_the_dense_damped_solve() {
         &b,
         lambda,
         cg.last().to_vec(),
+        None,
         &options,
     )
     .unwrap();
     assert_close(&warm.iterates[0].1, cg.last(), 1e-10, "warm start");
+}
+
+#[test]
+fn diagonally_preconditioned_martens_cg_solves_the_same_damped_system_faster() {
+    let n = 8;
+    let r = values(n * n, 21);
+    // A = S (RᵀR/n + I) S with scales S from 10⁻² to 10²: the spread of its
+    // curvature is on its diagonal, which is what the preconditioner takes.
+    let scale: Vec<f64> = (0..n)
+        .map(|i| 10f64.powf(-2.0 + 4.0 * i as f64 / (n - 1) as f64))
+        .collect();
+    let a: Vec<f64> = (0..n * n)
+        .map(|k| {
+            let (i, j) = (k / n, k % n);
+            let gram: f64 = (0..n).map(|l| r[l * n + i] * r[l * n + j]).sum::<f64>() / n as f64;
+            scale[i] * scale[j] * (gram + f64::from(u8::from(i == j)))
+        })
+        .collect();
+    let b = values(n, 22);
+    let lambda = 1e-3;
+    let inverse: Vec<f64> = (0..n)
+        .map(|i| (a[i * n + i] + lambda).powf(-MARTENS_XI))
+        .collect();
+    let exact = solve(&plus_identity(&a, n, lambda), &b);
+    let run = |inverse: Option<&[f64]>, max_iter| {
+        let options = MartensOptions {
+            max_iter,
+            tolerance: 1e-15,
+        };
+        martens_cg(
+            &mut |v| Ok(matvec(&a, v)),
+            &b,
+            lambda,
+            vec![0.0; n],
+            inverse,
+            &options,
+        )
+        .unwrap()
+    };
+    let converged = run(Some(&inverse), 200);
+    let error = |x: &[f64]| {
+        let d: Vec<f64> = x.iter().zip(&exact).map(|(x, e)| x - e).collect();
+        (d.iter().map(|d| d * d).sum::<f64>() / exact.iter().map(|e| e * e).sum::<f64>()).sqrt()
+    };
+    assert!(
+        error(converged.last()) < 1e-10,
+        "{}",
+        error(converged.last())
+    );
+    // φ after four iterations: ten times nearer its minimum with the preconditioner.
+    let phi = |cg: &secondo::second_order::MartensCg| cg.iterates.last().unwrap().2;
+    let (plain, preconditioned) = (run(None, 4), run(Some(&inverse), 4));
+    let best = phi(&converged);
+    assert!(
+        phi(&preconditioned) - best < 0.1 * (phi(&plain) - best),
+        "φ − φ*: preconditioned {}, plain {}",
+        phi(&preconditioned) - best,
+        phi(&plain) - best
+    );
+}
+
+#[test]
+fn newton_cg_with_the_diagonal_preconditioner_takes_the_damped_newton_step() {
+    use secondo::second_order::CgPreconditioning;
+    let obj = objective("linear(3,2)", 3, "mse");
+    let d = data(20, 3, 2, false);
+    let lambda = 0.1;
+    let params = ParamStore::init(obj.network.spec(), 1, DType::F64);
+    let grads = gradient(&obj, &params, &d);
+    let g: Vec<f64> = grads.iter().flat_map(Tensor::to_f64_vec).collect();
+    let ggn = CurvatureOperator::new(&obj, &params, &d, d.len(), Curvature::Ggn, None)
+        .unwrap()
+        .to_dense()
+        .unwrap();
+    let damped: Vec<f64> = solve(&plus_identity(&ggn, g.len(), lambda), &g)
+        .iter()
+        .map(|x| -x)
+        .collect();
+    for preconditioning in [CgPreconditioning::None, CgPreconditioning::Diagonal] {
+        let mut moved = params.clone();
+        let config = SecondOrderConfig {
+            damping: lambda,
+            cg_precondition: preconditioning,
+            ..newton_cg(Curvature::Ggn)
+        };
+        let mut opt = config.build(&obj, &ParamGroup::all(&obj), 0).unwrap();
+        assert!(opt.step(&obj, &mut moved, &d, &grads).unwrap().accepted);
+        let step: Vec<f64> = moved
+            .iter()
+            .zip(params.iter())
+            .flat_map(|((_, a), (_, b))| {
+                a.to_f64_vec()
+                    .into_iter()
+                    .zip(b.to_f64_vec())
+                    .map(|(a, b)| a - b)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_close(
+            &step,
+            &damped,
+            1e-9,
+            &format!("{preconditioning}: −(G + λI)⁻¹ g"),
+        );
+    }
+    let zero = SecondOrderConfig {
+        damping: 0.0,
+        cg_precondition: CgPreconditioning::Diagonal,
+        ..newton_cg(Curvature::Ggn)
+    };
+    assert!(zero
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .starts_with("--cg-precondition diag needs --damping > 0"));
+    let kfac = SecondOrderConfig {
+        cg_precondition: CgPreconditioning::Diagonal,
+        ..SecondOrderConfig::new(Method::Kfac)
+    };
+    assert!(kfac
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("only newton-cg runs CG"));
 }
 
 fn newton_cg(curvature: Curvature) -> SecondOrderConfig {
@@ -772,6 +936,7 @@ fn martens_cg_stops_at_negative_curvature_keeping_its_iterates() {
         &[1.0, 1.0],
         0.0,
         vec![0.0; 2],
+        None,
         &options,
     )
     .unwrap();
@@ -898,4 +1063,140 @@ fn the_quadratic_models_step_is_optimal_in_the_span_of_direction_and_previous_st
             );
         }
     }
+}
+
+/// A watched run: its records, the step the run's optimizer took over at,
+/// and the final weights.
+type Watched = (Vec<secondo::monitor::Record>, Option<usize>, Vec<f64>);
+
+/// Trains with a monitor tracking `list` every step.
+fn train_watched(
+    obj: &Objective,
+    d: &Dataset,
+    config: &TrainConfig,
+    list: &str,
+) -> Result<Watched, secondo::Error> {
+    use secondo::monitor::{Monitor, MonitorConfig, MonitorSetup};
+    let mut params = ParamStore::init(obj.network.spec(), 0, DType::F64);
+    let monitor_config = MonitorConfig::parse(list, 1).unwrap();
+    let steps = d.len().div_ceil(config.batch_size) * config.epochs;
+    let setup = MonitorSetup {
+        config: &monitor_config,
+        total_steps: steps,
+        lr: 0.1,
+        plain_sgd: false,
+        probe: None,
+        seed: 0,
+    };
+    let mut monitor = Monitor::new(obj, &params, setup).unwrap();
+    let (mut records, mut switched_at) = (Vec::new(), None);
+    secondo::train::train_monitored(
+        obj,
+        &mut params,
+        d,
+        config,
+        &mut monitor,
+        &mut |r| {
+            records.extend(r);
+            Ok(())
+        },
+        |p| switched_at = p.switched_at,
+    )?;
+    records.extend(monitor.finish());
+    let flat = params.iter().flat_map(|(_, t)| t.to_f64_vec()).collect();
+    Ok((records, switched_at, flat))
+}
+
+#[test]
+fn switch_when_hands_over_the_step_after_a_record_meets_the_threshold() {
+    use secondo::monitor::{Crossing, Instrument, Reading, Threshold};
+    use secondo::train::{FirstPhase, Switch};
+    let obj = objective(MLP, 5, "cross_entropy");
+    let d = data(40, 5, 3, true);
+    let sgd = OptimizerChoice::parse("sgd", 0.5, 0.0, false, 0.0).unwrap();
+    let newton = OptimizerChoice::SecondOrder(SecondOrderConfig::new(Method::NewtonCg));
+    let config = |until: Option<Switch>| TrainConfig {
+        epochs: 4,
+        batch_size: 10,
+        optimizer: newton,
+        seed: 0,
+        first_phase: until.map(|until| FirstPhase {
+            optimizer: sgd,
+            until,
+        }),
+        mixed: None,
+    };
+    let when = |crossing, x| {
+        Some(Switch::When(
+            Threshold::new(Instrument::GradNorm, crossing, x).unwrap(),
+        ))
+    };
+    // SGD throughout: a threshold no gradient norm falls below.
+    let (records, never, sgd_only) =
+        train_watched(&obj, &d, &config(when(Crossing::Below, 0.0)), "grad_norm").unwrap();
+    assert_eq!(never, None);
+    let mut plain = ParamStore::init(obj.network.spec(), 0, DType::F64);
+    train(
+        &obj,
+        &mut plain,
+        &d,
+        &TrainConfig {
+            optimizer: sgd,
+            ..config(None)
+        },
+        |_| {},
+    )
+    .unwrap();
+    let plain: Vec<f64> = plain.iter().flat_map(|(_, t)| t.to_f64_vec()).collect();
+    assert_eq!(
+        sgd_only, plain,
+        "an unmet threshold leaves SGD's run as it is"
+    );
+    // The norm over all parameters of each step's gradient, as SGD runs.
+    let norms: Vec<f64> = records
+        .iter()
+        .map(|r| Reading::Norm.apply(&r["grad_norm"]).unwrap())
+        .collect();
+    // A threshold between a step's norm and every norm before it, from step 3 on.
+    let k = (3..norms.len())
+        .find(|&k| norms[k] < norms[..k].iter().cloned().fold(f64::INFINITY, f64::min))
+        .expect("a new lowest gradient norm");
+    let x = 0.5 * (norms[k] + norms[..k].iter().cloned().fold(f64::INFINITY, f64::min));
+    let (_, switched_at, params) =
+        train_watched(&obj, &d, &config(when(Crossing::Below, x)), "grad_norm").unwrap();
+    assert_eq!(switched_at, Some(k + 1), "norms {norms:?}, threshold {x}");
+    let mut at_step = ParamStore::init(obj.network.spec(), 0, DType::F64);
+    train(
+        &obj,
+        &mut at_step,
+        &d,
+        &config(Some(Switch::Step(k + 1))),
+        |_| {},
+    )
+    .unwrap();
+    let at_step: Vec<f64> = at_step.iter().flat_map(|(_, t)| t.to_f64_vec()).collect();
+    assert_eq!(
+        params,
+        at_step,
+        "the same run as --switch-at step={}",
+        k + 1
+    );
+    assert_ne!(params, plain);
+    // `>`: the loss rises above nothing it starts below; met at once, switched at step 1.
+    let above = Some(Switch::When(
+        Threshold::new(Instrument::Loss, Crossing::Above, 0.0).unwrap(),
+    ));
+    assert_eq!(
+        train_watched(&obj, &d, &config(above), "loss").unwrap().1,
+        Some(1)
+    );
+    // Without the monitor, or with a monitor that does not track it: refused.
+    let mut p = ParamStore::init(obj.network.spec(), 0, DType::F64);
+    let e = train(&obj, &mut p, &d, &config(when(Crossing::Below, x)), |_| {}).unwrap_err();
+    assert!(e.to_string().starts_with("--switch-when grad_norm<"), "{e}");
+    let e = train_watched(&obj, &d, &config(when(Crossing::Below, x)), "loss").unwrap_err();
+    assert!(
+        e.to_string().contains("the monitor must track grad_norm"),
+        "{e}"
+    );
 }

@@ -134,7 +134,7 @@ fn bad_second_order_settings_fail_on_one_line() {
         ),
         (
             &["--optimizer", "kfac", "--switch-at", "step=5"],
-            "need --first-order-optimizer",
+            "--switch-at needs --first-order-optimizer",
         ),
         (
             &[
@@ -149,11 +149,11 @@ fn bad_second_order_settings_fail_on_one_line() {
         ),
         (
             &["--optimizer", "kfac", "--second-order", "2.*"],
-            "need --first-order-optimizer",
+            "--second-order needs --first-order-optimizer",
         ),
         (
             &["--optimizer", "kfac", "--first-order-optimizer", "sgd"],
-            "needs --switch-at or --second-order",
+            "needs --switch-at, --switch-when or --second-order",
         ),
         (
             &[
@@ -176,9 +176,67 @@ fn bad_second_order_settings_fail_on_one_line() {
             "no Kronecker structure",
         ),
     ];
+    fn late(when: &str) -> Vec<&str> {
+        vec![
+            "--optimizer",
+            "newton-cg",
+            "--first-order-optimizer",
+            "sgd",
+            "--switch-when",
+            when,
+        ]
+    }
+    let switch_cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            late("grad_nrm<0.05"),
+            "--switch-when 'grad_nrm<0.05': unknown instrument 'grad_nrm'",
+        ),
+        (
+            late("grad_norm=0.05"),
+            "--switch-when 'grad_norm=0.05': expected INSTRUMENT<X or INSTRUMENT>X",
+        ),
+        (late("grad_norm<"), "--switch-when 'grad_norm<': expected"),
+        (late("alpha>big"), "--switch-when 'alpha>big': expected"),
+        (
+            late("grad_hist_1d<1"),
+            "grad_hist_1d is not one number per step",
+        ),
+        (
+            late("hess_top_ev>1"),
+            "hess_top_ev is not one number per step",
+        ),
+        (late("cabs<100"), "--switch-when cabs<100: defined for SGD"),
+        (
+            [
+                late("mean_gsnr<1"),
+                vec![
+                    "--model",
+                    "linear(64,16),batchnorm1d(16),relu,linear(16,10)",
+                ],
+            ]
+            .concat(),
+            "--switch-when mean_gsnr<1: per-sample instruments need",
+        ),
+        (
+            [late("loss<1"), vec!["--switch-at", "step=3"]].concat(),
+            "'--switch-when <INSTRUMENT<X>' cannot be used with '--switch-at",
+        ),
+        (
+            vec!["--optimizer", "newton-cg", "--switch-when", "loss<1"],
+            "--switch-when needs --first-order-optimizer",
+        ),
+        (
+            vec!["--switch-when", "loss<1"],
+            "needs --first-order-optimizer",
+        ),
+    ];
+    let cases = cases
+        .iter()
+        .map(|(args, needle)| (args.to_vec(), *needle))
+        .chain(switch_cases);
     for (args, needle) in cases {
         let mut all = vec!["train", "--epochs", "1", "--out", s(&out)];
-        all.extend_from_slice(args);
+        all.extend_from_slice(&args);
         assert_bad_input(&secondo(&all), needle, &out);
     }
 }
@@ -196,9 +254,13 @@ fn help_explains_every_second_order_flag() {
         "--ema",
         "--power",
         "--cg-iters",
+        "--cg-precondition",
+        "--structure",
+        "--lanczos-steps",
         "--trust-radius",
         "--kl-clip",
         "--switch-at",
+        "--switch-when",
         "--first-order-optimizer",
         "--first-order-lr",
         "--second-order",
@@ -206,4 +268,156 @@ fn help_explains_every_second_order_flag() {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
     assert!(help.contains("newton-cg"), "{help}");
+}
+
+/// The lines of a run's `instruments.jsonl`.
+fn records(report: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(report.join("instruments.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The norm over all parameters of a record's per-parameter `grad_norm`.
+fn grad_norm(record: &serde_json::Value) -> f64 {
+    record["grad_norm"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_f64().unwrap().powi(2))
+        .sum::<f64>()
+        .sqrt()
+}
+
+#[test]
+fn switch_when_hands_over_to_newton_cg_the_step_after_the_threshold_is_met() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |when: &str, name: &str| {
+        let out = dir.path().join(format!("{name}.safetensors"));
+        let report = dir.path().join(name);
+        let o = secondo(&[
+            "train",
+            "--model",
+            SMALL,
+            "--epochs",
+            "2",
+            "--batch",
+            "128",
+            "--optimizer",
+            "newton-cg",
+            "--first-order-optimizer",
+            "sgd",
+            "--switch-when",
+            when,
+            "--monitor",
+            "off",
+            "--out",
+            s(&out),
+            "--report",
+            s(&report),
+        ]);
+        assert!(o.status.success(), "{when}: {}", stderr(&o));
+        let run: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(report.join("run.json")).unwrap())
+                .unwrap();
+        (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            records(&report),
+            run["switched_at"].clone(),
+        )
+    };
+    // No gradient norm falls below 0: SGD throughout, grad_norm tracked
+    // though --monitor is off.
+    let (stdout, sgd, switched_at) = run("grad_norm<0", "never");
+    assert!(
+        stdout.contains("never switched (--switch-when grad_norm<0): sgd ran throughout"),
+        "{stdout}"
+    );
+    assert!(switched_at.is_null());
+    assert_eq!(sgd.len(), 24, "every step tracked");
+    // A threshold between a step's norm and every norm before it, from step 2 on.
+    let norms: Vec<f64> = sgd.iter().map(grad_norm).collect();
+    let lowest = |k: usize| norms[..k].iter().cloned().fold(f64::INFINITY, f64::min);
+    let k = (2..norms.len() - 3)
+        .find(|&k| norms[k] < lowest(k))
+        .expect("a new lowest norm");
+    let x = 0.5 * (norms[k] + lowest(k));
+    let (stdout, switched, switched_at) = run(&format!("grad_norm<{x}"), "late");
+    let line = format!(
+        "switched from sgd to newton-cg at step {} (--switch-when grad_norm<{x})",
+        k + 1
+    );
+    assert!(stdout.contains(&line), "norms {norms:?}: {stdout}");
+    assert_eq!(switched_at, serde_json::json!(k + 1));
+    // SGD's run up to the switch (the record of step k + 1 is taken before
+    // its update), newton-cg's after it.
+    assert_eq!(switched[..=k + 1], sgd[..=k + 1]);
+    assert_ne!(switched[k + 2]["grad_norm"], sgd[k + 2]["grad_norm"]);
+}
+
+#[test]
+fn newton_cg_trains_with_the_diagonal_cg_preconditioner() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |precondition: &str| {
+        let out = dir.path().join(format!("{precondition}.safetensors"));
+        let o = secondo(&[
+            "train",
+            "--model",
+            SMALL,
+            "--epochs",
+            "2",
+            "--batch",
+            "128",
+            "--optimizer",
+            "newton-cg",
+            "--cg-precondition",
+            precondition,
+            "--monitor",
+            "off",
+            "--out",
+            s(&out),
+        ]);
+        assert!(o.status.success(), "{precondition}: {}", stderr(&o));
+        let loss = train_loss(&o.stdout);
+        assert!(
+            loss < 0.5,
+            "{precondition}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        std::fs::read(&out).unwrap()
+    };
+    // Preconditioning changes CG's iterates, so where Martens' rule stops.
+    assert!(run("diag") != run("none"), "the preconditioner was applied");
+}
+
+#[test]
+fn fractional_ngd_trains_on_the_matrix_free_structure() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |structure: &str| {
+        let out = dir.path().join(format!("{structure}.safetensors"));
+        let o = secondo(&[
+            "train",
+            "--model",
+            SMALL,
+            "--epochs",
+            "2",
+            "--batch",
+            "128",
+            "--optimizer",
+            "fractional-ngd",
+            "--structure",
+            structure,
+            "--monitor",
+            "off",
+            "--out",
+            s(&out),
+        ]);
+        assert!(o.status.success(), "{structure}: {}", stderr(&o));
+        (train_loss(&o.stdout), std::fs::read(&out).unwrap())
+    };
+    let (loss, weights) = run("matrix-free");
+    // ln 10 ≈ 2.3 at the start.
+    assert!(loss < 1.5, "matrix-free: train loss {loss}");
+    assert!(weights != run("kronecker").1, "the structure was applied");
 }

@@ -2,7 +2,8 @@
 
 use clap::Args;
 use secondo::curvature::Curvature;
-use secondo::second_order::{Method, SecondOrderConfig};
+use secondo::monitor::Threshold;
+use secondo::second_order::{Method, SecondOrderConfig, Structure};
 use secondo::train::{FirstPhase, Mixed, OptimizerChoice, Switch};
 
 /// The first-order hyperparameters `train` takes for SGD and Adam.
@@ -43,12 +44,24 @@ pub struct SecondOrderArgs {
     /// Most conjugate-gradient iterations per newton-cg step.
     #[arg(long, value_name = "K", value_parser = at_least_one)]
     cg_iters: Option<usize>,
+    /// Preconditioner of newton-cg's CG: none, or diag for Martens' (diag(C) + λI)^0.75 with the diagonal of --curvature on the curvature batch (needs --damping > 0).
+    #[arg(long, value_name = "none|diag")]
+    cg_precondition: Option<String>,
+    /// fractional-ngd's curvature structure: kronecker (the KFAC eigenbasis, default) or matrix-free ((C + λI)^(-α) g by Lanczos on the exact --curvature operator of the batch).
+    #[arg(long, value_name = "kronecker|matrix-free")]
+    structure: Option<String>,
+    /// Lanczos steps (curvature products) per step of --structure matrix-free (default 50).
+    #[arg(long, value_name = "K", value_parser = at_least_one)]
+    lanczos_steps: Option<usize>,
     /// Clip every second-order step to this norm (trust region; default unbounded).
     #[arg(long, value_name = "R", allow_negative_numbers = true)]
     trust_radius: Option<f64>,
     /// Late-phase training: run --first-order-optimizer for the first N epochs or steps, then --optimizer.
     #[arg(long, value_name = "epoch=N|step=N")]
     switch_at: Option<String>,
+    /// Late-phase training: run --first-order-optimizer until a tracked instrument's record meets INSTRUMENT<X or INSTRUMENT>X (quote it; e.g. 'grad_norm<0.05', 'alpha>0.5'), then --optimizer from the next step; the instrument is tracked even if --monitor leaves it out.
+    #[arg(long, value_name = "INSTRUMENT<X", conflicts_with = "switch_at")]
+    switch_when: Option<String>,
     /// Mixed training: --optimizer for the parameters matching these comma-separated name patterns (* any characters), --first-order-optimizer for the rest.
     #[arg(long, value_name = "PATTERN")]
     second_order: Option<String>,
@@ -75,9 +88,13 @@ impl SecondOrderArgs {
             ("--ema", self.ema.is_some()),
             ("--power", self.power.is_some()),
             ("--cg-iters", self.cg_iters.is_some()),
+            ("--cg-precondition", self.cg_precondition.is_some()),
+            ("--structure", self.structure.is_some()),
+            ("--lanczos-steps", self.lanczos_steps.is_some()),
             ("--trust-radius", self.trust_radius.is_some()),
             ("--kl-clip", self.kl_clip.is_some()),
             ("--switch-at", self.switch_at.is_some()),
+            ("--switch-when", self.switch_when.is_some()),
             ("--second-order", self.second_order.is_some()),
         ]
         .iter()
@@ -90,12 +107,13 @@ impl SecondOrderArgs {
     /// from the common first-order hyperparameters; refuses one without the
     /// other.
     fn first_order(&self, common: FirstOrder) -> anyhow::Result<Option<OptimizerChoice>> {
-        let wanted = self.switch_at.is_some() || self.second_order.is_some();
+        let wanted = self.switch().is_some() || self.second_order.is_some();
         let Some(name) = self.first_order_optimizer.as_deref() else {
+            if let Some((flag, _)) = self.switch() {
+                anyhow::bail!("{flag} needs --first-order-optimizer (sgd, adam or adamw)");
+            }
             if wanted {
-                anyhow::bail!(
-                    "--switch-at and --second-order need --first-order-optimizer (sgd, adam or adamw)"
-                );
+                anyhow::bail!("--second-order needs --first-order-optimizer (sgd, adam or adamw)");
             }
             if self.first_order_lr.is_some() {
                 anyhow::bail!("--first-order-lr needs --first-order-optimizer");
@@ -103,7 +121,9 @@ impl SecondOrderArgs {
             return Ok(None);
         };
         if !wanted {
-            anyhow::bail!("--first-order-optimizer needs --switch-at or --second-order");
+            anyhow::bail!(
+                "--first-order-optimizer needs --switch-at, --switch-when or --second-order"
+            );
         }
         if Method::parse(name).is_some() {
             anyhow::bail!("--first-order-optimizer {name}: expected sgd, adam or adamw");
@@ -120,8 +140,30 @@ impl SecondOrderArgs {
         )?))
     }
 
-    /// The first-order phase of `--switch-at` and the parameter split of
-    /// `--second-order`, where given.
+    /// The late-phase flag given, with its value.
+    fn switch(&self) -> Option<(&'static str, &str)> {
+        match (&self.switch_at, &self.switch_when) {
+            (Some(at), _) => Some(("--switch-at", at)),
+            (None, Some(when)) => Some(("--switch-when", when)),
+            (None, None) => None,
+        }
+    }
+
+    /// What late-phase training did, for the run's summary: when
+    /// `optimizer` took over from the first phase, or that it never did.
+    pub fn late_phase_line(&self, optimizer: &str, switched_at: Option<usize>) -> Option<String> {
+        let (flag, value) = self.switch()?;
+        let first = self.first_order_optimizer.as_deref().unwrap_or("?");
+        Some(match switched_at {
+            Some(step) => {
+                format!("switched from {first} to {optimizer} at step {step} ({flag} {value})")
+            }
+            None => format!("never switched ({flag} {value}): {first} ran throughout"),
+        })
+    }
+
+    /// The first-order phase of `--switch-at` or `--switch-when` and the
+    /// parameter split of `--second-order`, where given.
     pub fn schedule(
         &self,
         common: FirstOrder,
@@ -129,13 +171,12 @@ impl SecondOrderArgs {
         let Some(optimizer) = self.first_order(common)? else {
             return Ok((None, None));
         };
-        let phase = match &self.switch_at {
-            Some(at) => Some(FirstPhase {
-                optimizer,
-                until: Switch::parse(at)?,
-            }),
-            None => None,
+        let until = match (&self.switch_at, &self.switch_when) {
+            (Some(at), _) => Some(Switch::parse(at)?),
+            (None, Some(when)) => Some(Switch::When(Threshold::parse(when)?)),
+            (None, None) => None,
         };
+        let phase = until.map(|until| FirstPhase { optimizer, until });
         let mixed = self.second_order.as_ref().map(|patterns| Mixed {
             second_order: patterns.clone(),
             first_order: optimizer,
@@ -151,6 +192,17 @@ impl SecondOrderArgs {
                 .map_err(|e| anyhow::anyhow!("--curvature: {e}"))?,
             None => config.curvature,
         };
+        let cg_precondition = match &self.cg_precondition {
+            Some(p) => p.parse()?,
+            None => config.cg_precondition,
+        };
+        let structure = match &self.structure {
+            Some(s) => s.parse()?,
+            None => config.structure,
+        };
+        if self.lanczos_steps.is_some() && structure != Structure::MatrixFree {
+            anyhow::bail!("--lanczos-steps applies to --structure matrix-free");
+        }
         let c = SecondOrderConfig {
             damping: self.damping.unwrap_or_else(|| {
                 SecondOrderConfig::default_damping(config.method, self.adapt_damping)
@@ -162,6 +214,9 @@ impl SecondOrderArgs {
             ema: self.ema.unwrap_or(config.ema),
             power: self.power.unwrap_or(config.power),
             cg_iters: self.cg_iters.unwrap_or(config.cg_iters),
+            cg_precondition,
+            structure,
+            lanczos_steps: self.lanczos_steps.unwrap_or(config.lanczos_steps),
             trust_radius: self.trust_radius.or(config.trust_radius),
             kl_clip: self.kl_clip.or(config.kl_clip),
             ..config

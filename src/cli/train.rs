@@ -8,9 +8,9 @@ use secondo::monitor::log::{self, RunLog};
 use secondo::monitor::{Monitor, MonitorConfig, MonitorSetup, Record};
 use secondo::output::{Input, Output};
 use secondo::train::{
-    ensure_training_fits, evaluate, train, train_monitored, OptimizerChoice, TrainConfig,
+    ensure_training_fits, evaluate, train, train_monitored, OptimizerChoice, Switch, TrainConfig,
 };
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use secondo_data::Dataset;
 
@@ -186,7 +186,9 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let bar = progress_bar((train_set.len().div_ceil(a.batch) * a.epochs) as u64);
     let start = std::time::Instant::now();
     let key_values = RefCell::new(String::new());
+    let switched_at = Cell::new(None);
     let on_progress = |p: secondo::train::Progress| {
+        switched_at.set(p.switched_at);
         bar.set_position(p.step as u64);
         let acc = p
             .accuracy
@@ -202,6 +204,13 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     };
     if a.monitor.is_none() {
         monitor_config.keep_available(&objective);
+    }
+    if let Some(Switch::When(t)) = config.first_phase.map(|p| p.until) {
+        let i = t.instrument();
+        if let Some(why) = secondo::monitor::unavailable(&objective, i, optimizer.is_plain_sgd()) {
+            anyhow::bail!("--switch-when {t}: {why}");
+        }
+        monitor_config.track(i);
     }
     let total = train_set.len().div_ceil(a.batch) * a.epochs;
     let probe_len = a.probe_samples.min(train_set.len());
@@ -279,8 +288,17 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
             train_eval.loss, test_eval.loss
         ),
     }
+    let late_phase = a
+        .second_order
+        .late_phase_line(&a.optimizer, switched_at.get());
+    if let Some(line) = late_phase {
+        println!("{line}");
+    }
     println!("weights written to {}", a.out.display());
     if let Some((log, mut run)) = finished_log {
+        if config.first_phase.is_some() {
+            run["switched_at"] = serde_json::json!(switched_at.get());
+        }
         run["final"] = serde_json::json!({
             "train_loss": train_eval.loss,
             "train_accuracy": train_eval.accuracy,

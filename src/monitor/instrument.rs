@@ -4,6 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use super::Reading;
 use crate::Error;
 
 /// One instrument: a value computed during training at the steps its
@@ -150,6 +151,44 @@ impl Instrument {
         ) && !self.is_structure()
     }
 
+    /// How the instrument's value at a step reads as one number: the
+    /// per-parameter norms as the norm over all parameters, the
+    /// per-parameter traces as the trace; `None` for the histograms and
+    /// the structure measurements (objects, at checkpoints).
+    ///
+    /// ```
+    /// use secondo::monitor::{Instrument, Reading};
+    /// assert_eq!(Instrument::GradNorm.reading(), Some(Reading::Norm));
+    /// assert_eq!(Instrument::Alpha.reading(), Some(Reading::Number));
+    /// assert_eq!(Instrument::GradHist1d.reading(), None);
+    /// ```
+    pub fn reading(self) -> Option<Reading> {
+        match self {
+            I::GradNorm | I::Distance | I::UpdateSize => Some(Reading::Norm),
+            I::HessTrace => Some(Reading::Sum),
+            I::Loss
+            | I::Alpha
+            | I::NormTest
+            | I::InnerTest
+            | I::OrthoTest
+            | I::MeanGsnr
+            | I::Cabs
+            | I::EarlyStopping
+            | I::HessMaxEv
+            | I::TicDiag
+            | I::TicTrace => Some(Reading::Number),
+            I::GradHist1d
+            | I::GradHist2d
+            | I::HessTopEv
+            | I::GgnTopEv
+            | I::GgnClassMeans
+            | I::GradTopSpace
+            | I::TopSpaceRotation
+            | I::EfGgn
+            | I::HessDensity => None,
+        }
+    }
+
     /// Whether the instrument is defined only for plain SGD (Cockpit raises
     /// for any other optimizer: its formula takes the step as `−lr·g`).
     pub fn needs_plain_sgd(self) -> bool {
@@ -258,6 +297,25 @@ impl MonitorConfig {
     pub fn keep_available(&mut self, objective: &secondo_curvature::Objective) {
         if samples_coupled(objective) {
             self.instruments.retain(|(i, _)| !i.is_per_sample());
+        }
+    }
+
+    /// Turns `i` on at its default interval unless it is on already (at
+    /// its own): what a `--switch-when` threshold on `i` needs.
+    ///
+    /// ```
+    /// use secondo::monitor::{Instrument, MonitorConfig};
+    /// let mut c = MonitorConfig::parse("off", 1).unwrap();
+    /// c.track(Instrument::GradNorm);
+    /// assert_eq!(c.names(), ["grad_norm"]);
+    /// let mut c = MonitorConfig::parse("loss,grad_norm@5", 1).unwrap();
+    /// c.track(Instrument::GradNorm);
+    /// assert!(c.schedule(20).due(Instrument::GradNorm, 5) && !c.schedule(20).due(Instrument::GradNorm, 1));
+    /// ```
+    pub fn track(&mut self, i: Instrument) {
+        if !self.contains(i) {
+            self.instruments.push((i, Interval::Default));
+            self.instruments.sort_by_key(|e| e.0);
         }
     }
 

@@ -36,14 +36,18 @@ pub mod gradient_tests;
 pub mod histogram;
 mod instrument;
 pub mod log;
+pub mod reading;
 pub mod snr;
 mod step;
 pub mod structure;
+mod threshold;
 
 pub use instrument::{
     Instrument, Interval, MonitorConfig, Schedule, BUSINESS_EXTRA, ECONOMY, FULL_EXTRA, STRUCTURE,
 };
+pub use reading::Reading;
 pub use step::{PerSample, StepValues};
+pub use threshold::{Crossing, Threshold};
 
 use secondo_curvature::{Objective, StepOutput};
 use secondo_data::Dataset;
@@ -224,6 +228,11 @@ impl<'a> Monitor<'a> {
             step.executable().peak_bytes().saturating_add(copies),
         )?;
         Ok(())
+    }
+
+    /// Whether `i` is on the schedule (at some interval).
+    pub fn tracks_instrument(&self, i: Instrument) -> bool {
+        self.schedule.instruments().any(|j| j == i)
     }
 
     /// Whether anything is tracked at `step` (the training loop then builds
@@ -487,25 +496,45 @@ impl<'a> Monitor<'a> {
 
 /// Refuses instruments the network or optimizer cannot take.
 fn check_model(objective: &Objective, on: &[Instrument], plain_sgd: bool) -> Result<(), Error> {
-    if let Some(i) = on
-        .iter()
-        .find(|i| i.needs_plain_sgd())
-        .filter(|_| !plain_sgd)
-    {
-        return Err(Error::Invalid(format!(
-            "--monitor {i}: defined for SGD without momentum or weight decay (its formula takes \
-             the step as −lr·g); use --optimizer sgd, or leave {i} out"
-        )));
-    }
-    let coupled = instrument::samples_coupled(objective);
-    if let Some(i) = on.iter().find(|i| i.is_per_sample()).filter(|_| coupled) {
-        return Err(Error::Invalid(format!(
-            "--monitor {i}: per-sample instruments need a network without batch norm or dropout \
-             (in training they couple or mask the samples); monitor loss, grad_norm, distance, \
-             update_size, hess_max_ev, hess_trace and the structure measurements instead"
-        )));
+    for &i in on {
+        if let Some(why) = unavailable(objective, i, plain_sgd) {
+            let instead = match i.needs_plain_sgd() {
+                true => format!("use --optimizer sgd, or leave {i} out"),
+                false => "monitor loss, grad_norm, distance, update_size, hess_max_ev, hess_trace \
+                          and the structure measurements instead"
+                    .into(),
+            };
+            return Err(Error::Invalid(format!("--monitor {i}: {why}; {instead}")));
+        }
     }
     Ok(())
+}
+
+/// Why `objective`'s training (with plain SGD or not) cannot track `i`,
+/// if it cannot: what `--monitor` and `--switch-when` refuse.
+///
+/// ```
+/// use secondo::monitor::{unavailable, Instrument};
+/// use secondo::{Objective, ObjectiveConfig};
+/// let obj = Objective::from_config(&ObjectiveConfig { spec: "linear(4,3),dropout(0.5),linear(3,2)".into(), input_shape: vec![4], ..Default::default() }).unwrap();
+/// assert!(unavailable(&obj, Instrument::MeanGsnr, false).unwrap().contains("batch norm or dropout"));
+/// assert!(unavailable(&obj, Instrument::GradNorm, false).is_none());
+/// ```
+pub fn unavailable(objective: &Objective, i: Instrument, plain_sgd: bool) -> Option<String> {
+    if i.needs_plain_sgd() && !plain_sgd {
+        return Some(
+            "defined for SGD without momentum or weight decay (its formula takes the step as −lr·g)"
+                .into(),
+        );
+    }
+    if i.is_per_sample() && instrument::samples_coupled(objective) {
+        return Some(
+            "per-sample instruments need a network without batch norm or dropout (in training \
+             they couple or mask the samples)"
+                .into(),
+        );
+    }
+    None
 }
 
 /// `θ − reference` per parameter, in the parameters' dtype.

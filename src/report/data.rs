@@ -5,48 +5,14 @@
 
 use serde_json::{Map, Value};
 
+pub use crate::monitor::reading::{number, numbers, Reading};
+
 /// One tracked step: `step`, `epoch`, `lr`, `batch_size` and one key per
 /// instrument computed at that step.
 pub type Record = Map<String, Value>;
 
 /// The steps and values of a series, as many of one as of the other.
 pub type Points = (Vec<f64>, Vec<f64>);
-
-/// How a panel turns an instrument's value into one number.
-#[derive(Clone, Copy, Debug)]
-pub enum Get {
-    /// The value itself (a scalar instrument).
-    Number,
-    /// `sqrt(Σ v²)` of a per-parameter array of norms: the norm over all
-    /// parameters together.
-    Norm,
-    /// `Σ v` of a per-parameter array (traces add over diagonal blocks).
-    Sum,
-    /// A numeric field of an object-valued instrument.
-    Field(&'static str),
-}
-
-impl Get {
-    /// The number, if defined.
-    pub fn apply(self, value: &Value) -> Option<f64> {
-        match self {
-            Get::Number => number(value),
-            Get::Norm => numbers(value).map(|v| v.iter().map(|x| x * x).sum::<f64>().sqrt()),
-            Get::Sum => numbers(value).map(|v| v.iter().sum()),
-            Get::Field(name) => value.get(name).and_then(number),
-        }
-    }
-}
-
-/// A finite number.
-pub fn number(value: &Value) -> Option<f64> {
-    value.as_f64().filter(|x| x.is_finite())
-}
-
-/// An array of finite numbers; undefined as a whole if one element is not.
-pub fn numbers(value: &Value) -> Option<Vec<f64>> {
-    value.as_array()?.iter().map(number).collect()
-}
 
 /// An increasing pair `[lo, hi]` of finite numbers (a histogram's range).
 pub fn range(value: Option<&Value>) -> Option<(f64, f64)> {
@@ -93,7 +59,7 @@ impl<'a> Run<'a> {
     }
 
     /// The steps and numbers of `key` read by `get`, where defined.
-    pub fn series(&self, key: &'a str, get: Get) -> Points {
+    pub fn series(&self, key: &'a str, get: Reading) -> Points {
         self.values(key)
             .filter_map(|(s, v)| get.apply(v).map(|y| (s, y)))
             .unzip()
@@ -117,11 +83,6 @@ mod tests {
 
     #[test]
     fn undefined_values_read_as_missing() {
-        assert_eq!(Get::Norm.apply(&json!([3.0, 4.0])), Some(5.0));
-        assert_eq!(Get::Norm.apply(&json!([3.0, null])), None);
-        assert_eq!(Get::Sum.apply(&json!([1.5, 2.0])), Some(3.5));
-        assert_eq!(Get::Field("k").apply(&json!({"k": 2})), Some(2.0));
-        assert_eq!(Get::Number.apply(&json!(null)), None);
         assert_eq!(range(Some(&json!([1.0, -1.0]))), None);
         let records: Vec<Record> = [
             json!({"step": 3, "loss": 1.0}),
@@ -131,7 +92,7 @@ mod tests {
         .map(|v| v.as_object().unwrap().clone())
         .collect();
         let run = Run::new(&records);
-        assert_eq!(run.series("loss", Get::Number), (vec![3.0], vec![1.0]));
+        assert_eq!(run.series("loss", Reading::Number), (vec![3.0], vec![1.0]));
         assert_eq!(run.latest("loss").map(|(s, _)| s), Some(3.0));
         assert!(!run.has("alpha"));
     }

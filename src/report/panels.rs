@@ -9,7 +9,7 @@
 
 use std::fmt::Write;
 
-use super::data::{number, numbers, range, Get, Points, Run};
+use super::data::{number, numbers, range, Points, Reading, Run};
 use crate::plot::{escape, Chart, Layer};
 
 /// Colours of the series in one chart (matplotlib's, as in Cockpit).
@@ -28,7 +28,7 @@ const STRIP: usize = 40;
 /// One series of a chart over steps: the instrument, how to read it, its legend.
 struct Trace {
     key: &'static str,
-    get: Get,
+    get: Reading,
     label: &'static str,
 }
 
@@ -61,7 +61,7 @@ const fn lines(y_label: &'static str, traces: &'static [Trace]) -> ChartSpec {
     }
 }
 
-const fn trace(key: &'static str, get: Get, label: &'static str) -> Trace {
+const fn trace(key: &'static str, get: Reading, label: &'static str) -> Trace {
     Trace { key, get, label }
 }
 
@@ -107,8 +107,8 @@ const STEP: &[Panel] = &[
             ..lines(
                 "norm",
                 &[
-                    trace("distance", Get::Norm, "distance from init"),
-                    trace("update_size", Get::Norm, "update size"),
+                    trace("distance", Reading::Norm, "distance from init"),
+                    trace("update_size", Reading::Norm, "update size"),
                 ],
             )
         }]),
@@ -117,7 +117,7 @@ const STEP: &[Panel] = &[
         title: "Gradient norm",
         how: "‖g‖ of each mini-batch gradient over all parameters: it falls as training converges; spikes flag unstable steps, a norm near zero from the start flags vanishing gradients.",
         instruments: &["grad_norm"],
-        body: Body::Charts(&[lines("‖g‖", &[trace("grad_norm", Get::Norm, "‖g‖")])]),
+        body: Body::Charts(&[lines("‖g‖", &[trace("grad_norm", Reading::Norm, "‖g‖")])]),
     },
 ];
 
@@ -132,9 +132,9 @@ const GRADIENTS: &[Panel] = &[
             ..lines(
                 "test value",
                 &[
-                    trace("norm_test", Get::Number, "norm"),
-                    trace("inner_test", Get::Number, "inner product"),
-                    trace("ortho_test", Get::Number, "orthogonality"),
+                    trace("norm_test", Reading::Number, "norm"),
+                    trace("inner_test", Reading::Number, "inner product"),
+                    trace("ortho_test", Reading::Number, "orthogonality"),
                 ],
             )
         }]),
@@ -155,13 +155,13 @@ const GRADIENTS: &[Panel] = &[
         title: "Gradient signal-to-noise",
         how: "The mean over parameters of E[g]² / Var[g] of the per-sample gradients (Liu et al.'s GSNR): high values mean the samples agree on the direction, values falling towards 0 mean the gradient is mostly noise.",
         instruments: &["mean_gsnr"],
-        body: Body::Charts(&[lines("mean GSNR", &[trace("mean_gsnr", Get::Number, "GSNR")])]),
+        body: Body::Charts(&[lines("mean GSNR", &[trace("mean_gsnr", Reading::Number, "GSNR")])]),
     },
     Panel {
         title: "CABS batch size",
         how: "The batch size that the coupled adaptive batch size rule (Balles et al.) proposes from the gradient variance, the loss and the learning rate: above the batch in use, the gradients are noisier than the learning rate tolerates.",
         instruments: &["cabs"],
-        body: Body::Charts(&[lines("batch size", &[trace("cabs", Get::Number, "CABS")])]),
+        body: Body::Charts(&[lines("batch size", &[trace("cabs", Reading::Number, "CABS")])]),
     },
     Panel {
         title: "Early stopping",
@@ -170,7 +170,7 @@ const GRADIENTS: &[Panel] = &[
         body: Body::Charts(&[ChartSpec {
             zero: false,
             reference: Some(0.0),
-            ..lines("criterion", &[trace("early_stopping", Get::Number, "criterion")])
+            ..lines("criterion", &[trace("early_stopping", Reading::Number, "criterion")])
         }]),
     },
 ];
@@ -180,7 +180,7 @@ const CURVATURE: &[Panel] = &[
         title: "Largest Hessian eigenvalue",
         how: "λₘₐₓ of the mini-batch Hessian, the curvature of the sharpest direction: gradient descent is stable only for learning rates below 2/λₘₐₓ, so λₘₐₓ climbing to 2/lr marks the edge of stability.",
         instruments: &["hess_max_ev"],
-        body: Body::Charts(&[lines("λₘₐₓ", &[trace("hess_max_ev", Get::Number, "λₘₐₓ")])]),
+        body: Body::Charts(&[lines("λₘₐₓ", &[trace("hess_max_ev", Reading::Number, "λₘₐₓ")])]),
     },
     Panel {
         title: "Hessian trace",
@@ -188,7 +188,7 @@ const CURVATURE: &[Panel] = &[
         instruments: &["hess_trace"],
         body: Body::Charts(&[ChartSpec {
             zero: false,
-            ..lines("tr(H)", &[trace("hess_trace", Get::Sum, "tr(H)")])
+            ..lines("tr(H)", &[trace("hess_trace", Reading::Sum, "tr(H)")])
         }]),
     },
     Panel {
@@ -198,8 +198,8 @@ const CURVATURE: &[Panel] = &[
         body: Body::Charts(&[lines(
             "TIC",
             &[
-                trace("tic_diag", Get::Number, "diagonal"),
-                trace("tic_trace", Get::Number, "trace"),
+                trace("tic_diag", Reading::Number, "diagonal"),
+                trace("tic_trace", Reading::Number, "trace"),
             ],
         )]),
     },
@@ -211,15 +211,15 @@ const TRAINING: &[Panel] = &[
         how: "The learning rate of each step (a schedule shows as steps or a decay) and the batch size, to line up with the changes they cause in the other panels.",
         instruments: &["lr", "batch_size"],
         body: Body::Charts(&[
-            lines("learning rate", &[trace("lr", Get::Number, "lr")]),
-            lines("batch size", &[trace("batch_size", Get::Number, "batch")]),
+            lines("learning rate", &[trace("lr", Reading::Number, "lr")]),
+            lines("batch size", &[trace("batch_size", Reading::Number, "batch")]),
         ]),
     },
     Panel {
         title: "Loss",
         how: "The mini-batch training loss of each tracked step: it should fall; the scatter around the trend is the batch's noise, a sustained rise flags a learning rate too high.",
         instruments: &["loss"],
-        body: Body::Charts(&[lines("loss", &[trace("loss", Get::Number, "loss")])]),
+        body: Body::Charts(&[lines("loss", &[trace("loss", Reading::Number, "loss")])]),
     },
 ];
 
@@ -242,7 +242,7 @@ const STRUCTURE: &[Panel] = &[
         instruments: &["grad_top_space"],
         body: Body::Charts(&[lines(
             "fraction",
-            &[trace("grad_top_space", Get::Field("fraction"), "fraction")],
+            &[trace("grad_top_space", Reading::Field("fraction"), "fraction")],
         )]),
     },
     Panel {
@@ -258,13 +258,13 @@ const STRUCTURE: &[Panel] = &[
         body: Body::Charts(&[
             lines(
                 "‖EF − GGN‖",
-                &[trace("ef_ggn", Get::Field("frobenius"), "Frobenius distance")],
+                &[trace("ef_ggn", Reading::Field("frobenius"), "Frobenius distance")],
             ),
             lines(
                 "overlap, angle",
                 &[
-                    trace("ef_ggn", Get::Field("overlap"), "top-space overlap"),
-                    trace("ef_ggn", Get::Field("step_angle"), "step angle (rad)"),
+                    trace("ef_ggn", Reading::Field("overlap"), "top-space overlap"),
+                    trace("ef_ggn", Reading::Field("step_angle"), "step angle (rad)"),
                 ],
             ),
         ]),
@@ -375,7 +375,7 @@ const ALPHA: ChartSpec = ChartSpec {
     scatter: true,
     reference: Some(0.0),
     clip: Some(ALPHA_RANGE),
-    ..lines("α", &[trace("alpha", Get::Number, "α")])
+    ..lines("α", &[trace("alpha", Reading::Number, "α")])
 };
 
 /// Bins of the α distribution.
@@ -385,7 +385,7 @@ const ALPHA_BINS: usize = 20;
 /// over at least [−1, 1] (dashed: the fit's minimum).
 fn alpha(run: &Run) -> Option<String> {
     let over_time = over_steps(&ALPHA, run, SHORT, &[])?;
-    let (_, values) = run.series("alpha", Get::Number);
+    let (_, values) = run.series("alpha", Reading::Number);
     let values: Vec<f64> = values
         .iter()
         .map(|v| v.clamp(ALPHA_RANGE.0, ALPHA_RANGE.1))
@@ -528,8 +528,8 @@ fn scatter(y_label: &str, series: &[(&str, &Points)], references: &[f64]) -> Opt
 const OUTLIERS: ChartSpec = lines(
     "outliers",
     &[
-        trace("hess_top_ev", Get::Field("outliers"), "Hessian"),
-        trace("ggn_top_ev", Get::Field("outliers"), "GGN"),
+        trace("hess_top_ev", Reading::Field("outliers"), "Hessian"),
+        trace("ggn_top_ev", Reading::Field("outliers"), "GGN"),
     ],
 );
 
@@ -553,7 +553,7 @@ const OVERLAP: ChartSpec = lines(
     "top overlap",
     &[trace(
         "ggn_class_means",
-        Get::Field("top_overlap"),
+        Reading::Field("top_overlap"),
         "overlap",
     )],
 );

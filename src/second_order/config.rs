@@ -2,13 +2,16 @@
 //! train --optimizer NAME` takes, checked before any work.
 
 use std::fmt;
+use std::str::FromStr;
 
 use secondo_curvature::Curvature;
+use secondo_linalg::CgOptions;
 
 use super::dense::{ensure_dense_fits, DensePreconditioner};
 use super::determinantal::DeterminantalPreconditioner;
 use super::kronecker::{Eigenvalues, FactorDamping, KroneckerPreconditioner};
-use super::newton_cg::{MartensOptions, NewtonCg};
+use super::matrix_free::MatrixFreePreconditioner;
+use super::newton_cg::{CgPreconditioning, MartensOptions, NewtonCg};
 use super::preconditioned::PreconditionedDescent;
 use super::preconditioner::Preconditioner;
 use super::quadratic_model::QuadraticModel;
@@ -76,6 +79,49 @@ impl fmt::Display for Method {
     }
 }
 
+/// The curvature structure fractional-ngd takes its powers `(C + λI)^(-α)`
+/// from (Huh 2020 leaves it open): the KFAC eigenbasis, or the exact
+/// matrix-free curvature of the batch seen through the Krylov space of the
+/// gradient (`--structure`).
+///
+/// ```
+/// use secondo::second_order::Structure;
+/// assert_eq!("matrix-free".parse::<Structure>().unwrap(), Structure::MatrixFree);
+/// assert_eq!(Structure::Kronecker.to_string(), "kronecker");
+/// assert!("dense".parse::<Structure>().unwrap_err().to_string().starts_with("--structure"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Structure {
+    /// Kronecker-factored blocks, eigendecomposed on refresh.
+    #[default]
+    Kronecker,
+    /// The curvature operator itself: Lanczos `‖g‖ Q f(T) e₁` with
+    /// `--lanczos-steps` products a step (CG at `α = 1`).
+    MatrixFree,
+}
+
+impl FromStr for Structure {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "kronecker" => Ok(Structure::Kronecker),
+            "matrix-free" => Ok(Structure::MatrixFree),
+            _ => Err(Error::Invalid(format!(
+                "--structure '{s}': expected kronecker or matrix-free"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Structure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Structure::Kronecker => "kronecker",
+            Structure::MatrixFree => "matrix-free",
+        })
+    }
+}
+
 /// A second-order method and its hyperparameters.
 ///
 /// ```
@@ -109,6 +155,12 @@ pub struct SecondOrderConfig {
     pub power: f64,
     /// Most CG iterations per newton-cg step.
     pub cg_iters: usize,
+    /// The preconditioner of newton-cg's CG.
+    pub cg_precondition: CgPreconditioning,
+    /// fractional-ngd's curvature structure.
+    pub structure: Structure,
+    /// Lanczos steps (curvature products) of each matrix-free fractional power.
+    pub lanczos_steps: usize,
     /// Largest step norm (trust-region clipping), unbounded when `None`.
     pub trust_radius: Option<f64>,
     /// KL-clipping's bound `κ` (kfac, ekfac, fractional-ngd), none when `None`.
@@ -140,6 +192,9 @@ impl SecondOrderConfig {
             ema: 0.95,
             power: 1.0,
             cg_iters: 50,
+            cg_precondition: CgPreconditioning::None,
+            structure: Structure::Kronecker,
+            lanczos_steps: 50,
             trust_radius: None,
             kl_clip: None,
         };
@@ -223,6 +278,9 @@ impl SecondOrderConfig {
         if self.cg_iters == 0 {
             return bad("--cg-iters", "at least 1", "0".into());
         }
+        if self.lanczos_steps == 0 {
+            return bad("--lanczos-steps", "at least 1", "0".into());
+        }
         if self.curvature_batch == Some(0) {
             return bad("--curvature-batch", "at least 1", "0".into());
         }
@@ -244,6 +302,27 @@ impl SecondOrderConfig {
                 "--power {}: {m} estimates the Newton direction (α = 1); use fractional-ngd",
                 self.power
             )),
+            _ if m != Method::FractionalNgd && self.structure != Structure::Kronecker => {
+                refuse(format!(
+                    "--structure {}: only fractional-ngd chooses its structure (not {m})",
+                    self.structure
+                ))
+            }
+            _ if m != Method::NewtonCg && self.cg_precondition != CgPreconditioning::None => {
+                refuse(format!(
+                    "--cg-precondition {}: only newton-cg runs CG (not {m})",
+                    self.cg_precondition
+                ))
+            }
+            Method::NewtonCg
+                if self.cg_precondition == CgPreconditioning::Diagonal && self.damping == 0.0 =>
+            {
+                refuse(
+                    "--cg-precondition diag needs --damping > 0: (diag(C) + λI)^0.75 is singular \
+                     where the diagonal vanishes"
+                        .into(),
+                )
+            }
             Method::NewtonCg if self.momentum != 0.0 => refuse(
                 "--momentum: newton-cg carries momentum through CG's warm start instead".into(),
             ),
@@ -282,6 +361,7 @@ impl SecondOrderConfig {
             Method::Ngd | Method::Ef | Method::DetAvg => {
                 ensure_dense_fits(group.numel(objective), self.method.name())
             }
+            Method::FractionalNgd if self.structure == Structure::MatrixFree => Ok(()),
             Method::Kfac | Method::Ekfac | Method::FractionalNgd => {
                 self.kronecker(objective, group).map(|_| ())
             }
@@ -339,7 +419,12 @@ impl SecondOrderConfig {
                     max_iter: self.cg_iters,
                     ..MartensOptions::default()
                 };
-                return Ok(Box::new(NewtonCg::new(self.curvature, control, options)));
+                return Ok(Box::new(NewtonCg::new(
+                    self.curvature,
+                    control,
+                    options,
+                    self.cg_precondition,
+                )));
             }
             Method::Ngd | Method::Ef => Box::new(DensePreconditioner::new(
                 objective,
@@ -347,6 +432,17 @@ impl SecondOrderConfig {
                 self.curvature,
                 self.method.name(),
             )?),
+            Method::FractionalNgd if self.structure == Structure::MatrixFree => {
+                Box::new(MatrixFreePreconditioner::new(
+                    group.clone(),
+                    self.curvature,
+                    CgOptions {
+                        max_iter: self.cg_iters,
+                        ..CgOptions::default()
+                    },
+                    self.lanczos_steps,
+                ))
+            }
             Method::Kfac | Method::Ekfac | Method::FractionalNgd => {
                 Box::new(self.kronecker(objective, group)?)
             }

@@ -76,10 +76,11 @@ impl DeterminantalPreconditioner {
             if pattern.is_empty() {
                 continue;
             }
-            let data = batch.data.select(pattern)?;
             let sub = CurvatureBatch {
-                data: &data,
-                ..*batch
+                objective: batch.objective,
+                params: batch.params,
+                data: batch.data.select(pattern)?,
+                seed: batch.seed,
             };
             let op = bind_operator(None, self.kind, &self.group, &sub)?;
             // The operator reduces over the sub-sample; Ĉ = (1/p)(|S|/N) of it.

@@ -1,32 +1,43 @@
 //! The curvature as a matrix-free operator on the curvature batch: the
 //! Hessian, GGN, Fisher or empirical Fisher applied by products, its damped
-//! inverse by conjugate gradients.
+//! inverse by conjugate gradients and its fractional powers by Lanczos.
 
 use secondo_curvature::{Curvature, CurvatureOperator};
-use secondo_linalg::{conjugate_gradient, CgOptions, Progress};
+use secondo_linalg::{conjugate_gradient, lanczos_function, CgOptions, Progress};
 
-use super::preconditioner::{CurvatureBatch, Preconditioner};
+use super::preconditioner::{inverse_power, CurvatureBatch, Preconditioner};
 use super::vector::dot;
 use super::ParamGroup;
 use crate::spectrum::AsSymmetric;
 use crate::Error;
 
-/// The exact curvature of each curvature batch, inverted by CG to a
-/// relative residual of `tol` in at most `max_iter` products.
+/// The exact curvature of each curvature batch: `(C + λI)^(-1) v` by CG to
+/// a relative residual of `tol` in at most `max_iter` products, and
+/// `(C + λI)^(-α) v` for `α < 1` by `lanczos_steps` Lanczos steps started
+/// at `v`, `‖v‖ Q f(T) e₁` (the Krylov space of `v`, what a fractional
+/// natural gradient sees of the spectrum without a factored structure).
 pub struct MatrixFreePreconditioner {
     kind: Curvature,
     group: ParamGroup,
     options: CgOptions,
+    lanczos_steps: usize,
     operator: Option<CurvatureOperator>,
 }
 
 impl MatrixFreePreconditioner {
-    /// The `kind` operator of the group's parameters, solved by CG with `options`.
-    pub fn new(group: ParamGroup, kind: Curvature, options: CgOptions) -> MatrixFreePreconditioner {
+    /// The `kind` operator of the group's parameters, solved by CG with
+    /// `options`, its fractional powers by `lanczos_steps` Lanczos steps.
+    pub fn new(
+        group: ParamGroup,
+        kind: Curvature,
+        options: CgOptions,
+        lanczos_steps: usize,
+    ) -> MatrixFreePreconditioner {
         MatrixFreePreconditioner {
             kind,
             group,
             options,
+            lanczos_steps,
             operator: None,
         }
     }
@@ -49,14 +60,14 @@ pub(crate) fn bind_operator(
     batch: &CurvatureBatch<'_>,
 ) -> Result<CurvatureOperator, Error> {
     Ok(match previous {
-        Some(op) => op.rebound(batch.params, batch.data)?,
+        Some(op) => op.rebound(batch.params, &batch.data)?,
         None => {
             let names = group.names(batch.objective);
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             CurvatureOperator::new(
                 batch.objective,
                 batch.params,
-                batch.data,
+                &batch.data,
                 batch.data.len(),
                 kind,
                 Some(&names),
@@ -77,20 +88,13 @@ impl Preconditioner for MatrixFreePreconditioner {
     }
 
     fn solve(&self, v: &[f64], damping: f64, power: f64) -> Result<Vec<f64>, Error> {
-        if power != 1.0 {
-            return Err(Error::Invalid(format!(
-                "--power {power}: the matrix-free curvature is inverted by CG, which takes α = 1"
-            )));
+        let op = AsSymmetric(self.operator()?);
+        if power == 1.0 {
+            let solution = conjugate_gradient(&op, v, damping, &self.options, Progress::none())?;
+            return Ok(solution.x);
         }
-        let op = self.operator()?;
-        let solution = conjugate_gradient(
-            &AsSymmetric(op),
-            v,
-            damping,
-            &self.options,
-            Progress::none(),
-        )?;
-        Ok(solution.x)
+        let f = |c: f64| inverse_power(c, damping, power);
+        Ok(lanczos_function(&op, v, self.lanczos_steps, f, Progress::none())?.x)
     }
 
     fn curvature(&self, v: &[f64]) -> Result<f64, Error> {

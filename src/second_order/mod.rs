@@ -6,7 +6,7 @@
 //!   `(C + λI)^(-α) v` — Kronecker-factored blocks ([`KroneckerPreconditioner`]:
 //!   KFAC, KFLR, EKFAC), diagonals ([`DiagonalPreconditioner`]), the exact
 //!   dense matrix ([`DensePreconditioner`]) and the matrix-free operator
-//!   inverted by CG ([`MatrixFreePreconditioner`]).
+//!   ([`MatrixFreePreconditioner`]: CG, and Lanczos for fractional powers).
 //!   The determinantal average of sub-sampled inverses
 //!   ([`DeterminantalPreconditioner`]) is one too.
 //! - [`NewtonCg`]: Martens' Hessian-free optimization.
@@ -32,7 +32,7 @@ mod quadratic_model;
 mod safeguard;
 mod vector;
 
-pub use config::{Method, SecondOrderConfig};
+pub use config::{Method, SecondOrderConfig, Structure};
 pub use damping::{reduction_ratio, Damping, MAX_DAMPING, MIN_DAMPING};
 pub use dense::{DensePreconditioner, DENSE_LIMIT};
 pub use determinantal::DeterminantalPreconditioner;
@@ -40,7 +40,9 @@ pub use diagonal::DiagonalPreconditioner;
 pub use group::ParamGroup;
 pub use kronecker::{Eigenvalues, FactorDamping, KroneckerPreconditioner};
 pub use matrix_free::MatrixFreePreconditioner;
-pub use newton_cg::{martens_cg, martens_stops, MartensCg, MartensOptions, NewtonCg};
+pub use newton_cg::{
+    martens_cg, martens_stops, CgPreconditioning, MartensCg, MartensOptions, NewtonCg, MARTENS_XI,
+};
 pub use preconditioned::PreconditionedDescent;
 pub use preconditioner::{CurvatureBatch, Preconditioner};
 pub use safeguard::clip_to_radius;

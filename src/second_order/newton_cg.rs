@@ -6,13 +6,17 @@
 //! relative-progress rule; backtracking over the CG iterates picks the one
 //! whose loss is lowest, and the reduction ratio adapts `λ`.
 
+use std::fmt;
+use std::str::FromStr;
+
 use secondo_curvature::{Curvature, CurvatureOperator};
 use secondo_data::Dataset;
 use secondo_nn::ParamStore;
 use secondo_tensor::Tensor;
 
+use super::diagonal::DiagonalPreconditioner;
 use super::matrix_free::bind_operator;
-use super::preconditioner::CurvatureBatch;
+use super::preconditioner::{CurvatureBatch, Preconditioner};
 use super::safeguard::{Proposal, StepControl};
 use super::vector::{dot, scaled};
 use super::{SecondOrderOptimizer, StepReport};
@@ -84,13 +88,25 @@ pub fn martens_stops(phi: &[f64], i: usize, tolerance: f64) -> bool {
 /// `A` applied by `apply`, with Martens' stopping rule; stops early on a
 /// direction of non-positive curvature (an indefinite Hessian), keeping the
 /// iterates so far.
+///
+/// With `inverse_preconditioner` `m⁻¹` (positive, one entry per
+/// coordinate), it runs preconditioned CG with `M = diag(m)`: the same
+/// minimizer and the same `φ` along the way, reached in fewer iterations
+/// when `M` captures the scale of `A + λI` (Martens 2010, §4.7).
 pub fn martens_cg(
     apply: &mut Product<'_>,
     b: &[f64],
     damping: f64,
     x0: Vec<f64>,
+    inverse_preconditioner: Option<&[f64]>,
     options: &MartensOptions,
 ) -> Result<MartensCg, Error> {
+    let precondition = |r: &[f64]| -> Vec<f64> {
+        match inverse_preconditioner {
+            Some(m) => r.iter().zip(m).map(|(r, m)| r * m).collect(),
+            None => r.to_vec(),
+        }
+    };
     let damped = |v: &[f64], av: Vec<f64>| -> Vec<f64> {
         av.iter().zip(v).map(|(a, x)| a + damping * x).collect()
     };
@@ -106,8 +122,9 @@ pub fn martens_cg(
             .sum::<f64>()
     };
     let mut phi = vec![phi_of(&x, &r)];
-    let mut p = r.clone();
-    let mut rr = dot(&r, &r);
+    let mut p = precondition(&r);
+    // rᵀM⁻¹r, rᵀr without a preconditioner.
+    let mut rr = dot(&r, &p);
     let mut iterates = Vec::new();
     let mut next_save = 1.0_f64;
     let mut negative_curvature = false;
@@ -122,9 +139,10 @@ pub fn martens_cg(
         let alpha = rr / curvature;
         x.iter_mut().zip(&p).for_each(|(x, p)| *x += alpha * p);
         r.iter_mut().zip(&q).for_each(|(r, q)| *r -= alpha * q);
-        let rr_next = dot(&r, &r);
+        let z = precondition(&r);
+        let rr_next = dot(&r, &z);
         let beta = rr_next / rr;
-        p.iter_mut().zip(&r).for_each(|(p, r)| *p = r + beta * *p);
+        p.iter_mut().zip(&z).for_each(|(p, z)| *p = z + beta * *p);
         rr = rr_next;
         i += 1;
         phi.push(phi_of(&x, &r));
@@ -152,6 +170,52 @@ pub fn martens_cg(
 /// Martens' decay of the previous solution CG starts from.
 const WARM_START_DECAY: f64 = 0.95;
 
+/// Martens' exponent `ξ` of the diagonal preconditioner `(diag(C) + λI)^ξ`:
+/// below 1, because the diagonal of a mini-batch estimate overstates the
+/// spread of the curvature (Martens 2010, §4.7).
+pub const MARTENS_XI: f64 = 0.75;
+
+/// How newton-cg preconditions its CG (`--cg-precondition`).
+///
+/// ```
+/// use secondo::second_order::CgPreconditioning;
+/// assert_eq!("diag".parse::<CgPreconditioning>().unwrap(), CgPreconditioning::Diagonal);
+/// assert_eq!(CgPreconditioning::None.to_string(), "none");
+/// assert!("jacobi".parse::<CgPreconditioning>().unwrap_err().to_string().starts_with("--cg-precondition"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CgPreconditioning {
+    /// Plain CG.
+    #[default]
+    None,
+    /// `M = (diag(C) + λI)^ξ` with the diagonal of the curvature CG runs
+    /// on, from the engine's diagonal quantities on the curvature batch
+    /// (negative Hessian entries taken as zero) and `ξ` = [`MARTENS_XI`].
+    Diagonal,
+}
+
+impl FromStr for CgPreconditioning {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "none" => Ok(CgPreconditioning::None),
+            "diag" => Ok(CgPreconditioning::Diagonal),
+            _ => Err(Error::Invalid(format!(
+                "--cg-precondition '{s}': expected none or diag"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for CgPreconditioning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CgPreconditioning::None => "none",
+            CgPreconditioning::Diagonal => "diag",
+        })
+    }
+}
+
 /// Hessian-free optimization with Levenberg–Marquardt damping.
 pub struct NewtonCg {
     kind: Curvature,
@@ -159,18 +223,55 @@ pub struct NewtonCg {
     options: MartensOptions,
     operator: Option<CurvatureOperator>,
     previous: Option<Vec<f64>>,
+    /// The diagonal of `kind` on each curvature batch, with
+    /// [`CgPreconditioning::Diagonal`].
+    diagonal: Option<DiagonalPreconditioner>,
 }
 
 impl NewtonCg {
-    /// Newton-CG on `kind` (GGN or Hessian, or a Fisher), CG with `options`.
-    pub(crate) fn new(kind: Curvature, control: StepControl, options: MartensOptions) -> NewtonCg {
+    /// Newton-CG on `kind` (GGN or Hessian, or a Fisher), CG with `options`
+    /// and `preconditioning`.
+    pub(crate) fn new(
+        kind: Curvature,
+        control: StepControl,
+        options: MartensOptions,
+        preconditioning: CgPreconditioning,
+    ) -> NewtonCg {
+        let diagonal = match preconditioning {
+            // The current batch's diagonal only, as Martens takes it.
+            CgPreconditioning::Diagonal => Some(DiagonalPreconditioner::new(
+                control.group.clone(),
+                kind,
+                0.0,
+            )),
+            CgPreconditioning::None => None,
+        };
         NewtonCg {
             kind,
             control,
             options,
             operator: None,
             previous: None,
+            diagonal,
         }
+    }
+
+    /// `M⁻¹ = (diag(C) + λI)^(-ξ)` on `cb`, with a diagonal preconditioner.
+    fn inverse_preconditioner(
+        &mut self,
+        cb: &CurvatureBatch<'_>,
+        dim: usize,
+        damping: f64,
+    ) -> Result<Option<Vec<f64>>, Error> {
+        let Some(diagonal) = self.diagonal.as_mut() else {
+            return Ok(None);
+        };
+        diagonal.update(cb, true)?;
+        Ok(Some(diagonal.solve(
+            &vec![1.0; dim],
+            damping,
+            MARTENS_XI,
+        )?))
     }
 
     /// Backtracking (Martens 2010, §4.6): from the last iterate back, while
@@ -205,8 +306,7 @@ impl SecondOrderOptimizer for NewtonCg {
         batch: &Dataset,
         grads: &[Tensor],
     ) -> Result<StepReport, Error> {
-        let data = self.control.curvature_data(batch)?;
-        let cb = self.control.curvature_batch(objective, params, &data);
+        let cb = self.control.curvature_batch(objective, params, batch)?;
         let op = bind_operator(self.operator.take(), self.kind, &self.control.group, &cb)?;
         let g = self.control.group.gather(grads);
         let start = match &self.previous {
@@ -214,8 +314,16 @@ impl SecondOrderOptimizer for NewtonCg {
             None => vec![0.0; g.len()],
         };
         let damping = self.control.damping.value();
+        let inverse = self.inverse_preconditioner(&cb, g.len(), damping)?;
         let b = scaled(&g, -1.0);
-        let cg = martens_cg(&mut |v| Ok(op.apply(v)?), &b, damping, start, &self.options)?;
+        let cg = martens_cg(
+            &mut |v| Ok(op.apply(v)?),
+            &b,
+            damping,
+            start,
+            inverse.as_deref(),
+            &self.options,
+        )?;
         self.operator = Some(op);
         let (chosen, t, after) = self.backtrack(&cg, &cb, params)?;
         let (_, p, phi) = &cg.iterates[chosen];

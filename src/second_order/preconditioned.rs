@@ -81,8 +81,7 @@ impl SecondOrderOptimizer for PreconditionedDescent {
         batch: &Dataset,
         grads: &[Tensor],
     ) -> Result<StepReport, Error> {
-        let data = self.control.curvature_data(batch)?;
-        let cb = self.control.curvature_batch(objective, params, &data);
+        let cb = self.control.curvature_batch(objective, params, batch)?;
         let refresh = self.control.steps().is_multiple_of(self.inverse_every);
         self.preconditioner.update(&cb, refresh)?;
         let g = self.control.group.gather(grads);

@@ -12,14 +12,16 @@ use secondo_tensor::Tensor;
 
 use crate::{Error, GradientProgram, Objective};
 
-/// The samples and parameters a curvature estimate is taken at.
+/// The samples and parameters a curvature estimate is taken at. It owns
+/// its samples (a selection of the training batch, or sub-samples of it)
+/// so that one call can make it.
 pub struct CurvatureBatch<'a> {
     /// The objective.
     pub objective: &'a Objective,
     /// The parameters.
     pub params: &'a ParamStore,
     /// The curvature mini-batch.
-    pub data: &'a Dataset,
+    pub data: Dataset,
     /// Seed of this estimate's Monte-Carlo draws (Fisher targets).
     pub seed: u64,
 }

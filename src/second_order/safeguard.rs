@@ -103,26 +103,22 @@ impl StepControl {
         self.steps
     }
 
-    /// The first `--curvature-batch` samples of the training batch.
-    pub(crate) fn curvature_data(&self, batch: &Dataset) -> Result<Dataset, Error> {
-        let n = self.curvature_batch.unwrap_or(batch.len()).min(batch.len());
-        Ok(batch.select(&(0..n).collect::<Vec<_>>())?)
-    }
-
-    /// The curvature batch of this step, its Monte-Carlo draws seeded by
-    /// the run's seed and the step.
+    /// The curvature batch of this step: the first `--curvature-batch`
+    /// samples of the training batch, its Monte-Carlo draws seeded by the
+    /// run's seed and the step.
     pub(crate) fn curvature_batch<'a>(
         &self,
         objective: &'a Objective,
         params: &'a ParamStore,
-        data: &'a Dataset,
-    ) -> CurvatureBatch<'a> {
-        CurvatureBatch {
+        batch: &Dataset,
+    ) -> Result<CurvatureBatch<'a>, Error> {
+        let n = self.curvature_batch.unwrap_or(batch.len()).min(batch.len());
+        Ok(CurvatureBatch {
             objective,
             params,
-            data,
+            data: batch.select(&(0..n).collect::<Vec<_>>())?,
             seed: self.seed ^ (self.steps as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        }
+        })
     }
 
     /// The loss of `params` on `batch`'s data (evaluation mode).

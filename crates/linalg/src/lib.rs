@@ -59,7 +59,8 @@ pub use cg::{conjugate_gradient, CgOptions, CgSolution};
 pub use dense::{dense_symmetric_eigen, SymmetricEigen};
 pub use error::LinalgError;
 pub use lanczos::{
-    lanczos_top_k, lanczos_top_k_from, BasisPrecision, Eigen, LanczosOptions, Which,
+    lanczos_function, lanczos_top_k, lanczos_top_k_from, BasisPrecision, Eigen, LanczosOptions,
+    MatrixFunction, Which,
 };
 pub use operator::{DenseSymmetric, FnOperator, SymmetricOperator};
 pub use power::{power_iteration, power_iteration_from, EigenPair, PowerOptions};

@@ -281,3 +281,53 @@ fn bad_requests_are_errors() {
     );
     assert!(matches!(err, Err(LinalgError::EmptyOperator)));
 }
+
+/// `f(A) v` by the dense eigendecomposition of `a`.
+fn dense_function(a: &DenseSymmetric, v: &[f64], f: impl Fn(f64) -> f64) -> Vec<f64> {
+    let n = v.len();
+    let eig = dense_symmetric_eigen(a).unwrap();
+    let mut out = vec![0.0; n];
+    for (c, q) in eig.values.iter().zip(eig.vectors.chunks_exact(n)) {
+        let along = dot(q, v) * f(*c);
+        out.iter_mut().zip(q).for_each(|(o, q)| *o += along * q);
+    }
+    out
+}
+
+#[test]
+fn lanczos_function_is_the_dense_function_once_the_krylov_space_is_full() {
+    use secondo_linalg::lanczos_function;
+    let n = 40;
+    // Eigenvalues spread over four orders of magnitude.
+    let spectrum: Vec<f64> = (0..n)
+        .map(|i| 10f64.powf(-2.0 + 4.0 * i as f64 / (n - 1) as f64))
+        .collect();
+    let a = with_spectrum(&spectrum, 7);
+    let v: Vec<f64> = (0..n).map(|i| ((i * 7 + 3) % 11) as f64 - 5.0).collect();
+    for alpha in [0.25, 0.5, 0.75] {
+        let f = |c: f64| (c + 1e-3).powf(-alpha);
+        let want = dense_function(&a, &v, f);
+        let error = |steps| {
+            let got = lanczos_function(&a, &v, steps, f, Progress::none()).unwrap();
+            assert!(got.products <= steps);
+            let d: Vec<f64> = got.x.iter().zip(&want).map(|(g, w)| g - w).collect();
+            (dot(&d, &d) / dot(&want, &want)).sqrt()
+        };
+        let full = error(n);
+        assert!(
+            full < 1e-10,
+            "α = {alpha}: relative error {full} with k = n"
+        );
+        assert!(
+            error(5) > 1e3 * full.max(1e-15),
+            "α = {alpha}: five steps are not exact"
+        );
+    }
+    let bad = lanczos_function(&a, &v[1..], n, f64::sqrt, Progress::none());
+    assert!(matches!(bad, Err(LinalgError::LengthMismatch { .. })));
+    let none = lanczos_function(&a, &v, 0, f64::sqrt, Progress::none());
+    assert!(matches!(
+        none,
+        Err(LinalgError::InvalidOption { name: "steps", .. })
+    ));
+}

@@ -1,10 +1,14 @@
 //! Block Lanczos with reorthogonalization against the whole basis and thick
 //! restart for a few extreme eigenpairs of a symmetric operator.
 
+mod function;
 mod krylov;
+mod recurrence;
 mod ritz;
 
+pub use function::{lanczos_function, MatrixFunction};
 use krylov::Krylov;
+pub(crate) use recurrence::Recurrence;
 use ritz::Ritz;
 
 use crate::blas::Stored;
