@@ -81,6 +81,26 @@ impl Likelihood {
         Ok(())
     }
 
+    /// The likelihood whose negative log `loss` is: cross-entropy for
+    /// classification, the squared error for regression.
+    ///
+    /// ```
+    /// use secondo::laplace::Likelihood;
+    /// use secondo_nn::LossKind;
+    /// assert_eq!(Likelihood::of_loss(LossKind::Mse).unwrap(), Likelihood::Regression);
+    /// assert!(Likelihood::of_loss(LossKind::BceWithLogits).is_err());
+    /// ```
+    pub fn of_loss(loss: LossKind) -> Result<Likelihood, Error> {
+        match loss {
+            LossKind::CrossEntropy => Ok(Likelihood::Classification),
+            LossKind::Mse => Ok(Likelihood::Regression),
+            other => Err(Error::Invalid(format!(
+                "--loss {other} is the negative log of no likelihood a Laplace approximation \
+                 takes (cross_entropy: classification, mse: regression)"
+            ))),
+        }
+    }
+
     /// The factor from the curvature of `Σₙ ℓₙ` to that of `Σₙ −log p` at
     /// `σ = 1`: ½ for the squared error's GGN (`ℓₙ = 2·(−log p) + const`)
     /// and ¼ for its empirical Fisher (gradients squared), 1 for cross-entropy.

@@ -5,7 +5,8 @@
 //! networks"; Daxberger et al. 2021, "Laplace Redux – effortless Bayesian
 //! deep learning"), with laplace-torch's feature set: weights ([`Subset`]),
 //! structures ([`Structure`]), likelihoods ([`Likelihood`]), the log
-//! marginal likelihood and its optimization ([`marglik`]), predictives
+//! marginal likelihood and its optimization ([`marglik`], and during
+//! training: [`online`]), predictives
 //! ([`predictive`]) and calibration metrics ([`metrics`]).
 //!
 //! The curvature comes from the engine (`secondo-curvature`): dense
@@ -33,6 +34,7 @@ mod jacobian;
 mod likelihood;
 pub mod marglik;
 pub mod metrics;
+pub mod online;
 pub mod predictive;
 mod prior;
 mod save;
