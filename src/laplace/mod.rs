@@ -31,6 +31,7 @@
 mod dense;
 mod fit;
 mod jacobian;
+mod last_layer;
 mod likelihood;
 pub mod marglik;
 pub mod metrics;
@@ -43,6 +44,7 @@ mod subset;
 
 pub use fit::{fit, FitOptions};
 pub use jacobian::JacobianProgram;
+pub use last_layer::LastLayer;
 pub use likelihood::{Fisher, Likelihood};
 pub use prior::{Prior, PriorShape};
 pub use save::{load, save};
@@ -206,6 +208,24 @@ impl Posterior<'_> {
             .collect();
         let width = parts.iter().map(|p| p.1).sum();
         (Self::join(&parts, r), width)
+    }
+
+    /// `M` (`dim × width`, row-major) with `M Mᵀ = P⁻¹`, block-diagonal
+    /// over the blocks, with its width.
+    pub fn whitening(&self) -> (Vec<f64>, usize) {
+        let parts: Vec<(Vec<f64>, usize)> =
+            self.blocks.iter().map(PrecisionBlock::whitening).collect();
+        let width: usize = parts.iter().map(|p| p.1).sum();
+        let mut m = vec![0.0; self.dim() * width];
+        let (mut row, mut col) = (0, 0);
+        for (block, (part, w)) in self.blocks.iter().zip(&parts) {
+            for (i, r) in part.chunks(*w).enumerate() {
+                m[(row + i) * width + col..][..*w].copy_from_slice(r);
+            }
+            row += block.dim();
+            col += w;
+        }
+        (m, width)
     }
 
     /// `log det P`.

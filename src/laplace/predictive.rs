@@ -20,7 +20,7 @@ use secondo_nn::ParamStore;
 use secondo_tensor::Tensor;
 
 use super::dense::eigen_rows;
-use super::{JacobianProgram, Laplace, Likelihood, Posterior};
+use super::{JacobianProgram, Laplace, LastLayer, Likelihood, Posterior};
 use crate::Error;
 
 /// How the linearized predictive's Gaussian over outputs becomes class
@@ -172,7 +172,7 @@ pub fn standard_normal(rng: &mut ChaCha8Rng, count: usize) -> Vec<f64> {
 
 /// `W_n W_nᵀ` (`C × C`) for each sample of `w` (`[n, C, width]`): one
 /// sample per task, so the sums do not depend on the thread count.
-fn gram_per_sample(w: &[f64], c: usize, width: usize) -> Vec<f64> {
+pub(super) fn gram_per_sample(w: &[f64], c: usize, width: usize) -> Vec<f64> {
     use rayon::prelude::*;
     let mut out = vec![0.0; w.len() / width.max(1) * c];
     out.par_chunks_mut(c * c)
@@ -215,7 +215,8 @@ fn dot(x: &[f64], y: &[f64]) -> f64 {
 const JACOBIAN_BUDGET: usize = 1 << 22;
 
 /// The linearized predictive's output means `[N, C]` and covariances
-/// `[N, C, C]` (`J_n P⁻¹ J_nᵀ = W_n W_nᵀ`, [`Posterior::whiten`]).
+/// `[N, C, C]` (`J_n P⁻¹ J_nᵀ = W_n W_nᵀ`, [`Posterior::whiten`]); for a
+/// last linear layer from its features ([`LastLayer::glm_moments`]).
 pub fn glm_moments(
     objective: &Objective,
     params: &ParamStore,
@@ -224,6 +225,9 @@ pub fn glm_moments(
     data: &Dataset,
     batch_size: usize,
 ) -> Result<(Vec<f64>, Vec<f64>), Error> {
+    if let Some(last) = LastLayer::of(objective, &la.names, la.mask.is_some())? {
+        return last.glm_moments(objective, params, posterior, data, batch_size);
+    }
     let c = la.n_outputs;
     let dim = la.dim();
     let mut programs: HashMap<usize, JacobianProgram> = HashMap::new();

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
-use super::dense::{contract, contract_owned, eigen_rows};
+use super::dense::{contract, contract_owned, eigen_rows, identity};
 use crate::Error;
 
 /// Which structure the curvature is kept in (`--structure`).
@@ -327,6 +327,26 @@ impl PrecisionBlock<'_> {
                 (w, k + n)
             }
             _ => (scaled.collect(), self.dim),
+        }
+    }
+
+    /// `M` (`dim × width`, row-major) with `M Mᵀ = P⁻¹`: [`Self::whiten`]
+    /// of the identity, which for a dense basis is its transpose scaled by
+    /// `μ^{-½}` (no product needed).
+    pub fn whitening(&self) -> (Vec<f64>, usize) {
+        match &self.basis {
+            Basis::Dense(q) => {
+                let n = self.dim;
+                let factors = self.powers(-0.5);
+                let mut m = vec![0.0; n * n];
+                for (k, row) in q.chunks(n).enumerate() {
+                    for (j, v) in row.iter().enumerate() {
+                        m[j * n + k] = v * factors[k];
+                    }
+                }
+                (m, n)
+            }
+            _ => self.whiten(&identity(self.dim), self.dim),
         }
     }
 
