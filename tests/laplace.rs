@@ -14,8 +14,8 @@ use secondo::laplace::predictive::{
     Predictive,
 };
 use secondo::laplace::{
-    fit, load, save, Fisher, FitOptions, JacobianProgram, Laplace, LastLayer, Likelihood,
-    PriorShape, Structure, Subset,
+    fit, load, save, FactoredJacobians, Fisher, FitOptions, JacobianProgram, Laplace, LastLayer,
+    Likelihood, PriorShape, Structure, Subset,
 };
 use secondo::{Objective, ObjectiveConfig};
 use secondo_curvature::{Curvature, CurvatureOperator};
@@ -570,7 +570,14 @@ fn glm_variance_is_j_sigma_jt_with_dense_jacobians() {
         Structure::LowRank(5),
     ]
     .into_iter()
-    .flat_map(|s| [(s, Subset::All), (s, Subset::LastLayer)]);
+    .flat_map(|s| {
+        [
+            Subset::All,
+            Subset::LastLayer,
+            Subset::Pattern("0.*".into()),
+        ]
+        .map(|subset| (s, subset))
+    });
     for (structure, subset) in cases {
         let la = fit(
             &obj,
@@ -728,6 +735,42 @@ fn a_last_layer_in_closed_form_equals_the_generic_path() {
     assert!(LastLayer::of(&obj, &first, false).unwrap().is_none());
     assert!(LastLayer::of(&obj, &last, true).unwrap().is_none());
     assert!(LastLayer::of(&obj, &last, false).unwrap().is_some());
+}
+
+#[test]
+fn factored_jacobians_equal_the_generic_path() {
+    let (obj, params, data) = classification();
+    for structure in [Structure::Kron, Structure::Diag] {
+        for subset in [Subset::All, Subset::Pattern("*.bias".into())] {
+            let la = fit(
+                &obj,
+                &params,
+                &data,
+                &options(structure, subset.clone(), Likelihood::Classification),
+            )
+            .unwrap();
+            let factored = FactoredJacobians::of(&obj, &la)
+                .unwrap()
+                .expect("linear layers");
+            let posterior = la.posterior().unwrap();
+            let (_, f_var) = factored
+                .glm_moments(&obj, &params, &posterior, &data, 5)
+                .unwrap();
+            let want = jacobian_covariances(&obj, &params, &la, &data);
+            assert_close(&f_var, &want, 1e-10, &format!("{structure} {subset}"));
+        }
+    }
+    // Full and low-rank blocks couple the tensors: no factored form.
+    for structure in [Structure::Full, Structure::LowRank(3)] {
+        let la = fit(
+            &obj,
+            &params,
+            &data,
+            &options(structure, Subset::All, Likelihood::Classification),
+        )
+        .unwrap();
+        assert!(FactoredJacobians::of(&obj, &la).unwrap().is_none());
+    }
 }
 
 #[test]

@@ -29,6 +29,7 @@
 //! ```
 
 mod dense;
+mod factored;
 mod fit;
 mod jacobian;
 mod last_layer;
@@ -42,6 +43,7 @@ mod save;
 mod structure;
 mod subset;
 
+pub use factored::FactoredJacobians;
 pub use fit::{fit, FitOptions};
 pub use jacobian::JacobianProgram;
 pub use last_layer::LastLayer;

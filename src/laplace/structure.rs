@@ -350,6 +350,54 @@ impl PrecisionBlock<'_> {
         }
     }
 
+    /// `Jₙ P⁻¹ Jₙᵀ` (`[n, C, C]`) for per-sample rows `Jₙ = Gₙ ⊗ aₙᵀ` over
+    /// the block's weights `offset..offset + O·I` (a tensor of shape `[O,
+    /// I]`; a bias has `I = 1`, `a = 1`), from `g` (`[C, n, O]`) and `a`
+    /// (`[n, I]`), without forming the rows (`super::factored`): `Σₖ
+    /// Hₙ[:,k] Hₙ[:,k]ᵀ tₙₖ` with `H = G Q_Bᵀ`, `tₙₖ = Σₗ (Q_A aₙ)ₗ² / μₖₗ`.
+    /// Only the standard basis (any offset) and a Kronecker block (the
+    /// whole block) keep the rows' product form.
+    pub fn kronecker_rows_covariance(
+        &self,
+        offset: usize,
+        (o, i): (usize, usize),
+        g: &[f64],
+        a: &[f64],
+        n: usize,
+        c: usize,
+    ) -> Result<Vec<f64>, Error> {
+        let inverse: Vec<f64> = self.mu[offset..offset + o * i]
+            .iter()
+            .map(|m| 1.0 / m)
+            .collect();
+        let (h, qa) = match &self.basis {
+            Basis::Standard => (g.to_vec(), a.to_vec()),
+            Basis::Kron { out, input, shape } if offset == 0 && *shape == (o, i) => (
+                contract("cno,ko->cnk", g, &[c, n, o], out, &[o, o]),
+                contract("ni,li->nl", a, &[n, i], input, &[i, i]),
+            ),
+            _ => {
+                return Err(Error::Invalid(
+                    "factored Jacobians need a diagonal or Kronecker block per tensor".into(),
+                ))
+            }
+        };
+        let squares: Vec<f64> = qa.iter().map(|x| x * x).collect();
+        let t = contract_owned("nl,kl->nk", squares, &[n, i], inverse, &[o, i]);
+        let scaled: Vec<f64> = h
+            .iter()
+            .enumerate()
+            .map(|(idx, v)| v * t[idx % (n * o)])
+            .collect();
+        Ok(contract_owned(
+            "cnk,dnk->ncd",
+            scaled,
+            &[c, n, o],
+            h,
+            &[c, n, o],
+        ))
+    }
+
     /// `log det P` of the block.
     pub fn log_det(&self) -> f64 {
         let top: f64 = self.mu.iter().map(|m| m.ln()).sum();
