@@ -31,7 +31,7 @@ pub fn evidence(la: &Laplace, prior: &Prior, sigma: f64) -> Result<Evidence, Err
     let delta = prior.per_weight();
     let values = la.n_data * la.n_outputs;
     let log_lik = la.likelihood.log_likelihood(la.nll, values, sigma);
-    let prior_log_det: f64 = delta.iter().map(|d| d.ln()).sum();
+    let prior_log_det = prior.log_det();
     let scatter: f64 = delta.iter().zip(&la.mean).map(|(d, t)| d * t * t).sum();
     let value = log_lik - 0.5 * (posterior.log_det() - prior_log_det + scatter);
     let per_weight: Vec<f64> = posterior
