@@ -305,7 +305,9 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         online_marglik::write(o, summary, out, &hyper_path)?;
     }
     if let Some((log, mut run)) = finished_log {
-        run["online_marglik"] = serde_json::json!(hyper);
+        if let Some(summary) = hyper {
+            run["online_marglik"] = summary;
+        }
         run["final"] = serde_json::json!({
             "train_loss": train_eval.loss,
             "train_accuracy": train_eval.accuracy,

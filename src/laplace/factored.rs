@@ -22,6 +22,9 @@ use secondo_tensor::Tensor;
 use super::{Laplace, Posterior};
 use crate::Error;
 
+/// Most numbers one batch's `G` may hold (2²², 32 MiB in f64).
+const BUDGET: usize = 1 << 22;
+
 /// A covered tensor: which layer output its Jacobian is backpropagated
 /// to, and whether it is a weight (times the layer input) or a bias.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +41,8 @@ struct Factor {
 pub struct FactoredJacobians {
     /// The distinct layers' state_dict paths, in the network's order.
     layers: Vec<String>,
+    /// Their output widths.
+    widths: Vec<usize>,
     /// One per covered tensor, in order.
     factors: Vec<Factor>,
 }
@@ -57,27 +62,32 @@ impl FactoredJacobians {
         let mut one = vec![1];
         one.extend_from_slice(net.input_shape());
         let forward = net.forward_with(b.input(INPUT, &one), &net.param_vars(&b), Mode::Eval)?;
-        let (mut layers, mut factors) = (Vec::new(), Vec::new());
+        let (mut layers, mut widths, mut factors) = (Vec::new(), Vec::new(), Vec::new());
         for name in &la.names {
             let Some((layer, kind)) = name.rsplit_once('.') else {
                 return Ok(None);
             };
-            let linear = forward
+            let tap = forward
                 .taps
                 .iter()
-                .any(|t| t.layer == layer && !t.is_spatial());
-            if !linear || !matches!(kind, "weight" | "bias") {
+                .find(|t| t.layer == layer && !t.is_spatial());
+            let (Some(tap), "weight" | "bias") = (tap, kind) else {
                 return Ok(None);
-            }
+            };
             if layers.last().is_none_or(|l: &String| l != layer) {
                 layers.push(layer.to_string());
+                widths.push(tap.output.shape()[1]);
             }
             factors.push(Factor {
                 layer: layers.len() - 1,
                 weight: kind == "weight",
             });
         }
-        Ok(Some(FactoredJacobians { layers, factors }))
+        Ok(Some(FactoredJacobians {
+            layers,
+            widths,
+            factors,
+        }))
     }
 
     /// The linearized predictive's output means `[N, C]` and covariances
@@ -98,7 +108,9 @@ impl FactoredJacobians {
         }
         let mut programs: HashMap<usize, Executable> = HashMap::new();
         let (mut f_mu, mut f_var) = (Vec::new(), Vec::new());
-        for batch in data.batches(batch_size)? {
+        let per_sample = c * self.widths.iter().sum::<usize>();
+        let chunk = (BUDGET / per_sample.max(1)).clamp(1, batch_size);
+        for batch in data.batches(chunk)? {
             let n = batch.len();
             let exe = match programs.entry(n) {
                 Entry::Occupied(e) => e.into_mut(),

@@ -216,8 +216,8 @@ fn dot(x: &[f64], y: &[f64]) -> f64 {
 /// batches of [`glm_moments`] shrink to fit it.
 const JACOBIAN_BUDGET: usize = 1 << 22;
 
-/// Most numbers of a dense `P^{-½}` over a last layer that is not `full`
-/// (2²⁴, 128 MiB in f64); beyond it the per-sample Jacobians are used.
+/// Most numbers of a dense `P^{-½}` over a low-rank last layer (2²⁴, 128
+/// MiB in f64); beyond it the per-sample Jacobians are used.
 const WHITENING_BUDGET: usize = 1 << 24;
 
 /// The linearized predictive's output means `[N, C]` and covariances
@@ -237,7 +237,7 @@ pub fn glm_moments(
         return factored.glm_moments(objective, params, posterior, data, batch_size);
     }
     // The closed form holds `P^{-½}` densely: free beside a full block's
-    // eigenvectors, bounded for the other structures.
+    // eigenvectors, bounded for a low-rank one.
     let dense = la.structure == Structure::Full || la.dim().saturating_pow(2) <= WHITENING_BUDGET;
     if let (true, Some(last)) = (
         dense,
