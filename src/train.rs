@@ -571,7 +571,26 @@ pub fn train(
     config: &TrainConfig,
     progress: impl FnMut(Progress),
 ) -> Result<Evaluation, Error> {
-    run_training(objective, params, data, config, None, progress)
+    train_with(objective, params, data, config, None, None, progress)
+}
+
+/// A term of the training objective beyond the loss, which may adapt
+/// between epochs: online marginal-likelihood training
+/// ([`crate::laplace::online`]) adds its prior to every gradient and
+/// updates the prior's hyperparameters after epochs.
+pub trait Regularizer {
+    /// Adds the term's gradient at `params` to `grads` (one per parameter,
+    /// in the network's order) of a step on `batch` samples.
+    fn add_gradient(
+        &self,
+        params: &ParamStore,
+        grads: &mut [Tensor],
+        batch: usize,
+    ) -> Result<(), Error>;
+
+    /// Runs after epoch `epoch` (from 1) of training on `data`.
+    fn end_epoch(&mut self, epoch: usize, params: &ParamStore, data: &Dataset)
+        -> Result<(), Error>;
 }
 
 /// Where a monitored run's finished records go, as they finish (e.g. a
@@ -610,22 +629,26 @@ pub fn train_monitored(
     sink: &mut RecordSink<'_>,
     progress: impl FnMut(Progress),
 ) -> Result<Evaluation, Error> {
-    run_training(
+    train_with(
         objective,
         params,
         data,
         config,
         Some((monitor, sink)),
+        None,
         progress,
     )
 }
 
-fn run_training(
+/// [`train`], or [`train_monitored`] with `monitor`, adding `regularizer`'s
+/// gradient to every step and running its work after every epoch.
+pub fn train_with(
     objective: &Objective,
     params: &mut ParamStore,
     data: &Dataset,
     config: &TrainConfig,
     mut monitor: Option<(&mut Monitor<'_>, &mut RecordSink<'_>)>,
+    mut regularizer: Option<&mut dyn Regularizer>,
     mut progress: impl FnMut(Progress),
 ) -> Result<Evaluation, Error> {
     config.validate()?;
@@ -682,7 +705,7 @@ fn run_training(
             let (x, y) = objective.batch_tensors(&batch)?;
             let program = programs.get(batch.len())?;
             let masks = dropout_masks(program, config.seed, step, objective.dtype);
-            let out = match monitor.as_mut() {
+            let mut out = match monitor.as_mut() {
                 Some((m, _)) if m.tracks(step) => {
                     let range: Vec<usize> = (batch.start..batch.end).collect();
                     let batch_data = || Ok(shuffled.select(&range)?);
@@ -695,6 +718,9 @@ fn run_training(
             };
             if !out.loss.is_finite() {
                 return Err(diverged(out.loss, step, epoch, config));
+            }
+            if let Some(r) = regularizer.as_deref() {
+                r.add_gradient(params, &mut out.grads, batch.len())?;
             }
             let range = batch.start..batch.end;
             opt.step(objective, params, &out.grads, || {
@@ -726,6 +752,9 @@ fn run_training(
                 accuracy: last.accuracy,
                 switched_at,
             });
+        }
+        if let Some(r) = regularizer.as_deref_mut() {
+            r.end_epoch(epoch, params, data)?;
         }
     }
     if let Some(name) = params

@@ -14,9 +14,11 @@ use secondo::laplace::predictive::{
     Predictive,
 };
 use secondo::laplace::{
-    fit, load, save, FitOptions, Laplace, Likelihood, PriorShape, Structure, Subset,
+    fit, load, save, FactoredJacobians, Fisher, FitOptions, JacobianProgram, Laplace, LastLayer,
+    Likelihood, PriorShape, Structure, Subset,
 };
 use secondo::{Objective, ObjectiveConfig};
+use secondo_curvature::{Curvature, CurvatureOperator};
 use secondo_data::{Dataset, Targets};
 use secondo_linalg::{dense_symmetric_eigen, DenseSymmetric};
 use secondo_nn::{ParamStore, Reduction};
@@ -188,20 +190,22 @@ fn full_precision_is_the_dense_ggn_block_plus_the_prior() {
         assert_close(&got, &want, 1e-7, &format!("full {subset}"));
     }
     let (obj, params, data) = regression();
-    let la = fit(
-        &obj,
-        &params,
-        &data,
-        &options(Structure::Full, Subset::All, Likelihood::Regression),
-    )
-    .unwrap();
-    let want = plus_prior(&dense_ggn(&obj, &params, &la, &data), &la);
-    assert_close(
-        &la.posterior().unwrap().dense_precision(),
-        &want,
-        1e-7,
-        "full regression",
-    );
+    for subset in [Subset::All, Subset::LastLayer] {
+        let la = fit(
+            &obj,
+            &params,
+            &data,
+            &options(Structure::Full, subset.clone(), Likelihood::Regression),
+        )
+        .unwrap();
+        let want = plus_prior(&dense_ggn(&obj, &params, &la, &data), &la);
+        assert_close(
+            &la.posterior().unwrap().dense_precision(),
+            &want,
+            1e-7,
+            &format!("full regression {subset}"),
+        );
+    }
 }
 
 #[test]
@@ -559,17 +563,27 @@ fn marglik_optimization_finds_a_stationary_point() {
 #[test]
 fn glm_variance_is_j_sigma_jt_with_dense_jacobians() {
     let (obj, params, data) = classification();
-    for structure in [
+    let cases = [
         Structure::Full,
         Structure::Kron,
         Structure::Diag,
         Structure::LowRank(5),
-    ] {
+    ]
+    .into_iter()
+    .flat_map(|s| {
+        [
+            Subset::All,
+            Subset::LastLayer,
+            Subset::Pattern("0.*".into()),
+        ]
+        .map(|subset| (s, subset))
+    });
+    for (structure, subset) in cases {
         let la = fit(
             &obj,
             &params,
             &data,
-            &options(structure, Subset::All, Likelihood::Classification),
+            &options(structure, subset.clone(), Likelihood::Classification),
         )
         .unwrap();
         let posterior = la.posterior().unwrap();
@@ -597,7 +611,165 @@ fn glm_variance_is_j_sigma_jt_with_dense_jacobians() {
                 }
             }
         }
-        assert_close(&f_var, &want, 1e-7, &format!("GLM variance {structure}"));
+        assert_close(
+            &f_var,
+            &want,
+            1e-7,
+            &format!("GLM variance {structure} {subset}"),
+        );
+    }
+}
+
+/// The generic path's curvature of `Σₙ −log p` in `la`'s weights: the
+/// engine's dense operator, rescaled from the reduced loss.
+fn operator_curvature(
+    obj: &Objective,
+    params: &ParamStore,
+    la: &Laplace,
+    data: &Dataset,
+    fisher: Fisher,
+) -> Vec<f64> {
+    let refs: Vec<&str> = la.names.iter().map(String::as_str).collect();
+    let kind = match fisher {
+        Fisher::Ggn => Curvature::Ggn,
+        Fisher::Empirical => Curvature::EmpiricalFisher,
+    };
+    let op = CurvatureOperator::new(obj, params, data, 7, kind, Some(&refs)).unwrap();
+    let to_sum =
+        la.likelihood.curvature_factor(fisher) / obj.loss.scale(&[data.len(), la.n_outputs]);
+    op.to_dense().unwrap().iter().map(|v| v * to_sum).collect()
+}
+
+/// The generic path's GLM covariances: per-sample Jacobians in one batch,
+/// whitened, `W Wᵀ` per sample.
+fn jacobian_covariances(
+    obj: &Objective,
+    params: &ParamStore,
+    la: &Laplace,
+    data: &Dataset,
+) -> Vec<f64> {
+    let (n, c) = (data.len(), la.n_outputs);
+    let (x, _) = obj
+        .batch_tensors(&data.batches(n).unwrap().next().unwrap())
+        .unwrap();
+    let (_, jac) = JacobianProgram::compile(obj, n, &la.names)
+        .unwrap()
+        .run(params, &x)
+        .unwrap();
+    let (w, width) = la.posterior().unwrap().whiten(&jac, n * c);
+    (0..n * c * c)
+        .map(|k| {
+            let (s, a, b) = (k / (c * c), k / c % c, k % c);
+            let (ra, rb) = (
+                &w[(s * c + a) * width..][..width],
+                &w[(s * c + b) * width..][..width],
+            );
+            ra.iter().zip(rb).map(|(x, y)| x * y).sum()
+        })
+        .collect()
+}
+
+#[test]
+fn a_last_layer_in_closed_form_equals_the_generic_path() {
+    let (obj, params, data) = classification();
+    let (reg, reg_params, reg_data) = regression();
+    let cases = [
+        (
+            &obj,
+            &params,
+            &data,
+            Likelihood::Classification,
+            Subset::LastLayer,
+        ),
+        (
+            &obj,
+            &params,
+            &data,
+            Likelihood::Classification,
+            Subset::Pattern("2.weight".into()),
+        ),
+        (
+            &reg,
+            &reg_params,
+            &reg_data,
+            Likelihood::Regression,
+            Subset::LastLayer,
+        ),
+    ];
+    for (obj, params, data, likelihood, subset) in cases {
+        for fisher in [Fisher::Ggn, Fisher::Empirical] {
+            let what = format!("{likelihood} {subset} {fisher:?}");
+            let mut opts = options(Structure::Full, subset.clone(), likelihood);
+            opts.fisher = fisher;
+            let la = fit(obj, params, data, &opts).unwrap();
+            let last = LastLayer::of(obj, &la.names, false)
+                .unwrap()
+                .expect("a last layer");
+            let closed = last
+                .curvature(obj, params, data, likelihood, fisher, 5)
+                .unwrap();
+            let generic = operator_curvature(obj, params, &la, data, fisher);
+            assert_close(&closed, &generic, 1e-10, &format!("curvature {what}"));
+            let posterior = la.posterior().unwrap();
+            let (f_mu, f_var) = last.glm_moments(obj, params, &posterior, data, 5).unwrap();
+            assert_close(
+                &f_mu,
+                &outputs(obj, params, data, 64).unwrap(),
+                1e-12,
+                &format!("mean {what}"),
+            );
+            let want = jacobian_covariances(obj, params, &la, data);
+            assert_close(&f_var, &want, 1e-10, &format!("GLM covariance {what}"));
+        }
+    }
+    // No closed form: the output is not the layer's, another layer, a mask.
+    let squashed = objective(
+        &format!("{CLASSIFIER},tanh"),
+        4,
+        "cross_entropy",
+        Reduction::Mean,
+    );
+    let last = ["2.weight".to_string(), "2.bias".to_string()];
+    assert!(LastLayer::of(&squashed, &last, false).unwrap().is_none());
+    let first = ["0.weight".to_string(), "0.bias".to_string()];
+    assert!(LastLayer::of(&obj, &first, false).unwrap().is_none());
+    assert!(LastLayer::of(&obj, &last, true).unwrap().is_none());
+    assert!(LastLayer::of(&obj, &last, false).unwrap().is_some());
+}
+
+#[test]
+fn factored_jacobians_equal_the_generic_path() {
+    let (obj, params, data) = classification();
+    for structure in [Structure::Kron, Structure::Diag] {
+        for subset in [Subset::All, Subset::Pattern("*.bias".into())] {
+            let la = fit(
+                &obj,
+                &params,
+                &data,
+                &options(structure, subset.clone(), Likelihood::Classification),
+            )
+            .unwrap();
+            let factored = FactoredJacobians::of(&obj, &la)
+                .unwrap()
+                .expect("linear layers");
+            let posterior = la.posterior().unwrap();
+            let (_, f_var) = factored
+                .glm_moments(&obj, &params, &posterior, &data, 5)
+                .unwrap();
+            let want = jacobian_covariances(&obj, &params, &la, &data);
+            assert_close(&f_var, &want, 1e-10, &format!("{structure} {subset}"));
+        }
+    }
+    // Full and low-rank blocks couple the tensors: no factored form.
+    for structure in [Structure::Full, Structure::LowRank(3)] {
+        let la = fit(
+            &obj,
+            &params,
+            &data,
+            &options(structure, Subset::All, Likelihood::Classification),
+        )
+        .unwrap();
+        assert!(FactoredJacobians::of(&obj, &la).unwrap().is_none());
     }
 }
 

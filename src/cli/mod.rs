@@ -6,6 +6,7 @@ mod bench_monitor;
 mod common;
 pub mod guard;
 mod laplace;
+mod online_marglik;
 mod quantities;
 mod report;
 mod second_order;

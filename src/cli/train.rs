@@ -4,11 +4,12 @@ use std::path::PathBuf;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressFinish, ProgressStyle};
+use secondo::laplace::online::OnlineMarglik;
 use secondo::monitor::log::{self, RunLog};
 use secondo::monitor::{Monitor, MonitorConfig, MonitorSetup, Record};
 use secondo::output::{Input, Output};
 use secondo::train::{
-    ensure_training_fits, evaluate, train, train_monitored, OptimizerChoice, Switch, TrainConfig,
+    ensure_training_fits, evaluate, train_with, OptimizerChoice, Regularizer, Switch, TrainConfig,
 };
 use std::cell::{Cell, RefCell};
 
@@ -18,6 +19,7 @@ use super::common::{
     at_least_one, check_targets, default_model, objective, parse_dtype, shape_samples, weights,
     weights_input, DataSource, SampleShape,
 };
+use super::online_marglik::{self, OnlineMarglikArgs};
 use super::second_order::{FirstOrder, SecondOrderArgs};
 
 #[derive(Debug, Args)]
@@ -91,6 +93,8 @@ pub struct TrainArgs {
     probe_samples: usize,
     #[command(flatten)]
     second_order: Box<SecondOrderArgs>,
+    #[command(flatten)]
+    online_marglik: OnlineMarglikArgs,
 }
 
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
@@ -146,6 +150,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         mixed,
     };
     config.validate()?;
+    let online_options = a.online_marglik.options(&config, a.weight_decay)?;
     let monitor_list = a
         .monitor
         .clone()
@@ -154,6 +159,10 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let inputs = inputs(&a, &source, test_source.as_ref())?;
     let out = Output::file(&a.out, "--out", &inputs)?;
     let report = Output::dir(&a.report, log::FILES, "--report", &inputs)?;
+    let hyper_path = online_marglik::hyperparameters_path(&a.out);
+    let hyper_out = online_options
+        .map(|_| Output::file(&hyper_path, "--out", &inputs))
+        .transpose()?;
 
     let data = source.load()?;
     let spec = a.model.clone().unwrap_or_else(|| {
@@ -224,6 +233,9 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     };
     Monitor::check(&objective, &setup)?;
     let mut params = weights(&objective, a.weights.as_ref(), a.seed)?;
+    let mut online = online_options
+        .map(|o| OnlineMarglik::new(&objective, &params, &train_set, o))
+        .transpose()?;
     let monitored = if monitor_config.is_off() {
         None
     } else {
@@ -235,7 +247,15 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     };
     let (last, finished_log) = match monitored {
         None => (
-            train(&objective, &mut params, &train_set, &config, on_progress)?,
+            train_with(
+                &objective,
+                &mut params,
+                &train_set,
+                &config,
+                None,
+                online.as_mut().map(|o| o as &mut dyn Regularizer),
+                on_progress,
+            )?,
             None,
         ),
         Some((mut monitor, mut log, mut run)) => {
@@ -246,13 +266,13 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
                 }
                 log.append(&records)
             };
-            let result = train_monitored(
+            let result = train_with(
                 &objective,
                 &mut params,
                 &train_set,
                 &config,
-                &mut monitor,
-                &mut sink,
+                Some((&mut monitor, &mut sink)),
+                online.as_mut().map(|o| o as &mut dyn Regularizer),
                 on_progress,
             );
             bar.finish_and_clear();
@@ -295,9 +315,16 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         println!("{line}");
     }
     println!("weights written to {}", a.out.display());
+    let hyper = online.as_ref().map(|o| online_marglik::summary(o, &params));
+    if let (Some(o), Some(summary), Some(out)) = (&online, &hyper, hyper_out) {
+        online_marglik::write(o, summary, out, &hyper_path)?;
+    }
     if let Some((log, mut run)) = finished_log {
         if config.first_phase.is_some() {
             run["switched_at"] = serde_json::json!(switched_at.get());
+        }
+        if let Some(summary) = hyper {
+            run["online_marglik"] = summary;
         }
         run["final"] = serde_json::json!({
             "train_loss": train_eval.loss,

@@ -1,6 +1,7 @@
 //! Fitting: the curvature of the summed negative log-likelihood at the MAP
 //! weights, in the chosen structure, from the engine's operators and
-//! quantities (no curvature is computed here).
+//! quantities, or for a full last linear layer in closed form from its
+//! features ([`LastLayer::curvature`]).
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -15,7 +16,7 @@ use super::dense::identity;
 use super::likelihood::{Fisher, Likelihood};
 use super::prior::{Prior, PriorShape};
 use super::structure::{CurvatureBlock, Eigen, Structure, DIAGONAL_PRIOR_REFUSED};
-use super::{Laplace, Subset};
+use super::{Laplace, LastLayer, Subset};
 use crate::Error;
 
 /// What to fit.
@@ -109,8 +110,26 @@ pub fn fit(
         data,
         batch_size: opts.batch_size,
     };
-    let (nll, blocks) = match opts.structure {
-        Structure::Full | Structure::LowRank(_) => {
+    let last_layer = match opts.structure {
+        Structure::Full => LastLayer::of(objective, &names, mask.is_some())?,
+        _ => None,
+    };
+    let (nll, blocks) = match (opts.structure, last_layer) {
+        (Structure::Full, Some(last)) => {
+            let h = last.curvature(
+                objective,
+                params,
+                data,
+                opts.likelihood,
+                opts.fisher,
+                opts.batch_size,
+            )?;
+            let matrix = symmetrized(&h, dim, 1.0);
+            let eigen = Eigen::of(&matrix, dim)?;
+            let block = CurvatureBlock::Dense { matrix, eigen };
+            (pass.nll(opts.likelihood)?, vec![block])
+        }
+        (Structure::Full | Structure::LowRank(_), _) => {
             let kind = match opts.fisher {
                 Fisher::Ggn => Curvature::Ggn,
                 Fisher::Empirical => Curvature::EmpiricalFisher,
@@ -148,7 +167,7 @@ pub fn fit(
             };
             (pass.nll(opts.likelihood)?, vec![block])
         }
-        Structure::Diag => {
+        (Structure::Diag, _) => {
             let q = match opts.fisher {
                 Fisher::Ggn => Quantity::DiagGgnExact,
                 Fisher::Empirical => Quantity::SumGradSquared,
@@ -169,7 +188,7 @@ pub fn fit(
             })?;
             (nll, vec![CurvatureBlock::Diag(h)])
         }
-        Structure::Kron => kron_blocks(&pass, opts.likelihood, &names, &shapes, factor)?,
+        (Structure::Kron, _) => kron_blocks(&pass, opts.likelihood, &names, &shapes, factor)?,
     };
     let all = subset_values(params, &names)?;
     let mean = match &mask {

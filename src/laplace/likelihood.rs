@@ -9,6 +9,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use secondo_data::BatchTargets;
 use secondo_nn::LossKind;
 
 use crate::Error;
@@ -81,6 +82,26 @@ impl Likelihood {
         Ok(())
     }
 
+    /// The likelihood whose negative log `loss` is: cross-entropy for
+    /// classification, the squared error for regression.
+    ///
+    /// ```
+    /// use secondo::laplace::Likelihood;
+    /// use secondo_nn::LossKind;
+    /// assert_eq!(Likelihood::of_loss(LossKind::Mse).unwrap(), Likelihood::Regression);
+    /// assert!(Likelihood::of_loss(LossKind::BceWithLogits).is_err());
+    /// ```
+    pub fn of_loss(loss: LossKind) -> Result<Likelihood, Error> {
+        match loss {
+            LossKind::CrossEntropy => Ok(Likelihood::Classification),
+            LossKind::Mse => Ok(Likelihood::Regression),
+            other => Err(Error::Invalid(format!(
+                "--loss {other} is the negative log of no likelihood a Laplace approximation \
+                 takes (cross_entropy: classification, mse: regression)"
+            ))),
+        }
+    }
+
     /// The factor from the curvature of `Σₙ ℓₙ` to that of `Σₙ −log p` at
     /// `σ = 1`: ½ for the squared error's GGN (`ℓₙ = 2·(−log p) + const`)
     /// and ¼ for its empirical Fisher (gradients squared), 1 for cross-entropy.
@@ -89,6 +110,49 @@ impl Likelihood {
             (Likelihood::Classification, _) => 1.0,
             (Likelihood::Regression, Fisher::Ggn) => 0.5,
             (Likelihood::Regression, Fisher::Empirical) => 0.25,
+        }
+    }
+
+    /// The curvature in the outputs `f` (`C` values) of sample `s` of a
+    /// batch with targets `y` of `−log p(y | f)` at `σ = 1`, `C × C`
+    /// row-major: the GGN's Hessian (`diag(p) − ppᵀ` with `p` the softmax,
+    /// the identity for the Gaussian) or the empirical Fisher's `r rᵀ` with
+    /// `r` the gradient (`p − e_y`, `f − y`).
+    pub fn output_curvature(
+        self,
+        fisher: Fisher,
+        f: &[f64],
+        y: &BatchTargets<'_>,
+        s: usize,
+    ) -> Vec<f64> {
+        let c = f.len();
+        let p = match self {
+            Likelihood::Classification => super::predictive::softmax(f, c),
+            Likelihood::Regression => f.to_vec(),
+        };
+        match fisher {
+            Fisher::Ggn => (0..c * c)
+                .map(|k| {
+                    let (a, b) = (k / c, k % c);
+                    match self {
+                        Likelihood::Classification => {
+                            f64::from(u8::from(a == b)) * p[a] - p[a] * p[b]
+                        }
+                        Likelihood::Regression => f64::from(u8::from(a == b)),
+                    }
+                })
+                .collect(),
+            Fisher::Empirical => {
+                let r: Vec<f64> = match y {
+                    BatchTargets::Classes { labels, .. } => (0..c)
+                        .map(|a| p[a] - f64::from(u8::from(a as i64 == labels[s])))
+                        .collect(),
+                    BatchTargets::Values { values, .. } => {
+                        (0..c).map(|a| p[a] - values[s * c + a]).collect()
+                    }
+                };
+                (0..c * c).map(|k| r[k / c] * r[k % c]).collect()
+            }
         }
     }
 

@@ -31,7 +31,7 @@ pub fn evidence(la: &Laplace, prior: &Prior, sigma: f64) -> Result<Evidence, Err
     let delta = prior.per_weight();
     let values = la.n_data * la.n_outputs;
     let log_lik = la.likelihood.log_likelihood(la.nll, values, sigma);
-    let prior_log_det: f64 = delta.iter().map(|d| d.ln()).sum();
+    let prior_log_det = prior.log_det();
     let scatter: f64 = delta.iter().zip(&la.mean).map(|(d, t)| d * t * t).sum();
     let value = log_lik - 0.5 * (posterior.log_det() - prior_log_det + scatter);
     let per_weight: Vec<f64> = posterior
@@ -78,34 +78,59 @@ impl Default for MarglikOptions {
     }
 }
 
+/// Adam ascent on the evidence in the logs of the prior precisions and σ.
+/// Its moments persist from one [`Ascent::run`] to the next, so that
+/// online training (`super::online`) continues one ascent over phases whose
+/// Laplace approximation changes, as laplace-torch's `marglik_training`
+/// keeps one `hyper_optimizer` for the whole run.
+#[derive(Debug, Clone)]
+pub struct Ascent {
+    adam: Adam<f64>,
+    sigma: bool,
+}
+
+impl Ascent {
+    /// An ascent with Adam's learning rate `lr` on the log hyperparameters,
+    /// tuning σ too when `sigma` (for regression).
+    pub fn new(lr: f64, sigma: bool) -> Result<Ascent, Error> {
+        let adam = Adam::new(AdamConfig {
+            lr,
+            maximize: true,
+            ..AdamConfig::default()
+        })?;
+        Ok(Ascent { adam, sigma })
+    }
+
+    /// Takes `steps` Adam steps from `la`'s hyperparameters, sets them to
+    /// the last iterate and returns the evidence there.
+    pub fn run(&mut self, la: &mut Laplace, steps: usize) -> Result<f64, Error> {
+        let tune_sigma = self.sigma && la.likelihood == super::Likelihood::Regression;
+        let mut log_prior: Vec<f64> = la.prior.values.iter().map(|v| v.ln()).collect();
+        let mut log_sigma = vec![la.sigma.ln()];
+        for _ in 0..steps {
+            let prior = la
+                .prior
+                .with_values(log_prior.iter().map(|v| v.exp()).collect())?;
+            let e = evidence(la, &prior, log_sigma[0].exp())?;
+            let d_sigma = [if tune_sigma { e.d_log_sigma } else { 0.0 }];
+            self.adam.step(
+                &mut [&mut log_prior, &mut log_sigma],
+                &[&e.d_log_prior, &d_sigma],
+            )?;
+        }
+        la.prior = la
+            .prior
+            .with_values(log_prior.iter().map(|v| v.exp()).collect())?;
+        la.sigma = log_sigma[0].exp();
+        la.log_marginal_likelihood()
+    }
+}
+
 /// Sets `la`'s prior precision (and, for regression with `opts.sigma`, σ)
 /// to the maximizer of the evidence found by Adam on their logs, and
 /// returns the evidence there.
 pub fn optimize_marglik(la: &mut Laplace, opts: &MarglikOptions) -> Result<f64, Error> {
-    let tune_sigma = opts.sigma && la.likelihood == super::Likelihood::Regression;
-    let mut adam = Adam::<f64>::new(AdamConfig {
-        lr: opts.lr,
-        maximize: true,
-        ..AdamConfig::default()
-    })?;
-    let mut log_prior: Vec<f64> = la.prior.values.iter().map(|v| v.ln()).collect();
-    let mut log_sigma = vec![la.sigma.ln()];
-    for _ in 0..opts.steps {
-        let prior = la
-            .prior
-            .with_values(log_prior.iter().map(|v| v.exp()).collect())?;
-        let e = evidence(la, &prior, log_sigma[0].exp())?;
-        let d_sigma = [if tune_sigma { e.d_log_sigma } else { 0.0 }];
-        adam.step(
-            &mut [&mut log_prior, &mut log_sigma],
-            &[&e.d_log_prior, &d_sigma],
-        )?;
-    }
-    la.prior = la
-        .prior
-        .with_values(log_prior.iter().map(|v| v.exp()).collect())?;
-    la.sigma = log_sigma[0].exp();
-    la.log_marginal_likelihood()
+    Ascent::new(opts.lr, opts.sigma)?.run(la, opts.steps)
 }
 
 /// The prior precisions a grid search tries: 21 values log-spaced over

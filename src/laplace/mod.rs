@@ -5,7 +5,8 @@
 //! networks"; Daxberger et al. 2021, "Laplace Redux – effortless Bayesian
 //! deep learning"), with laplace-torch's feature set: weights ([`Subset`]),
 //! structures ([`Structure`]), likelihoods ([`Likelihood`]), the log
-//! marginal likelihood and its optimization ([`marglik`]), predictives
+//! marginal likelihood and its optimization ([`marglik`], and during
+//! training: [`online`]), predictives
 //! ([`predictive`]) and calibration metrics ([`metrics`]).
 //!
 //! The curvature comes from the engine (`secondo-curvature`): dense
@@ -28,19 +29,24 @@
 //! ```
 
 mod dense;
+mod factored;
 mod fit;
 mod jacobian;
+mod last_layer;
 mod likelihood;
 pub mod marglik;
 pub mod metrics;
+pub mod online;
 pub mod predictive;
 mod prior;
 mod save;
 mod structure;
 mod subset;
 
+pub use factored::FactoredJacobians;
 pub use fit::{fit, FitOptions};
 pub use jacobian::JacobianProgram;
+pub use last_layer::LastLayer;
 pub use likelihood::{Fisher, Likelihood};
 pub use prior::{Prior, PriorShape};
 pub use save::{load, save};
@@ -204,6 +210,24 @@ impl Posterior<'_> {
             .collect();
         let width = parts.iter().map(|p| p.1).sum();
         (Self::join(&parts, r), width)
+    }
+
+    /// `M` (`dim × width`, row-major) with `M Mᵀ = P⁻¹`, block-diagonal
+    /// over the blocks, with its width.
+    pub fn whitening(&self) -> (Vec<f64>, usize) {
+        let parts: Vec<(Vec<f64>, usize)> =
+            self.blocks.iter().map(PrecisionBlock::whitening).collect();
+        let width: usize = parts.iter().map(|p| p.1).sum();
+        let mut m = vec![0.0; self.dim() * width];
+        let (mut row, mut col) = (0, 0);
+        for (block, (part, w)) in self.blocks.iter().zip(&parts) {
+            for (i, r) in part.chunks(*w).enumerate() {
+                m[(row + i) * width + col..][..*w].copy_from_slice(r);
+            }
+            row += block.dim();
+            col += w;
+        }
+        (m, width)
     }
 
     /// `log det P`.

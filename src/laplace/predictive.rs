@@ -20,7 +20,9 @@ use secondo_nn::ParamStore;
 use secondo_tensor::Tensor;
 
 use super::dense::eigen_rows;
-use super::{JacobianProgram, Laplace, Likelihood, Posterior};
+use super::{
+    FactoredJacobians, JacobianProgram, Laplace, LastLayer, Likelihood, Posterior, Structure,
+};
 use crate::Error;
 
 /// How the linearized predictive's Gaussian over outputs becomes class
@@ -172,7 +174,7 @@ pub fn standard_normal(rng: &mut ChaCha8Rng, count: usize) -> Vec<f64> {
 
 /// `W_n W_nᵀ` (`C × C`) for each sample of `w` (`[n, C, width]`): one
 /// sample per task, so the sums do not depend on the thread count.
-fn gram_per_sample(w: &[f64], c: usize, width: usize) -> Vec<f64> {
+pub(super) fn gram_per_sample(w: &[f64], c: usize, width: usize) -> Vec<f64> {
     use rayon::prelude::*;
     let mut out = vec![0.0; w.len() / width.max(1) * c];
     out.par_chunks_mut(c * c)
@@ -214,8 +216,15 @@ fn dot(x: &[f64], y: &[f64]) -> f64 {
 /// batches of [`glm_moments`] shrink to fit it.
 const JACOBIAN_BUDGET: usize = 1 << 22;
 
+/// Most numbers of a dense `P^{-½}` over a low-rank last layer (2²⁴, 128
+/// MiB in f64); beyond it the per-sample Jacobians are used.
+const WHITENING_BUDGET: usize = 1 << 24;
+
 /// The linearized predictive's output means `[N, C]` and covariances
-/// `[N, C, C]` (`J_n P⁻¹ J_nᵀ = W_n W_nᵀ`, [`Posterior::whiten`]).
+/// `[N, C, C]` (`J_n P⁻¹ J_nᵀ = W_n W_nᵀ`, [`Posterior::whiten`]); for
+/// diagonal and Kronecker-factored posteriors over linear layers from the
+/// Jacobians' Kronecker factors ([`FactoredJacobians::glm_moments`]), for a
+/// last linear layer from its features ([`LastLayer::glm_moments`]).
 pub fn glm_moments(
     objective: &Objective,
     params: &ParamStore,
@@ -224,6 +233,18 @@ pub fn glm_moments(
     data: &Dataset,
     batch_size: usize,
 ) -> Result<(Vec<f64>, Vec<f64>), Error> {
+    if let Some(factored) = FactoredJacobians::of(objective, la)? {
+        return factored.glm_moments(objective, params, posterior, data, batch_size);
+    }
+    // The closed form holds `P^{-½}` densely: free beside a full block's
+    // eigenvectors, bounded for a low-rank one.
+    let dense = la.structure == Structure::Full || la.dim().saturating_pow(2) <= WHITENING_BUDGET;
+    if let (true, Some(last)) = (
+        dense,
+        LastLayer::of(objective, &la.names, la.mask.is_some())?,
+    ) {
+        return last.glm_moments(objective, params, posterior, data, batch_size);
+    }
     let c = la.n_outputs;
     let dim = la.dim();
     let mut programs: HashMap<usize, JacobianProgram> = HashMap::new();

@@ -85,6 +85,26 @@ impl Prior {
         self.groups().into_iter().map(|g| self.values[g]).collect()
     }
 
+    /// `log det P₀ = Σ_w log δ_w`, one logarithm per precision.
+    ///
+    /// ```
+    /// use secondo::laplace::{Prior, PriorShape};
+    /// let p = Prior::new(PriorShape::PerLayer, vec![2.0, 3.0], &[4, 1]).unwrap();
+    /// assert!((p.log_det() - (4.0 * 2f64.ln() + 3f64.ln())).abs() < 1e-15);
+    /// ```
+    pub fn log_det(&self) -> f64 {
+        let counts: Vec<usize> = match self.shape {
+            PriorShape::Scalar => vec![self.sizes.iter().sum()],
+            PriorShape::PerLayer => self.sizes.clone(),
+            PriorShape::Diagonal => vec![1; self.values.len()],
+        };
+        self.values
+            .iter()
+            .zip(counts)
+            .map(|(v, n)| n as f64 * v.ln())
+            .sum()
+    }
+
     /// Sums per-weight values over each precision's weights (the chain rule
     /// from a derivative per weight to one per precision).
     pub fn sum_per_group(&self, per_weight: &[f64]) -> Vec<f64> {

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
-use super::dense::{contract, contract_owned, eigen_rows};
+use super::dense::{contract, contract_owned, eigen_rows, identity};
 use crate::Error;
 
 /// Which structure the curvature is kept in (`--structure`).
@@ -328,6 +328,74 @@ impl PrecisionBlock<'_> {
             }
             _ => (scaled.collect(), self.dim),
         }
+    }
+
+    /// `M` (`dim × width`, row-major) with `M Mᵀ = P⁻¹`: [`Self::whiten`]
+    /// of the identity, which for a dense basis is its transpose scaled by
+    /// `μ^{-½}` (no product needed).
+    pub fn whitening(&self) -> (Vec<f64>, usize) {
+        match &self.basis {
+            Basis::Dense(q) => {
+                let n = self.dim;
+                let factors = self.powers(-0.5);
+                let mut m = vec![0.0; n * n];
+                for (k, row) in q.chunks(n).enumerate() {
+                    for (j, v) in row.iter().enumerate() {
+                        m[j * n + k] = v * factors[k];
+                    }
+                }
+                (m, n)
+            }
+            _ => self.whiten(&identity(self.dim), self.dim),
+        }
+    }
+
+    /// `Jₙ P⁻¹ Jₙᵀ` (`[n, C, C]`) for per-sample rows `Jₙ = Gₙ ⊗ aₙᵀ` over
+    /// the block's weights `offset..offset + O·I` (a tensor of shape `[O,
+    /// I]`; a bias has `I = 1`, `a = 1`), from `g` (`[C, n, O]`) and `a`
+    /// (`[n, I]`), without forming the rows (`super::factored`): `Σₖ
+    /// Hₙ[:,k] Hₙ[:,k]ᵀ tₙₖ` with `H = G Q_Bᵀ`, `tₙₖ = Σₗ (Q_A aₙ)ₗ² / μₖₗ`.
+    /// Only the standard basis (any offset) and a Kronecker block (the
+    /// whole block) keep the rows' product form.
+    pub fn kronecker_rows_covariance(
+        &self,
+        offset: usize,
+        (o, i): (usize, usize),
+        g: &[f64],
+        a: &[f64],
+        n: usize,
+        c: usize,
+    ) -> Result<Vec<f64>, Error> {
+        let inverse: Vec<f64> = self.mu[offset..offset + o * i]
+            .iter()
+            .map(|m| 1.0 / m)
+            .collect();
+        let (h, qa) = match &self.basis {
+            Basis::Standard => (g.to_vec(), a.to_vec()),
+            Basis::Kron { out, input, shape } if offset == 0 && *shape == (o, i) => (
+                contract("cno,ko->cnk", g, &[c, n, o], out, &[o, o]),
+                contract("ni,li->nl", a, &[n, i], input, &[i, i]),
+            ),
+            _ => {
+                return Err(Error::Invalid(
+                    "factored Jacobians need a diagonal or Kronecker block per tensor".into(),
+                ))
+            }
+        };
+        let squares: Vec<f64> = qa.iter().map(|x| x * x).collect();
+        let t = contract_owned("nl,kl->nk", squares, &[n, i], inverse, &[o, i]);
+        let scaled: Vec<f64> = h
+            .iter()
+            .enumerate()
+            .map(|(idx, v)| v * t[idx % (n * o)])
+            .collect();
+        Ok(contract_owned(
+            "cnk,dnk->ncd",
+            scaled,
+            &[c, n, o],
+            h,
+            &[c, n, o],
+        ))
     }
 
     /// `log det P` of the block.

@@ -1,0 +1,289 @@
+//! Online marginal-likelihood training (Immer et al. 2021, "Scalable
+//! marginal likelihood estimation for model selection in deep learning",
+//! Algorithm 1; laplace-torch's `marglik_training`): the weights descend the
+//! negative log joint `Σₙ −log p(yₙ | f(xₙ), σ) + ½ θᵀ δ θ` at the current
+//! prior precision δ and noise σ, and every few epochs a Laplace
+//! approximation at the current weights gives the evidence, on whose log
+//! hyperparameters a few Adam steps are taken ([`Ascent`], one
+//! ascent for the whole run).
+//!
+//! Conventions, against laplace-torch 0.3: the prior covers every
+//! parameter; its gradient is scaled as the loss is, exactly (the squared
+//! error's mean over `N·C` values makes it `2σ²δθ/(N·C)`, where
+//! laplace-torch divides by `N` alone and so weighs the prior `C` times more
+//! for `C > 1` outputs); the weights of the last epoch are kept, where
+//! laplace-torch returns those of the phase of best evidence; and `--marglik-burnin
+//! B` trains `B` epochs before the first phase (laplace-torch's
+//! `n_epochs_burnin=B` runs one at epoch `B`).
+
+use secondo_curvature::Objective;
+use secondo_data::Dataset;
+use secondo_nn::ParamStore;
+use secondo_tensor::Tensor;
+
+use super::marglik::Ascent;
+use super::{fit, FitOptions, Likelihood, Prior, PriorShape, Structure, Subset};
+use crate::train::Regularizer;
+use crate::Error;
+
+/// How hyperparameters are learned during training.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OnlineOptions {
+    /// Epochs between hyperparameter phases (laplace-torch's `marglik_frequency`).
+    pub every: usize,
+    /// Adam steps per phase (laplace-torch's `n_hypersteps`).
+    pub steps: usize,
+    /// Epochs trained before the first phase.
+    pub burnin: usize,
+    /// The Laplace approximation's structure.
+    pub structure: Structure,
+    /// Adam's learning rate on the log hyperparameters (`lr_hyp`).
+    pub lr: f64,
+    /// One prior precision for all weights or one per parameter tensor.
+    pub prior_shape: PriorShape,
+    /// The initial prior precision (`prior_prec_init`).
+    pub prior_precision: f64,
+    /// The initial observation noise (`sigma_noise_init`; regression).
+    pub sigma: f64,
+    /// Samples per batch of a phase's pass over the data.
+    pub batch_size: usize,
+}
+
+impl OnlineOptions {
+    /// Whether a phase runs after `epoch` (from 1): past the burn-in, every
+    /// `every` epochs.
+    ///
+    /// ```
+    /// use secondo::laplace::online::OnlineOptions;
+    /// let o = OnlineOptions { every: 2, burnin: 2, ..OnlineOptions::default() };
+    /// assert_eq!((1..=6).filter(|&e| o.due(e)).collect::<Vec<_>>(), [4, 6]);
+    /// ```
+    pub fn due(&self, epoch: usize) -> bool {
+        epoch > self.burnin && epoch.is_multiple_of(self.every)
+    }
+}
+
+impl Default for OnlineOptions {
+    /// laplace-torch's defaults: every epoch, 10 steps of learning rate
+    /// 0.1, no burn-in, Kronecker factors, a prior per layer from 1, σ = 1.
+    fn default() -> OnlineOptions {
+        OnlineOptions {
+            every: 1,
+            steps: 10,
+            burnin: 0,
+            structure: Structure::Kron,
+            lr: 0.1,
+            prior_shape: PriorShape::PerLayer,
+            prior_precision: 1.0,
+            sigma: 1.0,
+            batch_size: 256,
+        }
+    }
+}
+
+/// One hyperparameter phase: where it ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Phase {
+    /// The epoch after which it ran (from 1).
+    pub epoch: usize,
+    /// The log marginal likelihood at the weights of that epoch and the
+    /// phase's last hyperparameters.
+    pub log_marginal_likelihood: f64,
+    /// The prior precisions after the phase.
+    pub prior_precision: Vec<f64>,
+    /// The observation noise after the phase (1 for classification).
+    pub sigma: f64,
+}
+
+/// The state of online marginal-likelihood training, handed to
+/// [`crate::train::train_with`] as its [`Regularizer`].
+///
+/// ```
+/// use secondo::laplace::online::{OnlineMarglik, OnlineOptions};
+/// use secondo::train::{train_with, OptimizerChoice, TrainConfig};
+/// use secondo::{Objective, ObjectiveConfig};
+/// use secondo_nn::ParamStore;
+/// let obj = Objective::from_config(&ObjectiveConfig { spec: "linear(64,10)".into(), input_shape: vec![64], ..Default::default() }).unwrap();
+/// let mut params = ParamStore::init(obj.network.spec(), 0, obj.dtype);
+/// let data = secondo_data::digits().select(&(0..100).collect::<Vec<_>>()).unwrap();
+/// let mut online = OnlineMarglik::new(&obj, &params, &data, OnlineOptions::default()).unwrap();
+/// let config = TrainConfig { epochs: 2, ..TrainConfig::default() };
+/// train_with(&obj, &mut params, &data, &config, None, Some(&mut online), |_| {}).unwrap();
+/// assert_eq!(online.phases().len(), 2);
+/// assert_eq!(online.prior().values.len(), 2); // 0.weight, 0.bias
+/// ```
+#[derive(Debug)]
+pub struct OnlineMarglik<'a> {
+    objective: &'a Objective,
+    options: OnlineOptions,
+    likelihood: Likelihood,
+    n_data: usize,
+    prior: Prior,
+    sigma: f64,
+    ascent: Ascent,
+    phases: Vec<Phase>,
+}
+
+impl<'a> OnlineMarglik<'a> {
+    /// Online training of `objective` on `data` from `params`; refuses,
+    /// before any training, options out of range, a loss that is no
+    /// likelihood's, and a structure the network or the memory cannot take
+    /// (by a fit on one sample).
+    pub fn new(
+        objective: &'a Objective,
+        params: &ParamStore,
+        data: &Dataset,
+        options: OnlineOptions,
+    ) -> Result<OnlineMarglik<'a>, Error> {
+        let likelihood = Likelihood::of_loss(objective.loss.kind)?;
+        if options.every == 0 || options.steps == 0 || options.batch_size == 0 {
+            return Err(Error::Invalid(
+                "--marglik-every and --marglik-steps must be at least 1".into(),
+            ));
+        }
+        if options.prior_shape == PriorShape::Diagonal {
+            return Err(Error::Invalid(
+                "online marginal-likelihood training takes a scalar or per-layer prior".into(),
+            ));
+        }
+        if !(options.lr.is_finite() && options.lr > 0.0) {
+            return Err(Error::Invalid(format!(
+                "--marglik-lr must be positive and finite, got {}",
+                options.lr
+            )));
+        }
+        if data.is_empty() {
+            return Err(Error::Invalid(format!(
+                "data '{}' has no samples",
+                data.name
+            )));
+        }
+        let ascent = Ascent::new(options.lr, true)?;
+        let first = data.select(&[0])?;
+        let probe = fit(
+            objective,
+            params,
+            &first,
+            &fit_options(&options, likelihood),
+        )?;
+        Ok(OnlineMarglik {
+            objective,
+            options,
+            likelihood,
+            n_data: data.len(),
+            prior: probe.prior,
+            sigma: options.sigma,
+            ascent,
+            phases: Vec::new(),
+        })
+    }
+
+    /// The current prior precision.
+    pub fn prior(&self) -> &Prior {
+        &self.prior
+    }
+
+    /// The current observation noise (1 for classification).
+    pub fn sigma(&self) -> f64 {
+        self.sigma
+    }
+
+    /// The likelihood the loss is the negative log of.
+    pub fn likelihood(&self) -> Likelihood {
+        self.likelihood
+    }
+
+    /// The options it runs with.
+    pub fn options(&self) -> &OnlineOptions {
+        &self.options
+    }
+
+    /// The phases run so far.
+    pub fn phases(&self) -> &[Phase] {
+        &self.phases
+    }
+
+    /// The factor of `δθ` in the gradient of a step on `batch` samples.
+    /// The batch's loss is `scale_b Σ_{n∈b} ℓₙ`, in expectation `scale_b ·
+    /// b/N` times the data's `Σₙ ℓₙ = Σₙ −log p / (f s)` (with `f` the
+    /// likelihood's [`Likelihood::loss_factor`] and `s = 1/σ²` or 1), so the
+    /// prior's `½ θᵀδθ` enters scaled by `scale_b · b / (N f s)`: `δθ/N` for
+    /// the mean cross-entropy, laplace-torch's `weight_decay = δ/N`.
+    fn prior_factor(&self, batch: usize) -> f64 {
+        let c = self.objective.network.output_shape()[0];
+        let scale = self.objective.loss.scale(&[batch, c]);
+        let s = self.likelihood.precision_scale(self.sigma);
+        scale * batch as f64 / (self.n_data as f64 * self.likelihood.loss_factor() * s)
+    }
+}
+
+/// The fit of every phase: all weights, the GGN, the options' structure
+/// and prior shape.
+fn fit_options(options: &OnlineOptions, likelihood: Likelihood) -> FitOptions {
+    FitOptions {
+        subset: Subset::All,
+        structure: options.structure,
+        likelihood,
+        prior_shape: options.prior_shape,
+        prior_precision: options.prior_precision,
+        sigma: options.sigma,
+        batch_size: options.batch_size,
+        ..FitOptions::default()
+    }
+}
+
+impl Regularizer for OnlineMarglik<'_> {
+    fn add_gradient(
+        &self,
+        params: &ParamStore,
+        grads: &mut [Tensor],
+        batch: usize,
+    ) -> Result<(), Error> {
+        let factor = self.prior_factor(batch);
+        let delta = self.prior.per_weight();
+        let mut at = 0;
+        for ((_, theta), g) in params.iter().zip(grads.iter_mut()) {
+            let n = theta.numel();
+            let values: Vec<f64> = g
+                .to_f64_vec()
+                .iter()
+                .zip(theta.to_f64_vec())
+                .zip(&delta[at..at + n])
+                .map(|((g, t), d)| g + factor * d * t)
+                .collect();
+            *g = Tensor::from_f64(g.shape().to_vec(), &values, g.dtype())
+                .expect("the gradient's own shape");
+            at += n;
+        }
+        Ok(())
+    }
+
+    fn end_epoch(
+        &mut self,
+        epoch: usize,
+        params: &ParamStore,
+        data: &Dataset,
+    ) -> Result<(), Error> {
+        if !self.options.due(epoch) {
+            return Ok(());
+        }
+        let mut la = fit(
+            self.objective,
+            params,
+            data,
+            &fit_options(&self.options, self.likelihood),
+        )?;
+        la.prior = self.prior.clone();
+        la.sigma = self.sigma;
+        let value = self.ascent.run(&mut la, self.options.steps)?;
+        self.prior = la.prior;
+        self.sigma = la.sigma;
+        self.phases.push(Phase {
+            epoch,
+            log_marginal_likelihood: value,
+            prior_precision: self.prior.values.clone(),
+            sigma: self.sigma,
+        });
+        Ok(())
+    }
+}
