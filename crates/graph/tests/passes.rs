@@ -209,3 +209,57 @@ fn peak_bytes_follow_the_values_lifetimes() {
         .sum();
     assert!(exe.peak_bytes() <= every_node);
 }
+
+/// Convolutions with leading axes beyond the images' (vmapped columns) run
+/// as fused primitives and give the values of `unfold`, `einsum` and `fold`
+/// evaluated kernel by kernel.
+#[test]
+fn convolutions_with_leading_axes_run_fused_with_the_values_of_their_definition() {
+    use secondo_tensor::{fold, unfold, Window2d};
+    let window = Window2d::square(3, 1, 1, 1);
+    let (x_shape, g_shape, w_shape) = ([3, 2, 16, 5, 6], [3, 2, 4, 30], [4, 144]);
+    let b = Builder::new(DType::F64);
+    let x = b.input("x", &x_shape);
+    let g = b.input("g", &g_shape);
+    let w = b.input("w", &w_shape);
+    let rows = x.unfold(window, 0.0).reshape(&[3, 2, 30, 144]);
+    let forward = b.einsum("cnli,oi->cnol", &[rows, w]);
+    let weight_grad = b.einsum("cnol,cnli->oi", &[g, rows]);
+    let input_grad = b
+        .einsum("cnol,oi->cnli", &[g, w])
+        .reshape(&[3, 2, 5, 6, 16, 3, 3])
+        .fold(window, [5, 6]);
+    let outputs = [forward.id(), weight_grad.id(), input_grad.id()];
+    let exe = Executable::compile(&b.finish().unwrap(), &outputs).unwrap();
+    let convs = exe
+        .graph()
+        .nodes()
+        .iter()
+        .filter(|n| matches!(n.op, Op::Conv(_)));
+    assert_eq!(convs.count(), 3);
+    let f = feeds(&[("x", &x_shape), ("g", &g_shape), ("w", &w_shape)]);
+    let got = exe.run(&f).unwrap();
+    let (xt, gt, wt) = (
+        f.get("x").unwrap(),
+        f.get("g").unwrap(),
+        f.get("w").unwrap(),
+    );
+    let p = unfold(xt, &window, 0.0)
+        .unwrap()
+        .reshape(vec![3, 2, 30, 144])
+        .unwrap();
+    let patch_grads = einsum("cnol,oi->cnli", &[gt, wt]).unwrap();
+    let want = [
+        einsum("cnli,oi->cnol", &[&p, wt]).unwrap(),
+        einsum("cnol,cnli->oi", &[gt, &p]).unwrap(),
+        fold(
+            &patch_grads.reshape(vec![3, 2, 5, 6, 16, 3, 3]).unwrap(),
+            &window,
+            [5, 6],
+        )
+        .unwrap(),
+    ];
+    for (got, want) in got.iter().zip(&want) {
+        assert!(max_abs_diff(got, want) < 1e-12);
+    }
+}
