@@ -160,6 +160,21 @@ impl Geometry {
         Ok(())
     }
 
+    /// Calls `f(first position, positions, their patches [positions, I])`
+    /// for each block of output rows of `image`, unfolded into `buffer`.
+    fn each_block<T: Element>(
+        &self,
+        image: &[T],
+        buffer: &mut [MaybeUninit<T>],
+        mut f: impl FnMut(usize, usize, &[T]),
+    ) {
+        for rows in self.blocks() {
+            let start = rows.start * self.e.out[1];
+            let cols = rows.len() * self.e.out[1];
+            f(start, cols, self.unfold(image, rows, buffer));
+        }
+    }
+
     /// The patches of `rows` of `image` in `buffer`, as initialized values.
     fn unfold<'s, T: Element>(
         &self,
@@ -339,10 +354,7 @@ fn forward_image<T: Element>(
         d.off_grid(&geo.e, &s.grid, out);
         return;
     }
-    for rows in geo.blocks() {
-        let start = rows.start * geo.e.out[1];
-        let cols = rows.len() * geo.e.out[1];
-        let patches = geo.unfold(image, rows, &mut s.patches);
+    geo.each_block(image, &mut s.patches, |start, cols, patches| {
         // SAFETY: out[:, start..start + cols] (row stride L) = w [O, I] ·
         // patchesᵀ [I, cols], all within the slices.
         unsafe {
@@ -362,7 +374,7 @@ fn forward_image<T: Element>(
                 false,
             )
         }
-    }
+    });
 }
 
 /// One image's input gradient `image` `[C, H, W]` (zeros on entry) from its
@@ -465,10 +477,7 @@ fn weight_grad_image<T: Element>(
         }
         return;
     }
-    for rows in geo.blocks() {
-        let start = rows.start * geo.e.out[1];
-        let cols = rows.len() * geo.e.out[1];
-        let patches = geo.unfold(image, rows, &mut s.patches);
+    geo.each_block(image, &mut s.patches, |start, cols, patches| {
         // SAFETY: acc [O, I] += g[:, start..] [O, cols] · patches [cols, I].
         unsafe {
             product(
@@ -484,7 +493,7 @@ fn weight_grad_image<T: Element>(
                 true,
             )
         }
-    }
+    });
 }
 
 /// `einsum("nli,oi->nol", unfold(x) as [N, L, C·KH·KW], w)`: the

@@ -11,6 +11,16 @@ pub(crate) struct Strided {
     pub cs: isize,
 }
 
+impl Strided {
+    /// The same memory read as the transposed matrix.
+    fn t(self) -> Strided {
+        Strided {
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+}
+
 /// Work (m·n·k) above which one product is split into blocks.
 const PARALLEL_WORK: usize = 48 * 48 * 48;
 
@@ -100,45 +110,49 @@ pub(crate) unsafe fn gemm_into<T: Element>(
     match split(m, n, k).filter(|_| allow_parallel) {
         None => single(m, n, k, dst, d, lhs, l, rhs, r),
         Some(Split::Depth(parts)) => depth_split(parts, m, n, k, dst, d, lhs, l, rhs, r),
-        Some(Split::Columns(block)) => {
-            let (dst, lhs, rhs) = (dst as usize, lhs as usize, rhs as usize);
-            blocks(n, block, |start, size| {
-                // SAFETY: a block of columns of `dst` and `rhs` (caller's contract).
-                unsafe {
-                    single(
-                        m,
-                        size,
-                        k,
-                        (dst as *mut T).offset(start * d.cs),
-                        d,
-                        lhs as *const T,
-                        l,
-                        (rhs as *const T).offset(start * r.cs),
-                        r,
-                    )
-                }
-            })
-        }
+        Some(Split::Columns(block)) => column_blocks(block, m, n, k, dst, d, lhs, l, rhs, r),
+        // Blocks of rows of `dst` are blocks of columns of `dstᵀ = rhsᵀ · lhsᵀ`.
         Some(Split::Rows(block)) => {
-            let (dst, lhs, rhs) = (dst as usize, lhs as usize, rhs as usize);
-            blocks(m, block, |start, size| {
-                // SAFETY: a block of rows of `dst` and `lhs` (caller's contract).
-                unsafe {
-                    single(
-                        size,
-                        n,
-                        k,
-                        (dst as *mut T).offset(start * d.rs),
-                        d,
-                        (lhs as *const T).offset(start * l.rs),
-                        l,
-                        rhs as *const T,
-                        r,
-                    )
-                }
-            })
+            column_blocks(block, n, m, k, dst, d.t(), rhs, r.t(), lhs, l.t())
         }
     }
+}
+
+/// [`Split::Columns`]: blocks of `block` columns of `dst` (and `rhs`), each
+/// a single-threaded product on the pool.
+///
+/// # Safety
+/// As for [`gemm_into`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn column_blocks<T: Element>(
+    block: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut T,
+    d: Strided,
+    lhs: *const T,
+    l: Strided,
+    rhs: *const T,
+    r: Strided,
+) {
+    let (dst, lhs, rhs) = (dst as usize, lhs as usize, rhs as usize);
+    blocks(n, block, |start, size| {
+        // SAFETY: a block of columns of `dst` and `rhs` (caller's contract).
+        unsafe {
+            single(
+                m,
+                size,
+                k,
+                (dst as *mut T).offset(start * d.cs),
+                d,
+                lhs as *const T,
+                l,
+                (rhs as *const T).offset(start * r.cs),
+                r,
+            )
+        }
+    })
 }
 
 /// Runs `block(start, size)` for consecutive blocks of `len` on the pool:
@@ -318,7 +332,7 @@ unsafe fn gram_lower<T: Element>(
     l: Strided,
     parallel: bool,
 ) {
-    let transposed = Strided { rs: l.cs, cs: l.rs };
+    let transposed = l.t();
     if m <= GRAM_LEAF {
         gemm_into(
             m,

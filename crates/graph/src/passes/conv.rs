@@ -26,13 +26,7 @@ use crate::{ConvOp, Graph, Node, NodeId, Op, PatchOp};
 /// assert!(matches!(graph.node(out[0]).op, Op::Conv(_)));
 /// ```
 pub fn fuse_convolutions(graph: &Graph, outputs: &[NodeId]) -> (Graph, Vec<NodeId>) {
-    let mut uses = vec![0usize; graph.len()];
-    graph
-        .nodes()
-        .iter()
-        .flat_map(|n| &n.inputs)
-        .chain(outputs)
-        .for_each(|&j| uses[j] += 1);
+    let uses = super::use_counts(graph, outputs);
     let mut out = Graph::new();
     let mut map = vec![0; graph.len()];
     for (i, node) in graph.nodes().iter().enumerate() {
