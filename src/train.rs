@@ -10,7 +10,9 @@ use secondo_tensor::memory::{bytes_of, ensure_fits};
 use secondo_tensor::{DType, Tensor};
 
 use crate::monitor::{Monitor, Record, Threshold};
-use crate::second_order::{Method, ParamGroup, SecondOrderConfig, SecondOrderOptimizer};
+use crate::second_order::{
+    Method, ParamGroup, SecondOrderConfig, SecondOrderOptimizer, TrainingPass,
+};
 use crate::{Error, GradientProgram, Objective};
 
 /// Which optimizer, with its hyperparameters (PyTorch's meanings and defaults).
@@ -392,20 +394,26 @@ impl AnyOptimizer {
         }
     }
 
-    /// One update from the gradient of the loss on a batch; a second-order
+    /// One update from the training step `out` on a batch; a second-order
     /// optimizer also takes the objective and the batch (`batch` builds it
-    /// only for them).
+    /// only for them) and, where `program` ran in evaluation mode's image
+    /// (no dropout masks, no batch statistics), the step's outputs.
     fn step(
         &mut self,
         objective: &Objective,
         params: &mut ParamStore,
-        grads: &[Tensor],
+        (program, out): (&GradientProgram, &crate::StepOutput),
         batch: impl FnOnce() -> Result<Dataset, Error>,
     ) -> Result<(), Error> {
+        let grads = &out.grads;
+        let pass = || TrainingPass {
+            grads,
+            output: (program.masks().is_empty() && out.stats.is_empty()).then_some(&out.output),
+        };
         match self {
             AnyOptimizer::FirstOrder(o) => o.step(params, grads, &|_| true),
             AnyOptimizer::SecondOrder(o) => {
-                o.step(objective, params, &batch()?, grads)?;
+                o.step(objective, params, &batch()?, &pass())?;
                 Ok(())
             }
             AnyOptimizer::Mixed {
@@ -413,7 +421,7 @@ impl AnyOptimizer {
                 first,
                 others,
             } => {
-                second.step(objective, params, &batch()?, grads)?;
+                second.step(objective, params, &batch()?, &pass())?;
                 first.step(params, grads, &|i| others.contains(i))
             }
         }
@@ -697,7 +705,7 @@ fn run_training(
                 return Err(diverged(out.loss, step, Some(epoch), config.optimizer));
             }
             let range = batch.start..batch.end;
-            opt.step(objective, params, &out.grads, || {
+            opt.step(objective, params, (program, &out), || {
                 Ok(shuffled.select(&range.collect::<Vec<_>>())?)
             })?;
             update_running_statistics(params, &out.stats);
@@ -924,8 +932,12 @@ impl<'a> Stepper<'a> {
         if !out.loss.is_finite() {
             return Err(diverged(out.loss, self.steps, None, self.choice));
         }
-        self.optimizer
-            .step(self.objective, params, &out.grads, || Ok(batch.clone()))?;
+        self.optimizer.step(
+            self.objective,
+            params,
+            (program, &out),
+            || Ok(batch.clone()),
+        )?;
         update_running_statistics(params, &out.stats);
         self.steps += 1;
         Ok(mean_term(self.objective, out.loss, batch.len()))
