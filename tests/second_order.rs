@@ -261,9 +261,21 @@ fn kflr_blocks_solve_the_dense_damped_kronecker_system() {
 fn factored_damping_is_the_kronecker_product_of_damped_factors() {
     let Fitted { obj, params, p, f } = fitted_kflr(FactorDamping::Factored, 4);
     let v = values(params.numel(), 8);
-    let lambda = 0.05;
-    let x = p.solve(&v, lambda, 1.0).unwrap();
-    for (name, at, n) in blocks(&obj) {
+    // The inverse factors are kept per damping: a changed one rebuilds them.
+    for lambda in [0.05, 0.5, 0.05] {
+        check_factored_solve(&obj, &p, &f, &v, lambda);
+    }
+}
+
+fn check_factored_solve(
+    obj: &Objective,
+    p: &KroneckerPreconditioner,
+    f: &HashMap<String, Vec<f64>>,
+    v: &[f64],
+    lambda: f64,
+) {
+    let x = p.solve(v, lambda, 1.0).unwrap();
+    for (name, at, n) in blocks(obj) {
         let (full, b, a) = dense_block(&f, &name);
         let expected = match a {
             Some(a) => {

@@ -16,10 +16,12 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
 use secondo_curvature::{Curvature, Quantity};
+use secondo_linalg::{dense_spd_inverse, DenseSymmetric};
 use secondo_tensor::Tensor;
 
 use super::diagonal::reduction_scale;
@@ -66,8 +68,8 @@ struct Block {
     corrected: Ema,
 }
 
-/// A Kronecker factor: its moving average, the average as it was at the
-/// last refresh, and that snapshot's eigendecomposition.
+/// A Kronecker factor: its moving average and the average as it was at
+/// the last refresh.
 struct Factor {
     n: usize,
     /// The factor's name in the engine's output.
@@ -78,9 +80,39 @@ struct Factor {
 
 /// A factor at its last refresh: what every solve until the next one uses.
 struct Refreshed {
-    eigen: Eigenbasis,
+    n: usize,
+    /// The average, row-major `n × n`.
+    matrix: Vec<f64>,
     /// `tr(F) / n`, for factored damping's `π`.
     mean_eigenvalue: f64,
+    /// The eigendecomposition, made when a solve first needs it: KFAC's
+    /// factored damping at `α = 1` needs none (a Cholesky inverse does).
+    eigen: OnceLock<Result<Eigenbasis, String>>,
+}
+
+impl Refreshed {
+    fn eigen(&self) -> Result<&Eigenbasis, Error> {
+        self.eigen
+            .get_or_init(|| Eigenbasis::new(&self.matrix, self.n).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| Error::Invalid(e.clone()))
+    }
+
+    /// `(F + μI)^(-α)` as a matrix, the factor's eigenvalues below zero
+    /// (rounding) taken as zero: by a Cholesky inverse at `α = 1` (about a
+    /// tenth of an eigendecomposition), else, or where `F + μI` is not
+    /// numerically positive definite, through the eigendecomposition.
+    fn damped_power(&self, mu: f64, power: f64) -> Result<Vec<f64>, Error> {
+        if power == 1.0 {
+            let mut damped = self.matrix.clone();
+            (0..self.n).for_each(|i| damped[i * self.n + i] += mu);
+            let inverse = DenseSymmetric::new(self.n, damped).and_then(|m| dense_spd_inverse(&m));
+            if let Ok(inverse) = inverse {
+                return Ok(inverse);
+            }
+        }
+        Ok(self.eigen()?.function(|c| inverse_power(c, mu, power)))
+    }
 }
 
 impl Factor {
@@ -100,16 +132,27 @@ impl Factor {
     }
 
     fn eigen(&self) -> Result<&Eigenbasis, Error> {
-        Ok(&self.refreshed()?.eigen)
+        self.refreshed()?.eigen()
     }
 
-    /// Decomposes the current average (the expensive part of a refresh).
+    /// The current average, symmetrized (a matrix built in `f32` is
+    /// symmetric up to rounding), as the solves until the next refresh see it.
     fn refresh(&self) -> Result<Refreshed, Error> {
         let m = self.average.get()?;
         let n = self.n;
+        let mut matrix = m.to_vec();
+        for i in 0..n {
+            for j in i + 1..n {
+                let mean = 0.5 * (m[i * n + j] + m[j * n + i]);
+                matrix[i * n + j] = mean;
+                matrix[j * n + i] = mean;
+            }
+        }
         Ok(Refreshed {
-            eigen: Eigenbasis::new(m, n)?,
+            n,
+            matrix,
             mean_eigenvalue: (0..n).map(|i| m[i * n + i]).sum::<f64>() / n as f64,
+            eigen: OnceLock::new(),
         })
     }
 }
@@ -244,19 +287,22 @@ impl KroneckerPreconditioner {
         Ok(())
     }
 
-    /// Decomposes every factor's average, two factors at a time (the
-    /// decompositions are independent and most of a refresh).
+    /// Takes every factor's average as the solves' until the next refresh.
     fn refresh(&mut self) -> Result<(), Error> {
-        let refreshed: Vec<Refreshed> = self
-            .factors
-            .par_iter()
-            .map(Factor::refresh)
-            .collect::<Result<_, _>>()?;
-        for (factor, r) in self.factors.iter_mut().zip(refreshed) {
-            factor.snapshot = Some(r);
+        for factor in &mut self.factors {
+            factor.snapshot = Some(factor.refresh()?);
         }
         self.inverses.replace(None);
         Ok(())
+    }
+
+    /// Decomposes every factor's snapshot not yet decomposed, two at a time
+    /// (the decompositions are independent, and most of a refresh where a
+    /// solve needs them).
+    fn decompose(&self) -> Result<(), Error> {
+        self.factors
+            .par_iter()
+            .try_for_each(|f| f.eigen().map(|_| ()))
     }
 
     /// EKFAC's eigenvalues: `(1/s) Σ_n (Q_Bᵀ C_n Q_A)²` elementwise over the
@@ -345,22 +391,23 @@ impl KroneckerPreconditioner {
     fn factored_inverses(&self, damping: f64, power: f64) -> Result<FactoredInverses, Error> {
         let root = damping.sqrt();
         let factors = &self.factors;
+        if power != 1.0 {
+            self.decompose()?;
+        }
         let matrices = self
             .blocks
             .par_iter()
             .map(|block| {
                 let b = factors[block.b.0].refreshed()?;
                 let Some(a) = block.a.map(|a| factors[a.0].refreshed()).transpose()? else {
-                    let inverse = |c: f64| inverse_power(c, damping, power);
-                    return Ok((b.eigen.function(inverse), None));
+                    return Ok((b.damped_power(damping, power)?, None));
                 };
                 let pi = (a.mean_eigenvalue / b.mean_eigenvalue).sqrt();
                 let pi = if pi.is_finite() && pi > 0.0 { pi } else { 1.0 };
-                let side = |f: &Refreshed, mu: f64| {
-                    f.eigen
-                        .function(|c| inverse_power(c.max(0.0) + mu, 0.0, power))
-                };
-                Ok((side(b, root / pi), Some(side(a, pi * root))))
+                Ok((
+                    b.damped_power(root / pi, power)?,
+                    Some(a.damped_power(pi * root, power)?),
+                ))
             })
             .collect::<Result<_, Error>>()?;
         Ok(FactoredInverses {
@@ -488,6 +535,10 @@ impl Preconditioner for KroneckerPreconditioner {
         let first = self.factors.iter().any(|f| f.snapshot.is_none());
         if refresh || first {
             self.refresh()?;
+            if self.damping == FactorDamping::Tikhonov || self.eigenvalues == Eigenvalues::Corrected
+            {
+                self.decompose()?;
+            }
         }
         if self.eigenvalues == Eigenvalues::Corrected {
             self.update_corrections(batch)?;
@@ -510,6 +561,7 @@ impl Preconditioner for KroneckerPreconditioner {
     }
 
     fn curvature(&self, v: &[f64]) -> Result<f64, Error> {
+        self.decompose()?;
         let mut total = 0.0;
         let mut at = 0;
         for block in &self.blocks {
