@@ -276,7 +276,7 @@ fn check_factored_solve(
 ) {
     let x = p.solve(v, lambda, 1.0).unwrap();
     for (name, at, n) in blocks(obj) {
-        let (full, b, a) = dense_block(&f, &name);
+        let (full, b, a) = dense_block(f, &name);
         let expected = match a {
             Some(a) => {
                 let (nb, na) = (
