@@ -120,7 +120,7 @@ pub struct BenchArgs {
     /// The network: the MLP, DeepOBS' 2C2D or 3C3D, or a CIFAR ResNet-20.
     #[arg(long, value_enum, default_value_t = Problem::Mlp)]
     problem: Problem,
-    /// Batch size (default: the problem's, 128 or 64).
+    /// Batch size (default: the problem's, 128 or 64; with --optimizers, every network's).
     #[arg(long, value_parser = at_least_one)]
     batch: Option<usize>,
     /// Python with PyTorch for the side-by-side reference (default .venv/bin/python, else python3).
@@ -165,7 +165,7 @@ pub struct BenchArgs {
     /// autoencoder, 500 for the MLP, 200 for the CNN).
     #[arg(long, value_name = "N", value_parser = at_least_one, requires = "optimizers")]
     steps: Option<usize>,
-    /// Directory of --optimizers' plots and curves (optimizers.json).
+    /// Directory of --optimizers' plots and curves, optimizers.json (default bench-optimizers).
     #[arg(long, value_name = "DIR", requires = "optimizers")]
     out: Option<PathBuf>,
 }

@@ -221,10 +221,84 @@ fn eval_every(steps: usize) -> usize {
     (steps / 200).max(1)
 }
 
-/// The baseline step is timed after every this many steps of the run: its
-/// mean over the run is against the run's mean over all its steps (KFAC's
-/// inverse steps included), interleaved so that drift cancels.
+/// The baseline step is timed after every this many steps of the run,
+/// interleaved so that drift cancels.
 const PAIR_EVERY: usize = 4;
+
+/// Steps per block of [`StepTimes`]: a multiple of [`PAIR_EVERY`] and of
+/// KFAC's default `--inverse-every` (10), so that every block holds the same
+/// share of inverse steps and of baseline steps.
+const BLOCK: usize = 20;
+
+/// A block slower than this many times the run's median block counts as
+/// the median block: the process was stopped meanwhile (another session's
+/// benchmark pauses every other process for up to a minute, or the machine
+/// was preempted), which no step of ours takes that long for.
+const PAUSED: f64 = 3.0;
+
+/// The wall times of a run's steps and of the baseline steps timed between
+/// them, read block by block: a block's mean step over its baseline steps'
+/// mean is the run's cost in that block, and the median over blocks is
+/// steady against drift (each block's two means see the same machine) and
+/// against pauses (a paused block is one of many).
+#[derive(Default)]
+struct StepTimes {
+    /// Seconds of each of the run's steps.
+    own: Vec<f64>,
+    /// Seconds of the baseline steps, by the step they followed.
+    baseline: Vec<(usize, f64)>,
+}
+
+impl StepTimes {
+    /// The run's blocks of steps: their ranges of steps.
+    fn blocks(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        (0..self.own.len())
+            .step_by(BLOCK)
+            .map(|start| start..(start + BLOCK).min(self.own.len()))
+    }
+
+    /// The median over blocks of the block's mean step over its baseline
+    /// steps' mean.
+    fn cost(&self) -> f64 {
+        let ratios: Vec<f64> = self
+            .blocks()
+            .filter_map(|r| {
+                let base: Vec<f64> = self
+                    .baseline
+                    .iter()
+                    .filter(|(s, _)| r.contains(s))
+                    .map(|p| p.1)
+                    .collect();
+                let own = self.own[r.clone()].iter().sum::<f64>() / r.len() as f64;
+                (!base.is_empty()).then(|| own * base.len() as f64 / base.iter().sum::<f64>())
+            })
+            .collect();
+        median(ratios).unwrap_or(f64::NAN)
+    }
+
+    /// The run's own seconds after each step, with a paused block (see
+    /// [`PAUSED`]) counted as the run's median block.
+    fn elapsed(&self) -> Vec<f64> {
+        let sums: Vec<f64> = self.blocks().map(|r| self.own[r].iter().sum()).collect();
+        let cap = median(sums.clone()).map_or(f64::INFINITY, |m| PAUSED * m);
+        let mut total = 0.0;
+        let mut out = Vec::with_capacity(self.own.len());
+        for (r, sum) in self.blocks().zip(sums) {
+            let scale = if sum > cap { cap / sum } else { 1.0 };
+            for t in &self.own[r] {
+                total += t * scale;
+                out.push(total);
+            }
+        }
+        out
+    }
+}
+
+/// The median of `values`, none when empty.
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
+}
 
 /// The learning rate of the baseline SGD steps (their cost does not depend on it).
 const BASELINE_LR: f64 = 1e-3;
@@ -239,7 +313,7 @@ struct Run {
     loss: Vec<f64>,
     /// Steps and seconds at the first evaluation at or below the target.
     reached: Option<(usize, f64)>,
-    /// The run's mean step over the paired SGD steps' mean.
+    /// The run's step in SGD steps ([`StepTimes::cost`]).
     cost: f64,
     /// Test accuracy (classifiers) or test loss.
     test: f64,
@@ -289,7 +363,7 @@ fn run(problem: &Problem, setting: String, optimizer: OptimizerChoice) -> anyhow
         test: f64::NAN,
         failed: None,
     };
-    let (mut own, mut paired) = (0.0, Vec::new());
+    let mut times = StepTimes::default();
     let every = eval_every(problem.steps);
     let mut epoch = 0u64;
     let mut step = 0;
@@ -307,30 +381,39 @@ fn run(problem: &Problem, setting: String, optimizer: OptimizerChoice) -> anyhow
                 out.failed = Some(e.to_string());
                 break 'epochs;
             }
-            own += seconds;
+            times.own.push(seconds);
             if step % PAIR_EVERY == 0 {
                 let (result, seconds) = timed(|| baseline.step(&mut baseline_params, &batch));
                 result?;
-                paired.push(seconds);
+                times.baseline.push((step, seconds));
             }
             step += 1;
             if step % every == 0 || step == problem.steps {
-                let loss = loss_at(&params)?.loss;
                 out.steps.push(step as f64);
-                out.seconds.push(own);
-                out.loss.push(loss);
-                if loss <= problem.target && out.reached.is_none() {
-                    out.reached = Some((step, own));
-                }
+                out.loss.push(loss_at(&params)?.loss);
             }
             if step == problem.steps {
                 break 'epochs;
             }
         }
     }
-    if step > 0 && !paired.is_empty() {
-        out.cost = (own / step as f64) / (paired.iter().sum::<f64>() / paired.len() as f64);
-    }
+    let elapsed = times.elapsed();
+    out.seconds = out
+        .steps
+        .iter()
+        .map(|&s| match s as usize {
+            0 => 0.0,
+            s => elapsed[s - 1],
+        })
+        .collect();
+    out.reached = out
+        .steps
+        .iter()
+        .zip(&out.loss)
+        .zip(&out.seconds)
+        .find(|((_, &loss), _)| loss <= problem.target)
+        .map(|((&s, _), &t)| (s as usize, t));
+    out.cost = times.cost();
     let test = evaluator.evaluate(&params, &problem.test, 256)?;
     out.test = test.accuracy.unwrap_or(test.loss);
     Ok(out)
@@ -415,9 +498,10 @@ pub fn run_all(o: &Options<'_>) -> anyhow::Result<()> {
     std::fs::write(staged.path(JSON), json)?;
     staged.commit()?;
     println!(
-        "× sgd step: a step's mean time over a plain SGD step's (same batch, timed after every \
-         {PAIR_EVERY}th step in the same process); s: the run's own steps only (no evaluations); \
-         plots and curves in {}",
+        "× sgd step: per block of {BLOCK} steps, the mean step over the mean plain SGD step \
+         (same batches, one after every {PAIR_EVERY}th step in the same process), the median \
+         over blocks; s: the run's own steps only (no evaluations), a block {PAUSED}× slower \
+         than the run's median (a paused process) counted as the median; plots and curves in {}",
         o.out.display()
     );
     Ok(())
