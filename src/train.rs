@@ -10,7 +10,9 @@ use secondo_tensor::memory::{bytes_of, ensure_fits};
 use secondo_tensor::{DType, Tensor};
 
 use crate::monitor::{Monitor, Record, Threshold};
-use crate::second_order::{Method, ParamGroup, SecondOrderConfig, SecondOrderOptimizer};
+use crate::second_order::{
+    Method, ParamGroup, SecondOrderConfig, SecondOrderOptimizer, TrainingPass,
+};
 use crate::{Error, GradientProgram, Objective};
 
 /// Which optimizer, with its hyperparameters (PyTorch's meanings and defaults).
@@ -392,20 +394,26 @@ impl AnyOptimizer {
         }
     }
 
-    /// One update from the gradient of the loss on a batch; a second-order
+    /// One update from the training step `out` on a batch; a second-order
     /// optimizer also takes the objective and the batch (`batch` builds it
-    /// only for them).
+    /// only for them) and, where `program` ran in evaluation mode's image
+    /// (no dropout masks, no batch statistics), the step's outputs.
     fn step(
         &mut self,
         objective: &Objective,
         params: &mut ParamStore,
-        grads: &[Tensor],
+        (program, out): (&GradientProgram, &crate::StepOutput),
         batch: impl FnOnce() -> Result<Dataset, Error>,
     ) -> Result<(), Error> {
+        let grads = &out.grads;
+        let pass = || TrainingPass {
+            grads,
+            output: (program.masks().is_empty() && out.stats.is_empty()).then_some(&out.output),
+        };
         match self {
             AnyOptimizer::FirstOrder(o) => o.step(params, grads, &|_| true),
             AnyOptimizer::SecondOrder(o) => {
-                o.step(objective, params, &batch()?, grads)?;
+                o.step(objective, params, &batch()?, &pass())?;
                 Ok(())
             }
             AnyOptimizer::Mixed {
@@ -413,7 +421,7 @@ impl AnyOptimizer {
                 first,
                 others,
             } => {
-                second.step(objective, params, &batch()?, grads)?;
+                second.step(objective, params, &batch()?, &pass())?;
                 first.step(params, grads, &|i| others.contains(i))
             }
         }
@@ -717,13 +725,13 @@ pub fn train_with(
                 _ => program.run_with_masks(params, x, y, masks)?,
             };
             if !out.loss.is_finite() {
-                return Err(diverged(out.loss, step, epoch, config));
+                return Err(diverged(out.loss, step, Some(epoch), config.optimizer));
             }
             if let Some(r) = regularizer.as_deref() {
                 r.add_gradient(params, &mut out.grads, batch.len())?;
             }
             let range = batch.start..batch.end;
-            opt.step(objective, params, &out.grads, || {
+            opt.step(objective, params, (program, &out), || {
                 Ok(shuffled.select(&range.collect::<Vec<_>>())?)
             })?;
             update_running_statistics(params, &out.stats);
@@ -803,9 +811,10 @@ pub fn ensure_training_fits(
     Ok(())
 }
 
-/// Why the loss stopped being finite at `step` (counted from 0).
-fn diverged(loss: f64, step: usize, epoch: usize, config: &TrainConfig) -> Error {
-    let cause = match config.optimizer {
+/// Why the loss stopped being finite at `step` (counted from 0) of
+/// `epoch` (where the run counts epochs).
+fn diverged(loss: f64, step: usize, epoch: Option<usize>, optimizer: OptimizerChoice) -> Error {
+    let cause = match optimizer {
         _ if step == 0 => {
             "before any update: the forward pass overflows on the data or the initial weights"
                 .to_string()
@@ -816,8 +825,9 @@ fn diverged(loss: f64, step: usize, epoch: usize, config: &TrainConfig) -> Error
         ),
         _ => "try a smaller --lr".to_string(),
     };
+    let epoch = epoch.map(|e| format!(" (epoch {e})")).unwrap_or_default();
     Error::Invalid(format!(
-        "the loss became {loss} at step {} (epoch {epoch}); {cause}",
+        "the loss became {loss} at step {}{epoch}; {cause}",
         step + 1
     ))
 }
@@ -847,20 +857,118 @@ pub fn evaluate(
     data: &Dataset,
     batch_size: usize,
 ) -> Result<Evaluation, Error> {
-    objective.check_targets(&data.y)?;
-    let mut programs = Programs::new(objective, false);
-    let (mut loss_sum, mut hits) = (0.0, 0usize);
-    for batch in data.batches(batch_size.max(1))? {
-        let (x, y) = objective.batch_tensors(&batch)?;
-        let out = programs.get(batch.len())?.run(params, x, y)?;
-        loss_sum += mean_term(objective, out.loss, batch.len()) * batch.len() as f64;
-        if let secondo_data::BatchTargets::Classes { labels, .. } = batch.y {
-            hits += correct(&out.output, labels);
+    Evaluator::new(objective).evaluate(params, data, batch_size)
+}
+
+/// [`evaluate`] with its compiled programs kept between calls, for a caller
+/// that evaluates the same model again and again (a loss curve): compiling
+/// a program costs more than running it on a small dataset.
+pub struct Evaluator<'a> {
+    programs: Programs<'a>,
+}
+
+impl<'a> Evaluator<'a> {
+    /// An evaluator of `objective`, compiling nothing yet.
+    pub fn new(objective: &'a Objective) -> Evaluator<'a> {
+        Evaluator {
+            programs: Programs::new(objective, false),
         }
     }
-    let n = data.len().max(1) as f64;
-    Ok(Evaluation {
-        loss: loss_sum / n,
-        accuracy: matches!(data.y, Targets::Classes { .. }).then(|| hits as f64 / n),
-    })
+
+    /// Loss and accuracy of `params` on a dataset, in batches of `batch_size`.
+    pub fn evaluate(
+        &mut self,
+        params: &ParamStore,
+        data: &Dataset,
+        batch_size: usize,
+    ) -> Result<Evaluation, Error> {
+        let objective = self.programs.objective;
+        objective.check_targets(&data.y)?;
+        let (mut loss_sum, mut hits) = (0.0, 0usize);
+        for batch in data.batches(batch_size.max(1))? {
+            let (x, y) = objective.batch_tensors(&batch)?;
+            let out = self.programs.get(batch.len())?.run(params, x, y)?;
+            loss_sum += mean_term(objective, out.loss, batch.len()) * batch.len() as f64;
+            if let secondo_data::BatchTargets::Classes { labels, .. } = batch.y {
+                hits += correct(&out.output, labels);
+            }
+        }
+        let n = data.len().max(1) as f64;
+        Ok(Evaluation {
+            loss: loss_sum / n,
+            accuracy: matches!(data.y, Targets::Classes { .. }).then(|| hits as f64 / n),
+        })
+    }
+}
+
+/// One optimizer stepped through batches its caller chooses, for a caller
+/// that owns the loop: `secondo bench --optimizers` times every step and
+/// evaluates between them. [`train`] runs the same optimizers over epochs,
+/// with a monitor and a first phase.
+///
+/// ```
+/// use secondo::train::{OptimizerChoice, Stepper, TrainConfig};
+/// use secondo::{Objective, ObjectiveConfig};
+/// use secondo_nn::ParamStore;
+/// let obj = Objective::from_config(&ObjectiveConfig { spec: "linear(64,10)".into(), input_shape: vec![64], ..Default::default() }).unwrap();
+/// let mut params = ParamStore::init(obj.network.spec(), 0, obj.dtype);
+/// let batch = secondo_data::digits().select(&(0..32).collect::<Vec<_>>()).unwrap();
+/// let kfac = OptimizerChoice::parse("kfac", 0.1, 0.0, false, 0.0).unwrap();
+/// let mut stepper = Stepper::new(&obj, &TrainConfig { optimizer: kfac, ..TrainConfig::default() }).unwrap();
+/// let first = stepper.step(&mut params, &batch).unwrap();
+/// assert!(stepper.step(&mut params, &batch).unwrap() < first);
+/// ```
+pub struct Stepper<'a> {
+    objective: &'a Objective,
+    optimizer: AnyOptimizer,
+    choice: OptimizerChoice,
+    programs: Programs<'a>,
+    seed: u64,
+    steps: usize,
+}
+
+impl<'a> Stepper<'a> {
+    /// `config.optimizer` (beside its first-order optimizer with
+    /// `config.mixed`); refuses a first phase, which [`train`] schedules.
+    pub fn new(objective: &'a Objective, config: &TrainConfig) -> Result<Stepper<'a>, Error> {
+        config.validate()?;
+        if config.first_phase.is_some() {
+            return Err(Error::Invalid(
+                "a stepper runs one optimizer; late-phase training runs in train".into(),
+            ));
+        }
+        Ok(Stepper {
+            objective,
+            optimizer: AnyOptimizer::for_run(config, objective)?,
+            choice: config.optimizer,
+            programs: Programs::new(objective, true),
+            seed: config.seed,
+            steps: 0,
+        })
+    }
+
+    /// One update from the gradient on `batch`; returns the batch's loss
+    /// before it (the mean term, whatever the reduction).
+    pub fn step(&mut self, params: &mut ParamStore, batch: &Dataset) -> Result<f64, Error> {
+        let whole = batch
+            .batches(batch.len().max(1))?
+            .next()
+            .ok_or_else(|| Error::Invalid("a step on an empty batch".into()))?;
+        let (x, y) = self.objective.batch_tensors(&whole)?;
+        let program = self.programs.get(batch.len())?;
+        let masks = dropout_masks(program, self.seed, self.steps, self.objective.dtype);
+        let out = program.run_with_masks(params, x, y, masks)?;
+        if !out.loss.is_finite() {
+            return Err(diverged(out.loss, self.steps, None, self.choice));
+        }
+        self.optimizer.step(
+            self.objective,
+            params,
+            (program, &out),
+            || Ok(batch.clone()),
+        )?;
+        update_running_statistics(params, &out.stats);
+        self.steps += 1;
+        Ok(mean_term(self.objective, out.loss, batch.len()))
+    }
 }

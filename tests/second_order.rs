@@ -12,7 +12,8 @@ use secondo::linalg::{dense_symmetric_eigen, CgOptions, DenseSymmetric};
 use secondo::second_order::{
     martens_cg, CurvatureBatch, DensePreconditioner, DeterminantalPreconditioner,
     DiagonalPreconditioner, Eigenvalues, FactorDamping, KroneckerPreconditioner, MartensOptions,
-    MatrixFreePreconditioner, Method, ParamGroup, Preconditioner, SecondOrderConfig, MARTENS_XI,
+    MatrixFreePreconditioner, Method, ParamGroup, Preconditioner, SecondOrderConfig, TrainingPass,
+    MARTENS_XI,
 };
 use secondo::train::{train, OptimizerChoice, TrainConfig};
 use secondo::{Objective, ObjectiveConfig};
@@ -61,6 +62,7 @@ fn batch<'a>(obj: &'a Objective, params: &'a ParamStore, data: &'a Dataset) -> C
         params,
         data: data.clone(),
         seed: 0,
+        output: None,
     }
 }
 
@@ -259,10 +261,22 @@ fn kflr_blocks_solve_the_dense_damped_kronecker_system() {
 fn factored_damping_is_the_kronecker_product_of_damped_factors() {
     let Fitted { obj, params, p, f } = fitted_kflr(FactorDamping::Factored, 4);
     let v = values(params.numel(), 8);
-    let lambda = 0.05;
-    let x = p.solve(&v, lambda, 1.0).unwrap();
-    for (name, at, n) in blocks(&obj) {
-        let (full, b, a) = dense_block(&f, &name);
+    // The inverse factors are kept per damping: a changed one rebuilds them.
+    for lambda in [0.05, 0.5, 0.05] {
+        check_factored_solve(&obj, &p, &f, &v, lambda);
+    }
+}
+
+fn check_factored_solve(
+    obj: &Objective,
+    p: &KroneckerPreconditioner,
+    f: &HashMap<String, Vec<f64>>,
+    v: &[f64],
+    lambda: f64,
+) {
+    let x = p.solve(v, lambda, 1.0).unwrap();
+    for (name, at, n) in blocks(obj) {
+        let (full, b, a) = dense_block(f, &name);
         let expected = match a {
             Some(a) => {
                 let (nb, na) = (
@@ -638,7 +652,11 @@ fn newton_cg_with_the_diagonal_preconditioner_takes_the_damped_newton_step() {
             ..newton_cg(Curvature::Ggn)
         };
         let mut opt = config.build(&obj, &ParamGroup::all(&obj), 0).unwrap();
-        assert!(opt.step(&obj, &mut moved, &d, &grads).unwrap().accepted);
+        assert!(
+            opt.step(&obj, &mut moved, &d, &TrainingPass::gradient(&grads))
+                .unwrap()
+                .accepted
+        );
         let step: Vec<f64> = moved
             .iter()
             .zip(params.iter())
@@ -704,7 +722,9 @@ fn newton_cg_takes_the_newton_step_on_least_squares() {
         let mut opt = newton_cg(kind)
             .build(&obj, &ParamGroup::all(&obj), 0)
             .unwrap();
-        let report = opt.step(&obj, &mut params, &d, &grads).unwrap();
+        let report = opt
+            .step(&obj, &mut params, &d, &TrainingPass::gradient(&grads))
+            .unwrap();
         assert!(report.accepted, "{kind}");
         let after: Vec<f64> = params.iter().flat_map(|(_, t)| t.to_f64_vec()).collect();
         let step: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
@@ -729,7 +749,9 @@ fn a_step_that_overflows_is_rejected_and_the_damping_raised() {
                 ..SecondOrderConfig::new(method)
             };
             let mut opt = config.build(&obj, &ParamGroup::all(&obj), 0).unwrap();
-            let report = opt.step(&obj, &mut params, &d, &grads).unwrap();
+            let report = opt
+                .step(&obj, &mut params, &d, &TrainingPass::gradient(&grads))
+                .unwrap();
             assert!(!report.accepted, "{method}, lr {lr}");
             assert!(report.damping > config.damping, "{method}: {report:?}");
             for ((_, a), (_, b)) in params.iter().zip(before.iter()) {
@@ -825,7 +847,7 @@ fn the_reduction_ratio_is_one_where_the_quadratic_model_is_exact() {
         let report = config
             .build(&obj, &ParamGroup::all(&obj), 0)
             .unwrap()
-            .step(&obj, &mut params, &d, &grads)
+            .step(&obj, &mut params, &d, &TrainingPass::gradient(&grads))
             .unwrap();
         let rho = report.rho.unwrap();
         assert!((rho - 1.0).abs() < 1e-9, "{method}: ρ = {rho}");
@@ -1037,7 +1059,9 @@ fn the_quadratic_models_step_is_optimal_in_the_span_of_direction_and_previous_st
     for _ in 0..2 {
         let before = flat(&params);
         let grads = gradient(&obj, &params, &d);
-        let report = opt.step(&obj, &mut params, &d, &grads).unwrap();
+        let report = opt
+            .step(&obj, &mut params, &d, &TrainingPass::gradient(&grads))
+            .unwrap();
         assert!(
             report.accepted && (report.rho.unwrap() - 1.0).abs() < 1e-8,
             "{report:?}"

@@ -421,3 +421,90 @@ fn fractional_ngd_trains_on_the_matrix_free_structure() {
     assert!(loss < 1.5, "matrix-free: train loss {loss}");
     assert!(weights != run("kronecker").1, "the structure was applied");
 }
+
+#[test]
+fn bench_optimizers_prints_the_table_and_writes_the_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench");
+    let args = [
+        "bench",
+        "--optimizers",
+        "--networks",
+        "autoencoder,cnn",
+        "--only",
+        "sgd,adam,kfac,newton-cg",
+        "--steps",
+        "2",
+        "--out",
+        s(&out),
+    ];
+    let o = secondo(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    for column in [
+        "optimizer",
+        "steps→target",
+        "s→target",
+        "× sgd step",
+        "train loss",
+        "test loss",
+        "test acc.",
+    ] {
+        assert!(text.contains(column), "no column '{column}' in:\n{text}");
+    }
+    for row in ["sgd ", "adam ", "kfac ", "newton-cg ", "adam grid"] {
+        assert!(text.contains(row), "no row '{row}' in:\n{text}");
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "autoencoder-loss-vs-steps.svg",
+            "autoencoder-loss-vs-time.svg",
+            "cnn-loss-vs-steps.svg",
+            "cnn-loss-vs-time.svg",
+            "optimizers.json"
+        ]
+    );
+    let svg = std::fs::read_to_string(out.join("cnn-loss-vs-steps.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("<polyline") && svg.contains("kfac"));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("optimizers.json")).unwrap()).unwrap();
+    let adam = &json["autoencoder"]["rows"]["adam"];
+    assert_eq!(adam["runs"].as_array().unwrap().len(), 5);
+    assert_eq!(adam["runs"][0]["train_loss"].as_array().unwrap().len(), 3);
+    // Same seed, same curves: the loss against steps repeats byte for byte.
+    let again = dir.path().join("again");
+    let mut args = args.to_vec();
+    let last = args.len() - 1;
+    args[last] = s(&again);
+    assert!(secondo(&args).status.success());
+    let read =
+        |d: &std::path::Path| std::fs::read(d.join("autoencoder-loss-vs-steps.svg")).unwrap();
+    assert_eq!(read(&out), read(&again));
+}
+
+#[test]
+fn bench_optimizers_refuses_bad_flags_on_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench");
+    for (args, needle) in [
+        (&["--optimizers", "--steps", "0"][..], "--steps"),
+        (
+            &["--optimizers", "--only", "lbfgs"],
+            "unknown optimizer row 'lbfgs'",
+        ),
+        (&["--optimizers", "--only", ","], "no optimizer row named"),
+        (&["--optimizers", "--networks", "resnet"], "--networks"),
+        (&["--steps", "5"], "--optimizers"),
+        (&["--optimizers", "--monitor"], "--monitor"),
+    ] {
+        let mut all = vec!["bench", "--no-torch", "--out", s(&out)];
+        all.extend_from_slice(args);
+        assert_bad_input(&secondo(&all), needle, &out);
+    }
+}

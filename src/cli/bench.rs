@@ -13,6 +13,7 @@ use secondo_nn::ParamStore;
 use secondo_tensor::memory::{bytes_of, ensure_fits};
 use secondo_tensor::{measure_gemm_gflops, DType, Tensor};
 
+use super::bench_optimizers::{self, Network};
 use super::common::at_least_one;
 
 /// A benchmark problem: the networks curvature is studied on.
@@ -119,7 +120,7 @@ pub struct BenchArgs {
     /// The network: the MLP, DeepOBS' 2C2D or 3C3D, or a CIFAR ResNet-20.
     #[arg(long, value_enum, default_value_t = Problem::Mlp)]
     problem: Problem,
-    /// Batch size (default: the problem's, 128 or 64).
+    /// Batch size (default: the problem's, 128 or 64; with --optimizers, every network's).
     #[arg(long, value_parser = at_least_one)]
     batch: Option<usize>,
     /// Python with PyTorch for the side-by-side reference (default .venv/bin/python, else python3).
@@ -146,6 +147,27 @@ pub struct BenchArgs {
     /// prediction) beside laplace-torch when installed.
     #[arg(long)]
     laplace: bool,
+    /// Train with each optimizer (SGD with momentum and Adam over learning-rate
+    /// grids, kfac, ekfac, fractional-ngd, newton-cg) for a fixed number of
+    /// steps: steps and seconds to a target training loss, the step's cost in
+    /// SGD steps timed alternately, final training loss and test metric, and
+    /// loss-versus-steps and loss-versus-time plots in --out; `--only` then
+    /// takes optimizer rows (e.g. `adam,kfac-adaptive`).
+    #[arg(long, conflicts_with_all = ["monitor", "laplace"])]
+    optimizers: bool,
+    /// The networks of --optimizers: autoencoder (64-256-128-64-16-64-128-256-64,
+    /// tanh, MSE, batch 256), mlp (digits classifier, batch 128), cnn (digits as
+    /// 1×8×8 images, batch 128).
+    #[arg(long, value_enum, value_delimiter = ',', requires = "optimizers",
+          default_values_t = [Network::Autoencoder, Network::Mlp, Network::Cnn])]
+    networks: Vec<Network>,
+    /// Steps of every --optimizers run (default per network: 2,000 for the
+    /// autoencoder, 500 for the MLP, 200 for the CNN).
+    #[arg(long, value_name = "N", value_parser = at_least_one, requires = "optimizers")]
+    steps: Option<usize>,
+    /// Directory of --optimizers' plots and curves, optimizers.json (default bench-optimizers).
+    #[arg(long, value_name = "DIR", requires = "optimizers")]
+    out: Option<PathBuf>,
 }
 
 /// Every row `bench` can time, in the order it prints them.
@@ -192,6 +214,16 @@ impl BenchArgs {
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
+    if a.optimizers {
+        let out = a.out.clone().unwrap_or_else(bench_optimizers::default_out);
+        return bench_optimizers::run_all(&bench_optimizers::Options {
+            networks: &a.networks,
+            only: a.only.as_deref(),
+            steps: a.steps,
+            batch: a.batch,
+            out: &out,
+        });
+    }
     if a.laplace {
         let python = a.python.clone().unwrap_or_else(default_python);
         let repeats = (a.repeats / 40).max(3);

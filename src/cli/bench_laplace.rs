@@ -78,7 +78,7 @@ fn wave() -> anyhow::Result<Dataset> {
 }
 
 /// The digits with pixels in [0, 1], as `--data digits` reads them.
-fn digits() -> Dataset {
+pub(super) fn digits() -> Dataset {
     let mut d = secondo_data::digits();
     d.x.iter_mut().for_each(|v| *v /= 16.0);
     d

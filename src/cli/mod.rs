@@ -3,6 +3,7 @@
 mod bench;
 mod bench_laplace;
 mod bench_monitor;
+mod bench_optimizers;
 mod common;
 pub mod guard;
 mod laplace;
@@ -31,7 +32,7 @@ enum Command {
     Quantities(quantities::QuantitiesArgs),
     /// Top eigenvalues, trace and spectral density of a curvature matrix over a dataset.
     Spectrum(spectrum::SpectrumArgs),
-    /// Benchmark quantities and products against our gradient step, their FLOPs at the GEMM peak, and PyTorch when installed.
+    /// Benchmark quantities and products against our gradient step, their FLOPs at the GEMM peak, and PyTorch when installed; or optimizers (--optimizers), the monitor (--monitor), Laplace (--laplace).
     Bench(bench::BenchArgs),
     /// Fit a Laplace approximation (posterior over weights, marginal likelihood, calibrated predictive) to trained weights.
     Laplace(laplace::LaplaceArgs),

@@ -81,6 +81,7 @@ impl DeterminantalPreconditioner {
                 params: batch.params,
                 data: batch.data.select(pattern)?,
                 seed: batch.seed,
+                output: None,
             };
             let op = bind_operator(None, self.kind, &self.group, &sub)?;
             // The operator reduces over the sub-sample; Ĉ = (1/p)(|S|/N) of it.

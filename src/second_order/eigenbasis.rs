@@ -64,6 +64,18 @@ impl Eigenbasis {
         matmul_transposed_right(v, &self.q, rows, self.n, self.n)
     }
 
+    /// `f(M) = Q f(m) Qᵀ` as a row-major `n × n` matrix (symmetric).
+    pub(crate) fn function(&self, f: impl Fn(f64) -> f64) -> Vec<f64> {
+        let n = self.n;
+        let mut scaled = self.q.clone();
+        for row in scaled.chunks_mut(n.max(1)) {
+            row.iter_mut()
+                .zip(&self.values)
+                .for_each(|(x, m)| *x *= f(*m));
+        }
+        matmul_transposed_right(&scaled, &self.q, n, n, n)
+    }
+
     /// `Q f(m) Qᵀ v` for a vector `v`.
     pub(crate) fn apply(&self, v: &[f64], f: impl Fn(f64) -> f64) -> Vec<f64> {
         let mut c = self.project_left(v, 1);

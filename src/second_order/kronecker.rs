@@ -14,9 +14,14 @@
 //! EKFAC replaces `b_i a_j` by the second moments of the per-sample
 //! gradients in that basis, re-estimated every update.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
 
 use secondo_curvature::{Curvature, Quantity};
+use secondo_linalg::{dense_spd_inverse, DenseSymmetric};
 use secondo_tensor::Tensor;
 
 use super::diagonal::reduction_scale;
@@ -45,61 +50,122 @@ pub enum Eigenvalues {
     Corrected,
 }
 
+/// A factor of [`KroneckerPreconditioner::factors`]: a weight's output
+/// factor `B` is its bias's too (the engine's `B` of a bias is the same
+/// matrix), so the two blocks share one average and one eigendecomposition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FactorId(usize);
+
 /// One parameter's block.
 struct Block {
     /// Elements of the parameter.
     size: usize,
     /// The output factor `B` (`rows × rows`).
-    b: Factor,
+    b: FactorId,
     /// The input factor `A` of a weight (`cols × cols`); a bias has none.
-    a: Option<Factor>,
+    a: Option<FactorId>,
     /// EKFAC's eigenvalues, `rows × cols` row-major.
     corrected: Ema,
 }
 
-impl Block {
-    fn rows(&self) -> usize {
-        self.b.n
-    }
-
-    fn cols(&self) -> usize {
-        self.a.as_ref().map_or(1, |a| a.n)
-    }
-}
-
-/// A Kronecker factor: its moving average and the eigendecomposition of it
-/// last refreshed.
+/// A Kronecker factor: its moving average and the average as it was at
+/// the last refresh.
 struct Factor {
     n: usize,
+    /// The factor's name in the engine's output.
+    name: String,
     average: Ema,
-    eigen: Option<Eigenbasis>,
+    snapshot: Option<Refreshed>,
+}
+
+/// A factor at its last refresh: what every solve until the next one uses.
+struct Refreshed {
+    n: usize,
+    /// The average, row-major `n × n`.
+    matrix: Vec<f64>,
+    /// `tr(F) / n`, for factored damping's `π`.
+    mean_eigenvalue: f64,
+    /// The eigendecomposition, made when a solve first needs it: KFAC's
+    /// factored damping at `α = 1` needs none (a Cholesky inverse does).
+    eigen: OnceLock<Result<Eigenbasis, String>>,
+}
+
+impl Refreshed {
+    fn eigen(&self) -> Result<&Eigenbasis, Error> {
+        self.eigen
+            .get_or_init(|| Eigenbasis::new(&self.matrix, self.n).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| Error::Invalid(e.clone()))
+    }
+
+    /// `(F + μI)^(-α)` as a matrix, the factor's eigenvalues below zero
+    /// (rounding) taken as zero: by a Cholesky inverse at `α = 1` (about a
+    /// tenth of an eigendecomposition), else, or where `F + μI` is not
+    /// numerically positive definite, through the eigendecomposition.
+    fn damped_power(&self, mu: f64, power: f64) -> Result<Vec<f64>, Error> {
+        if power == 1.0 {
+            let mut damped = self.matrix.clone();
+            (0..self.n).for_each(|i| damped[i * self.n + i] += mu);
+            let inverse = DenseSymmetric::new(self.n, damped).and_then(|m| dense_spd_inverse(&m));
+            if let Ok(inverse) = inverse {
+                return Ok(inverse);
+            }
+        }
+        Ok(self.eigen()?.function(|c| inverse_power(c, mu, power)))
+    }
 }
 
 impl Factor {
-    fn new(n: usize, ema: f64) -> Factor {
+    fn new(n: usize, name: String, ema: f64) -> Factor {
         Factor {
             n,
+            name,
             average: Ema::new(ema),
-            eigen: None,
+            snapshot: None,
         }
     }
 
-    fn eigen(&self) -> Result<&Eigenbasis, Error> {
-        self.eigen.as_ref().ok_or_else(|| {
+    fn refreshed(&self) -> Result<&Refreshed, Error> {
+        self.snapshot.as_ref().ok_or_else(|| {
             Error::Invalid("a Kronecker factor was used before its first update".into())
         })
     }
 
-    fn refresh(&mut self) -> Result<(), Error> {
-        self.eigen = Some(Eigenbasis::new(self.average.get()?, self.n)?);
-        Ok(())
+    fn eigen(&self) -> Result<&Eigenbasis, Error> {
+        self.refreshed()?.eigen()
     }
 
-    /// `tr(F) / n`.
-    fn mean_eigenvalue(&self) -> Result<f64, Error> {
+    /// The current average, symmetrized (a matrix built in `f32` is
+    /// symmetric up to rounding), as the solves until the next refresh see it.
+    fn refresh(&self) -> Result<Refreshed, Error> {
         let m = self.average.get()?;
-        Ok((0..self.n).map(|i| m[i * self.n + i]).sum::<f64>() / self.n as f64)
+        let n = self.n;
+        let mut matrix = m.to_vec();
+        for i in 0..n {
+            for j in i + 1..n {
+                let mean = 0.5 * (m[i * n + j] + m[j * n + i]);
+                matrix[i * n + j] = mean;
+                matrix[j * n + i] = mean;
+            }
+        }
+        Ok(Refreshed {
+            n,
+            matrix,
+            mean_eigenvalue: (0..n).map(|i| m[i * n + i]).sum::<f64>() / n as f64,
+            eigen: OnceLock::new(),
+        })
     }
+}
+
+/// Factored damping's inverse factors `(B + μ_B I)^(-α)` and `(A + π μ_A
+/// I)^(-α)` as matrices, for one damping and power: built once per refresh
+/// (while the damping stays), they turn each solve's four changes of basis
+/// into two products.
+struct FactoredInverses {
+    damping: f64,
+    power: f64,
+    /// Per block: the output side, and the input side of a weight.
+    matrices: Vec<(Vec<f64>, Option<Vec<f64>>)>,
 }
 
 /// The Kronecker-factored preconditioner of every parameter of a network
@@ -109,14 +175,15 @@ pub struct KroneckerPreconditioner {
     damping: FactorDamping,
     eigenvalues: Eigenvalues,
     blocks: Vec<Block>,
-    /// The factors' names in the engine's output, per block: `(out, in)`.
-    names: Vec<(String, Option<String>)>,
+    factors: Vec<Factor>,
     /// The layer paths of the weight blocks (for EKFAC's per-sample gradients).
     layers: Vec<Option<String>>,
     /// The parameters' names, in order.
     params: Vec<String>,
-    factors: Quantities,
+    programs: Quantities,
     per_sample: Quantities,
+    /// Factored damping's inverse factors since the last refresh.
+    inverses: RefCell<Option<FactoredInverses>>,
 }
 
 impl KroneckerPreconditioner {
@@ -136,8 +203,14 @@ impl KroneckerPreconditioner {
         let spec = objective.network.spec();
         let kronecker_layers = kronecker_layers(objective)?;
         let mut blocks = Vec::new();
-        let mut names = Vec::new();
+        let mut factors: Vec<Factor> = Vec::new();
         let mut layers = Vec::new();
+        let mut add = |name: String, n: usize| {
+            factors.push(Factor::new(n, name, ema));
+            FactorId(factors.len() - 1)
+        };
+        // The output factor of each layer's weight, for its bias to share.
+        let mut outputs: HashMap<String, FactorId> = HashMap::new();
         let all = objective.network.params();
         for p in group.indices().iter().map(|&i| &all[i]) {
             let (layer, role) = p.name.rsplit_once('.').unwrap_or(("", &p.name));
@@ -146,27 +219,27 @@ impl KroneckerPreconditioner {
             let structured = kronecker_layers.contains(&layer.to_string());
             match role {
                 "weight" if structured && p.shape.len() >= 2 => {
-                    let cols = size / rows;
+                    let b = add(format!("{quantity}/{}/out", p.name), rows);
+                    outputs.insert(layer.to_string(), b);
                     blocks.push(Block {
                         size,
-                        b: Factor::new(rows, ema),
-                        a: Some(Factor::new(cols, ema)),
+                        b,
+                        a: Some(add(format!("{quantity}/{}/in", p.name), size / rows)),
                         corrected: Ema::new(ema),
                     });
-                    names.push((
-                        format!("{quantity}/{}/out", p.name),
-                        Some(format!("{quantity}/{}/in", p.name)),
-                    ));
                     layers.push(Some(layer.to_string()));
                 }
                 "bias" if structured => {
+                    let b = match outputs.get(layer) {
+                        Some(&b) => b,
+                        None => add(format!("{quantity}/{}/out", p.name), rows),
+                    };
                     blocks.push(Block {
                         size,
-                        b: Factor::new(rows, ema),
+                        b,
                         a: None,
                         corrected: Ema::new(ema),
                     });
-                    names.push((format!("{quantity}/{}/out", p.name), None));
                     layers.push(None);
                 }
                 _ => {
@@ -188,31 +261,48 @@ impl KroneckerPreconditioner {
             damping,
             eigenvalues,
             blocks,
-            names,
+            factors,
             layers,
             params: group.names(objective),
-            factors: Quantities::new(&[quantity], mc),
+            programs: Quantities::new(&[quantity], mc),
             per_sample: Quantities::new(&[Quantity::BatchGradFactors], None),
+            inverses: RefCell::new(None),
         })
+    }
+
+    fn factor(&self, id: FactorId) -> &Factor {
+        &self.factors[id.0]
     }
 
     /// Blends the factors of `batch` into the averages.
     fn update_factors(&mut self, batch: &CurvatureBatch<'_>) -> Result<(), Error> {
         let (x, y) = batch.tensors()?;
-        let values = self.factors.run(batch, &x, &y)?;
-        let factor = |name: &str| {
-            values
-                .get(name)
-                .map(Tensor::to_f64_vec)
-                .ok_or_else(|| Error::Invalid(format!("the engine computed no factor '{name}'")))
-        };
-        for (block, (out, input)) in self.blocks.iter_mut().zip(&self.names) {
-            block.b.average.blend(factor(out)?);
-            if let (Some(a), Some(name)) = (block.a.as_mut(), input) {
-                a.average.blend(factor(name)?);
-            }
+        let values = self.programs.run(batch, &x, &y)?;
+        for factor in &mut self.factors {
+            let value = values.get(&factor.name).ok_or_else(|| {
+                Error::Invalid(format!("the engine computed no factor '{}'", factor.name))
+            })?;
+            factor.average.blend(value.to_f64_vec());
         }
         Ok(())
+    }
+
+    /// Takes every factor's average as the solves' until the next refresh.
+    fn refresh(&mut self) -> Result<(), Error> {
+        for factor in &mut self.factors {
+            factor.snapshot = Some(factor.refresh()?);
+        }
+        self.inverses.replace(None);
+        Ok(())
+    }
+
+    /// Decomposes every factor's snapshot not yet decomposed, two at a time
+    /// (the decompositions are independent, and most of a refresh where a
+    /// solve needs them).
+    fn decompose(&self) -> Result<(), Error> {
+        self.factors
+            .par_iter()
+            .try_for_each(|f| f.eigen().map(|_| ()))
     }
 
     /// EKFAC's eigenvalues: `(1/s) Σ_n (Q_Bᵀ C_n Q_A)²` elementwise over the
@@ -231,12 +321,29 @@ impl KroneckerPreconditioner {
         let values = self.per_sample.run(batch, &x, &targets)?;
         let s = reduction_scale(batch);
         let n = batch.data.len();
-        for ((block, name), layer) in self.blocks.iter_mut().zip(&self.params).zip(&self.layers) {
-            let mut moments = second_moments(&values, name, layer.as_deref(), block, n)?;
+        let mut all = Vec::with_capacity(self.blocks.len());
+        for ((block, name), layer) in self.blocks.iter().zip(&self.params).zip(&self.layers) {
+            let (qb, qa) = self.bases(block)?;
+            let mut moments = second_moments(&values, name, layer.as_deref(), (qb, qa), n)?;
             moments.iter_mut().for_each(|m| *m /= s);
+            all.push(moments);
+        }
+        for (block, moments) in self.blocks.iter_mut().zip(all) {
             block.corrected.blend(moments);
         }
         Ok(())
+    }
+
+    /// The block's `rows × cols` (a bias is one column).
+    fn shape(&self, block: &Block) -> (usize, usize) {
+        let cols = block.a.map_or(1, |a| self.factor(a).n);
+        (self.factor(block.b).n, cols)
+    }
+
+    /// The block's eigenbases at the last refresh: `Q_B`, and `Q_A` of a weight.
+    fn bases(&self, block: &Block) -> Result<(&Eigenbasis, Option<&Eigenbasis>), Error> {
+        let qa = block.a.map(|a| self.factor(a).eigen()).transpose()?;
+        Ok((self.factor(block.b).eigen()?, qa))
     }
 
     /// The block's eigenvalues in its eigenbasis, `rows × cols`.
@@ -244,15 +351,14 @@ impl KroneckerPreconditioner {
         if self.eigenvalues == Eigenvalues::Corrected {
             return Ok(block.corrected.get()?.to_vec());
         }
-        let b = &block.b.eigen()?.values;
-        Ok(match &block.a {
-            Some(a) => {
-                let a = &a.eigen()?.values;
-                b.iter()
-                    .flat_map(|bi| a.iter().map(move |aj| bi * aj))
-                    .collect()
-            }
-            None => b.clone(),
+        let (qb, qa) = self.bases(block)?;
+        Ok(match qa {
+            Some(qa) => qb
+                .values
+                .iter()
+                .flat_map(|bi| qa.values.iter().map(move |aj| bi * aj))
+                .collect(),
+            None => qb.values.clone(),
         })
     }
 
@@ -261,22 +367,80 @@ impl KroneckerPreconditioner {
         &self,
         block: &Block,
         v: &[f64],
-        f: impl Fn(usize, usize, f64) -> f64,
+        f: impl Fn(f64) -> f64,
     ) -> Result<Vec<f64>, Error> {
-        let (rows, cols) = (block.rows(), block.cols());
-        let qb = block.b.eigen()?;
+        let (rows, cols) = self.shape(block);
+        let (qb, qa) = self.bases(block)?;
         let mut c = qb.project_left(v, cols);
-        if let Some(a) = &block.a {
-            c = a.eigen()?.project_right(&c, rows);
+        if let Some(qa) = qa {
+            c = qa.project_right(&c, rows);
         }
         let values = self.eigenvalues(block)?;
-        for (k, x) in c.iter_mut().enumerate() {
-            *x *= f(k / cols, k % cols, values[k]);
+        for (x, value) in c.iter_mut().zip(values) {
+            *x *= f(value);
         }
-        if let Some(a) = &block.a {
-            c = a.eigen()?.back_right(&c, rows);
+        if let Some(qa) = qa {
+            c = qa.back_right(&c, rows);
         }
         Ok(qb.back_left(&c, cols))
+    }
+
+    /// Factored damping's inverse factors for `damping` and `power` (Martens
+    /// & Grosse §6.3): `(B + λ^½/π I)^(-α)` and `(A + π λ^½ I)^(-α)` with
+    /// `π² = (tr A / dim A) / (tr B / dim B)`, from the last refresh.
+    fn factored_inverses(&self, damping: f64, power: f64) -> Result<FactoredInverses, Error> {
+        let root = damping.sqrt();
+        let factors = &self.factors;
+        if power != 1.0 {
+            self.decompose()?;
+        }
+        let matrices = self
+            .blocks
+            .par_iter()
+            .map(|block| {
+                let b = factors[block.b.0].refreshed()?;
+                let Some(a) = block.a.map(|a| factors[a.0].refreshed()).transpose()? else {
+                    return Ok((b.damped_power(damping, power)?, None));
+                };
+                let pi = (a.mean_eigenvalue / b.mean_eigenvalue).sqrt();
+                let pi = if pi.is_finite() && pi > 0.0 { pi } else { 1.0 };
+                Ok((
+                    b.damped_power(root / pi, power)?,
+                    Some(a.damped_power(pi * root, power)?),
+                ))
+            })
+            .collect::<Result<_, Error>>()?;
+        Ok(FactoredInverses {
+            damping,
+            power,
+            matrices,
+        })
+    }
+
+    /// `(B + μ_B I)^(-α) V (A + μ_A I)^(-α)` for every block of `v`, with the
+    /// inverse factors of this damping and power built on first use.
+    fn solve_factored(&self, v: &[f64], damping: f64, power: f64) -> Result<Vec<f64>, Error> {
+        let mut cache = self.inverses.borrow_mut();
+        if !cache
+            .as_ref()
+            .is_some_and(|c| c.damping == damping && c.power == power)
+        {
+            *cache = Some(self.factored_inverses(damping, power)?);
+        }
+        let inverses = cache.as_ref().expect("just built");
+        let mut out = Vec::with_capacity(v.len());
+        let mut at = 0;
+        for (block, (left, right)) in self.blocks.iter().zip(&inverses.matrices) {
+            let (rows, cols) = self.shape(block);
+            let part = &v[at..at + block.size];
+            at += block.size;
+            let left = matmul(left, part, rows, rows, cols);
+            out.extend(match right {
+                Some(right) => matmul(&left, right, rows, cols, cols),
+                None => left,
+            });
+        }
+        Ok(out)
     }
 }
 
@@ -313,25 +477,25 @@ fn kronecker_layers(objective: &Objective) -> Result<Vec<String>, Error> {
 }
 
 /// `Σ_n (Q_Bᵀ C_n Q_A)²` of one block's per-sample gradients `C_n`
-/// (`rows × cols`): for a dense layer from the factored form `C_n = g_n a_nᵀ`,
-/// as `(G Q_B)²ᵀ (A Q_A)²` with the squares elementwise (a bias has no `A`),
-/// else from the engine's per-sample gradients.
+/// (`rows × cols`) in its eigenbases `(Q_B, Q_A)`: for a dense layer from the
+/// factored form `C_n = g_n a_nᵀ`, as `(G Q_B)²ᵀ (A Q_A)²` with the squares
+/// elementwise (a bias has no `A`), else from the engine's per-sample gradients.
 fn second_moments(
     values: &HashMap<String, Tensor>,
     name: &str,
     layer: Option<&str>,
-    block: &Block,
+    (qb, qa): (&Eigenbasis, Option<&Eigenbasis>),
     n: usize,
 ) -> Result<Vec<f64>, Error> {
-    let (rows, cols) = (block.rows(), block.cols());
-    let qb = block.b.eigen()?;
+    let rows = qb.values.len();
+    let cols = qa.map_or(1, |a| a.values.len());
     let squared = |v: Vec<f64>| v.into_iter().map(|x| x * x).collect::<Vec<f64>>();
     if let Some(full) = values.get(&format!("batch_grad_factors/{name}")) {
         let mut moments = vec![0.0; rows * cols];
         for c in full.to_f64_vec().chunks(rows * cols) {
             let mut projected = qb.project_left(c, cols);
-            if let Some(a) = &block.a {
-                projected = a.eigen()?.project_right(&projected, rows);
+            if let Some(qa) = qa {
+                projected = qa.project_right(&projected, rows);
             }
             moments
                 .iter_mut()
@@ -348,10 +512,10 @@ fn second_moments(
     };
     let path = layer.unwrap_or_else(|| name.rsplit_once('.').map_or(name, |p| p.0));
     let g = squared(qb.project_right(&get(format!("batch_grad_factors/{path}/output_grad"))?, n));
-    Ok(match &block.a {
-        Some(a) => {
+    Ok(match qa {
+        Some(qa) => {
             let inputs = get(format!("batch_grad_factors/{path}/input"))?;
-            let a = squared(a.eigen()?.project_right(&inputs, n));
+            let a = squared(qa.project_right(&inputs, n));
             matmul(&transpose(&g, n, rows), &a, rows, n, cols)
         }
         None => matmul(&vec![1.0; n], &g, 1, n, rows),
@@ -368,13 +532,12 @@ fn transpose(m: &[f64], rows: usize, cols: usize) -> Vec<f64> {
 impl Preconditioner for KroneckerPreconditioner {
     fn update(&mut self, batch: &CurvatureBatch<'_>, refresh: bool) -> Result<(), Error> {
         self.update_factors(batch)?;
-        let first = self.blocks.iter().any(|b| b.b.eigen.is_none());
+        let first = self.factors.iter().any(|f| f.snapshot.is_none());
         if refresh || first {
-            for block in &mut self.blocks {
-                block.b.refresh()?;
-                if let Some(a) = block.a.as_mut() {
-                    a.refresh()?;
-                }
+            self.refresh()?;
+            if self.damping == FactorDamping::Tikhonov || self.eigenvalues == Eigenvalues::Corrected
+            {
+                self.decompose()?;
             }
         }
         if self.eigenvalues == Eigenvalues::Corrected {
@@ -384,39 +547,27 @@ impl Preconditioner for KroneckerPreconditioner {
     }
 
     fn solve(&self, v: &[f64], damping: f64, power: f64) -> Result<Vec<f64>, Error> {
+        if self.damping == FactorDamping::Factored {
+            return self.solve_factored(v, damping, power);
+        }
         let mut out = Vec::with_capacity(v.len());
         let mut at = 0;
         for block in &self.blocks {
             let part = &v[at..at + block.size];
             at += block.size;
-            let solved = match (self.damping, &block.a) {
-                (FactorDamping::Factored, Some(a)) => {
-                    let pi = (a.mean_eigenvalue()? / block.b.mean_eigenvalue()?).sqrt();
-                    let pi = if pi.is_finite() && pi > 0.0 { pi } else { 1.0 };
-                    let (mu_a, mu_b) = (pi * damping.sqrt(), damping.sqrt() / pi);
-                    let (bv, av) = (&block.b.eigen()?.values, &a.eigen()?.values);
-                    self.apply_block(block, part, |i, j, _| {
-                        inverse_power(
-                            (bv[i].max(0.0) + mu_b) * (av[j].max(0.0) + mu_a),
-                            0.0,
-                            power,
-                        )
-                    })?
-                }
-                _ => self.apply_block(block, part, |_, _, c| inverse_power(c, damping, power))?,
-            };
-            out.extend(solved);
+            out.extend(self.apply_block(block, part, |c| inverse_power(c, damping, power))?);
         }
         Ok(out)
     }
 
     fn curvature(&self, v: &[f64]) -> Result<f64, Error> {
+        self.decompose()?;
         let mut total = 0.0;
         let mut at = 0;
         for block in &self.blocks {
             let part = &v[at..at + block.size];
             at += block.size;
-            let cv = self.apply_block(block, part, |_, _, c| c.max(0.0))?;
+            let cv = self.apply_block(block, part, |c| c.max(0.0))?;
             total += super::vector::dot(part, &cv);
         }
         Ok(total)

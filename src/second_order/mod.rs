@@ -44,14 +44,12 @@ pub use newton_cg::{
     martens_cg, martens_stops, CgPreconditioning, MartensCg, MartensOptions, NewtonCg, MARTENS_XI,
 };
 pub use preconditioned::PreconditionedDescent;
-pub use preconditioner::{CurvatureBatch, Preconditioner};
+pub use preconditioner::{CurvatureBatch, Preconditioner, TrainingPass};
 pub use safeguard::clip_to_radius;
 
+use crate::{Error, Objective};
 use secondo_data::Dataset;
 use secondo_nn::ParamStore;
-use secondo_tensor::Tensor;
-
-use crate::{Error, Objective};
 
 /// What one second-order step did.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -73,7 +71,7 @@ pub trait SecondOrderOptimizer {
         objective: &Objective,
         params: &mut ParamStore,
         batch: &Dataset,
-        grads: &[Tensor],
+        pass: &TrainingPass<'_>,
     ) -> Result<StepReport, Error>;
 }
 

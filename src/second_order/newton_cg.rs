@@ -12,11 +12,10 @@ use std::str::FromStr;
 use secondo_curvature::{Curvature, CurvatureOperator};
 use secondo_data::Dataset;
 use secondo_nn::ParamStore;
-use secondo_tensor::Tensor;
 
 use super::diagonal::DiagonalPreconditioner;
 use super::matrix_free::bind_operator;
-use super::preconditioner::{CurvatureBatch, Preconditioner};
+use super::preconditioner::{CurvatureBatch, Preconditioner, TrainingPass};
 use super::safeguard::{Proposal, StepControl};
 use super::vector::{dot, scaled};
 use super::{SecondOrderOptimizer, StepReport};
@@ -304,11 +303,13 @@ impl SecondOrderOptimizer for NewtonCg {
         objective: &Objective,
         params: &mut ParamStore,
         batch: &Dataset,
-        grads: &[Tensor],
+        pass: &TrainingPass<'_>,
     ) -> Result<StepReport, Error> {
-        let cb = self.control.curvature_batch(objective, params, batch)?;
+        let cb = self
+            .control
+            .curvature_batch(objective, params, batch, pass.output)?;
         let op = bind_operator(self.operator.take(), self.kind, &self.control.group, &cb)?;
-        let g = self.control.group.gather(grads);
+        let g = self.control.group.gather(pass.grads);
         let start = match &self.previous {
             Some(p) => scaled(p, WARM_START_DECAY),
             None => vec![0.0; g.len()],

@@ -3,16 +3,14 @@
 //! al. 2018), natural gradient with the dense Fisher or empirical Fisher,
 //! and fractional natural gradient (Huh 2020, α < 1).
 
-use secondo_data::Dataset;
-use secondo_nn::ParamStore;
-use secondo_tensor::Tensor;
-
-use super::preconditioner::Preconditioner;
+use super::preconditioner::{Preconditioner, TrainingPass};
 use super::quadratic_model::QuadraticModel;
 use super::safeguard::{Proposal, StepControl};
 use super::vector::{dot, scaled};
 use super::{SecondOrderOptimizer, StepReport};
 use crate::{Error, Objective};
+use secondo_data::Dataset;
+use secondo_nn::ParamStore;
 
 /// Steps along the preconditioned gradient, with momentum and KL-clipping.
 pub struct PreconditionedDescent {
@@ -79,12 +77,14 @@ impl SecondOrderOptimizer for PreconditionedDescent {
         objective: &Objective,
         params: &mut ParamStore,
         batch: &Dataset,
-        grads: &[Tensor],
+        pass: &TrainingPass<'_>,
     ) -> Result<StepReport, Error> {
-        let cb = self.control.curvature_batch(objective, params, batch)?;
+        let cb = self
+            .control
+            .curvature_batch(objective, params, batch, pass.output)?;
         let refresh = self.control.steps().is_multiple_of(self.inverse_every);
         self.preconditioner.update(&cb, refresh)?;
-        let g = self.control.group.gather(grads);
+        let g = self.control.group.gather(pass.grads);
         let pg = self
             .preconditioner
             .solve(&g, self.control.damping.value(), self.power)?;

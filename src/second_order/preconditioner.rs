@@ -12,6 +12,28 @@ use secondo_tensor::Tensor;
 
 use crate::{Error, GradientProgram, Objective};
 
+/// What the training step computed on its batch at the current parameters,
+/// for a second-order step to reuse rather than recompute.
+#[derive(Debug, Clone, Copy)]
+pub struct TrainingPass<'a> {
+    /// The gradient of the loss on the batch, per parameter.
+    pub grads: &'a [Tensor],
+    /// The network's output on the batch, where it is the evaluation-mode
+    /// output (no dropout masks, no batch statistics): the Monte-Carlo
+    /// targets are then drawn from it instead of from another forward pass.
+    pub output: Option<&'a Tensor>,
+}
+
+impl<'a> TrainingPass<'a> {
+    /// The gradient alone (the outputs, where needed, are recomputed).
+    pub fn gradient(grads: &'a [Tensor]) -> TrainingPass<'a> {
+        TrainingPass {
+            grads,
+            output: None,
+        }
+    }
+}
+
 /// The samples and parameters a curvature estimate is taken at. It owns
 /// its samples (a selection of the training batch, or sub-samples of it)
 /// so that one call can make it.
@@ -24,6 +46,9 @@ pub struct CurvatureBatch<'a> {
     pub data: Dataset,
     /// Seed of this estimate's Monte-Carlo draws (Fisher targets).
     pub seed: u64,
+    /// The network's evaluation-mode output on `data` at `params`, `[N, C]`,
+    /// where the training step computed it (see [`TrainingPass::output`]).
+    pub output: Option<Tensor>,
 }
 
 impl CurvatureBatch<'_> {
@@ -82,7 +107,9 @@ impl Quantities {
     }
 
     /// `m` targets per input drawn from the model's predictive distribution
-    /// at `batch`'s parameters (seeded by its seed), `[m, ...]` of `y`'s shape.
+    /// at `batch`'s parameters (seeded by its seed), `[m, ...]` of `y`'s shape:
+    /// from the training step's output where the batch carries it, else
+    /// from a forward pass.
     pub(crate) fn sampled_targets(
         &mut self,
         batch: &CurvatureBatch<'_>,
@@ -91,11 +118,16 @@ impl Quantities {
         m: usize,
     ) -> Result<Tensor, Error> {
         let n = x.shape()[0];
-        let program = match self.forward.entry(n) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => e.insert(batch.objective.program(n, false)?),
+        let output = match &batch.output {
+            Some(output) if output.shape()[0] == n => output.clone(),
+            _ => {
+                let program = match self.forward.entry(n) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => e.insert(batch.objective.program(n, false)?),
+                };
+                program.run(batch.params, x.clone(), y.clone())?.output
+            }
         };
-        let output = program.run(batch.params, x.clone(), y.clone())?.output;
         let kind = batch.objective.loss.kind;
         Ok(draw_targets(kind, &output, m, batch.seed, y.shape()))
     }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use secondo_data::Dataset;
 use secondo_nn::ParamStore;
+use secondo_tensor::Tensor;
 
 use super::damping::{reduction_ratio, Damping};
 use super::preconditioner::CurvatureBatch;
@@ -30,6 +31,16 @@ impl Proposal {
     fn predicted(&self, t: f64) -> Option<f64> {
         self.curvature.map(|c| t * self.slope + 0.5 * t * t * c)
     }
+}
+
+/// The first `n` rows of a `[N, ...]` tensor.
+fn first_rows(t: &Tensor, n: usize) -> Result<Tensor, Error> {
+    let mut shape = t.shape().to_vec();
+    let row: usize = shape[1..].iter().product();
+    shape[0] = n;
+    let values = t.to_f64_vec();
+    Tensor::from_f64(shape, &values[..n * row], t.dtype())
+        .map_err(|e| Error::Invalid(format!("the training step's output: {e}")))
 }
 
 /// Scales `step` down to norm at most `radius` (trust-region clipping);
@@ -104,20 +115,28 @@ impl StepControl {
     }
 
     /// The curvature batch of this step: the first `--curvature-batch`
-    /// samples of the training batch, its Monte-Carlo draws seeded by the
+    /// samples of the training batch (with their rows of the training
+    /// step's output, where it has one), its Monte-Carlo draws seeded by the
     /// run's seed and the step.
     pub(crate) fn curvature_batch<'a>(
         &self,
         objective: &'a Objective,
         params: &'a ParamStore,
         batch: &Dataset,
+        output: Option<&Tensor>,
     ) -> Result<CurvatureBatch<'a>, Error> {
         let n = self.curvature_batch.unwrap_or(batch.len()).min(batch.len());
+        let output = match output {
+            Some(o) if o.shape()[0] == n => Some(o.clone()),
+            Some(o) => Some(first_rows(o, n)?),
+            None => None,
+        };
         Ok(CurvatureBatch {
             objective,
             params,
             data: batch.select(&(0..n).collect::<Vec<_>>())?,
             seed: self.seed ^ (self.steps as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            output,
         })
     }
 

@@ -84,6 +84,12 @@ pub enum LinalgError {
         /// The curvature pᵀ(A + λI)p that was not positive.
         curvature: f64,
     },
+    /// A Cholesky factorization met a pivot that is not positive.
+    #[error("the dense matrix is not positive definite (pivot {pivot})")]
+    NotPositiveDefiniteMatrix {
+        /// The index of the first pivot that was not positive.
+        pivot: usize,
+    },
     /// A user-supplied operator reported a failure.
     #[error("operator failed: {0}")]
     Operator(#[source] Box<dyn std::error::Error + Send + Sync>),
