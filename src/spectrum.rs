@@ -66,7 +66,6 @@ pub struct Spectrum {
     pub products: usize,
 }
 
-/// A curvature operator seen by the linear-algebra routines.
 /// A curvature operator as the linear-algebra crate's symmetric operator.
 pub(crate) struct AsSymmetric<'a>(pub(crate) &'a CurvatureOperator);
 
