@@ -61,12 +61,8 @@ impl Geometry {
                 "a convolution's images are [N, C, H, W], got {image:?}"
             )));
         };
-        let out = w.output_size([h, wd]).ok_or_else(|| {
-            TensorError::Invalid(format!(
-                "a {:?} window does not fit a {h}x{wd} input padded by {:?}",
-                w.kernel, w.padding
-            ))
-        })?;
+        let patches = w.unfolded_shape(image)?;
+        let out = [patches[1], patches[2]];
         let e = Extent {
             channels,
             image: [h, wd],
@@ -299,14 +295,13 @@ impl<T: Element> Scratch<T> {
         let (padded, grid) = geo.direct.as_ref().map_or((0, geo.block_len()), |d| {
             (geo.e.channels * d.channel, geo.outputs * d.grid(&geo.e))
         });
-        let mut patches = Vec::new();
-        if geo.direct.is_none() {
-            patches.reserve_exact(geo.block_len());
-            // SAFETY: `MaybeUninit` elements need no initialisation.
-            unsafe { patches.set_len(geo.block_len()) };
-        }
+        let patches = if geo.direct.is_none() {
+            geo.block_len()
+        } else {
+            0
+        };
         Scratch {
-            patches,
+            patches: crate::buffer::for_writing(patches),
             padded: vec![T::zero(); padded],
             grid: vec![T::zero(); grid],
         }
