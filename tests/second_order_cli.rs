@@ -356,36 +356,43 @@ fn switch_when_hands_over_to_newton_cg_the_step_after_the_threshold_is_met() {
     assert_ne!(switched[k + 2]["grad_norm"], sgd[k + 2]["grad_norm"]);
 }
 
+/// Two epochs of `SMALL` with `optimizer` and `flag value`: the final
+/// train loss and the written weights.
+fn train_small(dir: &std::path::Path, optimizer: &str, flag: &str, value: &str) -> (f64, Vec<u8>) {
+    let out = dir.join(format!("{optimizer}-{value}.safetensors"));
+    let o = secondo(&[
+        "train",
+        "--model",
+        SMALL,
+        "--epochs",
+        "2",
+        "--batch",
+        "128",
+        "--optimizer",
+        optimizer,
+        flag,
+        value,
+        "--monitor",
+        "off",
+        "--out",
+        s(&out),
+    ]);
+    assert!(
+        o.status.success(),
+        "{optimizer} {flag} {value}: {}",
+        stderr(&o)
+    );
+    (train_loss(&o.stdout), std::fs::read(&out).unwrap())
+}
+
 #[test]
 fn newton_cg_trains_with_the_diagonal_cg_preconditioner() {
     let dir = tempfile::tempdir().unwrap();
     let run = |precondition: &str| {
-        let out = dir.path().join(format!("{precondition}.safetensors"));
-        let o = secondo(&[
-            "train",
-            "--model",
-            SMALL,
-            "--epochs",
-            "2",
-            "--batch",
-            "128",
-            "--optimizer",
-            "newton-cg",
-            "--cg-precondition",
-            precondition,
-            "--monitor",
-            "off",
-            "--out",
-            s(&out),
-        ]);
-        assert!(o.status.success(), "{precondition}: {}", stderr(&o));
-        let loss = train_loss(&o.stdout);
-        assert!(
-            loss < 0.5,
-            "{precondition}: {}",
-            String::from_utf8_lossy(&o.stdout)
-        );
-        std::fs::read(&out).unwrap()
+        let (loss, weights) =
+            train_small(dir.path(), "newton-cg", "--cg-precondition", precondition);
+        assert!(loss < 0.5, "{precondition}: train loss {loss}");
+        weights
     };
     // Preconditioning changes CG's iterates, so where Martens' rule stops.
     assert!(run("diag") != run("none"), "the preconditioner was applied");
@@ -394,28 +401,7 @@ fn newton_cg_trains_with_the_diagonal_cg_preconditioner() {
 #[test]
 fn fractional_ngd_trains_on_the_matrix_free_structure() {
     let dir = tempfile::tempdir().unwrap();
-    let run = |structure: &str| {
-        let out = dir.path().join(format!("{structure}.safetensors"));
-        let o = secondo(&[
-            "train",
-            "--model",
-            SMALL,
-            "--epochs",
-            "2",
-            "--batch",
-            "128",
-            "--optimizer",
-            "fractional-ngd",
-            "--structure",
-            structure,
-            "--monitor",
-            "off",
-            "--out",
-            s(&out),
-        ]);
-        assert!(o.status.success(), "{structure}: {}", stderr(&o));
-        (train_loss(&o.stdout), std::fs::read(&out).unwrap())
-    };
+    let run = |structure: &str| train_small(dir.path(), "fractional-ngd", "--structure", structure);
     let (loss, weights) = run("matrix-free");
     // ln 10 ≈ 2.3 at the start.
     assert!(loss < 1.5, "matrix-free: train loss {loss}");
