@@ -263,3 +263,34 @@ fn convolutions_with_leading_axes_run_fused_with_the_values_of_their_definition(
         assert!(max_abs_diff(got, want) < 1e-12);
     }
 }
+
+#[test]
+fn per_sample_convolution_weight_gradients_run_fused_only_over_unit_axes() {
+    use secondo_tensor::{unfold, Window2d};
+    let window = Window2d::square(3, 1, 1, 1);
+    let fused = |x_shape: [usize; 5], spec: &str| {
+        let [c, n, ch, h, w] = x_shape;
+        let g_shape = [c, n, 4, h * w];
+        let b = Builder::new(DType::F64);
+        let x = b.input("x", &x_shape);
+        let g = b.input("g", &g_shape);
+        let rows = x.unfold(window, 0.0).reshape(&[c, n, h * w, ch * 9]);
+        let grads = b.einsum(spec, &[g, rows]);
+        let exe = Executable::compile(&b.finish().unwrap(), &[grads.id()]).unwrap();
+        let convs = exe.graph().nodes().iter();
+        let count = convs.filter(|n| matches!(n.op, Op::Conv(_))).count();
+        let f = feeds(&[("x", &x_shape), ("g", &g_shape)]);
+        let p = unfold(f.get("x").unwrap(), &window, 0.0)
+            .unwrap()
+            .reshape(vec![c, n, h * w, ch * 9])
+            .unwrap();
+        let want = einsum(spec, &[f.get("g").unwrap(), &p]).unwrap();
+        let got = exe.run(&f).unwrap();
+        assert!(max_abs_diff(&got[0], &want) < 1e-12, "{spec}");
+        count
+    };
+    assert_eq!(fused([3, 1, 16, 5, 6], "anol,anli->aoi"), 1);
+    assert_eq!(fused([3, 1, 2, 5, 6], "anol,anli->anoi"), 1);
+    assert_eq!(fused([3, 2, 2, 5, 6], "anol,anli->aoi"), 0);
+    assert_eq!(fused([1, 3, 2, 5, 6], "anol,anli->noi"), 0);
+}

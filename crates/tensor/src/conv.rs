@@ -114,17 +114,6 @@ impl Geometry {
         Cow::Owned(out)
     }
 
-    /// The inverse of [`Geometry::weight_in`] on a weight gradient.
-    fn weight_out<T: Element>(&self, w: Vec<T>) -> Vec<T> {
-        if self.direct.is_none() {
-            return w;
-        }
-        let (o, c, taps) = self.weight_axes();
-        (0..o * c * taps)
-            .map(|k| w[(k % taps) * o * c + k / taps])
-            .collect()
-    }
-
     /// Output channels, input channels and taps of the weight.
     fn weight_axes(&self) -> (usize, usize, usize) {
         let taps = self.e.kernel[0] * self.e.kernel[1];
@@ -442,23 +431,27 @@ fn weight_grad_image<T: Element>(
     geo: &Geometry,
     g: &[T],
     image: &[T],
-    acc: &mut [T],
+    acc: WeightGrad<T>,
     s: &mut Scratch<T>,
 ) {
     let (o, l, i) = (geo.outputs, geo.positions(), geo.e.patch_len());
     if let Some(d) = &geo.direct {
         d.pad(&geo.e, image, &mut s.padded);
         d.to_grid(&geo.e, g, &mut s.grid);
-        let (n, c) = (d.grid(&geo.e), geo.e.channels);
+        let (n, c, taps) = (d.grid(&geo.e), geo.e.channels, d.taps.len());
         for (t, &offset) in d.taps.iter().enumerate() {
-            // SAFETY: W[:, :, tap] [O, C] += grid [O, n] · padded[:, offset..]ᵀ [n, C].
+            // SAFETY: W[:, :, tap] [O, C] (+)= grid [O, n] · padded[:, offset..]ᵀ [n, C];
+            // the taps' entries are disjoint and within the O·I of `acc`.
             unsafe {
                 product(
                     o,
                     c,
                     n,
-                    acc.as_mut_ptr().add(t * o * c),
-                    rows_of(c),
+                    acc.dst.add(t),
+                    Strided {
+                        rs: (c * taps) as isize,
+                        cs: taps as isize,
+                    },
                     s.grid.as_ptr(),
                     rows_of(n),
                     s.padded.as_ptr().add(offset),
@@ -466,29 +459,39 @@ fn weight_grad_image<T: Element>(
                         rs: 1,
                         cs: d.channel as isize,
                     },
-                    true,
+                    acc.add,
                 )
             }
         }
         return;
     }
+    let mut add = acc.add;
     geo.each_block(image, &mut s.patches, |start, cols, patches| {
-        // SAFETY: acc [O, I] += g[:, start..] [O, cols] · patches [cols, I].
+        // SAFETY: acc [O, I] (+)= g[:, start..] [O, cols] · patches [cols, I].
         unsafe {
             product(
                 o,
                 i,
                 cols,
-                acc.as_mut_ptr(),
+                acc.dst,
                 rows_of(i),
                 g.as_ptr().add(start),
                 rows_of(l),
                 patches.as_ptr(),
                 rows_of(i),
-                true,
+                add,
             )
         }
+        add = true;
     });
+}
+
+/// Where [`weight_grad_image`] writes an image's weight gradient `[O,
+/// C·KH·KW]`: `dst` points to that many elements, initialized if `add`
+/// (the gradient is then added to them, else it overwrites them).
+struct WeightGrad<T> {
+    dst: *mut T,
+    add: bool,
 }
 
 /// `einsum("nli,oi->nol", unfold(x) as [N, L, C·KH·KW], w)`: the
@@ -595,6 +598,7 @@ pub fn conv_weight_grad(g: &Tensor, x: &Tensor, window: &Window2d) -> Result<Ten
                 let mut s = Scratch::for_geometry(&geo);
                 for n in p * per_part..((p + 1) * per_part).min(geo.images) {
                     let (gn, image) = (&gv[n * g_len..][..g_len], &xv[n * x_len..][..x_len]);
+                    let acc = WeightGrad { dst: acc.as_mut_ptr(), add: true };
                     weight_grad_image(&geo, gn, image, acc, &mut s);
                 }
             });
@@ -604,6 +608,51 @@ pub fn conv_weight_grad(g: &Tensor, x: &Tensor, window: &Window2d) -> Result<Ten
             first.iter_mut().zip(part).for_each(|(a, &b)| *a += b);
         }
         partial.truncate(w_len);
-        Ok(Tensor::from_typed(vec![outputs, geo.e.patch_len()], geo.weight_out(partial)))
+        Ok(Tensor::from_typed(vec![outputs, geo.e.patch_len()], partial))
+    })
+}
+
+/// `einsum("nol,nli->noi", g, unfold(x) as [N, L, C·KH·KW])`: each image's
+/// own gradient of [`conv_forward`] in its weight, `[N, O, C·KH·KW]` (the
+/// per-sample gradients), computed as [`conv_weight_grad`] computes one
+/// image's share, so without a patch matrix per sample.
+///
+/// ```
+/// use secondo_tensor::{conv_sample_weight_grads, Tensor, Window2d};
+/// let x = Tensor::from_vec(vec![2, 1, 1, 3], vec![1.0f64, 2.0, 3.0, 0.0, 1.0, 0.0]).unwrap();
+/// let g = Tensor::from_vec(vec![2, 1, 2], vec![1.0f64, 10.0, 1.0, 1.0]).unwrap();
+/// let window = Window2d { kernel: [1, 2], stride: [1, 1], padding: [0, 0], dilation: [1, 1] };
+/// let grads = conv_sample_weight_grads(&g, &x, &window).unwrap();
+/// assert_eq!(grads.to_f64_vec(), vec![21.0, 32.0, 1.0, 1.0]);
+/// ```
+pub fn conv_sample_weight_grads(
+    g: &Tensor,
+    x: &Tensor,
+    window: &Window2d,
+) -> Result<Tensor, TensorError> {
+    let outputs = g.shape().get(1).copied().unwrap_or(0);
+    let geo = Geometry::of(window, x.shape(), outputs)?;
+    geo.check_output(g.shape())?;
+    let (g_len, w_len, x_len) = (
+        outputs * geo.positions(),
+        outputs * geo.e.patch_len(),
+        geo.e.image_len(),
+    );
+    crate::dispatch!(x, xv, T => {
+        let gv = g.typed::<T>("conv_sample_weight_grads")?;
+        let mut out = crate::buffer::for_writing::<T>(geo.images * w_len);
+        if w_len > 0 {
+            out.par_chunks_mut(w_len).enumerate().for_each_init(
+                || Scratch::for_geometry(&geo),
+                |s, (n, dst)| {
+                    let (gn, image) = (&gv[n * g_len..][..g_len], &xv[n * x_len..][..x_len]);
+                    let acc = WeightGrad { dst: dst.as_mut_ptr().cast(), add: false };
+                    weight_grad_image(&geo, gn, image, acc, s);
+                },
+            );
+        }
+        // SAFETY: each image's products wrote all of its O·I entries.
+        let out = unsafe { crate::buffer::assume_init(out) };
+        Ok(Tensor::from_typed(vec![geo.images, outputs, geo.e.patch_len()], out))
     })
 }

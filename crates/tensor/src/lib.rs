@@ -27,7 +27,7 @@ mod shape;
 mod simd;
 mod tensor;
 
-pub use conv::{conv_forward, conv_input_grad, conv_weight_grad};
+pub use conv::{conv_forward, conv_input_grad, conv_sample_weight_grads, conv_weight_grad};
 pub use dtype::{DType, Element};
 pub use einsum::{einsum, einsum_parsed, EinsumSpec};
 pub use elementwise::{BinaryOp, UnaryOp};

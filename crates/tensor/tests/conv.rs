@@ -5,8 +5,8 @@ mod common;
 
 use common::random;
 use secondo_tensor::{
-    conv_forward, conv_input_grad, conv_weight_grad, einsum, fold, in_thread_pools, unfold, DType,
-    Tensor, Window2d,
+    conv_forward, conv_input_grad, conv_sample_weight_grads, conv_weight_grad, einsum, fold,
+    in_thread_pools, unfold, DType, Tensor, Window2d,
 };
 
 fn window(k: [usize; 2], s: [usize; 2], p: [usize; 2], d: [usize; 2]) -> Window2d {
@@ -69,6 +69,10 @@ fn fused_kernels_equal_unfold_contract_fold() {
         let weight_grad = einsum("nol,nli->oi", &[&g, &p]).unwrap();
         assert_close(&conv_weight_grad(&g, &x, &w).unwrap(), &weight_grad, &what);
 
+        let sample_grads = einsum("nol,nli->noi", &[&g, &p]).unwrap();
+        let got = conv_sample_weight_grads(&g, &x, &w).unwrap();
+        assert_close(&got, &sample_grads, &what);
+
         let patches_grad = einsum("nol,oi->nli", &[&g, &weight]).unwrap();
         let s = unfold(&x, &w, 0.0).unwrap().shape().to_vec();
         let input_grad = fold(&patches_grad.reshape(s).unwrap(), &w, [image[2], image[3]]).unwrap();
@@ -97,6 +101,7 @@ fn fused_kernels_do_not_depend_on_the_thread_count() {
             (
                 bits(conv_forward(&x, &weight, &w).unwrap()),
                 bits(conv_weight_grad(&g, &x, &w).unwrap()),
+                bits(conv_sample_weight_grads(&g, &x, &w).unwrap()),
                 bits(conv_input_grad(&g, &weight, &w, &image).unwrap()),
             )
         });
@@ -111,6 +116,8 @@ fn mismatched_operands_are_refused() {
     let e = conv_forward(&x, &random(&[4, 26], 2, DType::F64), &w).unwrap_err();
     assert!(e.to_string().contains("weight is [4, 27]"), "{e}");
     let e = conv_weight_grad(&random(&[2, 4, 8], 3, DType::F64), &x, &w).unwrap_err();
+    assert!(e.to_string().contains("output is [2, 4, 9]"), "{e}");
+    let e = conv_sample_weight_grads(&random(&[2, 4, 8], 3, DType::F64), &x, &w).unwrap_err();
     assert!(e.to_string().contains("output is [2, 4, 9]"), "{e}");
     assert!(conv_forward(
         &random(&[3, 5, 5], 1, DType::F64),

@@ -4,11 +4,11 @@ use crate::{ConvOp, Graph, Node, NodeId, Op, PatchOp};
 
 /// Runs convolutions as [`ConvOp`]s: a contraction of a convolution's
 /// patches `reshape(unfold(x))` with a weight (the forward pass) or with an
-/// output gradient (the weight gradient), and the `fold` of a contraction of
-/// an output gradient with a weight (the input gradient), become one
-/// primitive each, whose kernels never write the patch matrix. Patches that
-/// something else still reads (a Kronecker factor, per-sample gradients)
-/// stay; the fused kernels unfold again, in cache. The images may carry
+/// output gradient (the weight gradient, summed or per image), and the
+/// `fold` of a contraction of an output gradient with a weight (the input
+/// gradient), become one primitive each, whose kernels never write the
+/// patch matrix. Patches that something else still reads (a Kronecker
+/// factor) stay; the fused kernels unfold again, in cache. The images may carry
 /// more leading axes (`vmap`ped tangents or factor columns, over which the
 /// weight is shared): they are merged into the images' axis.
 /// Returns the rewritten graph (with the unread patches still in it, for
@@ -152,15 +152,37 @@ fn contraction(graph: &Graph, node: &Node, spec: &EinsumSpec) -> Option<Fused> {
             }
         }
         let (g_lead, o, gl) = last_two(to)?;
-        if g_lead == lead && gl == l && out.as_slice() == [o, i] {
-            let g = (other, merged(&graph.node(other).shape, 2));
-            return Some(Fused {
-                op: ConvOp::WeightGrad(window),
-                operands: [g, (x, merged(x_shape, 3))],
-            });
+        if g_lead != lead || gl != l {
+            continue;
         }
+        let sizes = &graph.node(rows).shape;
+        let op = if out.as_slice() == [o, i] {
+            ConvOp::WeightGrad(window)
+        } else if per_image(out, lead, [o, i], sizes) {
+            ConvOp::SampleWeightGrad(window)
+        } else {
+            continue;
+        };
+        let g = (other, merged(&graph.node(other).shape, 2));
+        return Some(Fused {
+            op,
+            operands: [g, (x, merged(x_shape, 3))],
+        });
     }
     None
+}
+
+/// Whether `out` keeps a prefix of the leading letters `lead` (of sizes
+/// `sizes`) before `tail` and every other leading letter has size 1: a
+/// weight gradient per image (per sample, over any `vmap`ped axes of size
+/// 1).
+fn per_image(out: &[char], lead: &[char], tail: [char; 2], sizes: &[usize]) -> bool {
+    let Some(keep) = out.len().checked_sub(2).filter(|&k| k >= 1) else {
+        return false;
+    };
+    keep <= lead.len()
+        && is(out, &lead[..keep], tail)
+        && sizes[keep..lead.len()].iter().all(|&d| d == 1)
 }
 
 /// A convolution's input gradient as the `fold` of a contraction of the

@@ -64,6 +64,7 @@ kinds!(
     ConvForward,
     ConvInputGrad,
     ConvWeightGrad,
+    ConvSampleWeightGrad,
 );
 
 /// The kind of an op.
@@ -114,6 +115,7 @@ fn kind(op: &Op) -> Kind {
             ConvOp::Forward(_) => Kind::ConvForward,
             ConvOp::InputGrad { .. } => Kind::ConvInputGrad,
             ConvOp::WeightGrad(_) => Kind::ConvWeightGrad,
+            ConvOp::SampleWeightGrad(_) => Kind::ConvSampleWeightGrad,
         },
     }
 }
@@ -416,6 +418,11 @@ fn cases_for(kind: Kind) -> Vec<Case> {
             "conv weight gradient",
             &[&[2, 3, 12], &[2, 2, 5, 6]],
             |b, x| raw(b, Op::Conv(ConvOp::WeightGrad(ODD)), x).tanh(),
+        )],
+        Kind::ConvSampleWeightGrad => vec![case(
+            "conv per-sample weight gradients",
+            &[&[2, 3, 12], &[2, 2, 5, 6]],
+            |b, x| raw(b, Op::Conv(ConvOp::SampleWeightGrad(ODD)), x).tanh(),
         )],
     }
 }

@@ -13,7 +13,7 @@
 
 use std::fmt;
 
-use secondo_tensor::{conv_forward, conv_input_grad, conv_weight_grad};
+use secondo_tensor::{conv_forward, conv_input_grad, conv_sample_weight_grads, conv_weight_grad};
 use secondo_tensor::{Tensor, TensorError, Window2d};
 
 use super::{arity, Batched, Primal};
@@ -36,29 +36,30 @@ pub enum ConvOp {
     /// `(g, x)` to the gradient in the weight: `einsum("nol,nli->oi", g,
     /// unfold(x))`.
     WeightGrad(Window2d),
+    /// `(g, x)` to each image's own gradient in the weight, `[N, O,
+    /// C·KH·KW]`: `einsum("nol,nli->noi", g, unfold(x))` (per-sample
+    /// gradients).
+    SampleWeightGrad(Window2d),
 }
 
 impl ConvOp {
     fn window(&self) -> &Window2d {
         match self {
-            ConvOp::Forward(w) | ConvOp::WeightGrad(w) => w,
+            ConvOp::Forward(w) | ConvOp::WeightGrad(w) | ConvOp::SampleWeightGrad(w) => w,
             ConvOp::InputGrad { window, .. } => window,
         }
     }
 
-    /// Multiply-adds, `N·O·L·I` for each of the three, from the shapes of
-    /// the operands and the result.
+    /// Multiply-adds, `N·O·L·I` for each of them, from the shapes of the
+    /// operands and the result.
     pub(crate) fn multiply_adds(&self, operands: &[&[usize]], result: &[usize]) -> u64 {
-        let (output, weight) = match self {
-            ConvOp::Forward(_) => (result, operands[1]),
-            ConvOp::InputGrad { .. } => (operands[0], operands[1]),
-            ConvOp::WeightGrad(_) => (operands[0], result),
+        let (output, patch) = match self {
+            ConvOp::Forward(_) => (result, &operands[1][1..]),
+            ConvOp::InputGrad { .. } => (operands[0], &operands[1][1..]),
+            ConvOp::WeightGrad(_) => (operands[0], &result[1..]),
+            ConvOp::SampleWeightGrad(_) => (operands[0], &result[2..]),
         };
-        output
-            .iter()
-            .chain(&weight[1..])
-            .map(|&d| d as u64)
-            .product()
+        output.iter().chain(patch).map(|&d| d as u64).product()
     }
 }
 
@@ -68,6 +69,7 @@ impl fmt::Display for ConvOp {
             ConvOp::Forward(_) => "conv",
             ConvOp::InputGrad { .. } => "conv_input_grad",
             ConvOp::WeightGrad(_) => "conv_weight_grad",
+            ConvOp::SampleWeightGrad(_) => "conv_sample_weight_grad",
         };
         let w = self.window();
         write!(
@@ -111,10 +113,13 @@ pub(crate) fn shape(op: &ConvOp, operands: &[&[usize]]) -> Result<Vec<usize>, St
             }
             Ok(x.to_vec())
         }
-        ConvOp::WeightGrad(w) => {
+        ConvOp::WeightGrad(w) | ConvOp::SampleWeightGrad(w) => {
             let (l, i) = patches(b, w)?;
             match a {
-                &[n, o, gl] if n == b[0] && gl == l => Ok(vec![o, i]),
+                &[n, o, gl] if n == b[0] && gl == l => Ok(match op {
+                    ConvOp::WeightGrad(_) => vec![o, i],
+                    _ => vec![n, o, i],
+                }),
                 _ => Err(format!(
                     "the output gradient {a:?} is not [{}, O, {l}]",
                     b[0]
@@ -134,6 +139,7 @@ pub(crate) fn eval(op: &ConvOp, args: &[Tensor]) -> Result<Tensor, TensorError> 
             conv_input_grad(&args[0], &args[1], window, &[n, c, image[0], image[1]])
         }
         ConvOp::WeightGrad(w) => conv_weight_grad(&args[0], &args[1], w),
+        ConvOp::SampleWeightGrad(w) => conv_sample_weight_grads(&args[0], &args[1], w),
     }
 }
 
@@ -153,14 +159,16 @@ pub(crate) fn jvp<'a>(op: &ConvOp, p: &Primal<'a>, ts: &[Option<Var<'a>>]) -> Op
     }
 }
 
-/// Operand `k`'s cotangent given the result's cotangent `g`: each
-/// primitive's transposes are the other two.
+/// Operand `k`'s cotangent given the result's cotangent `g`: each of the
+/// first three primitives' transposes are the other two; the per-sample
+/// weight gradient's are their per-sample forms, written as definitions.
 pub(crate) fn transpose<'a>(op: &ConvOp, p: &Primal<'a>, k: usize, g: Var<'a>) -> Option<Var<'a>> {
     let [a, b] = [p.operands[0], p.operands[1]];
     let image = |x: Var| {
         let s = x.shape();
         [s[2], s[3]]
     };
+    let builder = a.builder();
     Some(match (op, k) {
         (ConvOp::Forward(window), 0) => conv(
             ConvOp::InputGrad {
@@ -182,7 +190,35 @@ pub(crate) fn transpose<'a>(op: &ConvOp, p: &Primal<'a>, k: usize, g: Var<'a>) -
             a,
             g,
         ),
+        (ConvOp::SampleWeightGrad(w), 0) => builder.einsum("noi,nli->nol", &[g, rows(b, w)]),
+        (ConvOp::SampleWeightGrad(w), _) => {
+            let patches = builder.einsum("nol,noi->nli", &[a, g]);
+            folded(patches, w, image(b))
+        }
     })
+}
+
+/// The patches of `x` `[..., N, C, H, W]` as rows `[..., N, L, C·KH·KW]`.
+fn rows<'a>(x: Var<'a>, w: &Window2d) -> Var<'a> {
+    let p = x.unfold(*w, 0.0);
+    let s = p.shape();
+    let lead = s.len() - 5;
+    let mut shape = s[..lead].to_vec();
+    shape.extend([s[lead] * s[lead + 1], s[lead + 2..].iter().product()]);
+    p.reshape(&shape)
+}
+
+/// The images `[..., N, C, H, W]` of `image` whose patch rows `[..., N, L,
+/// C·KH·KW]` are `patches`, overlapping windows added.
+fn folded<'a>(patches: Var<'a>, window: &Window2d, image: [usize; 2]) -> Var<'a> {
+    let s = patches.shape();
+    let lead = s.len() - 2;
+    let [oh, ow] = window.output_size(image).expect("a valid convolution");
+    let [kh, kw] = window.kernel;
+    debug_assert_eq!(s[lead], oh * ow);
+    let mut shape = s[..lead].to_vec();
+    shape.extend([oh, ow, s[lead + 1] / (kh * kw), kh, kw]);
+    patches.reshape(&shape).fold(*window, image)
 }
 
 /// The batched result: the primitive's definition on the batched operands,
@@ -193,32 +229,13 @@ pub(crate) fn batch<'a>(op: &ConvOp, site: &Batched<'a>) -> Var<'a> {
     let letter = |k: usize| if site.args[k].is_some() { "b" } else { "" };
     let (x, y) = (operand(0), operand(1));
     let spec = |a: &str, c: &str, out: &str| format!("{}{a},{}{c}->b{out}", letter(0), letter(1));
-    let rows = |x: Var<'a>, w: &Window2d| {
-        let p = x.unfold(*w, 0.0);
-        let s = p.shape();
-        let lead = s.len() - 5;
-        let mut shape = s[..lead - 1].to_vec();
-        shape.extend([
-            s[lead - 1],
-            s[lead] * s[lead + 1],
-            s[lead + 2..].iter().product(),
-        ]);
-        p.reshape(&shape)
-    };
     match op {
         ConvOp::Forward(w) => b.einsum(&spec("nli", "oi", "nol"), &[rows(x, w), y]),
         ConvOp::WeightGrad(w) => b.einsum(&spec("nol", "nli", "oi"), &[x, rows(y, w)]),
+        ConvOp::SampleWeightGrad(w) => b.einsum(&spec("nol", "nli", "noi"), &[x, rows(y, w)]),
         ConvOp::InputGrad { window, image } => {
             let patches = b.einsum(&spec("nol", "oi", "nli"), &[x, y]);
-            let s = patches.shape();
-            let (n, l) = (s[1], s[2]);
-            let [oh, ow] = window.output_size(*image).expect("a valid convolution");
-            let [kh, kw] = window.kernel;
-            let c = s[3] / (kh * kw);
-            debug_assert_eq!(l, oh * ow);
-            patches
-                .reshape(&[site.size, n, oh, ow, c, kh, kw])
-                .fold(*window, *image)
+            folded(patches, window, *image)
         }
     }
 }
