@@ -130,7 +130,8 @@ pub struct BenchArgs {
     #[arg(long)]
     no_torch: bool,
     /// Print the most expensive nodes of the gradient graph and of every
-    /// timed quantity's graph.
+    /// timed quantity's graph (with --monitor, of every row's monitored
+    /// step).
     #[arg(long)]
     profile: bool,
     /// Only these rows (comma-separated names as printed, e.g.
@@ -271,7 +272,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         };
         let repeats = (a.repeats / 20).max(3);
         let python = (!a.no_torch).then_some(python.as_path());
-        return super::bench_monitor::run(&bench, repeats, a.only.as_deref(), python);
+        return super::bench_monitor::run(&bench, repeats, a.only.as_deref(), python, a.profile);
     }
     let threads = rayon::current_num_threads();
     let peak = measure_gemm_gflops(1024, DType::F32, 5);
@@ -554,7 +555,7 @@ impl Row {
 }
 
 /// Sums per-node times of `exe` over `repeats` runs and prints the top nodes.
-fn print_profile(
+pub(super) fn print_profile(
     what: &str,
     exe: &secondo_graph::Executable,
     feeds: &secondo_graph::Feeds,

@@ -126,6 +126,30 @@ impl<'a> Run<'a> {
         Ok(monitored.unwrap_or_else(|| self.program.executable().graph().flops()))
     }
 
+    /// Prints the costliest nodes of this run's step graph with every
+    /// instrument due (along the parameters themselves where a step reads
+    /// a direction).
+    fn print_profile(&mut self, name: &str, repeats: usize) -> anyhow::Result<()> {
+        let p = self.problem;
+        let Some(program) = self
+            .monitor
+            .as_mut()
+            .map(|m| m.step_program(p.x.shape()[0]))
+        else {
+            return Ok(());
+        };
+        let Some(program) = program? else {
+            return Ok(());
+        };
+        let feeds = if program.needs_direction() {
+            let direction: Vec<Tensor> = p.params.iter().map(|(_, t)| t.clone()).collect();
+            program.feeds_along(p.params, p.x, p.y, &direction)?
+        } else {
+            program.feeds(p.params, p.x, p.y, None)?
+        };
+        super::bench::print_profile(name, program.executable(), &feeds, repeats)
+    }
+
     fn block(&mut self) {
         for _ in 0..BLOCK {
             self.step().expect("benchmark step");
@@ -173,6 +197,7 @@ pub fn run(
     repeats: usize,
     only: Option<&[String]>,
     python: Option<&Path>,
+    profile: bool,
 ) -> anyhow::Result<()> {
     let rows = rows(only);
     if rows.is_empty() {
@@ -222,6 +247,13 @@ pub fn run(
             column,
             less
         );
+    }
+    if profile {
+        for row in &rows {
+            let config = MonitorConfig::parse(&row.list, row.every)?;
+            let mut monitored = Run::new(problem, &program, Some(&config))?;
+            monitored.print_profile(&row.name, repeats)?;
+        }
     }
     if let Some(Err(why)) = cockpit {
         println!("cockpit: {why}");

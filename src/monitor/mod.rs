@@ -49,7 +49,7 @@ pub use reading::Reading;
 pub use step::{PerSample, StepValues};
 pub use threshold::{Crossing, Threshold};
 
-use secondo_curvature::{Objective, StepOutput};
+use secondo_curvature::{Objective, QuantityProgram, StepOutput};
 use secondo_data::Dataset;
 use secondo_nn::ParamStore;
 use secondo_tensor::memory::{bytes_of, ensure_fits};
@@ -194,12 +194,21 @@ impl<'a> Monitor<'a> {
     /// plain step serves. Products outside the step (λmax's, the structure
     /// measurements') are not counted.
     pub fn step_flops(&mut self, batch: usize) -> Result<Option<u64>, Error> {
+        Ok(self.step_program(batch)?.map(|step| step.graph().flops()))
+    }
+
+    /// The program of a step with every instrument on the schedule due
+    /// (`None` when a plain step serves them all), e.g. to profile it.
+    pub fn step_program(&mut self, batch: usize) -> Result<Option<&QuantityProgram>, Error> {
         let quantities = self.all_due();
         if quantities.is_empty() {
             return Ok(None);
         }
-        let step = self.programs.get(self.objective, &quantities, batch)?;
-        Ok(Some(step.graph().flops()))
+        Ok(Some(self.programs.get(
+            self.objective,
+            &quantities,
+            batch,
+        )?))
     }
 
     /// The step's quantities with every instrument on the schedule due (and

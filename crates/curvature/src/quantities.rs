@@ -283,6 +283,24 @@ impl QuantityProgram {
         y: &Tensor,
         direction: &[Tensor],
     ) -> Result<Vec<(String, Tensor)>, CurvatureError> {
+        let values = self.exe.run(&self.feeds_along(params, x, y, direction)?)?;
+        Ok(self.names.iter().cloned().zip(values).collect())
+    }
+
+    /// Whether the program reads a direction ([`Quantity::BatchDotDirection`]):
+    /// it then runs with [`QuantityProgram::run_along`].
+    pub fn needs_direction(&self) -> bool {
+        !self.direction_of.is_empty()
+    }
+
+    /// What [`QuantityProgram::run_along`] feeds the executable.
+    pub fn feeds_along(
+        &self,
+        params: &ParamStore,
+        x: &Tensor,
+        y: &Tensor,
+        direction: &[Tensor],
+    ) -> Result<Feeds, CurvatureError> {
         if direction.len() != self.direction_of.len() {
             return Err(CurvatureError::Invalid(format!(
                 "batch_dot_direction: {} direction tensors for {} parameters",
@@ -294,8 +312,7 @@ impl QuantityProgram {
         for (name, d) in self.direction_of.iter().zip(direction) {
             feeds.insert(&direction_feed(name), d.clone());
         }
-        let values = self.exe.run(&feeds)?;
-        Ok(self.names.iter().cloned().zip(values).collect())
+        Ok(feeds)
     }
 
     /// What [`QuantityProgram::run`] feeds the executable (see

@@ -200,20 +200,23 @@ fn fused_sum(g: &Graph, x: NodeId, axes: &[usize]) -> Option<(Op, Vec<NodeId>)> 
     Some((Op::Einsum(EinsumSpec { inputs, output }), ids))
 }
 
-/// `Σ_axes y²` over leading axes of `y` as one einsum of `y` with itself
-/// (`"cnh,cnh->nh"`), which the executor runs as one pass that multiplies and
-/// accumulates, instead of squaring into a copy and summing that.
+/// `Σ_axes y²` as one einsum of `y` with itself (`"cnh,cnh->nh"`, or
+/// `"nabc,nabc->n"` for per-sample squared norms), which the executor runs
+/// as one pass that multiplies and accumulates, instead of squaring into a
+/// copy and summing that.
 fn sum_of_squares(g: &Graph, y: NodeId, axes: &[usize]) -> Option<(Op, Vec<NodeId>)> {
     let rank = g.node(y).shape.len();
-    let mut sorted = axes.to_vec();
-    sorted.sort_unstable();
-    if axes.is_empty() || rank > 26 || sorted != (0..axes.len()).collect::<Vec<_>>() {
+    if axes.is_empty() || rank > 26 {
         return None;
     }
     let term: Vec<char> = ('a'..='z').take(rank).collect();
+    let output = (0..rank)
+        .filter(|k| !axes.contains(k))
+        .map(|k| term[k])
+        .collect();
     let spec = EinsumSpec {
         inputs: vec![term.clone(), term.clone()],
-        output: term[axes.len()..].to_vec(),
+        output,
     };
     Some((Op::Einsum(spec), vec![y, y]))
 }
