@@ -23,7 +23,11 @@ use serde_json::Value;
 use super::common::at_least_one;
 
 /// The files of a checkpoint directory.
-pub const FILES: &[&str] = &["weights.safetensors", "state.safetensors", "checkpoint.json"];
+pub const FILES: &[&str] = &[
+    "weights.safetensors",
+    "state.safetensors",
+    "checkpoint.json",
+];
 
 /// What `checkpoint.json` says it is, so that another JSON file is not taken for one.
 const FORMAT: &str = "secondo-checkpoint/1";
@@ -58,7 +62,11 @@ pub struct CheckpointArgs {
 impl CheckpointArgs {
     /// The checkpoint output, checked before any work; `None` without
     /// `--checkpoint-every`.
-    pub fn output(&self, out: &Path, inputs: &[Input]) -> anyhow::Result<Option<(Output, PathBuf)>> {
+    pub fn output(
+        &self,
+        out: &Path,
+        inputs: &[Input],
+    ) -> anyhow::Result<Option<(Output, PathBuf)>> {
         let Some(_) = self.checkpoint_every else {
             if self.checkpoint.is_some() {
                 bail!("--checkpoint needs --checkpoint-every");
@@ -119,9 +127,10 @@ impl Resume {
             .filter(|d: &Value| d["format"] == FORMAT)
             .with_context(|| format!("--resume {}: not a secondo checkpoint", path.display()))?;
         let count = |key: &str| {
-            doc[key].as_u64().map(|n| n as usize).with_context(|| {
-                format!("--resume {}: '{key}' is not a count", path.display())
-            })
+            doc[key]
+                .as_u64()
+                .map(|n| n as usize)
+                .with_context(|| format!("--resume {}: '{key}' is not a count", path.display()))
         };
         let (epoch, step) = (count("epoch")?, count("step")?);
         refuse_differences(dir, &doc["args"], args)?;

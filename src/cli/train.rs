@@ -18,11 +18,11 @@ use std::cell::{Cell, RefCell};
 
 use secondo_data::Dataset;
 
+use super::checkpoint::{self, CheckpointArgs};
 use super::common::{
     at_least_one, check_targets, default_model, objective, parse_dtype, shape_samples, weights,
     weights_input, DataSource, SampleShape,
 };
-use super::checkpoint::{self, CheckpointArgs};
 use super::online_marglik::{self, OnlineMarglikArgs};
 use super::second_order::{FirstOrder, SecondOrderArgs};
 
@@ -302,8 +302,14 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
                 regularizer,
                 checkpoints,
             };
-            let last =
-                train_with_hooks(&objective, &mut params, &train_set, &config, hooks, on_progress)?;
+            let last = train_with_hooks(
+                &objective,
+                &mut params,
+                &train_set,
+                &config,
+                hooks,
+                on_progress,
+            )?;
             (last, None)
         }
         Some((mut monitor, mut log, mut run)) => {
@@ -319,8 +325,14 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
                 regularizer,
                 checkpoints,
             };
-            let result =
-                train_with_hooks(&objective, &mut params, &train_set, &config, hooks, on_progress);
+            let result = train_with_hooks(
+                &objective,
+                &mut params,
+                &train_set,
+                &config,
+                hooks,
+                on_progress,
+            );
             bar.finish_and_clear();
             log.append(&monitor.finish())?;
             match result {
@@ -362,7 +374,10 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     }
     println!("weights written to {}", a.out.display());
     if let Some((dir, epoch, _)) = &resumed_at {
-        println!("resumed from the checkpoint of epoch {epoch} in {}", dir.display());
+        println!(
+            "resumed from the checkpoint of epoch {epoch} in {}",
+            dir.display()
+        );
     }
     if let (Some(epoch), Some((_, dir))) = (last_checkpoint.get(), &checkpoint_out) {
         println!("checkpoint of epoch {epoch} written to {}", dir.display());

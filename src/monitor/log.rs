@@ -64,7 +64,9 @@ impl RunLog {
         };
         let before = |line: &&str| {
             let record: Option<Value> = serde_json::from_str(line).ok();
-            record.and_then(|r| r["step"].as_u64()).is_some_and(|s| s < from as u64)
+            record
+                .and_then(|r| r["step"].as_u64())
+                .is_some_and(|s| s < from as u64)
         };
         let kept: Vec<&str> = text.lines().filter(before).collect();
         let mut log = RunLog::create(output, run)?;

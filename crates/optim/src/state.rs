@@ -47,15 +47,17 @@ impl<T> OptimizerState<T> {
     }
 }
 
-/// The layout the buffers were created for: every group's slice lengths,
-/// which must agree; no layout yet where every group is empty (no step).
+/// The layout the buffers were created for: the slice lengths of every
+/// group that has buffers, which must agree (a group the configuration
+/// does not use, such as AMSGrad's maximum, stays empty); no layout yet
+/// where every group is empty (no step).
 pub(crate) fn restored_layout<T>(groups: &[(&str, &[Vec<T>])]) -> Result<Layout, OptimError> {
     let lengths = |g: &[Vec<T>]| g.iter().map(Vec::len).collect::<Vec<_>>();
     let Some((first, reference)) = groups.iter().find(|(_, g)| !g.is_empty()) else {
         return Ok(Layout::default());
     };
     let expected = lengths(reference);
-    for (name, group) in groups {
+    for (name, group) in groups.iter().filter(|(_, g)| !g.is_empty()) {
         if lengths(group) != expected {
             return Err(OptimError::InvalidState(format!(
                 "buffers '{name}' do not match the slices of '{first}'"
