@@ -55,139 +55,69 @@ fn assert_resume_is_exact(flags: &[&str], report: impl Fn(&str) -> Vec<String>) 
     );
 }
 
-/// Each optimizer and schedule, unmonitored.
-fn assert_all_resume_exactly(cases: &[&[&str]]) {
+/// Each optimizer and schedule of `cases` on `model` (with `common`
+/// flags), unmonitored.
+fn assert_all_resume_exactly(model: &str, common: &[&str], cases: &[&[&str]]) {
     for flags in cases {
-        let mut all = flags.to_vec();
-        all.extend(["--monitor", "off"]);
+        let mut all = vec!["--model", model, "--monitor", "off"];
+        all.extend(common.iter().chain(flags.iter()));
         assert_resume_is_exact(&all, |_| Vec::new());
     }
 }
 
 #[test]
 fn first_order_runs_resume_bit_for_bit() {
-    assert_all_resume_exactly(&[
-        &[
-            "--model",
-            SMALL,
-            "--optimizer",
-            "sgd",
-            "--momentum",
-            "0.9",
-            "--lr",
-            "0.05",
-        ],
-        &["--model", SMALL, "--optimizer", "adam", "--dtype", "f64"],
-        &[
-            "--model",
-            SMALL,
-            "--optimizer",
-            "adamw",
-            "--weight-decay",
-            "0.1",
-        ],
-        // Batch norm's running statistics are in the checkpoint's weights.
-        &[
-            "--model",
-            "linear(64,16),batchnorm1d(16),relu,linear(16,10)",
-            "--optimizer",
-            "adam",
-        ],
-    ]);
+    let cases: &[&[&str]] = &[
+        &["--optimizer", "sgd", "--momentum", "0.9", "--lr", "0.05"],
+        &["--optimizer", "adam", "--dtype", "f64"],
+        &["--optimizer", "adamw", "--weight-decay", "0.1"],
+    ];
+    assert_all_resume_exactly(SMALL, &[], cases);
+    // Batch norm's running statistics are in the checkpoint's weights.
+    let batchnorm = "linear(64,16),batchnorm1d(16),relu,linear(16,10)";
+    assert_all_resume_exactly(batchnorm, &[], &[&["--optimizer", "adam"]]);
 }
 
 #[test]
 fn kronecker_and_hessian_free_runs_resume_bit_for_bit() {
-    assert_all_resume_exactly(&[
-        &[
-            "--model",
-            SMALL,
-            "--optimizer",
-            "kfac",
-            "--momentum",
-            "0.5",
-            "--inverse-every",
-            "2",
-        ],
-        &["--model", SMALL, "--optimizer", "kfac", "--adapt-damping"],
-        &[
-            "--model",
-            SMALL,
-            "--optimizer",
-            "ekfac",
-            "--inverse-every",
-            "4",
-        ],
-        &[
-            "--model",
-            SMALL,
-            "--optimizer",
-            "fractional-ngd",
-            "--inverse-every",
-            "5",
-        ],
-        &[
-            "--model",
-            SMALL,
-            "--optimizer",
-            "newton-cg",
-            "--cg-iters",
-            "5",
-            "--adapt-damping",
-        ],
-        &[
-            "--model",
-            SMALL,
-            "--optimizer",
-            "newton-cg",
-            "--cg-iters",
-            "5",
-            "--cg-precondition",
-            "diag",
-        ],
-    ]);
+    let cases: &[&[&str]] = &[
+        &["kfac", "--momentum", "0.5", "--inverse-every", "2"],
+        &["kfac", "--adapt-damping"],
+        &["ekfac", "--inverse-every", "4"],
+        &["fractional-ngd", "--inverse-every", "5"],
+        &["newton-cg", "--cg-iters", "5", "--adapt-damping"],
+        &["newton-cg", "--cg-iters", "5", "--cg-precondition", "diag"],
+    ];
+    assert_all_resume_exactly(SMALL, &["--optimizer"], cases);
 }
 
 #[test]
 fn dense_curvature_runs_resume_bit_for_bit() {
-    let dense = ["--model", DENSE, "--curvature-batch", "16"];
-    let case = |rest: &'static [&'static str]| [&dense[..], rest].concat();
-    let cases = [
-        case(&["--optimizer", "ngd", "--inverse-every", "4"]),
-        case(&[
-            "--optimizer",
-            "ef",
-            "--inverse-every",
-            "4",
-            "--momentum",
-            "0.5",
-        ]),
+    let cases: &[&[&str]] = &[
+        &["ngd", "--inverse-every", "4"],
+        &["ef", "--inverse-every", "4", "--momentum", "0.5"],
         // One estimate at the first step, used by every later one.
-        case(&["--optimizer", "det-avg", "--inverse-every", "100"]),
+        &["det-avg", "--inverse-every", "100"],
     ];
-    let cases: Vec<&[&str]> = cases.iter().map(Vec::as_slice).collect();
-    assert_all_resume_exactly(&cases);
+    assert_all_resume_exactly(DENSE, &["--curvature-batch", "16", "--optimizer"], cases);
 }
 
 #[test]
 fn mixed_and_late_phase_runs_resume_bit_for_bit() {
-    let first = ["--first-order-optimizer", "sgd", "--momentum", "0.9"];
-    let case = |rest: &'static [&'static str]| [&["--model", SMALL][..], &first, rest].concat();
-    let cases = [
-        case(&["--optimizer", "kfac", "--second-order", "2.*"]),
-        // Switched before the checkpoint (3 steps an epoch), and after it.
-        case(&["--optimizer", "kfac", "--switch-at", "step=4"]),
-        case(&[
-            "--optimizer",
-            "newton-cg",
-            "--cg-iters",
-            "5",
-            "--switch-at",
-            "step=8",
-        ]),
+    let first = [
+        "--first-order-optimizer",
+        "sgd",
+        "--momentum",
+        "0.9",
+        "--optimizer",
     ];
-    let cases: Vec<&[&str]> = cases.iter().map(Vec::as_slice).collect();
-    assert_all_resume_exactly(&cases);
+    let cases: &[&[&str]] = &[
+        &["kfac", "--second-order", "2.*"],
+        // Switched before the checkpoint (3 steps an epoch), and after it.
+        &["kfac", "--switch-at", "step=4"],
+        &["newton-cg", "--cg-iters", "5", "--switch-at", "step=8"],
+    ];
+    assert_all_resume_exactly(SMALL, &first, cases);
 }
 
 /// The steps of a report's records, in order.
@@ -332,51 +262,26 @@ fn bad_resumes_fail_on_one_line_naming_the_flag_or_file() {
 fn a_state_of_another_optimizer_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let base = [
-        "--model",
-        SMALL,
-        "--monitor",
-        "off",
-        "--checkpoint-every",
-        "1",
-    ];
+    let base = ["--model", SMALL, "--monitor", "off"];
+    let every = ["--checkpoint-every", "1", "--optimizer"];
     train(
         d,
         "sgd",
         "1",
         &base,
-        &["--optimizer", "sgd", "--momentum", "0.9"],
+        &[&every[..], &["sgd", "--momentum", "0.9"]].concat(),
     );
-    train(d, "adam", "1", &base, &["--optimizer", "adam"]);
+    let adam = [&base[..], &["--optimizer", "adam"]].concat();
+    train(d, "adam", "1", &adam, &every[..2]);
     // Adam's checkpoint with SGD's state: the arguments agree, the state does not.
-    std::fs::copy(
-        d.join("sgd.checkpoint/state.safetensors"),
-        d.join("adam.checkpoint/state.safetensors"),
-    )
-    .unwrap();
+    let state = |run: &str| d.join(format!("{run}.checkpoint/state.safetensors"));
+    std::fs::copy(state("sgd"), state("adam")).unwrap();
     let out = d.join("resumed.safetensors");
-    let o = secondo(&[
-        "train",
-        "--model",
-        SMALL,
-        "--monitor",
-        "off",
-        "--optimizer",
-        "adam",
-        "--epochs",
-        "2",
-        "--batch",
-        "512",
-        "--out",
-        s(&out),
-        "--resume",
-        s(&d.join("adam.checkpoint")),
-    ]);
-    assert_bad_input(
-        &o,
-        "adam.checkpoint/state.safetensors: no tensor 'first_order/step'",
-        &out,
-    );
+    let mut args = vec!["train", "--epochs", "2", "--batch", "512", "--out", s(&out)];
+    let checkpoint = d.join("adam.checkpoint");
+    args.extend(adam.iter().copied().chain(["--resume", s(&checkpoint)]));
+    let needle = "adam.checkpoint/state.safetensors: no tensor 'first_order/step'";
+    assert_bad_input(&secondo(&args), needle, &out);
 }
 
 #[test]
