@@ -26,6 +26,7 @@ pub mod plot;
 pub mod report;
 pub mod second_order;
 pub mod spectrum;
+pub mod state;
 pub mod train;
 
 pub use error::Error;

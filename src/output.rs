@@ -51,6 +51,9 @@ pub struct Output {
     target: PathBuf,
     /// The files' names inside the directory; `None` for a single file.
     files: Option<Vec<String>>,
+    /// Whether the directory is replaced whole on commit (a snapshot, such
+    /// as a checkpoint) rather than its files one by one.
+    whole: bool,
 }
 
 impl Output {
@@ -59,6 +62,7 @@ impl Output {
         let out = Output {
             target: path.to_path_buf(),
             files: None,
+            whole: false,
         };
         out.check(flag, inputs)?;
         Ok(out)
@@ -70,8 +74,39 @@ impl Output {
         let out = Output {
             target: dir.to_path_buf(),
             files: Some(names.iter().map(|n| n.to_string()).collect()),
+            whole: false,
         };
         out.check(flag, inputs)?;
+        Ok(out)
+    }
+
+    /// A directory of files `names` that is replaced as a whole by every
+    /// commit, so that a reader finds the old snapshot or the new one and
+    /// never a mix (one atomic exchange of the two directories on Linux);
+    /// refuses, naming `flag`, an existing directory that holds other files,
+    /// which the replacement would remove.
+    pub fn snapshot_dir(
+        dir: &Path,
+        names: &[&str],
+        flag: &str,
+        inputs: &[Input],
+    ) -> Result<Output, Error> {
+        let out = Output {
+            whole: true,
+            ..Output::dir(dir, names, flag, inputs)?
+        };
+        let foreign = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find(|e| !names.iter().any(|n| e.file_name() == *n));
+        if let Some(e) = foreign {
+            return Err(Error::Invalid(format!(
+                "{flag} {}: holds '{}', which is not a checkpoint's; name a new directory",
+                dir.display(),
+                e.file_name().to_string_lossy()
+            )));
+        }
         Ok(out)
     }
 
@@ -201,6 +236,9 @@ impl Staged {
         match &self.output.files {
             None => rename(&self.file_path(), target)?,
             Some(_) if !target.exists() => rename(&self.dir, target)?,
+            // The old directory lands where the staging one was, which the
+            // drop removes.
+            Some(_) if self.output.whole => exchange(&self.dir, target)?,
             Some(names) => {
                 for name in names {
                     rename(&self.dir.join(name), &target.join(name))?;
@@ -231,6 +269,41 @@ pub fn remove_staged() {
 
 fn rename(from: &Path, to: &Path) -> Result<(), Error> {
     std::fs::rename(from, to).map_err(|e| io_error(to, e))
+}
+
+/// Swaps two directories in one step (Linux's `renameat2` with
+/// `RENAME_EXCHANGE`); elsewhere, moves `to` aside and `from` into its place.
+fn exchange(from: &Path, to: &Path) -> Result<(), Error> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = |p: &Path| {
+            std::ffi::CString::new(p.as_os_str().as_bytes())
+                .map_err(|e| Error::Invalid(format!("{}: {e}", p.display())))
+        };
+        let (a, b) = (c(from)?, c(to)?);
+        // SAFETY: both paths are NUL-terminated strings that outlive the call.
+        let done = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                a.as_ptr(),
+                libc::AT_FDCWD,
+                b.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        if done == 0 {
+            return Ok(());
+        }
+        Err(io_error(to, io::Error::last_os_error()))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let aside = from.with_extension("old");
+        rename(to, &aside)?;
+        rename(from, to)?;
+        rename(&aside, from)
+    }
 }
 
 fn io_error(path: &Path, e: io::Error) -> Error {
@@ -302,6 +375,26 @@ mod tests {
             "[]"
         );
         assert_eq!(names(tmp.path()), ["s"]);
+    }
+
+    #[test]
+    fn a_snapshot_directory_is_replaced_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("c");
+        let out = Output::snapshot_dir(&target, &["a", "b"], "--checkpoint", &[]).unwrap();
+        for round in ["1", "2"] {
+            let staged = out.stage().unwrap();
+            std::fs::write(staged.path("a"), round).unwrap();
+            staged.commit().unwrap();
+            assert_eq!(names(tmp.path()), ["c"]);
+            assert_eq!(names(&target), ["a"]);
+            assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), round);
+        }
+        std::fs::write(target.join("mine.txt"), "keep").unwrap();
+        let err = Output::snapshot_dir(&target, &["a", "b"], "--checkpoint", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("holds 'mine.txt'"), "{err}");
     }
 
     #[test]

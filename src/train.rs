@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use secondo_data::{Dataset, Targets};
 use secondo_nn::ParamStore;
-use secondo_optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
+use secondo_optim::{Adam, AdamConfig, Optimizer, OptimizerState, Sgd, SgdConfig};
 use secondo_tensor::memory::{bytes_of, ensure_fits};
 use secondo_tensor::{DType, Tensor};
 
@@ -13,6 +13,7 @@ use crate::monitor::{Monitor, Record, Threshold};
 use crate::second_order::{
     Method, ParamGroup, SecondOrderConfig, SecondOrderOptimizer, TrainingPass,
 };
+use crate::state::{Scope, State};
 use crate::{Error, GradientProgram, Objective};
 
 /// Which optimizer, with its hyperparameters (PyTorch's meanings and defaults).
@@ -336,6 +337,23 @@ impl FirstOrder {
         })
     }
 
+    /// Saves the optimizer's buffers of the `slices` it steps (name and
+    /// size of each, in order) under their parameters' names.
+    fn save(&self, state: &mut Scope<'_>, slices: &[(String, usize)]) {
+        match self {
+            FirstOrder::F32(o) => save_first_order(&o.state(), state, slices),
+            FirstOrder::F64(o) => save_first_order(&o.state(), state, slices),
+        }
+    }
+
+    /// Restores what [`FirstOrder::save`] wrote.
+    fn restore(&mut self, state: &mut Scope<'_>, slices: &[(String, usize)]) -> Result<(), Error> {
+        match self {
+            FirstOrder::F32(o) => restore_first_order(o.as_mut(), state, slices),
+            FirstOrder::F64(o) => restore_first_order(o.as_mut(), state, slices),
+        }
+    }
+
     /// Steps the parameters at the indices `owned` accepts.
     fn step(
         &mut self,
@@ -394,6 +412,45 @@ impl AnyOptimizer {
         }
     }
 
+    /// Saves every optimizer's state: the first-order one's under
+    /// `first_order`, the second-order one's under `second_order`.
+    fn save(&self, objective: &Objective, state: &mut State) {
+        let all = ParamGroup::all(objective);
+        match self {
+            AnyOptimizer::FirstOrder(o) => {
+                o.save(&mut state.scope("first_order"), &slices(objective, &all))
+            }
+            AnyOptimizer::SecondOrder(o) => o.save(&mut state.scope("second_order")),
+            AnyOptimizer::Mixed {
+                second,
+                first,
+                others,
+            } => {
+                second.save(&mut state.scope("second_order"));
+                first.save(&mut state.scope("first_order"), &slices(objective, others));
+            }
+        }
+    }
+
+    /// Restores what [`AnyOptimizer::save`] wrote for the same optimizers.
+    fn restore(&mut self, objective: &Objective, state: &mut State) -> Result<(), Error> {
+        let all = ParamGroup::all(objective);
+        match self {
+            AnyOptimizer::FirstOrder(o) => {
+                o.restore(&mut state.scope("first_order"), &slices(objective, &all))
+            }
+            AnyOptimizer::SecondOrder(o) => o.restore(objective, &mut state.scope("second_order")),
+            AnyOptimizer::Mixed {
+                second,
+                first,
+                others,
+            } => {
+                second.restore(objective, &mut state.scope("second_order"))?;
+                first.restore(&mut state.scope("first_order"), &slices(objective, others))
+            }
+        }
+    }
+
     /// One update from the training step `out` on a batch; a second-order
     /// optimizer also takes the objective and the batch (`batch` builds it
     /// only for them) and, where `program` ran in evaluation mode's image
@@ -426,6 +483,71 @@ impl AnyOptimizer {
             }
         }
     }
+}
+
+/// The names and sizes of `group`'s parameters, the slices a first-order
+/// optimizer steps.
+fn slices(objective: &Objective, group: &ParamGroup) -> Vec<(String, usize)> {
+    let all = objective.network.params();
+    group
+        .indices()
+        .iter()
+        .map(|&i| (all[i].name.clone(), all[i].shape.iter().product()))
+        .collect()
+}
+
+/// `state`'s buffers as `KIND/PARAMETER` tensors in the element type, its counters as counts.
+fn save_first_order<T: secondo_tensor::Element>(
+    state: &OptimizerState<T>,
+    into: &mut Scope<'_>,
+    slices: &[(String, usize)],
+) {
+    for (kind, buffers) in &state.buffers {
+        for (b, (name, _)) in buffers.iter().zip(slices) {
+            let t = Tensor::from_vec(vec![b.len()], b.clone()).expect("a vector");
+            into.scope(kind).put(name, t);
+        }
+    }
+    for (name, count) in &state.counters {
+        into.put_count(name, *count as usize);
+    }
+}
+
+/// Restores `opt` from what [`save_first_order`] wrote, reading the names
+/// of its buffers and counters from its own (fresh) state.
+fn restore_first_order<T: secondo_tensor::Element + secondo_optim::Scalar>(
+    opt: &mut dyn Optimizer<T>,
+    from: &mut Scope<'_>,
+    slices: &[(String, usize)],
+) -> Result<(), Error> {
+    let mut state = opt.state();
+    for (kind, buffers) in state.buffers.iter_mut() {
+        *buffers = restore_buffers(&mut from.scope(kind), slices)?;
+    }
+    for (name, count) in state.counters.iter_mut() {
+        *count = from.take_count(name)? as u64;
+    }
+    opt.restore(state).map_err(|e| from.refuse(&e.to_string()))
+}
+
+/// One buffer of each slice, or none (before the first step).
+fn restore_buffers<T: secondo_tensor::Element>(
+    from: &mut Scope<'_>,
+    slices: &[(String, usize)],
+) -> Result<Vec<Vec<T>>, Error> {
+    if !slices.iter().any(|(name, _)| from.has(name)) {
+        return Ok(Vec::new());
+    }
+    slices
+        .iter()
+        .map(|(name, len)| {
+            let t = from.take(name)?;
+            match t.as_slice::<T>() {
+                Some(v) if v.len() == *len => Ok(v.to_vec()),
+                _ => Err(from.invalid(name, &format!("is not {len} values of the run's dtype"))),
+            }
+        })
+        .collect()
 }
 
 fn step_typed<T: secondo_tensor::Element + secondo_optim::Scalar>(
@@ -605,6 +727,75 @@ pub trait Regularizer {
 /// line each of `instruments.jsonl`).
 pub type RecordSink<'s> = dyn FnMut(Vec<Record>) -> Result<(), Error> + 's;
 
+/// Where a run's parameters and [`State`] go after an epoch: the epoch (from 1).
+pub type CheckpointSink<'s> = dyn FnMut(usize, &ParamStore, &State) -> Result<(), Error> + 's;
+
+/// Checkpoints of a run: the state it resumes from, and how often it saves its own.
+///
+/// Every random draw of training is a function of the seed and the
+/// position (the shuffle of the seed and the epoch, dropout masks of the
+/// seed and the step, Monte-Carlo targets of the seed and the optimizer's
+/// step count), so the position and the optimizers' states are all a
+/// resumed run needs to take the steps the uninterrupted run takes.
+#[derive(Default)]
+pub struct Checkpoints<'c> {
+    /// A state a checkpoint saved, the parameters already holding its
+    /// weights: training continues after its epoch, with the same
+    /// configuration (only `epochs` may grow).
+    pub resume: Option<State>,
+    /// After every this many epochs, the parameters and the state go to the sink.
+    pub every: Option<(usize, &'c mut CheckpointSink<'c>)>,
+}
+
+/// Where a run stands after an epoch, and the late phase's progress.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Position {
+    /// Epochs done.
+    epoch: usize,
+    /// Steps done.
+    step: usize,
+    /// The step the run's optimizer took over from a first phase, once it has.
+    switched_at: Option<usize>,
+    /// Whether a record met `--switch-when`'s threshold.
+    met: bool,
+}
+
+impl Position {
+    fn save(&self, state: &mut Scope<'_>) {
+        state.put_count("epoch", self.epoch);
+        state.put_count("step", self.step);
+        if let Some(s) = self.switched_at {
+            state.put_count("switched_at", s);
+        }
+        state.put_count("met", usize::from(self.met));
+    }
+
+    fn restore(state: &mut Scope<'_>) -> Result<Position, Error> {
+        let switched_at = match state.has("switched_at") {
+            true => Some(state.take_count("switched_at")?),
+            false => None,
+        };
+        Ok(Position {
+            epoch: state.take_count("epoch")?,
+            step: state.take_count("step")?,
+            switched_at,
+            met: state.take_count("met")? != 0,
+        })
+    }
+}
+
+/// What a run does beside training: a monitor with the sink of its
+/// records, a regularizer, checkpoints.
+#[derive(Default)]
+pub struct Hooks<'h, 'm> {
+    /// The monitor, tracking its instruments at the steps they are due.
+    pub monitor: Option<(&'h mut Monitor<'m>, &'h mut RecordSink<'h>)>,
+    /// A term added to every gradient, with work after every epoch.
+    pub regularizer: Option<&'h mut dyn Regularizer>,
+    /// Where the run resumes from and how often it saves checkpoints.
+    pub checkpoints: Checkpoints<'h>,
+}
+
 /// [`train`] with `monitor` tracking its instruments at the steps they are
 /// due, each record handed to `sink` as soon as it is finished. Stops with
 /// [`Error::Interrupted`] between steps when [`crate::interrupt::requested`];
@@ -655,10 +846,58 @@ pub fn train_with(
     params: &mut ParamStore,
     data: &Dataset,
     config: &TrainConfig,
-    mut monitor: Option<(&mut Monitor<'_>, &mut RecordSink<'_>)>,
-    mut regularizer: Option<&mut dyn Regularizer>,
+    monitor: Option<(&mut Monitor<'_>, &mut RecordSink<'_>)>,
+    regularizer: Option<&mut dyn Regularizer>,
+    progress: impl FnMut(Progress),
+) -> Result<Evaluation, Error> {
+    // Each reference shortened to the hooks' one lifetime (a coercion
+    // Rust makes at a function's result, not inside an `Option`).
+    let hooks = Hooks {
+        monitor: monitor.map(|(m, s)| -> (_, &mut RecordSink<'_>) { (m, s) }),
+        regularizer: regularizer.map(|r| -> &mut dyn Regularizer { r }),
+        checkpoints: Checkpoints::default(),
+    };
+    train_with_hooks(objective, params, data, config, hooks, progress)
+}
+
+/// [`train_with`] with its hooks, checkpoints among them: a run resumed
+/// from a checkpoint of a run takes the steps that run would have taken
+/// next, so its weights are the uninterrupted run's, byte for byte.
+///
+/// ```
+/// use secondo::state::State;
+/// use secondo::train::{train, train_with_hooks, Checkpoints, Hooks, OptimizerChoice, TrainConfig};
+/// use secondo::{Objective, ObjectiveConfig};
+/// use secondo_nn::ParamStore;
+/// let obj = Objective::from_config(&ObjectiveConfig { spec: "linear(64,10)".into(), input_shape: vec![64], ..Default::default() }).unwrap();
+/// let data = secondo_data::digits().select(&(0..64).collect::<Vec<_>>()).unwrap();
+/// let config = TrainConfig { epochs: 2, ..TrainConfig::default() };
+/// let mut straight = ParamStore::init(obj.network.spec(), 0, obj.dtype);
+/// train(&obj, &mut straight, &data, &config, |_| {}).unwrap();
+/// // One epoch, saved, then resumed for the second.
+/// let mut params = ParamStore::init(obj.network.spec(), 0, obj.dtype);
+/// let mut saved = None;
+/// let mut sink = |_epoch: usize, p: &ParamStore, s: &State| Ok(saved = Some((p.clone(), s.clone())));
+/// let hooks = Hooks { checkpoints: Checkpoints { resume: None, every: Some((1, &mut sink)) }, ..Hooks::default() };
+/// train_with_hooks(&obj, &mut params, &data, &TrainConfig { epochs: 1, ..config.clone() }, hooks, |_| {}).unwrap();
+/// let (mut params, state) = saved.unwrap();
+/// let hooks = Hooks { checkpoints: Checkpoints { resume: Some(state), every: None }, ..Hooks::default() };
+/// train_with_hooks(&obj, &mut params, &data, &config, hooks, |_| {}).unwrap();
+/// assert_eq!(params.get("0.weight").unwrap().to_f64_vec(), straight.get("0.weight").unwrap().to_f64_vec());
+/// ```
+pub fn train_with_hooks(
+    objective: &Objective,
+    params: &mut ParamStore,
+    data: &Dataset,
+    config: &TrainConfig,
+    hooks: Hooks<'_, '_>,
     mut progress: impl FnMut(Progress),
 ) -> Result<Evaluation, Error> {
+    let Hooks {
+        mut monitor,
+        mut regularizer,
+        mut checkpoints,
+    } = hooks;
     config.validate()?;
     objective.check_targets(&data.y)?;
     if data.is_empty() {
@@ -683,20 +922,36 @@ pub fn train_with(
             )));
         }
     }
-    let (mut met, mut switched_at) = (false, None);
+    let start = match checkpoints.resume.as_mut() {
+        Some(state) => Position::restore(&mut state.scope("train"))?,
+        None => Position::default(),
+    };
+    if start.epoch >= config.epochs && checkpoints.resume.is_some() {
+        return Err(Error::Invalid(format!(
+            "--epochs {}: the checkpoint is at epoch {} already; ask for more",
+            config.epochs, start.epoch
+        )));
+    }
+    if start.switched_at.is_some() {
+        phase = None;
+    }
+    let (mut met, mut switched_at, mut step) = (start.met, start.switched_at, start.step);
     let mut opt = match phase {
         Some(p) => AnyOptimizer::new(p.optimizer, objective, config.seed)?,
         None => AnyOptimizer::for_run(config, objective)?,
     };
+    if let Some(mut state) = checkpoints.resume.take() {
+        opt.restore(objective, &mut state)?;
+        state.finish()?;
+    }
     let mut programs = Programs::new(objective, true);
     let steps_per_epoch = data.len().div_ceil(config.batch_size);
     let total_steps = steps_per_epoch * config.epochs;
-    let mut step = 0;
     let mut last = Evaluation {
         loss: f64::NAN,
         accuracy: None,
     };
-    for epoch in 1..=config.epochs {
+    for epoch in start.epoch + 1..=config.epochs {
         let shuffled = data.shuffled(config.seed.wrapping_add(epoch as u64))?;
         let (mut loss_sum, mut hits, mut seen) = (0.0, 0usize, 0usize);
         for batch in shuffled.batches(config.batch_size)? {
@@ -763,6 +1018,20 @@ pub fn train_with(
         }
         if let Some(r) = regularizer.as_deref_mut() {
             r.end_epoch(epoch, params, data)?;
+        }
+        if let Some((every, sink)) = checkpoints.every.as_mut() {
+            if epoch.is_multiple_of(*every) {
+                let mut state = State::new();
+                let position = Position {
+                    epoch,
+                    step,
+                    switched_at,
+                    met,
+                };
+                position.save(&mut state.scope("train"));
+                opt.save(objective, &mut state);
+                sink(epoch, params, &state)?;
+            }
         }
     }
     if let Some(name) = params

@@ -172,7 +172,7 @@ impl DataSource {
 
 /// A per-sample shape given on the command line (`--input-shape C,H,W`):
 /// sizes of at least 1, separated by commas.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SampleShape(pub Vec<usize>);
 
 impl std::str::FromStr for SampleShape {

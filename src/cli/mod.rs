@@ -4,6 +4,7 @@ mod bench;
 mod bench_laplace;
 mod bench_monitor;
 mod bench_optimizers;
+mod checkpoint;
 mod common;
 pub mod guard;
 mod laplace;

@@ -15,7 +15,7 @@ use super::common::at_least_one;
 
 /// Online marginal-likelihood training (Immer et al. 2021, laplace-torch's
 /// `marglik_training`): the weight decay becomes a learned prior.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, serde::Serialize)]
 pub struct OnlineMarglikArgs {
     /// Learn the prior precision δ (the weight decay, δ/N on the mean loss) and, with --loss mse, the noise σ by ascending the Laplace log marginal likelihood between epochs (Immer et al. 2021); writes them and the evidence per phase beside the weights, --out with the extension .marglik.json (w.safetensors → w.marglik.json).
     #[arg(long)]

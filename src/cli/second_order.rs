@@ -18,7 +18,7 @@ use super::common::at_least_one;
 
 /// Hyperparameters of `--optimizer newton-cg|kfac|ekfac|ngd|ef|fractional-ngd|det-avg`
 /// (each method's default when not given).
-#[derive(Debug, Args)]
+#[derive(Debug, Args, serde::Serialize)]
 pub struct SecondOrderArgs {
     /// Initial (or, without --adapt-damping, fixed) Tikhonov damping λ added to the curvature (second-order optimizers).
     #[arg(long, value_name = "X", allow_negative_numbers = true)]

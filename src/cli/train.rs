@@ -7,14 +7,18 @@ use indicatif::{ProgressBar, ProgressFinish, ProgressStyle};
 use secondo::laplace::online::OnlineMarglik;
 use secondo::monitor::log::{self, RunLog};
 use secondo::monitor::{Monitor, MonitorConfig, MonitorSetup, Record};
+use secondo::nn::ParamStore;
 use secondo::output::{Input, Output};
+use secondo::state::State;
 use secondo::train::{
-    ensure_training_fits, evaluate, train_with, OptimizerChoice, Regularizer, Switch, TrainConfig,
+    ensure_training_fits, evaluate, train_with_hooks, CheckpointSink, Checkpoints, Hooks,
+    OptimizerChoice, Regularizer, Switch, TrainConfig,
 };
 use std::cell::{Cell, RefCell};
 
 use secondo_data::Dataset;
 
+use super::checkpoint::{self, CheckpointArgs};
 use super::common::{
     at_least_one, check_targets, default_model, objective, parse_dtype, shape_samples, weights,
     weights_input, DataSource, SampleShape,
@@ -22,7 +26,7 @@ use super::common::{
 use super::online_marglik::{self, OnlineMarglikArgs};
 use super::second_order::{FirstOrder, SecondOrderArgs};
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, serde::Serialize)]
 pub struct TrainArgs {
     /// Model spec, e.g. "linear(64,256),relu,linear(256,10)" (default: one hidden ReLU layer of 256 fitted to the data).
     #[arg(long)]
@@ -92,9 +96,14 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 128, value_parser = at_least_one)]
     probe_samples: usize,
     #[command(flatten)]
+    #[serde(flatten)]
     second_order: Box<SecondOrderArgs>,
     #[command(flatten)]
+    #[serde(flatten)]
     online_marglik: OnlineMarglikArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    checkpoints: CheckpointArgs,
 }
 
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
@@ -151,12 +160,25 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     };
     config.validate()?;
     let online_options = a.online_marglik.options(&config, a.weight_decay)?;
+    let args = serde_json::to_value(&a)?;
+    if online_options.is_some() && a.checkpoints.used() {
+        anyhow::bail!(
+            "--online-marglik's hyperparameters are not checkpointed; drop --checkpoint-every and --resume"
+        );
+    }
+    let resume = a.checkpoints.resume(&args)?;
     let monitor_list = a
         .monitor
         .clone()
         .unwrap_or_else(|| "economy,structure".into());
     let mut monitor_config = MonitorConfig::parse(&monitor_list, a.track_every)?;
-    let inputs = inputs(&a, &source, test_source.as_ref())?;
+    let mut inputs = inputs(&a, &source, test_source.as_ref())?;
+    // The checkpoint may replace the one resumed from: that is read whole first.
+    let checkpoint_out = a.checkpoints.output(&a.out, &inputs)?;
+    inputs.extend(resume.iter().map(|r| Input {
+        flag: "--resume",
+        path: r.dir.join("weights.safetensors"),
+    }));
     let out = Output::file(&a.out, "--out", &inputs)?;
     let report = Output::dir(&a.report, log::FILES, "--report", &inputs)?;
     let hyper_path = online_marglik::hyperparameters_path(&a.out);
@@ -232,7 +254,27 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         seed: a.seed,
     };
     Monitor::check(&objective, &setup)?;
-    let mut params = weights(&objective, a.weights.as_ref(), a.seed)?;
+    let mut params = match &resume {
+        Some(r) => r.weights(&objective)?,
+        None => weights(&objective, a.weights.as_ref(), a.seed)?,
+    };
+    let resumed_at = resume.as_ref().map(|r| (r.dir.clone(), r.epoch, r.step));
+    let steps_per_epoch = train_set.len().div_ceil(a.batch);
+    let last_checkpoint = Cell::new(None);
+    let mut save = |epoch: usize, p: &ParamStore, s: &State| {
+        if let Some((output, _)) = &checkpoint_out {
+            checkpoint::write(output, &args, (epoch, epoch * steps_per_epoch), p, s)?;
+            last_checkpoint.set(Some(epoch));
+        }
+        Ok(())
+    };
+    let checkpoints = Checkpoints {
+        resume: resume.map(|r| r.state),
+        every: a
+            .checkpoints
+            .every()
+            .map(|e| (e, &mut save as &mut CheckpointSink<'_>)),
+    };
     let mut online = online_options
         .map(|o| OnlineMarglik::new(&objective, &params, &train_set, o))
         .transpose()?;
@@ -242,22 +284,34 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         let mut monitor = Monitor::new(&objective, &params, setup)?;
         monitor.ensure_fits(a.batch.min(train_set.len()))?;
         let parts = header_parts(&spec, &train_set, &params);
-        let run = run_json(&a, lr, &parts, &monitor_config, total);
-        Some((monitor, RunLog::create(&report, &run)?, run))
+        let mut run = run_json(&a, lr, &parts, &monitor_config, total);
+        let log = match &resumed_at {
+            Some((dir, epoch, step)) => {
+                run["resumed_from"] = serde_json::json!({"checkpoint": dir, "epoch": epoch});
+                RunLog::resume(&report, &run, *step)?
+            }
+            None => RunLog::create(&report, &run)?,
+        };
+        Some((monitor, log, run))
     };
+    let regularizer = online.as_mut().map(|o| o as &mut dyn Regularizer);
     let (last, finished_log) = match monitored {
-        None => (
-            train_with(
+        None => {
+            let hooks = Hooks {
+                monitor: None,
+                regularizer,
+                checkpoints,
+            };
+            let last = train_with_hooks(
                 &objective,
                 &mut params,
                 &train_set,
                 &config,
-                None,
-                online.as_mut().map(|o| o as &mut dyn Regularizer),
+                hooks,
                 on_progress,
-            )?,
-            None,
-        ),
+            )?;
+            (last, None)
+        }
         Some((mut monitor, mut log, mut run)) => {
             secondo::interrupt::defer();
             let mut sink = |records: Vec<Record>| {
@@ -266,13 +320,17 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
                 }
                 log.append(&records)
             };
-            let result = train_with(
+            let hooks = Hooks {
+                monitor: Some((&mut monitor, &mut sink)),
+                regularizer,
+                checkpoints,
+            };
+            let result = train_with_hooks(
                 &objective,
                 &mut params,
                 &train_set,
                 &config,
-                Some((&mut monitor, &mut sink)),
-                online.as_mut().map(|o| o as &mut dyn Regularizer),
+                hooks,
                 on_progress,
             );
             bar.finish_and_clear();
@@ -315,6 +373,15 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         println!("{line}");
     }
     println!("weights written to {}", a.out.display());
+    if let Some((dir, epoch, _)) = &resumed_at {
+        println!(
+            "resumed from the checkpoint of epoch {epoch} in {}",
+            dir.display()
+        );
+    }
+    if let (Some(epoch), Some((_, dir))) = (last_checkpoint.get(), &checkpoint_out) {
+        println!("checkpoint of epoch {epoch} written to {}", dir.display());
+    }
     let hyper = online.as_ref().map(|o| online_marglik::summary(o, &params));
     if let (Some(o), Some(summary), Some(out)) = (&online, &hyper, hyper_out) {
         online_marglik::write(o, summary, out, &hyper_path)?;

@@ -50,6 +50,34 @@ impl RunLog {
         })
     }
 
+    /// Reopens `output`'s log for a run resumed at step `from` (`secondo
+    /// train --resume`): `run.json` replaced, the records of the steps
+    /// before `from` kept and the resumed run's appended after them. The
+    /// records of later steps, from a run that went on past its checkpoint,
+    /// are dropped, so that every step has one record.
+    pub fn resume(output: &Output, run: &Value, from: usize) -> Result<RunLog, Error> {
+        let path = output.create_dir()?.join("instruments.jsonl");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(io_error(&path, e)),
+        };
+        let before = |line: &&str| {
+            let record: Option<Value> = serde_json::from_str(line).ok();
+            record
+                .and_then(|r| r["step"].as_u64())
+                .is_some_and(|s| s < from as u64)
+        };
+        let kept: Vec<&str> = text.lines().filter(before).collect();
+        let mut log = RunLog::create(output, run)?;
+        for line in &kept {
+            writeln!(log.jsonl, "{line}").map_err(|e| io_error(&path, e))?;
+        }
+        log.jsonl.flush().map_err(|e| io_error(&path, e))?;
+        log.records = kept.len();
+        Ok(log)
+    }
+
     /// Appends records, one line each, and flushes them to disk.
     pub fn append(&mut self, records: &[Record]) -> Result<(), Error> {
         let path = self.dir.join("instruments.jsonl");

@@ -2,6 +2,9 @@
 //! reduction ratio (Martens 2010, "Deep learning via Hessian-free
 //! optimization", §4.1; Martens & Grosse 2015, §6.5).
 
+use crate::state::Scope;
+use crate::Error;
+
 /// Below this the damping stops shrinking: a damping of zero would undo the
 /// safeguard that `(C + λI)` is invertible for a singular curvature.
 pub const MIN_DAMPING: f64 = 1e-8;
@@ -57,6 +60,21 @@ impl Damping {
         } else if rho > 0.75 {
             self.lambda = (self.lambda / LM_FACTOR).max(MIN_DAMPING);
         }
+    }
+
+    /// Saves `λ` as `damping` (whether it adapts is configuration).
+    pub(crate) fn save(&self, state: &mut Scope<'_>) {
+        state.put_scalar("damping", self.lambda);
+    }
+
+    /// Restores what [`Damping::save`] wrote.
+    pub(crate) fn restore(&mut self, state: &mut Scope<'_>) -> Result<(), Error> {
+        let lambda = state.take_scalar("damping")?;
+        if !(lambda.is_finite() && lambda >= 0.0) {
+            return Err(state.invalid("damping", &format!("is {lambda}, not a damping")));
+        }
+        self.lambda = lambda;
+        Ok(())
     }
 
     /// After a rejected step (non-finite loss or values): `λ` grows tenfold

@@ -11,6 +11,7 @@ use super::matrix_free::bind_operator;
 use super::preconditioner::{inverse_power, CurvatureBatch, Preconditioner};
 use super::vector::dot;
 use super::ParamGroup;
+use crate::state::Scope;
 use crate::{Error, Objective};
 
 /// Most parameters a dense curvature is built for: it takes one product per
@@ -91,5 +92,17 @@ impl Preconditioner for DensePreconditioner {
 
     fn curvature(&self, v: &[f64]) -> Result<f64, Error> {
         Ok(dot(v, &self.eigen()?.apply(v, |c| c.max(0.0))))
+    }
+
+    fn save(&self, state: &mut Scope<'_>) {
+        if let Some(e) = &self.eigen {
+            e.save(&mut state.scope("eigen"));
+        }
+    }
+
+    fn restore(&mut self, objective: &Objective, state: &mut Scope<'_>) -> Result<(), Error> {
+        let n = self.group.numel(objective);
+        self.eigen = Eigenbasis::restore_optional(&mut state.scope("eigen"), n)?;
+        Ok(())
     }
 }

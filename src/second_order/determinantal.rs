@@ -20,6 +20,7 @@ use super::matrix_free::bind_operator;
 use super::preconditioner::{CurvatureBatch, Preconditioner};
 use super::vector::dot;
 use super::ParamGroup;
+use crate::state::Scope;
 use crate::{Error, Objective};
 
 /// One sub-sample's estimate: its eigendecomposition and the log of its
@@ -191,5 +192,29 @@ impl Preconditioner for DeterminantalPreconditioner {
             .map(|e| dot(v, &e.eigen.apply(v, |m| m.max(0.0))))
             .sum();
         Ok(total / self.estimates.len().max(1) as f64)
+    }
+
+    fn save(&self, state: &mut Scope<'_>) {
+        state.put_count("estimates", self.estimates.len());
+        for (k, e) in self.estimates.iter().enumerate() {
+            let mut s = state.scope(&k.to_string());
+            e.eigen.save(&mut s);
+            s.put_scalar("log_prior", e.log_prior);
+        }
+    }
+
+    fn restore(&mut self, objective: &Objective, state: &mut Scope<'_>) -> Result<(), Error> {
+        let n = self.group.numel(objective);
+        let count = state.take_count("estimates")?;
+        self.estimates = (0..count)
+            .map(|k| {
+                let mut s = state.scope(&k.to_string());
+                Ok(Estimate {
+                    eigen: Eigenbasis::restore(&mut s, n)?,
+                    log_prior: s.take_scalar("log_prior")?,
+                })
+            })
+            .collect::<Result<_, Error>>()?;
+        Ok(())
     }
 }

@@ -5,7 +5,8 @@ use secondo_curvature::{Curvature, Quantity};
 
 use super::preconditioner::{inverse_power, CurvatureBatch, Preconditioner, Quantities};
 use super::{Ema, ParamGroup};
-use crate::Error;
+use crate::state::Scope;
+use crate::{Error, Objective};
 
 /// `diag(C)`, kept as an exponential moving average over curvature batches.
 pub struct DiagonalPreconditioner {
@@ -78,5 +79,14 @@ impl Preconditioner for DiagonalPreconditioner {
     fn curvature(&self, v: &[f64]) -> Result<f64, Error> {
         let d = self.diagonal.get()?;
         Ok(v.iter().zip(d).map(|(x, c)| c.max(0.0) * x * x).sum())
+    }
+
+    fn save(&self, state: &mut Scope<'_>) {
+        self.diagonal.save(state, "diagonal");
+    }
+
+    fn restore(&mut self, objective: &Objective, state: &mut Scope<'_>) -> Result<(), Error> {
+        let len = self.group.numel(objective);
+        self.diagonal.restore(state, "diagonal", len)
     }
 }

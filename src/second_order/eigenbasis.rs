@@ -6,6 +6,7 @@
 use secondo_linalg::{dense_symmetric_eigen, DenseSymmetric};
 use secondo_tensor::{einsum, Tensor};
 
+use crate::state::Scope;
 use crate::Error;
 
 /// The eigendecomposition of an `n × n` symmetric matrix.
@@ -42,6 +43,34 @@ impl Eigenbasis {
             q,
             n,
         })
+    }
+
+    /// Saves the eigenvalues and eigenvectors as they are: recomputed, a
+    /// decomposition could differ in the last bits (or in the signs of the
+    /// vectors), and every later solve with it.
+    pub(crate) fn save(&self, state: &mut Scope<'_>) {
+        state.put_values("eigenvalues", &self.values);
+        state.put_values("eigenvectors", &self.q);
+    }
+
+    /// Restores what [`Eigenbasis::save`] wrote for an `n × n` matrix.
+    pub(crate) fn restore(state: &mut Scope<'_>, n: usize) -> Result<Eigenbasis, Error> {
+        Ok(Eigenbasis {
+            values: state.take_values("eigenvalues", n)?,
+            q: state.take_values("eigenvectors", n * n)?,
+            n,
+        })
+    }
+
+    /// [`Eigenbasis::restore`] where one was saved.
+    pub(crate) fn restore_optional(
+        state: &mut Scope<'_>,
+        n: usize,
+    ) -> Result<Option<Eigenbasis>, Error> {
+        match state.has("eigenvalues") {
+            true => Eigenbasis::restore(state, n).map(Some),
+            false => Ok(None),
+        }
     }
 
     /// `Qᵀ V` for a row-major `n × cols` matrix `V`.

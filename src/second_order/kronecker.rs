@@ -28,6 +28,7 @@ use super::diagonal::reduction_scale;
 use super::eigenbasis::{matmul, Eigenbasis};
 use super::preconditioner::{inverse_power, CurvatureBatch, Preconditioner, Quantities};
 use super::{Ema, ParamGroup};
+use crate::state::Scope;
 use crate::{Error, Objective};
 
 /// How a Kronecker block is damped.
@@ -135,6 +136,42 @@ impl Factor {
         self.refreshed()?.eigen()
     }
 
+    /// Saves the average and the last refresh, with its eigendecomposition
+    /// where a solve made one.
+    fn save(&self, state: &mut Scope<'_>) {
+        self.average.save(state, "average");
+        if let Some(r) = &self.snapshot {
+            let mut s = state.scope("refreshed");
+            s.put_values("matrix", &r.matrix);
+            s.put_scalar("mean_eigenvalue", r.mean_eigenvalue);
+            if let Some(Ok(e)) = r.eigen.get() {
+                e.save(&mut s.scope("eigen"));
+            }
+        }
+    }
+
+    /// Restores what [`Factor::save`] wrote.
+    fn restore(&mut self, state: &mut Scope<'_>) -> Result<(), Error> {
+        let n = self.n;
+        self.average.restore(state, "average", n * n)?;
+        let mut s = state.scope("refreshed");
+        if !s.has("matrix") {
+            self.snapshot = None;
+            return Ok(());
+        }
+        let eigen = OnceLock::new();
+        if let Some(e) = Eigenbasis::restore_optional(&mut s.scope("eigen"), n)? {
+            eigen.get_or_init(|| Ok(e));
+        }
+        self.snapshot = Some(Refreshed {
+            n,
+            matrix: s.take_values("matrix", n * n)?,
+            mean_eigenvalue: s.take_scalar("mean_eigenvalue")?,
+            eigen,
+        });
+        Ok(())
+    }
+
     /// The current average, symmetrized (a matrix built in `f32` is
     /// symmetric up to rounding), as the solves until the next refresh see it.
     fn refresh(&self) -> Result<Refreshed, Error> {
@@ -166,6 +203,48 @@ struct FactoredInverses {
     power: f64,
     /// Per block: the output side, and the input side of a weight.
     matrices: Vec<(Vec<f64>, Option<Vec<f64>>)>,
+}
+
+impl FactoredInverses {
+    /// Saves the damping and power they were built for and each block's
+    /// matrices under its parameter's name.
+    fn save(&self, state: &mut Scope<'_>, params: &[String]) {
+        state.put_scalar("damping", self.damping);
+        state.put_scalar("power", self.power);
+        for ((left, right), name) in self.matrices.iter().zip(params) {
+            let mut s = state.scope(name);
+            s.put_values("out", left);
+            s.put_optional("in", right.as_deref());
+        }
+    }
+
+    /// Restores what [`FactoredInverses::save`] wrote for blocks of these
+    /// output sizes and (for weights) input sizes; `None` where none was.
+    fn restore(
+        state: &mut Scope<'_>,
+        params: &[String],
+        sizes: &[(usize, Option<usize>)],
+    ) -> Result<Option<FactoredInverses>, Error> {
+        if !state.has("damping") {
+            return Ok(None);
+        }
+        let damping = state.take_scalar("damping")?;
+        let power = state.take_scalar("power")?;
+        let matrices = params
+            .iter()
+            .zip(sizes)
+            .map(|(name, &(rows, cols))| {
+                let mut s = state.scope(name);
+                let right = cols.map(|c| s.take_values("in", c * c)).transpose()?;
+                Ok((s.take_values("out", rows * rows)?, right))
+            })
+            .collect::<Result<_, Error>>()?;
+        Ok(Some(FactoredInverses {
+            damping,
+            power,
+            matrices,
+        }))
+    }
 }
 
 /// The Kronecker-factored preconditioner of every parameter of a network
@@ -571,5 +650,37 @@ impl Preconditioner for KroneckerPreconditioner {
             total += super::vector::dot(part, &cv);
         }
         Ok(total)
+    }
+
+    fn save(&self, state: &mut Scope<'_>) {
+        for f in &self.factors {
+            f.save(&mut state.scope("factor").scope(&f.name));
+        }
+        for (block, name) in self.blocks.iter().zip(&self.params) {
+            block.corrected.save(&mut state.scope("corrected"), name);
+        }
+        if let Some(inverses) = self.inverses.borrow().as_ref() {
+            inverses.save(&mut state.scope("inverses"), &self.params);
+        }
+    }
+
+    fn restore(&mut self, _objective: &Objective, state: &mut Scope<'_>) -> Result<(), Error> {
+        for f in &mut self.factors {
+            f.restore(&mut state.scope("factor").scope(&f.name.clone()))?;
+        }
+        for (block, name) in self.blocks.iter_mut().zip(&self.params) {
+            block
+                .corrected
+                .restore(&mut state.scope("corrected"), name, block.size)?;
+        }
+        let sizes: Vec<(usize, Option<usize>)> = self
+            .blocks
+            .iter()
+            .map(|b| (self.factor(b.b).n, b.a.map(|a| self.factor(a).n)))
+            .collect();
+        let inverses =
+            FactoredInverses::restore(&mut state.scope("inverses"), &self.params, &sizes)?;
+        self.inverses.replace(inverses);
+        Ok(())
     }
 }

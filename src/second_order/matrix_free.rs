@@ -9,7 +9,8 @@ use super::preconditioner::{inverse_power, CurvatureBatch, Preconditioner};
 use super::vector::dot;
 use super::ParamGroup;
 use crate::spectrum::AsSymmetric;
-use crate::Error;
+use crate::state::Scope;
+use crate::{Error, Objective};
 
 /// The exact curvature of each curvature batch: `(C + λI)^(-1) v` by CG to
 /// a relative residual of `tol` in at most `max_iter` products, and
@@ -99,5 +100,13 @@ impl Preconditioner for MatrixFreePreconditioner {
 
     fn curvature(&self, v: &[f64]) -> Result<f64, Error> {
         Ok(dot(v, &self.operator()?.apply(v)?))
+    }
+
+    /// Nothing: the operator is rebound to every curvature batch, and a
+    /// fresh one binds to the same products.
+    fn save(&self, _state: &mut Scope<'_>) {}
+
+    fn restore(&mut self, _objective: &Objective, _state: &mut Scope<'_>) -> Result<(), Error> {
+        Ok(())
     }
 }

@@ -47,6 +47,7 @@ pub use preconditioned::PreconditionedDescent;
 pub use preconditioner::{CurvatureBatch, Preconditioner, TrainingPass};
 pub use safeguard::clip_to_radius;
 
+use crate::state::Scope;
 use crate::{Error, Objective};
 use secondo_data::Dataset;
 use secondo_nn::ParamStore;
@@ -73,6 +74,17 @@ pub trait SecondOrderOptimizer {
         batch: &Dataset,
         pass: &TrainingPass<'_>,
     ) -> Result<StepReport, Error>;
+
+    /// Writes what later steps depend on (damping, step count, momentum,
+    /// curvature estimates and their decompositions) into `state`, for a
+    /// checkpoint; compiled programs and operators rebound every step are
+    /// rebuilt instead.
+    fn save(&self, state: &mut Scope<'_>);
+
+    /// Continues from what [`SecondOrderOptimizer::save`] wrote for the same
+    /// configuration on `objective`: the next step is the one the saving
+    /// optimizer would have taken.
+    fn restore(&mut self, objective: &Objective, state: &mut Scope<'_>) -> Result<(), Error>;
 }
 
 /// An exponential moving average of a vector: `m ← w m + (1 − w) x`,
@@ -101,6 +113,22 @@ impl Ema {
             }
             None => x,
         });
+    }
+
+    /// Saves the average as `name` (nothing before the first blend).
+    pub(crate) fn save(&self, state: &mut Scope<'_>, name: &str) {
+        state.put_optional(name, self.value.as_deref());
+    }
+
+    /// Restores what [`Ema::save`] wrote, an average of `len` values.
+    pub(crate) fn restore(
+        &mut self,
+        state: &mut Scope<'_>,
+        name: &str,
+        len: usize,
+    ) -> Result<(), Error> {
+        self.value = state.take_optional(name, len)?;
+        Ok(())
     }
 
     pub(crate) fn get(&self) -> Result<&[f64], Error> {

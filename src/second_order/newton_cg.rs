@@ -19,6 +19,7 @@ use super::preconditioner::{CurvatureBatch, Preconditioner, TrainingPass};
 use super::safeguard::{Proposal, StepControl};
 use super::vector::{dot, scaled};
 use super::{SecondOrderOptimizer, StepReport};
+use crate::state::Scope;
 use crate::{Error, Objective};
 
 /// A matrix-vector product, `v ↦ A v`.
@@ -345,5 +346,22 @@ impl SecondOrderOptimizer for NewtonCg {
             self.previous = None;
         }
         Ok(report)
+    }
+
+    fn save(&self, state: &mut Scope<'_>) {
+        self.control.save(&mut state.scope("control"));
+        state.put_optional("previous", self.previous.as_deref());
+        if let Some(d) = &self.diagonal {
+            d.save(&mut state.scope("diagonal"));
+        }
+    }
+
+    fn restore(&mut self, objective: &Objective, state: &mut Scope<'_>) -> Result<(), Error> {
+        self.control.restore(&mut state.scope("control"))?;
+        self.previous = state.take_optional("previous", self.control.group.numel(objective))?;
+        match self.diagonal.as_mut() {
+            Some(d) => d.restore(objective, &mut state.scope("diagonal")),
+            None => Ok(()),
+        }
     }
 }

@@ -8,6 +8,7 @@ use super::quadratic_model::QuadraticModel;
 use super::safeguard::{Proposal, StepControl};
 use super::vector::{dot, scaled};
 use super::{SecondOrderOptimizer, StepReport};
+use crate::state::Scope;
 use crate::{Error, Objective};
 use secondo_data::Dataset;
 use secondo_nn::ParamStore;
@@ -123,5 +124,18 @@ impl SecondOrderOptimizer for PreconditionedDescent {
             _ => None,
         };
         Ok(report)
+    }
+
+    fn save(&self, state: &mut Scope<'_>) {
+        self.control.save(&mut state.scope("control"));
+        state.put_optional("velocity", self.velocity.as_deref());
+        self.preconditioner.save(&mut state.scope("preconditioner"));
+    }
+
+    fn restore(&mut self, objective: &Objective, state: &mut Scope<'_>) -> Result<(), Error> {
+        self.control.restore(&mut state.scope("control"))?;
+        self.velocity = state.take_optional("velocity", self.control.group.numel(objective))?;
+        self.preconditioner
+            .restore(objective, &mut state.scope("preconditioner"))
     }
 }

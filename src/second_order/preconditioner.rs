@@ -10,6 +10,7 @@ use secondo_data::Dataset;
 use secondo_nn::ParamStore;
 use secondo_tensor::Tensor;
 
+use crate::state::Scope;
 use crate::{Error, GradientProgram, Objective};
 
 /// What the training step computed on its batch at the current parameters,
@@ -82,6 +83,13 @@ pub trait Preconditioner {
     /// `vᵀ C v` (undamped), the curvature term of the quadratic model
     /// `q(Δ) = gᵀΔ + ½ ΔᵀCΔ` the reduction ratio compares against.
     fn curvature(&self, v: &[f64]) -> Result<f64, Error>;
+
+    /// Writes the estimates later solves and updates depend on into `state`.
+    fn save(&self, state: &mut Scope<'_>);
+
+    /// Restores what [`Preconditioner::save`] wrote for the same
+    /// configuration on `objective`.
+    fn restore(&mut self, objective: &Objective, state: &mut Scope<'_>) -> Result<(), Error>;
 }
 
 /// The engine's quantities compiled once per batch size, as a

@@ -14,6 +14,7 @@ use super::damping::{reduction_ratio, Damping};
 use super::preconditioner::CurvatureBatch;
 use super::vector::{add_in_place, all_finite, moved, norm, scaled};
 use super::{ParamGroup, StepReport};
+use crate::state::Scope;
 use crate::{Error, GradientProgram, Objective};
 
 /// A step direction `d` with what the quadratic model needs of it.
@@ -102,6 +103,20 @@ impl StepControl {
             losses: HashMap::new(),
             group,
         }
+    }
+
+    /// Saves the damping and the step count (which seeds the Monte-Carlo
+    /// draws and schedules refreshes).
+    pub(crate) fn save(&self, state: &mut Scope<'_>) {
+        self.damping.save(state);
+        state.put_count("steps", self.steps);
+    }
+
+    /// Restores what [`StepControl::save`] wrote.
+    pub(crate) fn restore(&mut self, state: &mut Scope<'_>) -> Result<(), Error> {
+        self.damping.restore(state)?;
+        self.steps = state.take_count("steps")?;
+        Ok(())
     }
 
     /// The learning rate.

@@ -1,6 +1,7 @@
 use crate::error::OptimError;
 use crate::layout::{non_negative, Layout};
 use crate::scalar::Scalar;
+use crate::state::{restored_layout, OptimizerState};
 use crate::Optimizer;
 
 /// Hyperparameters of [`Adam`]. [`AdamConfig::default`] is
@@ -235,7 +236,59 @@ impl<T: Scalar> Optimizer<T> for Adam<T> {
         self.config.lr = lr;
         Ok(())
     }
+
+    fn state(&self) -> OptimizerState<T> {
+        OptimizerState {
+            buffers: vec![
+                (EXP_AVG, self.exp_avg.clone()),
+                (EXP_AVG_SQ, self.exp_avg_sq.clone()),
+                (MAX_EXP_AVG_SQ, self.max_exp_avg_sq.clone()),
+            ],
+            counters: vec![(STEP, self.steps)],
+        }
+    }
+
+    fn restore(&mut self, mut state: OptimizerState<T>) -> Result<(), OptimError> {
+        let steps = state.counter(STEP)?;
+        let m = state.take_buffers(EXP_AVG)?;
+        let v = state.take_buffers(EXP_AVG_SQ)?;
+        let vmax = state.take_buffers(MAX_EXP_AVG_SQ)?;
+        // Moments exist exactly from the first step on; the maximum only for AMSGrad.
+        let started = steps > 0;
+        if m.is_empty() == started
+            || v.is_empty() == started
+            || vmax.is_empty() == (started && self.config.amsgrad)
+        {
+            return Err(OptimError::InvalidState(format!(
+                "Adam's moments do not fit {steps} steps{}",
+                if self.config.amsgrad {
+                    " of AMSGrad"
+                } else {
+                    ""
+                }
+            )));
+        }
+        let groups = [
+            (EXP_AVG, &m[..]),
+            (EXP_AVG_SQ, &v[..]),
+            (MAX_EXP_AVG_SQ, &vmax[..]),
+        ];
+        self.layout = restored_layout(&groups)?;
+        (
+            self.steps,
+            self.exp_avg,
+            self.exp_avg_sq,
+            self.max_exp_avg_sq,
+        ) = (steps, m, v, vmax);
+        Ok(())
+    }
 }
+
+/// PyTorch's names of Adam's state.
+const EXP_AVG: &str = "exp_avg";
+const EXP_AVG_SQ: &str = "exp_avg_sq";
+const MAX_EXP_AVG_SQ: &str = "max_exp_avg_sq";
+const STEP: &str = "step";
 
 #[cfg(test)]
 mod tests {
@@ -572,5 +625,41 @@ mod tests {
             err.to_string(),
             "parameter 1 had 1 values at the first step but now has 3"
         );
+    }
+
+    #[test]
+    fn a_restored_state_continues_step_for_step_and_bad_states_are_refused() {
+        let config = AdamConfig {
+            amsgrad: true,
+            ..AdamConfig::adamw()
+        };
+        let grads = |w: &[f32]| w.iter().map(|x| 2.0 * x - 1.0).collect::<Vec<f32>>();
+        let mut straight = Adam::<f32>::new(config).unwrap();
+        let mut w = vec![0.3f32, -0.7];
+        for _ in 0..3 {
+            let g = grads(&w);
+            straight.step(&mut [&mut w], &[&g]).unwrap();
+        }
+        let mut resumed = Adam::<f32>::new(config).unwrap();
+        resumed.restore(straight.state()).unwrap();
+        let mut v = w.clone();
+        for _ in 0..3 {
+            let (g, h) = (grads(&w), grads(&v));
+            straight.step(&mut [&mut w], &[&g]).unwrap();
+            resumed.step(&mut [&mut v], &[&h]).unwrap();
+        }
+        assert_eq!(w, v);
+        assert_eq!(resumed.steps(), 6);
+        let mut no_max = straight.state();
+        no_max.buffers[2].1.clear();
+        let err = resumed.restore(no_max).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "invalid optimizer state: Adam's moments do not fit 6 steps of AMSGrad"
+        );
+        let mut ragged = straight.state();
+        ragged.buffers[1].1[0].pop();
+        assert!(resumed.restore(ragged).is_err());
+        assert_eq!(resumed.steps(), 6, "a refused state changes nothing");
     }
 }

@@ -57,6 +57,10 @@ pub enum OptimError {
         /// Its length now.
         got: usize,
     },
+    /// A state handed to [`crate::Optimizer::restore`] that the optimizer
+    /// could not have saved.
+    #[error("invalid optimizer state: {0}")]
+    InvalidState(String),
     /// The total gradient norm is NaN or infinite and the caller asked for an
     /// error in that case.
     #[error("total gradient norm is {norm}, not finite")]

@@ -8,6 +8,13 @@ pub(crate) struct Layout {
 }
 
 impl Layout {
+    /// The layout of slices of these lengths, as after a first step.
+    pub(crate) fn of(lengths: Vec<usize>) -> Layout {
+        Layout {
+            lengths: Some(lengths),
+        }
+    }
+
     /// Checks that `params` and `grads` pair up and match the first step's
     /// layout. Returns `true` on the first step (state must be created), after
     /// which the layout is fixed. Nothing is recorded if an error is returned.

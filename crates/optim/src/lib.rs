@@ -24,12 +24,14 @@ mod error;
 mod layout;
 mod scalar;
 mod sgd;
+mod state;
 
 pub use adam::{Adam, AdamConfig};
 pub use clip::clip_grad_norm;
 pub use error::OptimError;
 pub use scalar::Scalar;
 pub use sgd::{Sgd, SgdConfig};
+pub use state::OptimizerState;
 
 /// An optimizer updating parameter slices in place from their gradients.
 ///
@@ -84,4 +86,14 @@ pub trait Optimizer<T> {
     /// assert!(opt.set_learning_rate(-0.01).is_err());
     /// ```
     fn set_learning_rate(&mut self, lr: f64) -> Result<(), OptimError>;
+
+    /// The state kept between steps (empty buffers before the first).
+    fn state(&self) -> OptimizerState<T>;
+
+    /// Continues from `state`, as [`Optimizer::state`] gave it: the next
+    /// step is the one the saving optimizer would have taken. Refuses,
+    /// changing nothing, a state this optimizer's configuration cannot have
+    /// (missing buffers, buffers of different layouts, moments without a
+    /// step count).
+    fn restore(&mut self, state: OptimizerState<T>) -> Result<(), OptimError>;
 }

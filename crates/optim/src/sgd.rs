@@ -1,6 +1,7 @@
 use crate::error::OptimError;
 use crate::layout::{non_negative, Layout};
 use crate::scalar::Scalar;
+use crate::state::{restored_layout, OptimizerState};
 use crate::Optimizer;
 
 /// Hyperparameters of [`Sgd`], with `torch.optim.SGD`'s defaults.
@@ -174,7 +175,29 @@ impl<T: Scalar> Optimizer<T> for Sgd<T> {
         self.config.lr = lr;
         Ok(())
     }
+
+    fn state(&self) -> OptimizerState<T> {
+        OptimizerState {
+            buffers: vec![(MOMENTUM, self.momentum_buffers.clone())],
+            counters: Vec::new(),
+        }
+    }
+
+    fn restore(&mut self, mut state: OptimizerState<T>) -> Result<(), OptimError> {
+        let buffers = state.take_buffers(MOMENTUM)?;
+        if self.config.momentum == 0.0 && !buffers.is_empty() {
+            return Err(OptimError::InvalidState(
+                "momentum buffers for SGD without momentum".into(),
+            ));
+        }
+        self.layout = restored_layout(&[(MOMENTUM, &buffers)])?;
+        self.momentum_buffers = buffers;
+        Ok(())
+    }
 }
+
+/// PyTorch's name of SGD's buffers.
+const MOMENTUM: &str = "momentum_buffer";
 
 #[cfg(test)]
 mod tests {
