@@ -221,15 +221,15 @@ impl Files {
             online.sigma(),
             online.options().temperature,
         );
-        let staged = prior_out.stage()?;
-        learned.save(&staged.file_path(), params)?;
-        staged.commit()?;
-        let staged = json_out.stage()?;
+        // Both written before either is committed: no file without the other.
+        let (prior_staged, json_staged) = (prior_out.stage()?, json_out.stage()?);
+        learned.save(&prior_staged.file_path(), params)?;
         std::fs::write(
-            staged.file_path(),
+            json_staged.file_path(),
             serde_json::to_string_pretty(summary)? + "\n",
         )?;
-        staged.commit()?;
+        prior_staged.commit()?;
+        json_staged.commit()?;
         let phases = online.phases();
         let evidence = |p: Option<&Phase>| p.map_or(f64::NAN, |p| p.log_marginal_likelihood);
         let kept = online.kept().map(|k| &phases[k]);

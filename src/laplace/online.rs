@@ -300,12 +300,14 @@ impl<'a> OnlineMarglik<'a> {
     /// b/N` times the data's `Σₙ ℓₙ = Σₙ −log p / (f s)` (with `f` the
     /// likelihood's [`Likelihood::loss_factor`] and `s = 1/σ²` or 1), so the
     /// prior's `½ θᵀδθ` enters scaled by `scale_b · b / (N f s)`: `δθ/N` for
-    /// the mean cross-entropy, laplace-torch's `weight_decay = δ/N`.
+    /// the mean cross-entropy, laplace-torch's `weight_decay = δ/N`; and
+    /// divided by the temperature `T`, as laplace-torch's weight steps do.
     fn prior_factor(&self, batch: usize) -> f64 {
         let c = self.objective.network.output_shape()[0];
         let scale = self.objective.loss.scale(&[batch, c]);
         let s = self.likelihood.precision_scale(self.sigma);
-        scale * batch as f64 / (self.n_data as f64 * self.likelihood.loss_factor() * s)
+        let f = self.likelihood.loss_factor();
+        scale * batch as f64 / (self.n_data as f64 * f * s * self.options.temperature)
     }
 }
 

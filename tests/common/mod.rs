@@ -227,3 +227,36 @@ pub fn first_order_by_loops(
     }
     out
 }
+
+/// Online marginal-likelihood training that also keeps the weights every
+/// phase ran at, to check which phase's weights it keeps.
+pub struct PhaseWeights<'o, 'a> {
+    pub online: &'o mut secondo::laplace::online::OnlineMarglik<'a>,
+    /// The weights at each phase, in order.
+    pub weights: Vec<ParamStore>,
+}
+
+impl secondo::train::Regularizer for PhaseWeights<'_, '_> {
+    fn add_gradient(
+        &self,
+        params: &ParamStore,
+        grads: &mut [Tensor],
+        batch: usize,
+    ) -> Result<(), secondo::Error> {
+        self.online.add_gradient(params, grads, batch)
+    }
+
+    fn end_epoch(
+        &mut self,
+        epoch: usize,
+        params: &ParamStore,
+        data: &secondo_data::Dataset,
+    ) -> Result<(), secondo::Error> {
+        let before = self.online.phases().len();
+        self.online.end_epoch(epoch, params, data)?;
+        if self.online.phases().len() > before {
+            self.weights.push(params.clone());
+        }
+        Ok(())
+    }
+}
