@@ -187,9 +187,10 @@ const PRIOR_FORMAT: &str = "secondo learned prior";
 /// As a file: one tensor `prior_precision/<parameter>` per parameter, of
 /// shape `[1]` for a scalar or per-layer prior (the metadata's
 /// `prior_shape` tells which) and of the parameter's shape for a diagonal
-/// one, so that it is matched to a model by name and shape as its weights
-/// are (strictly: every parameter, nothing else); `sigma` and
-/// `temperature` of shape `[1]`.
+/// one; the metadata's `shapes` has every parameter's shape, so that the
+/// prior is matched to a model by name and shape as its weights are
+/// (strictly: every parameter, nothing else); `sigma` and `temperature` of
+/// shape `[1]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LearnedPrior {
     /// The likelihood it was learned under.
@@ -242,8 +243,13 @@ impl LearnedPrior {
             let t = Tensor::from_vec(shape, values.clone()).expect("one value per weight");
             tensors.push((format!("prior_precision/{name}"), t));
         }
+        let shapes: serde_json::Map<String, serde_json::Value> = params
+            .iter()
+            .map(|(name, t)| (name.to_string(), serde_json::json!(t.shape())))
+            .collect();
         let metadata = HashMap::from([
             ("format".to_string(), PRIOR_FORMAT.to_string()),
+            ("shapes".to_string(), serde_json::Value::Object(shapes).to_string()),
             ("likelihood".to_string(), self.likelihood.to_string()),
             ("prior_shape".to_string(), self.shape.to_string()),
         ]);
@@ -273,6 +279,9 @@ impl LearnedPrior {
         };
         let likelihood: Likelihood = field("likelihood")?.parse()?;
         let shape: PriorShape = field("prior_shape")?.parse()?;
+        let shapes: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(field("shapes")?)
+                .map_err(|_| bad("metadata 'shapes' is not a JSON object".into()))?;
         let mut scalar = |name: &str| match tensors.remove(name).map(|t| t.to_f64_vec()) {
             Some(v) if v.len() == 1 => Ok(v[0]),
             _ => Err(bad(format!("tensor '{name}' is missing or not one number"))),
@@ -284,14 +293,24 @@ impl LearnedPrior {
             let t = tensors.remove(&key).ok_or_else(|| {
                 bad(format!("no tensor '{key}' for parameter '{name}' of --model"))
             })?;
+            let learned_for: Option<Vec<usize>> = shapes
+                .get(name)
+                .and_then(|v| serde_json::from_value(v.clone()).ok());
+            if learned_for.as_deref() != Some(param.shape()) {
+                return Err(bad(format!(
+                    "tensor '{key}' was learned for a parameter of shape {}, '{name}' of \
+                     --model has {:?}",
+                    learned_for.map_or("unknown".into(), |s| format!("{s:?}")),
+                    param.shape()
+                )));
+            }
             let want = match shape {
                 PriorShape::Diagonal => param.shape(),
                 _ => &[1][..],
             };
             if t.shape() != want {
                 return Err(bad(format!(
-                    "tensor '{key}' has shape {:?}, a {shape} prior over parameter '{name}' \
-                     of --model needs {want:?}",
+                    "tensor '{key}' has shape {:?}, a {shape} prior over '{name}' needs {want:?}",
                     t.shape()
                 )));
             }
