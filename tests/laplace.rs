@@ -578,7 +578,10 @@ fn a_temperature_divides_the_data_term_of_the_evidence_not_the_normalizer() {
             evidence(&scaled, &la.prior, la.sigma).unwrap(),
         );
         let close = |a: f64, b: f64| (a - b).abs() <= 1e-10 * b.abs().max(1.0);
-        assert!(close(got.value, want.value), "{structure}: {got:?} vs {want:?}");
+        assert!(
+            close(got.value, want.value),
+            "{structure}: {got:?} vs {want:?}"
+        );
         assert!(close(got.d_log_sigma, want.d_log_sigma), "{structure} σ");
         for (g, w) in got.d_log_prior.iter().zip(&want.d_log_prior) {
             assert!(close(*g, *w), "{structure} prior: {g} vs {w}");
@@ -924,7 +927,11 @@ fn learned_priors_round_trip_match_by_name_and_cover_subsets() {
     let path = dir.path().join("w.prior.safetensors");
     let sizes: Vec<usize> = params.iter().map(|(_, t)| t.numel()).collect();
     let total: usize = sizes.iter().sum();
-    for shape in [PriorShape::Scalar, PriorShape::PerLayer, PriorShape::Diagonal] {
+    for shape in [
+        PriorShape::Scalar,
+        PriorShape::PerLayer,
+        PriorShape::Diagonal,
+    ] {
         let count = match shape {
             PriorShape::Scalar => 1,
             PriorShape::PerLayer => sizes.len(),
@@ -934,11 +941,19 @@ fn learned_priors_round_trip_match_by_name_and_cover_subsets() {
         let prior = Prior::new(shape, values.clone(), &sizes).unwrap();
         let learned = LearnedPrior::new(Likelihood::Classification, &prior, &params, 1.0, 0.7);
         learned.save(&path, &params).unwrap();
-        assert_eq!(LearnedPrior::load(&path, &params).unwrap(), learned, "{shape}");
+        assert_eq!(
+            LearnedPrior::load(&path, &params).unwrap(),
+            learned,
+            "{shape}"
+        );
         // Over the last layer (2.weight, 2.bias): its tensors' precisions.
         let opts = FitOptions {
             prior_shape: shape,
-            ..options(Structure::Diag, Subset::LastLayer, Likelihood::Classification)
+            ..options(
+                Structure::Diag,
+                Subset::LastLayer,
+                Likelihood::Classification,
+            )
         };
         let la = fit(&obj, &params, &data, &opts).unwrap();
         let want = match shape {
@@ -958,7 +973,10 @@ fn learned_priors_round_trip_match_by_name_and_cover_subsets() {
         let e = LearnedPrior::load(&path, &other).unwrap_err().to_string();
         let tensor = "tensor 'prior_precision/0.weight' was learned for a parameter of shape \
                       [5, 4], '0.weight' of --model has [7, 4]";
-        assert!(e.contains(&path.display().to_string()) && e.contains(tensor), "{e}");
+        assert!(
+            e.contains(&path.display().to_string()) && e.contains(tensor),
+            "{e}"
+        );
     }
     // A parameter without its tensor, a tensor for no parameter.
     let prior = Prior::uniform(PriorShape::PerLayer, 1.0, &sizes[..2]).unwrap();
@@ -971,8 +989,13 @@ fn learned_priors_round_trip_match_by_name_and_cover_subsets() {
         .unwrap();
     let e = LearnedPrior::load(&path, &params).unwrap_err().to_string();
     assert!(e.contains("no tensor 'prior_precision/2.weight'"), "{e}");
-    let e = LearnedPrior::load(&path, &ParamStore::new()).unwrap_err().to_string();
-    assert!(e.contains("tensor 'prior_precision/0.bias' is for no parameter"), "{e}");
+    let e = LearnedPrior::load(&path, &ParamStore::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("tensor 'prior_precision/0.bias' is for no parameter"),
+        "{e}"
+    );
 }
 
 #[test]

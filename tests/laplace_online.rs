@@ -114,10 +114,34 @@ fn the_prior_gradient_is_the_log_joints_scaled_as_the_loss() {
     // Per layer untempered; one precision per weight at a temperature T,
     // where the weight steps take the prior over T (laplace-torch's).
     let cases = [
-        ("cross_entropy", Reduction::Mean, Likelihood::Classification, PriorShape::PerLayer, 1.0),
-        ("cross_entropy", Reduction::Sum, Likelihood::Classification, PriorShape::Diagonal, 2.0),
-        ("mse", Reduction::Mean, Likelihood::Regression, PriorShape::Diagonal, 0.5),
-        ("mse", Reduction::Sum, Likelihood::Regression, PriorShape::PerLayer, 1.0),
+        (
+            "cross_entropy",
+            Reduction::Mean,
+            Likelihood::Classification,
+            PriorShape::PerLayer,
+            1.0,
+        ),
+        (
+            "cross_entropy",
+            Reduction::Sum,
+            Likelihood::Classification,
+            PriorShape::Diagonal,
+            2.0,
+        ),
+        (
+            "mse",
+            Reduction::Mean,
+            Likelihood::Regression,
+            PriorShape::Diagonal,
+            0.5,
+        ),
+        (
+            "mse",
+            Reduction::Sum,
+            Likelihood::Regression,
+            PriorShape::PerLayer,
+            1.0,
+        ),
     ];
     for (loss, reduction, likelihood, prior_shape, temperature) in cases {
         let c = match likelihood {
@@ -353,7 +377,10 @@ impl Regularizer for Untempered<'_> {
 
 /// The weights' bits, in the network's order.
 fn bits(p: &ParamStore) -> Vec<u64> {
-    p.iter().flat_map(|(_, t)| t.to_f64_vec()).map(f64::to_bits).collect()
+    p.iter()
+        .flat_map(|(_, t)| t.to_f64_vec())
+        .map(f64::to_bits)
+        .collect()
 }
 
 fn adam(lr: f64, epochs: usize) -> TrainConfig {
@@ -368,11 +395,30 @@ fn adam(lr: f64, epochs: usize) -> TrainConfig {
 #[test]
 fn untempered_training_keeping_the_last_epoch_is_the_algorithm_before_both() {
     for (loss, likelihood, structure, prior_shape) in [
-        ("cross_entropy", Likelihood::Classification, Structure::Kron, PriorShape::PerLayer),
-        ("mse", Likelihood::Regression, Structure::Full, PriorShape::Scalar),
+        (
+            "cross_entropy",
+            Likelihood::Classification,
+            Structure::Kron,
+            PriorShape::PerLayer,
+        ),
+        (
+            "mse",
+            Likelihood::Regression,
+            Structure::Full,
+            PriorShape::Scalar,
+        ),
     ] {
-        let c = if likelihood == Likelihood::Regression { 2 } else { 3 };
-        let obj = objective(&format!("linear(3,5),tanh,linear(5,{c})"), 3, loss, Reduction::Mean);
+        let c = if likelihood == Likelihood::Regression {
+            2
+        } else {
+            3
+        };
+        let obj = objective(
+            &format!("linear(3,5),tanh,linear(5,{c})"),
+            3,
+            loss,
+            Reduction::Mean,
+        );
         let d = data(48, likelihood);
         let options = OnlineOptions {
             structure,
@@ -394,13 +440,27 @@ fn untempered_training_keeping_the_last_epoch_is_the_algorithm_before_both() {
             phases: Vec::new(),
         };
         let config = adam(1e-2, 7);
-        train_with(&obj, &mut reference_params, &d, &config, None, Some(&mut reference), |_| {})
-            .unwrap();
+        train_with(
+            &obj,
+            &mut reference_params,
+            &d,
+            &config,
+            None,
+            Some(&mut reference),
+            |_| {},
+        )
+        .unwrap();
         assert_eq!(bits(&params), bits(&reference_params), "{loss}");
         let phases: Vec<(f64, Vec<f64>, f64)> = online
             .phases()
             .iter()
-            .map(|p| (p.log_marginal_likelihood, p.prior_precision.clone().unwrap(), p.sigma))
+            .map(|p| {
+                (
+                    p.log_marginal_likelihood,
+                    p.prior_precision.clone().unwrap(),
+                    p.sigma,
+                )
+            })
             .collect();
         assert_eq!(phases, reference.phases, "{loss}");
         assert_eq!(phases.len(), 3);
@@ -426,18 +486,34 @@ fn keeping_the_best_phase_ends_at_its_weights_and_hyperparameters() {
             weights: Vec::new(),
         };
         let config = adam(0.5, 10);
-        train_with(&obj, &mut params, &d, &config, None, Some(&mut recording), |_| {}).unwrap();
+        train_with(
+            &obj,
+            &mut params,
+            &d,
+            &config,
+            None,
+            Some(&mut recording),
+            |_| {},
+        )
+        .unwrap();
         let weights = recording.weights;
         let last = params.clone();
         let kept = online.finish(&mut params).unwrap();
         (params, online, weights, last, kept)
     };
     let (params, online, weights, _, kept) = run(Keep::Best);
-    let evidence: Vec<f64> = online.phases().iter().map(|p| p.log_marginal_likelihood).collect();
+    let evidence: Vec<f64> = online
+        .phases()
+        .iter()
+        .map(|p| p.log_marginal_likelihood)
+        .collect();
     let best = (0..evidence.len())
         .max_by(|&a, &b| evidence[a].total_cmp(&evidence[b]))
         .unwrap();
-    assert!(best + 1 < evidence.len(), "the best phase is the last: {evidence:?}");
+    assert!(
+        best + 1 < evidence.len(),
+        "the best phase is the last: {evidence:?}"
+    );
     assert_eq!(kept, best);
     assert_eq!(online.kept(), Some(best));
     assert_eq!(bits(&params), bits(&weights[best]));

@@ -48,8 +48,7 @@ fn stored(f: &Fixture, params: &ParamStore, prefix: &str) -> Vec<f64> {
 }
 
 fn check(name: &str) {
-    let f =
-        Fixture::load(&Path::new("tests/fixtures/marglik").join(format!("{name}.safetensors")));
+    let f = Fixture::load(&Path::new("tests/fixtures/marglik").join(format!("{name}.safetensors")));
     let meta = |key: &str| f.meta[key].as_str();
     let obj = f.objective();
     let likelihood: Likelihood = meta("likelihood").parse().unwrap();
@@ -94,7 +93,10 @@ fn check(name: &str) {
     assert_eq!(online.phases().len(), epochs);
     let mut evidence = Vec::new();
     for (k, phase) in online.phases().iter().enumerate() {
-        let w = relative_error_flat(&flat(&weights[k]), &stored(&f, &params, &format!("phase{k}/")));
+        let w = relative_error_flat(
+            &flat(&weights[k]),
+            &stored(&f, &params, &format!("phase{k}/")),
+        );
         assert!(w < 1e-9, "{name} phase {k}: weights off by {w:e}");
         let want = f.tensor(&format!("phase{k}/log_marglik")).item();
         let got = phase.log_marginal_likelihood;
@@ -112,7 +114,10 @@ fn check(name: &str) {
         assert!(e < 1e-8, "{name} phase {k}: log prior off by {e:e}");
         if likelihood == Likelihood::Regression {
             let want = f.tensor(&format!("phase{k}/log_sigma")).item();
-            assert!((phase.sigma.ln() - want).abs() < 1e-8, "{name} phase {k}: σ");
+            assert!(
+                (phase.sigma.ln() - want).abs() < 1e-8,
+                "{name} phase {k}: σ"
+            );
         }
         evidence.push(got);
     }
@@ -140,5 +145,3 @@ fn regression_at_temperature_one_half_keeps_laplace_torchs_best_phase() {
 fn kronecker_factors_match_laplace_torch() {
     check("classification_kron_layerwise");
 }
-
-

@@ -91,7 +91,10 @@ enum Tuning {
     CrossValidation,
     /// A learned prior: the file named (a `.marglik.json` or the prior
     /// file itself) and the prior file it resolves to.
-    Learned { given: PathBuf, prior: PathBuf },
+    Learned {
+        given: PathBuf,
+        prior: PathBuf,
+    },
 }
 
 fn parse_tuning(text: &str) -> anyhow::Result<Tuning> {

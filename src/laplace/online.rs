@@ -206,7 +206,10 @@ impl<'a> OnlineMarglik<'a> {
         }
         if options.prior_shape == PriorShape::Diagonal && !options.structure.takes_diagonal_prior()
         {
-            return Err(diagonal_prior_refused("--marglik-prior-shape", "--marglik-structure"));
+            return Err(diagonal_prior_refused(
+                "--marglik-prior-shape",
+                "--marglik-structure",
+            ));
         }
         if !(options.temperature.is_finite() && options.temperature > 0.0) {
             return Err(Error::Invalid(format!(

@@ -249,7 +249,10 @@ impl LearnedPrior {
             .collect();
         let metadata = HashMap::from([
             ("format".to_string(), PRIOR_FORMAT.to_string()),
-            ("shapes".to_string(), serde_json::Value::Object(shapes).to_string()),
+            (
+                "shapes".to_string(),
+                serde_json::Value::Object(shapes).to_string(),
+            ),
             ("likelihood".to_string(), self.likelihood.to_string()),
             ("prior_shape".to_string(), self.shape.to_string()),
         ]);
@@ -291,7 +294,9 @@ impl LearnedPrior {
         for (name, param) in params.iter() {
             let key = format!("prior_precision/{name}");
             let t = tensors.remove(&key).ok_or_else(|| {
-                bad(format!("no tensor '{key}' for parameter '{name}' of --model"))
+                bad(format!(
+                    "no tensor '{key}' for parameter '{name}' of --model"
+                ))
             })?;
             let learned_for: Option<Vec<usize>> = shapes
                 .get(name)
