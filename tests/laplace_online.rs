@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::PhaseWeights;
+use common::train_keeping_phase_weights;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use secondo::laplace::marglik::{optimize_marglik, Ascent, MarglikOptions};
@@ -481,22 +481,8 @@ fn keeping_the_best_phase_ends_at_its_weights_and_hyperparameters() {
         };
         let mut params = ParamStore::init(obj.network.spec(), 2, DType::F64);
         let mut online = OnlineMarglik::new(&obj, &params, &d, options).unwrap();
-        let mut recording = PhaseWeights {
-            online: &mut online,
-            weights: Vec::new(),
-        };
         let config = adam(0.5, 10);
-        train_with(
-            &obj,
-            &mut params,
-            &d,
-            &config,
-            None,
-            Some(&mut recording),
-            |_| {},
-        )
-        .unwrap();
-        let weights = recording.weights;
+        let weights = train_keeping_phase_weights(&obj, &mut params, &d, &config, &mut online);
         let last = params.clone();
         let kept = online.finish(&mut params).unwrap();
         (params, online, weights, last, kept)

@@ -22,6 +22,19 @@ fn numbers(v: &serde_json::Value) -> Vec<f64> {
         .collect()
 }
 
+/// `secondo train --online-marglik --monitor off --out weights` with `extra`.
+fn train_online(weights: &Path, extra: &[&str]) -> std::process::Output {
+    let base = [
+        "train",
+        "--online-marglik",
+        "--monitor",
+        "off",
+        "--out",
+        s(weights),
+    ];
+    secondo(&[&base[..], extra].concat())
+}
+
 #[test]
 fn digits_learn_a_prior_per_layer_written_beside_the_weights() {
     let dir = tempfile::tempdir().unwrap();
@@ -96,28 +109,25 @@ fn regression_learns_sigma() {
     let file = dir.path().join("wave.safetensors");
     secondo_data::save_safetensors(&data, &file).unwrap();
     let weights = dir.path().join("w.safetensors");
-    let o = secondo(&[
-        "train",
-        "--model",
-        "linear(1,16),tanh,linear(16,1)",
-        "--data",
-        s(&file),
-        "--loss",
-        "mse",
-        "--lr",
-        "0.01",
-        "--epochs",
-        "30",
-        "--online-marglik",
-        "--marglik-structure",
-        "full",
-        "--marglik-prior-shape",
-        "scalar",
-        "--monitor",
-        "off",
-        "--out",
-        s(&weights),
-    ]);
+    let o = train_online(
+        &weights,
+        &[
+            "--model",
+            "linear(1,16),tanh,linear(16,1)",
+            "--data",
+            s(&file),
+            "--loss",
+            "mse",
+            "--lr",
+            "0.01",
+            "--epochs",
+            "30",
+            "--marglik-structure",
+            "full",
+            "--marglik-prior-shape",
+            "scalar",
+        ],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let summary = json(&dir.path().join("w.marglik.json"));
     assert_eq!(summary["likelihood"], "regression");
@@ -166,24 +176,21 @@ fn close(fitted: &serde_json::Value, summary: &serde_json::Value) {
 fn laplace_takes_the_learned_diagonal_prior_of_the_best_phase() {
     let dir = tempfile::tempdir().unwrap();
     let weights = dir.path().join("w.safetensors");
-    let o = secondo(&[
-        "train",
-        "--model",
-        "linear(64,10)",
-        "--epochs",
-        "3",
-        "--online-marglik",
-        "--marglik-structure",
-        "full",
-        "--marglik-prior-shape",
-        "diagonal",
-        "--marglik-temperature",
-        "1.5",
-        "--monitor",
-        "off",
-        "--out",
-        s(&weights),
-    ]);
+    let o = train_online(
+        &weights,
+        &[
+            "--model",
+            "linear(64,10)",
+            "--epochs",
+            "3",
+            "--marglik-structure",
+            "full",
+            "--marglik-prior-shape",
+            "diagonal",
+            "--marglik-temperature",
+            "1.5",
+        ],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let summary = json(&dir.path().join("w.marglik.json"));
     assert_eq!(

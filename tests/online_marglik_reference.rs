@@ -12,10 +12,10 @@ mod common;
 
 use std::path::Path;
 
-use common::{relative_error_flat, Fixture, PhaseWeights};
+use common::{relative_error_flat, train_keeping_phase_weights, Fixture};
 use secondo::laplace::online::{OnlineMarglik, OnlineOptions};
 use secondo::laplace::{Likelihood, PriorShape};
-use secondo::train::{train_with, OptimizerChoice, TrainConfig};
+use secondo::train::{OptimizerChoice, TrainConfig};
 use secondo_data::{Dataset, Targets};
 use secondo_nn::ParamStore;
 
@@ -75,21 +75,7 @@ fn check(name: &str) {
             .unwrap(),
         ..TrainConfig::default()
     };
-    let mut recording = PhaseWeights {
-        online: &mut online,
-        weights: Vec::new(),
-    };
-    train_with(
-        &obj,
-        &mut params,
-        &data,
-        &config,
-        None,
-        Some(&mut recording),
-        |_| {},
-    )
-    .unwrap();
-    let weights = recording.weights;
+    let weights = train_keeping_phase_weights(&obj, &mut params, &data, &config, &mut online);
     assert_eq!(online.phases().len(), epochs);
     let mut evidence = Vec::new();
     for (k, phase) in online.phases().iter().enumerate() {

@@ -74,11 +74,17 @@ pub fn save(la: &Laplace, path: &Path) -> Result<(), Error> {
         ("n_data".to_string(), la.n_data.to_string()),
         ("n_outputs".to_string(), la.n_outputs.to_string()),
     ]);
-    secondo_nn::write_safetensors(
-        path,
-        tensors.iter().map(|(n, t)| (n.as_str(), t)),
-        &metadata,
-    )?;
+    write(path, &tensors, &metadata)
+}
+
+/// Writes named tensors and metadata to `path`.
+fn write(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: &HashMap<String, String>,
+) -> Result<(), Error> {
+    let named = tensors.iter().map(|(n, t)| (n.as_str(), t));
+    secondo_nn::write_safetensors(path, named, metadata)?;
     Ok(())
 }
 
@@ -256,12 +262,7 @@ impl LearnedPrior {
             ("likelihood".to_string(), self.likelihood.to_string()),
             ("prior_shape".to_string(), self.shape.to_string()),
         ]);
-        secondo_nn::write_safetensors(
-            path,
-            tensors.iter().map(|(n, t)| (n.as_str(), t)),
-            &metadata,
-        )?;
-        Ok(())
+        write(path, &tensors, &metadata)
     }
 
     /// Reads the prior `path` holds for the parameters of `params`:

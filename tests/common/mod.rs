@@ -228,12 +228,36 @@ pub fn first_order_by_loops(
     out
 }
 
-/// Online marginal-likelihood training that also keeps the weights every
-/// phase ran at, to check which phase's weights it keeps.
-pub struct PhaseWeights<'o, 'a> {
-    pub online: &'o mut secondo::laplace::online::OnlineMarglik<'a>,
-    /// The weights at each phase, in order.
-    pub weights: Vec<ParamStore>,
+/// Trains `params` on `data` by `config` with online marginal-likelihood
+/// training `online`, and returns the weights every phase ran at, to check
+/// which phase's weights it keeps.
+pub fn train_keeping_phase_weights(
+    objective: &Objective,
+    params: &mut ParamStore,
+    data: &secondo_data::Dataset,
+    config: &secondo::train::TrainConfig,
+    online: &mut secondo::laplace::online::OnlineMarglik<'_>,
+) -> Vec<ParamStore> {
+    let mut recording = PhaseWeights {
+        online,
+        weights: Vec::new(),
+    };
+    secondo::train::train_with(
+        objective,
+        params,
+        data,
+        config,
+        None,
+        Some(&mut recording),
+        |_| {},
+    )
+    .unwrap();
+    recording.weights
+}
+
+struct PhaseWeights<'o, 'a> {
+    online: &'o mut secondo::laplace::online::OnlineMarglik<'a>,
+    weights: Vec<ParamStore>,
 }
 
 impl secondo::train::Regularizer for PhaseWeights<'_, '_> {
