@@ -17,7 +17,7 @@ use super::common::at_least_one;
 /// `marglik_training`): the weight decay becomes a learned prior.
 #[derive(Debug, Args)]
 pub struct OnlineMarglikArgs {
-    /// Learn the prior precision δ (the weight decay, δ/N on the mean loss) and, with --loss mse, the noise σ by ascending the Laplace log marginal likelihood between epochs (Immer et al. 2021); writes them and the evidence per phase beside the weights, --out with the extension .marglik.json (w.safetensors → w.marglik.json).
+    /// Learn the prior precision δ (the weight decay, δ/N on the mean loss) and, with --loss mse, the noise σ by ascending the Laplace log marginal likelihood between epochs (Immer et al. 2021); writes them, the evidence per phase and the phase kept beside the weights, --out with the extension .marglik.json (w.safetensors → w.marglik.json), and the kept prior, σ and temperature to w.prior.safetensors (for secondo laplace --prior-precision file:w.marglik.json).
     #[arg(long)]
     online_marglik: bool,
     /// Epochs between hyperparameter phases of --online-marglik [default: 1].
