@@ -1,7 +1,8 @@
 //! Laplace approximations against dense computations in f64: posterior
 //! precisions against the GGN from finite-difference Jacobians, the
 //! evidence against Bayesian linear regression's closed form and a dense
-//! evaluation, its gradient against finite differences, the linearized
+//! evaluation, its gradient against finite differences (tempered or not),
+//! the temperature against the data term scaled by hand, the linearized
 //! predictive against `J Σ Jᵀ`, and the link approximations and metrics
 //! against hand-computed values.
 
@@ -14,8 +15,8 @@ use secondo::laplace::predictive::{
     Predictive,
 };
 use secondo::laplace::{
-    fit, load, save, FactoredJacobians, Fisher, FitOptions, JacobianProgram, Laplace, LastLayer,
-    Likelihood, PriorShape, Structure, Subset,
+    fit, load, save, CurvatureBlock, FactoredJacobians, Fisher, FitOptions, JacobianProgram,
+    Laplace, LastLayer, LearnedPrior, Likelihood, Prior, PriorShape, Structure, Subset,
 };
 use secondo::{Objective, ObjectiveConfig};
 use secondo_curvature::{Curvature, CurvatureOperator};
@@ -493,13 +494,15 @@ fn evidence_gradient_matches_finite_differences() {
             Likelihood::Regression,
         ),
     ];
-    for (structure, shape, likelihood) in cases {
+    // Every other case tempered (laplace-torch's temperature).
+    for (case, (structure, shape, likelihood)) in cases.into_iter().enumerate() {
         let (obj, params, data) = match likelihood {
             Likelihood::Classification => classification(),
             Likelihood::Regression => regression(),
         };
         let mut opts = options(structure, Subset::All, likelihood);
         opts.prior_shape = shape;
+        opts.temperature = [1.0, 0.6, 2.5][case % 3];
         let mut la = fit(&obj, &params, &data, &opts).unwrap();
         spread_prior(&mut la);
         let e = evidence(&la, &la.prior, la.sigma).unwrap();
@@ -530,6 +533,61 @@ fn evidence_gradient_matches_finite_differences() {
             "{structure} σ: {fd} vs {}",
             e.d_log_sigma
         );
+    }
+}
+
+/// `la` with its data term divided by `t` and its temperature 1.
+fn data_over(la: &Laplace, t: f64) -> Laplace {
+    let mut out = la.clone();
+    out.temperature = 1.0;
+    out.nll /= t;
+    for block in &mut out.blocks {
+        match block {
+            CurvatureBlock::Diag(h) => h.iter_mut().for_each(|v| *v /= t),
+            CurvatureBlock::Dense { matrix, eigen } => {
+                matrix.iter_mut().for_each(|v| *v /= t);
+                eigen.values.iter_mut().for_each(|v| *v /= t);
+            }
+            _ => unreachable!("diag and full blocks"),
+        }
+    }
+    out
+}
+
+#[test]
+fn a_temperature_divides_the_data_term_of_the_evidence_not_the_normalizer() {
+    for (structure, likelihood) in [
+        (Structure::Diag, Likelihood::Regression),
+        (Structure::Full, Likelihood::Regression),
+        (Structure::Full, Likelihood::Classification),
+    ] {
+        let (obj, params, data) = match likelihood {
+            Likelihood::Classification => classification(),
+            Likelihood::Regression => regression(),
+        };
+        let mut opts = options(structure, Subset::All, likelihood);
+        opts.prior_shape = PriorShape::Diagonal;
+        opts.sigma = 0.8;
+        let untempered = fit(&obj, &params, &data, &opts).unwrap();
+        opts.temperature = 1.7;
+        let mut la = fit(&obj, &params, &data, &opts).unwrap();
+        spread_prior(&mut la);
+        let scaled = data_over(&la, 1.7);
+        let (got, want) = (
+            evidence(&la, &la.prior, la.sigma).unwrap(),
+            evidence(&scaled, &la.prior, la.sigma).unwrap(),
+        );
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-10 * b.abs().max(1.0);
+        assert!(
+            close(got.value, want.value),
+            "{structure}: {got:?} vs {want:?}"
+        );
+        assert!(close(got.d_log_sigma, want.d_log_sigma), "{structure} σ");
+        for (g, w) in got.d_log_prior.iter().zip(&want.d_log_prior) {
+            assert!(close(*g, *w), "{structure} prior: {g} vs {w}");
+        }
+        // The fit itself does not depend on the temperature.
+        assert_eq!((la.nll, &la.blocks), (untempered.nll, &untempered.blocks));
     }
 }
 
@@ -844,7 +902,10 @@ fn posteriors_round_trip_through_safetensors_and_fits_are_deterministic() {
         Structure::Diag,
         Structure::LowRank(2),
     ] {
-        let opts = options(structure, Subset::All, Likelihood::Regression);
+        let opts = FitOptions {
+            temperature: 0.5,
+            ..options(structure, Subset::All, Likelihood::Regression)
+        };
         let la = fit(&obj, &params, &data, &opts).unwrap();
         assert_eq!(la, fit(&obj, &params, &data, &opts).unwrap());
         let path = dir.path().join(format!(
@@ -857,6 +918,84 @@ fn posteriors_round_trip_through_safetensors_and_fits_are_deterministic() {
         save(&load(&path).unwrap(), &path).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
     }
+}
+
+#[test]
+fn learned_priors_round_trip_match_by_name_and_cover_subsets() {
+    let (obj, params, data) = classification();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.prior.safetensors");
+    let sizes: Vec<usize> = params.iter().map(|(_, t)| t.numel()).collect();
+    let total: usize = sizes.iter().sum();
+    for shape in [
+        PriorShape::Scalar,
+        PriorShape::PerLayer,
+        PriorShape::Diagonal,
+    ] {
+        let count = match shape {
+            PriorShape::Scalar => 1,
+            PriorShape::PerLayer => sizes.len(),
+            PriorShape::Diagonal => total,
+        };
+        let values: Vec<f64> = (0..count).map(|i| 0.5 + 0.01 * i as f64).collect();
+        let prior = Prior::new(shape, values.clone(), &sizes).unwrap();
+        let learned = LearnedPrior::new(Likelihood::Classification, &prior, &params, 1.0, 0.7);
+        learned.save(&path, &params).unwrap();
+        assert_eq!(
+            LearnedPrior::load(&path, &params).unwrap(),
+            learned,
+            "{shape}"
+        );
+        // Over the last layer (2.weight, 2.bias): its tensors' precisions.
+        let opts = FitOptions {
+            prior_shape: shape,
+            ..options(
+                Structure::Diag,
+                Subset::LastLayer,
+                Likelihood::Classification,
+            )
+        };
+        let la = fit(&obj, &params, &data, &opts).unwrap();
+        let want = match shape {
+            PriorShape::Scalar => values.clone(),
+            PriorShape::PerLayer => values[2..].to_vec(),
+            PriorShape::Diagonal => values[sizes[0] + sizes[1]..].to_vec(),
+        };
+        assert_eq!(learned.prior_for(&la).unwrap().values, want, "{shape}");
+        // Another network's parameters: refused, naming the file and the tensor.
+        let other = ParamStore::init(
+            &"linear(4,7),tanh,linear(7,3)"
+                .parse::<secondo_nn::spec::ModelSpec>()
+                .unwrap(),
+            0,
+            DType::F64,
+        );
+        let e = LearnedPrior::load(&path, &other).unwrap_err().to_string();
+        let tensor = "tensor 'prior_precision/0.weight' was learned for a parameter of shape \
+                      [5, 4], '0.weight' of --model has [7, 4]";
+        assert!(
+            e.contains(&path.display().to_string()) && e.contains(tensor),
+            "{e}"
+        );
+    }
+    // A parameter without its tensor, a tensor for no parameter.
+    let prior = Prior::uniform(PriorShape::PerLayer, 1.0, &sizes[..2]).unwrap();
+    let mut first = ParamStore::new();
+    for (name, t) in params.iter().take(2) {
+        first.insert(name, t.clone());
+    }
+    LearnedPrior::new(Likelihood::Classification, &prior, &first, 1.0, 1.0)
+        .save(&path, &first)
+        .unwrap();
+    let e = LearnedPrior::load(&path, &params).unwrap_err().to_string();
+    assert!(e.contains("no tensor 'prior_precision/2.weight'"), "{e}");
+    let e = LearnedPrior::load(&path, &ParamStore::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("tensor 'prior_precision/0.bias' is for no parameter"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -233,6 +233,41 @@ fn bad_input_is_refused_in_one_line() {
     for (extra, needle) in cases {
         assert_bad_input(&laplace(&out, extra), needle, &out);
     }
+    // Learned priors that cannot be read (secondo train --online-marglik
+    // writes readable ones: tests/online_marglik_cli.rs).
+    let not_json = dir.path().join("w.marglik.json");
+    std::fs::write(&not_json, "{ not json").unwrap();
+    let no_file = dir.path().join("other.json");
+    std::fs::write(&no_file, "{}").unwrap();
+    let not_prior = dir.path().join("x.safetensors");
+    let d = Dataset::new(
+        vec![0.0; 2],
+        vec![1],
+        Targets::Values {
+            values: vec![0.0; 2],
+            width: 1,
+        },
+        "x",
+    )
+    .unwrap();
+    secondo_data::save_safetensors(&d, &not_prior).unwrap();
+    let file = |p: &Path| format!("file:{}", p.display());
+    let cases = [
+        (
+            file(&dir.path().join("missing.json")),
+            "missing.json: cannot read it",
+        ),
+        (file(&not_json), "w.marglik.json: not valid JSON"),
+        (file(&no_file), "other.json: no \"prior_file\""),
+        (file(&not_prior), "x.safetensors: not a learned prior"),
+        (
+            file(&dir.path().join("none.safetensors")),
+            "none.safetensors",
+        ),
+    ];
+    for (prior, needle) in &cases {
+        assert_bad_input(&laplace(&out, &["--prior-precision", prior]), needle, &out);
+    }
     // A full posterior over 9610 weights does not fit in 100 MB.
     let big = [
         "laplace",

@@ -22,6 +22,19 @@ fn numbers(v: &serde_json::Value) -> Vec<f64> {
         .collect()
 }
 
+/// `secondo train --online-marglik --monitor off --out weights` with `extra`.
+fn train_online(weights: &Path, extra: &[&str]) -> std::process::Output {
+    let base = [
+        "train",
+        "--online-marglik",
+        "--monitor",
+        "off",
+        "--out",
+        s(weights),
+    ];
+    secondo(&[&base[..], extra].concat())
+}
+
 #[test]
 fn digits_learn_a_prior_per_layer_written_beside_the_weights() {
     let dir = tempfile::tempdir().unwrap();
@@ -96,28 +109,25 @@ fn regression_learns_sigma() {
     let file = dir.path().join("wave.safetensors");
     secondo_data::save_safetensors(&data, &file).unwrap();
     let weights = dir.path().join("w.safetensors");
-    let o = secondo(&[
-        "train",
-        "--model",
-        "linear(1,16),tanh,linear(16,1)",
-        "--data",
-        s(&file),
-        "--loss",
-        "mse",
-        "--lr",
-        "0.01",
-        "--epochs",
-        "30",
-        "--online-marglik",
-        "--marglik-structure",
-        "full",
-        "--marglik-prior-shape",
-        "scalar",
-        "--monitor",
-        "off",
-        "--out",
-        s(&weights),
-    ]);
+    let o = train_online(
+        &weights,
+        &[
+            "--model",
+            "linear(1,16),tanh,linear(16,1)",
+            "--data",
+            s(&file),
+            "--loss",
+            "mse",
+            "--lr",
+            "0.01",
+            "--epochs",
+            "30",
+            "--marglik-structure",
+            "full",
+            "--marglik-prior-shape",
+            "scalar",
+        ],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let summary = json(&dir.path().join("w.marglik.json"));
     assert_eq!(summary["likelihood"], "regression");
@@ -125,6 +135,150 @@ fn regression_learns_sigma() {
     let sigma = summary["sigma"].as_f64().unwrap();
     assert!(sigma > 0.0 && sigma < 0.9, "{sigma}");
     assert!(String::from_utf8_lossy(&o.stdout).contains(", σ "));
+    // `secondo laplace` takes the learned prior and σ.
+    let la = dir.path().join("la");
+    let o = secondo(&[
+        "laplace",
+        "--model",
+        "linear(1,16),tanh,linear(16,1)",
+        "--weights",
+        s(&weights),
+        "--data",
+        s(&file),
+        "--loss",
+        "mse",
+        "--likelihood",
+        "regression",
+        "--test-fraction",
+        "0.2",
+        "--structure",
+        "full",
+        "--prior-precision",
+        &format!("file:{}", dir.path().join("w.marglik.json").display()),
+        "--out",
+        s(&la),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let fitted = json(&la.join("laplace.json"));
+    assert_eq!(fitted["sigma"].as_f64().unwrap(), sigma);
+    assert_eq!(fitted["prior_precision"], summary["prior_precision"]);
+    close(&fitted, &summary);
+}
+
+/// The evidence `secondo laplace` reports is the kept phase's.
+fn close(fitted: &serde_json::Value, summary: &serde_json::Value) {
+    let got = fitted["log_marginal_likelihood"].as_f64().unwrap();
+    let want = summary["log_marginal_likelihood"].as_f64().unwrap();
+    assert!((got - want).abs() < 1e-9 * want.abs(), "{got} vs {want}");
+}
+
+#[test]
+fn laplace_takes_the_learned_diagonal_prior_of_the_best_phase() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("w.safetensors");
+    let o = train_online(
+        &weights,
+        &[
+            "--model",
+            "linear(64,10)",
+            "--epochs",
+            "3",
+            "--marglik-structure",
+            "full",
+            "--marglik-prior-shape",
+            "diagonal",
+            "--marglik-temperature",
+            "1.5",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary = json(&dir.path().join("w.marglik.json"));
+    assert_eq!(
+        (
+            &summary["prior_shape"],
+            &summary["keep"],
+            &summary["temperature"]
+        ),
+        (&"diagonal".into(), &"best".into(), &1.5.into())
+    );
+    assert_eq!(summary["prior_file"], "w.prior.safetensors");
+    assert!(summary["prior_precision"].is_null());
+    let phases = summary["phases"].as_array().unwrap();
+    let best = phases
+        .iter()
+        .max_by(|a, b| {
+            let e = |p: &serde_json::Value| p["log_marginal_likelihood"].as_f64().unwrap();
+            e(a).total_cmp(&e(b))
+        })
+        .unwrap();
+    assert_eq!(summary["kept_epoch"], best["epoch"]);
+    assert_eq!(
+        summary["log_marginal_likelihood"],
+        best["log_marginal_likelihood"]
+    );
+    let la = dir.path().join("la");
+    let laplace = |prior: &str, extra: &[&str]| {
+        let base = [
+            "laplace",
+            "--data",
+            "digits",
+            "--test-fraction",
+            "0.2",
+            "--prior-precision",
+            prior,
+            "--out",
+            s(&la),
+        ];
+        secondo(&[&base[..], extra].concat())
+    };
+    let trained = ["--model", "linear(64,10)", "--weights", s(&weights)];
+    let from_json = format!("file:{}", dir.path().join("w.marglik.json").display());
+    let from_file = format!("file:{}", dir.path().join("w.prior.safetensors").display());
+    let mut evidence = Vec::new();
+    for prior in [&from_json, &from_file] {
+        let o = laplace(prior, &[&trained[..], &["--structure", "full"]].concat());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let fitted = json(&la.join("laplace.json"));
+        assert_eq!(fitted["prior_shape"], "diagonal");
+        assert_eq!(fitted["temperature"], 1.5);
+        assert_eq!(fitted["prior_precision"].as_array().unwrap().len(), 650);
+        close(&fitted, &summary);
+        evidence.push(fitted["log_marginal_likelihood"].clone());
+        std::fs::remove_dir_all(&la).unwrap();
+    }
+    assert_eq!(evidence[0], evidence[1]);
+    // What the learned prior cannot be used with: a Kronecker posterior,
+    // a shape of its own, another network.
+    let cases: &[(&str, &[&str], &str)] = &[
+        (
+            &from_json,
+            &["--structure", "kron"],
+            "a diagonal prior (one precision per weight) needs --structure diag or full",
+        ),
+        (
+            &from_json,
+            &["--structure", "full", "--prior-shape", "layer"],
+            "--prior-shape: --prior-precision file:",
+        ),
+        (
+            &from_file,
+            &[
+                "--structure",
+                "full",
+                "--model",
+                "linear(64,8),tanh,linear(8,10)",
+            ],
+            "w.prior.safetensors: tensor 'prior_precision/0.weight' was learned for a \
+             parameter of shape [10, 64], '0.weight' of --model has [8, 64]",
+        ),
+    ];
+    for (prior, extra, needle) in cases {
+        let model = match extra.contains(&"--model") {
+            true => &[][..],
+            false => &trained[..],
+        };
+        assert_bad_input(&laplace(prior, &[model, extra].concat()), needle, &la);
+    }
 }
 
 #[test]
@@ -168,7 +322,23 @@ fn bad_flag_combinations_are_refused_in_one_line() {
         ),
         (
             &["--online-marglik", "--marglik-prior-shape", "diagonal"],
-            "--marglik-prior-shape 'diagonal'",
+            "--marglik-prior-shape diagonal: a Kronecker-factored or low-rank posterior",
+        ),
+        (
+            &["--online-marglik", "--marglik-prior-shape", "weight"],
+            "--marglik-prior-shape 'weight': expected scalar, layer or diagonal",
+        ),
+        (
+            &["--online-marglik", "--marglik-temperature", "-1"],
+            "--marglik-temperature must be positive and finite, got -1",
+        ),
+        (
+            &["--marglik-temperature", "2"],
+            "--marglik-temperature needs --online-marglik",
+        ),
+        (
+            &["--online-marglik", "--marglik-keep", "first"],
+            "--marglik-keep 'first': expected best or last",
         ),
         (
             &[
@@ -202,5 +372,6 @@ fn bad_flag_combinations_are_refused_in_one_line() {
         args.extend_from_slice(extra);
         assert_bad_input(&secondo(&args), needle, &out);
         assert!(!dir.path().join("w.marglik.json").exists());
+        assert!(!dir.path().join("w.prior.safetensors").exists());
     }
 }

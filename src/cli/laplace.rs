@@ -9,7 +9,9 @@ use clap::Args;
 use secondo::laplace::marglik::{grid, grid_search, optimize_marglik, MarglikOptions};
 use secondo::laplace::metrics;
 use secondo::laplace::predictive::{predict, sample_weights, Predictions, Predictive};
-use secondo::laplace::{fit, load, save, FitOptions, Laplace, Likelihood, PriorShape};
+use secondo::laplace::{
+    fit, load, save, FitOptions, Laplace, LearnedPrior, Likelihood, PriorShape,
+};
 use secondo::output::{Input, Output};
 use secondo::plot::{Chart, Layer};
 use secondo::Objective;
@@ -55,13 +57,13 @@ pub struct LaplaceArgs {
     /// Curvature: ggn or ef (empirical Fisher; full, diag and lowrank).
     #[arg(long, default_value = "ggn")]
     curvature: String,
-    /// Prior precision X > 0, or optimize (= optimize:marglik) or optimize:cv.
+    /// Prior precision X > 0, optimize (= optimize:marglik), optimize:cv, or file:W.marglik.json (or file:W.prior.safetensors): the prior learned by `secondo train --online-marglik` (scalar, per layer or diagonal, matched to the parameters by name), with its σ and likelihood temperature.
     #[arg(long, default_value = "1")]
     prior_precision: String,
-    /// How many prior precisions: scalar, layer (one per parameter tensor) or diagonal.
-    #[arg(long, default_value = "scalar")]
-    prior_shape: String,
-    /// Observation noise σ > 0 (regression; optimized with the prior by optimize:marglik).
+    /// How many prior precisions: scalar, layer (one per parameter tensor) or diagonal [default: scalar; with --prior-precision file: the file's].
+    #[arg(long)]
+    prior_shape: Option<String>,
+    /// Observation noise σ > 0 (regression; optimized with the prior by optimize:marglik; with --prior-precision file: the file's).
     #[arg(long)]
     sigma: Option<f64>,
     /// Predictive: glm-probit, glm-bridge, glm-mc:S or nn:S.
@@ -82,34 +84,52 @@ pub struct LaplaceArgs {
 }
 
 /// How the prior precision is chosen.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Tuning {
     Fixed(f64),
     Marglik,
     CrossValidation,
+    /// A learned prior: the file named (a `.marglik.json` or the prior
+    /// file itself) and the prior file it resolves to.
+    Learned {
+        given: PathBuf,
+        prior: PathBuf,
+    },
 }
 
 fn parse_tuning(text: &str) -> anyhow::Result<Tuning> {
     Ok(match text {
         "optimize" | "optimize:marglik" => Tuning::Marglik,
         "optimize:cv" => Tuning::CrossValidation,
+        _ if text.starts_with("file:") => {
+            let given = PathBuf::from(&text["file:".len()..]);
+            let prior = learned_prior_path(&given)
+                .with_context(|| format!("--prior-precision file:{}", given.display()))?;
+            Tuning::Learned { given, prior }
+        }
         _ => match text.parse::<f64>() {
             Ok(x) if x.is_finite() && x > 0.0 => Tuning::Fixed(x),
             _ => bail!(
                 "--prior-precision '{text}': expected a positive number, optimize, \
-                 optimize:marglik or optimize:cv"
+                 optimize:marglik, optimize:cv or file:PATH"
             ),
         },
     })
 }
 
-fn parse_prior_shape(text: &str) -> anyhow::Result<PriorShape> {
-    Ok(match text {
-        "scalar" => PriorShape::Scalar,
-        "layer" => PriorShape::PerLayer,
-        "diagonal" => PriorShape::Diagonal,
-        _ => bail!("--prior-shape '{text}': expected scalar, layer or diagonal"),
-    })
+/// The prior file `given` names: itself, or for a `.json` (the
+/// `W.marglik.json` of `secondo train --online-marglik`) the file its
+/// `prior_file` names, beside it.
+fn learned_prior_path(given: &Path) -> anyhow::Result<PathBuf> {
+    if given.extension().is_none_or(|e| e != "json") {
+        return Ok(given.to_path_buf());
+    }
+    let text = std::fs::read_to_string(given).context("cannot read it")?;
+    let json: serde_json::Value = serde_json::from_str(&text).context("not valid JSON")?;
+    let Some(name) = json.get("prior_file").and_then(|v| v.as_str()) else {
+        bail!("no \"prior_file\" (written by secondo train --online-marglik)");
+    };
+    Ok(given.parent().unwrap_or(Path::new("")).join(name))
 }
 
 /// The options of `laplace`, checked before any data is read.
@@ -134,6 +154,19 @@ fn parse(a: &LaplaceArgs) -> anyhow::Result<Parsed> {
     if tuning == Tuning::CrossValidation && a.val_data.is_none() {
         bail!("--prior-precision optimize:cv needs held-out --val-data");
     }
+    if let Tuning::Learned { given, .. } = &tuning {
+        let flag = match (a.prior_shape.is_some(), a.sigma.is_some()) {
+            (true, _) => Some("--prior-shape"),
+            (_, true) => Some("--sigma"),
+            _ => None,
+        };
+        if let Some(flag) = flag {
+            bail!(
+                "{flag}: --prior-precision file:{} gives the prior's shape and σ",
+                given.display()
+            );
+        }
+    }
     if let Some(f) = a.test_fraction {
         if a.test_data.is_some() || !(f > 0.0 && f < 1.0) {
             bail!("--test-fraction must be in (0, 1) and without --test-data, got {f}");
@@ -145,12 +178,13 @@ fn parse(a: &LaplaceArgs) -> anyhow::Result<Parsed> {
             structure: a.structure.parse()?,
             likelihood,
             fisher: a.curvature.parse()?,
-            prior_shape: parse_prior_shape(&a.prior_shape)?,
+            prior_shape: a.prior_shape.as_deref().unwrap_or("scalar").parse()?,
             prior_precision: match tuning {
                 Tuning::Fixed(x) => x,
                 _ => 1.0,
             },
             sigma,
+            temperature: 1.0,
             batch_size: a.batch,
             seed: a.common.seed,
         },
@@ -184,8 +218,16 @@ fn extra_inputs(flags: &[(&'static str, &Option<String>)]) -> anyhow::Result<Vec
 }
 
 pub fn run(a: LaplaceArgs) -> anyhow::Result<()> {
-    let parsed = parse(&a)?;
+    let mut parsed = parse(&a)?;
     let mut inputs = a.common.inputs()?;
+    if let Tuning::Learned { given, prior } = &parsed.tuning {
+        for path in [given, prior] {
+            inputs.push(Input {
+                flag: "--prior-precision",
+                path: path.clone(),
+            });
+        }
+    }
     inputs.extend(extra_inputs(&[
         ("--test-data", &a.test_data),
         ("--ood-data", &a.ood_data),
@@ -220,8 +262,23 @@ pub fn run(a: LaplaceArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(|t| extra_data("--val-data", t, &a.common, &objective))
         .transpose()?;
+    let learned = match &parsed.tuning {
+        Tuning::Learned { given, prior } => {
+            let context = || format!("--prior-precision file:{}", given.display());
+            let learned = LearnedPrior::load(prior, &params).with_context(context)?;
+            check_learned(&learned, &parsed.fit).with_context(context)?;
+            parsed.fit.prior_shape = learned.shape;
+            parsed.fit.sigma = learned.sigma;
+            parsed.fit.temperature = learned.temperature;
+            Some(learned)
+        }
+        _ => None,
+    };
     let start = std::time::Instant::now();
     let mut la = fit(&objective, &params, &train, &parsed.fit)?;
+    if let Some(learned) = &learned {
+        la.prior = learned.prior_for(&la)?;
+    }
     let fitted = start.elapsed().as_secs_f64();
     let seed = a.common.seed;
     let tuning = match (parsed.tuning, &val) {
@@ -248,6 +305,9 @@ pub fn run(a: LaplaceArgs) -> anyhow::Result<()> {
             };
             let (best, nll) = grid_search(&mut la, &grid(), score)?;
             serde_json::json!({"method": "cv", "grid": grid(), "best": best, "val_nll": nll})
+        }
+        (Tuning::Learned { prior, .. }, _) => {
+            serde_json::json!({"method": "file", "file": prior.display().to_string()})
         }
         _ => serde_json::json!({"method": "fixed"}),
     };
@@ -298,9 +358,10 @@ pub fn run(a: LaplaceArgs) -> anyhow::Result<()> {
         "structure": la.structure.to_string(),
         "likelihood": la.likelihood.to_string(),
         "curvature": a.curvature,
-        "prior_shape": a.prior_shape,
+        "prior_shape": la.prior.shape.to_string(),
         "prior_precision": la.prior.values,
         "sigma": la.sigma,
+        "temperature": la.temperature,
         "tuning": tuning,
         "log_marginal_likelihood": evidence,
         "predictive": parsed.predictive.to_string(),
@@ -331,6 +392,26 @@ pub fn run(a: LaplaceArgs) -> anyhow::Result<()> {
         println!("OOD AUROC of predictive entropy: MAP {map:.4}, Laplace {laplace:.4}");
     }
     println!("wrote {}", a.out.display());
+    Ok(())
+}
+
+/// Refuses a learned prior of another likelihood, or a diagonal one for a
+/// structure that takes none.
+fn check_learned(learned: &LearnedPrior, fit: &FitOptions) -> anyhow::Result<()> {
+    if learned.likelihood != fit.likelihood {
+        bail!(
+            "a prior learned for {} used with --likelihood {}",
+            learned.likelihood,
+            fit.likelihood
+        );
+    }
+    if learned.shape == PriorShape::Diagonal && !fit.structure.takes_diagonal_prior() {
+        bail!(
+            "a diagonal prior (one precision per weight) needs --structure diag or full, \
+             not {}",
+            fit.structure
+        );
+    }
     Ok(())
 }
 

@@ -181,9 +181,8 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     }));
     let out = Output::file(&a.out, "--out", &inputs)?;
     let report = Output::dir(&a.report, log::FILES, "--report", &inputs)?;
-    let hyper_path = online_marglik::hyperparameters_path(&a.out);
     let hyper_out = online_options
-        .map(|_| Output::file(&hyper_path, "--out", &inputs))
+        .map(|_| online_marglik::Files::new(&a.out, &inputs))
         .transpose()?;
 
     let data = source.load()?;
@@ -345,6 +344,9 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         }
     };
     bar.finish_and_clear();
+    if let Some(o) = online.as_mut() {
+        o.finish(&mut params);
+    }
     let train_eval = evaluate(&objective, &params, &train_set, 256)?;
     let test_eval = evaluate(&objective, &params, &test_set, 256)?;
     let staged = out.stage()?;
@@ -382,9 +384,9 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     if let (Some(epoch), Some((_, dir))) = (last_checkpoint.get(), &checkpoint_out) {
         println!("checkpoint of epoch {epoch} written to {}", dir.display());
     }
-    let hyper = online.as_ref().map(|o| online_marglik::summary(o, &params));
-    if let (Some(o), Some(summary), Some(out)) = (&online, &hyper, hyper_out) {
-        online_marglik::write(o, summary, out, &hyper_path)?;
+    let hyper = (online.as_ref().zip(hyper_out.as_ref())).map(|(o, f)| f.summary(o, &params));
+    if let (Some(o), Some(summary), Some(files)) = (&online, &hyper, hyper_out) {
+        files.write(o, summary, &params)?;
     }
     if let Some((log, mut run)) = finished_log {
         if config.first_phase.is_some() {

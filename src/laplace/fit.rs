@@ -15,7 +15,7 @@ use secondo_tensor::Tensor;
 use super::dense::identity;
 use super::likelihood::{Fisher, Likelihood};
 use super::prior::{Prior, PriorShape};
-use super::structure::{CurvatureBlock, Eigen, Structure, DIAGONAL_PRIOR_REFUSED};
+use super::structure::{diagonal_prior_refused, CurvatureBlock, Eigen, Structure};
 use super::{Laplace, LastLayer, Subset};
 use crate::Error;
 
@@ -36,6 +36,8 @@ pub struct FitOptions {
     pub prior_precision: f64,
     /// The Gaussian likelihood's observation noise (regression).
     pub sigma: f64,
+    /// The likelihood's temperature ([`Laplace::temperature`]).
+    pub temperature: f64,
     /// Samples per batch when passing over the data.
     pub batch_size: usize,
     /// Seed of the low-rank structure's Lanczos start.
@@ -52,6 +54,7 @@ impl Default for FitOptions {
             prior_shape: PriorShape::Scalar,
             prior_precision: 1.0,
             sigma: 1.0,
+            temperature: 1.0,
             batch_size: 256,
             seed: 0,
         }
@@ -73,6 +76,12 @@ pub fn fit(
             opts.sigma
         )));
     }
+    if !(opts.temperature.is_finite() && opts.temperature > 0.0) {
+        return Err(Error::Invalid(format!(
+            "the likelihood's temperature must be positive and finite, got {}",
+            opts.temperature
+        )));
+    }
     if opts.batch_size == 0 || data.is_empty() {
         return Err(Error::Invalid(
             "Laplace needs at least one sample and a batch size of at least 1".into(),
@@ -85,10 +94,8 @@ pub fn fit(
                 .into(),
         ));
     }
-    if opts.prior_shape == PriorShape::Diagonal
-        && matches!(opts.structure, Structure::Kron | Structure::LowRank(_))
-    {
-        return Err(Error::Invalid(DIAGONAL_PRIOR_REFUSED.into()));
+    if opts.prior_shape == PriorShape::Diagonal && !opts.structure.takes_diagonal_prior() {
+        return Err(diagonal_prior_refused("--prior-shape", "--structure"));
     }
     objective.check_targets(&data.y)?;
     let Selection {
@@ -207,6 +214,7 @@ pub fn fit(
         n_outputs: objective.network.output_shape()[0],
         prior,
         sigma: opts.sigma,
+        temperature: opts.temperature,
         mask,
     })
 }

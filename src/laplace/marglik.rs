@@ -25,12 +25,15 @@ pub struct Evidence {
 /// ratio of posterior to prior precision and the prior's scatter `θ*ᵀ P₀ θ*`
 /// (Daxberger et al. 2021, eq. 3; the zero-mean prior of laplace-torch), with
 /// its gradient: `∂/∂δᵢ = −½ ((P⁻¹)ᵢᵢ − 1/δᵢ + θᵢ²)` and, with `P = H/σ² +
-/// δ`, `∂/∂log σ = ∂log p/∂log σ + tr(P⁻¹ H)/σ²`.
+/// δ`, `∂/∂log σ = ∂log p/∂log σ + tr(P⁻¹ H)/σ²`. At temperature `T` the
+/// data term is laplace-torch's: `Σₙ −log p` and `H` divided by `T`, the
+/// Gaussian's normalizer `N·C·log(σ√2π)` not.
 pub fn evidence(la: &Laplace, prior: &Prior, sigma: f64) -> Result<Evidence, Error> {
     let posterior = la.posterior_at(prior, sigma)?;
     let delta = prior.per_weight();
     let values = la.n_data * la.n_outputs;
-    let log_lik = la.likelihood.log_likelihood(la.nll, values, sigma);
+    let nll = la.nll / la.temperature;
+    let log_lik = la.likelihood.log_likelihood(nll, values, sigma);
     let prior_log_det = prior.log_det();
     let scatter: f64 = delta.iter().zip(&la.mean).map(|(d, t)| d * t * t).sum();
     let value = log_lik - 0.5 * (posterior.log_det() - prior_log_det + scatter);
@@ -41,13 +44,11 @@ pub fn evidence(la: &Laplace, prior: &Prior, sigma: f64) -> Result<Evidence, Err
         .zip(&la.mean)
         .map(|((var, d), t)| -0.5 * d * (var - 1.0 / d + t * t))
         .collect();
-    let s = la.likelihood.precision_scale(sigma);
     let d_log_sigma = match la.likelihood {
         super::Likelihood::Classification => 0.0,
         super::Likelihood::Regression => {
-            la.likelihood
-                .log_likelihood_log_sigma(la.nll, values, sigma)
-                + s * posterior.trace_covariance_curvature()
+            la.likelihood.log_likelihood_log_sigma(nll, values, sigma)
+                + la.curvature_scale(sigma) * posterior.trace_covariance_curvature()
         }
     };
     Ok(Evidence {

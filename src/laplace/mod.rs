@@ -49,7 +49,7 @@ pub use jacobian::JacobianProgram;
 pub use last_layer::LastLayer;
 pub use likelihood::{Fisher, Likelihood};
 pub use prior::{Prior, PriorShape};
-pub use save::{load, save};
+pub use save::{load, save, LearnedPrior};
 pub use structure::{CurvatureBlock, Eigen, PrecisionBlock, Structure};
 pub use subset::Subset;
 
@@ -80,6 +80,10 @@ pub struct Laplace {
     pub prior: Prior,
     /// The observation noise (regression; 1 for classification).
     pub sigma: f64,
+    /// The likelihood's temperature `T` (laplace-torch's `temperature`):
+    /// the log-likelihood and its curvature enter divided by it, `P =
+    /// H/(σ²T) + δ`, so `T < 1` concentrates the posterior (1: untempered).
+    pub temperature: f64,
     /// For a subnetwork of single weights: which weights of the covered
     /// tensors (indices into their concatenation, ascending); `mean` and the
     /// curvature are over these alone.
@@ -130,7 +134,7 @@ impl Laplace {
 
     /// The posterior precision at other hyperparameters.
     pub fn posterior_at(&self, prior: &Prior, sigma: f64) -> Result<Posterior<'_>, Error> {
-        let s = self.likelihood.precision_scale(sigma);
+        let s = self.curvature_scale(sigma);
         let delta = prior.per_weight();
         let mut at = 0;
         let mut blocks = Vec::with_capacity(self.blocks.len());
@@ -139,6 +143,12 @@ impl Laplace {
             at += b.dim();
         }
         Ok(Posterior { blocks })
+    }
+
+    /// The factor of the curvature in the posterior precision at noise
+    /// `sigma`: `1/(σ²T)` for regression, `1/T` for classification.
+    pub fn curvature_scale(&self, sigma: f64) -> f64 {
+        self.likelihood.precision_scale(sigma) / self.temperature
     }
 
     /// The Laplace approximation of the log marginal likelihood at the

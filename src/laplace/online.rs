@@ -11,10 +11,20 @@
 //! parameter; its gradient is scaled as the loss is, exactly (the squared
 //! error's mean over `N·C` values makes it `2σ²δθ/(N·C)`, where
 //! laplace-torch divides by `N` alone and so weighs the prior `C` times more
-//! for `C > 1` outputs); the weights of the last epoch are kept, where
-//! laplace-torch returns those of the phase of best evidence; and `--marglik-burnin
-//! B` trains `B` epochs before the first phase (laplace-torch's
-//! `n_epochs_burnin=B` runs one at epoch `B`).
+//! for `C > 1` outputs); `--marglik-burnin B` trains `B` epochs before the
+//! first phase (laplace-torch's `n_epochs_burnin=B` runs one at epoch `B`).
+//! As laplace-torch does, the weights and hyperparameters kept at the end
+//! are by default those of the phase of highest evidence ([`Keep`]); a
+//! phase's evidence is that at its last iterate (laplace-torch compares
+//! the one before its last Adam step, and keeps that step's prior).
+//!
+//! The temperature `T` is laplace-torch's, in its two places, which do not
+//! agree for `T ≠ 1`: each phase's Laplace approximation divides the data
+//! term by `T` ([`super::Laplace::temperature`]: `P = H/(σ²T) + δ`), while
+//! the weight steps divide the prior by it (`−log p + ½ θᵀδθ/T`, the
+//! likelihood weighed `T` times against the prior, for "overcounting" the
+//! data under augmentation). The prior starts at `T·δ₀`, so that the first
+//! epochs' weight decay is that of `T = 1`.
 
 use secondo_curvature::Objective;
 use secondo_data::Dataset;
@@ -22,6 +32,7 @@ use secondo_nn::ParamStore;
 use secondo_tensor::Tensor;
 
 use super::marglik::Ascent;
+use super::structure::diagonal_prior_refused;
 use super::{fit, FitOptions, Likelihood, Prior, PriorShape, Structure, Subset};
 use crate::train::Regularizer;
 use crate::Error;
@@ -47,6 +58,43 @@ pub struct OnlineOptions {
     pub sigma: f64,
     /// Samples per batch of a phase's pass over the data.
     pub batch_size: usize,
+    /// The likelihood's temperature (laplace-torch's `temperature`).
+    pub temperature: f64,
+    /// Which phase's weights and hyperparameters are kept at the end.
+    pub keep: Keep,
+}
+
+/// Which weights and hyperparameters online training ends with
+/// (`--marglik-keep`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Those of the phase of highest evidence, the first of equals
+    /// (laplace-torch's early stopping on the marginal likelihood).
+    Best,
+    /// The last epoch's weights and the last phase's hyperparameters.
+    Last,
+}
+
+impl std::str::FromStr for Keep {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Keep, Error> {
+        match s {
+            "best" => Ok(Keep::Best),
+            "last" => Ok(Keep::Last),
+            _ => Err(Error::Invalid(format!(
+                "--marglik-keep '{s}': expected best or last"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Keep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Keep::Best => "best",
+            Keep::Last => "last",
+        })
+    }
 }
 
 impl OnlineOptions {
@@ -65,7 +113,8 @@ impl OnlineOptions {
 
 impl Default for OnlineOptions {
     /// laplace-torch's defaults: every epoch, 10 steps of learning rate
-    /// 0.1, no burn-in, Kronecker factors, a prior per layer from 1, σ = 1.
+    /// 0.1, no burn-in, Kronecker factors, a prior per layer from 1, σ = 1,
+    /// no tempering, the best phase kept.
     fn default() -> OnlineOptions {
         OnlineOptions {
             every: 1,
@@ -77,6 +126,8 @@ impl Default for OnlineOptions {
             prior_precision: 1.0,
             sigma: 1.0,
             batch_size: 256,
+            temperature: 1.0,
+            keep: Keep::Best,
         }
     }
 }
@@ -89,8 +140,9 @@ pub struct Phase {
     /// The log marginal likelihood at the weights of that epoch and the
     /// phase's last hyperparameters.
     pub log_marginal_likelihood: f64,
-    /// The prior precisions after the phase.
-    pub prior_precision: Vec<f64>,
+    /// The prior precisions after the phase; `None` for a diagonal prior,
+    /// whose one value per weight only the kept phase keeps.
+    pub prior_precision: Option<Vec<f64>>,
     /// The observation noise after the phase (1 for classification).
     pub sigma: f64,
 }
@@ -122,6 +174,17 @@ pub struct OnlineMarglik<'a> {
     sigma: f64,
     ascent: Ascent,
     phases: Vec<Phase>,
+    best: Option<Best>,
+    kept: Option<usize>,
+}
+
+/// The phase of highest evidence so far, for [`Keep::Best`].
+#[derive(Debug, Clone)]
+struct Best {
+    phase: usize,
+    params: ParamStore,
+    prior: Prior,
+    sigma: f64,
 }
 
 impl<'a> OnlineMarglik<'a> {
@@ -141,10 +204,18 @@ impl<'a> OnlineMarglik<'a> {
                 "--marglik-every and --marglik-steps must be at least 1".into(),
             ));
         }
-        if options.prior_shape == PriorShape::Diagonal {
-            return Err(Error::Invalid(
-                "online marginal-likelihood training takes a scalar or per-layer prior".into(),
+        if options.prior_shape == PriorShape::Diagonal && !options.structure.takes_diagonal_prior()
+        {
+            return Err(diagonal_prior_refused(
+                "--marglik-prior-shape",
+                "--marglik-structure",
             ));
+        }
+        if !(options.temperature.is_finite() && options.temperature > 0.0) {
+            return Err(Error::Invalid(format!(
+                "--marglik-temperature must be positive and finite, got {}",
+                options.temperature
+            )));
         }
         if !(options.lr.is_finite() && options.lr > 0.0) {
             return Err(Error::Invalid(format!(
@@ -175,6 +246,8 @@ impl<'a> OnlineMarglik<'a> {
             sigma: options.sigma,
             ascent,
             phases: Vec::new(),
+            best: None,
+            kept: None,
         })
     }
 
@@ -203,30 +276,56 @@ impl<'a> OnlineMarglik<'a> {
         &self.phases
     }
 
+    /// Ends training by the options' [`Keep`]: with [`Keep::Best`] sets
+    /// `params`, the prior and σ to those of the phase of highest evidence.
+    /// Returns the index of the phase whose hyperparameters are kept (the
+    /// last with [`Keep::Last`]; `None` before any phase), also
+    /// [`Self::kept`] from then on.
+    pub fn finish(&mut self, params: &mut ParamStore) -> Option<usize> {
+        if let Some(best) = self.best.take() {
+            *params = best.params;
+            self.prior = best.prior;
+            self.sigma = best.sigma;
+            self.kept = Some(best.phase);
+        } else {
+            self.kept = self.phases.len().checked_sub(1);
+        }
+        self.kept
+    }
+
+    /// The index of the phase [`Self::finish`] kept.
+    pub fn kept(&self) -> Option<usize> {
+        self.kept
+    }
+
     /// The factor of `δθ` in the gradient of a step on `batch` samples.
     /// The batch's loss is `scale_b Σ_{n∈b} ℓₙ`, in expectation `scale_b ·
     /// b/N` times the data's `Σₙ ℓₙ = Σₙ −log p / (f s)` (with `f` the
     /// likelihood's [`Likelihood::loss_factor`] and `s = 1/σ²` or 1), so the
     /// prior's `½ θᵀδθ` enters scaled by `scale_b · b / (N f s)`: `δθ/N` for
-    /// the mean cross-entropy, laplace-torch's `weight_decay = δ/N`.
+    /// the mean cross-entropy, laplace-torch's `weight_decay = δ/N`; and
+    /// divided by the temperature `T`, as laplace-torch's weight steps do.
     fn prior_factor(&self, batch: usize) -> f64 {
         let c = self.objective.network.output_shape()[0];
         let scale = self.objective.loss.scale(&[batch, c]);
         let s = self.likelihood.precision_scale(self.sigma);
-        scale * batch as f64 / (self.n_data as f64 * self.likelihood.loss_factor() * s)
+        let f = self.likelihood.loss_factor();
+        scale * batch as f64 / (self.n_data as f64 * f * s * self.options.temperature)
     }
 }
 
-/// The fit of every phase: all weights, the GGN, the options' structure
-/// and prior shape.
+/// The fit of every phase: all weights, the GGN, the options' structure,
+/// prior shape and temperature, the prior from `T·δ₀` (laplace-torch's
+/// `prior_prec_init` times the temperature).
 fn fit_options(options: &OnlineOptions, likelihood: Likelihood) -> FitOptions {
     FitOptions {
         subset: Subset::All,
         structure: options.structure,
         likelihood,
         prior_shape: options.prior_shape,
-        prior_precision: options.prior_precision,
+        prior_precision: options.temperature * options.prior_precision,
         sigma: options.sigma,
+        temperature: options.temperature,
         batch_size: options.batch_size,
         ..FitOptions::default()
     }
@@ -281,9 +380,20 @@ impl Regularizer for OnlineMarglik<'_> {
         self.phases.push(Phase {
             epoch,
             log_marginal_likelihood: value,
-            prior_precision: self.prior.values.clone(),
+            prior_precision: (self.prior.shape != PriorShape::Diagonal)
+                .then(|| self.prior.values.clone()),
             sigma: self.sigma,
         });
+        let phase = self.phases.len() - 1;
+        let improves = |b: &Best| value > self.phases[b.phase].log_marginal_likelihood;
+        if self.options.keep == Keep::Best && self.best.as_ref().is_none_or(improves) {
+            self.best = Some(Best {
+                phase,
+                params: params.clone(),
+                prior: self.prior.clone(),
+                sigma: self.sigma,
+            });
+        }
         Ok(())
     }
 }

@@ -2,9 +2,19 @@
 //! weights: one value for all, one per parameter tensor, or one per weight
 //! (laplace-torch's `prior_precision` of shape `[1]`, `[layers]` or `[P]`).
 
+use std::fmt;
+use std::str::FromStr;
+
 use crate::Error;
 
-/// How many prior precisions there are.
+/// How many prior precisions there are (`--prior-shape`,
+/// `--marglik-prior-shape`).
+///
+/// ```
+/// use secondo::laplace::PriorShape;
+/// assert_eq!("layer".parse::<PriorShape>().unwrap(), PriorShape::PerLayer);
+/// assert_eq!(PriorShape::Diagonal.to_string(), "diagonal");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PriorShape {
     /// One for every weight.
@@ -13,6 +23,30 @@ pub enum PriorShape {
     PerLayer,
     /// One per weight.
     Diagonal,
+}
+
+impl FromStr for PriorShape {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<PriorShape, Error> {
+        match s {
+            "scalar" => Ok(PriorShape::Scalar),
+            "layer" => Ok(PriorShape::PerLayer),
+            "diagonal" => Ok(PriorShape::Diagonal),
+            _ => Err(Error::Invalid(format!(
+                "--prior-shape '{s}': expected scalar, layer or diagonal"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for PriorShape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PriorShape::Scalar => "scalar",
+            PriorShape::PerLayer => "layer",
+            PriorShape::Diagonal => "diagonal",
+        })
+    }
 }
 
 /// The prior precisions over weights laid out as parameter tensors of
@@ -78,6 +112,30 @@ impl Prior {
             }
         }
         out
+    }
+
+    /// The precisions each tensor's weights have: one value (scalar and
+    /// per-layer priors) or one per weight (diagonal), tensor by tensor.
+    ///
+    /// ```
+    /// use secondo::laplace::{Prior, PriorShape};
+    /// let p = Prior::new(PriorShape::Diagonal, vec![1.0, 2.0, 3.0], &[2, 1]).unwrap();
+    /// assert_eq!(p.per_tensor(), [vec![1.0, 2.0], vec![3.0]]);
+    /// ```
+    pub fn per_tensor(&self) -> Vec<Vec<f64>> {
+        let mut at = 0;
+        self.sizes
+            .iter()
+            .enumerate()
+            .map(|(t, &n)| match self.shape {
+                PriorShape::Scalar => vec![self.values[0]],
+                PriorShape::PerLayer => vec![self.values[t]],
+                PriorShape::Diagonal => {
+                    at += n;
+                    self.values[at - n..at].to_vec()
+                }
+            })
+            .collect()
     }
 
     /// The precision of every weight.

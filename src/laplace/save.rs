@@ -1,15 +1,19 @@
 //! A fitted Laplace approximation as a safetensors file: the posterior
 //! mean, the structure's factors (each with its eigendecomposition), the
 //! prior precision and σ, with what they cover in the metadata, so that
-//! `secondo predict` applies it to new data without refitting.
+//! `secondo predict` applies it to new data without refitting; and a
+//! learned prior ([`LearnedPrior`]), which `secondo train --online-marglik`
+//! writes beside the weights and `secondo laplace --prior-precision file:`
+//! reads.
 
 use std::collections::HashMap;
 use std::path::Path;
 
+use secondo_nn::ParamStore;
 use secondo_tensor::Tensor;
 
 use super::structure::{CurvatureBlock, Eigen};
-use super::{Laplace, Prior, PriorShape};
+use super::{Laplace, Likelihood, Prior, PriorShape};
 use crate::Error;
 
 /// Writes `la` to `path`.
@@ -18,6 +22,7 @@ pub fn save(la: &Laplace, path: &Path) -> Result<(), Error> {
         ("mean".into(), vector(&la.mean)),
         ("prior_precision".into(), vector(&la.prior.values)),
         ("sigma".into(), vector(&[la.sigma])),
+        ("temperature".into(), vector(&[la.temperature])),
     ];
     if let Some(mask) = &la.mask {
         let indices: Vec<f64> = mask.iter().map(|&i| i as f64).collect();
@@ -69,11 +74,17 @@ pub fn save(la: &Laplace, path: &Path) -> Result<(), Error> {
         ("n_data".to_string(), la.n_data.to_string()),
         ("n_outputs".to_string(), la.n_outputs.to_string()),
     ]);
-    secondo_nn::write_safetensors(
-        path,
-        tensors.iter().map(|(n, t)| (n.as_str(), t)),
-        &metadata,
-    )?;
+    write(path, &tensors, &metadata)
+}
+
+/// Writes named tensors and metadata to `path`.
+fn write(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: &HashMap<String, String>,
+) -> Result<(), Error> {
+    let named = tensors.iter().map(|(n, t)| (n.as_str(), t));
+    secondo_nn::write_safetensors(path, named, metadata)?;
     Ok(())
 }
 
@@ -96,6 +107,12 @@ pub fn load(path: &Path) -> Result<Laplace, Error> {
             .get(name)
             .ok_or_else(|| bad(&format!("no tensor '{name}'")))?
             .to_f64_vec())
+    };
+    let scalar = |name: &str| -> Result<f64, Error> {
+        match values(name)?.as_slice() {
+            [v] => Ok(*v),
+            _ => Err(bad(&format!("'{name}' is not one number"))),
+        }
     };
     let parsed = |key: &str| -> Result<serde_json::Value, Error> {
         serde_json::from_str(field(key)?).map_err(|_| bad(key))
@@ -158,7 +175,183 @@ pub fn load(path: &Path) -> Result<Laplace, Error> {
         n_data: count("n_data")?,
         n_outputs: count("n_outputs")?,
         prior: Prior::new(prior_shape, values("prior_precision")?, &sizes)?,
-        sigma: values("sigma")?[0],
+        sigma: scalar("sigma")?,
+        // Posteriors written before the temperature existed are untempered.
+        temperature: match tensors.contains_key("temperature") {
+            true => scalar("temperature")?,
+            false => 1.0,
+        },
         mask,
     })
+}
+
+/// What a learned-prior file holds besides the precisions.
+const PRIOR_FORMAT: &str = "secondo learned prior";
+
+/// A prior precision learned for a network's parameters, with the
+/// observation noise and the likelihood's temperature it was learned with.
+/// As a file: one tensor `prior_precision/<parameter>` per parameter, of
+/// shape `[1]` for a scalar or per-layer prior (the metadata's
+/// `prior_shape` tells which) and of the parameter's shape for a diagonal
+/// one; the metadata's `shapes` has every parameter's shape, so that the
+/// prior is matched to a model by name and shape as its weights are
+/// (strictly: every parameter, nothing else); `sigma` and `temperature` of
+/// shape `[1]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LearnedPrior {
+    /// The likelihood it was learned under.
+    pub likelihood: Likelihood,
+    /// How many precisions.
+    pub shape: PriorShape,
+    /// Per parameter, in the network's order: its name and precisions (one
+    /// value, or one per weight for a diagonal prior).
+    pub tensors: Vec<(String, Vec<f64>)>,
+    /// The observation noise (1 for classification).
+    pub sigma: f64,
+    /// The likelihood's temperature ([`Laplace::temperature`]).
+    pub temperature: f64,
+}
+
+impl LearnedPrior {
+    /// The prior `prior` over all of `params`' tensors (in order).
+    pub fn new(
+        likelihood: Likelihood,
+        prior: &Prior,
+        params: &ParamStore,
+        sigma: f64,
+        temperature: f64,
+    ) -> LearnedPrior {
+        LearnedPrior {
+            likelihood,
+            shape: prior.shape,
+            tensors: params
+                .iter()
+                .map(|(name, _)| name.to_string())
+                .zip(prior.per_tensor())
+                .collect(),
+            sigma,
+            temperature,
+        }
+    }
+
+    /// Writes the prior to `path`, a tensor per parameter shaped as
+    /// `params`' (for a diagonal prior).
+    pub fn save(&self, path: &Path, params: &ParamStore) -> Result<(), Error> {
+        let mut tensors: Vec<(String, Tensor)> = vec![
+            ("sigma".into(), vector(&[self.sigma])),
+            ("temperature".into(), vector(&[self.temperature])),
+        ];
+        for ((name, values), (_, param)) in self.tensors.iter().zip(params.iter()) {
+            let shape = match self.shape {
+                PriorShape::Diagonal => param.shape().to_vec(),
+                _ => vec![1],
+            };
+            let t = Tensor::from_vec(shape, values.clone()).expect("one value per weight");
+            tensors.push((format!("prior_precision/{name}"), t));
+        }
+        let shapes: serde_json::Map<String, serde_json::Value> = params
+            .iter()
+            .map(|(name, t)| (name.to_string(), serde_json::json!(t.shape())))
+            .collect();
+        let metadata = HashMap::from([
+            ("format".to_string(), PRIOR_FORMAT.to_string()),
+            (
+                "shapes".to_string(),
+                serde_json::Value::Object(shapes).to_string(),
+            ),
+            ("likelihood".to_string(), self.likelihood.to_string()),
+            ("prior_shape".to_string(), self.shape.to_string()),
+        ]);
+        write(path, &tensors, &metadata)
+    }
+
+    /// Reads the prior `path` holds for the parameters of `params`:
+    /// refuses, naming the file and the tensor, a parameter without its
+    /// tensor, a tensor of another shape and a tensor for no parameter.
+    pub fn load(path: &Path, params: &ParamStore) -> Result<LearnedPrior, Error> {
+        let (mut tensors, meta) = secondo_nn::read_safetensors_with_metadata(path)?;
+        let file = path.display();
+        let bad = |what: String| Error::Invalid(format!("{file}: {what}"));
+        if meta.get("format").map(String::as_str) != Some(PRIOR_FORMAT) {
+            return Err(bad(
+                "not a learned prior (secondo train --online-marglik writes one)".into(),
+            ));
+        }
+        let field = |key: &str| {
+            meta.get(key)
+                .ok_or_else(|| bad(format!("no metadata '{key}'")))
+        };
+        let likelihood: Likelihood = field("likelihood")?.parse()?;
+        let shape: PriorShape = field("prior_shape")?.parse()?;
+        let shapes: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(field("shapes")?)
+                .map_err(|_| bad("metadata 'shapes' is not a JSON object".into()))?;
+        let mut scalar = |name: &str| match tensors.remove(name).map(|t| t.to_f64_vec()) {
+            Some(v) if v.len() == 1 => Ok(v[0]),
+            _ => Err(bad(format!("tensor '{name}' is missing or not one number"))),
+        };
+        let (sigma, temperature) = (scalar("sigma")?, scalar("temperature")?);
+        let mut per_param = Vec::new();
+        for (name, param) in params.iter() {
+            let key = format!("prior_precision/{name}");
+            let t = tensors.remove(&key).ok_or_else(|| {
+                bad(format!(
+                    "no tensor '{key}' for parameter '{name}' of --model"
+                ))
+            })?;
+            let learned_for: Option<Vec<usize>> = shapes
+                .get(name)
+                .and_then(|v| serde_json::from_value(v.clone()).ok());
+            if learned_for.as_deref() != Some(param.shape()) {
+                return Err(bad(format!(
+                    "tensor '{key}' was learned for a parameter of shape {}, '{name}' of \
+                     --model has {:?}",
+                    learned_for.map_or("unknown".into(), |s| format!("{s:?}")),
+                    param.shape()
+                )));
+            }
+            let want = match shape {
+                PriorShape::Diagonal => param.shape(),
+                _ => &[1][..],
+            };
+            if t.shape() != want {
+                return Err(bad(format!(
+                    "tensor '{key}' has shape {:?}, a {shape} prior over '{name}' needs {want:?}",
+                    t.shape()
+                )));
+            }
+            per_param.push((name.to_string(), t.to_f64_vec()));
+        }
+        if let Some(extra) = tensors.keys().min() {
+            return Err(bad(format!(
+                "tensor '{extra}' is for no parameter of --model"
+            )));
+        }
+        Ok(LearnedPrior {
+            likelihood,
+            shape,
+            tensors: per_param,
+            sigma,
+            temperature,
+        })
+    }
+
+    /// The prior over the weights `la` covers (a subset of the parameters,
+    /// perhaps masked), of `la`'s prior's shape, which must be this one's.
+    pub fn prior_for(&self, la: &Laplace) -> Result<Prior, Error> {
+        let covered = la.names.iter().map(|name| {
+            self.tensors
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_slice())
+                .ok_or_else(|| Error::Invalid(format!("the learned prior has no '{name}'")))
+        });
+        let covered: Vec<&[f64]> = covered.collect::<Result<_, _>>()?;
+        let values = match self.shape {
+            PriorShape::Scalar => covered.first().map_or(Vec::new(), |v| v.to_vec()),
+            PriorShape::PerLayer => covered.iter().map(|v| v[0]).collect(),
+            PriorShape::Diagonal => la.gather(&covered.concat()),
+        };
+        la.prior.with_values(values)
+    }
 }

@@ -85,11 +85,23 @@ impl Eigen {
     }
 }
 
-/// Why a Kronecker-factored or low-rank posterior takes no diagonal prior:
-/// its eigenbasis diagonalizes `s·H + δ` only for one `δ` per block.
-pub(crate) const DIAGONAL_PRIOR_REFUSED: &str =
-    "--prior-shape diagonal: a Kronecker-factored or low-rank posterior needs one prior \
-     precision per layer (--prior-shape scalar or layer)";
+impl Structure {
+    /// Whether the structure takes one prior precision per weight: a
+    /// Kronecker-factored or low-rank posterior does not, as its eigenbasis
+    /// diagonalizes `s·H + δ` only for one `δ` per block.
+    pub fn takes_diagonal_prior(self) -> bool {
+        matches!(self, Structure::Full | Structure::Diag)
+    }
+}
+
+/// The refusal of a diagonal prior (`shape_flag`) over a structure
+/// (`structure_flag`) that takes none ([`Structure::takes_diagonal_prior`]).
+pub(crate) fn diagonal_prior_refused(shape_flag: &str, structure_flag: &str) -> Error {
+    Error::Invalid(format!(
+        "{shape_flag} diagonal: a Kronecker-factored or low-rank posterior needs one prior \
+         precision per layer ({shape_flag} scalar or layer, or {structure_flag} diag or full)"
+    ))
+}
 
 /// One diagonal block of the curvature `H` over a contiguous range of the
 /// selected weights.
@@ -173,7 +185,7 @@ impl CurvatureBlock {
                     dim: n,
                 }
             }
-            _ if !uniform => return Err(Error::Invalid(DIAGONAL_PRIOR_REFUSED.into())),
+            _ if !uniform => return Err(diagonal_prior_refused("--prior-shape", "--structure")),
             CurvatureBlock::Kron { out, input } => {
                 let eta: Vec<f64> = out
                     .values

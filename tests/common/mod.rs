@@ -227,3 +227,60 @@ pub fn first_order_by_loops(
     }
     out
 }
+
+/// Trains `params` on `data` by `config` with online marginal-likelihood
+/// training `online`, and returns the weights every phase ran at, to check
+/// which phase's weights it keeps.
+pub fn train_keeping_phase_weights(
+    objective: &Objective,
+    params: &mut ParamStore,
+    data: &secondo_data::Dataset,
+    config: &secondo::train::TrainConfig,
+    online: &mut secondo::laplace::online::OnlineMarglik<'_>,
+) -> Vec<ParamStore> {
+    let mut recording = PhaseWeights {
+        online,
+        weights: Vec::new(),
+    };
+    secondo::train::train_with(
+        objective,
+        params,
+        data,
+        config,
+        None,
+        Some(&mut recording),
+        |_| {},
+    )
+    .unwrap();
+    recording.weights
+}
+
+struct PhaseWeights<'o, 'a> {
+    online: &'o mut secondo::laplace::online::OnlineMarglik<'a>,
+    weights: Vec<ParamStore>,
+}
+
+impl secondo::train::Regularizer for PhaseWeights<'_, '_> {
+    fn add_gradient(
+        &self,
+        params: &ParamStore,
+        grads: &mut [Tensor],
+        batch: usize,
+    ) -> Result<(), secondo::Error> {
+        self.online.add_gradient(params, grads, batch)
+    }
+
+    fn end_epoch(
+        &mut self,
+        epoch: usize,
+        params: &ParamStore,
+        data: &secondo_data::Dataset,
+    ) -> Result<(), secondo::Error> {
+        let before = self.online.phases().len();
+        self.online.end_epoch(epoch, params, data)?;
+        if self.online.phases().len() > before {
+            self.weights.push(params.clone());
+        }
+        Ok(())
+    }
+}
