@@ -85,6 +85,17 @@ fn kronecker_and_hessian_free_runs_resume_bit_for_bit() {
         &["kfac", "--adapt-damping"],
         &["ekfac", "--inverse-every", "4"],
         &["fractional-ngd", "--inverse-every", "5"],
+        // Refreshes at steps 0, 4, 8 (3 steps an epoch): the checkpoint after
+        // step 5 holds two, both in steps 6 and 7, the first dropped at 8.
+        &[
+            "det-avg",
+            "--structure",
+            "kronecker",
+            "--det-avg-window",
+            "2",
+            "--inverse-every",
+            "4",
+        ],
         &["newton-cg", "--cg-iters", "5", "--adapt-damping"],
         &["newton-cg", "--cg-iters", "5", "--cg-precondition", "diag"],
     ];
@@ -98,6 +109,8 @@ fn dense_curvature_runs_resume_bit_for_bit() {
         &["ef", "--inverse-every", "4", "--momentum", "0.5"],
         // One estimate at the first step, used by every later one.
         &["det-avg", "--inverse-every", "100"],
+        // The first refresh's estimates, and the second's after the checkpoint.
+        &["det-avg", "--inverse-every", "8", "--det-avg-window", "2"],
     ];
     assert_all_resume_exactly(DENSE, &["--curvature-batch", "16", "--optimizer"], cases);
 }

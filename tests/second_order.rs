@@ -12,8 +12,8 @@ use secondo::linalg::{dense_symmetric_eigen, CgOptions, DenseSymmetric};
 use secondo::second_order::{
     martens_cg, CurvatureBatch, DensePreconditioner, DeterminantalPreconditioner,
     DiagonalPreconditioner, Eigenvalues, FactorDamping, KroneckerPreconditioner, MartensOptions,
-    MatrixFreePreconditioner, Method, ParamGroup, Preconditioner, SecondOrderConfig, TrainingPass,
-    MARTENS_XI,
+    MatrixFreePreconditioner, Method, ParamGroup, Preconditioner, SecondOrderConfig, Structure,
+    Subsampling, TrainingPass, MARTENS_XI,
 };
 use secondo::train::{train, OptimizerChoice, TrainConfig};
 use secondo::{Objective, ObjectiveConfig};
@@ -979,9 +979,7 @@ fn determinantal_averaging_over_every_subsample_is_the_exact_inverse() {
     let d = data(6, 3, 1, false);
     let params = ParamStore::init(obj.network.spec(), 2, DType::F64);
     let keep = 0.5;
-    let mut p =
-        DeterminantalPreconditioner::new(&obj, ParamGroup::all(&obj), Curvature::Ggn, 1, keep)
-            .unwrap();
+    let mut p = determinantal(&obj, Structure::Dense, keep, 1);
     let n = d.len();
     let patterns: Vec<Vec<usize>> = (0..1usize << n)
         .map(|mask| (0..n).filter(|i| mask >> i & 1 == 1).collect())
@@ -1012,6 +1010,139 @@ fn determinantal_averaging_over_every_subsample_is_the_exact_inverse() {
         1e-9,
         "one estimate: (C / p)⁻¹",
     );
+}
+
+/// det-avg of the `structure`'s estimates of the whole network's GGN,
+/// keeping each sample with probability `keep`, over a window of `window`
+/// refreshes.
+fn determinantal(
+    obj: &Objective,
+    structure: Structure,
+    keep: f64,
+    window: usize,
+) -> DeterminantalPreconditioner {
+    let sampling = Subsampling {
+        draws: 1,
+        keep,
+        window,
+    };
+    DeterminantalPreconditioner::new(
+        obj,
+        ParamGroup::all(obj),
+        Curvature::Ggn,
+        structure,
+        sampling,
+    )
+    .unwrap()
+}
+
+/// `Σ_k det(M_k + λI) (M_k + λI)⁻¹ v / Σ_k det(M_k + λI)` by dense
+/// determinants and solves, with the normalized weights.
+fn dense_det_average(matrices: &[Vec<f64>], v: &[f64], lambda: f64) -> (Vec<f64>, Vec<f64>) {
+    let n = v.len();
+    let damped: Vec<Vec<f64>> = matrices
+        .iter()
+        .map(|m| plus_identity(m, n, lambda))
+        .collect();
+    let log_dets: Vec<f64> = damped
+        .iter()
+        .map(|m| {
+            let e = dense_symmetric_eigen(&DenseSymmetric::new(n, m.clone()).unwrap()).unwrap();
+            e.values.iter().map(|x| x.ln()).sum()
+        })
+        .collect();
+    let top = log_dets.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let total: f64 = log_dets.iter().map(|l| (l - top).exp()).sum();
+    let weights: Vec<f64> = log_dets.iter().map(|l| (l - top).exp() / total).collect();
+    let mut out = vec![0.0; n];
+    for (m, w) in damped.iter().zip(&weights) {
+        out.iter_mut()
+            .zip(solve(m, v))
+            .for_each(|(o, x)| *o += w * x);
+    }
+    (out, weights)
+}
+
+/// Sub-samples of 6 samples, some overlapping.
+const PATTERNS: [&[usize]; 3] = [&[0, 1, 2, 3], &[2, 3, 4, 5], &[0, 2, 4, 5]];
+
+fn patterns() -> Vec<Vec<usize>> {
+    PATTERNS.iter().map(|p| p.to_vec()).collect()
+}
+
+#[test]
+fn det_avg_in_the_kfac_eigenbasis_is_the_dense_weighted_average_of_damped_kronecker_inverses() {
+    let obj = objective(MLP, 5, "cross_entropy");
+    let params = ParamStore::init(obj.network.spec(), 3, DType::F64);
+    let d = data(6, 5, 3, true);
+    let keep = 0.5;
+    let lambda = 1e-2;
+    let mut p = determinantal(&obj, Structure::Kronecker, keep, 1);
+    p.fit_patterns(&batch(&obj, &params, &d), &patterns(), &[1.0; 3])
+        .unwrap();
+    let v = values(params.numel(), 31);
+    let got = p.solve(&v, lambda, 1.0).unwrap();
+    let weights = p.weights(lambda);
+    // Each sub-sample's KFLR blocks, scaled by |S| / (p N) as the estimate is.
+    let sub_factors: Vec<(HashMap<String, Vec<f64>>, f64)> = PATTERNS
+        .iter()
+        .map(|s| {
+            let sub = d.select(s).unwrap();
+            let scale = s.len() as f64 / (keep * d.len() as f64);
+            (factors(&obj, &params, &sub), scale)
+        })
+        .collect();
+    let blocks = blocks(&obj);
+    assert_eq!(weights.len(), blocks.len(), "one set of weights per block");
+    for ((name, at, size), w) in blocks.iter().zip(&weights) {
+        let matrices: Vec<Vec<f64>> = sub_factors
+            .iter()
+            .map(|(f, scale)| dense_block(f, name).0.iter().map(|x| x * scale).collect())
+            .collect();
+        let (want, want_weights) = dense_det_average(&matrices, &v[*at..at + size], lambda);
+        assert_close(&got[*at..at + size], &want, 1e-10, name);
+        assert_close(w, &want_weights, 1e-10, &format!("{name}: weights"));
+        assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-12, "{name}: {w:?}");
+    }
+}
+
+#[test]
+fn a_det_avg_window_weights_the_estimates_of_consecutive_refreshes_together() {
+    let obj = objective("linear(3,2)", 3, "mse");
+    let d = data(6, 3, 2, false);
+    let keep = 0.5;
+    let lambda = 1e-3;
+    let mut p = determinantal(&obj, Structure::Dense, keep, 2);
+    let v = values(
+        obj.network
+            .params()
+            .iter()
+            .map(|p| p.shape.iter().product::<usize>())
+            .sum(),
+        5,
+    );
+    // Three refreshes at three parameters: the window keeps the last two.
+    let mut matrices: Vec<Vec<Vec<f64>>> = Vec::new();
+    for step in 0..3 {
+        let params = ParamStore::init(obj.network.spec(), 10 + step, DType::F64);
+        p.fit_patterns(&batch(&obj, &params, &d), &patterns(), &[1.0; 3])
+            .unwrap();
+        matrices.push(
+            PATTERNS
+                .iter()
+                .map(|s| {
+                    let scale = s.len() as f64 / (keep * d.len() as f64);
+                    let h = ggn_block_all(&obj, &params, &d.select(s).unwrap());
+                    h.iter().map(|x| x * scale).collect()
+                })
+                .collect(),
+        );
+        let window: Vec<Vec<f64>> = matrices[matrices.len().saturating_sub(2)..].concat();
+        let (want, want_weights) = dense_det_average(&window, &v, lambda);
+        let what = format!("refresh {step}");
+        assert_close(&p.solve(&v, lambda, 1.0).unwrap(), &want, 1e-10, &what);
+        assert_close(&p.weights(lambda)[0], &want_weights, 1e-10, &what);
+    }
 }
 
 #[test]

@@ -105,6 +105,38 @@ fn bad_second_order_settings_fail_on_one_line() {
             "--curvature",
         ),
         (&["--optimizer", "ngd"], "at most 4096 parameters"),
+        (&["--optimizer", "det-avg"], "at most 4096 parameters"),
+        (
+            &["--optimizer", "det-avg", "--structure", "matrix-free"],
+            "--structure matrix-free: det-avg weights by determinants",
+        ),
+        (
+            &["--optimizer", "fractional-ngd", "--structure", "dense"],
+            "--structure dense: fractional-ngd",
+        ),
+        (
+            &["--optimizer", "kfac", "--structure", "dense"],
+            "only fractional-ngd and det-avg choose their structure",
+        ),
+        (
+            &[
+                "--optimizer",
+                "det-avg",
+                "--structure",
+                "kronecker",
+                "--curvature",
+                "hessian",
+            ],
+            "--curvature hessian: det-avg --structure kronecker",
+        ),
+        (
+            &["--optimizer", "kfac", "--det-avg-window", "2"],
+            "--det-avg-window 2: only det-avg",
+        ),
+        (
+            &["--optimizer", "det-avg", "--det-avg-window", "0"],
+            "--det-avg-window",
+        ),
         (&["--optimizer", "lbfgs"], "unknown optimizer 'lbfgs'"),
         (
             &["--damping", "0.1"],
@@ -256,6 +288,7 @@ fn help_explains_every_second_order_flag() {
         "--cg-iters",
         "--cg-precondition",
         "--structure",
+        "--det-avg-window",
         "--lanczos-steps",
         "--trust-radius",
         "--kl-clip",
@@ -356,11 +389,11 @@ fn switch_when_hands_over_to_newton_cg_the_step_after_the_threshold_is_met() {
     assert_ne!(switched[k + 2]["grad_norm"], sgd[k + 2]["grad_norm"]);
 }
 
-/// Two epochs of `SMALL` with `optimizer` and `flag value`: the final
-/// train loss and the written weights.
-fn train_small(dir: &std::path::Path, optimizer: &str, flag: &str, value: &str) -> (f64, Vec<u8>) {
-    let out = dir.join(format!("{optimizer}-{value}.safetensors"));
-    let o = secondo(&[
+/// Two epochs of `SMALL` with `optimizer` and `flags`: the final train
+/// loss and the written weights.
+fn train_small(dir: &std::path::Path, optimizer: &str, flags: &[&str]) -> (f64, Vec<u8>) {
+    let out = dir.join(format!("{optimizer}{}.safetensors", flags.join("")));
+    let mut args = vec![
         "train",
         "--model",
         SMALL,
@@ -370,18 +403,14 @@ fn train_small(dir: &std::path::Path, optimizer: &str, flag: &str, value: &str) 
         "128",
         "--optimizer",
         optimizer,
-        flag,
-        value,
         "--monitor",
         "off",
         "--out",
         s(&out),
-    ]);
-    assert!(
-        o.status.success(),
-        "{optimizer} {flag} {value}: {}",
-        stderr(&o)
-    );
+    ];
+    args.extend_from_slice(flags);
+    let o = secondo(&args);
+    assert!(o.status.success(), "{optimizer} {flags:?}: {}", stderr(&o));
     (train_loss(&o.stdout), std::fs::read(&out).unwrap())
 }
 
@@ -389,8 +418,11 @@ fn train_small(dir: &std::path::Path, optimizer: &str, flag: &str, value: &str) 
 fn newton_cg_trains_with_the_diagonal_cg_preconditioner() {
     let dir = tempfile::tempdir().unwrap();
     let run = |precondition: &str| {
-        let (loss, weights) =
-            train_small(dir.path(), "newton-cg", "--cg-precondition", precondition);
+        let (loss, weights) = train_small(
+            dir.path(),
+            "newton-cg",
+            &["--cg-precondition", precondition],
+        );
         assert!(loss < 0.5, "{precondition}: train loss {loss}");
         weights
     };
@@ -401,11 +433,25 @@ fn newton_cg_trains_with_the_diagonal_cg_preconditioner() {
 #[test]
 fn fractional_ngd_trains_on_the_matrix_free_structure() {
     let dir = tempfile::tempdir().unwrap();
-    let run = |structure: &str| train_small(dir.path(), "fractional-ngd", "--structure", structure);
+    let run =
+        |structure: &str| train_small(dir.path(), "fractional-ngd", &["--structure", structure]);
     let (loss, weights) = run("matrix-free");
     // ln 10 ≈ 2.3 at the start.
     assert!(loss < 1.5, "matrix-free: train loss {loss}");
     assert!(weights != run("kronecker").1, "the structure was applied");
+}
+
+#[test]
+fn det_avg_trains_in_the_kfac_eigenbasis_and_over_a_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let kronecker = ["--structure", "kronecker"];
+    let (loss, weights) = train_small(dir.path(), "det-avg", &kronecker);
+    // ln 10 ≈ 2.3 at the start.
+    assert!(loss < 1.5, "kronecker: train loss {loss}");
+    let windowed = [&kronecker[..], &["--det-avg-window", "3"]].concat();
+    let (loss, windowed) = train_small(dir.path(), "det-avg", &windowed);
+    assert!(loss < 1.5, "window: train loss {loss}");
+    assert!(weights != windowed, "the window was applied");
 }
 
 #[test]

@@ -47,9 +47,12 @@ pub struct SecondOrderArgs {
     /// Preconditioner of newton-cg's CG: none, or diag for Martens' (diag(C) + λI)^0.75 with the diagonal of --curvature on the curvature batch (needs --damping > 0).
     #[arg(long, value_name = "none|diag")]
     cg_precondition: Option<String>,
-    /// fractional-ngd's curvature structure: kronecker (the KFAC eigenbasis, default) or matrix-free ((C + λI)^(-α) g by Lanczos on the exact --curvature operator of the batch).
-    #[arg(long, value_name = "kronecker|matrix-free")]
+    /// Curvature structure: fractional-ngd's kronecker (the KFAC eigenbasis, default) or matrix-free ((C + λI)^(-α) g by Lanczos on the exact --curvature operator of the batch); det-avg's sub-sampled estimates, dense (default) or kronecker (KFAC's blocks per sub-sample, each weighted by det(B ⊗ A + λI) = Π(b_i a_j + λ) from the factors' eigenvalues; fisher or ggn).
+    #[arg(long, value_name = "kronecker|matrix-free|dense")]
     structure: Option<String>,
+    /// det-avg: weight the sub-sampled estimates of the last M refreshes together by their determinants, a momentum for Newton steps (default 1: the current refresh alone).
+    #[arg(long, value_name = "M", value_parser = at_least_one)]
+    det_avg_window: Option<usize>,
     /// Lanczos steps (curvature products) per step of --structure matrix-free (default 50).
     #[arg(long, value_name = "K", value_parser = at_least_one)]
     lanczos_steps: Option<usize>,
@@ -90,6 +93,7 @@ impl SecondOrderArgs {
             ("--cg-iters", self.cg_iters.is_some()),
             ("--cg-precondition", self.cg_precondition.is_some()),
             ("--structure", self.structure.is_some()),
+            ("--det-avg-window", self.det_avg_window.is_some()),
             ("--lanczos-steps", self.lanczos_steps.is_some()),
             ("--trust-radius", self.trust_radius.is_some()),
             ("--kl-clip", self.kl_clip.is_some()),
@@ -216,6 +220,7 @@ impl SecondOrderArgs {
             cg_iters: self.cg_iters.unwrap_or(config.cg_iters),
             cg_precondition,
             structure,
+            det_avg_window: self.det_avg_window.unwrap_or(config.det_avg_window),
             lanczos_steps: self.lanczos_steps.unwrap_or(config.lanczos_steps),
             trust_radius: self.trust_radius.or(config.trust_radius),
             kl_clip: self.kl_clip.or(config.kl_clip),

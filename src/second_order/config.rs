@@ -8,7 +8,7 @@ use secondo_curvature::Curvature;
 use secondo_linalg::CgOptions;
 
 use super::dense::{ensure_dense_fits, DensePreconditioner};
-use super::determinantal::DeterminantalPreconditioner;
+use super::determinantal::{DeterminantalPreconditioner, Subsampling, MATRIX_FREE};
 use super::kronecker::{Eigenvalues, FactorDamping, KroneckerPreconditioner};
 use super::matrix_free::MatrixFreePreconditioner;
 use super::newton_cg::{CgPreconditioning, MartensOptions, NewtonCg};
@@ -79,16 +79,17 @@ impl fmt::Display for Method {
     }
 }
 
-/// The curvature structure fractional-ngd takes its powers `(C + λI)^(-α)`
-/// from (Huh 2020 leaves it open): the KFAC eigenbasis, or the exact
-/// matrix-free curvature of the batch seen through the Krylov space of the
-/// gradient (`--structure`).
+/// The curvature structure (`--structure`) fractional-ngd takes its powers
+/// `(C + λI)^(-α)` from (Huh 2020 leaves it open): the KFAC eigenbasis, or
+/// the exact matrix-free curvature of the batch seen through the Krylov
+/// space of the gradient; and det-avg's sub-sampled estimates: dense, or
+/// KFAC's blocks with closed-form determinants.
 ///
 /// ```
 /// use secondo::second_order::Structure;
 /// assert_eq!("matrix-free".parse::<Structure>().unwrap(), Structure::MatrixFree);
 /// assert_eq!(Structure::Kronecker.to_string(), "kronecker");
-/// assert!("dense".parse::<Structure>().unwrap_err().to_string().starts_with("--structure"));
+/// assert!("diag".parse::<Structure>().unwrap_err().to_string().starts_with("--structure"));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Structure {
@@ -98,6 +99,8 @@ pub enum Structure {
     /// The curvature operator itself: Lanczos `‖g‖ Q f(T) e₁` with
     /// `--lanczos-steps` products a step (CG at `α = 1`).
     MatrixFree,
+    /// The dense matrix, eigendecomposed (det-avg's default).
+    Dense,
 }
 
 impl FromStr for Structure {
@@ -106,8 +109,9 @@ impl FromStr for Structure {
         match s {
             "kronecker" => Ok(Structure::Kronecker),
             "matrix-free" => Ok(Structure::MatrixFree),
+            "dense" => Ok(Structure::Dense),
             _ => Err(Error::Invalid(format!(
-                "--structure '{s}': expected kronecker or matrix-free"
+                "--structure '{s}': expected kronecker, matrix-free or dense"
             ))),
         }
     }
@@ -118,6 +122,7 @@ impl fmt::Display for Structure {
         f.write_str(match self {
             Structure::Kronecker => "kronecker",
             Structure::MatrixFree => "matrix-free",
+            Structure::Dense => "dense",
         })
     }
 }
@@ -157,8 +162,10 @@ pub struct SecondOrderConfig {
     pub cg_iters: usize,
     /// The preconditioner of newton-cg's CG.
     pub cg_precondition: CgPreconditioning,
-    /// fractional-ngd's curvature structure.
+    /// fractional-ngd's and det-avg's curvature structure.
     pub structure: Structure,
+    /// det-avg's window: refreshes whose estimates are weighted together.
+    pub det_avg_window: usize,
     /// Lanczos steps (curvature products) of each matrix-free fractional power.
     pub lanczos_steps: usize,
     /// Largest step norm (trust-region clipping), unbounded when `None`.
@@ -194,6 +201,7 @@ impl SecondOrderConfig {
             cg_iters: 50,
             cg_precondition: CgPreconditioning::None,
             structure: Structure::Kronecker,
+            det_avg_window: 1,
             lanczos_steps: 50,
             trust_radius: None,
             kl_clip: None,
@@ -213,7 +221,11 @@ impl SecondOrderConfig {
                 curvature: Curvature::EmpiricalFisher,
                 ..base
             },
-            Method::DetAvg => SecondOrderConfig { lr: 0.1, ..base },
+            Method::DetAvg => SecondOrderConfig {
+                lr: 0.1,
+                structure: Structure::Dense,
+                ..base
+            },
             Method::FractionalNgd => SecondOrderConfig {
                 lr: 0.1,
                 power: 0.5,
@@ -278,6 +290,9 @@ impl SecondOrderConfig {
         if self.cg_iters == 0 {
             return bad("--cg-iters", "at least 1", "0".into());
         }
+        if self.det_avg_window == 0 {
+            return bad("--det-avg-window", "at least 1", "0".into());
+        }
         if self.lanczos_steps == 0 {
             return bad("--lanczos-steps", "at least 1", "0".into());
         }
@@ -302,12 +317,32 @@ impl SecondOrderConfig {
                 "--power {}: {m} estimates the Newton direction (α = 1); use fractional-ngd",
                 self.power
             )),
-            _ if m != Method::FractionalNgd && self.structure != Structure::Kronecker => {
+            Method::FractionalNgd if self.structure == Structure::Dense => refuse(
+                "--structure dense: fractional-ngd takes kronecker or matrix-free (for dense use ngd)"
+                    .into(),
+            ),
+            Method::DetAvg if self.structure == Structure::MatrixFree => refuse(MATRIX_FREE.into()),
+            Method::DetAvg
+                if self.structure == Structure::Kronecker
+                    && !matches!(self.curvature, Curvature::FisherMc { .. } | Curvature::Ggn) =>
+            {
                 refuse(format!(
-                    "--structure {}: only fractional-ngd chooses its structure (not {m})",
+                    "--curvature {}: det-avg --structure kronecker takes the Kronecker factors of the fisher (KFAC) or the ggn (KFLR)",
+                    self.curvature
+                ))
+            }
+            _ if !matches!(m, Method::FractionalNgd | Method::DetAvg)
+                && self.structure != Structure::Kronecker =>
+            {
+                refuse(format!(
+                    "--structure {}: only fractional-ngd and det-avg choose their structure (not {m})",
                     self.structure
                 ))
             }
+            _ if m != Method::DetAvg && self.det_avg_window != 1 => refuse(format!(
+                "--det-avg-window {}: only det-avg averages over steps (not {m})",
+                self.det_avg_window
+            )),
             _ if m != Method::NewtonCg && self.cg_precondition != CgPreconditioning::None => {
                 refuse(format!(
                     "--cg-precondition {}: only newton-cg runs CG (not {m})",
@@ -358,9 +393,10 @@ impl SecondOrderConfig {
     /// (the Kronecker ones).
     pub fn check_model(&self, objective: &Objective, group: &ParamGroup) -> Result<(), Error> {
         match self.method {
-            Method::Ngd | Method::Ef | Method::DetAvg => {
+            Method::Ngd | Method::Ef => {
                 ensure_dense_fits(group.numel(objective), self.method.name())
             }
+            Method::DetAvg => self.determinantal(objective, group).map(|_| ()),
             Method::FractionalNgd if self.structure == Structure::MatrixFree => Ok(()),
             Method::Kfac | Method::Ekfac | Method::FractionalNgd => {
                 self.kronecker(objective, group).map(|_| ())
@@ -392,6 +428,24 @@ impl SecondOrderConfig {
             damping,
             eigenvalues,
             self.ema,
+        )
+    }
+
+    fn determinantal(
+        &self,
+        objective: &Objective,
+        group: &ParamGroup,
+    ) -> Result<DeterminantalPreconditioner, Error> {
+        DeterminantalPreconditioner::new(
+            objective,
+            group.clone(),
+            self.curvature,
+            self.structure,
+            Subsampling {
+                draws: DET_AVG_DRAWS,
+                keep: DET_AVG_KEEP,
+                window: self.det_avg_window,
+            },
         )
     }
 
@@ -446,13 +500,7 @@ impl SecondOrderConfig {
             Method::Kfac | Method::Ekfac | Method::FractionalNgd => {
                 Box::new(self.kronecker(objective, group)?)
             }
-            Method::DetAvg => Box::new(DeterminantalPreconditioner::new(
-                objective,
-                group.clone(),
-                self.curvature,
-                DET_AVG_DRAWS,
-                DET_AVG_KEEP,
-            )?),
+            Method::DetAvg => Box::new(self.determinantal(objective, group)?),
         };
         Ok(Box::new(PreconditionedDescent {
             preconditioner,

@@ -420,7 +420,7 @@ impl KroneckerPreconditioner {
     }
 
     /// The block's eigenbases at the last refresh: `Q_B`, and `Q_A` of a weight.
-    fn bases(&self, block: &Block) -> Result<(&Eigenbasis, Option<&Eigenbasis>), Error> {
+    fn bases(&self, block: &Block) -> Result<KroneckerBases<'_>, Error> {
         let qa = block.a.map(|a| self.factor(a).eigen()).transpose()?;
         Ok((self.factor(block.b).eigen()?, qa))
     }
@@ -431,14 +431,7 @@ impl KroneckerPreconditioner {
             return Ok(block.corrected.get()?.to_vec());
         }
         let (qb, qa) = self.bases(block)?;
-        Ok(match qa {
-            Some(qa) => qb
-                .values
-                .iter()
-                .flat_map(|bi| qa.values.iter().map(move |aj| bi * aj))
-                .collect(),
-            None => qb.values.clone(),
-        })
+        Ok(kronecker_values((qb, qa)))
     }
 
     /// `f` applied to the block's eigenvalues, on `v` (`rows × cols`): `Q f Qᵀ v`.
@@ -448,20 +441,52 @@ impl KroneckerPreconditioner {
         v: &[f64],
         f: impl Fn(f64) -> f64,
     ) -> Result<Vec<f64>, Error> {
-        let (rows, cols) = self.shape(block);
         let (qb, qa) = self.bases(block)?;
-        let mut c = qb.project_left(v, cols);
-        if let Some(qa) = qa {
-            c = qa.project_right(&c, rows);
-        }
-        let values = self.eigenvalues(block)?;
-        for (x, value) in c.iter_mut().zip(values) {
-            *x *= f(value);
-        }
-        if let Some(qa) = qa {
-            c = qa.back_right(&c, rows);
-        }
-        Ok(qb.back_left(&c, cols))
+        Ok(in_eigenbasis((qb, qa), &self.eigenvalues(block)?, v, f))
+    }
+
+    /// The factors of `batch` alone (no moving average), each decomposed,
+    /// with every output factor `B` scaled by `scale` (so that each block,
+    /// `B ⊗ A` or a bias's `B`, is): one sub-sampled estimate of
+    /// determinantal averaging. The averages and refreshes are untouched.
+    pub(crate) fn batch_factors(
+        &mut self,
+        batch: &CurvatureBatch<'_>,
+        scale: f64,
+    ) -> Result<Vec<Eigenbasis>, Error> {
+        let (x, y) = batch.tensors()?;
+        let values = self.programs.run(batch, &x, &y)?;
+        let outputs: Vec<FactorId> = self.blocks.iter().map(|b| b.b).collect();
+        self.factors
+            .par_iter()
+            .enumerate()
+            .map(|(i, factor)| {
+                let value = values.get(&factor.name).ok_or_else(|| {
+                    Error::Invalid(format!("the engine computed no factor '{}'", factor.name))
+                })?;
+                let mut eigen = Eigenbasis::new(&value.to_f64_vec(), factor.n)?;
+                if outputs.contains(&FactorId(i)) {
+                    eigen.values.iter_mut().for_each(|v| *v *= scale);
+                }
+                Ok(eigen)
+            })
+            .collect()
+    }
+
+    /// Every factor's size, in the order of [`Self::batch_factors`].
+    pub(crate) fn factor_sizes(&self) -> Vec<usize> {
+        self.factors.iter().map(|f| f.n).collect()
+    }
+
+    /// Each block's elements and eigenbases `(Q_B, Q_A)` among `factors`
+    /// (from [`Self::batch_factors`]), in the order of the flat vector.
+    pub(crate) fn blocks_in<'a>(
+        &'a self,
+        factors: &'a [Eigenbasis],
+    ) -> impl Iterator<Item = (usize, KroneckerBases<'a>)> + 'a {
+        self.blocks
+            .iter()
+            .map(move |b| (b.size, (&factors[b.b.0], b.a.map(|a| &factors[a.0]))))
     }
 
     /// Factored damping's inverse factors for `damping` and `power` (Martens
@@ -521,6 +546,46 @@ impl KroneckerPreconditioner {
         }
         Ok(out)
     }
+}
+
+/// A block's eigenbases: `Q_B`, and `Q_A` of a weight.
+pub(crate) type KroneckerBases<'a> = (&'a Eigenbasis, Option<&'a Eigenbasis>);
+
+/// KFAC's eigenvalues of a block, `b_i a_j` (`rows × cols` row-major; a
+/// bias's are `B`'s).
+pub(crate) fn kronecker_values((qb, qa): KroneckerBases<'_>) -> Vec<f64> {
+    match qa {
+        Some(qa) => qb
+            .values
+            .iter()
+            .flat_map(|bi| qa.values.iter().map(move |aj| bi * aj))
+            .collect(),
+        None => qb.values.clone(),
+    }
+}
+
+/// `Q f(m) Qᵀ v` for a block `v` (`rows × cols`) with eigenvectors
+/// `Q = Q_B ⊗ Q_A` and eigenvalues `m` (`rows × cols`): two changes of
+/// basis, `Q_B [(Q_Bᵀ V Q_A) ⊙ f(m)] Q_Aᵀ`.
+pub(crate) fn in_eigenbasis(
+    (qb, qa): KroneckerBases<'_>,
+    values: &[f64],
+    v: &[f64],
+    f: impl Fn(f64) -> f64,
+) -> Vec<f64> {
+    let rows = qb.values.len();
+    let cols = qa.map_or(1, |a| a.values.len());
+    let mut c = qb.project_left(v, cols);
+    if let Some(qa) = qa {
+        c = qa.project_right(&c, rows);
+    }
+    for (x, value) in c.iter_mut().zip(values) {
+        *x *= f(*value);
+    }
+    if let Some(qa) = qa {
+        c = qa.back_right(&c, rows);
+    }
+    qb.back_left(&c, cols)
 }
 
 /// The quantity whose factors the blocks average (KFAC with sampled

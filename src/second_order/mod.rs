@@ -35,7 +35,7 @@ mod vector;
 pub use config::{Method, SecondOrderConfig, Structure};
 pub use damping::{reduction_ratio, Damping, MAX_DAMPING, MIN_DAMPING};
 pub use dense::{DensePreconditioner, DENSE_LIMIT};
-pub use determinantal::DeterminantalPreconditioner;
+pub use determinantal::{DeterminantalPreconditioner, Subsampling};
 pub use diagonal::DiagonalPreconditioner;
 pub use group::ParamGroup;
 pub use kronecker::{Eigenvalues, FactorDamping, KroneckerPreconditioner};
