@@ -30,7 +30,7 @@ pub enum OptimizerChoice {
     Sgd(SgdConfig),
     /// Adam, or AdamW when decoupled.
     Adam(AdamConfig),
-    /// A second-order method: newton-cg, kfac, ekfac, ngd, ef, fractional-ngd.
+    /// A second-order method: newton-cg, kfac, ekfac, ngd, ef, fractional-ngd, det-avg.
     SecondOrder(SecondOrderConfig),
 }
 

@@ -144,7 +144,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         OptimizerChoice::SecondOrder(c) => OptimizerChoice::SecondOrder(a.second_order.apply(c)?),
         first_order => match a.second_order.given().first() {
             Some(flag) => anyhow::bail!(
-                "{flag} applies to second-order optimizers (--optimizer newton-cg, kfac, ekfac, ngd, ef, fractional-ngd), not {}",
+                "{flag} applies to second-order optimizers (--optimizer newton-cg, kfac, ekfac, ngd, ef, fractional-ngd, det-avg), not {}",
                 a.optimizer
             ),
             None => first_order,
