@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use secondo_curvature::{Curvature, CurvatureOperator, Objective, Quantity, QuantityProgram};
 use secondo_data::Dataset;
+use secondo_linalg::symmetrized;
 use secondo_nn::ParamStore;
 use secondo_tensor::memory::{bytes_of, ensure_fits};
 use secondo_tensor::Tensor;
@@ -346,14 +347,6 @@ fn masked_dense(op: &CurvatureOperator, mask: &[usize]) -> Result<Vec<f64>, Erro
         }
     }
     Ok(m)
-}
-
-/// `scale · (M + Mᵀ)/2` of the row-major `n × n` matrix `m`: an operator's
-/// columns in f32 are symmetric only to round-off.
-fn symmetrized(m: &[f64], n: usize, scale: f64) -> Vec<f64> {
-    (0..n * n)
-        .map(|k| 0.5 * scale * (m[k] + m[(k % n) * n + k / n]))
-        .collect()
 }
 
 /// The selected weights' values, flat in order.

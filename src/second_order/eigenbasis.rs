@@ -3,7 +3,7 @@
 //! functions `f(M) v = Q f(m) Qᵀ v` (fractional powers included) and the
 //! change of basis of matrices (`Qᵀ V`, `V Q`).
 
-use secondo_linalg::{dense_symmetric_eigen, DenseSymmetric};
+use secondo_linalg::{dense_symmetric_eigen, symmetrized, DenseSymmetric};
 use secondo_tensor::{einsum, Tensor};
 
 use crate::state::Scope;
@@ -23,14 +23,7 @@ impl Eigenbasis {
     /// Decomposes the row-major `n × n` matrix `m`, symmetrized first (a
     /// matrix built in `f32` or from products is symmetric up to rounding).
     pub(crate) fn new(m: &[f64], n: usize) -> Result<Eigenbasis, Error> {
-        let mut sym = m.to_vec();
-        for i in 0..n {
-            for j in i + 1..n {
-                let mean = 0.5 * (m[i * n + j] + m[j * n + i]);
-                sym[i * n + j] = mean;
-                sym[j * n + i] = mean;
-            }
-        }
+        let sym = symmetrized(m, n, 1.0);
         let eig = dense_symmetric_eigen(&DenseSymmetric::new(n, sym)?)?;
         let mut q = vec![0.0; n * n];
         for (j, column) in eig.vectors.chunks(n.max(1)).enumerate() {

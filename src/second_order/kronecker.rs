@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 use secondo_curvature::{Curvature, Quantity};
-use secondo_linalg::{dense_spd_inverse, DenseSymmetric};
+use secondo_linalg::{dense_spd_inverse, symmetrized, DenseSymmetric};
 use secondo_tensor::Tensor;
 
 use super::diagonal::reduction_scale;
@@ -177,14 +177,7 @@ impl Factor {
     fn refresh(&self) -> Result<Refreshed, Error> {
         let m = self.average.get()?;
         let n = self.n;
-        let mut matrix = m.to_vec();
-        for i in 0..n {
-            for j in i + 1..n {
-                let mean = 0.5 * (m[i * n + j] + m[j * n + i]);
-                matrix[i * n + j] = mean;
-                matrix[j * n + i] = mean;
-            }
-        }
+        let matrix = symmetrized(m, n, 1.0);
         Ok(Refreshed {
             n,
             matrix,

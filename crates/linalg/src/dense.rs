@@ -66,6 +66,20 @@ pub fn dense_symmetric_eigen(matrix: &DenseSymmetric) -> Result<SymmetricEigen, 
     symmetric_eigen(matrix.as_slice(), matrix.dim())
 }
 
+/// `scale · (M + Mᵀ)/2` of the row-major `n × n` matrix `m`: a matrix
+/// accumulated in `f32` or from operator columns is symmetric only up to
+/// round-off, and the symmetric solvers read one triangle.
+///
+/// ```
+/// let m = [1.0, 2.0, 4.0, 3.0];
+/// assert_eq!(secondo_linalg::symmetrized(&m, 2, 1.0), vec![1.0, 3.0, 3.0, 3.0]);
+/// ```
+pub fn symmetrized(m: &[f64], n: usize, scale: f64) -> Vec<f64> {
+    (0..n * n)
+        .map(|k| 0.5 * scale * (m[k] + m[(k % n) * n + k / n]))
+        .collect()
+}
+
 /// The inverse of a dense symmetric positive-definite matrix, by its
 /// Cholesky factorization `A = L Lᵀ` and `A⁻¹ = L⁻ᵀ L⁻¹` (about `n³` flops,
 /// a fraction of an eigendecomposition's), as a full `n × n` matrix (row- and

@@ -56,7 +56,7 @@ mod slq;
 mod trace;
 
 pub use cg::{conjugate_gradient, CgOptions, CgSolution};
-pub use dense::{dense_spd_inverse, dense_symmetric_eigen, SymmetricEigen};
+pub use dense::{dense_spd_inverse, dense_symmetric_eigen, symmetrized, SymmetricEigen};
 pub use error::LinalgError;
 pub use lanczos::{
     lanczos_function, lanczos_top_k, lanczos_top_k_from, BasisPrecision, Eigen, LanczosOptions,
