@@ -247,11 +247,7 @@ pub fn run(
             column,
             less
         );
-    }
-    if profile {
-        for row in &rows {
-            let config = MonitorConfig::parse(&row.list, row.every)?;
-            let mut monitored = Run::new(problem, &program, Some(&config))?;
+        if profile {
             monitored.print_profile(&row.name, repeats)?;
         }
     }

@@ -8,9 +8,9 @@ use crate::{ConvOp, Graph, Node, NodeId, Op, PatchOp};
 /// `fold` of a contraction of an output gradient with a weight (the input
 /// gradient), become one primitive each, whose kernels never write the
 /// patch matrix. Patches that something else still reads (a Kronecker
-/// factor) stay; the fused kernels unfold again, in cache. The images may carry
-/// more leading axes (`vmap`ped tangents or factor columns, over which the
-/// weight is shared): they are merged into the images' axis.
+/// factor) stay; the fused kernels unfold again, in cache. The images may
+/// carry more leading axes (`vmap`ped tangents or factor columns, over which
+/// the weight is shared): they are merged into the images' axis.
 /// Returns the rewritten graph (with the unread patches still in it, for
 /// [`prune`](crate::passes::prune)) and the outputs' new ids.
 ///
