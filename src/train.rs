@@ -463,9 +463,11 @@ impl AnyOptimizer {
         batch: impl FnOnce() -> Result<Dataset, Error>,
     ) -> Result<(), Error> {
         let grads = &out.grads;
+        let evaluation = program.masks().is_empty() && out.stats.is_empty();
         let pass = || TrainingPass {
             grads,
-            output: (program.masks().is_empty() && out.stats.is_empty()).then_some(&out.output),
+            output: evaluation.then_some(&out.output),
+            loss: evaluation.then_some(out.loss),
         };
         match self {
             AnyOptimizer::FirstOrder(o) => o.step(params, grads, &|_| true),

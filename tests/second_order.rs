@@ -63,6 +63,7 @@ fn batch<'a>(obj: &'a Objective, params: &'a ParamStore, data: &'a Dataset) -> C
         data: data.clone(),
         seed: 0,
         output: None,
+        loss: None,
     }
 }
 

@@ -144,6 +144,7 @@ impl DeterminantalPreconditioner {
                 data: batch.data.select(pattern)?,
                 seed: batch.seed,
                 output: None,
+                loss: None,
             };
             // The estimate reduces over the sub-sample; Ĉ = (1/p)(|S|/N) of it.
             let scale = pattern.len() as f64 / (self.sampling.keep * n);

@@ -308,7 +308,7 @@ impl SecondOrderOptimizer for NewtonCg {
     ) -> Result<StepReport, Error> {
         let cb = self
             .control
-            .curvature_batch(objective, params, batch, pass.output)?;
+            .curvature_batch(objective, params, batch, pass)?;
         let op = bind_operator(self.operator.take(), self.kind, &self.control.group, &cb)?;
         let g = self.control.group.gather(pass.grads);
         let start = match &self.previous {
@@ -337,7 +337,7 @@ impl SecondOrderOptimizer for NewtonCg {
             slope,
             curvature: Some(curvature),
         };
-        let before = self.control.loss(&cb, params)?;
+        let before = self.control.loss_before(&cb)?;
         self.previous = Some(cg.last().to_vec()).filter(|x| x.iter().all(|v| v.is_finite()));
         let report = self
             .control

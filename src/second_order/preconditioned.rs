@@ -82,7 +82,7 @@ impl SecondOrderOptimizer for PreconditionedDescent {
     ) -> Result<StepReport, Error> {
         let cb = self
             .control
-            .curvature_batch(objective, params, batch, pass.output)?;
+            .curvature_batch(objective, params, batch, pass)?;
         let refresh = self.control.steps().is_multiple_of(self.inverse_every);
         self.preconditioner.update(&cb, refresh)?;
         let g = self.control.group.gather(pass.grads);
@@ -110,7 +110,7 @@ impl SecondOrderOptimizer for PreconditionedDescent {
             }
         };
         let before = match self.control.adaptive {
-            true => self.control.loss(&cb, params)?,
+            true => self.control.loss_before(&cb)?,
             // Only finiteness matters without a reduction ratio.
             false => 0.0,
         };

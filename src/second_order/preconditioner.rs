@@ -23,6 +23,9 @@ pub struct TrainingPass<'a> {
     /// output (no dropout masks, no batch statistics): the Monte-Carlo
     /// targets are then drawn from it instead of from another forward pass.
     pub output: Option<&'a Tensor>,
+    /// The loss of that output (with it): the loss before the step, which
+    /// the reduction ratio then needs no forward pass for.
+    pub loss: Option<f64>,
 }
 
 impl<'a> TrainingPass<'a> {
@@ -31,6 +34,7 @@ impl<'a> TrainingPass<'a> {
         TrainingPass {
             grads,
             output: None,
+            loss: None,
         }
     }
 }
@@ -50,6 +54,9 @@ pub struct CurvatureBatch<'a> {
     /// The network's evaluation-mode output on `data` at `params`, `[N, C]`,
     /// where the training step computed it (see [`TrainingPass::output`]).
     pub output: Option<Tensor>,
+    /// The loss at `params` on `data`, where the training step computed it
+    /// on the same samples (see [`TrainingPass::loss`]).
+    pub loss: Option<f64>,
 }
 
 impl CurvatureBatch<'_> {

@@ -11,7 +11,7 @@ use secondo_nn::ParamStore;
 use secondo_tensor::Tensor;
 
 use super::damping::{reduction_ratio, Damping};
-use super::preconditioner::CurvatureBatch;
+use super::preconditioner::{CurvatureBatch, TrainingPass};
 use super::vector::{add_in_place, all_finite, moved, norm, scaled};
 use super::{ParamGroup, StepReport};
 use crate::state::Scope;
@@ -131,17 +131,18 @@ impl StepControl {
 
     /// The curvature batch of this step: the first `--curvature-batch`
     /// samples of the training batch (with their rows of the training
-    /// step's output, where it has one), its Monte-Carlo draws seeded by the
-    /// run's seed and the step.
+    /// step's output, where it has one, and its loss when they are the
+    /// whole batch), its Monte-Carlo draws seeded by the run's seed and the
+    /// step.
     pub(crate) fn curvature_batch<'a>(
         &self,
         objective: &'a Objective,
         params: &'a ParamStore,
         batch: &Dataset,
-        output: Option<&Tensor>,
+        pass: &TrainingPass<'_>,
     ) -> Result<CurvatureBatch<'a>, Error> {
         let n = self.curvature_batch.unwrap_or(batch.len()).min(batch.len());
-        let output = match output {
+        let output = match pass.output {
             Some(o) if o.shape()[0] == n => Some(o.clone()),
             Some(o) => Some(first_rows(o, n)?),
             None => None,
@@ -151,8 +152,18 @@ impl StepControl {
             params,
             data: batch.select(&(0..n).collect::<Vec<_>>())?,
             seed: self.seed ^ (self.steps as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            loss: pass.loss.filter(|_| n == batch.len() && output.is_some()),
             output,
         })
+    }
+
+    /// The loss before the step, on the curvature batch at its parameters:
+    /// the training step's where it has it, else by a forward pass.
+    pub(crate) fn loss_before(&mut self, batch: &CurvatureBatch<'_>) -> Result<f64, Error> {
+        match batch.loss {
+            Some(loss) => Ok(loss),
+            None => self.loss(batch, batch.params),
+        }
     }
 
     /// The loss of `params` on `batch`'s data (evaluation mode).
