@@ -3,8 +3,9 @@
 //! functions `f(M) v = Q f(m) Qᵀ v` (fractional powers included) and the
 //! change of basis of matrices (`Qᵀ V`, `V Q`).
 
-use secondo_linalg::{dense_symmetric_eigen, symmetrized, DenseSymmetric};
-use secondo_tensor::{einsum, Tensor};
+use secondo_linalg::{
+    dense_symmetric_eigen, row_major_product, symmetrized, DenseSymmetric, RowMajor,
+};
 
 use crate::state::Scope;
 use crate::Error;
@@ -110,26 +111,17 @@ impl Eigenbasis {
 
 /// `A B` for row-major `A` (`m × k`) and `B` (`k × n`).
 pub(crate) fn matmul(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
-    contract("ik,kj->ij", a, [m, k], b, [k, n])
+    row_major_product(RowMajor::new(a, m, k), RowMajor::new(b, k, n))
 }
 
 /// `Aᵀ B` for row-major `A` (`k × m`) and `B` (`k × n`).
 fn matmul_transposed_left(a: &[f64], b: &[f64], k: usize, m: usize, n: usize) -> Vec<f64> {
-    contract("ki,kj->ij", a, [k, m], b, [k, n])
+    row_major_product(RowMajor::new(a, k, m).t(), RowMajor::new(b, k, n))
 }
 
 /// `A Bᵀ` for row-major `A` (`m × k`) and `B` (`n × k`).
 fn matmul_transposed_right(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
-    contract("ik,jk->ij", a, [m, k], b, [n, k])
-}
-
-/// A two-operand contraction of row-major `f64` matrices, by the tensor
-/// crate's GEMM (what every other contraction in secondo runs on).
-fn contract(spec: &str, a: &[f64], sa: [usize; 2], b: &[f64], sb: [usize; 2]) -> Vec<f64> {
-    let ta = Tensor::from_vec(sa.to_vec(), a.to_vec()).expect("matrix sizes");
-    let tb = Tensor::from_vec(sb.to_vec(), b.to_vec()).expect("matrix sizes");
-    let out = einsum(spec, &[&ta, &tb]).expect("contraction of matching matrices");
-    out.as_slice::<f64>().expect("f64").to_vec()
+    row_major_product(RowMajor::new(a, m, k), RowMajor::new(b, n, k).t())
 }
 
 #[cfg(test)]

@@ -525,19 +525,28 @@ impl KroneckerPreconditioner {
             *cache = Some(self.factored_inverses(damping, power)?);
         }
         let inverses = cache.as_ref().expect("just built");
-        let mut out = Vec::with_capacity(v.len());
-        let mut at = 0;
-        for (block, (left, right)) in self.blocks.iter().zip(&inverses.matrices) {
-            let (rows, cols) = self.shape(block);
-            let part = &v[at..at + block.size];
-            at += block.size;
-            let left = matmul(left, part, rows, rows, cols);
-            out.extend(match right {
-                Some(right) => matmul(&left, right, rows, cols, cols),
-                None => left,
-            });
-        }
-        Ok(out)
+        let starts = self.blocks.iter().scan(0, |at, b| {
+            *at += b.size;
+            Some(*at - b.size)
+        });
+        // Blocks in parallel, each product on one thread: small products
+        // gain nothing from splitting, and the result is the same on any pool.
+        let parts: Vec<_> = starts
+            .zip(&self.blocks)
+            .zip(&inverses.matrices)
+            .map(|((at, b), m)| (at, self.shape(b), m))
+            .collect();
+        let solved: Vec<Vec<f64>> = parts
+            .into_par_iter()
+            .map(|(at, (rows, cols), (left, right))| {
+                let left = matmul(left, &v[at..at + rows * cols], rows, rows, cols);
+                match right {
+                    Some(right) => matmul(&left, right, rows, cols, cols),
+                    None => left,
+                }
+            })
+            .collect();
+        Ok(solved.concat())
     }
 }
 

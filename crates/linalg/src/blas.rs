@@ -311,3 +311,66 @@ mod tests {
         assert_eq!(norm(&[3.0, 4.0]), 5.0);
     }
 }
+
+/// A row-major matrix as stored, read as it is or transposed.
+#[derive(Clone, Copy, Debug)]
+pub struct RowMajor<'a> {
+    values: &'a [f64],
+    rows: usize,
+    cols: usize,
+    transposed: bool,
+}
+
+impl<'a> RowMajor<'a> {
+    /// The `rows × cols` row-major matrix `values`.
+    pub fn new(values: &'a [f64], rows: usize, cols: usize) -> RowMajor<'a> {
+        assert_eq!(values.len(), rows * cols, "a {rows}×{cols} matrix");
+        RowMajor {
+            values,
+            rows,
+            cols,
+            transposed: false,
+        }
+    }
+
+    /// The same matrix read transposed.
+    pub fn t(self) -> RowMajor<'a> {
+        RowMajor {
+            transposed: !self.transposed,
+            ..self
+        }
+    }
+
+    fn view(&self) -> MatRef<'a, f64> {
+        let m = MatRef::from_row_major_slice(self.values, self.rows, self.cols);
+        match self.transposed {
+            true => m.transpose(),
+            false => m,
+        }
+    }
+}
+
+/// The row-major product `A B` of two row-major matrices (either read
+/// transposed), straight from their slices: the small `f64` products of
+/// the second-order preconditioners, where copying the operands into
+/// tensors for an einsum took as long as the product.
+///
+/// ```
+/// use secondo_linalg::{row_major_product, RowMajor};
+/// let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]; // 2 × 3
+/// let b = [1.0, 0.0, 1.0]; // 3 × 1
+/// assert_eq!(row_major_product(RowMajor::new(&a, 2, 3), RowMajor::new(&b, 3, 1)), vec![4.0, 10.0]);
+/// assert_eq!(row_major_product(RowMajor::new(&a, 2, 3).t(), RowMajor::new(&[1.0, 1.0], 2, 1)), vec![5.0, 7.0, 9.0]);
+/// ```
+pub fn row_major_product(a: RowMajor<'_>, b: RowMajor<'_>) -> Vec<f64> {
+    let (a, b) = (a.view(), b.view());
+    assert_eq!(a.ncols(), b.nrows(), "the inner dimensions of a product");
+    let (m, n) = (a.nrows(), b.ncols());
+    let mut out = vec![0.0; m * n];
+    if m == 0 || n == 0 {
+        return out;
+    }
+    let dst = MatMut::from_row_major_slice_mut(&mut out, m, n);
+    faer_matmul(dst, Accum::Replace, a, b, 1.0, parallelism(m, n));
+    out
+}
