@@ -21,6 +21,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 
+use common::binary::{s, secondo, stderr};
 use common::{relative_error_flat, Fixture};
 use secondo::curvature::{compute_quantities, Curvature, Quantity};
 use secondo::data::Dataset;
@@ -287,4 +288,37 @@ fn kfac_jax_damps_a_weight_and_its_bias_as_one_block_over_the_augmented_inputs()
         "secondo's step is kfac-jax's to {apart:e}: if biases joined their weights' blocks, \
          check the steps with biases directly"
     );
+}
+
+#[test]
+fn bench_optimizers_notes_a_missing_kfac_jax_and_carries_on() {
+    // CI has no Python: the kfac-jax row is skipped with a note, the
+    // benchmark's table and files are still written.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-python");
+    for (flag, note) in [
+        (vec!["--no-torch"], "kfac-jax: skipped (--no-torch)"),
+        (vec!["--python", s(&missing)], "kfac-jax: "),
+    ] {
+        let out = dir.path().join("bench");
+        let mut args = vec![
+            "bench",
+            "--optimizers",
+            "--networks",
+            "autoencoder",
+            "--only",
+            "sgd,kfac-jax",
+            "--steps",
+            "2",
+            "--out",
+            s(&out),
+        ];
+        args.extend(flag);
+        let o = secondo(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(text.contains(note), "no '{note}' in:\n{text}");
+        assert!(text.contains("sgd "), "no sgd row in:\n{text}");
+        assert!(out.join("optimizers.json").exists());
+    }
 }

@@ -498,16 +498,20 @@ pub fn run_all(o: &Options<'_>) -> anyhow::Result<()> {
             .into_iter()
             .map(|row| measure(&problem, row))
             .collect::<anyhow::Result<_>>()?;
-        let mut skipped = None;
+        // The kfac-jax row's note: its steps' times, or why it was skipped.
+        let mut note = None;
         if network == Network::Autoencoder && wanted(o.only, KFAC_JAX) {
             match kfac_jax(&problem, o.python)? {
-                Ok(m) => measured.push(m),
-                Err(why) => skipped = Some(why),
+                Ok((m, times)) => {
+                    measured.push(m);
+                    note = Some(times);
+                }
+                Err(why) => note = Some(why),
             }
         }
         print_table(&problem, &measured);
-        if let Some(why) = skipped {
-            println!("  {KFAC_JAX}: {why}");
+        if let Some(note) = note {
+            println!("  {KFAC_JAX}: {note}");
         }
         print_against_kfac_jax(&measured);
         for axis in [Axis::Steps, Axis::Seconds] {
@@ -535,7 +539,11 @@ pub fn run_all(o: &Options<'_>) -> anyhow::Result<()> {
 /// kfac-jax's run of `problem` by `scripts/reference/bench_kfac_jax.py`
 /// with `python`, from our initial weights on our batches; the reason
 /// instead where it cannot run (no Python, `--no-torch`, kfac-jax missing).
-fn kfac_jax(problem: &Problem, python: Option<&Path>) -> anyhow::Result<Result<Measured, String>> {
+/// With the run comes a line on its steps' times.
+fn kfac_jax(
+    problem: &Problem,
+    python: Option<&Path>,
+) -> anyhow::Result<Result<(Measured, String), String>> {
     let Some(python) = python else {
         return Ok(Err("skipped (--no-torch)".into()));
     };
@@ -549,13 +557,23 @@ fn kfac_jax(problem: &Problem, python: Option<&Path>) -> anyhow::Result<Result<M
         .ok_or_else(|| anyhow::anyhow!("{}: not UTF-8", data.display()))?;
     let result = python_reference(python, "bench_kfac_jax.py", &["--data", path]);
     std::fs::remove_dir_all(&dir)?;
-    Ok(result
-        .and_then(|json| reference_run(&json))
-        .map(|run| Measured {
+    Ok(result.and_then(|json| {
+        let ms = |key: &str| json[key].as_f64().unwrap_or(f64::NAN);
+        let times = format!(
+            "{:.2} ms on inverse steps, {:.2} ms on the others, a plain jax gradient step \
+             {:.2} ms ({} compiling steps left out)",
+            ms("ms_inverse_step"),
+            ms("ms_other_step"),
+            ms("grad_step_ms"),
+            json["compile_steps"]
+        );
+        let measured = Measured {
             name: KFAC_JAX,
-            runs: vec![run],
+            runs: vec![reference_run(&json)?],
             best: 0,
-        }))
+        };
+        Ok((measured, times))
+    }))
 }
 
 /// What `bench_kfac_jax.py --data` reads: the training and test inputs, the
