@@ -126,7 +126,7 @@ pub struct BenchArgs {
     /// Python with PyTorch for the side-by-side reference (default .venv/bin/python, else python3).
     #[arg(long)]
     python: Option<PathBuf>,
-    /// Skip the PyTorch reference.
+    /// Skip the Python reference (PyTorch; with --optimizers, kfac-jax).
     #[arg(long)]
     no_torch: bool,
     /// Print the most expensive nodes of the gradient graph and of every
@@ -149,7 +149,8 @@ pub struct BenchArgs {
     #[arg(long)]
     laplace: bool,
     /// Train with each optimizer (SGD with momentum and Adam over learning-rate
-    /// grids, kfac, ekfac, fractional-ngd, newton-cg) for a fixed number of
+    /// grids, kfac, ekfac, fractional-ngd, newton-cg; kfac-jax on the
+    /// autoencoder where Python has it) for a fixed number of
     /// steps: steps and seconds to a target training loss, the step's cost in
     /// SGD steps timed alternately, final training loss and test metric, and
     /// loss-versus-steps and loss-versus-time plots in --out; `--only` then
@@ -217,12 +218,14 @@ impl BenchArgs {
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     if a.optimizers {
         let out = a.out.clone().unwrap_or_else(bench_optimizers::default_out);
+        let python = a.python.clone().unwrap_or_else(default_python);
         return bench_optimizers::run_all(&bench_optimizers::Options {
             networks: &a.networks,
             only: a.only.as_deref(),
             steps: a.steps,
             batch: a.batch,
             out: &out,
+            python: (!a.no_torch).then_some(python.as_path()),
         });
     }
     if a.laplace {

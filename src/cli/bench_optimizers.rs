@@ -4,17 +4,22 @@
 //! target training loss, each step's cost as a multiple of a plain SGD step
 //! timed alternately with it in this process, the final full-data training
 //! loss and test metric, and plots of the loss against steps and time.
+//! On the autoencoder, kfac-jax trains beside them when installed
+//! (`scripts/reference/bench_kfac_jax.py`, from the same initial weights on
+//! the same batches).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use secondo::bench::python_reference;
 use secondo::output::Output;
 use secondo::plot::{Chart, Layer};
 use secondo::train::{Evaluator, OptimizerChoice, Stepper, TrainConfig};
 use secondo::{Objective, ObjectiveConfig};
 use secondo_data::{Dataset, Targets};
 use secondo_nn::ParamStore;
-use secondo_tensor::DType;
+use secondo_tensor::{DType, Tensor};
 
 /// A benchmark network, on the digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -134,7 +139,7 @@ const SGD_LRS: [f64; 4] = [0.03, 0.1, 0.3, 1.0];
 const ADAM_LRS: [f64; 5] = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2];
 
 /// Every row `--only` can name, in the order they print.
-const ROWS: [&str; 7] = [
+const ROWS: [&str; 8] = [
     "sgd",
     "adam",
     "kfac",
@@ -142,7 +147,16 @@ const ROWS: [&str; 7] = [
     "ekfac-adaptive",
     "fractional-ngd",
     "newton-cg",
+    KFAC_JAX,
 ];
+
+/// The reference row: kfac-jax on the autoencoder, where Python has it.
+const KFAC_JAX: &str = "kfac-jax";
+
+/// Whether `--only` keeps row `name`.
+fn wanted(only: Option<&[String]>, name: &str) -> bool {
+    only.is_none_or(|o| o.iter().any(|n| n.trim() == name))
+}
 
 /// The optimizer `name` as `secondo train --optimizer NAME` runs it, with
 /// `--lr`, `--momentum` and `--adapt-damping` (which also starts the damping
@@ -195,9 +209,7 @@ fn rows(only: Option<&[String]>) -> Vec<Row> {
         single("fractional-ngd", "fractional-ngd", false),
         single("newton-cg", "newton-cg", false),
     ];
-    all.into_iter()
-        .filter(|r| only.is_none_or(|o| o.iter().any(|n| n.trim() == r.name)))
-        .collect()
+    all.into_iter().filter(|r| wanted(only, r.name)).collect()
 }
 
 /// Refuses `--only` lists that name no row or an unknown one.
@@ -454,8 +466,8 @@ fn files(networks: &[Network]) -> Vec<String> {
 const JSON: &str = "optimizers.json";
 
 /// The lines' colours (matplotlib's), one per row.
-const COLORS: [&str; 7] = [
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+const COLORS: [&str; 8] = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
 ];
 
 /// What `bench --optimizers` takes.
@@ -465,6 +477,8 @@ pub struct Options<'a> {
     pub steps: Option<usize>,
     pub batch: Option<usize>,
     pub out: &'a Path,
+    /// The Python to run kfac-jax with; none skips it (`--no-torch`).
+    pub python: Option<&'a Path>,
 }
 
 pub fn run_all(o: &Options<'_>) -> anyhow::Result<()> {
@@ -480,11 +494,26 @@ pub fn run_all(o: &Options<'_>) -> anyhow::Result<()> {
     for &network in o.networks {
         let problem = network.problem(o.steps, o.batch)?;
         print_header(&problem);
-        let measured: Vec<Measured> = rows(o.only)
+        let mut measured: Vec<Measured> = rows(o.only)
             .into_iter()
             .map(|row| measure(&problem, row))
             .collect::<anyhow::Result<_>>()?;
+        // The kfac-jax row's note: its steps' times, or why it was skipped.
+        let mut note = None;
+        if network == Network::Autoencoder && wanted(o.only, KFAC_JAX) {
+            match kfac_jax(&problem, o.python)? {
+                Ok((m, times)) => {
+                    measured.push(m);
+                    note = Some(times);
+                }
+                Err(why) => note = Some(why),
+            }
+        }
         print_table(&problem, &measured);
+        if let Some(note) = note {
+            println!("  {KFAC_JAX}: {note}");
+        }
+        print_against_kfac_jax(&measured);
         for axis in [Axis::Steps, Axis::Seconds] {
             plots.push((axis.file(network), plot(&problem, &measured, axis)));
         }
@@ -505,6 +534,149 @@ pub fn run_all(o: &Options<'_>) -> anyhow::Result<()> {
         o.out.display()
     );
     Ok(())
+}
+
+/// kfac-jax's run of `problem` by `scripts/reference/bench_kfac_jax.py`
+/// with `python`, from our initial weights on our batches; the reason
+/// instead where it cannot run (no Python, `--no-torch`, kfac-jax missing).
+/// With the run comes a line on its steps' times.
+fn kfac_jax(
+    problem: &Problem,
+    python: Option<&Path>,
+) -> anyhow::Result<Result<(Measured, String), String>> {
+    let Some(python) = python else {
+        return Ok(Err("skipped (--no-torch)".into()));
+    };
+    eprintln!("{}: {KFAC_JAX} ...", problem.network.name());
+    let dir = std::env::temp_dir().join(format!("secondo-bench-kfac-jax-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let data = dir.join("problem.safetensors");
+    write_problem(problem, &data)?;
+    let path = data
+        .to_str()
+        .ok_or_else(|| anyhow::anyhow!("{}: not UTF-8", data.display()))?;
+    let result = python_reference(python, "bench_kfac_jax.py", &["--data", path]);
+    std::fs::remove_dir_all(&dir)?;
+    Ok(result.and_then(|json| {
+        let ms = |key: &str| json[key].as_f64().unwrap_or(f64::NAN);
+        let times = format!(
+            "{:.2} ms on inverse steps, {:.2} ms on the others, a plain jax gradient step \
+             {:.2} ms ({} compiling steps left out)",
+            ms("ms_inverse_step"),
+            ms("ms_other_step"),
+            ms("grad_step_ms"),
+            json["compile_steps"]
+        );
+        let measured = Measured {
+            name: KFAC_JAX,
+            runs: vec![reference_run(&json)?],
+            best: 0,
+        };
+        Ok((measured, times))
+    }))
+}
+
+/// What `bench_kfac_jax.py --data` reads: the training and test inputs, the
+/// initial weights [`run`] starts from, the order of every epoch's samples
+/// (so that its batches are ours), and the run's settings.
+fn write_problem(problem: &Problem, path: &Path) -> anyhow::Result<()> {
+    let (train, test) = (&problem.train, &problem.test);
+    let features: usize = train.sample_shape.iter().product();
+    let x = Tensor::from_f64(vec![train.len(), features], &train.x, DType::F32)?;
+    let test_x = Tensor::from_f64(vec![test.len(), features], &test.x, DType::F32)?;
+    // Each epoch's permutation, as `run`'s `shuffled(epoch)` draws it.
+    let n = train.len();
+    let indices: Vec<f64> = (0..n).map(|i| i as f64).collect();
+    let positions = Dataset::new(
+        indices.clone(),
+        vec![1],
+        Targets::Values {
+            values: indices,
+            width: 1,
+        },
+        "order",
+    )?;
+    let epochs = problem.steps.div_ceil(n.div_ceil(problem.batch));
+    let mut order = Vec::with_capacity(epochs * n);
+    for epoch in 1..=epochs as u64 {
+        order.extend(positions.shuffled(epoch)?.x);
+    }
+    let order = Tensor::from_f64(vec![epochs, n], &order, DType::F64)?;
+    let params = ParamStore::init(problem.objective.network.spec(), 0, DType::F32);
+    let names: Vec<String> = params.iter().map(|(n, _)| format!("param/{n}")).collect();
+    let mut tensors: Vec<(&str, &Tensor)> = vec![("x", &x), ("test_x", &test_x), ("order", &order)];
+    tensors.extend(
+        names
+            .iter()
+            .map(String::as_str)
+            .zip(params.iter().map(|p| p.1)),
+    );
+    let meta = HashMap::from([
+        ("spec".into(), problem.objective.network.spec().to_string()),
+        ("batch".into(), problem.batch.to_string()),
+        ("steps".into(), problem.steps.to_string()),
+        ("target".into(), problem.target.to_string()),
+        ("eval_every".into(), eval_every(problem.steps).to_string()),
+        ("source".into(), "secondo bench --optimizers".into()),
+    ]);
+    secondo_nn::write_safetensors(path, tensors, &meta)?;
+    Ok(())
+}
+
+/// The script's JSON as a row's run; its cost is in plain jax gradient
+/// steps timed alternately in its process.
+fn reference_run(json: &serde_json::Value) -> Result<Run, String> {
+    let bad = |what: &str| format!("bad JSON from bench_kfac_jax.py: no {what}");
+    let numbers = |key: &str| -> Result<Vec<f64>, String> {
+        json["curve"][key]
+            .as_array()
+            .and_then(|v| v.iter().map(serde_json::Value::as_f64).collect())
+            .ok_or_else(|| bad(key))
+    };
+    let number = |key: &str| json[key].as_f64().unwrap_or(f64::NAN);
+    let config = &json["config"];
+    Ok(Run {
+        setting: format!(
+            "{}, adaptive, inverses every {}",
+            json["versions"]["kfac_jax"].as_str().unwrap_or("?"),
+            config["inverse_every"]
+        ),
+        steps: numbers("steps")?,
+        seconds: numbers("seconds")?,
+        loss: numbers("train_loss")?,
+        reached: json["steps_to_target"]
+            .as_u64()
+            .map(|s| (s as usize, number("seconds_to_target"))),
+        cost: number("cost_in_grad_steps"),
+        test: number("test_loss"),
+        failed: json["failed"].as_str().map(String::from),
+    })
+}
+
+/// Our KFAC's mean step against kfac-jax's (the issue asks for 2× faster),
+/// where both ran.
+fn print_against_kfac_jax(measured: &[Measured]) {
+    let mean_ms = |name: &str| {
+        let r = measured
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| &m.runs[m.best])?;
+        let (s, t) = (r.steps.last()?, r.seconds.last()?);
+        (r.failed.is_none() && *s > 0.0).then(|| 1e3 * t / s)
+    };
+    let Some(theirs) = mean_ms(KFAC_JAX) else {
+        return;
+    };
+    println!("  {KFAC_JAX}'s × sgd step is over a plain jax gradient step timed alternately in its process");
+    for ours in ["kfac-adaptive", "kfac"] {
+        if let Some(ms) = mean_ms(ours) {
+            println!(
+                "  {ours} {ms:.2} ms a step, {KFAC_JAX} {theirs:.2} ms (mean over the run's \
+                 steps): kfac-jax / {ours} = {:.2}",
+                theirs / ms
+            );
+        }
+    }
 }
 
 fn as_strs(names: &[String]) -> Vec<&str> {
