@@ -212,7 +212,7 @@ pub fn python_reference(
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let last = err.lines().last().unwrap_or("failed");
-        return Err(format!("PyTorch reference unavailable: {last}"));
+        return Err(format!("{script} unavailable: {last}"));
     }
     serde_json::from_slice(&out.stdout).map_err(|e| format!("bad JSON from the reference: {e}"))
 }
