@@ -98,6 +98,7 @@ fn loss_and_gradient(obj: &Objective, params: &ParamStore, data: &Dataset) -> (f
         data: data.clone(),
         seed: 0,
         output: None,
+        loss: None,
     };
     let (x, y) = batch.tensors().unwrap();
     let out = obj
@@ -204,6 +205,7 @@ fn kfac_jax_damps_a_weight_and_its_bias_as_one_block_over_the_augmented_inputs()
         data: data.clone(),
         seed: 0,
         output: None,
+        loss: None,
     };
     let (x, y) = batch.tensors().unwrap();
     let factors: HashMap<String, Vec<f64>> =
