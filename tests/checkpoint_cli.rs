@@ -85,6 +85,25 @@ fn kronecker_and_hessian_free_runs_resume_bit_for_bit() {
         &["kfac", "--adapt-damping"],
         &["ekfac", "--inverse-every", "4"],
         &["fractional-ngd", "--inverse-every", "5"],
+        // Refreshes at steps 0, 4, 8: the checkpoint after step 5 holds the
+        // subspace of step 4, used in steps 6 and 7 and warm-starting step 8.
+        &[
+            "fractional-ngd",
+            "--structure",
+            "lowrank:6",
+            "--inverse-every",
+            "4",
+        ],
+        &[
+            "ngd",
+            "--structure",
+            "lowrank:4",
+            "--curvature",
+            "fisher",
+            "--inverse-every",
+            "2",
+            "--adapt-damping",
+        ],
         // Refreshes at steps 0, 4, 8 (3 steps an epoch): the checkpoint after
         // step 5 holds two, both in steps 6 and 7, the first dropped at 8.
         &[

@@ -2,7 +2,8 @@
 //! precisions against the GGN from finite-difference Jacobians, the
 //! evidence against Bayesian linear regression's closed form and a dense
 //! evaluation, its gradient against finite differences (tempered or not),
-//! the temperature against the data term scaled by hand, the linearized
+//! the temperature against the data term scaled by hand and a dense
+//! tempered posterior, evidence and predictive, the linearized
 //! predictive against `J Σ Jᵀ`, and the link approximations and metrics
 //! against hand-computed values.
 
@@ -588,6 +589,91 @@ fn a_temperature_divides_the_data_term_of_the_evidence_not_the_normalizer() {
         }
         // The fit itself does not depend on the temperature.
         assert_eq!((la.nll, &la.blocks), (untempered.nll, &untempered.blocks));
+    }
+}
+
+#[test]
+fn a_tempered_posterior_is_the_dense_ggn_over_t_plus_the_prior() {
+    for (likelihood, t) in [
+        (Likelihood::Classification, 0.4),
+        (Likelihood::Regression, 2.5),
+    ] {
+        let (obj, params, data) = match likelihood {
+            Likelihood::Classification => classification(),
+            Likelihood::Regression => regression(),
+        };
+        let mut opts = options(Structure::Full, Subset::All, likelihood);
+        opts.prior_shape = PriorShape::PerLayer;
+        opts.temperature = t;
+        let mut la = fit(&obj, &params, &data, &opts).unwrap();
+        spread_prior(&mut la);
+        let (dim, c, sigma) = (la.dim(), la.n_outputs, la.sigma);
+        let f = outputs(&obj, &params, &data, 64).unwrap();
+        // The data term and its curvature over T, the normalizer not.
+        let (scale, log_lik) = match &data.y {
+            Targets::Classes { labels, .. } => {
+                let p = softmax(&f, c);
+                let log_p: f64 = (0..data.len())
+                    .map(|n| p[n * c + labels[n] as usize].ln())
+                    .sum();
+                (1.0 / t, log_p / t)
+            }
+            Targets::Values { values, .. } => {
+                let sse: f64 = f.iter().zip(values).map(|(f, y)| (f - y).powi(2)).sum();
+                let normalizer =
+                    (f.len() as f64) * (sigma * (2.0 * std::f64::consts::PI).sqrt()).ln();
+                let s2 = sigma * sigma;
+                (1.0 / (s2 * t), -sse / (2.0 * s2 * t) - normalizer)
+            }
+        };
+        let delta = la.prior.per_weight();
+        let mut p: Vec<f64> = dense_ggn(&obj, &params, &la, &data)
+            .iter()
+            .map(|h| h * scale)
+            .collect();
+        (0..dim).for_each(|i| p[i * dim + i] += delta[i]);
+        assert_close(
+            &la.posterior().unwrap().dense_precision(),
+            &p,
+            1e-8,
+            &format!("{likelihood} precision at T = {t}"),
+        );
+        let (log_det, covariance) = log_det_and_inverse(&p, dim);
+        let prior_log_det: f64 = delta.iter().map(|d| d.ln()).sum();
+        let scatter: f64 = delta.iter().zip(&la.mean).map(|(d, w)| d * w * w).sum();
+        let want = log_lik - 0.5 * (log_det - prior_log_det + scatter);
+        let got = la.log_marginal_likelihood().unwrap();
+        assert!(
+            (got - want).abs() < 1e-7 * want.abs(),
+            "{likelihood} evidence at T = {t}: {got} vs {want}"
+        );
+        // The linearized predictive's functional variance J P⁻¹ Jᵀ.
+        let (_, f_var) =
+            glm_moments(&obj, &params, &la, &la.posterior().unwrap(), &data, 5).unwrap();
+        let jac = fd_jacobian(&obj, &params, &la, &data);
+        let row = |r: usize| &jac[r * dim..(r + 1) * dim];
+        let mut expected = vec![0.0; data.len() * c * c];
+        for n in 0..data.len() {
+            for a in 0..c {
+                for b in 0..c {
+                    let (ja, jb) = (row(n * c + a), row(n * c + b));
+                    expected[(n * c + a) * c + b] = (0..dim)
+                        .map(|i| {
+                            ja[i]
+                                * (0..dim)
+                                    .map(|j| covariance[i * dim + j] * jb[j])
+                                    .sum::<f64>()
+                        })
+                        .sum();
+                }
+            }
+        }
+        assert_close(
+            &f_var,
+            &expected,
+            1e-7,
+            &format!("{likelihood} GLM variance at T = {t}"),
+        );
     }
 }
 

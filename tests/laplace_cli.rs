@@ -140,6 +140,54 @@ fn classification_writes_posterior_predictions_metrics_and_a_reliability_diagram
 }
 
 #[test]
+fn a_temperature_is_saved_with_the_posterior_and_applied_by_predict() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let args = [
+            &["--structure", "diag", "--prior-precision", "3"][..],
+            extra,
+        ]
+        .concat();
+        let o = laplace(&out, &args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        out
+    };
+    let (cold, plain) = (run("cold", &["--temperature", "0.25"]), run("plain", &[]));
+    let (summary, untempered) = (json(&cold), json(&plain));
+    assert_eq!(summary["temperature"], 0.25);
+    assert_eq!(untempered["temperature"], 1.0);
+    assert_ne!(
+        summary["log_marginal_likelihood"],
+        untempered["log_marginal_likelihood"]
+    );
+    let posterior = cold.join("laplace.safetensors");
+    let saved = secondo_nn::read_safetensors(&posterior).unwrap();
+    assert_eq!(saved["temperature"].to_f64_vec(), vec![0.25]);
+    // A colder posterior, other predictions; `predict` on the saved one
+    // reproduces them to the byte (it applies the saved temperature).
+    let predictions = std::fs::read(cold.join("predictions.safetensors")).unwrap();
+    assert_ne!(
+        predictions,
+        std::fs::read(plain.join("predictions.safetensors")).unwrap()
+    );
+    let p = dir.path().join("p.safetensors");
+    let o = secondo(&[
+        "predict",
+        "--model",
+        MODEL,
+        "--data",
+        "digits",
+        "--laplace",
+        s(&posterior),
+        "--out",
+        s(&p),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&p).unwrap(), predictions);
+}
+
+#[test]
 fn regression_tunes_sigma_and_draws_the_predictive_band() {
     let dir = tempfile::tempdir().unwrap();
     let n = 60;
@@ -218,6 +266,32 @@ fn bad_input_is_refused_in_one_line() {
             "--subset subnetwork:9.* selects no parameter",
         ),
         (&["--structure", "lowrank:0"], "--structure 'lowrank:0'"),
+        (
+            &["--temperature", "0"],
+            "--temperature must be positive and finite, got 0",
+        ),
+        (
+            &["--temperature", "-2"],
+            "--temperature must be positive and finite, got -2",
+        ),
+        (
+            &["--temperature", "inf"],
+            "--temperature must be positive and finite, got inf",
+        ),
+        (
+            &["--temperature", "NaN"],
+            "--temperature must be positive and finite, got NaN",
+        ),
+        (
+            &[
+                "--prior-precision",
+                "file:prior.safetensors",
+                "--temperature",
+                "2",
+            ],
+            "--temperature: --prior-precision file:prior.safetensors gives the prior's shape, \
+             σ and temperature",
+        ),
         (&["--predictive", "nn:0"], "--predictive 'nn:0'"),
         (&["--prior-shape", "diagonal"], "--prior-shape diagonal"),
         (&["--curvature", "ef"], "--curvature ef"),

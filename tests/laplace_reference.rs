@@ -3,7 +3,8 @@
 //! `scripts/reference/make_laplace_fixtures.py`: the log marginal
 //! likelihood, the prior precision its Adam ascent reaches, and the GLM
 //! predictive, for full, kron and diag posteriors over small MLPs and a
-//! last-layer posterior over a small CNN. Convention difference: secondo's
+//! last-layer posterior over a small CNN, and tempered kron and full
+//! posteriors (`Laplace(..., temperature=T)`). Convention difference: secondo's
 //! regression variance includes σ², laplace-torch's functional variance does not.
 
 mod common;
@@ -63,6 +64,11 @@ fn check(name: &str) {
         },
         prior_precision: f.meta["prior_precision"].parse().unwrap(),
         sigma: f.meta["sigma"].parse().unwrap(),
+        // Fixtures written before the temperature case are untempered.
+        temperature: f
+            .meta
+            .get("temperature")
+            .map_or(1.0, |t| t.parse().unwrap()),
         batch_size: f.meta["batch_size"].parse().unwrap(),
         ..FitOptions::default()
     };
@@ -163,4 +169,11 @@ fn full_kron_and_diag_on_a_regressor_match_laplace_torch() {
 #[test]
 fn a_last_layer_posterior_over_a_cnn_matches_laplace_torch() {
     check("cnn_last_layer");
+}
+
+#[test]
+fn tempered_kron_and_full_posteriors_match_laplace_torch() {
+    ["mlp_kron_tempered", "mlp_regression_full_tempered"]
+        .into_iter()
+        .for_each(check);
 }

@@ -11,9 +11,9 @@ use secondo::data::{Dataset, Targets};
 use secondo::linalg::{dense_symmetric_eigen, CgOptions, DenseSymmetric};
 use secondo::second_order::{
     martens_cg, CurvatureBatch, DensePreconditioner, DeterminantalPreconditioner,
-    DiagonalPreconditioner, Eigenvalues, FactorDamping, KroneckerPreconditioner, MartensOptions,
-    MatrixFreePreconditioner, Method, ParamGroup, Preconditioner, SecondOrderConfig, Structure,
-    Subsampling, TrainingPass, MARTENS_XI,
+    DiagonalPreconditioner, Eigenvalues, FactorDamping, KroneckerPreconditioner,
+    LowRankPreconditioner, MartensOptions, MatrixFreePreconditioner, Method, ParamGroup,
+    Preconditioner, SecondOrderConfig, Structure, Subsampling, TrainingPass, MARTENS_XI,
 };
 use secondo::train::{train, OptimizerChoice, TrainConfig};
 use secondo::{Objective, ObjectiveConfig};
@@ -513,6 +513,106 @@ fn matrix_free_fractional_powers_by_lanczos_match_the_dense_eigendecomposition()
     assert!(
         short > 1e3 * exact.max(1e-14),
         "k = 2: relative error {short}"
+    );
+}
+
+/// `U (Λ + λ)^(-α) Uᵀ v + (bulk + λ)^(-α) (v − UUᵀv)` for the top `k`
+/// eigenpairs (ascending `eig`, `k` of `n` from the end), eigenvalues
+/// below zero taken as zero.
+fn low_rank_power(
+    eig: &secondo::linalg::SymmetricEigen,
+    k: usize,
+    bulk: f64,
+    v: &[f64],
+    (lambda, alpha): (f64, f64),
+) -> Vec<f64> {
+    let n = v.len();
+    let f = |c: f64| (c.max(0.0) + lambda).powf(-alpha);
+    let mut out: Vec<f64> = v.iter().map(|x| f(bulk) * x).collect();
+    for (c, q) in eig
+        .values
+        .iter()
+        .zip(eig.vectors.chunks_exact(n))
+        .skip(n - k)
+    {
+        let along = q.iter().zip(v).map(|(q, v)| q * v).sum::<f64>() * (f(*c) - f(bulk));
+        out.iter_mut().zip(q).for_each(|(o, q)| *o += along * q);
+    }
+    out
+}
+
+/// The low-rank preconditioner of the top `k` GGN eigenpairs with `probes`
+/// bulk probes, refreshed on `d`.
+fn low_rank(
+    obj: &Objective,
+    params: &ParamStore,
+    d: &Dataset,
+    k: usize,
+    probes: usize,
+) -> LowRankPreconditioner {
+    let mut p =
+        LowRankPreconditioner::new(ParamGroup::all(obj), Curvature::Ggn, k, probes).unwrap();
+    p.update(&batch(obj, params, d), true).unwrap();
+    p
+}
+
+#[test]
+fn low_rank_with_every_eigenpair_is_the_dense_fractional_power() {
+    let obj = objective(MLP, 5, "cross_entropy");
+    let params = ParamStore::init(obj.network.spec(), 9, DType::F64);
+    let d = data(6, 5, 3, true);
+    let dim = params.numel();
+    let dense = ggn_block_all(&obj, &params, &d);
+    let v = values(dim, 5);
+    let p = low_rank(&obj, &params, &d, dim, 4);
+    assert_eq!(p.spectrum().unwrap().1, 0.0, "no bulk is left");
+    for (lambda, alpha) in [(0.05, 0.5), (0.05, 1.0), (1e-3, 0.25)] {
+        let expected = dense_power(&plus_identity(&dense, dim, lambda), &v, alpha);
+        let x = p.solve(&v, lambda, alpha).unwrap();
+        assert_close(&x, &expected, 1e-10, &format!("λ = {lambda}, α = {alpha}"));
+    }
+}
+
+#[test]
+fn low_rank_is_the_dense_top_eigenpairs_plus_the_mean_of_the_rest() {
+    let obj = objective(MLP, 5, "cross_entropy");
+    let params = ParamStore::init(obj.network.spec(), 9, DType::F64);
+    let d = data(6, 5, 3, true);
+    let dim = params.numel();
+    let eig =
+        dense_symmetric_eigen(&DenseSymmetric::new(dim, ggn_block_all(&obj, &params, &d)).unwrap())
+            .unwrap();
+    let k = 4;
+    let largest = eig.values[dim - 1];
+    // The GGN of 6 samples and 3 classes has rank 12: a bulk to estimate.
+    let rest: f64 = eig.values[..dim - k].iter().sum::<f64>() / (dim - k) as f64;
+    assert!(rest > 1e-3 * largest, "bulk {rest}, largest {largest}");
+    let v = values(dim, 5);
+    let p = low_rank(&obj, &params, &d, k, 4096);
+    let (top, bulk) = p.spectrum().unwrap();
+    let descending: Vec<f64> = eig.values.iter().rev().take(k).copied().collect();
+    assert_close(top, &descending, 1e-10, "the top eigenvalues");
+    // The probes' estimate of the bulk's mean (exact in expectation:
+    // lowrank.rs's unit test with basis probes).
+    assert!(
+        (bulk - rest).abs() < 0.05 * rest,
+        "bulk {bulk}, exact {rest}"
+    );
+    for (lambda, alpha) in [(0.05, 0.5), (1e-3, 1.0)] {
+        let expected = low_rank_power(&eig, k, bulk, &v, (lambda, alpha));
+        let x = p.solve(&v, lambda, alpha).unwrap();
+        assert_close(&x, &expected, 1e-10, &format!("λ = {lambda}, α = {alpha}"));
+    }
+    // vᵀCv of the model.
+    let model: f64 = low_rank_power(&eig, k, bulk, &v, (0.0, -1.0))
+        .iter()
+        .zip(&v)
+        .map(|(a, b)| a * b)
+        .sum();
+    let got = p.curvature(&v).unwrap();
+    assert!(
+        (got - model).abs() < 1e-10 * model.abs(),
+        "{got} against {model}"
     );
 }
 

@@ -130,6 +130,48 @@ fn bad_second_order_settings_fail_on_one_line() {
             "--curvature hessian: det-avg --structure kronecker",
         ),
         (
+            &["--optimizer", "fractional-ngd", "--structure", "lowrank:0"],
+            "--structure 'lowrank:0': expected kronecker, matrix-free, dense or lowrank:K with K ≥ 1",
+        ),
+        (
+            &["--optimizer", "fractional-ngd", "--structure", "lowrank:"],
+            "--structure 'lowrank:'",
+        ),
+        (
+            &[
+                "--optimizer",
+                "ngd",
+                "--structure",
+                "lowrank:650",
+                "--model",
+                "linear(64,10)",
+            ],
+            "--structure lowrank:650: K must be below the 650 parameters",
+        ),
+        (
+            &["--optimizer", "kfac", "--structure", "lowrank:4"],
+            "--structure lowrank:4: only fractional-ngd, ngd and ef take a low-rank curvature (not kfac)",
+        ),
+        (
+            &["--optimizer", "det-avg", "--structure", "lowrank:4"],
+            "(not det-avg)",
+        ),
+        (
+            &["--optimizer", "fractional-ngd", "--bulk-probes", "4"],
+            "--bulk-probes applies to --structure lowrank:K",
+        ),
+        (
+            &[
+                "--optimizer",
+                "fractional-ngd",
+                "--structure",
+                "lowrank:4",
+                "--bulk-probes",
+                "0",
+            ],
+            "--bulk-probes",
+        ),
+        (
             &["--optimizer", "kfac", "--det-avg-window", "2"],
             "--det-avg-window 2: only det-avg",
         ),
@@ -290,6 +332,8 @@ fn help_explains_every_second_order_flag() {
         "--structure",
         "--det-avg-window",
         "--lanczos-steps",
+        "--bulk-probes",
+        "lowrank:K",
         "--trust-radius",
         "--kl-clip",
         "--switch-at",
@@ -439,6 +483,30 @@ fn fractional_ngd_trains_on_the_matrix_free_structure() {
     // ln 10 ≈ 2.3 at the start.
     assert!(loss < 1.5, "matrix-free: train loss {loss}");
     assert!(weights != run("kronecker").1, "the structure was applied");
+}
+
+#[test]
+fn fractional_ngd_and_ngd_train_on_the_low_rank_structure() {
+    let dir = tempfile::tempdir().unwrap();
+    let low_rank = ["--structure", "lowrank:8"];
+    let (loss, weights) = train_small(dir.path(), "fractional-ngd", &low_rank);
+    // ln 10 ≈ 2.3 at the start.
+    assert!(loss < 1.5, "fractional-ngd: train loss {loss}");
+    let kronecker = train_small(dir.path(), "fractional-ngd", &[]).1;
+    assert!(weights != kronecker, "the structure was applied");
+    let probes = [&low_rank[..], &["--bulk-probes", "2"]].concat();
+    let fewer = train_small(dir.path(), "fractional-ngd", &probes).1;
+    assert!(weights != fewer, "the probes were applied");
+    // Any curvature: a Hessian's negative eigenvalues count as zero.
+    let hessian = [&low_rank[..], &["--curvature", "hessian"]].concat();
+    let (loss, _) = train_small(dir.path(), "fractional-ngd", &hessian);
+    assert!(loss < 1.5, "hessian: train loss {loss}");
+    // ngd takes it too (for models beyond its dense limit), here with the
+    // quadratic model's step: the bulk's mean is small where the GGN's
+    // rank is, and a fixed step along the complement too long.
+    let adaptive = [&low_rank[..], &["--adapt-damping"]].concat();
+    let (loss, _) = train_small(dir.path(), "ngd", &adaptive);
+    assert!(loss < 1.5, "ngd: train loss {loss}");
 }
 
 #[test]

@@ -14,8 +14,13 @@ bias its own Kronecker block, KFLR for the exact GGN's factors):
   regression: ``f_mu`` and ``f_var``, the GLM predictive's mean and
   functional (epistemic) variance, without σ² (secondo's variance adds it).
 
+The ``*_tempered`` cases fit at a likelihood temperature ``T ≠ 1``
+(``Laplace(..., temperature=T)``: posterior precision ``H/(σ²T) + δ``, the
+data term of the evidence over ``T``, the Gaussian normalizer not).
+
 Run with a venv holding laplace-torch 0.3 next to the reference environment
-(README.md): ``.venv/bin/python scripts/reference/make_laplace_fixtures.py``.
+(README.md): ``.venv/bin/python scripts/reference/make_laplace_fixtures.py
+[CASE ...]`` (every case without names).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from make_fixtures import pkg_version, write  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures", "laplace")
 
-# name, spec, input shape, likelihood, structure, subset, prior shape
+# name, spec, input shape, likelihood, structure, subset, prior shape[, temperature]
 CASES = [
     ("mlp_full", "linear(4,6),tanh,linear(6,3)", (4,), "classification", "full", "all", "layerwise"),
     ("mlp_kron", "linear(4,6),tanh,linear(6,3)", (4,), "classification", "kron", "all", "layerwise"),
@@ -43,6 +48,8 @@ CASES = [
     ("mlp_regression_kron", "linear(1,8),tanh,linear(8,1)", (1,), "regression", "kron", "all", "layerwise"),
     ("mlp_regression_diag", "linear(1,8),tanh,linear(8,1)", (1,), "regression", "diag", "all", "scalar"),
     ("cnn_last_layer", "conv2d(1,2,3),relu,flatten,linear(32,3)", (1, 6, 6), "classification", "full", "last_layer", "scalar"),
+    ("mlp_kron_tempered", "linear(4,6),tanh,linear(6,3)", (4,), "classification", "kron", "all", "layerwise", 0.5),
+    ("mlp_regression_full_tempered", "linear(1,8),tanh,linear(8,1)", (1,), "regression", "full", "all", "scalar", 2.0),
 ]
 N_TRAIN, N_TEST, PRIOR, SIGMA, STEPS = 40, 10, 0.5, 0.8, 100
 
@@ -56,15 +63,16 @@ def data(spec_in, likelihood, n, gen):
     return x, y
 
 
-def fitted(model, likelihood, structure, subset, loader, prior):
+def fitted(model, likelihood, structure, subset, loader, prior, temperature):
     la = Laplace(model, likelihood, subset_of_weights=subset, hessian_structure=structure,
                  backend=BackPackGGN, prior_precision=prior,
-                 sigma_noise=SIGMA if likelihood == "regression" else 1.0)
+                 sigma_noise=SIGMA if likelihood == "regression" else 1.0,
+                 temperature=temperature)
     la.fit(loader)
     return la
 
 
-def case(name, spec, shape, likelihood, structure, subset, prior_shape):
+def case(name, spec, shape, likelihood, structure, subset, prior_shape, temperature=1.0):
     seed = name_seed(name)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -72,7 +80,7 @@ def case(name, spec, shape, likelihood, structure, subset, prior_shape):
     x, y = data(shape, likelihood, N_TRAIN, gen)
     xt, yt = data(shape, likelihood, N_TEST, gen)
     loader = DataLoader(TensorDataset(x, y), batch_size=16)
-    la = fitted(model, likelihood, structure, subset, loader, PRIOR)
+    la = fitted(model, likelihood, structure, subset, loader, PRIOR, temperature)
     out = {f"param/{k}": v for k, v in model.state_dict().items()}
     out.update({"x": x, "y": y, "test_x": xt, "test_y": yt})
     out["log_marglik"] = la.log_marginal_likelihood().detach().reshape(1)
@@ -82,7 +90,7 @@ def case(name, spec, shape, likelihood, structure, subset, prior_shape):
     else:
         f_mu, f_var = la(xt, pred_type="glm")
         out["f_mu"], out["f_var"] = f_mu, f_var.reshape(N_TEST, 1)
-    tuned = fitted(model, likelihood, structure, subset, loader, 1.0)
+    tuned = fitted(model, likelihood, structure, subset, loader, 1.0, temperature)
     tuned.optimize_prior_precision(method="marglik", n_steps=STEPS, lr=0.1,
                                    prior_structure=prior_shape)
     out["optimized_prior"] = tuned.prior_precision.detach().reshape(-1)
@@ -92,6 +100,7 @@ def case(name, spec, shape, likelihood, structure, subset, prior_shape):
         "reduction": "mean", "dtype": "float64", "input_shape": ",".join(map(str, shape)), "likelihood": likelihood,
         "structure": structure, "subset": subset, "prior_shape": prior_shape,
         "prior_precision": PRIOR, "sigma": SIGMA if likelihood == "regression" else 1.0,
+        "temperature": temperature,
         "n_steps": STEPS, "batch_size": 16, "seed": seed, "backend": "BackPackGGN",
         "laplace_torch_version": pkg_version("laplace-torch"),
         "torch_version": torch.__version__,
@@ -103,5 +112,10 @@ def case(name, spec, shape, likelihood, structure, subset, prior_shape):
 
 
 if __name__ == "__main__":
+    wanted = sys.argv[1:]
+    unknown = set(wanted) - {c[0] for c in CASES}
+    if unknown:
+        sys.exit(f"unknown cases {sorted(unknown)}; the cases: {[c[0] for c in CASES]}")
     for c in CASES:
-        case(*c)
+        if not wanted or c[0] in wanted:
+            case(*c)

@@ -66,6 +66,9 @@ pub struct LaplaceArgs {
     /// Observation noise σ > 0 (regression; optimized with the prior by optimize:marglik; with --prior-precision file: the file's).
     #[arg(long)]
     sigma: Option<f64>,
+    /// Likelihood temperature T > 0, as laplace-torch's Laplace(temperature=T): the data term of the evidence and its curvature over T (posterior precision H/(σ²T) + δ; T < 1 concentrates the posterior), kept in laplace.safetensors for secondo predict [default: 1; with --prior-precision file: the file's].
+    #[arg(long, value_name = "T", allow_negative_numbers = true)]
+    temperature: Option<f64>,
     /// Predictive: glm-probit, glm-bridge, glm-mc:S or nn:S.
     #[arg(long, default_value = "glm-probit")]
     predictive: String,
@@ -155,14 +158,15 @@ fn parse(a: &LaplaceArgs) -> anyhow::Result<Parsed> {
         bail!("--prior-precision optimize:cv needs held-out --val-data");
     }
     if let Tuning::Learned { given, .. } = &tuning {
-        let flag = match (a.prior_shape.is_some(), a.sigma.is_some()) {
-            (true, _) => Some("--prior-shape"),
-            (_, true) => Some("--sigma"),
-            _ => None,
-        };
-        if let Some(flag) = flag {
+        let given_flags = [
+            ("--prior-shape", a.prior_shape.is_some()),
+            ("--sigma", a.sigma.is_some()),
+            ("--temperature", a.temperature.is_some()),
+        ];
+        if let Some((flag, _)) = given_flags.iter().find(|(_, given)| *given) {
             bail!(
-                "{flag}: --prior-precision file:{} gives the prior's shape and σ",
+                "{flag}: --prior-precision file:{} gives the prior's shape, σ and temperature \
+                 (it was learned at them)",
                 given.display()
             );
         }
@@ -184,7 +188,7 @@ fn parse(a: &LaplaceArgs) -> anyhow::Result<Parsed> {
                 _ => 1.0,
             },
             sigma,
-            temperature: 1.0,
+            temperature: a.temperature.unwrap_or(1.0),
             batch_size: a.batch,
             seed: a.common.seed,
         },

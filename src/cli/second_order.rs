@@ -47,9 +47,12 @@ pub struct SecondOrderArgs {
     /// Preconditioner of newton-cg's CG: none, or diag for Martens' (diag(C) + λI)^0.75 with the diagonal of --curvature on the curvature batch (needs --damping > 0).
     #[arg(long, value_name = "none|diag")]
     cg_precondition: Option<String>,
-    /// Curvature structure: fractional-ngd's kronecker (the KFAC eigenbasis, default) or matrix-free ((C + λI)^(-α) g by Lanczos on the exact --curvature operator of the batch); det-avg's sub-sampled estimates, dense (default) or kronecker (KFAC's blocks per sub-sample, each weighted by det(B ⊗ A + λI) = Π(b_i a_j + λ) from the factors' eigenvalues; fisher or ggn).
-    #[arg(long, value_name = "kronecker|matrix-free|dense")]
+    /// Curvature structure: fractional-ngd's kronecker (the KFAC eigenbasis, default), matrix-free ((C + λI)^(-α) g by Lanczos on the exact --curvature operator of the batch) or lowrank:K (also ngd and ef: the top K eigenpairs of the --curvature operator by Lanczos every --inverse-every steps, the rest of the spectrum as one Hutchinson estimate of its mean eigenvalue); det-avg's sub-sampled estimates, dense (default) or kronecker (KFAC's blocks per sub-sample, each weighted by det(B ⊗ A + λI) = Π(b_i a_j + λ) from the factors' eigenvalues; fisher or ggn).
+    #[arg(long, value_name = "kronecker|matrix-free|dense|lowrank:K")]
     structure: Option<String>,
+    /// Rademacher probes (curvature products) of the bulk estimate of --structure lowrank:K, per refresh (default 8).
+    #[arg(long, value_name = "P", value_parser = at_least_one)]
+    bulk_probes: Option<usize>,
     /// det-avg: weight the sub-sampled estimates of the last M refreshes together by their determinants, a momentum for Newton steps (default 1: the current refresh alone).
     #[arg(long, value_name = "M", value_parser = at_least_one)]
     det_avg_window: Option<usize>,
@@ -95,6 +98,7 @@ impl SecondOrderArgs {
             ("--structure", self.structure.is_some()),
             ("--det-avg-window", self.det_avg_window.is_some()),
             ("--lanczos-steps", self.lanczos_steps.is_some()),
+            ("--bulk-probes", self.bulk_probes.is_some()),
             ("--trust-radius", self.trust_radius.is_some()),
             ("--kl-clip", self.kl_clip.is_some()),
             ("--switch-at", self.switch_at.is_some()),
@@ -207,6 +211,9 @@ impl SecondOrderArgs {
         if self.lanczos_steps.is_some() && structure != Structure::MatrixFree {
             anyhow::bail!("--lanczos-steps applies to --structure matrix-free");
         }
+        if self.bulk_probes.is_some() && !matches!(structure, Structure::LowRank(_)) {
+            anyhow::bail!("--bulk-probes applies to --structure lowrank:K");
+        }
         let c = SecondOrderConfig {
             damping: self.damping.unwrap_or_else(|| {
                 SecondOrderConfig::default_damping(config.method, self.adapt_damping)
@@ -222,6 +229,7 @@ impl SecondOrderArgs {
             structure,
             det_avg_window: self.det_avg_window.unwrap_or(config.det_avg_window),
             lanczos_steps: self.lanczos_steps.unwrap_or(config.lanczos_steps),
+            bulk_probes: self.bulk_probes.unwrap_or(config.bulk_probes),
             trust_radius: self.trust_radius.or(config.trust_radius),
             kl_clip: self.kl_clip.or(config.kl_clip),
             ..config

@@ -14,7 +14,7 @@ use secondo_tensor::memory::{bytes_of, ensure_fits};
 use secondo_tensor::Tensor;
 
 use super::dense::identity;
-use super::likelihood::{Fisher, Likelihood};
+use super::likelihood::{check_temperature, Fisher, Likelihood};
 use super::prior::{Prior, PriorShape};
 use super::structure::{diagonal_prior_refused, CurvatureBlock, Eigen, Structure};
 use super::{Laplace, LastLayer, Subset};
@@ -77,12 +77,7 @@ pub fn fit(
             opts.sigma
         )));
     }
-    if !(opts.temperature.is_finite() && opts.temperature > 0.0) {
-        return Err(Error::Invalid(format!(
-            "the likelihood's temperature must be positive and finite, got {}",
-            opts.temperature
-        )));
-    }
+    check_temperature("--temperature", opts.temperature)?;
     if opts.batch_size == 0 || data.is_empty() {
         return Err(Error::Invalid(
             "Laplace needs at least one sample and a batch size of at least 1".into(),

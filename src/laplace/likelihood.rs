@@ -14,6 +14,25 @@ use secondo_nn::LossKind;
 
 use crate::Error;
 
+/// Refuses a likelihood temperature `T` (given by `flag`) that is not a
+/// positive finite number: `P = H/(σ²T) + δ` and the data term `Σₙ −log
+/// p / T` need `0 < T < ∞`.
+///
+/// ```
+/// use secondo::laplace::check_temperature;
+/// assert!(check_temperature("--temperature", 0.5).is_ok());
+/// let e = check_temperature("--temperature", 0.0).unwrap_err();
+/// assert_eq!(e.to_string(), "--temperature must be positive and finite, got 0");
+/// ```
+pub fn check_temperature(flag: &str, temperature: f64) -> Result<(), Error> {
+    if temperature.is_finite() && temperature > 0.0 {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "{flag} must be positive and finite, got {temperature}"
+    )))
+}
+
 /// The observation model (`--likelihood`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Likelihood {

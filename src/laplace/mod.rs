@@ -47,7 +47,7 @@ pub use factored::FactoredJacobians;
 pub use fit::{fit, FitOptions};
 pub use jacobian::JacobianProgram;
 pub use last_layer::LastLayer;
-pub use likelihood::{Fisher, Likelihood};
+pub use likelihood::{check_temperature, Fisher, Likelihood};
 pub use prior::{Prior, PriorShape};
 pub use save::{load, save, LearnedPrior};
 pub use structure::{CurvatureBlock, Eigen, PrecisionBlock, Structure};

@@ -33,7 +33,7 @@ use secondo_tensor::Tensor;
 
 use super::marglik::Ascent;
 use super::structure::diagonal_prior_refused;
-use super::{fit, FitOptions, Likelihood, Prior, PriorShape, Structure, Subset};
+use super::{check_temperature, fit, FitOptions, Likelihood, Prior, PriorShape, Structure, Subset};
 use crate::train::Regularizer;
 use crate::Error;
 
@@ -211,12 +211,7 @@ impl<'a> OnlineMarglik<'a> {
                 "--marglik-structure",
             ));
         }
-        if !(options.temperature.is_finite() && options.temperature > 0.0) {
-            return Err(Error::Invalid(format!(
-                "--marglik-temperature must be positive and finite, got {}",
-                options.temperature
-            )));
-        }
+        check_temperature("--marglik-temperature", options.temperature)?;
         if !(options.lr.is_finite() && options.lr > 0.0) {
             return Err(Error::Invalid(format!(
                 "--marglik-lr must be positive and finite, got {}",

@@ -8,8 +8,9 @@ use secondo_curvature::Curvature;
 use secondo_linalg::CgOptions;
 
 use super::dense::{ensure_dense_fits, DensePreconditioner};
-use super::determinantal::{DeterminantalPreconditioner, Subsampling, MATRIX_FREE};
+use super::determinantal::{not_determinantal, DeterminantalPreconditioner, Subsampling};
 use super::kronecker::{Eigenvalues, FactorDamping, KroneckerPreconditioner};
+use super::lowrank::{check_low_rank, LowRankPreconditioner, DEFAULT_BULK_PROBES};
 use super::matrix_free::MatrixFreePreconditioner;
 use super::newton_cg::{CgPreconditioning, MartensOptions, NewtonCg};
 use super::preconditioned::PreconditionedDescent;
@@ -32,7 +33,7 @@ pub enum Method {
     Ngd,
     /// Natural gradient with the dense empirical Fisher.
     Ef,
-    /// `−η (C + λI)^(-α) g` in the KFAC eigenbasis (Huh 2020).
+    /// `−η (C + λI)^(-α) g` from a `--structure` (Huh 2020; the KFAC eigenbasis by default).
     FractionalNgd,
     /// Newton steps from sub-sampled dense curvatures, averaged with
     /// determinant weights (Dereziński & Mahoney 2019).
@@ -80,16 +81,20 @@ impl fmt::Display for Method {
 }
 
 /// The curvature structure (`--structure`) fractional-ngd takes its powers
-/// `(C + λI)^(-α)` from (Huh 2020 leaves it open): the KFAC eigenbasis, or
-/// the exact matrix-free curvature of the batch seen through the Krylov
-/// space of the gradient; and det-avg's sub-sampled estimates: dense, or
-/// KFAC's blocks with closed-form determinants.
+/// `(C + λI)^(-α)` from (Huh 2020 leaves it open): the KFAC eigenbasis, the
+/// exact matrix-free curvature of the batch seen through the Krylov space
+/// of the gradient, or its top eigenpairs plus a bulk estimate (which ngd
+/// and ef take too, for models too large for their dense matrix); and
+/// det-avg's sub-sampled estimates: dense, or KFAC's blocks with
+/// closed-form determinants.
 ///
 /// ```
 /// use secondo::second_order::Structure;
 /// assert_eq!("matrix-free".parse::<Structure>().unwrap(), Structure::MatrixFree);
+/// assert_eq!("lowrank:20".parse::<Structure>().unwrap(), Structure::LowRank(20));
 /// assert_eq!(Structure::Kronecker.to_string(), "kronecker");
 /// assert!("diag".parse::<Structure>().unwrap_err().to_string().starts_with("--structure"));
+/// assert!("lowrank:0".parse::<Structure>().is_err());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Structure {
@@ -101,6 +106,9 @@ pub enum Structure {
     MatrixFree,
     /// The dense matrix, eigendecomposed (det-avg's default).
     Dense,
+    /// The top `K` eigenpairs of the curvature operator by Lanczos, the
+    /// rest of the spectrum as one Hutchinson estimate of its mean.
+    LowRank(usize),
 }
 
 impl FromStr for Structure {
@@ -110,20 +118,24 @@ impl FromStr for Structure {
             "kronecker" => Ok(Structure::Kronecker),
             "matrix-free" => Ok(Structure::MatrixFree),
             "dense" => Ok(Structure::Dense),
-            _ => Err(Error::Invalid(format!(
-                "--structure '{s}': expected kronecker, matrix-free or dense"
-            ))),
+            _ => match s.strip_prefix("lowrank:").map(str::parse::<usize>) {
+                Some(Ok(k)) if k > 0 => Ok(Structure::LowRank(k)),
+                _ => Err(Error::Invalid(format!(
+                    "--structure '{s}': expected kronecker, matrix-free, dense or lowrank:K with K ≥ 1"
+                ))),
+            },
         }
     }
 }
 
 impl fmt::Display for Structure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Structure::Kronecker => "kronecker",
-            Structure::MatrixFree => "matrix-free",
-            Structure::Dense => "dense",
-        })
+        match self {
+            Structure::Kronecker => f.write_str("kronecker"),
+            Structure::MatrixFree => f.write_str("matrix-free"),
+            Structure::Dense => f.write_str("dense"),
+            Structure::LowRank(k) => write!(f, "lowrank:{k}"),
+        }
     }
 }
 
@@ -168,6 +180,8 @@ pub struct SecondOrderConfig {
     pub det_avg_window: usize,
     /// Lanczos steps (curvature products) of each matrix-free fractional power.
     pub lanczos_steps: usize,
+    /// Rademacher probes of the bulk estimate of `--structure lowrank:K`.
+    pub bulk_probes: usize,
     /// Largest step norm (trust-region clipping), unbounded when `None`.
     pub trust_radius: Option<f64>,
     /// KL-clipping's bound `κ` (kfac, ekfac, fractional-ngd), none when `None`.
@@ -203,6 +217,7 @@ impl SecondOrderConfig {
             structure: Structure::Kronecker,
             det_avg_window: 1,
             lanczos_steps: 50,
+            bulk_probes: DEFAULT_BULK_PROBES,
             trust_radius: None,
             kl_clip: None,
         };
@@ -296,6 +311,12 @@ impl SecondOrderConfig {
         if self.lanczos_steps == 0 {
             return bad("--lanczos-steps", "at least 1", "0".into());
         }
+        if self.bulk_probes == 0 {
+            return bad("--bulk-probes", "at least 1", "0".into());
+        }
+        if self.structure == Structure::LowRank(0) {
+            return bad("--structure lowrank:K", "K ≥ 1", "0".into());
+        }
         if self.curvature_batch == Some(0) {
             return bad("--curvature-batch", "at least 1", "0".into());
         }
@@ -321,7 +342,9 @@ impl SecondOrderConfig {
                 "--structure dense: fractional-ngd takes kronecker or matrix-free (for dense use ngd)"
                     .into(),
             ),
-            Method::DetAvg if self.structure == Structure::MatrixFree => refuse(MATRIX_FREE.into()),
+            Method::DetAvg if self.structure == Structure::MatrixFree => {
+                refuse(not_determinantal(self.structure))
+            }
             Method::DetAvg
                 if self.structure == Structure::Kronecker
                     && !matches!(self.curvature, Curvature::FisherMc { .. } | Curvature::Ggn) =>
@@ -331,8 +354,16 @@ impl SecondOrderConfig {
                     self.curvature
                 ))
             }
+            _ if matches!(self.structure, Structure::LowRank(_))
+                && !matches!(m, Method::FractionalNgd | Method::Ngd | Method::Ef) =>
+            {
+                refuse(format!(
+                    "--structure {}: only fractional-ngd, ngd and ef take a low-rank curvature (not {m})",
+                    self.structure
+                ))
+            }
             _ if !matches!(m, Method::FractionalNgd | Method::DetAvg)
-                && self.structure != Structure::Kronecker =>
+                && !matches!(self.structure, Structure::Kronecker | Structure::LowRank(_)) =>
             {
                 refuse(format!(
                     "--structure {}: only fractional-ngd and det-avg choose their structure (not {m})",
@@ -361,8 +392,11 @@ impl SecondOrderConfig {
             Method::NewtonCg if self.momentum != 0.0 => refuse(
                 "--momentum: newton-cg carries momentum through CG's warm start instead".into(),
             ),
+            // The low-rank structure takes any operator (a Hessian's
+            // negative eigenvalues count as zero).
             Method::Kfac | Method::FractionalNgd
-                if !matches!(self.curvature, Curvature::FisherMc { .. } | Curvature::Ggn) =>
+                if !matches!(self.structure, Structure::LowRank(_))
+                    && !matches!(self.curvature, Curvature::FisherMc { .. } | Curvature::Ggn) =>
             {
                 refuse(format!(
                     "--curvature {}: {m} takes the Kronecker factors of the fisher (KFAC) or the ggn (KFLR)",
@@ -392,16 +426,19 @@ impl SecondOrderConfig {
     /// method is too large for (the dense ones) or has no structure for
     /// (the Kronecker ones).
     pub fn check_model(&self, objective: &Objective, group: &ParamGroup) -> Result<(), Error> {
-        match self.method {
-            Method::Ngd | Method::Ef => {
+        match (self.method, self.structure) {
+            (_, Structure::LowRank(rank)) => {
+                check_low_rank(rank, self.bulk_probes, group.numel(objective))
+            }
+            (Method::Ngd | Method::Ef, _) => {
                 ensure_dense_fits(group.numel(objective), self.method.name())
             }
-            Method::DetAvg => self.determinantal(objective, group).map(|_| ()),
-            Method::FractionalNgd if self.structure == Structure::MatrixFree => Ok(()),
-            Method::Kfac | Method::Ekfac | Method::FractionalNgd => {
+            (Method::DetAvg, _) => self.determinantal(objective, group).map(|_| ()),
+            (Method::FractionalNgd, Structure::MatrixFree) => Ok(()),
+            (Method::Kfac | Method::Ekfac | Method::FractionalNgd, _) => {
                 self.kronecker(objective, group).map(|_| ())
             }
-            Method::NewtonCg => Ok(()),
+            (Method::NewtonCg, _) => Ok(()),
         }
     }
 
@@ -467,8 +504,8 @@ impl SecondOrderConfig {
             seed,
             group.clone(),
         );
-        let preconditioner: Box<dyn Preconditioner> = match self.method {
-            Method::NewtonCg => {
+        let preconditioner: Box<dyn Preconditioner> = match (self.method, self.structure) {
+            (Method::NewtonCg, _) => {
                 let options = MartensOptions {
                     max_iter: self.cg_iters,
                     ..MartensOptions::default()
@@ -480,13 +517,19 @@ impl SecondOrderConfig {
                     self.cg_precondition,
                 )));
             }
-            Method::Ngd | Method::Ef => Box::new(DensePreconditioner::new(
+            (_, Structure::LowRank(rank)) => Box::new(LowRankPreconditioner::new(
+                group.clone(),
+                self.curvature,
+                rank,
+                self.bulk_probes,
+            )?),
+            (Method::Ngd | Method::Ef, _) => Box::new(DensePreconditioner::new(
                 objective,
                 group.clone(),
                 self.curvature,
                 self.method.name(),
             )?),
-            Method::FractionalNgd if self.structure == Structure::MatrixFree => {
+            (Method::FractionalNgd, Structure::MatrixFree) => {
                 Box::new(MatrixFreePreconditioner::new(
                     group.clone(),
                     self.curvature,
@@ -497,10 +540,10 @@ impl SecondOrderConfig {
                     self.lanczos_steps,
                 ))
             }
-            Method::Kfac | Method::Ekfac | Method::FractionalNgd => {
+            (Method::Kfac | Method::Ekfac | Method::FractionalNgd, _) => {
                 Box::new(self.kronecker(objective, group)?)
             }
-            Method::DetAvg => Box::new(self.determinantal(objective, group)?),
+            (Method::DetAvg, _) => Box::new(self.determinantal(objective, group)?),
         };
         Ok(Box::new(PreconditionedDescent {
             preconditioner,

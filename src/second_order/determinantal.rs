@@ -43,9 +43,12 @@ use super::ParamGroup;
 use crate::state::Scope;
 use crate::{Error, Objective};
 
-/// Why det-avg has no matrix-free structure.
-pub(crate) const MATRIX_FREE: &str =
-    "--structure matrix-free: det-avg weights by determinants, of dense or kronecker estimates";
+/// Why det-avg has no `structure` other than dense and kronecker.
+pub(crate) fn not_determinantal(structure: Structure) -> String {
+    format!(
+        "--structure {structure}: det-avg weights by determinants, of dense or kronecker estimates"
+    )
+}
 
 /// How det-avg sub-samples: `draws` estimates a refresh, each on the
 /// samples kept with probability `keep`, weighted together with those of
@@ -111,7 +114,9 @@ impl DeterminantalPreconditioner {
                 Eigenvalues::Kronecker,
                 0.0,
             )?)),
-            Structure::MatrixFree => return Err(Error::Invalid(MATRIX_FREE.into())),
+            Structure::MatrixFree | Structure::LowRank(_) => {
+                return Err(Error::Invalid(not_determinantal(structure)))
+            }
         };
         Ok(DeterminantalPreconditioner {
             group,

@@ -5,8 +5,9 @@
 //! - [`Preconditioner`]: a curvature approximation `C` applied as
 //!   `(C + λI)^(-α) v` — Kronecker-factored blocks ([`KroneckerPreconditioner`]:
 //!   KFAC, KFLR, EKFAC), diagonals ([`DiagonalPreconditioner`]), the exact
-//!   dense matrix ([`DensePreconditioner`]) and the matrix-free operator
-//!   ([`MatrixFreePreconditioner`]: CG, and Lanczos for fractional powers).
+//!   dense matrix ([`DensePreconditioner`]), the matrix-free operator
+//!   ([`MatrixFreePreconditioner`]: CG, and Lanczos for fractional powers)
+//!   and its top eigenpairs plus a bulk estimate ([`LowRankPreconditioner`]).
 //!   The determinantal average of sub-sampled inverses
 //!   ([`DeterminantalPreconditioner`]) is one too.
 //! - [`NewtonCg`]: Martens' Hessian-free optimization.
@@ -24,6 +25,7 @@ mod diagonal;
 mod eigenbasis;
 mod group;
 mod kronecker;
+mod lowrank;
 mod matrix_free;
 mod newton_cg;
 mod preconditioned;
@@ -39,6 +41,7 @@ pub use determinantal::{DeterminantalPreconditioner, Subsampling};
 pub use diagonal::DiagonalPreconditioner;
 pub use group::ParamGroup;
 pub use kronecker::{Eigenvalues, FactorDamping, KroneckerPreconditioner};
+pub use lowrank::{LowRankPreconditioner, DEFAULT_BULK_PROBES};
 pub use matrix_free::MatrixFreePreconditioner;
 pub use newton_cg::{
     martens_cg, martens_stops, CgPreconditioning, MartensCg, MartensOptions, NewtonCg, MARTENS_XI,
