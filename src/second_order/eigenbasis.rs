@@ -1,5 +1,5 @@
 //! Symmetric matrices through their eigendecomposition `M = Q diag(m) Qᵀ`,
-//! shared by the dense and the Kronecker-factored preconditioners: spectral
+//! shared by the dense, Kronecker-factored and low-rank preconditioners: spectral
 //! functions `f(M) v = Q f(m) Qᵀ v` (fractional powers included) and the
 //! change of basis of matrices (`Qᵀ V`, `V Q`).
 
