@@ -25,6 +25,25 @@ fn laplace(out: &Path, extra: &[&str]) -> std::process::Output {
     secondo(&args)
 }
 
+/// `secondo predict` of the digits with the saved `posterior`: the bytes it
+/// writes (into `dir`).
+fn predict(dir: &Path, posterior: &Path) -> Vec<u8> {
+    let p = dir.join("p.safetensors");
+    let o = secondo(&[
+        "predict",
+        "--model",
+        MODEL,
+        "--data",
+        "digits",
+        "--laplace",
+        s(posterior),
+        "--out",
+        s(&p),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::read(&p).unwrap()
+}
+
 fn json(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("laplace.json")).unwrap()).unwrap()
 }
@@ -116,22 +135,9 @@ fn classification_writes_posterior_predictions_metrics_and_a_reliability_diagram
         ],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let p = dir.path().join("p.safetensors");
     let posterior = whole.join("laplace.safetensors");
-    let o = secondo(&[
-        "predict",
-        "--model",
-        MODEL,
-        "--data",
-        "digits",
-        "--laplace",
-        s(&posterior),
-        "--out",
-        s(&p),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(
-        std::fs::read(&p).unwrap(),
+        predict(dir.path(), &posterior),
         std::fs::read(whole.join("predictions.safetensors")).unwrap()
     );
     // Four draws of the 650 weights, around the MAP.
@@ -171,20 +177,7 @@ fn a_temperature_is_saved_with_the_posterior_and_applied_by_predict() {
         predictions,
         std::fs::read(plain.join("predictions.safetensors")).unwrap()
     );
-    let p = dir.path().join("p.safetensors");
-    let o = secondo(&[
-        "predict",
-        "--model",
-        MODEL,
-        "--data",
-        "digits",
-        "--laplace",
-        s(&posterior),
-        "--out",
-        s(&p),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(std::fs::read(&p).unwrap(), predictions);
+    assert_eq!(predict(dir.path(), &posterior), predictions);
 }
 
 #[test]
