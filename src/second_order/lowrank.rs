@@ -11,10 +11,8 @@
 //! `tr(PCP) / tr(P)` with `P = I − UUᵀ`, estimated by Hutchinson on the
 //! complement.
 
-use rand::{RngCore, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use secondo_curvature::{Curvature, CurvatureOperator};
-use secondo_linalg::SymmetricOperator;
+use secondo_linalg::{rademacher, SymmetricOperator};
 use secondo_tensor::memory::{bytes_of, ensure_fits};
 use secondo_tensor::DType;
 
@@ -97,16 +95,11 @@ fn rayleigh_ritz<O: SymmetricOperator + ?Sized>(
 ) -> Result<(Vec<f64>, Vec<f64>), Error> {
     let dim = op.dim();
     let k = vectors.len() / dim.max(1);
-    // Gram–Schmidt, twice ("twice is enough", Giraud et al. 2005).
+    // Gram–Schmidt.
     for j in 0..k {
         let (done, rest) = vectors.split_at_mut(j * dim);
         let u = &mut rest[..dim];
-        for _ in 0..2 {
-            for q in done.chunks_exact(dim) {
-                let along = dot(q, u);
-                u.iter_mut().zip(q).for_each(|(u, q)| *u -= along * q);
-            }
-        }
+        project_out(u, done);
         let norm = dot(u, u).sqrt();
         u.iter_mut().for_each(|u| *u /= norm);
     }
@@ -142,14 +135,9 @@ pub(crate) fn bulk_estimate<O: SymmetricOperator + ?Sized>(
         return Ok(0.0);
     }
     let count = probes.len() / dim.max(1);
-    // zᵢ ← P zᵢ, twice as in Gram–Schmidt (P² = P in exact arithmetic).
+    // zᵢ ← P zᵢ (P² = P in exact arithmetic).
     for z in probes.chunks_exact_mut(dim) {
-        for _ in 0..2 {
-            for u in vectors.chunks_exact(dim) {
-                let along = dot(u, z);
-                z.iter_mut().zip(u).for_each(|(z, u)| *z -= along * u);
-            }
-        }
+        project_out(z, vectors);
     }
     let mut image = vec![0.0; probes.len()];
     op.apply_block(&probes, count, &mut image)?;
@@ -162,20 +150,21 @@ pub(crate) fn bulk_estimate<O: SymmetricOperator + ?Sized>(
 }
 
 /// `count` Rademacher vectors of `dim` entries (`dim × count`
-/// column-major), seeded by `seed` on a stream of their own.
-fn rademacher(dim: usize, count: usize, seed: u64) -> Vec<f64> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    // Lanczos draws its random start from the same seed's first stream.
-    rng.set_stream(1);
-    let mut out = vec![0.0; dim * count];
-    for chunk in out.chunks_mut(64) {
-        let mut bits = rng.next_u64();
-        for x in chunk {
-            *x = if bits & 1 == 1 { 1.0 } else { -1.0 };
-            bits >>= 1;
+/// column-major), seeded by `seed` on a stream of their own: Lanczos draws
+/// its random start from the same seed's first stream.
+fn probes(dim: usize, count: usize, seed: u64) -> Vec<f64> {
+    rademacher(dim * count, seed, 1)
+}
+
+/// `z ← (I − UUᵀ) z` for the orthonormal columns `U` of `basis` (`dim × K`
+/// column-major), twice ("twice is enough", Giraud et al. 2005).
+fn project_out(z: &mut [f64], basis: &[f64]) {
+    for _ in 0..2 {
+        for u in basis.chunks_exact(z.len()) {
+            let along = dot(u, z);
+            z.iter_mut().zip(u).for_each(|(z, u)| *z -= along * u);
         }
     }
-    out
 }
 
 /// The top `rank` eigenpairs of the curvature operator on the curvature
@@ -261,7 +250,7 @@ impl Preconditioner for LowRankPreconditioner {
         let tol = tolerance(op.dtype());
         let eigen = top_eigen(&op, self.rank, tol, batch.seed, start)?;
         let (values, vectors) = rayleigh_ritz(&AsSymmetric(&op), eigen.vectors)?;
-        let probes = rademacher(op.dim(), self.probes, batch.seed);
+        let probes = probes(op.dim(), self.probes, batch.seed);
         let bulk = bulk_estimate(&AsSymmetric(&op), &vectors, probes)?;
         self.model = Some(LowRank {
             values,
@@ -372,9 +361,9 @@ mod tests {
 
     #[test]
     fn rademacher_probes_are_signs_seeded_per_seed() {
-        let a = rademacher(100, 3, 5);
-        assert_eq!(a, rademacher(100, 3, 5));
-        assert_ne!(a, rademacher(100, 3, 6));
+        let a = probes(100, 3, 5);
+        assert_eq!(a, probes(100, 3, 5));
+        assert_ne!(a, probes(100, 3, 6));
         assert!(a.iter().all(|x| x.abs() == 1.0));
     }
 }

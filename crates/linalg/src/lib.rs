@@ -66,6 +66,7 @@ pub use lanczos::{
 pub use operator::{DenseSymmetric, FnOperator, SymmetricOperator};
 pub use power::{power_iteration, power_iteration_from, EigenPair, PowerOptions};
 pub use progress::Progress;
+pub use random::rademacher;
 pub use slq::{slq_density, Density, SlqOptions};
 pub use trace::{
     diag_estimate, hutch_plus_plus, hutchinson, xtrace, DiagonalEstimate, Estimate, TraceOptions,

@@ -19,6 +19,24 @@ pub(crate) fn fill_rademacher(rng: &mut ChaCha8Rng, out: &mut [f64]) {
     }
 }
 
+/// `len` random signs ±1 from `seed`'s generator on its stream `stream`
+/// (stream 0 is the one this crate's algorithms draw from, so that a caller
+/// probing beside them draws independent signs from the same seed).
+///
+/// ```
+/// let a = secondo_linalg::rademacher(100, 5, 1);
+/// assert_eq!(a, secondo_linalg::rademacher(100, 5, 1));
+/// assert_ne!(a, secondo_linalg::rademacher(100, 5, 0));
+/// assert!(a.iter().all(|x| x.abs() == 1.0));
+/// ```
+pub fn rademacher(len: usize, seed: u64, stream: u64) -> Vec<f64> {
+    let mut rng = generator(seed);
+    rng.set_stream(stream);
+    let mut out = vec![0.0; len];
+    fill_rademacher(&mut rng, &mut out);
+    out
+}
+
 /// Fills `out` with independent entries uniform on `[-1, 1)`.
 pub(crate) fn fill_uniform(rng: &mut ChaCha8Rng, out: &mut [f64]) {
     for x in out {
