@@ -155,20 +155,10 @@ def batch_factors(layers, p, x):
         if bias:
             a = np.concatenate([a, np.ones((n, 1))], axis=1)
         start = [j for j, l in enumerate(layers) if l[1] == i][0]
-        rest = layers[start:]
 
-        def from_pre(z, rest=rest, i=i, bias=bias):
-            h = z
-            for kind2, i2, bias2 in rest:
-                if kind2 == "linear" and i2 == i:
-                    continue  # z is this layer's output already
-                if kind2 == "linear":
-                    h = h @ p[f"{i2}.weight"]
-                    if bias2:
-                        h = h + p[f"{i2}.bias"]
-                else:
-                    h = jnp.tanh(h)
-            return h
+        def from_pre(z, rest=layers[start + 1:]):
+            # z is this layer's output already: the network from there on.
+            return forward(rest, p, z)
 
         z = np.asarray(taps[k]) @ np.asarray(p[f"{i}.weight"])
         if bias:
