@@ -1188,3 +1188,54 @@ fn grid_search_keeps_the_prior_of_least_held_out_nll() {
         assert!(best_nll <= nll(&other).unwrap(), "{best} beaten by {c}");
     }
 }
+
+/// Fits through the Gram kernel (fewer samples × outputs than weights, one
+/// prior precision) and through the dense matrix (the same prior given per
+/// layer): every part of the posterior agrees, as the kernel route is exact.
+#[test]
+fn full_through_the_gram_kernel_equals_the_dense_route() {
+    let (obj, params, data) = classification();
+    let few = data.select(&(0..6).collect::<Vec<_>>()).unwrap();
+    let (robj, rparams, rdata) = regression();
+    let cases = [
+        (&obj, &params, &few, Likelihood::Classification, Subset::All),
+        (&obj, &params, &few, Likelihood::Classification, Subset::LargestVariance(30)),
+        (&robj, &rparams, &rdata, Likelihood::Regression, Subset::All),
+    ];
+    for (obj, params, data, likelihood, subset) in cases {
+        for fisher in [Fisher::Ggn, Fisher::Empirical] {
+            let what = format!("{likelihood} {fisher:?} {subset}");
+            let mut opts = options(Structure::Full, subset.clone(), likelihood);
+            opts.fisher = fisher;
+            opts.prior_precision = 0.7;
+            let kernel = fit(obj, params, data, &opts).unwrap();
+            opts.prior_shape = PriorShape::PerLayer;
+            let dense = fit(obj, params, data, &opts).unwrap();
+            assert!(
+                matches!(kernel.blocks[..], [CurvatureBlock::LowRank { .. }]),
+                "{what}: the kernel route"
+            );
+            assert!(
+                matches!(dense.blocks[..], [CurvatureBlock::Dense { .. }]),
+                "{what}: the dense route"
+            );
+            let (pk, pd) = (kernel.posterior().unwrap(), dense.posterior().unwrap());
+            let precision = pd.dense_precision();
+            assert_close(&pk.dense_precision(), &precision, 1e-10, &what);
+            assert_close(
+                &pk.covariance_diagonal(),
+                &pd.covariance_diagonal(),
+                1e-10,
+                &format!("{what}: marginal variances"),
+            );
+            let (lk, ld) = (
+                kernel.log_marginal_likelihood().unwrap(),
+                dense.log_marginal_likelihood().unwrap(),
+            );
+            assert!((lk - ld).abs() <= 1e-10 * ld.abs(), "{what}: evidence {lk} vs {ld}");
+            let (_, vk) = glm_moments(obj, params, &kernel, &pk, data, 4).unwrap();
+            let (_, vd) = glm_moments(obj, params, &dense, &pd, data, 4).unwrap();
+            assert_close(&vk, &vd, 1e-10, &format!("{what}: GLM variances"));
+        }
+    }
+}

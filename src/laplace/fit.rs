@@ -9,11 +9,12 @@ use std::collections::HashMap;
 use secondo_curvature::{Curvature, CurvatureOperator, Objective, Quantity, QuantityProgram};
 use secondo_data::Dataset;
 use secondo_linalg::symmetrized;
-use secondo_nn::ParamStore;
+use secondo_nn::{Mode, ParamStore};
 use secondo_tensor::memory::{bytes_of, ensure_fits};
 use secondo_tensor::Tensor;
 
 use super::dense::identity;
+use super::kernel::{self, kernel_rows, FullRoute, KernelInputs};
 use super::likelihood::{check_temperature, Fisher, Likelihood};
 use super::prior::{Prior, PriorShape};
 use super::structure::{diagonal_prior_refused, CurvatureBlock, Eigen, Structure};
@@ -104,7 +105,8 @@ pub fn fit(
         None => shapes.iter().map(|s| s.iter().product()).collect(),
     };
     let dim: usize = sizes.iter().sum();
-    ensure_structure_fits(opts.structure, &shapes, dim)?;
+    let route = full_route(objective, opts, data.len(), dim);
+    ensure_structure_fits(opts.structure, route, &shapes, dim)?;
     let prior = Prior::uniform(opts.prior_shape, opts.prior_precision, &sizes)?;
     let factor = opts.likelihood.curvature_factor(opts.fisher);
     let pass = Pass {
@@ -130,6 +132,20 @@ pub fn fit(
             let matrix = symmetrized(&h, dim, 1.0);
             let eigen = Eigen::of(&matrix, dim)?;
             let block = CurvatureBlock::Dense { matrix, eigen };
+            (pass.nll(opts.likelihood)?, vec![block])
+        }
+        (Structure::Full, None) if route != FullRoute::Dense => {
+            let inputs = KernelInputs {
+                objective,
+                params,
+                data,
+                names: &names,
+                mask: mask.as_deref(),
+                likelihood: opts.likelihood,
+                fisher: opts.fisher,
+                batch_size: opts.batch_size,
+            };
+            let block = kernel::full_block(&inputs, dim)?;
             (pass.nll(opts.likelihood)?, vec![block])
         }
         (Structure::Full | Structure::LowRank(_), _) => {
@@ -356,19 +372,46 @@ pub(crate) fn subset_values(params: &ParamStore, names: &[String]) -> Result<Vec
     Ok(mean)
 }
 
+/// The full structure's route: through the Gram kernel
+/// ([`kernel::full_block`]) where `G` has fewer rows than there are
+/// weights, the prior is one precision (so the kernel's eigenbasis is the
+/// posterior's) and the samples are independent (no batch statistics);
+/// the dense matrix otherwise. The choice depends on the problem alone, not
+/// on the machine, so the same inputs give the same bytes everywhere.
+fn full_route(objective: &Objective, opts: &FitOptions, n_data: usize, dim: usize) -> FullRoute {
+    let c = objective.network.output_shape()[0];
+    let rows = kernel_rows(opts.fisher, n_data, c);
+    let independent = !objective.has_batchnorm() || objective.batchnorm == Mode::Eval;
+    match opts.structure == Structure::Full
+        && opts.prior_shape == PriorShape::Scalar
+        && independent
+        && rows < dim
+    {
+        true => FullRoute::Kernel { rows },
+        false => FullRoute::Dense,
+    }
+}
+
 /// Refuses, before any work, a structure whose matrices would not fit in
 /// memory, with the alternatives.
 fn ensure_structure_fits(
     structure: Structure,
+    route: FullRoute,
     shapes: &[Vec<usize>],
     dim: usize,
 ) -> Result<(), Error> {
-    let numbers = match structure {
+    let numbers = match (structure, route) {
+        // `G` and the eigenvectors beside it, the kernel, its eigenvectors
+        // and the decomposition's workspace.
+        (Structure::Full, FullRoute::Kernel { rows }) => rows
+            .saturating_mul(dim)
+            .saturating_mul(2)
+            .saturating_add(rows.saturating_mul(rows).saturating_mul(3)),
         // The matrix, its eigenvectors and the decomposition's workspace.
-        Structure::Full => dim.saturating_mul(dim).saturating_mul(3),
-        Structure::LowRank(k) => dim.saturating_mul(k.saturating_mul(4).max(40)),
-        Structure::Diag => dim.saturating_mul(4),
-        Structure::Kron => shapes
+        (Structure::Full, FullRoute::Dense) => dim.saturating_mul(dim).saturating_mul(3),
+        (Structure::LowRank(k), _) => dim.saturating_mul(k.saturating_mul(4).max(40)),
+        (Structure::Diag, _) => dim.saturating_mul(4),
+        (Structure::Kron, _) => shapes
             .iter()
             .map(|s| {
                 let inputs: usize = s[1..].iter().product();
@@ -376,10 +419,17 @@ fn ensure_structure_fits(
             })
             .sum(),
     };
-    let what = format!(
-        "--structure {structure} over {dim} weights (use --structure kron, diag or lowrank:K, \
-         or --subset last-layer)"
-    );
+    let alternatives = "use --structure kron, diag or lowrank:K, or --subset last-layer";
+    let what = match (structure, route) {
+        (Structure::Full, FullRoute::Kernel { rows }) => format!(
+            "--structure full over {dim} weights through its {rows}-row Gram kernel ({alternatives})"
+        ),
+        (Structure::Full, FullRoute::Dense) => format!(
+            "--structure full over {dim} weights ({alternatives}; with fewer samples × outputs \
+             than weights, --prior-shape scalar takes the exact Gram-kernel route)"
+        ),
+        _ => format!("--structure {structure} over {dim} weights ({alternatives})"),
+    };
     Ok(ensure_fits(what, bytes_of(numbers, 8))?)
 }
 

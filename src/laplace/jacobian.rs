@@ -4,7 +4,11 @@
 //! units of the single-sample `vjp` (the engine's transformations; the same
 //! construction as the per-sample curvature diagonals).
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+
 use secondo_curvature::{Objective, INPUT};
+use secondo_data::{Batch, Dataset};
 use secondo_graph::{Builder, Executable, Feeds};
 use secondo_nn::ParamStore;
 use secondo_tensor::Tensor;
@@ -89,4 +93,42 @@ impl JacobianProgram {
         }
         Ok((output, jac))
     }
+}
+
+/// Most numbers one batch's Jacobians may hold (2²², 32 MiB in f64): the
+/// batches of [`for_each_jacobian_batch`] shrink to fit it.
+const JACOBIAN_BUDGET: usize = 1 << 22;
+
+/// Runs Jacobian programs with respect to the parameters `wrt` over `data`
+/// in batches of at most `batch_size` samples (fewer where their
+/// Jacobians would pass [`JACOBIAN_BUDGET`]), compiled once per batch
+/// size, handing `visit` each batch with its outputs `[n, C]` and
+/// Jacobians `[n, C, P]`.
+pub(crate) fn for_each_jacobian_batch(
+    objective: &Objective,
+    params: &ParamStore,
+    data: &Dataset,
+    wrt: &[String],
+    batch_size: usize,
+    mut visit: impl FnMut(&Batch<'_>, Vec<f64>, Vec<f64>) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let c = objective.network.output_shape()[0];
+    let dim: usize = params
+        .iter()
+        .filter(|(name, _)| wrt.iter().any(|w| w == name))
+        .map(|(_, t)| t.numel())
+        .sum();
+    let chunk = (JACOBIAN_BUDGET / (c * dim).max(1)).clamp(1, batch_size);
+    let mut programs: HashMap<usize, JacobianProgram> = HashMap::new();
+    for batch in data.batches(chunk)? {
+        let n = batch.len();
+        let (x, _) = objective.batch_tensors(&batch)?;
+        let program = match programs.entry(n) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(JacobianProgram::compile(objective, n, wrt)?),
+        };
+        let (out, jac) = program.run(params, &x)?;
+        visit(&batch, out, jac)?;
+    }
+    Ok(())
 }

@@ -12,6 +12,7 @@ use std::str::FromStr;
 use secondo_data::BatchTargets;
 use secondo_nn::LossKind;
 
+use super::dense::identity;
 use crate::Error;
 
 /// Refuses a likelihood temperature `T` (given by `flag`) that is not a
@@ -145,32 +146,73 @@ impl Likelihood {
         s: usize,
     ) -> Vec<f64> {
         let c = f.len();
+        match (fisher, self) {
+            (Fisher::Ggn, Likelihood::Classification) => {
+                let p = super::predictive::softmax(f, c);
+                (0..c * c)
+                    .map(|k| {
+                        let (a, b) = (k / c, k % c);
+                        f64::from(u8::from(a == b)) * p[a] - p[a] * p[b]
+                    })
+                    .collect()
+            }
+            (Fisher::Ggn, Likelihood::Regression) => identity(c),
+            (Fisher::Empirical, _) => {
+                let r = self.residual(f, y, s);
+                (0..c * c).map(|k| r[k / c] * r[k % c]).collect()
+            }
+        }
+    }
+
+    /// How many columns [`Self::output_curvature_root`] has for `c` outputs.
+    pub fn root_width(fisher: Fisher, c: usize) -> usize {
+        match fisher {
+            Fisher::Ggn => c,
+            Fisher::Empirical => 1,
+        }
+    }
+
+    /// A factor `L` (`C × k` row-major, `k` = [`Self::root_width`]) with
+    /// `L Lᵀ` = [`Self::output_curvature`]: `diag(√p) − p √pᵀ` for the
+    /// softmax's `diag(p) − ppᵀ` (as `Σ p = 1`), the identity for the
+    /// Gaussian, and the gradient `r` itself for the empirical Fisher.
+    pub fn output_curvature_root(
+        self,
+        fisher: Fisher,
+        f: &[f64],
+        y: &BatchTargets<'_>,
+        s: usize,
+    ) -> Vec<f64> {
+        let c = f.len();
+        match (fisher, self) {
+            (Fisher::Ggn, Likelihood::Classification) => {
+                let p = super::predictive::softmax(f, c);
+                (0..c * c)
+                    .map(|k| {
+                        let (a, b) = (k / c, k % c);
+                        f64::from(u8::from(a == b)) * p[a].sqrt() - p[a] * p[b].sqrt()
+                    })
+                    .collect()
+            }
+            (Fisher::Ggn, Likelihood::Regression) => identity(c),
+            (Fisher::Empirical, _) => self.residual(f, y, s),
+        }
+    }
+
+    /// The gradient `r` of `−log p(y | f)` at `σ = 1` in the outputs of
+    /// sample `s`: `p − e_y` for the softmax, `f − y` for the Gaussian.
+    fn residual(self, f: &[f64], y: &BatchTargets<'_>, s: usize) -> Vec<f64> {
+        let c = f.len();
         let p = match self {
             Likelihood::Classification => super::predictive::softmax(f, c),
             Likelihood::Regression => f.to_vec(),
         };
-        match fisher {
-            Fisher::Ggn => (0..c * c)
-                .map(|k| {
-                    let (a, b) = (k / c, k % c);
-                    match self {
-                        Likelihood::Classification => {
-                            f64::from(u8::from(a == b)) * p[a] - p[a] * p[b]
-                        }
-                        Likelihood::Regression => f64::from(u8::from(a == b)),
-                    }
-                })
+        match y {
+            BatchTargets::Classes { labels, .. } => (0..c)
+                .map(|a| p[a] - f64::from(u8::from(a as i64 == labels[s])))
                 .collect(),
-            Fisher::Empirical => {
-                let r: Vec<f64> = match y {
-                    BatchTargets::Classes { labels, .. } => (0..c)
-                        .map(|a| p[a] - f64::from(u8::from(a as i64 == labels[s])))
-                        .collect(),
-                    BatchTargets::Values { values, .. } => {
-                        (0..c).map(|a| p[a] - values[s * c + a]).collect()
-                    }
-                };
-                (0..c * c).map(|k| r[k / c] * r[k % c]).collect()
+            BatchTargets::Values { values, .. } => {
+                (0..c).map(|a| p[a] - values[s * c + a]).collect()
             }
         }
     }

@@ -32,6 +32,7 @@ mod dense;
 mod factored;
 mod fit;
 mod jacobian;
+mod kernel;
 mod last_layer;
 mod likelihood;
 pub mod marglik;
@@ -97,6 +98,21 @@ pub struct Posterior<'a> {
     blocks: Vec<PrecisionBlock<'a>>,
 }
 
+/// `r` rows of the tensors' concatenation restricted to the columns of
+/// `mask` (`rows` itself without one).
+fn masked_columns(mask: Option<&[usize]>, rows: Vec<f64>, r: usize) -> Vec<f64> {
+    match mask {
+        Some(m) => {
+            let width = rows.len() / r.max(1);
+            rows.chunks(width.max(1))
+                .take(r)
+                .flat_map(|row| m.iter().map(|&i| row[i]))
+                .collect()
+        }
+        None => rows,
+    }
+}
+
 impl Laplace {
     /// The number of covered weights.
     pub fn dim(&self) -> usize {
@@ -116,15 +132,7 @@ impl Laplace {
     /// columns (row-major `r × dim` from `r × Σ sizes`; `rows` itself
     /// without a mask).
     pub fn gather_columns(&self, rows: Vec<f64>, r: usize) -> Vec<f64> {
-        match &self.mask {
-            Some(_) => {
-                let width = rows.len() / r.max(1);
-                (0..r)
-                    .flat_map(|i| self.gather(&rows[i * width..(i + 1) * width]))
-                    .collect()
-            }
-            None => rows,
-        }
+        masked_columns(self.mask.as_deref(), rows, r)
     }
 
     /// The posterior precision at the current prior precision and σ.

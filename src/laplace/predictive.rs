@@ -7,8 +7,6 @@
 //! networks", with laplace-torch's zero-mean correction) or Monte Carlo; and
 //! the sampling (NN) predictive over weights drawn from the posterior.
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -20,9 +18,8 @@ use secondo_nn::ParamStore;
 use secondo_tensor::Tensor;
 
 use super::dense::eigen_rows;
-use super::{
-    FactoredJacobians, JacobianProgram, Laplace, LastLayer, Likelihood, Posterior, Structure,
-};
+use super::jacobian::for_each_jacobian_batch;
+use super::{FactoredJacobians, Laplace, LastLayer, Likelihood, Posterior, Structure};
 use crate::Error;
 
 /// How the linearized predictive's Gaussian over outputs becomes class
@@ -212,10 +209,6 @@ fn dot(x: &[f64], y: &[f64]) -> f64 {
     lanes.iter().sum::<f64>() + tail
 }
 
-/// Most numbers one batch's Jacobians may hold (2²², 32 MiB in f64): the
-/// batches of [`glm_moments`] shrink to fit it.
-const JACOBIAN_BUDGET: usize = 1 << 22;
-
 /// Most numbers of a dense `P^{-½}` over a low-rank last layer (2²⁴, 128
 /// MiB in f64); beyond it the per-sample Jacobians are used.
 const WHITENING_BUDGET: usize = 1 << 24;
@@ -246,23 +239,15 @@ pub fn glm_moments(
         return last.glm_moments(objective, params, posterior, data, batch_size);
     }
     let c = la.n_outputs;
-    let dim = la.dim();
-    let mut programs: HashMap<usize, JacobianProgram> = HashMap::new();
     let (mut f_mu, mut f_var) = (Vec::new(), Vec::new());
-    let chunk = (JACOBIAN_BUDGET / (c * dim).max(1)).clamp(1, batch_size);
-    for batch in data.batches(chunk)? {
-        let n = batch.len();
-        let (x, _) = objective.batch_tensors(&batch)?;
-        let program = match programs.entry(n) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => e.insert(JacobianProgram::compile(objective, n, &la.names)?),
-        };
-        let (out, jac) = program.run(params, &x)?;
-        let jac = la.gather_columns(jac, n * c);
-        let (w, width) = posterior.whiten(&jac, n * c);
+    for_each_jacobian_batch(objective, params, data, &la.names, batch_size, |_, out, jac| {
+        let rows = out.len();
+        let jac = la.gather_columns(jac, rows);
+        let (w, width) = posterior.whiten(&jac, rows);
         f_var.extend(gram_per_sample(&w, c, width));
         f_mu.extend(out);
-    }
+        Ok(())
+    })?;
     Ok((f_mu, f_var))
 }
 
