@@ -284,7 +284,8 @@ impl MonitorConfig {
 
     /// Turns off the instruments the network cannot take (the per-sample
     /// ones when batch norm or dropout couple or mask the samples in
-    /// training), for defaults that suit every network.
+    /// training, the class means without a classification loss), for
+    /// defaults that suit every network.
     ///
     /// ```
     /// use secondo::monitor::MonitorConfig;
@@ -293,10 +294,17 @@ impl MonitorConfig {
     /// let mut c = MonitorConfig::parse("economy", 1).unwrap();
     /// c.keep_available(&obj);
     /// assert_eq!(c.names(), ["loss", "grad_norm", "distance", "update_size"]);
+    /// let obj = Objective::from_config(&ObjectiveConfig { spec: "linear(4,3),tanh,linear(3,1)".into(), input_shape: vec![4], loss: "mse".into(), ..Default::default() }).unwrap();
+    /// let mut c = MonitorConfig::parse("structure", 1).unwrap();
+    /// c.keep_available(&obj);
+    /// assert!(!c.names().contains(&"ggn_class_means") && c.names().contains(&"ggn_top_ev"));
     /// ```
     pub fn keep_available(&mut self, objective: &secondo_curvature::Objective) {
         if samples_coupled(objective) {
             self.instruments.retain(|(i, _)| !i.is_per_sample());
+        }
+        if objective.loss.kind != secondo_nn::LossKind::CrossEntropy {
+            self.instruments.retain(|(i, _)| *i != Instrument::GgnClassMeans);
         }
     }
 
