@@ -1199,7 +1199,13 @@ fn full_through_the_gram_kernel_equals_the_dense_route() {
     let (robj, rparams, rdata) = regression();
     let cases = [
         (&obj, &params, &few, Likelihood::Classification, Subset::All),
-        (&obj, &params, &few, Likelihood::Classification, Subset::LargestVariance(30)),
+        (
+            &obj,
+            &params,
+            &few,
+            Likelihood::Classification,
+            Subset::LargestVariance(30),
+        ),
         (&robj, &rparams, &rdata, Likelihood::Regression, Subset::All),
     ];
     for (obj, params, data, likelihood, subset) in cases {
@@ -1232,7 +1238,10 @@ fn full_through_the_gram_kernel_equals_the_dense_route() {
                 kernel.log_marginal_likelihood().unwrap(),
                 dense.log_marginal_likelihood().unwrap(),
             );
-            assert!((lk - ld).abs() <= 1e-10 * ld.abs(), "{what}: evidence {lk} vs {ld}");
+            assert!(
+                (lk - ld).abs() <= 1e-10 * ld.abs(),
+                "{what}: evidence {lk} vs {ld}"
+            );
             let (_, vk) = glm_moments(obj, params, &kernel, &pk, data, 4).unwrap();
             let (_, vd) = glm_moments(obj, params, &dense, &pd, data, 4).unwrap();
             assert_close(&vk, &vd, 1e-10, &format!("{what}: GLM variances"));

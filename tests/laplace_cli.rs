@@ -25,18 +25,16 @@ fn laplace(out: &Path, extra: &[&str]) -> std::process::Output {
     secondo(&args)
 }
 
-/// `secondo predict` of the digits with the saved `posterior`: the bytes it
-/// writes (into `dir`).
+/// `secondo predict` of the digits with the saved `posterior` (which holds
+/// the network): the bytes it writes (into `dir`).
 fn predict(dir: &Path, posterior: &Path) -> Vec<u8> {
     let p = dir.join("p.safetensors");
     let o = secondo(&[
         "predict",
-        "--model",
-        MODEL,
+        "--posterior",
+        s(posterior),
         "--data",
         "digits",
-        "--laplace",
-        s(posterior),
         "--out",
         s(&p),
     ]);
@@ -140,6 +138,20 @@ fn classification_writes_posterior_predictions_metrics_and_a_reliability_diagram
         predict(dir.path(), &posterior),
         std::fs::read(whole.join("predictions.safetensors")).unwrap()
     );
+    // Another network needs its own weights: the saved ones are the posterior's.
+    let p = dir.path().join("other.safetensors");
+    let o = secondo(&[
+        "predict",
+        "--posterior",
+        s(&posterior),
+        "--model",
+        "linear(64,10),tanh,linear(10,10)",
+        "--data",
+        "digits",
+        "--out",
+        s(&p),
+    ]);
+    assert_bad_input(&o, "not the network saved with the posterior", &p);
     // Four draws of the 650 weights, around the MAP.
     let samples = secondo_nn::read_safetensors(&whole.join("samples.safetensors")).unwrap();
     assert_eq!(samples["samples"].shape(), &[4, 650]);

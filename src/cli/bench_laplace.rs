@@ -14,7 +14,7 @@ use secondo::laplace::marglik::{optimize_marglik, MarglikOptions};
 use secondo::laplace::predictive::{predict, Link, Predictive};
 use secondo::laplace::{fit, FitOptions, Likelihood, Structure, Subset};
 use secondo::{Objective, ObjectiveConfig};
-use secondo_data::{Dataset, Targets};
+use secondo_data::Dataset;
 use secondo_nn::ParamStore;
 use secondo_tensor::DType;
 
@@ -71,24 +71,6 @@ fn cases() -> Vec<Case> {
             subset: Subset::All,
         },
     ]
-}
-
-/// 150 points of a noisy sine on [−2, 2] (deterministic).
-fn wave() -> anyhow::Result<Dataset> {
-    let n = 150;
-    let x: Vec<f64> = (0..n)
-        .map(|i| -2.0 + 4.0 * i as f64 / (n - 1) as f64)
-        .collect();
-    let values = x
-        .iter()
-        .map(|v| (2.0 * v).sin() + 0.1 * (9.0 * v).cos())
-        .collect();
-    Ok(Dataset::new(
-        x,
-        vec![1],
-        Targets::Values { values, width: 1 },
-        "wave",
-    )?)
 }
 
 /// The digits with pixels in [0, 1], as `--data digits` reads them.
@@ -158,7 +140,7 @@ fn peak_rss() -> Option<u64> {
 }
 
 pub fn run(repeats: usize, python: Option<&Path>) -> anyhow::Result<()> {
-    let (digits, wave) = (digits(), wave()?);
+    let (digits, wave) = (digits(), secondo_data::wave());
     let reference = match python {
         Some(py) => {
             let dir = tempfile_dir()?;

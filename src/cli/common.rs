@@ -20,7 +20,7 @@ pub struct ModelArgs {
     /// Weights (safetensors, PyTorch names); absent: PyTorch's default init with --seed.
     #[arg(long)]
     pub weights: Option<PathBuf>,
-    /// Data: a safetensors file with `x` and `y`, IDX files `IMAGES,LABELS`, CIFAR batches (a `.bin` file or a directory of them), or `digits`.
+    /// Data: a safetensors file with `x` and `y`, IDX files `IMAGES,LABELS`, CIFAR batches (a `.bin` file or a directory of them), or `digits` (built-in, pixels scaled to [0, 1]) or `wave` (built-in 1-D regression, 150 points).
     #[arg(long)]
     pub data: String,
     /// View each sample's features as this shape, e.g. 1,8,8 for the digits as images.
@@ -98,6 +98,8 @@ pub fn weights_input(weights: Option<&PathBuf>) -> Option<Input> {
 pub enum DataSource {
     /// The embedded digits, pixels scaled to [0, 1].
     Digits,
+    /// The built-in 1-D regression points ([`secondo_data::wave`]).
+    Wave,
     /// A safetensors file with `x` and `y`.
     Safetensors(PathBuf),
     /// MNIST-format IDX files (raw or gzip).
@@ -119,6 +121,9 @@ impl DataSource {
     pub fn parse(flag: &str, text: &str) -> anyhow::Result<DataSource> {
         if text == "digits" {
             return Ok(DataSource::Digits);
+        }
+        if text == "wave" {
+            return Ok(DataSource::Wave);
         }
         if !text.contains(',') {
             if text.is_empty() {
@@ -147,7 +152,7 @@ impl DataSource {
     /// The files read, under `flag` (a CIFAR directory's batches, listed now).
     pub fn inputs(&self, flag: &'static str) -> anyhow::Result<Vec<Input>> {
         let paths = match self {
-            DataSource::Digits => vec![],
+            DataSource::Digits | DataSource::Wave => vec![],
             DataSource::Safetensors(p) => vec![p.clone()],
             DataSource::Idx { images, labels } => vec![images.clone(), labels.clone()],
             DataSource::Cifar(p) => secondo_data::cifar_files(p)?,
@@ -163,6 +168,7 @@ impl DataSource {
                 d.x.iter_mut().for_each(|v| *v /= 16.0);
                 d
             }
+            DataSource::Wave => secondo_data::wave(),
             DataSource::Safetensors(p) => secondo_data::load_safetensors(p)?,
             DataSource::Idx { images, labels } => secondo_data::load_idx_pair(images, labels)?,
             DataSource::Cifar(p) => secondo_data::load_cifar(p)?,
@@ -351,6 +357,10 @@ mod tests {
         assert_eq!(
             DataSource::parse("--data", "digits").unwrap(),
             DataSource::Digits
+        );
+        assert_eq!(
+            DataSource::parse("--data", "wave").unwrap(),
+            DataSource::Wave
         );
         let err = |t| DataSource::parse("--data", t).unwrap_err().to_string();
         assert_eq!(

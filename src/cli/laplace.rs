@@ -10,16 +10,19 @@ use secondo::laplace::marglik::{grid, grid_search, optimize_marglik, MarglikOpti
 use secondo::laplace::metrics;
 use secondo::laplace::predictive::{predict, sample_weights, Predictions, Predictive};
 use secondo::laplace::{
-    fit, load, save, FitOptions, Laplace, LearnedPrior, Likelihood, PriorShape,
+    fit, load, load_network, save_with_network, FitOptions, FittedNetwork, Laplace, LearnedPrior,
+    Likelihood, PriorShape,
 };
 use secondo::output::{Input, Output};
 use secondo::plot::{Chart, Layer};
 use secondo::Objective;
 use secondo_data::{Dataset, Targets};
-use secondo_nn::ParamStore;
+use secondo_nn::{LossKind, ParamStore};
 use secondo_tensor::Tensor;
 
-use super::common::{at_least_one, check_targets, shape_samples, DataSource, ModelArgs};
+use super::common::{
+    at_least_one, check_targets, shape_samples, BatchNorm, DataSource, ModelArgs, SampleShape,
+};
 
 const POSTERIOR: &str = "laplace.safetensors";
 const PREDICTIONS: &str = "predictions.safetensors";
@@ -344,7 +347,16 @@ pub fn run(a: LaplaceArgs) -> anyhow::Result<()> {
     let predicted = start.elapsed().as_secs_f64() - fitted - tuned;
     let evidence = la.log_marginal_likelihood()?;
     let staged = out.stage()?;
-    save(&la, &staged.path(POSTERIOR))?;
+    let network = FittedNetwork {
+        spec: a.common.model.clone(),
+        input_shape: objective.network.input_shape().to_vec(),
+        weights: params
+            .iter()
+            .chain(params.buffers())
+            .map(|(name, t)| (name.to_string(), t.clone()))
+            .collect(),
+    };
+    save_with_network(&la, &network, &staged.path(POSTERIOR))?;
     write_predictions(&predictions, &staged.path(PREDICTIONS))?;
     if let Some(draws) = a.samples {
         let theta = sample_weights(&la, &la.posterior()?, draws, seed);
@@ -599,11 +611,28 @@ fn band_svg(p: &Predictions, data: &Dataset) -> String {
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
-    #[command(flatten)]
-    common: ModelArgs,
-    /// A posterior written by `secondo laplace` (DIR/laplace.safetensors).
+    /// A posterior written by `secondo laplace` (DIR/laplace.safetensors);
+    /// it holds the network it was fitted on.
+    #[arg(long, visible_alias = "laplace")]
+    posterior: PathBuf,
+    /// Data: a safetensors file with `x` and `y`, IDX files `IMAGES,LABELS`, CIFAR batches (a `.bin` file or a directory of them), or `digits` (built-in, pixels scaled to [0, 1]) or `wave` (built-in 1-D regression, 150 points).
     #[arg(long)]
-    laplace: PathBuf,
+    data: String,
+    /// Model spec; absent: the posterior's.
+    #[arg(long)]
+    model: Option<String>,
+    /// Weights (safetensors, PyTorch names); absent: the posterior's MAP weights.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// View each sample's features as this shape; absent: the posterior's.
+    #[arg(long, value_name = "C,H,W")]
+    input_shape: Option<SampleShape>,
+    /// Seed of the Monte-Carlo predictives.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Element type: f32 or f64.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
     /// Predictive: glm-probit, glm-bridge, glm-mc:S or nn:S.
     #[arg(long, default_value = "glm-probit")]
     predictive: String,
@@ -617,33 +646,76 @@ pub struct PredictArgs {
 
 pub fn run_predict(a: PredictArgs) -> anyhow::Result<()> {
     let predictive: Predictive = a.predictive.parse()?;
-    let mut inputs = a.common.inputs()?;
+    let flag = |e: secondo::Error| {
+        anyhow::Error::from(e).context(format!("--posterior {}", a.posterior.display()))
+    };
+    let la = load(&a.posterior).map_err(flag)?;
+    let saved = load_network(&a.posterior).map_err(flag)?;
+    let common = predict_model(&a, &la, saved.as_ref())?;
+    let mut inputs = common.inputs()?;
     inputs.push(Input {
-        flag: "--laplace",
-        path: a.laplace.clone(),
+        flag: "--posterior",
+        path: a.posterior.clone(),
     });
     let out = Output::file(&a.out, "--out", &inputs)?;
-    let la = load(&a.laplace).with_context(|| format!("--laplace {}", a.laplace.display()))?;
-    let (data, objective, params) = a.common.load()?;
-    la.likelihood
-        .check_loss(objective.loss.kind)
-        .context("--laplace")?;
+    let (data, objective, mut params) = common.load()?;
+    if let (None, Some(network)) = (&a.weights, &saved) {
+        let file = format!("--posterior {}", a.posterior.display());
+        params = ParamStore::from_named(
+            &file,
+            &network.weights,
+            objective.network.spec(),
+            objective.dtype,
+        )?;
+    }
     check_covers(&la, &params)?;
-    let p = predict(
-        &objective,
-        &params,
-        &la,
-        &data,
-        predictive,
-        a.common.seed,
-        a.batch,
-    )?;
+    let p = predict(&objective, &params, &la, &data, predictive, a.seed, a.batch)?;
     let staged = out.stage()?;
     write_predictions(&p, &staged.file_path())?;
     staged.commit()?;
     println!("{}", score(&p, &data.y, la.sigma).line());
     println!("wrote {}", a.out.display());
     Ok(())
+}
+
+/// The model `predict` runs: the flags', else the network saved with the
+/// posterior, with the loss its likelihood is the negative log of.
+fn predict_model(
+    a: &PredictArgs,
+    la: &Laplace,
+    saved: Option<&FittedNetwork>,
+) -> anyhow::Result<ModelArgs> {
+    let model = match (&a.model, saved) {
+        (Some(m), _) => m.clone(),
+        (None, Some(n)) => n.spec.clone(),
+        (None, None) => bail!(
+            "--posterior {}: it holds no network (written by an older secondo); give --model and --weights",
+            a.posterior.display()
+        ),
+    };
+    if a.weights.is_none() && saved.is_none_or(|n| n.spec != model) {
+        bail!("--model {model}: not the network saved with the posterior; give its --weights");
+    }
+    let input_shape = match (&a.input_shape, saved) {
+        (Some(s), _) => Some(s.clone()),
+        (None, Some(n)) => Some(SampleShape(n.input_shape.clone())),
+        (None, None) => None,
+    };
+    let loss = match la.likelihood {
+        Likelihood::Classification => LossKind::CrossEntropy,
+        Likelihood::Regression => LossKind::Mse,
+    };
+    Ok(ModelArgs {
+        model,
+        weights: a.weights.clone(),
+        data: a.data.clone(),
+        input_shape,
+        loss: loss.to_string(),
+        reduction: "mean".into(),
+        seed: a.seed,
+        dtype: a.dtype.clone(),
+        batchnorm: BatchNorm::Eval,
+    })
 }
 
 /// Refuses weights whose covered parameters differ in shape from the posterior's.

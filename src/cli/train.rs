@@ -31,7 +31,7 @@ pub struct TrainArgs {
     /// Model spec, e.g. "linear(64,256),relu,linear(256,10)" (default: one hidden ReLU layer of 256 fitted to the data).
     #[arg(long)]
     model: Option<String>,
-    /// Training data: a safetensors file with `x` and `y`, IDX files `IMAGES,LABELS`, CIFAR batches (a `.bin` file or a directory of them), or `digits` (embedded, pixels scaled to [0, 1]).
+    /// Training data: a safetensors file with `x` and `y`, IDX files `IMAGES,LABELS`, CIFAR batches (a `.bin` file or a directory of them), or `digits` (embedded, pixels scaled to [0, 1]) or `wave` (embedded 1-D regression, 150 points).
     #[arg(long, default_value = "digits")]
     data: String,
     /// View each sample's features (of --data and --test-data) as this shape, e.g. 1,8,8 for the digits as images.

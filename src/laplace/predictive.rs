@@ -240,14 +240,21 @@ pub fn glm_moments(
     }
     let c = la.n_outputs;
     let (mut f_mu, mut f_var) = (Vec::new(), Vec::new());
-    for_each_jacobian_batch(objective, params, data, &la.names, batch_size, |_, out, jac| {
-        let rows = out.len();
-        let jac = la.gather_columns(jac, rows);
-        let (w, width) = posterior.whiten(&jac, rows);
-        f_var.extend(gram_per_sample(&w, c, width));
-        f_mu.extend(out);
-        Ok(())
-    })?;
+    for_each_jacobian_batch(
+        objective,
+        params,
+        data,
+        &la.names,
+        batch_size,
+        |_, out, jac| {
+            let rows = out.len();
+            let jac = la.gather_columns(jac, rows);
+            let (w, width) = posterior.whiten(&jac, rows);
+            f_var.extend(gram_per_sample(&w, c, width));
+            f_mu.extend(out);
+            Ok(())
+        },
+    )?;
     Ok((f_mu, f_var))
 }
 

@@ -18,6 +18,72 @@ use crate::Error;
 
 /// Writes `la` to `path`.
 pub fn save(la: &Laplace, path: &Path) -> Result<(), Error> {
+    let (tensors, metadata) = encode(la);
+    write(path, &tensors, &metadata)
+}
+
+/// The network a posterior was fitted on: its spec, one sample's shape and
+/// its MAP weights (every parameter and buffer, by PyTorch name), saved
+/// with the posterior so that `secondo predict --posterior FILE` needs
+/// nothing else.
+#[derive(Debug, Clone)]
+pub struct FittedNetwork {
+    /// The model spec.
+    pub spec: String,
+    /// One sample's shape.
+    pub input_shape: Vec<usize>,
+    /// The weights.
+    pub weights: HashMap<String, Tensor>,
+}
+
+/// The prefix of a [`FittedNetwork`]'s weights among the posterior's tensors.
+const NETWORK: &str = "network/";
+
+/// Writes `la` with the network it was fitted on to `path`.
+pub fn save_with_network(la: &Laplace, network: &FittedNetwork, path: &Path) -> Result<(), Error> {
+    let (mut tensors, mut metadata) = encode(la);
+    let mut names: Vec<&String> = network.weights.keys().collect();
+    names.sort();
+    for name in names {
+        tensors.push((format!("{NETWORK}{name}"), network.weights[name].clone()));
+    }
+    metadata.insert("model".into(), network.spec.clone());
+    metadata.insert(
+        "input_shape".into(),
+        serde_json::json!(network.input_shape).to_string(),
+    );
+    write(path, &tensors, &metadata)
+}
+
+/// The network saved with the posterior at `path`, if it was
+/// ([`save_with_network`]).
+pub fn load_network(path: &Path) -> Result<Option<FittedNetwork>, Error> {
+    let (tensors, meta) = secondo_nn::read_safetensors_with_metadata(path)?;
+    let Some(spec) = meta.get("model") else {
+        return Ok(None);
+    };
+    let input_shape = meta
+        .get("input_shape")
+        .and_then(|s| serde_json::from_str(s).ok())
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: not a Laplace posterior (no valid 'input_shape')",
+                path.display()
+            ))
+        })?;
+    let weights = tensors
+        .into_iter()
+        .filter_map(|(name, t)| Some((name.strip_prefix(NETWORK)?.to_string(), t)))
+        .collect();
+    Ok(Some(FittedNetwork {
+        spec: spec.clone(),
+        input_shape,
+        weights,
+    }))
+}
+
+/// The posterior's tensors and metadata.
+fn encode(la: &Laplace) -> (Vec<(String, Tensor)>, HashMap<String, String>) {
     let mut tensors: Vec<(String, Tensor)> = vec![
         ("mean".into(), vector(&la.mean)),
         ("prior_precision".into(), vector(&la.prior.values)),
@@ -74,7 +140,7 @@ pub fn save(la: &Laplace, path: &Path) -> Result<(), Error> {
         ("n_data".to_string(), la.n_data.to_string()),
         ("n_outputs".to_string(), la.n_outputs.to_string()),
     ]);
-    write(path, &tensors, &metadata)
+    (tensors, metadata)
 }
 
 /// Writes named tensors and metadata to `path`.

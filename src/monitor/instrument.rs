@@ -304,7 +304,8 @@ impl MonitorConfig {
             self.instruments.retain(|(i, _)| !i.is_per_sample());
         }
         if objective.loss.kind != secondo_nn::LossKind::CrossEntropy {
-            self.instruments.retain(|(i, _)| *i != Instrument::GgnClassMeans);
+            self.instruments
+                .retain(|(i, _)| *i != Instrument::GgnClassMeans);
         }
     }
 

@@ -35,6 +35,7 @@ mod proptests;
 mod safetensors_file;
 mod safetensors_io;
 mod standardize;
+mod wave;
 
 pub use cifar::{cifar_files, load_cifar};
 pub use dataset::{Batch, BatchTargets, Batches, Dataset, Targets};
@@ -45,3 +46,4 @@ pub use idx::load_idx_pair;
 pub use safetensors_file::{SafetensorsFile, MAX_HEADER_LEN};
 pub use safetensors_io::{load_safetensors, save_safetensors};
 pub use standardize::Standardizer;
+pub use wave::wave;

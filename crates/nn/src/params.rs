@@ -276,8 +276,19 @@ impl ParamStore {
     /// # Ok::<(), secondo_nn::NnError>(())
     /// ```
     pub fn load(path: &Path, spec: &ModelSpec, dtype: DType) -> Result<ParamStore, NnError> {
-        let file = path.display().to_string();
         let all = read_safetensors(path)?;
+        ParamStore::from_named(&path.display().to_string(), &all, spec, dtype)
+    }
+
+    /// [`ParamStore::load`] from tensors already read (`file` names them in
+    /// errors), e.g. the weights a Laplace posterior keeps beside itself.
+    pub fn from_named(
+        file: &str,
+        all: &HashMap<String, Tensor>,
+        spec: &ModelSpec,
+        dtype: DType,
+    ) -> Result<ParamStore, NnError> {
+        let file = file.to_string();
         refuse_unexpected(&file, spec, all.keys())?;
         let mut store = ParamStore::new();
         for p in spec.parameters() {
