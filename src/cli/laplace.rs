@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::Args;
+use indicatif::{ProgressBar, ProgressFinish, ProgressStyle};
 use secondo::laplace::marglik::{grid, grid_search, optimize_marglik, MarglikOptions};
 use secondo::laplace::metrics;
 use secondo::laplace::predictive::{predict, sample_weights, Predictions, Predictive};
@@ -282,7 +283,13 @@ pub fn run(a: LaplaceArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let start = std::time::Instant::now();
+    let phase = spinner(format!(
+        "fitting the {} posterior on {} samples",
+        parsed.fit.structure,
+        train.len()
+    ));
     let mut la = fit(&objective, &params, &train, &parsed.fit)?;
+    phase.set_message(format!("tuning the prior over {} weights", la.dim()));
     if let Some(learned) = &learned {
         la.prior = learned.prior_for(&la)?;
     }
@@ -319,6 +326,7 @@ pub fn run(a: LaplaceArgs) -> anyhow::Result<()> {
         _ => serde_json::json!({"method": "fixed"}),
     };
     let tuned = start.elapsed().as_secs_f64() - fitted;
+    phase.set_message(format!("predicting {} samples", test.len()));
     let predictions = predict(
         &objective,
         &params,
@@ -345,6 +353,7 @@ pub fn run(a: LaplaceArgs) -> anyhow::Result<()> {
         None => None,
     };
     let predicted = start.elapsed().as_secs_f64() - fitted - tuned;
+    phase.finish_and_clear();
     let evidence = la.log_marginal_likelihood()?;
     let staged = out.stage()?;
     let network = FittedNetwork {
@@ -716,6 +725,19 @@ fn predict_model(
         dtype: a.dtype.clone(),
         batchnorm: BatchNorm::Eval,
     })
+}
+
+/// A spinner on stderr (drawn on a terminal only) naming the phase under way
+/// and its elapsed time: a full posterior over many weights takes minutes.
+fn spinner(message: String) -> ProgressBar {
+    let bar = ProgressBar::new_spinner().with_finish(ProgressFinish::AndClear);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg}  [{elapsed_precise}]")
+            .expect("valid template"),
+    );
+    bar.set_message(message);
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
 }
 
 /// Refuses weights whose covered parameters differ in shape from the posterior's.
