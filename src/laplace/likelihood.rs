@@ -137,7 +137,8 @@ impl Likelihood {
     /// batch with targets `y` of `−log p(y | f)` at `σ = 1`, `C × C`
     /// row-major: the GGN's Hessian (`diag(p) − ppᵀ` with `p` the softmax,
     /// the identity for the Gaussian) or the empirical Fisher's `r rᵀ` with
-    /// `r` the gradient (`p − e_y`, `f − y`).
+    /// `r` the gradient (`p − e_y`, `f − y`), as `L Lᵀ` of its
+    /// [`Self::output_curvature_root`].
     pub fn output_curvature(
         self,
         fisher: Fisher,
@@ -146,22 +147,14 @@ impl Likelihood {
         s: usize,
     ) -> Vec<f64> {
         let c = f.len();
-        match (fisher, self) {
-            (Fisher::Ggn, Likelihood::Classification) => {
-                let p = super::predictive::softmax(f, c);
-                (0..c * c)
-                    .map(|k| {
-                        let (a, b) = (k / c, k % c);
-                        f64::from(u8::from(a == b)) * p[a] - p[a] * p[b]
-                    })
-                    .collect()
-            }
-            (Fisher::Ggn, Likelihood::Regression) => identity(c),
-            (Fisher::Empirical, _) => {
-                let r = self.residual(f, y, s);
-                (0..c * c).map(|k| r[k / c] * r[k % c]).collect()
-            }
-        }
+        let k = Likelihood::root_width(fisher, c);
+        let l = self.output_curvature_root(fisher, f, y, s);
+        (0..c * c)
+            .map(|ab| {
+                let (a, b) = (&l[ab / c * k..][..k], &l[ab % c * k..][..k]);
+                a.iter().zip(b).map(|(x, y)| x * y).sum()
+            })
+            .collect()
     }
 
     /// How many columns [`Self::output_curvature_root`] has for `c` outputs.
