@@ -439,7 +439,10 @@ fn dense_form(dense: &[f64], vs: &[Vec<f64>]) -> Vec<f64> {
         })
         .collect();
     vs.iter()
-        .flat_map(|u| cv.iter().map(move |w| u.iter().zip(w).map(|(a, b)| a * b).sum()))
+        .flat_map(|u| {
+            cv.iter()
+                .map(move |w| u.iter().zip(w).map(|(a, b)| a * b).sum())
+        })
         .collect()
 }
 

@@ -346,7 +346,9 @@ impl CurvatureOperator {
     /// How many numbers the operator keeps between products, none before the
     /// first (see [`CurvatureOperator::without_kept_values`] for an example).
     pub fn kept_values(&self) -> usize {
-        self.bound.get().map_or(0, |b| b.iter().map(|b| b.kept).sum())
+        self.bound
+            .get()
+            .map_or(0, |b| b.iter().map(|b| b.kept).sum())
     }
 
     /// The bound product programs of every batch (empty: none), bound now
@@ -740,9 +742,7 @@ fn ensure_operator_fits(
     kind: Curvature,
     programs: &HashMap<(usize, Product), Executable>,
 ) -> Result<(), CurvatureError> {
-    let products = programs
-        .iter()
-        .filter(|((_, p), _)| *p == product_of(kind));
+    let products = programs.iter().filter(|((_, p), _)| *p == product_of(kind));
     let size = objective.dtype.size_bytes();
     let width: usize = objective.network.output_shape().iter().product();
     let features: usize = data.sample_shape.iter().product();
