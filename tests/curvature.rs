@@ -399,8 +399,8 @@ fn parameter_list_and_block_forms_agree_with_flat_products() {
 }
 
 /// Operators keep the forward and backward values of every batch between
-/// products; recomputing them gives the same products, for every kind, on
-/// batches of uneven size.
+/// products, from the first; recomputing them gives the same products, for
+/// every kind, on batches of uneven size.
 #[test]
 fn kept_values_give_the_products_of_recomputation() {
     let (objective, params, data) = small_objective(
@@ -418,10 +418,94 @@ fn kept_values_give_the_products_of_recomputation() {
         },
     ] {
         let op = CurvatureOperator::new(&objective, &params, &data, 3, kind, None).unwrap();
-        assert!(op.kept_values() > 0, "{kind:?}");
+        assert_eq!(op.kept_values(), 0, "{kind:?}");
         let v = pseudo_random(op.dim(), 5);
         let kept = op.apply(&v).unwrap();
+        assert!(op.kept_values() > 0, "{kind:?}");
         let recomputed = op.without_kept_values().apply(&v).unwrap();
         assert!(relative_error_flat(&kept, &recomputed) < 1e-13, "{kind:?}");
+    }
+}
+
+/// `vᵢᵀ C vⱼ` of the vectors `vs` from the dense matrix.
+fn dense_form(dense: &[f64], vs: &[Vec<f64>]) -> Vec<f64> {
+    let d = vs[0].len();
+    let cv: Vec<Vec<f64>> = vs
+        .iter()
+        .map(|v| {
+            (0..d)
+                .map(|r| (0..d).map(|c| dense[r * d + c] * v[c]).sum())
+                .collect()
+        })
+        .collect();
+    vs.iter()
+        .flat_map(|u| {
+            cv.iter()
+                .map(move |w| u.iter().zip(w).map(|(a, b)| a * b).sum())
+        })
+        .collect()
+}
+
+/// The bilinear form from Jacobian-vector products is the dense matrix's
+/// and `vᵢᵀ apply(vⱼ)`, for every kind, loss and reduction, on batches of
+/// uneven size, for an MLP and a CNN.
+#[test]
+fn gram_is_the_bilinear_form_of_the_products_and_the_dense_matrix() {
+    let cnn = |loss: &str, reduction| {
+        let objective = Objective::from_config(&ObjectiveConfig {
+            spec: "conv2d(1,2,k=3,p=1),tanh,maxpool2d(2),flatten,linear(8,3)".into(),
+            input_shape: vec![1, 4, 4],
+            loss: loss.into(),
+            reduction,
+            dtype: DType::F64,
+        })
+        .unwrap();
+        let (_, _, small) = small_objective("linear(3,3)", loss, reduction);
+        let x = pseudo_random(small.len() * 16, 13);
+        let data = secondo_data::Dataset::new(x, vec![1, 4, 4], small.y, "images").unwrap();
+        let params = ParamStore::init(objective.network.spec(), 7, DType::F64);
+        (objective, params, data)
+    };
+    let mut cases = Vec::new();
+    for loss in ["cross_entropy", "mse", "bce_with_logits"] {
+        for reduction in [Reduction::Mean, Reduction::Sum] {
+            cases.push(small_objective(
+                "linear(3,4),tanh,linear(4,3)",
+                loss,
+                reduction,
+            ));
+        }
+        cases.push(cnn(loss, Reduction::Mean));
+    }
+    for (objective, params, data) in cases {
+        for kind in [
+            Curvature::Ggn,
+            Curvature::EmpiricalFisher,
+            Curvature::FisherMc {
+                samples: 2,
+                seed: 3,
+            },
+            Curvature::Hessian,
+        ] {
+            let case = format!("{} {kind:?}", objective.network.spec());
+            let mut op = CurvatureOperator::new(&objective, &params, &data, 3, kind, None).unwrap();
+            let vs: Vec<Vec<f64>> = (0..3).map(|s| pseudo_random(op.dim(), 20 + s)).collect();
+            let refs: Vec<&[f64]> = vs.iter().map(Vec::as_slice).collect();
+            let gram = op.gram(&refs).unwrap();
+            let products: Vec<f64> = vs
+                .iter()
+                .flat_map(|u| {
+                    let cols: Vec<Vec<f64>> = vs.iter().map(|w| op.apply(w).unwrap()).collect();
+                    cols.into_iter()
+                        .map(|cw| u.iter().zip(&cw).map(|(a, b)| a * b).sum::<f64>())
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            let dense = dense_form(&op.to_dense().unwrap(), &vs);
+            assert!(relative_error_flat(&gram, &products) < TOL, "{case}");
+            assert!(relative_error_flat(&gram, &dense) < TOL, "{case}");
+            assert_eq!(op.gram(&refs[..1]).unwrap().len(), 1);
+            assert!(op.gram(&[&vs[0][1..]]).is_err());
+        }
     }
 }

@@ -1,8 +1,11 @@
 //! Martens & Grosse's learning rate and momentum (2015, §7): the step
 //! `αΔ + μδ₀` along the preconditioned direction `Δ` and the previous
 //! update `δ₀` that minimizes the damped quadratic model
-//! `M(δ) = ½ δᵀ(C + λI)δ + gᵀδ` with the exact curvature `C` (GGN products
-//! on the curvature batch), a 2 × 2 linear system.
+//! `M(δ) = ½ δᵀ(C + λI)δ + gᵀδ` with the exact curvature `C` (the GGN of
+//! the curvature batch), a 2 × 2 linear system. The system needs only the
+//! GGN's bilinear form on `Δ` and `δ₀`, which Jacobian-vector products give
+//! ([`CurvatureOperator::gram`]) without the vector-Jacobian products of
+//! two GGN-vector products.
 
 use secondo_curvature::{Curvature, CurvatureOperator};
 
@@ -36,15 +39,17 @@ impl QuadraticModel {
         previous: Option<&[f64]>,
         damping: f64,
     ) -> Result<ModelStep, Error> {
-        let op = bind_operator(self.operator.take(), Curvature::Ggn, group, batch)?;
-        let c_delta = op.apply(delta)?;
-        let dd = dot(delta, &c_delta);
+        let mut op = bind_operator(self.operator.take(), Curvature::Ggn, group, batch)?;
+        let vectors: Vec<&[f64]> = std::iter::once(delta).chain(previous).collect();
+        let form = op.gram(&vectors)?;
+        self.operator = Some(op);
+        let dd = form[0];
         let a11 = dd + damping * dot(delta, delta);
         let b1 = dot(g, delta);
         let (alpha, mu, pp, dp) = match previous {
             Some(p) => {
-                let c_p = op.apply(p)?;
-                let (pp, dp) = (dot(p, &c_p), dot(delta, &c_p));
+                // The 2 × 2 form [δᵀCδ, δᵀCp; pᵀCδ, pᵀCp].
+                let (dp, pp) = (form[1], form[3]);
                 let a12 = dp + damping * dot(delta, p);
                 let a22 = pp + damping * dot(p, p);
                 let b2 = dot(g, p);
@@ -59,7 +64,6 @@ impl QuadraticModel {
             }
             None => (along(a11, b1), 0.0, 0.0, 0.0),
         };
-        self.operator = Some(op);
         let mut step: Vec<f64> = delta.iter().map(|d| alpha * d).collect();
         if let (Some(p), true) = (previous, mu != 0.0) {
             step.iter_mut().zip(p).for_each(|(s, p)| *s += mu * p);

@@ -1,6 +1,6 @@
 //! Curvature matrices of the loss over a whole dataset, as linear operators.
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
@@ -14,7 +14,7 @@ use secondo_tensor::memory::{bytes_of, ensure_fits};
 use secondo_tensor::Tensor;
 
 use crate::objective::batch_feeds;
-use crate::program::{compile, Product, COTANGENT, TANGENT};
+use crate::program::{compile, Product, COTANGENT, STACKED_TANGENTS, TANGENT};
 use crate::sampling::sample_targets;
 use crate::{CurvatureError, Objective};
 
@@ -77,10 +77,13 @@ struct BatchData {
     x: Tensor,
     y: Tensor,
     sampled: Vec<Tensor>,
-    /// The product program bound to the parameters, this batch and each of
-    /// its targets (`y`, or each sampled target): only the tangent part runs
-    /// per product. Empty when that would hold more than [`BIND_BUDGET`].
-    bound: Vec<Executable>,
+}
+
+/// One batch's product program bound to the parameters, the batch and each
+/// of its targets (`y`, or each sampled target): only the tangent part runs
+/// per product.
+struct Bound {
+    programs: Vec<Executable>,
     /// The numbers the bound programs hold (beyond the parameters and data).
     kept: usize,
 }
@@ -105,9 +108,11 @@ const BIND_BUDGET: usize = 1 << 26;
 /// convention), restricted to a group of parameters (a diagonal block), applied
 /// matrix-free. Vectors are flat `f64`: the group's parameters in order, each
 /// row-major. The parameters and data are fixed, so the operator evaluates the
-/// forward and backward pass of every batch once, at construction, and each
-/// product computes only what depends on the vector (about half the work;
-/// see [`CurvatureOperator::without_kept_values`]).
+/// forward and backward pass of every batch once, at its first product, and
+/// each product computes only what depends on the vector (about half the
+/// work; see [`CurvatureOperator::without_kept_values`]). An operator that
+/// only gives bilinear forms ([`CurvatureOperator::gram`]) never evaluates
+/// them.
 ///
 /// ```
 /// use secondo_curvature::{Curvature, CurvatureOperator, Objective, ObjectiveConfig};
@@ -130,8 +135,15 @@ pub struct CurvatureOperator {
     batch_size: usize,
     group: Vec<usize>,
     batches: Vec<BatchData>,
-    programs: HashMap<usize, Executable>,
-    jacobians: HashMap<(usize, bool), Executable>,
+    /// Per batch, its bound product programs; empty where they would hold
+    /// more than [`BIND_BUDGET`] or without kept values. Bound at the first
+    /// product, not at construction: what only takes Jacobian products or
+    /// bilinear forms never pays for them.
+    bound: OnceCell<Vec<Bound>>,
+    /// The compiled programs by batch size and product: the operator's
+    /// product for every batch size at construction, the others (Jacobian
+    /// products, bilinear forms) at their first use.
+    programs: HashMap<(usize, Product), Executable>,
     scale: f64,
     products: Cell<usize>,
 }
@@ -237,8 +249,8 @@ impl CurvatureOperator {
     }
 
     /// The operator over `data` in batches of `batch_size`, with the
-    /// programs of `programs` and those it compiles for the batch sizes
-    /// missing.
+    /// programs of `programs` and the products it compiles for the batch
+    /// sizes missing.
     fn bind(
         objective: &Objective,
         params: &ParamStore,
@@ -246,21 +258,17 @@ impl CurvatureOperator {
         batch_size: usize,
         kind: Curvature,
         group: Vec<usize>,
-        mut programs: HashMap<usize, Executable>,
+        mut programs: HashMap<(usize, Product), Executable>,
     ) -> Result<CurvatureOperator, CurvatureError> {
-        let product = match kind {
-            Curvature::Hessian => Product::Hessian,
-            Curvature::Ggn => Product::Ggn,
-            Curvature::FisherMc { .. } | Curvature::EmpiricalFisher => Product::OuterGradients,
-        };
+        let product = product_of(kind);
         let mut rng = match kind {
             Curvature::FisherMc { seed, .. } => ChaCha8Rng::seed_from_u64(seed),
             _ => ChaCha8Rng::seed_from_u64(0),
         };
         let full = batch_size.min(data.len());
         for n in [full, data.len() % full] {
-            if n > 0 && !programs.contains_key(&n) {
-                programs.insert(n, compile(objective, product, n, &group)?);
+            if n > 0 && !programs.contains_key(&(n, product)) {
+                programs.insert((n, product), compile(objective, product, n, &group)?);
             }
         }
         ensure_operator_fits(objective, data, kind, &programs)?;
@@ -279,15 +287,8 @@ impl CurvatureOperator {
                 }
                 _ => Vec::new(),
             };
-            batches.push(BatchData {
-                x,
-                y,
-                sampled,
-                bound: Vec::new(),
-                kept: 0,
-            });
+            batches.push(BatchData { x, y, sampled });
         }
-        bind_batches(&mut batches, &programs, params)?;
         let scale = objective
             .loss
             .scale(&[data.len(), objective.network.output_shape()[0]]);
@@ -298,8 +299,8 @@ impl CurvatureOperator {
             batch_size,
             group,
             batches,
+            bound: OnceCell::new(),
             programs,
-            jacobians: HashMap::new(),
             scale,
             products: Cell::new(0),
         })
@@ -328,31 +329,43 @@ impl CurvatureOperator {
     /// let params = ParamStore::init(obj.network.spec(), 0, DType::F64);
     /// let data = secondo_data::digits().split(0.05, 0).unwrap().1;
     /// let op = CurvatureOperator::new(&obj, &params, &data, 32, Curvature::Ggn, None).unwrap();
-    /// assert!(op.kept_values() > 0);
+    /// assert_eq!(op.kept_values(), 0); // bound at the first product
     /// let v = vec![0.5; op.dim()];
     /// let kept = op.apply(&v).unwrap();
+    /// assert!(op.kept_values() > 0);
     /// let op = op.without_kept_values();
     /// assert_eq!(op.kept_values(), 0);
     /// let recomputed = op.apply(&v).unwrap();
     /// assert!(kept.iter().zip(&recomputed).all(|(a, b)| (a - b).abs() < 1e-12));
     /// ```
     pub fn without_kept_values(mut self) -> CurvatureOperator {
-        self.batches.iter_mut().for_each(|b| {
-            b.bound.clear();
-            b.kept = 0;
-        });
+        self.bound = OnceCell::from(Vec::new());
         self
     }
 
-    /// How many numbers the operator keeps between products (see
-    /// [`CurvatureOperator::without_kept_values`] for an example).
+    /// How many numbers the operator keeps between products, none before the
+    /// first (see [`CurvatureOperator::without_kept_values`] for an example).
     pub fn kept_values(&self) -> usize {
-        self.batches.iter().map(|b| b.kept).sum()
+        self.bound
+            .get()
+            .map_or(0, |b| b.iter().map(|b| b.kept).sum())
+    }
+
+    /// The bound product programs of every batch (empty: none), bound now
+    /// if this is the first product.
+    fn bound(&self) -> Result<&[Bound], CurvatureError> {
+        if self.bound.get().is_none() {
+            let product = product_of(self.kind);
+            let bound = bind_batches(&self.batches, &self.programs, product, &self.params)?;
+            let _ = self.bound.set(bound);
+        }
+        Ok(self.bound.get().expect("set above"))
     }
 
     /// Floating-point operations of the contractions in one product, over
     /// every batch and sampled target ([`secondo_graph::Graph::flops`]):
-    /// about half as many while the operator keeps the primal values.
+    /// about half as many once the operator keeps the primal values (after
+    /// its first product).
     ///
     /// ```
     /// use secondo_curvature::{Curvature, CurvatureOperator, Objective, ObjectiveConfig};
@@ -363,18 +376,20 @@ impl CurvatureOperator {
     /// let params = ParamStore::init(obj.network.spec(), 0, obj.dtype);
     /// let data = secondo_data::digits().select(&(0..100).collect::<Vec<_>>()).unwrap();
     /// let op = CurvatureOperator::new(&obj, &params, &data, 100, Curvature::Ggn, None).unwrap();
+    /// op.apply(&vec![1.0; op.dim()]).unwrap();
     /// let kept = op.flops_per_product();
     /// assert!(kept > 0 && kept < op.without_kept_values().flops_per_product());
     /// ```
     pub fn flops_per_product(&self) -> u64 {
+        let bound = self.bound.get().map_or(&[][..], Vec::as_slice);
         self.batches
             .iter()
-            .map(|batch| {
-                if batch.bound.is_empty() {
+            .enumerate()
+            .map(|(i, batch)| match bound.get(i) {
+                Some(b) => b.programs.iter().map(|e| e.graph().flops()).sum(),
+                None => {
                     let draws = batch.targets().len() as u64;
-                    draws * self.programs[&batch.x.shape()[0]].graph().flops()
-                } else {
-                    batch.bound.iter().map(|e| e.graph().flops()).sum()
+                    draws * self.product_program(batch).graph().flops()
                 }
             })
             .sum()
@@ -446,30 +461,43 @@ impl CurvatureOperator {
     }
 
     fn add_tangents(&self, feeds: &mut Feeds, tangents: &[Tensor]) {
-        for (name, t) in self.parameter_names().iter().zip(tangents) {
-            feeds.insert(&format!("{TANGENT}{name}"), t.clone());
+        self.add_named(feeds, TANGENT, tangents);
+    }
+
+    /// Feeds the group's tensors `ts` under `prefix` and each parameter's name.
+    fn add_named(&self, feeds: &mut Feeds, prefix: &str, ts: &[Tensor]) {
+        for (name, t) in self.parameter_names().iter().zip(ts) {
+            feeds.insert(&format!("{prefix}{name}"), t.clone());
         }
     }
 
-    /// One product on one batch, with its targets number `which` (see
-    /// [`BatchData::targets`]).
+    fn product_program(&self, batch: &BatchData) -> &Executable {
+        &self.programs[&(batch.x.shape()[0], product_of(self.kind))]
+    }
+
+    /// One product on batch number `i`, with its targets number `which`
+    /// (see [`BatchData::targets`]).
     fn run_product(
         &self,
-        batch: &BatchData,
+        i: usize,
         which: usize,
         tangents: &[Tensor],
     ) -> Result<Vec<Tensor>, CurvatureError> {
-        Ok(match batch.bound.get(which) {
-            Some(exe) => {
-                let mut feeds = Feeds::new();
-                self.add_tangents(&mut feeds, tangents);
-                exe.run(&feeds)?
-            }
-            None => {
-                let y = &batch.targets()[which];
-                self.programs[&batch.x.shape()[0]].run(&self.feeds(batch, y, tangents))?
-            }
-        })
+        let batch = &self.batches[i];
+        Ok(
+            match self.bound()?.get(i).and_then(|b| b.programs.get(which)) {
+                Some(exe) => {
+                    let mut feeds = Feeds::new();
+                    self.add_tangents(&mut feeds, tangents);
+                    exe.run(&feeds)?
+                }
+                None => {
+                    let y = &batch.targets()[which];
+                    self.product_program(batch)
+                        .run(&self.feeds(batch, y, tangents))?
+                }
+            },
+        )
     }
 
     /// The product of the matrix with a flat vector.
@@ -483,12 +511,12 @@ impl CurvatureOperator {
                 at += t.numel();
             }
         };
-        for batch in &self.batches {
+        for (i, batch) in self.batches.iter().enumerate() {
             // Sampled targets average their products.
             let draws = batch.targets().len();
             for which in 0..draws {
                 add(
-                    self.run_product(batch, which, &tangents)?,
+                    self.run_product(i, which, &tangents)?,
                     self.scale / draws as f64,
                 );
             }
@@ -556,21 +584,104 @@ impl CurvatureOperator {
         Ok(m)
     }
 
-    fn jacobian_program(
-        &mut self,
-        n: usize,
-        transpose: bool,
-    ) -> Result<&Executable, CurvatureError> {
-        if !self.jacobians.contains_key(&(n, transpose)) {
-            let product = if transpose {
-                Product::JacobianTranspose
-            } else {
-                Product::Jacobian
-            };
+    /// The program of `product` for batches of `n`, compiled at its first use.
+    fn program(&mut self, n: usize, product: Product) -> Result<&Executable, CurvatureError> {
+        if !self.programs.contains_key(&(n, product)) {
             let exe = compile(&self.objective, product, n, &self.group)?;
-            self.jacobians.insert((n, transpose), exe);
+            self.programs.insert((n, product), exe);
         }
-        Ok(&self.jacobians[&(n, transpose)])
+        Ok(&self.programs[&(n, product)])
+    }
+
+    /// The bilinear form of the matrix on the vectors `vs`: the `k × k`
+    /// matrix (row-major, symmetric) of `vᵢᵀ C vⱼ`, in the reduction of
+    /// [`CurvatureOperator::apply`]. The GGN's is `(J vᵢ)ᵀ H_f (J vⱼ)` with
+    /// the loss Hessian `H_f` in output space, the Fisher's and empirical
+    /// Fisher's `Σ_n (∇ℓ_n · vᵢ)(∇ℓ_n · vⱼ)`: Jacobian-vector products of
+    /// all `k` vectors in one forward pass per batch and target (vectorized
+    /// over the vectors), without the `k` vector-Jacobian products that
+    /// `vᵢᵀ apply(vⱼ)` would take, and without the kept values (one pass
+    /// computes the primal values once for every vector). The Hessian's
+    /// needs second derivatives of the network and comes from `k` products.
+    ///
+    /// ```
+    /// use secondo_curvature::{Curvature, CurvatureOperator, Objective, ObjectiveConfig};
+    /// use secondo_nn::ParamStore;
+    /// use secondo_tensor::DType;
+    /// let obj = Objective::from_config(&ObjectiveConfig {
+    ///     spec: "linear(64,3),tanh,linear(3,10)".into(), input_shape: vec![64], dtype: DType::F64, ..Default::default()
+    /// }).unwrap();
+    /// let params = ParamStore::init(obj.network.spec(), 0, DType::F64);
+    /// let data = secondo_data::digits().select(&(0..20).collect::<Vec<_>>()).unwrap();
+    /// let mut ggn = CurvatureOperator::new(&obj, &params, &data, 8, Curvature::Ggn, None).unwrap();
+    /// let (u, v) = (vec![0.5; ggn.dim()], (0..ggn.dim()).map(|i| i as f64 / 100.0).collect::<Vec<_>>());
+    /// let g = ggn.gram(&[&u, &v]).unwrap();
+    /// let uv: f64 = u.iter().zip(ggn.apply(&v).unwrap()).map(|(a, b)| a * b).sum();
+    /// assert!((g[1] - uv).abs() < 1e-12 * uv.abs() && g[1] == g[2]);
+    /// ```
+    pub fn gram(&mut self, vs: &[&[f64]]) -> Result<Vec<f64>, CurvatureError> {
+        let k = vs.len();
+        let d = self.dim();
+        if let Some((i, v)) = vs.iter().enumerate().find(|(_, v)| v.len() != d) {
+            return Err(CurvatureError::Invalid(format!(
+                "vector {i} of length {}, expected {d}",
+                v.len()
+            )));
+        }
+        let mut gram = vec![0.0; k * k];
+        if k == 0 {
+            return Ok(gram);
+        }
+        let product = match self.kind {
+            Curvature::Ggn => Product::GgnGram(k),
+            Curvature::FisherMc { .. } | Curvature::EmpiricalFisher => {
+                Product::OuterGradientsGram(k)
+            }
+            Curvature::Hessian => {
+                let products = vs
+                    .iter()
+                    .map(|v| self.apply(v))
+                    .collect::<Result<Vec<_>, _>>()?;
+                for (i, v) in vs.iter().enumerate() {
+                    for (j, p) in products.iter().enumerate() {
+                        gram[i * k + j] = v.iter().zip(p).map(|(a, b)| a * b).sum();
+                    }
+                }
+                return Ok(symmetrized(gram, k));
+            }
+        };
+        let stacked = self.stack(vs);
+        for i in 0..self.batches.len() {
+            let n = self.batches[i].x.shape()[0];
+            self.program(n, product)?;
+            let batch = &self.batches[i];
+            // Sampled targets average their forms, as their products.
+            let draws = batch.targets().len();
+            for y in batch.targets() {
+                let mut feeds = batch_feeds(&self.params, &batch.x, y);
+                self.add_named(&mut feeds, STACKED_TANGENTS, &stacked);
+                let form = &self.programs[&(n, product)].run(&feeds)?[0];
+                form.accumulate_into(&mut gram, self.scale / draws as f64);
+            }
+        }
+        Ok(symmetrized(gram, k))
+    }
+
+    /// The group's tensors of the vectors `vs` (each of length `dim`),
+    /// stacked: `[k, ...]` per parameter.
+    fn stack(&self, vs: &[&[f64]]) -> Vec<Tensor> {
+        let mut at = 0;
+        self.group_shapes()
+            .into_iter()
+            .map(|s| {
+                let n: usize = s.iter().product();
+                let values: Vec<f64> = vs.iter().flat_map(|v| &v[at..at + n]).copied().collect();
+                at += n;
+                let mut shape = vec![vs.len()];
+                shape.extend(s);
+                Tensor::from_f64(shape, &values, self.objective.dtype).expect("sizes match")
+            })
+            .collect()
     }
 
     /// The Jacobian of the network outputs on every sample times a flat parameter
@@ -580,9 +691,9 @@ impl CurvatureOperator {
         let mut out = Vec::new();
         for i in 0..self.batches.len() {
             let n = self.batches[i].x.shape()[0];
-            self.jacobian_program(n, false)?;
+            self.program(n, Product::Jacobian)?;
             let feeds = self.feeds(&self.batches[i], &self.batches[i].y, &tangents);
-            let r = self.jacobians[&(n, false)].run(&feeds)?;
+            let r = self.programs[&(n, Product::Jacobian)].run(&feeds)?;
             out.extend(r[0].to_f64_vec());
         }
         Ok(out)
@@ -602,7 +713,7 @@ impl CurvatureOperator {
         let mut at = 0;
         for i in 0..self.batches.len() {
             let n = self.batches[i].x.shape()[0];
-            self.jacobian_program(n, true)?;
+            self.program(n, Product::JacobianTranspose)?;
             // Jᵀu has no parameter-space tangent to feed.
             let mut feeds = self.feeds(&self.batches[i], &self.batches[i].y, &[]);
             let slice = &u[at * c..(at + n) * c];
@@ -612,7 +723,7 @@ impl CurvatureOperator {
             );
             at += n;
             let mut k = 0;
-            for t in self.jacobians[&(n, true)].run(&feeds)? {
+            for t in self.programs[&(n, Product::JacobianTranspose)].run(&feeds)? {
                 for x in t.to_f64_vec() {
                     acc[k] += x;
                     k += 1;
@@ -629,8 +740,9 @@ fn ensure_operator_fits(
     objective: &Objective,
     data: &Dataset,
     kind: Curvature,
-    programs: &HashMap<usize, Executable>,
+    programs: &HashMap<(usize, Product), Executable>,
 ) -> Result<(), CurvatureError> {
+    let products = programs.iter().filter(|((_, p), _)| *p == product_of(kind));
     let size = objective.dtype.size_bytes();
     let width: usize = objective.network.output_shape().iter().product();
     let features: usize = data.sample_shape.iter().product();
@@ -641,12 +753,16 @@ fn ensure_operator_fits(
     let per_sample = features
         .saturating_add(width)
         .saturating_add(width.saturating_mul(draws));
-    let product = programs.values().map(|p| p.peak_bytes()).max().unwrap_or(0);
+    let product = products
+        .clone()
+        .map(|(_, p)| p.peak_bytes())
+        .max()
+        .unwrap_or(0);
     // Binding keeps at most the budget, and at most one product's values per
     // batch and target.
     let batches = data
         .len()
-        .div_ceil(programs.keys().max().copied().unwrap_or(1));
+        .div_ceil(products.map(|((n, _), _)| *n).max().unwrap_or(1));
     let kept = bytes_of(BIND_BUDGET, size)
         .min(product.saturating_mul(batches.saturating_mul(draws.max(1)) as u64));
     let need = bytes_of(data.len().saturating_mul(per_sample), size)
@@ -656,34 +772,56 @@ fn ensure_operator_fits(
     Ok(ensure_fits(what, need)?)
 }
 
-/// Binds every batch's product program to the parameters, the batch and each
-/// of its targets, while the values held stay within [`BIND_BUDGET`];
-/// otherwise leaves all batches unbound (each product then recomputes the
-/// forward and backward pass).
+/// The `k × k` matrix `(G + Gᵀ)/2`: a bilinear form's two halves differ by
+/// rounding only, and its users rely on the symmetry.
+fn symmetrized(mut g: Vec<f64>, k: usize) -> Vec<f64> {
+    for i in 0..k {
+        for j in 0..i {
+            let mean = 0.5 * (g[i * k + j] + g[j * k + i]);
+            g[i * k + j] = mean;
+            g[j * k + i] = mean;
+        }
+    }
+    g
+}
+
+/// The product program of a kind of matrix.
+fn product_of(kind: Curvature) -> Product {
+    match kind {
+        Curvature::Hessian => Product::Hessian,
+        Curvature::Ggn => Product::Ggn,
+        Curvature::FisherMc { .. } | Curvature::EmpiricalFisher => Product::OuterGradients,
+    }
+}
+
+/// Every batch's `product` program bound to the parameters, the batch and
+/// each of its targets, while the values held stay within [`BIND_BUDGET`];
+/// otherwise none (each product then recomputes the forward and backward
+/// pass).
 fn bind_batches(
-    batches: &mut [BatchData],
-    programs: &HashMap<usize, Executable>,
+    batches: &[BatchData],
+    programs: &HashMap<(usize, Product), Executable>,
+    product: Product,
     params: &ParamStore,
-) -> Result<(), CurvatureError> {
+) -> Result<Vec<Bound>, CurvatureError> {
     let mut held = 0;
     let mut bound = Vec::with_capacity(batches.len());
-    for batch in batches.iter() {
+    for batch in batches {
         let before = held;
-        let exe = &programs[&batch.x.shape()[0]];
+        let exe = &programs[&(batch.x.shape()[0], product)];
         let mut programs = Vec::with_capacity(batch.targets().len());
         for y in batch.targets() {
             let (program, values) = exe.bind(&batch_feeds(params, &batch.x, y))?;
             held += values;
             if held > BIND_BUDGET {
-                return Ok(());
+                return Ok(Vec::new());
             }
             programs.push(program);
         }
-        bound.push((programs, held - before));
+        bound.push(Bound {
+            programs,
+            kept: held - before,
+        });
     }
-    for (batch, (programs, kept)) in batches.iter_mut().zip(bound) {
-        batch.bound = programs;
-        batch.kept = kept;
-    }
-    Ok(())
+    Ok(bound)
 }

@@ -8,6 +8,9 @@ use crate::{CurvatureError, Objective};
 
 /// Prefix of the input nodes holding the vector a product is applied to.
 pub const TANGENT: &str = "v/";
+/// Prefix of the input nodes holding the `k` vectors of a bilinear form,
+/// stacked along a leading axis (`[k, ...]` per parameter).
+pub(crate) const STACKED_TANGENTS: &str = "vs/";
 /// Name of the input node holding output-space cotangents (`Jᵀu`).
 pub(crate) const COTANGENT: &str = "u";
 
@@ -28,6 +31,12 @@ pub(crate) enum Product {
     /// The per-sample loss terms `ℓ_n` and their derivatives `∇ℓ_n · v`
     /// along the tangent, `[N]` each.
     DirectionalTerms,
+    /// The GGN's bilinear form on `k` stacked vectors, `[k, k]`:
+    /// `(J vᵢ)ᵀ H_f (J vⱼ)`, from Jacobian-vector products only.
+    GgnGram(usize),
+    /// The outer gradients' bilinear form on `k` stacked vectors, `[k, k]`:
+    /// `Σ_n (∇ℓ_n · vᵢ)(∇ℓ_n · vⱼ)`, from Jacobian-vector products only.
+    OuterGradientsGram(usize),
 }
 
 /// The per-sample loss terms of `objective` on batches of `n` samples and
@@ -92,6 +101,32 @@ pub(crate) fn compile(
         Product::JacobianTranspose => {
             let u = b.input(COTANGENT, &out_shape);
             b.vjp(&[f], &[u], &wrt)?
+        }
+        Product::GgnGram(k) | Product::OuterGradientsGram(k) => {
+            // One vector's factor `F v` and `Λ F v` (the GGN's `J v` and
+            // `H_f J v`; the outer gradients' `∇ℓ_n · v` twice), vectorized
+            // over the k stacked vectors: one forward pass carries them all,
+            // and the primal values are shared, unbatched.
+            let (factor, weighted, spec) = if let Product::GgnGram(_) = product {
+                let jv = b.jvp(&[f], &wrt, &tangents)?[0];
+                let gf = b.grad(summed.build(f, y)?, &[f])?[0];
+                (jv, b.jvp(&[gf], &[f], &[jv])?[0], "anc,bnc->ab")
+            } else {
+                let terms = summed.per_sample(f, y)?;
+                let gv = b.jvp(&[terms], &wrt, &tangents)?[0];
+                (gv, gv, "an,bn->ab")
+            };
+            let stacked: Vec<Var> = group
+                .iter()
+                .map(|&i| {
+                    let p = &net.params()[i];
+                    let mut shape = vec![k];
+                    shape.extend_from_slice(&p.shape);
+                    b.input(&format!("{STACKED_TANGENTS}{}", p.name), &shape)
+                })
+                .collect();
+            let batched = b.vmap(&[factor, weighted], &tangents, &stacked, k)?;
+            vec![b.einsum(spec, &batched)]
         }
     };
     let ids: Vec<usize> = outputs.iter().map(|v| v.id()).collect();
