@@ -64,6 +64,13 @@ impl ModelArgs {
 
     /// Loads the data, builds the objective and loads or initialises the weights.
     pub fn load(&self) -> anyhow::Result<(Dataset, Objective, ParamStore)> {
+        let (data, objective) = self.load_objective()?;
+        let params = weights(&objective, self.weights.as_ref(), self.seed)?;
+        Ok((data, objective, params))
+    }
+
+    /// Loads the data and builds the objective, for weights found elsewhere.
+    pub fn load_objective(&self) -> anyhow::Result<(Dataset, Objective)> {
         let dtype = parse_dtype(&self.dtype)?;
         let data = DataSource::parse("--data", &self.data)?.load()?;
         let data = shape_samples(
@@ -80,8 +87,7 @@ impl ModelArgs {
         let objective = objective(&self.model, &data, &self.loss, &self.reduction, dtype)?
             .with_batchnorm(mode)?;
         check_targets(&objective, &data, "--data", &self.data)?;
-        let params = weights(&objective, self.weights.as_ref(), self.seed)?;
-        Ok((data, objective, params))
+        Ok((data, objective))
     }
 }
 

@@ -11,18 +11,19 @@ use secondo::laplace::marglik::{grid, grid_search, optimize_marglik, MarglikOpti
 use secondo::laplace::metrics;
 use secondo::laplace::predictive::{predict, sample_weights, Predictions, Predictive};
 use secondo::laplace::{
-    fit, load, load_network, save_with_network, FitOptions, FittedNetwork, Laplace, LearnedPrior,
+    fit, load_with_network, save_with_network, FitOptions, FittedNetwork, Laplace, LearnedPrior,
     Likelihood, PriorShape,
 };
 use secondo::output::{Input, Output};
 use secondo::plot::{Chart, Layer};
 use secondo::Objective;
 use secondo_data::{Dataset, Targets};
-use secondo_nn::{LossKind, ParamStore};
+use secondo_nn::ParamStore;
 use secondo_tensor::Tensor;
 
 use super::common::{
-    at_least_one, check_targets, shape_samples, BatchNorm, DataSource, ModelArgs, SampleShape,
+    at_least_one, check_targets, shape_samples, weights, BatchNorm, DataSource, ModelArgs,
+    SampleShape,
 };
 
 const POSTERIOR: &str = "laplace.safetensors";
@@ -658,8 +659,7 @@ pub fn run_predict(a: PredictArgs) -> anyhow::Result<()> {
     let flag = |e: secondo::Error| {
         anyhow::Error::from(e).context(format!("--posterior {}", a.posterior.display()))
     };
-    let la = load(&a.posterior).map_err(flag)?;
-    let saved = load_network(&a.posterior).map_err(flag)?;
+    let (la, saved) = load_with_network(&a.posterior).map_err(flag)?;
     let common = predict_model(&a, &la, saved.as_ref())?;
     let mut inputs = common.inputs()?;
     inputs.push(Input {
@@ -667,16 +667,16 @@ pub fn run_predict(a: PredictArgs) -> anyhow::Result<()> {
         path: a.posterior.clone(),
     });
     let out = Output::file(&a.out, "--out", &inputs)?;
-    let (data, objective, mut params) = common.load()?;
-    if let (None, Some(network)) = (&a.weights, &saved) {
-        let file = format!("--posterior {}", a.posterior.display());
-        params = ParamStore::from_named(
-            &file,
+    let (data, objective) = common.load_objective()?;
+    let params = match (&a.weights, &saved) {
+        (None, Some(network)) => ParamStore::from_named(
+            &format!("--posterior {}", a.posterior.display()),
             &network.weights,
             objective.network.spec(),
             objective.dtype,
-        )?;
-    }
+        )?,
+        _ => weights(&objective, a.weights.as_ref(), a.seed)?,
+    };
     check_covers(&la, &params)?;
     let p = predict(&objective, &params, &la, &data, predictive, a.seed, a.batch)?;
     let staged = out.stage()?;
@@ -710,16 +710,12 @@ fn predict_model(
         (None, Some(n)) => Some(SampleShape(n.input_shape.clone())),
         (None, None) => None,
     };
-    let loss = match la.likelihood {
-        Likelihood::Classification => LossKind::CrossEntropy,
-        Likelihood::Regression => LossKind::Mse,
-    };
     Ok(ModelArgs {
         model,
         weights: a.weights.clone(),
         data: a.data.clone(),
         input_shape,
-        loss: loss.to_string(),
+        loss: la.likelihood.loss().to_string(),
         reduction: "mean".into(),
         seed: a.seed,
         dtype: a.dtype.clone(),

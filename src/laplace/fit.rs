@@ -105,7 +105,15 @@ pub fn fit(
         None => shapes.iter().map(|s| s.iter().product()).collect(),
     };
     let dim: usize = sizes.iter().sum();
-    let route = full_route(objective, opts, data.len(), dim);
+    let last_layer = match opts.structure {
+        Structure::Full => LastLayer::of(objective, &names, mask.is_some())?,
+        _ => None,
+    };
+    let route = match last_layer {
+        // The closed form is dense.
+        Some(_) => FullRoute::Dense,
+        None => full_route(objective, opts, data.len(), dim),
+    };
     ensure_structure_fits(opts.structure, route, &shapes, dim)?;
     let prior = Prior::uniform(opts.prior_shape, opts.prior_precision, &sizes)?;
     let factor = opts.likelihood.curvature_factor(opts.fisher);
@@ -114,10 +122,6 @@ pub fn fit(
         params,
         data,
         batch_size: opts.batch_size,
-    };
-    let last_layer = match opts.structure {
-        Structure::Full => LastLayer::of(objective, &names, mask.is_some())?,
-        _ => None,
     };
     let (nll, blocks) = match (opts.structure, last_layer) {
         (Structure::Full, Some(last)) => {

@@ -88,12 +88,24 @@ impl FromStr for Fisher {
 }
 
 impl Likelihood {
-    /// Refuses a loss this likelihood is not the negative log of.
-    pub fn check_loss(self, loss: LossKind) -> Result<(), Error> {
-        let expected = match self {
+    /// The loss this likelihood is the negative log of: cross-entropy for
+    /// classification, the squared error for regression.
+    ///
+    /// ```
+    /// use secondo::laplace::Likelihood;
+    /// use secondo_nn::LossKind;
+    /// assert_eq!(Likelihood::Regression.loss(), LossKind::Mse);
+    /// ```
+    pub fn loss(self) -> LossKind {
+        match self {
             Likelihood::Classification => LossKind::CrossEntropy,
             Likelihood::Regression => LossKind::Mse,
-        };
+        }
+    }
+
+    /// Refuses a loss this likelihood is not the negative log of.
+    pub fn check_loss(self, loss: LossKind) -> Result<(), Error> {
+        let expected = self.loss();
         if loss != expected {
             return Err(Error::Invalid(format!(
                 "--likelihood {self} needs --loss {expected}, got --loss {loss}"

@@ -50,7 +50,7 @@ pub use jacobian::JacobianProgram;
 pub use last_layer::LastLayer;
 pub use likelihood::{check_temperature, Fisher, Likelihood};
 pub use prior::{Prior, PriorShape};
-pub use save::{load, load_network, save, save_with_network, FittedNetwork, LearnedPrior};
+pub use save::{load, load_with_network, save, save_with_network, FittedNetwork, LearnedPrior};
 pub use structure::{CurvatureBlock, Eigen, PrecisionBlock, Structure};
 pub use subset::Subset;
 

@@ -55,10 +55,13 @@ pub fn save_with_network(la: &Laplace, network: &FittedNetwork, path: &Path) -> 
     write(path, &tensors, &metadata)
 }
 
-/// The network saved with the posterior at `path`, if it was
-/// ([`save_with_network`]).
-pub fn load_network(path: &Path) -> Result<Option<FittedNetwork>, Error> {
-    let (tensors, meta) = secondo_nn::read_safetensors_with_metadata(path)?;
+/// The network among the tensors and metadata of the posterior at `path`,
+/// if it was saved with one.
+fn network_of(
+    path: &Path,
+    tensors: HashMap<String, Tensor>,
+    meta: &HashMap<String, String>,
+) -> Result<Option<FittedNetwork>, Error> {
     let Some(spec) = meta.get("model") else {
         return Ok(None);
     };
@@ -161,6 +164,23 @@ fn vector(values: &[f64]) -> Tensor {
 /// Reads a Laplace approximation written by [`save`].
 pub fn load(path: &Path) -> Result<Laplace, Error> {
     let (tensors, meta) = secondo_nn::read_safetensors_with_metadata(path)?;
+    decode(path, &tensors, &meta)
+}
+
+/// Reads a posterior and the network saved with it, if it was
+/// ([`save_with_network`]), from one read of `path`.
+pub fn load_with_network(path: &Path) -> Result<(Laplace, Option<FittedNetwork>), Error> {
+    let (tensors, meta) = secondo_nn::read_safetensors_with_metadata(path)?;
+    let la = decode(path, &tensors, &meta)?;
+    Ok((la, network_of(path, tensors, &meta)?))
+}
+
+/// The posterior in the tensors and metadata of the file at `path`.
+fn decode(
+    path: &Path,
+    tensors: &HashMap<String, Tensor>,
+    meta: &HashMap<String, String>,
+) -> Result<Laplace, Error> {
     let bad = |what: &str| {
         Error::Invalid(format!(
             "{}: not a Laplace posterior ({what})",
