@@ -9,6 +9,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use secondo_data::Dataset;
 use secondo_graph::{Executable, Feeds};
+use secondo_linalg::symmetrized;
 use secondo_nn::ParamStore;
 use secondo_tensor::memory::{bytes_of, ensure_fits};
 use secondo_tensor::Tensor;
@@ -647,7 +648,7 @@ impl CurvatureOperator {
                         gram[i * k + j] = v.iter().zip(p).map(|(a, b)| a * b).sum();
                     }
                 }
-                return Ok(symmetrized(gram, k));
+                return Ok(symmetrized(&gram, k, 1.0));
             }
         };
         let stacked = self.stack(vs);
@@ -664,7 +665,7 @@ impl CurvatureOperator {
                 form.accumulate_into(&mut gram, self.scale / draws as f64);
             }
         }
-        Ok(symmetrized(gram, k))
+        Ok(symmetrized(&gram, k, 1.0))
     }
 
     /// The group's tensors of the vectors `vs` (each of length `dim`),
@@ -770,19 +771,6 @@ fn ensure_operator_fits(
         .saturating_add(product);
     let what = format!("the {kind} of {} samples", data.len());
     Ok(ensure_fits(what, need)?)
-}
-
-/// The `k × k` matrix `(G + Gᵀ)/2`: a bilinear form's two halves differ by
-/// rounding only, and its users rely on the symmetry.
-fn symmetrized(mut g: Vec<f64>, k: usize) -> Vec<f64> {
-    for i in 0..k {
-        for j in 0..i {
-            let mean = 0.5 * (g[i * k + j] + g[j * k + i]);
-            g[i * k + j] = mean;
-            g[j * k + i] = mean;
-        }
-    }
-    g
 }
 
 /// The product program of a kind of matrix.
