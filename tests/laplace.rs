@@ -16,8 +16,9 @@ use secondo::laplace::predictive::{
     Predictive,
 };
 use secondo::laplace::{
-    fit, load, save, CurvatureBlock, FactoredJacobians, Fisher, FitOptions, JacobianProgram,
-    Laplace, LastLayer, LearnedPrior, Likelihood, Prior, PriorShape, Structure, Subset,
+    fit, load, save, CurvatureBlock, DenseCurvature, FactoredJacobians, Fisher, FitOptions,
+    JacobianProgram, Laplace, LastLayer, LearnedPrior, Likelihood, Prior, PriorShape, Structure,
+    Subset,
 };
 use secondo::{Objective, ObjectiveConfig};
 use secondo_curvature::{Curvature, CurvatureOperator};
@@ -494,6 +495,16 @@ fn evidence_gradient_matches_finite_differences() {
             PriorShape::Scalar,
             Likelihood::Regression,
         ),
+        (
+            Structure::Full,
+            PriorShape::Scalar,
+            Likelihood::Classification,
+        ),
+        (
+            Structure::Diag,
+            PriorShape::PerLayer,
+            Likelihood::Classification,
+        ),
     ];
     // Every other case tempered (laplace-torch's temperature).
     for (case, (structure, shape, likelihood)) in cases.into_iter().enumerate() {
@@ -545,9 +556,8 @@ fn data_over(la: &Laplace, t: f64) -> Laplace {
     for block in &mut out.blocks {
         match block {
             CurvatureBlock::Diag(h) => h.iter_mut().for_each(|v| *v /= t),
-            CurvatureBlock::Dense { matrix, eigen } => {
-                matrix.iter_mut().for_each(|v| *v /= t);
-                eigen.values.iter_mut().for_each(|v| *v /= t);
+            CurvatureBlock::Dense(d) => {
+                *d = DenseCurvature::new(d.matrix().iter().map(|v| v / t).collect(), d.dim());
             }
             _ => unreachable!("diag and full blocks"),
         }

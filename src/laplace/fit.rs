@@ -17,7 +17,7 @@ use super::dense::identity;
 use super::kernel::{self, kernel_rows, FullRoute, KernelInputs};
 use super::likelihood::{check_temperature, Fisher, Likelihood};
 use super::prior::{Prior, PriorShape};
-use super::structure::{diagonal_prior_refused, CurvatureBlock, Eigen, Structure};
+use super::structure::{diagonal_prior_refused, CurvatureBlock, DenseCurvature, Eigen, Structure};
 use super::{Laplace, LastLayer, Subset};
 use crate::Error;
 
@@ -131,11 +131,9 @@ pub fn fit(
                 data,
                 opts.likelihood,
                 opts.fisher,
-                opts.batch_size,
+                last.curvature_batch(opts.batch_size),
             )?;
-            let matrix = symmetrized(&h, dim, 1.0);
-            let eigen = Eigen::of(&matrix, dim)?;
-            let block = CurvatureBlock::Dense { matrix, eigen };
+            let block = CurvatureBlock::Dense(DenseCurvature::new(symmetrized(&h, dim, 1.0), dim));
             (pass.nll(opts.likelihood)?, vec![block])
         }
         (Structure::Full, None) if route != FullRoute::Dense => {
@@ -183,9 +181,10 @@ pub fn fit(
                         Some(m) => masked_dense(&op, m)?,
                         None => op.to_dense()?,
                     };
-                    let matrix = symmetrized(&dense, dim, to_sum);
-                    let eigen = Eigen::of(&matrix, dim)?;
-                    CurvatureBlock::Dense { matrix, eigen }
+                    CurvatureBlock::Dense(DenseCurvature::new(
+                        symmetrized(&dense, dim, to_sum),
+                        dim,
+                    ))
                 }
             };
             (pass.nll(opts.likelihood)?, vec![block])

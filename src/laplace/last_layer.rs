@@ -4,8 +4,9 @@
 //! for the bias, `φ̃ₙ`, the Jacobian of the outputs in `(W, b)` is `Jₙ =
 //! I_C ⊗ φ̃ₙᵀ`, so one forward pass to the features gives
 //! - the GGN `Σₙ Λₙ ⊗ φ̃ₙφ̃ₙᵀ`, `Λₙ` the curvature of `−log p` in the outputs
-//!   ([`Likelihood::output_curvature`]; `rₙrₙᵀ` for the empirical Fisher):
-//!   about `N·C²·F²` multiply-adds, where `Σₙ Jₙᵀ Λₙ Jₙ` from per-sample
+//!   ([`Likelihood::output_curvature`]; `rₙrₙᵀ` for the empirical Fisher),
+//!   a diagonal plus a rank-one term: about `N·(C·F)²` multiply-adds (one
+//!   `[N, C·F]` Gram matrix), where `Σₙ Jₙᵀ Λₙ Jₙ` from per-sample
 //!   Jacobians or one operator product per weight costs `N·C·(C·F)²`;
 //! - the linearized predictive's `Jₙ P⁻¹ Jₙᵀ = (Jₙ M)(Jₙ M)ᵀ` for `M Mᵀ =
 //!   P⁻¹` ([`Posterior::whitening`]), `Jₙ M` being `φ̃ₙᵀ` times the rows of
@@ -137,11 +138,13 @@ impl LastLayer {
     }
 
     /// The curvature of `Σₙ −log p(yₙ | f(xₙ))` at σ = 1 in the covered
-    /// weights, dense and row-major in their order: `Σₙ Λₙ ⊗ φ̃ₙφ̃ₙᵀ`,
-    /// accumulated per batch as one product `Σₙ U[n,(c,f),c'] φ̃[n,f']` of
-    /// `U = Λ ⊗ φ̃` laid out so that the result is the matrix over `(c,f)`
-    /// and `(c',f')` (in the objective's element type, as the engine's
-    /// products are), then put in the weights' order.
+    /// weights, dense and row-major in their order: `Σₙ Λₙ ⊗ φ̃ₙφ̃ₙᵀ` with
+    /// `Λₙ = diag(dₙ) + s·vₙvₙᵀ` ([`Likelihood::output_curvature`]), so two
+    /// products per batch: `Σₙ dₙ[c] φ̃ₙφ̃ₙᵀ` for each class's diagonal block
+    /// (`[n, C, F̃] × [n, F̃]`) and `s·QᵀQ` with `Qₙ = vₙ ⊗ φ̃ₙ` (`[n, C·F̃]`,
+    /// its columns in the weights' order), in the objective's element type
+    /// as the engine's products are; batches of `batch_size` (see
+    /// [`Self::curvature_batch`]).
     pub fn curvature(
         &self,
         objective: &Objective,
@@ -152,49 +155,71 @@ impl LastLayer {
         batch_size: usize,
     ) -> Result<Vec<f64>, Error> {
         let (c, w, dim) = (self.classes, self.width(), self.dim());
-        let mut by_class = vec![0.0; dim * dim];
-        let mode = objective.batchnorm;
+        let mut h = vec![0.0; dim * dim];
+        let mut blocks = vec![0.0; c * w * w];
+        let dtype = objective.dtype;
+        let tensor = |shape: Vec<usize>, values: &[f64]| {
+            Tensor::from_f64(shape, values, dtype).expect("shape matches values")
+        };
         self.for_each_batch(
             objective,
             params,
             data,
             batch_size,
-            mode,
+            objective.batchnorm,
             |batch, phi, f| {
                 let n = batch.len();
-                let mut u = vec![0.0; n * c * w * c];
+                let (mut scaled, mut q, mut sign) = (Vec::new(), Vec::new(), 0.0);
                 for s in 0..n {
                     let lambda =
                         likelihood.output_curvature(fisher, &f[s * c..(s + 1) * c], &batch.y, s);
                     let row = &phi[s * w..(s + 1) * w];
-                    let out = &mut u[s * c * w * c..(s + 1) * c * w * c];
-                    for a in 0..c {
-                        for (k, p) in row.iter().enumerate() {
-                            for b in 0..c {
-                                out[(a * w + k) * c + b] = lambda[a * c + b] * p;
-                            }
-                        }
+                    if let Some(d) = &lambda.diag {
+                        scaled.resize(n * dim, 0.0);
+                        outer_into(&mut scaled[s * dim..(s + 1) * dim], d, row);
+                    }
+                    if let Some((factor, v)) = &lambda.rank_one {
+                        sign = *factor;
+                        q.resize(n * dim, 0.0);
+                        self.weights_row(&mut q[s * dim..(s + 1) * dim], v, row);
                     }
                 }
-                // In the objective's element type, as the engine's products are.
-                let dtype = objective.dtype;
-                let u =
-                    Tensor::from_f64(vec![n, c * w, c], &u, dtype).expect("shape matches values");
-                let phi = Tensor::from_f64(vec![n, w], &phi, dtype).expect("shape matches values");
-                einsum("nxb,ng->xbg", &[&u, &phi])
-                    .expect("consistent contraction")
-                    .accumulate_into(&mut by_class, 1.0);
+                let phi = tensor(vec![n, w], &phi);
+                if !scaled.is_empty() {
+                    einsum("nak,ng->akg", &[&tensor(vec![n, c, w], &scaled), &phi])
+                        .expect("consistent contraction")
+                        .accumulate_into(&mut blocks, 1.0);
+                }
+                if !q.is_empty() {
+                    let q = tensor(vec![n, dim], &q);
+                    einsum("nx,ny->xy", &[&q, &q])
+                        .expect("consistent contraction")
+                        .accumulate_into(&mut h, sign);
+                }
                 Ok(())
             },
         )?;
-        let mut h = vec![0.0; dim * dim];
-        for (i, row) in by_class.chunks(dim).enumerate() {
-            let r = self.index(i / w, i % w);
-            for (j, v) in row.iter().enumerate() {
-                h[r * dim + self.index(j / w, j % w)] = *v;
+        for (a, block) in blocks.chunks(w * w).enumerate() {
+            for (kg, v) in block.iter().enumerate() {
+                h[self.index(a, kg / w) * dim + self.index(a, kg % w)] += v;
             }
         }
         Ok(h)
+    }
+
+    /// The batch size [`Self::curvature`] runs fastest at, from the
+    /// caller's `batch_size`: as many samples as the budget of `Q` allows, as
+    /// the product `QᵀQ` is fastest over a long inner dimension.
+    pub fn curvature_batch(&self, batch_size: usize) -> usize {
+        (BUDGET / self.dim().max(1)).max(batch_size)
+    }
+
+    /// `v ⊗ φ̃` in the covered weights' order: `W[c, f]` row-major, then `b[c]`
+    /// (`φ̃`'s last entry, the bias's, is 1).
+    fn weights_row(&self, out: &mut [f64], v: &[f64], phi: &[f64]) {
+        let (weights, bias) = out.split_at_mut(self.classes * self.features);
+        outer_into(weights, v, &phi[..self.features]);
+        bias.copy_from_slice(&v[..bias.len()]);
     }
 
     /// The linearized predictive's output means `[N, C]` and covariances
@@ -240,6 +265,13 @@ impl LastLayer {
             },
         )?;
         Ok((f_mu, f_var))
+    }
+}
+
+/// `out = a ⊗ b` (row-major `a.len() × b.len()`).
+fn outer_into(out: &mut [f64], a: &[f64], b: &[f64]) {
+    for (chunk, x) in out.chunks_exact_mut(b.len()).zip(a) {
+        chunk.iter_mut().zip(b).for_each(|(o, y)| *o = x * y);
     }
 }
 

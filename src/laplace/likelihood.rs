@@ -15,6 +15,31 @@ use secondo_nn::LossKind;
 use super::dense::identity;
 use crate::Error;
 
+/// A `C × C` curvature in the outputs, `diag(d) + s·v vᵀ`: the structure
+/// the last layer's closed form (`super::last_layer`) multiplies out
+/// without forming `C × C` per sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputCurvature {
+    /// `d`, absent when zero.
+    pub diag: Option<Vec<f64>>,
+    /// `(s, v)`, absent when zero.
+    pub rank_one: Option<(f64, Vec<f64>)>,
+}
+
+impl OutputCurvature {
+    /// The matrix, row-major `C × C`.
+    pub fn dense(&self, c: usize) -> Vec<f64> {
+        let mut m = vec![0.0; c * c];
+        if let Some(d) = &self.diag {
+            (0..c).for_each(|a| m[a * c + a] += d[a]);
+        }
+        if let Some((sign, v)) = &self.rank_one {
+            (0..c * c).for_each(|ab| m[ab] += sign * v[ab / c] * v[ab % c]);
+        }
+        m
+    }
+}
+
 /// Refuses a likelihood temperature `T` (given by `flag`) that is not a
 /// positive finite number: `P = H/(σ²T) + δ` and the data term `Σₙ −log
 /// p / T` need `0 < T < ∞`.
@@ -146,27 +171,35 @@ impl Likelihood {
     }
 
     /// The curvature in the outputs `f` (`C` values) of sample `s` of a
-    /// batch with targets `y` of `−log p(y | f)` at `σ = 1`, `C × C`
-    /// row-major: the GGN's Hessian (`diag(p) − ppᵀ` with `p` the softmax,
-    /// the identity for the Gaussian) or the empirical Fisher's `r rᵀ` with
-    /// `r` the gradient (`p − e_y`, `f − y`), as `L Lᵀ` of its
-    /// [`Self::output_curvature_root`].
+    /// batch with targets `y` of `−log p(y | f)` at `σ = 1`, as a diagonal
+    /// plus a signed rank-one term: the GGN's Hessian `diag(p) − ppᵀ` (`p`
+    /// the softmax), the identity for the Gaussian, or the empirical
+    /// Fisher's `r rᵀ` with `r` the gradient (`p − e_y`, `f − y`). It is
+    /// `L Lᵀ` of [`Self::output_curvature_root`].
     pub fn output_curvature(
         self,
         fisher: Fisher,
         f: &[f64],
         y: &BatchTargets<'_>,
         s: usize,
-    ) -> Vec<f64> {
-        let c = f.len();
-        let k = Likelihood::root_width(fisher, c);
-        let l = self.output_curvature_root(fisher, f, y, s);
-        (0..c * c)
-            .map(|ab| {
-                let (a, b) = (&l[ab / c * k..][..k], &l[ab % c * k..][..k]);
-                a.iter().zip(b).map(|(x, y)| x * y).sum()
-            })
-            .collect()
+    ) -> OutputCurvature {
+        match (fisher, self) {
+            (Fisher::Ggn, Likelihood::Classification) => {
+                let p = super::predictive::softmax(f, f.len());
+                OutputCurvature {
+                    diag: Some(p.clone()),
+                    rank_one: Some((-1.0, p)),
+                }
+            }
+            (Fisher::Ggn, Likelihood::Regression) => OutputCurvature {
+                diag: Some(vec![1.0; f.len()]),
+                rank_one: None,
+            },
+            (Fisher::Empirical, _) => OutputCurvature {
+                diag: None,
+                rank_one: Some((1.0, self.residual(f, y, s))),
+            },
+        }
     }
 
     /// How many columns [`Self::output_curvature_root`] has for `c` outputs.
@@ -178,7 +211,7 @@ impl Likelihood {
     }
 
     /// A factor `L` (`C × k` row-major, `k` = [`Self::root_width`]) with
-    /// `L Lᵀ` = [`Self::output_curvature`]: `diag(√p) − p √pᵀ` for the
+    /// `L Lᵀ` = [`Self::output_curvature`]'s matrix: `diag(√p) − p √pᵀ` for the
     /// softmax's `diag(p) − ppᵀ` (as `Σ p = 1`), the identity for the
     /// Gaussian, and the gradient `r` itself for the empirical Fisher.
     pub fn output_curvature_root(
@@ -257,6 +290,43 @@ impl Likelihood {
         match self {
             Likelihood::Classification => 1.0,
             Likelihood::Regression => 1.0 / (sigma * sigma),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `L Lᵀ` of the root equals the curvature, in every case.
+    #[test]
+    fn the_root_squares_to_the_output_curvature() {
+        let f = [0.3, -1.2, 0.8];
+        let (labels, values) = ([2_i64], [0.5, -0.1, 2.0]);
+        let targets = [
+            BatchTargets::Classes {
+                labels: &labels,
+                num_classes: 3,
+            },
+            BatchTargets::Values {
+                values: &values,
+                width: 3,
+            },
+        ];
+        for (likelihood, y) in [Likelihood::Classification, Likelihood::Regression]
+            .into_iter()
+            .zip(&targets)
+        {
+            for fisher in [Fisher::Ggn, Fisher::Empirical] {
+                let k = Likelihood::root_width(fisher, 3);
+                let l = likelihood.output_curvature_root(fisher, &f, y, 0);
+                let m = likelihood.output_curvature(fisher, &f, y, 0).dense(3);
+                for ab in 0..9 {
+                    let (a, b) = (ab / 3, ab % 3);
+                    let llt: f64 = (0..k).map(|j| l[a * k + j] * l[b * k + j]).sum();
+                    assert!((llt - m[ab]).abs() < 1e-15, "{likelihood} {fisher:?} {ab}");
+                }
+            }
         }
     }
 }

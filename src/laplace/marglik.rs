@@ -37,12 +37,12 @@ pub fn evidence(la: &Laplace, prior: &Prior, sigma: f64) -> Result<Evidence, Err
     let prior_log_det = prior.log_det();
     let scatter: f64 = delta.iter().zip(&la.mean).map(|(d, t)| d * t * t).sum();
     let value = log_lik - 0.5 * (posterior.log_det() - prior_log_det + scatter);
-    let per_weight: Vec<f64> = posterior
-        .covariance_diagonal()
-        .iter()
-        .zip(&delta)
-        .zip(&la.mean)
-        .map(|((var, d), t)| -0.5 * d * (var - 1.0 / d + t * t))
+    // Σ over a group of −½ δ (varᵢ − 1/δ + θᵢ²), from the group's sums.
+    let variances = posterior.variance_sums(prior);
+    let squares = prior.sum_per_group(&la.mean.iter().map(|t| t * t).collect::<Vec<_>>());
+    let counts = prior.sum_per_group(&vec![1.0; delta.len()]);
+    let d_log_prior = (0..prior.values.len())
+        .map(|g| -0.5 * (prior.values[g] * (variances[g] + squares[g]) - counts[g]))
         .collect();
     let d_log_sigma = match la.likelihood {
         super::Likelihood::Classification => 0.0,
@@ -53,7 +53,7 @@ pub fn evidence(la: &Laplace, prior: &Prior, sigma: f64) -> Result<Evidence, Err
     };
     Ok(Evidence {
         value,
-        d_log_prior: prior.sum_per_group(&per_weight),
+        d_log_prior,
         d_log_sigma,
     })
 }

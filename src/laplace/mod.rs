@@ -51,7 +51,7 @@ pub use last_layer::LastLayer;
 pub use likelihood::{check_temperature, Fisher, Likelihood};
 pub use prior::{Prior, PriorShape};
 pub use save::{load, load_with_network, save, save_with_network, FittedNetwork, LearnedPrior};
-pub use structure::{CurvatureBlock, Eigen, PrecisionBlock, Structure};
+pub use structure::{CurvatureBlock, DenseCurvature, Eigen, PrecisionBlock, Structure};
 pub use subset::Subset;
 
 use crate::Error;
@@ -259,6 +259,30 @@ impl Posterior<'_> {
             .iter()
             .flat_map(PrecisionBlock::covariance_diagonal)
             .collect()
+    }
+
+    /// The marginal variances summed over each of `prior`'s groups: a
+    /// block inside one group adds its trace (`O(n)` from the eigenvalues),
+    /// only a block that groups split needs its diagonal (`O(n²)` for a
+    /// dense basis).
+    pub fn variance_sums(&self, prior: &Prior) -> Vec<f64> {
+        let groups = prior.groups();
+        let mut sums = vec![0.0; prior.values.len()];
+        let mut at = 0;
+        for b in &self.blocks {
+            let g = &groups[at..at + b.dim()];
+            match g.first() {
+                Some(&first) if g.iter().all(|&x| x == first) => {
+                    sums[first] += b.covariance_trace()
+                }
+                _ => g
+                    .iter()
+                    .zip(b.covariance_diagonal())
+                    .for_each(|(&i, v)| sums[i] += v),
+            }
+            at += b.dim();
+        }
+        sums
     }
 
     /// `tr(P⁻¹ H)`.

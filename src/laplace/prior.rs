@@ -100,7 +100,7 @@ impl Prior {
     }
 
     /// Which precision each weight has.
-    fn groups(&self) -> Vec<usize> {
+    pub(crate) fn groups(&self) -> Vec<usize> {
         let mut out = Vec::with_capacity(self.sizes.iter().sum());
         for (t, &n) in self.sizes.iter().enumerate() {
             for _ in 0..n {

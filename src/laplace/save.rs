@@ -12,13 +12,13 @@ use std::path::Path;
 use secondo_nn::ParamStore;
 use secondo_tensor::Tensor;
 
-use super::structure::{CurvatureBlock, Eigen};
+use super::structure::{CurvatureBlock, DenseCurvature, Eigen};
 use super::{Laplace, Likelihood, Prior, PriorShape};
 use crate::Error;
 
 /// Writes `la` to `path`.
 pub fn save(la: &Laplace, path: &Path) -> Result<(), Error> {
-    let (tensors, metadata) = encode(la);
+    let (tensors, metadata) = encode(la)?;
     write(path, &tensors, &metadata)
 }
 
@@ -41,7 +41,7 @@ const NETWORK: &str = "network/";
 
 /// Writes `la` with the network it was fitted on to `path`.
 pub fn save_with_network(la: &Laplace, network: &FittedNetwork, path: &Path) -> Result<(), Error> {
-    let (mut tensors, mut metadata) = encode(la);
+    let (mut tensors, mut metadata) = encode(la)?;
     let mut names: Vec<&String> = network.weights.keys().collect();
     names.sort();
     for name in names {
@@ -86,7 +86,7 @@ fn network_of(
 }
 
 /// The posterior's tensors and metadata.
-fn encode(la: &Laplace) -> (Vec<(String, Tensor)>, HashMap<String, String>) {
+fn encode(la: &Laplace) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>), Error> {
     let mut tensors: Vec<(String, Tensor)> = vec![
         ("mean".into(), vector(&la.mean)),
         ("prior_precision".into(), vector(&la.prior.values)),
@@ -105,9 +105,10 @@ fn encode(la: &Laplace) -> (Vec<(String, Tensor)>, HashMap<String, String>) {
                 parts.push(("diag", h));
                 "diag".to_string()
             }
-            CurvatureBlock::Dense { matrix, eigen } => {
+            CurvatureBlock::Dense(d) => {
+                let eigen = d.eigen()?;
                 parts.extend([
-                    ("matrix", matrix.as_slice()),
+                    ("matrix", d.matrix()),
                     ("matrix/eigenvalues", &eigen.values),
                     ("matrix/eigenvectors", &eigen.rows),
                 ]);
@@ -143,7 +144,7 @@ fn encode(la: &Laplace) -> (Vec<(String, Tensor)>, HashMap<String, String>) {
         ("n_data".to_string(), la.n_data.to_string()),
         ("n_outputs".to_string(), la.n_outputs.to_string()),
     ]);
-    (tensors, metadata)
+    Ok((tensors, metadata))
 }
 
 /// Writes named tensors and metadata to `path`.
@@ -218,10 +219,10 @@ fn decode(
     for (k, kind) in kinds.iter().enumerate() {
         blocks.push(match kind.as_str() {
             "diag" => CurvatureBlock::Diag(values(&format!("block{k}/diag"))?),
-            "dense" => CurvatureBlock::Dense {
-                matrix: values(&format!("block{k}/matrix"))?,
-                eigen: eigen(k, "matrix")?,
-            },
+            "dense" => CurvatureBlock::Dense(DenseCurvature::with_eigen(
+                values(&format!("block{k}/matrix"))?,
+                eigen(k, "matrix")?,
+            )),
             "kron" => CurvatureBlock::Kron {
                 out: eigen(k, "out")?,
                 input: eigen(k, "in")?,

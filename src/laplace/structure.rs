@@ -11,6 +11,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use super::dense::{contract, contract_owned, eigen_rows, identity};
 use crate::Error;
@@ -85,6 +86,65 @@ impl Eigen {
     }
 }
 
+/// A dense curvature block (row-major) and its eigendecomposition, computed
+/// when first needed and then kept: a fit stores the matrix alone, as
+/// laplace-torch's does, and the `n³` decomposition is paid once by
+/// whichever of the evidence, the predictive or [`super::save`] asks first.
+#[derive(Debug, Clone)]
+pub struct DenseCurvature {
+    matrix: Vec<f64>,
+    dim: usize,
+    eigen: OnceLock<Eigen>,
+}
+
+impl DenseCurvature {
+    /// The symmetric row-major `dim × dim` `matrix`, not yet decomposed.
+    pub fn new(matrix: Vec<f64>, dim: usize) -> DenseCurvature {
+        debug_assert_eq!(matrix.len(), dim * dim);
+        DenseCurvature {
+            matrix,
+            dim,
+            eigen: OnceLock::new(),
+        }
+    }
+
+    /// The matrix with its known decomposition (as [`super::save`] stores it).
+    pub fn with_eigen(matrix: Vec<f64>, eigen: Eigen) -> DenseCurvature {
+        let dim = eigen.dim();
+        DenseCurvature {
+            matrix,
+            dim,
+            eigen: OnceLock::from(eigen),
+        }
+    }
+
+    /// The number of rows.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The matrix, row-major.
+    pub fn matrix(&self) -> &[f64] {
+        &self.matrix
+    }
+
+    /// The matrix's eigendecomposition, computed on the first call.
+    pub fn eigen(&self) -> Result<&Eigen, Error> {
+        if let Some(e) = self.eigen.get() {
+            return Ok(e);
+        }
+        let e = Eigen::of(&self.matrix, self.dim)?;
+        Ok(self.eigen.get_or_init(|| e))
+    }
+}
+
+/// Equal matrices are equal blocks, decomposed yet or not.
+impl PartialEq for DenseCurvature {
+    fn eq(&self, other: &DenseCurvature) -> bool {
+        self.dim == other.dim && self.matrix == other.matrix
+    }
+}
+
 impl Structure {
     /// Whether the structure takes one prior precision per weight: a
     /// Kronecker-factored or low-rank posterior does not, as its eigenbasis
@@ -109,13 +169,8 @@ pub(crate) fn diagonal_prior_refused(shape_flag: &str, structure_flag: &str) -> 
 pub enum CurvatureBlock {
     /// `H = diag(h)`.
     Diag(Vec<f64>),
-    /// `H` dense (row-major), with its eigendecomposition.
-    Dense {
-        /// The matrix.
-        matrix: Vec<f64>,
-        /// Its eigendecomposition.
-        eigen: Eigen,
-    },
+    /// `H` dense, decomposed when first needed.
+    Dense(DenseCurvature),
     /// `H = B ⊗ A` for a weight of shape `[out, in...]` flattened row-major
     /// (`B` over outputs, `A` over inputs; a bias has `A = [1]`).
     Kron {
@@ -140,7 +195,7 @@ impl CurvatureBlock {
     pub fn dim(&self) -> usize {
         match self {
             CurvatureBlock::Diag(h) => h.len(),
-            CurvatureBlock::Dense { eigen, .. } => eigen.dim(),
+            CurvatureBlock::Dense(d) => d.dim,
             CurvatureBlock::Kron { out, input } => out.dim() * input.dim(),
             CurvatureBlock::LowRank { dim, .. } => *dim,
         }
@@ -162,13 +217,17 @@ impl CurvatureBlock {
                 eta: h.clone(),
                 dim: h.len(),
             },
-            CurvatureBlock::Dense { eigen, .. } if uniform => PrecisionBlock {
-                mu: shifted(&eigen.values),
-                eta: eigen.values.clone(),
-                basis: Basis::Dense(Cow::Borrowed(&eigen.rows)),
-                dim: eigen.dim(),
-            },
-            CurvatureBlock::Dense { matrix, .. } => {
+            CurvatureBlock::Dense(d) if uniform => {
+                let eigen = d.eigen()?;
+                PrecisionBlock {
+                    mu: shifted(&eigen.values),
+                    eta: eigen.values.clone(),
+                    basis: Basis::Dense(Cow::Borrowed(&eigen.rows)),
+                    dim: d.dim,
+                }
+            }
+            CurvatureBlock::Dense(d) => {
+                let matrix = &d.matrix;
                 let n = prior.len();
                 let mut p: Vec<f64> = matrix.iter().map(|h| s * h).collect();
                 (0..n).for_each(|i| p[i * n + i] += prior[i]);
@@ -446,6 +505,16 @@ impl PrecisionBlock<'_> {
                     .map(|(t, c)| t + (1.0 - c) / rest)
                     .collect()
             }
+        }
+    }
+
+    /// `tr P⁻¹`, the sum of [`Self::covariance_diagonal`] from the
+    /// eigenvalues alone.
+    pub fn covariance_trace(&self) -> f64 {
+        let top: f64 = self.mu.iter().map(|m| 1.0 / m).sum();
+        match &self.basis {
+            Basis::LowRank { rest, .. } => top + (self.dim - self.mu.len()) as f64 / rest,
+            _ => top,
         }
     }
 
