@@ -85,8 +85,11 @@ fn network_of(
     }))
 }
 
+/// A safetensors file's named tensors and its metadata.
+type Encoded = (Vec<(String, Tensor)>, HashMap<String, String>);
+
 /// The posterior's tensors and metadata.
-fn encode(la: &Laplace) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>), Error> {
+fn encode(la: &Laplace) -> Result<Encoded, Error> {
     let mut tensors: Vec<(String, Tensor)> = vec![
         ("mean".into(), vector(&la.mean)),
         ("prior_precision".into(), vector(&la.prior.values)),
