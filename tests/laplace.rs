@@ -1199,14 +1199,18 @@ fn grid_search_keeps_the_prior_of_least_held_out_nll() {
     }
 }
 
-/// Fits through the Gram kernel (fewer samples × outputs than weights, one
-/// prior precision) and through the dense matrix (the same prior given per
-/// layer): every part of the posterior agrees, as the kernel route is exact.
+/// Fits through the Gram kernel (at most half as many samples × outputs as
+/// weights, one prior precision) and through the dense `GᵀG` (the same
+/// prior given per layer): every part of the posterior agrees, as the
+/// kernel route is exact.
 #[test]
 fn full_through_the_gram_kernel_equals_the_dense_route() {
     let (obj, params, data) = classification();
-    let few = data.select(&(0..6).collect::<Vec<_>>()).unwrap();
+    // 5 samples × 3 classes: at most half as many rows as the 30 weights.
+    let few = data.select(&(0..5).collect::<Vec<_>>()).unwrap();
     let (robj, rparams, rdata) = regression();
+    // 10 rows for 25 weights: the kernel takes at most half as many rows.
+    let rdata = rdata.select(&(0..10).collect::<Vec<_>>()).unwrap();
     let cases = [
         (&obj, &params, &few, Likelihood::Classification, Subset::All),
         (

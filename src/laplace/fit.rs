@@ -147,7 +147,10 @@ pub fn fit(
                 fisher: opts.fisher,
                 batch_size: opts.batch_size,
             };
-            let block = kernel::full_block(&inputs, dim)?;
+            let block = match route {
+                FullRoute::Gram => kernel::gram_block(&inputs, dim)?,
+                _ => kernel::full_block(&inputs, dim)?,
+            };
             (pass.nll(opts.likelihood)?, vec![block])
         }
         (Structure::Full | Structure::LowRank(_), _) => {
@@ -385,14 +388,23 @@ fn full_route(objective: &Objective, opts: &FitOptions, n_data: usize, dim: usiz
     let c = objective.network.output_shape()[0];
     let rows = kernel_rows(opts.fisher, n_data, c);
     let independent = !objective.has_batchnorm() || objective.batchnorm == Mode::Eval;
-    match opts.structure == Structure::Full
-        && opts.prior_shape == PriorShape::Scalar
-        && independent
-        && rows < dim
-    {
-        true => FullRoute::Kernel { rows },
-        false => FullRoute::Dense,
+    let dense_fits = ensure_fits("", bytes_of(dense_numbers(dim), 8)).is_ok();
+    match (
+        opts.structure == Structure::Full && independent,
+        opts.prior_shape,
+    ) {
+        (false, _) => FullRoute::Dense,
+        (true, PriorShape::Scalar) if rows < dim && (2 * rows <= dim || !dense_fits) => {
+            FullRoute::Kernel { rows }
+        }
+        (true, _) => FullRoute::Gram,
     }
+}
+
+/// The numbers of a dense `dim × dim` curvature: the matrix, its
+/// eigenvectors and the decomposition's workspace.
+fn dense_numbers(dim: usize) -> usize {
+    dim.saturating_mul(dim).saturating_mul(3)
 }
 
 /// Refuses, before any work, a structure whose matrices would not fit in
@@ -410,8 +422,7 @@ fn ensure_structure_fits(
             .saturating_mul(dim)
             .saturating_mul(2)
             .saturating_add(rows.saturating_mul(rows).saturating_mul(3)),
-        // The matrix, its eigenvectors and the decomposition's workspace.
-        (Structure::Full, FullRoute::Dense) => dim.saturating_mul(dim).saturating_mul(3),
+        (Structure::Full, FullRoute::Dense | FullRoute::Gram) => dense_numbers(dim),
         (Structure::LowRank(k), _) => dim.saturating_mul(k.saturating_mul(4).max(40)),
         (Structure::Diag, _) => dim.saturating_mul(4),
         (Structure::Kron, _) => shapes
@@ -427,7 +438,7 @@ fn ensure_structure_fits(
         (Structure::Full, FullRoute::Kernel { rows }) => format!(
             "--structure full over {dim} weights through its {rows}-row Gram kernel ({alternatives})"
         ),
-        (Structure::Full, FullRoute::Dense) => format!(
+        (Structure::Full, FullRoute::Dense | FullRoute::Gram) => format!(
             "--structure full over {dim} weights ({alternatives}; with fewer samples × outputs \
              than weights, --prior-shape scalar takes the exact Gram-kernel route)"
         ),

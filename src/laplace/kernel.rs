@@ -1,5 +1,6 @@
-//! The full curvature through its Gram kernel, where the data give fewer
-//! rows than there are weights. `H = Σₙ Jₙᵀ Λₙ Jₙ = GᵀG`, with `G` stacking
+//! The full curvature from its square root's rows: densely as `GᵀG`, or
+//! through its Gram kernel where the data give far fewer rows than there
+//! are weights. `H = Σₙ Jₙᵀ Λₙ Jₙ = GᵀG`, with `G` stacking
 //! `Lₙᵀ Jₙ` per sample (`Λₙ = Lₙ Lₙᵀ`,
 //! [`Likelihood::output_curvature_root`]: `k = C` rows per sample for the
 //! GGN, one for the empirical Fisher), has rank at most `r = N·k`. The
@@ -11,21 +12,23 @@
 //! numbers where the dense matrix and its eigenvectors take `2·P²` (a
 //! 50,000-weight network on 150 regression points: 120 MB instead of 40
 //! GB), and about `4·r²·P` flops for the two products beside the kernel's
-//! decomposition where the dense route takes `P` curvature products and a
-//! `P × P` decomposition. It is the duality behind the Gaussian-process
+//! `r × r` decomposition where the dense matrix takes `r·P²` for `GᵀG` and
+//! a `P × P` decomposition when the posterior is first used: the kernel
+//! wins where `2r ≤ P` or where the dense matrix would not fit in memory
+//! (`super::fit`). It is the duality behind the Gaussian-process
 //! view of the linearized Laplace (Khan et al. 2019, "Approximate inference
 //! turns deep networks into Gaussian processes").
 
 use secondo_curvature::Objective;
 use secondo_data::Dataset;
-use secondo_linalg::{row_major_product, RowMajor};
+use secondo_linalg::{row_major_product, row_major_product_add, symmetrized, RowMajor};
 use secondo_nn::ParamStore;
 
 use super::dense::eigen_rows;
 use super::jacobian::for_each_jacobian_batch;
 use super::likelihood::{Fisher, Likelihood};
 use super::masked_columns;
-use super::structure::CurvatureBlock;
+use super::structure::{CurvatureBlock, DenseCurvature};
 use crate::Error;
 
 /// The rows of `G` for `n_data` samples of `c` outputs.
@@ -36,8 +39,12 @@ pub(crate) fn kernel_rows(fisher: Fisher, n_data: usize, c: usize) -> usize {
 /// How the full curvature is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FullRoute {
-    /// The dense matrix, column by column, and its decomposition.
+    /// The dense matrix from the operator, column by column: for a batch
+    /// that couples its samples (batch normalization in train mode).
     Dense,
+    /// The dense matrix `GᵀG`, summed over batches of `G`'s rows
+    /// ([`gram_block`]).
+    Gram,
     /// The Gram kernel of `rows` rows ([`full_block`]).
     Kernel { rows: usize },
 }
@@ -86,11 +93,37 @@ pub(crate) fn full_block(inputs: &KernelInputs<'_>, dim: usize) -> Result<Curvat
     })
 }
 
+/// `H = GᵀG` over `dim` covered weights as a dense block (decomposed when
+/// first used), one product per batch of `G`'s rows: `N·k·P²` flops where
+/// the operator's columns take `P` passes over the data.
+pub(crate) fn gram_block(inputs: &KernelInputs<'_>, dim: usize) -> Result<CurvatureBlock, Error> {
+    let mut h = vec![0.0; dim * dim];
+    for_each_root_batch(inputs, dim, |g| {
+        let gm = RowMajor::new(g, g.len() / dim.max(1), dim);
+        row_major_product_add(&mut h, gm.t(), gm);
+    })?;
+    Ok(CurvatureBlock::Dense(DenseCurvature::new(
+        symmetrized(&h, dim, 1.0),
+        dim,
+    )))
+}
+
 /// `G` (`r × dim`, row-major): per sample `Lₙᵀ Jₙ` over the covered weights.
 fn stacked_roots(inputs: &KernelInputs<'_>, dim: usize) -> Result<Vec<f64>, Error> {
     let c = inputs.objective.network.output_shape()[0];
-    let k = Likelihood::root_width(inputs.fisher, c);
     let mut g = Vec::with_capacity(kernel_rows(inputs.fisher, inputs.data.len(), c) * dim);
+    for_each_root_batch(inputs, dim, |rows| g.extend_from_slice(rows))?;
+    Ok(g)
+}
+
+/// Hands `visit` the rows of `G` batch by batch (row-major, `dim` wide).
+fn for_each_root_batch(
+    inputs: &KernelInputs<'_>,
+    dim: usize,
+    mut visit: impl FnMut(&[f64]),
+) -> Result<(), Error> {
+    let c = inputs.objective.network.output_shape()[0];
+    let k = Likelihood::root_width(inputs.fisher, c);
     for_each_jacobian_batch(
         inputs.objective,
         inputs.params,
@@ -100,6 +133,7 @@ fn stacked_roots(inputs: &KernelInputs<'_>, dim: usize) -> Result<Vec<f64>, Erro
         |batch, out, jac| {
             let n = batch.len();
             let jac = masked_columns(inputs.mask, jac, n * c);
+            let mut g = Vec::with_capacity(n * k * dim);
             for s in 0..n {
                 let f = &out[s * c..(s + 1) * c];
                 let root = inputs
@@ -108,8 +142,8 @@ fn stacked_roots(inputs: &KernelInputs<'_>, dim: usize) -> Result<Vec<f64>, Erro
                 let j = RowMajor::new(&jac[s * c * dim..(s + 1) * c * dim], c, dim);
                 g.extend(row_major_product(RowMajor::new(&root, c, k).t(), j));
             }
+            visit(&g);
             Ok(())
         },
-    )?;
-    Ok(g)
+    )
 }

@@ -30,19 +30,18 @@ pub struct Evidence {
 /// Gaussian's normalizer `N·C·log(σ√2π)` not.
 pub fn evidence(la: &Laplace, prior: &Prior, sigma: f64) -> Result<Evidence, Error> {
     let posterior = la.posterior_at(prior, sigma)?;
-    let delta = prior.per_weight();
     let values = la.n_data * la.n_outputs;
     let nll = la.nll / la.temperature;
     let log_lik = la.likelihood.log_likelihood(nll, values, sigma);
     let prior_log_det = prior.log_det();
-    let scatter: f64 = delta.iter().zip(&la.mean).map(|(d, t)| d * t * t).sum();
+    let squares = prior.sum_per_group(&la.mean.iter().map(|t| t * t).collect::<Vec<_>>());
+    let scatter: f64 = prior.values.iter().zip(&squares).map(|(d, s)| d * s).sum();
     let value = log_lik - 0.5 * (posterior.log_det() - prior_log_det + scatter);
     // Σ over a group of −½ δ (varᵢ − 1/δ + θᵢ²), from the group's sums.
     let variances = posterior.variance_sums(prior);
-    let squares = prior.sum_per_group(&la.mean.iter().map(|t| t * t).collect::<Vec<_>>());
-    let counts = prior.sum_per_group(&vec![1.0; delta.len()]);
     let d_log_prior = (0..prior.values.len())
-        .map(|g| -0.5 * (prior.values[g] * (variances[g] + squares[g]) - counts[g]))
+        .zip(prior.counts())
+        .map(|(g, n)| -0.5 * (prior.values[g] * (variances[g] + squares[g]) - n as f64))
         .collect();
     let d_log_sigma = match la.likelihood {
         super::Likelihood::Classification => 0.0,

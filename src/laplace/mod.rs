@@ -54,6 +54,8 @@ pub use save::{load, load_with_network, save, save_with_network, FittedNetwork, 
 pub use structure::{CurvatureBlock, DenseCurvature, Eigen, PrecisionBlock, Structure};
 pub use subset::Subset;
 
+use std::ops::Range;
+
 use crate::Error;
 
 /// A fitted Laplace approximation.
@@ -266,21 +268,28 @@ impl Posterior<'_> {
     /// only a block that groups split needs its diagonal (`O(n²)` for a
     /// dense basis).
     pub fn variance_sums(&self, prior: &Prior) -> Vec<f64> {
-        let groups = prior.groups();
+        let runs = prior.runs();
         let mut sums = vec![0.0; prior.values.len()];
         let mut at = 0;
         for b in &self.blocks {
-            let g = &groups[at..at + b.dim()];
-            match g.first() {
-                Some(&first) if g.iter().all(|&x| x == first) => {
-                    sums[first] += b.covariance_trace()
+            let block = at..at + b.dim();
+            let overlapping: Vec<&(usize, Range<usize>)> = runs
+                .iter()
+                .filter(|(_, w)| w.start < block.end && block.start < w.end)
+                .collect();
+            match overlapping.as_slice() {
+                [(g, w)] if w.start <= block.start && block.end <= w.end => {
+                    sums[*g] += b.covariance_trace()
                 }
-                _ => g
-                    .iter()
-                    .zip(b.covariance_diagonal())
-                    .for_each(|(&i, v)| sums[i] += v),
+                _ => {
+                    let diagonal = b.covariance_diagonal();
+                    for (g, w) in overlapping {
+                        let (from, to) = (w.start.max(block.start), w.end.min(block.end));
+                        sums[*g] += diagonal[from - at..to - at].iter().sum::<f64>();
+                    }
+                }
             }
-            at += b.dim();
+            at = block.end;
         }
         sums
     }

@@ -361,10 +361,11 @@ pub fn predict(
 ) -> Result<Predictions, Error> {
     let c = la.n_outputs;
     let posterior = la.posterior()?;
-    let map_out = outputs(objective, params, data, batch_size)?;
     let noise = la.sigma * la.sigma;
-    let (mean, variance) = match (predictive, la.likelihood) {
+    // The MAP outputs: the linearization's means for the GLM predictive.
+    let (map_out, mean, variance) = match (predictive, la.likelihood) {
         (Predictive::Nn(draws), likelihood) => {
+            let map_out = outputs(objective, params, data, batch_size)?;
             let theta = sample_weights(la, &posterior, draws, seed);
             let mut first = vec![0.0; map_out.len()];
             let mut second = vec![0.0; map_out.len()];
@@ -380,14 +381,14 @@ pub fn predict(
                 }
             }
             match likelihood {
-                Likelihood::Classification => (first, Vec::new()),
+                Likelihood::Classification => (map_out, first, Vec::new()),
                 Likelihood::Regression => {
                     let var = first
                         .iter()
                         .zip(&second)
                         .map(|(m, s)| (s - m * m).max(0.0) + noise)
                         .collect();
-                    (first, var)
+                    (map_out, first, var)
                 }
             }
         }
@@ -398,14 +399,14 @@ pub fn predict(
                 Link::Bridge => bridge(&f_mu, &f_var, c),
                 Link::MonteCarlo(draws) => glm_monte_carlo(&f_mu, &f_var, c, draws, seed)?,
             };
-            (probs, Vec::new())
+            (f_mu, probs, Vec::new())
         }
         (Predictive::Glm(_), Likelihood::Regression) => {
             let (f_mu, f_var) = glm_moments(objective, params, la, &posterior, data, batch_size)?;
             let var = (0..f_mu.len())
                 .map(|k| f_var[(k / c) * c * c + (k % c) * (c + 1)] + noise)
                 .collect();
-            (f_mu, var)
+            (f_mu.clone(), f_mu, var)
         }
     };
     let map = match la.likelihood {

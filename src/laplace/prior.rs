@@ -3,6 +3,7 @@
 //! (laplace-torch's `prior_precision` of shape `[1]`, `[layers]` or `[P]`).
 
 use std::fmt;
+use std::ops::Range;
 use std::str::FromStr;
 
 use crate::Error;
@@ -83,7 +84,7 @@ impl Prior {
             values,
             sizes: sizes.to_vec(),
         };
-        let expected = prior.groups().last().map_or(0, |g| g + 1);
+        let expected = prior.runs().last().map_or(0, |(g, _)| g + 1);
         if prior.values.len() != expected {
             return Err(Error::Invalid(format!(
                 "{} prior precisions for a {shape:?} prior over {} tensors",
@@ -99,19 +100,27 @@ impl Prior {
         Prior::new(self.shape, values, &self.sizes)
     }
 
-    /// Which precision each weight has.
-    pub(crate) fn groups(&self) -> Vec<usize> {
-        let mut out = Vec::with_capacity(self.sizes.iter().sum());
-        for (t, &n) in self.sizes.iter().enumerate() {
-            for _ in 0..n {
-                out.push(match self.shape {
-                    PriorShape::Scalar => 0,
-                    PriorShape::PerLayer => t,
-                    PriorShape::Diagonal => out.len(),
-                });
+    /// The weights of each precision as contiguous runs `(precision,
+    /// weights)`, in order: one run for a scalar prior, one per tensor or
+    /// per weight for the others.
+    pub(crate) fn runs(&self) -> Vec<(usize, Range<usize>)> {
+        let total: usize = self.sizes.iter().sum();
+        match self.shape {
+            PriorShape::Scalar if total == 0 => Vec::new(),
+            PriorShape::Scalar => vec![(0, 0..total)],
+            PriorShape::PerLayer => {
+                let mut at = 0;
+                self.sizes
+                    .iter()
+                    .enumerate()
+                    .map(|(t, &n)| {
+                        at += n;
+                        (t, at - n..at)
+                    })
+                    .collect()
             }
+            PriorShape::Diagonal => (0..total).map(|i| (i, i..i + 1)).collect(),
         }
-        out
     }
 
     /// The precisions each tensor's weights have: one value (scalar and
@@ -140,7 +149,10 @@ impl Prior {
 
     /// The precision of every weight.
     pub fn per_weight(&self) -> Vec<f64> {
-        self.groups().into_iter().map(|g| self.values[g]).collect()
+        self.runs()
+            .into_iter()
+            .flat_map(|(g, weights)| std::iter::repeat_n(self.values[g], weights.len()))
+            .collect()
     }
 
     /// `log det P₀ = Σ_w log δ_w`, one logarithm per precision.
@@ -167,8 +179,17 @@ impl Prior {
     /// from a derivative per weight to one per precision).
     pub fn sum_per_group(&self, per_weight: &[f64]) -> Vec<f64> {
         let mut out = vec![0.0; self.values.len()];
-        for (g, v) in self.groups().into_iter().zip(per_weight) {
-            out[g] += v;
+        for (g, weights) in self.runs() {
+            out[g] += per_weight[weights].iter().sum::<f64>();
+        }
+        out
+    }
+
+    /// How many weights each precision has.
+    pub fn counts(&self) -> Vec<usize> {
+        let mut out = vec![0; self.values.len()];
+        for (g, weights) in self.runs() {
+            out[g] += weights.len();
         }
         out
     }

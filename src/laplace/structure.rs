@@ -13,6 +13,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
+use secondo_linalg::{row_major_product, sum_ln, RowMajor};
+
 use super::dense::{contract, contract_owned, eigen_rows, identity};
 use crate::Error;
 
@@ -319,23 +321,27 @@ impl PrecisionBlock<'_> {
     /// row): into coordinates `v Qᵀ` when `into`, else back, `v Q`.
     fn change_basis(&self, v: &[f64], r: usize, into: bool) -> Vec<f64> {
         let n = self.dim;
-        let (dense, left, right) = match into {
-            true => ("rj,kj->rk", "ab,rbc->rac", "rac,dc->rad"),
-            false => ("rk,kj->rj", "ba,rbc->rac", "rac,cd->rad"),
+        let (left, right) = match into {
+            true => ("ab,rbc->rac", "rac,dc->rad"),
+            false => ("ba,rbc->rac", "rac,cd->rad"),
+        };
+        // `v Qᵀ` or `v Q` for `Q` of `k` rows.
+        let product = |q: &[f64], k: usize| {
+            let q = RowMajor::new(q, k, n);
+            match into {
+                true => row_major_product(RowMajor::new(v, r, n), q.t()),
+                false => row_major_product(RowMajor::new(v, r, k), q),
+            }
         };
         match &self.basis {
             Basis::Standard => v.to_vec(),
-            Basis::Dense(q) => contract(dense, v, &[r, n], q, &[n, n]),
+            Basis::Dense(q) => product(q, n),
             Basis::Kron { out, input, shape } => {
                 let (o, i) = *shape;
                 let half = contract(left, out, &[o, o], v, &[r, o, i]);
                 contract_owned(right, half, &[r, o, i], input.to_vec(), &[i, i])
             }
-            Basis::LowRank { rows: q, .. } => {
-                let k = self.mu.len();
-                let width = if into { n } else { k };
-                contract(dense, v, &[r, width], q, &[k, n])
-            }
+            Basis::LowRank { rows: q, .. } => product(q, self.mu.len()),
         }
     }
 
@@ -471,7 +477,7 @@ impl PrecisionBlock<'_> {
 
     /// `log det P` of the block.
     pub fn log_det(&self) -> f64 {
-        let top: f64 = self.mu.iter().map(|m| m.ln()).sum();
+        let top = sum_ln(&self.mu);
         match &self.basis {
             Basis::LowRank { rest, .. } => top + (self.dim - self.mu.len()) as f64 * rest.ln(),
             _ => top,

@@ -283,9 +283,59 @@ pub(crate) fn scale(alpha: f64, x: &mut [f64]) {
     }
 }
 
+/// `Σᵢ ln xᵢ` of positive numbers with one logarithm per 64 of them: each
+/// normal `x = m·2ᵉ` (`m ∈ [1, 2)`) adds `e` to an exponent sum and
+/// multiplies `m` into a product below `2⁶⁴`, so that the logarithm of a
+/// diagonal or eigenvalue determinant costs a multiplication per value (a
+/// marginal-likelihood step is otherwise mostly logarithms). The product's
+/// rounding, at most 64 half-ulps, bounds the error at `64·ε` per 64
+/// values, as summing their logarithms does. Values that are not positive
+/// normal numbers take their own logarithm (`NaN`, `-∞` as `ln` gives).
+///
+/// ```
+/// let x: [f64; 4] = [0.5, 3.0, 1e-300, 7.25];
+/// let direct: f64 = x.iter().map(|v| v.ln()).sum();
+/// assert!((secondo_linalg::sum_ln(&x) - direct).abs() < 1e-12);
+/// ```
+pub fn sum_ln(x: &[f64]) -> f64 {
+    const MANTISSA: u64 = (1 << 52) - 1;
+    const ONE: u64 = 1023 << 52;
+    let mut total = 0.0;
+    for chunk in x.chunks(64) {
+        let (mut product, mut exponent) = (1.0f64, 0i64);
+        for &v in chunk {
+            if v.is_normal() && v > 0.0 {
+                let bits = v.to_bits();
+                exponent += (bits >> 52) as i64 - 1023;
+                product *= f64::from_bits((bits & MANTISSA) | ONE);
+            } else {
+                total += v.ln();
+            }
+        }
+        total += product.ln() + exponent as f64 * std::f64::consts::LN_2;
+    }
+    total
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sum_ln_is_the_sum_of_logarithms() {
+        let x: Vec<f64> = (0..1000)
+            .map(|i| (i as f64 * 0.37).sin().abs() * 10f64.powi(i % 40 - 20) + 1e-310)
+            .collect();
+        let direct: f64 = x.iter().map(|v| v.ln()).sum();
+        assert!(
+            (sum_ln(&x) - direct).abs() < 1e-10 * direct.abs(),
+            "{} {direct}",
+            sum_ln(&x)
+        );
+        assert!(sum_ln(&[1.0, 0.0]).is_infinite());
+        assert!(sum_ln(&[-1.0]).is_nan());
+        assert_eq!(sum_ln(&[]), 0.0);
+    }
 
     #[test]
     fn products_match_hand_computation() {
@@ -363,14 +413,33 @@ impl<'a> RowMajor<'a> {
 /// assert_eq!(row_major_product(RowMajor::new(&a, 2, 3).t(), RowMajor::new(&[1.0, 1.0], 2, 1)), vec![5.0, 7.0, 9.0]);
 /// ```
 pub fn row_major_product(a: RowMajor<'_>, b: RowMajor<'_>) -> Vec<f64> {
+    let mut out = vec![0.0; a.view().nrows() * b.view().ncols()];
+    product_into(&mut out, a, b, Accum::Replace);
+    out
+}
+
+/// `out += A B` into the row-major `out`, as [`row_major_product`]
+/// computes `A B`: sums of products over batches without a temporary per
+/// batch.
+///
+/// ```
+/// use secondo_linalg::{row_major_product_add, RowMajor};
+/// let mut out = vec![1.0];
+/// row_major_product_add(&mut out, RowMajor::new(&[1.0, 2.0], 1, 2), RowMajor::new(&[3.0, 4.0], 2, 1));
+/// assert_eq!(out, vec![12.0]);
+/// ```
+pub fn row_major_product_add(out: &mut [f64], a: RowMajor<'_>, b: RowMajor<'_>) {
+    product_into(out, a, b, Accum::Add);
+}
+
+fn product_into(out: &mut [f64], a: RowMajor<'_>, b: RowMajor<'_>, accum: Accum) {
     let (a, b) = (a.view(), b.view());
     assert_eq!(a.ncols(), b.nrows(), "the inner dimensions of a product");
     let (m, n) = (a.nrows(), b.ncols());
-    let mut out = vec![0.0; m * n];
+    assert_eq!(out.len(), m * n, "a {m}×{n} product");
     if m == 0 || n == 0 {
-        return out;
+        return;
     }
-    let dst = MatMut::from_row_major_slice_mut(&mut out, m, n);
-    faer_matmul(dst, Accum::Replace, a, b, 1.0, parallelism(m, n));
-    out
+    let dst = MatMut::from_row_major_slice_mut(out, m, n);
+    faer_matmul(dst, accum, a, b, 1.0, parallelism(m, n));
 }

@@ -55,7 +55,7 @@ mod random;
 mod slq;
 mod trace;
 
-pub use blas::{row_major_product, RowMajor};
+pub use blas::{row_major_product, row_major_product_add, sum_ln, RowMajor};
 pub use cg::{conjugate_gradient, CgOptions, CgSolution};
 pub use dense::{dense_spd_inverse, dense_symmetric_eigen, symmetrized, SymmetricEigen};
 pub use error::LinalgError;
