@@ -6,6 +6,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use secondo_curvature::{Objective, INPUT};
 use secondo_data::{Batch, Dataset};
@@ -69,6 +70,46 @@ impl JacobianProgram {
         Ok(JacobianProgram { exe, n, outputs: c })
     }
 
+    /// The program of [`JacobianProgram::compile`], compiled once for the
+    /// last few networks, batch sizes and weights asked for: predicting
+    /// from posteriors again and again (a grid search, the phases of online
+    /// marginal-likelihood training, a service) compiles each program once.
+    /// A program is a pure function of its key, so the memo changes no
+    /// result.
+    pub fn cached(
+        objective: &Objective,
+        n: usize,
+        wrt: &[String],
+    ) -> Result<Arc<JacobianProgram>, Error> {
+        let net = &objective.network;
+        let key = format!(
+            "{}|{:?}|{:?}|{:?}|{n}|{wrt:?}",
+            net.spec(),
+            net.input_shape(),
+            objective.dtype,
+            objective.batchnorm
+        );
+        let memo = |programs: &mut Vec<(String, Arc<JacobianProgram>)>, hit| {
+            programs.retain(|(k, _)| *k != key);
+            programs.insert(0, (key.clone(), Arc::clone(&hit)));
+            programs.truncate(REMEMBERED);
+            hit
+        };
+        let found = {
+            let programs = PROGRAMS.lock().unwrap_or_else(PoisonError::into_inner);
+            programs
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, p)| Arc::clone(p))
+        };
+        let program = match found {
+            Some(p) => p,
+            None => Arc::new(JacobianProgram::compile(objective, n, wrt)?),
+        };
+        let mut programs = PROGRAMS.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(memo(&mut programs, program))
+    }
+
     /// The outputs `[n, C]` and the Jacobians `[n, C, P]` (row-major) of a
     /// batch `x` of the compiled size.
     pub fn run(&self, params: &ParamStore, x: &Tensor) -> Result<(Vec<f64>, Vec<f64>), Error> {
@@ -95,6 +136,12 @@ impl JacobianProgram {
     }
 }
 
+/// How many compiled programs [`JacobianProgram::cached`] keeps.
+const REMEMBERED: usize = 8;
+
+/// The programs [`JacobianProgram::cached`] keeps, most recent first.
+static PROGRAMS: Mutex<Vec<(String, Arc<JacobianProgram>)>> = Mutex::new(Vec::new());
+
 /// Most numbers one batch's Jacobians may hold (2²², 32 MiB in f64): the
 /// batches of [`for_each_jacobian_batch`] shrink to fit it.
 const JACOBIAN_BUDGET: usize = 1 << 22;
@@ -102,7 +149,7 @@ const JACOBIAN_BUDGET: usize = 1 << 22;
 /// Runs Jacobian programs with respect to the parameters `wrt` over `data`
 /// in batches of at most `batch_size` samples (fewer where their
 /// Jacobians would pass [`JACOBIAN_BUDGET`]), compiled once per batch
-/// size, handing `visit` each batch with its outputs `[n, C]` and
+/// size ([`JacobianProgram::cached`]), handing `visit` each batch with its outputs `[n, C]` and
 /// Jacobians `[n, C, P]`.
 pub(crate) fn for_each_jacobian_batch(
     objective: &Objective,
@@ -119,13 +166,13 @@ pub(crate) fn for_each_jacobian_batch(
         .map(|(_, t)| t.numel())
         .sum();
     let chunk = (JACOBIAN_BUDGET / (c * dim).max(1)).clamp(1, batch_size);
-    let mut programs: HashMap<usize, JacobianProgram> = HashMap::new();
+    let mut programs: HashMap<usize, Arc<JacobianProgram>> = HashMap::new();
     for batch in data.batches(chunk)? {
         let n = batch.len();
         let (x, _) = objective.batch_tensors(&batch)?;
         let program = match programs.entry(n) {
             Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => e.insert(JacobianProgram::compile(objective, n, wrt)?),
+            Entry::Vacant(e) => e.insert(JacobianProgram::cached(objective, n, wrt)?),
         };
         let (out, jac) = program.run(params, &x)?;
         visit(&batch, out, jac)?;

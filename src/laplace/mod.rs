@@ -235,6 +235,9 @@ impl Posterior<'_> {
     /// `M` (`dim × width`, row-major) with `M Mᵀ = P⁻¹`, block-diagonal
     /// over the blocks, with its width.
     pub fn whitening(&self) -> (Vec<f64>, usize) {
+        if let [only] = &self.blocks[..] {
+            return only.whitening();
+        }
         let parts: Vec<(Vec<f64>, usize)> =
             self.blocks.iter().map(PrecisionBlock::whitening).collect();
         let width: usize = parts.iter().map(|p| p.1).sum();

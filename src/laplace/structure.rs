@@ -415,10 +415,17 @@ impl PrecisionBlock<'_> {
             Basis::Dense(q) => {
                 let n = self.dim;
                 let factors = self.powers(-0.5);
+                // In tiles, so that neither side is read or written a whole
+                // row apart.
+                const TILE: usize = 32;
                 let mut m = vec![0.0; n * n];
-                for (k, row) in q.chunks(n).enumerate() {
-                    for (j, v) in row.iter().enumerate() {
-                        m[j * n + k] = v * factors[k];
+                for k0 in (0..n).step_by(TILE) {
+                    for j0 in (0..n).step_by(TILE) {
+                        for k in k0..(k0 + TILE).min(n) {
+                            for j in j0..(j0 + TILE).min(n) {
+                                m[j * n + k] = q[k * n + j] * factors[k];
+                            }
+                        }
                     }
                 }
                 (m, n)
