@@ -388,18 +388,22 @@ fn full_route(objective: &Objective, opts: &FitOptions, n_data: usize, dim: usiz
     let c = objective.network.output_shape()[0];
     let rows = kernel_rows(opts.fisher, n_data, c);
     let independent = !objective.has_batchnorm() || objective.batchnorm == Mode::Eval;
-    let dense_fits = ensure_fits("", bytes_of(dense_numbers(dim), 8)).is_ok();
+    // From the problem alone, never from the machine's memory, so that the
+    // same inputs give the same bytes everywhere.
+    let kernel_saves = 2 * rows <= dim || dim > DENSE_WEIGHTS;
     match (
         opts.structure == Structure::Full && independent,
         opts.prior_shape,
     ) {
         (false, _) => FullRoute::Dense,
-        (true, PriorShape::Scalar) if rows < dim && (2 * rows <= dim || !dense_fits) => {
-            FullRoute::Kernel { rows }
-        }
+        (true, PriorShape::Scalar) if rows < dim && kernel_saves => FullRoute::Kernel { rows },
         (true, _) => FullRoute::Gram,
     }
 }
+
+/// Above this many weights a dense curvature (1.6 GB with its eigenvectors
+/// and workspace) gives way to the kernel wherever there are fewer rows.
+const DENSE_WEIGHTS: usize = 8192;
 
 /// The numbers of a dense `dim × dim` curvature: the matrix, its
 /// eigenvectors and the decomposition's workspace.

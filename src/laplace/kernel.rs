@@ -14,7 +14,7 @@
 //! GB), and about `4·r²·P` flops for the two products beside the kernel's
 //! `r × r` decomposition where the dense matrix takes `r·P²` for `GᵀG` and
 //! a `P × P` decomposition when the posterior is first used: the kernel
-//! wins where `2r ≤ P` or where the dense matrix would not fit in memory
+//! wins where `2r ≤ P`, and above 8192 weights wherever `r < P`
 //! (`super::fit`). It is the duality behind the Gaussian-process
 //! view of the linearized Laplace (Khan et al. 2019, "Approximate inference
 //! turns deep networks into Gaussian processes").
