@@ -6,7 +6,8 @@
 
 use secondo_optim::{Adam, AdamConfig, Optimizer};
 
-use super::{Laplace, Prior};
+use super::structure::PrecisionTerms;
+use super::{CurvatureBlock, Laplace, Prior};
 use crate::Error;
 
 /// The evidence at some hyperparameters and its gradient.
@@ -29,16 +30,16 @@ pub struct Evidence {
 /// data term is laplace-torch's: `Σₙ −log p` and `H` divided by `T`, the
 /// Gaussian's normalizer `N·C·log(σ√2π)` not.
 pub fn evidence(la: &Laplace, prior: &Prior, sigma: f64) -> Result<Evidence, Error> {
-    let posterior = la.posterior_at(prior, sigma)?;
+    let terms = posterior_terms(la, prior, sigma)?;
     let values = la.n_data * la.n_outputs;
     let nll = la.nll / la.temperature;
     let log_lik = la.likelihood.log_likelihood(nll, values, sigma);
     let prior_log_det = prior.log_det();
     let squares = prior.sum_per_group(&la.mean.iter().map(|t| t * t).collect::<Vec<_>>());
     let scatter: f64 = prior.values.iter().zip(&squares).map(|(d, s)| d * s).sum();
-    let value = log_lik - 0.5 * (posterior.log_det() - prior_log_det + scatter);
+    let value = log_lik - 0.5 * (terms.log_det - prior_log_det + scatter);
     // Σ over a group of −½ δ (varᵢ − 1/δ + θᵢ²), from the group's sums.
-    let variances = posterior.variance_sums(prior);
+    let variances = terms.variances;
     let d_log_prior = (0..prior.values.len())
         .zip(prior.counts())
         .map(|(g, n)| -0.5 * (prior.values[g] * (variances[g] + squares[g]) - n as f64))
@@ -47,13 +48,37 @@ pub fn evidence(la: &Laplace, prior: &Prior, sigma: f64) -> Result<Evidence, Err
         super::Likelihood::Classification => 0.0,
         super::Likelihood::Regression => {
             la.likelihood.log_likelihood_log_sigma(nll, values, sigma)
-                + la.curvature_scale(sigma) * posterior.trace_covariance_curvature()
+                + la.curvature_scale(sigma) * terms.trace_covariance_curvature
         }
     };
     Ok(Evidence {
         value,
         d_log_prior,
         d_log_sigma,
+    })
+}
+
+/// The posterior precision's terms at `prior` and `sigma`, with the
+/// marginal variances summed per prior group: for one dense block under a
+/// prior that varies over it from a Cholesky factor
+/// (`DenseCurvature::precision_terms`), else from the posterior's
+/// eigenbasis.
+fn posterior_terms(la: &Laplace, prior: &Prior, sigma: f64) -> Result<PrecisionTerms, Error> {
+    if let [CurvatureBlock::Dense(dense)] = &la.blocks[..] {
+        let delta = prior.per_weight();
+        if delta.iter().any(|&d| d != delta[0]) {
+            let terms = dense.precision_terms(la.curvature_scale(sigma), &delta)?;
+            return Ok(PrecisionTerms {
+                variances: prior.sum_per_group(&terms.variances),
+                ..terms
+            });
+        }
+    }
+    let posterior = la.posterior_at(prior, sigma)?;
+    Ok(PrecisionTerms {
+        log_det: posterior.log_det(),
+        variances: posterior.variance_sums(prior),
+        trace_covariance_curvature: posterior.trace_covariance_curvature(),
     })
 }
 

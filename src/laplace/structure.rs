@@ -13,7 +13,9 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
-use secondo_linalg::{row_major_product, sum_ln, RowMajor};
+use secondo_linalg::{
+    dense_spd_inverse_log_det, row_major_product, sum_ln, DenseSymmetric, RowMajor,
+};
 
 use super::dense::{contract, contract_owned, eigen_rows, identity};
 use crate::Error;
@@ -88,6 +90,17 @@ impl Eigen {
     }
 }
 
+/// What the evidence needs of a posterior precision `P`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PrecisionTerms {
+    /// `log det P`.
+    pub(crate) log_det: f64,
+    /// The marginal variances, `diag(P⁻¹)`.
+    pub(crate) variances: Vec<f64>,
+    /// `tr(P⁻¹ H)`.
+    pub(crate) trace_covariance_curvature: f64,
+}
+
 /// A dense curvature block (row-major) and its eigendecomposition, computed
 /// when first needed and then kept: a fit stores the matrix alone, as
 /// laplace-torch's does, and the `n³` decomposition is paid once by
@@ -128,6 +141,24 @@ impl DenseCurvature {
     /// The matrix, row-major.
     pub fn matrix(&self) -> &[f64] {
         &self.matrix
+    }
+
+    /// The evidence's terms of the precision `P = s·H + diag(δ)` for a
+    /// prior `δ` that varies over the block, where `H`'s eigenbasis is not
+    /// `P`'s: one Cholesky factor and inverse per hyperparameter step
+    /// instead of an eigendecomposition.
+    pub(crate) fn precision_terms(&self, s: f64, prior: &[f64]) -> Result<PrecisionTerms, Error> {
+        let n = self.dim;
+        let mut p: Vec<f64> = self.matrix.iter().map(|h| s * h).collect();
+        for (i, d) in prior.iter().enumerate() {
+            p[i * n + i] += d;
+        }
+        let (inverse, log_det) = dense_spd_inverse_log_det(&DenseSymmetric::new(n, p)?)?;
+        Ok(PrecisionTerms {
+            log_det,
+            variances: (0..n).map(|i| inverse[i * n + i]).collect(),
+            trace_covariance_curvature: inverse.iter().zip(&self.matrix).map(|(a, h)| a * h).sum(),
+        })
     }
 
     /// The matrix's eigendecomposition, computed on the first call.

@@ -98,6 +98,23 @@ pub fn symmetrized(m: &[f64], n: usize, scale: f64) -> Vec<f64> {
 /// # Ok::<(), secondo_linalg::LinalgError>(())
 /// ```
 pub fn dense_spd_inverse(matrix: &DenseSymmetric) -> Result<Vec<f64>, LinalgError> {
+    Ok(dense_spd_inverse_log_det(matrix)?.0)
+}
+
+/// [`dense_spd_inverse`] and `log det A` from the same Cholesky factor
+/// (`2 Σ log Lᵢᵢ`): a determinant and an inverse for a third of an
+/// eigendecomposition's work.
+///
+/// ```
+/// use secondo_linalg::{dense_spd_inverse_log_det, DenseSymmetric};
+/// let a = DenseSymmetric::new(2, vec![2.0, 0.0, 0.0, 8.0])?;
+/// let (inv, log_det) = dense_spd_inverse_log_det(&a)?;
+/// let expected = [0.5, 0.0, 0.0, 0.125];
+/// assert!(inv.iter().zip(expected).all(|(a, b)| (a - b).abs() < 1e-15));
+/// assert!((log_det - 16f64.ln()).abs() < 1e-15);
+/// # Ok::<(), secondo_linalg::LinalgError>(())
+/// ```
+pub fn dense_spd_inverse_log_det(matrix: &DenseSymmetric) -> Result<(Vec<f64>, f64), LinalgError> {
     use faer::linalg::cholesky::llt;
     let n = matrix.dim();
     let mut l = Mat::from_fn(n, n, |i, j| matrix.as_slice()[j * n + i]);
@@ -117,6 +134,8 @@ pub fn dense_spd_inverse(matrix: &DenseSymmetric) -> Result<Vec<f64>, LinalgErro
             LinalgError::NotPositiveDefiniteMatrix { pivot: index }
         }
     })?;
+    let diagonal: Vec<f64> = (0..n).map(|i| l[(i, i)]).collect();
+    let log_det = 2.0 * crate::sum_ln(&diagonal);
     let mut inverse = Mat::zeros(n, n);
     llt::inverse::inverse(
         inverse.as_mut(),
@@ -137,7 +156,7 @@ pub fn dense_spd_inverse(matrix: &DenseSymmetric) -> Result<Vec<f64>, LinalgErro
         .collect();
     match full.iter().position(|x| !x.is_finite()) {
         Some(index) => Err(LinalgError::NotPositiveDefiniteMatrix { pivot: index / n }),
-        None => Ok(full),
+        None => Ok((full, log_det)),
     }
 }
 

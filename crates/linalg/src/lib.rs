@@ -57,7 +57,10 @@ mod trace;
 
 pub use blas::{row_major_product, row_major_product_add, sum_ln, RowMajor};
 pub use cg::{conjugate_gradient, CgOptions, CgSolution};
-pub use dense::{dense_spd_inverse, dense_symmetric_eigen, symmetrized, SymmetricEigen};
+pub use dense::{
+    dense_spd_inverse, dense_spd_inverse_log_det, dense_symmetric_eigen, symmetrized,
+    SymmetricEigen,
+};
 pub use error::LinalgError;
 pub use lanczos::{
     lanczos_function, lanczos_top_k, lanczos_top_k_from, BasisPrecision, Eigen, LanczosOptions,
