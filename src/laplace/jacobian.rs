@@ -89,12 +89,6 @@ impl JacobianProgram {
             objective.dtype,
             objective.batchnorm
         );
-        let memo = |programs: &mut Vec<(String, Arc<JacobianProgram>)>, hit| {
-            programs.retain(|(k, _)| *k != key);
-            programs.insert(0, (key.clone(), Arc::clone(&hit)));
-            programs.truncate(REMEMBERED);
-            hit
-        };
         let found = {
             let programs = PROGRAMS.lock().unwrap_or_else(PoisonError::into_inner);
             programs
@@ -102,12 +96,16 @@ impl JacobianProgram {
                 .find(|(k, _)| *k == key)
                 .map(|(_, p)| Arc::clone(p))
         };
+        // Compiled outside the lock; kept most recent first.
         let program = match found {
             Some(p) => p,
             None => Arc::new(JacobianProgram::compile(objective, n, wrt)?),
         };
         let mut programs = PROGRAMS.lock().unwrap_or_else(PoisonError::into_inner);
-        Ok(memo(&mut programs, program))
+        programs.retain(|(k, _)| *k != key);
+        programs.insert(0, (key, Arc::clone(&program)));
+        programs.truncate(REMEMBERED);
+        Ok(program)
     }
 
     /// The outputs `[n, C]` and the Jacobians `[n, C, P]` (row-major) of a
@@ -149,8 +147,8 @@ const JACOBIAN_BUDGET: usize = 1 << 22;
 /// Runs Jacobian programs with respect to the parameters `wrt` over `data`
 /// in batches of at most `batch_size` samples (fewer where their
 /// Jacobians would pass [`JACOBIAN_BUDGET`]), compiled once per batch
-/// size ([`JacobianProgram::cached`]), handing `visit` each batch with its outputs `[n, C]` and
-/// Jacobians `[n, C, P]`.
+/// size ([`JacobianProgram::cached`]), handing `visit` each batch with its
+/// outputs `[n, C]` and Jacobians `[n, C, P]`.
 pub(crate) fn for_each_jacobian_batch(
     objective: &Objective,
     params: &ParamStore,

@@ -163,14 +163,9 @@ impl Prior {
     /// assert!((p.log_det() - (4.0 * 2f64.ln() + 3f64.ln())).abs() < 1e-15);
     /// ```
     pub fn log_det(&self) -> f64 {
-        let counts: Vec<usize> = match self.shape {
-            PriorShape::Scalar => vec![self.sizes.iter().sum()],
-            PriorShape::PerLayer => self.sizes.clone(),
-            PriorShape::Diagonal => vec![1; self.values.len()],
-        };
         self.values
             .iter()
-            .zip(counts)
+            .zip(self.counts())
             .map(|(v, n)| n as f64 * v.ln())
             .sum()
     }

@@ -149,16 +149,24 @@ impl DenseCurvature {
     /// instead of an eigendecomposition.
     pub(crate) fn precision_terms(&self, s: f64, prior: &[f64]) -> Result<PrecisionTerms, Error> {
         let n = self.dim;
-        let mut p: Vec<f64> = self.matrix.iter().map(|h| s * h).collect();
-        for (i, d) in prior.iter().enumerate() {
-            p[i * n + i] += d;
-        }
-        let (inverse, log_det) = dense_spd_inverse_log_det(&DenseSymmetric::new(n, p)?)?;
+        let p = DenseSymmetric::new(n, self.precision(s, prior))?;
+        let (inverse, log_det) = dense_spd_inverse_log_det(&p)?;
         Ok(PrecisionTerms {
             log_det,
             variances: (0..n).map(|i| inverse[i * n + i]).collect(),
             trace_covariance_curvature: inverse.iter().zip(&self.matrix).map(|(a, h)| a * h).sum(),
         })
+    }
+
+    /// The posterior precision `s·H + diag(δ)` for the prior `δ`, row-major.
+    fn precision(&self, s: f64, prior: &[f64]) -> Vec<f64> {
+        let n = self.dim;
+        let mut p: Vec<f64> = self.matrix.iter().map(|h| s * h).collect();
+        prior
+            .iter()
+            .enumerate()
+            .for_each(|(i, d)| p[i * n + i] += d);
+        p
     }
 
     /// The matrix's eigendecomposition, computed on the first call.
@@ -260,13 +268,10 @@ impl CurvatureBlock {
                 }
             }
             CurvatureBlock::Dense(d) => {
-                let matrix = &d.matrix;
-                let n = prior.len();
-                let mut p: Vec<f64> = matrix.iter().map(|h| s * h).collect();
-                (0..n).for_each(|i| p[i * n + i] += prior[i]);
-                let e = Eigen::of(&p, n)?;
+                let n = d.dim;
+                let e = Eigen::of(&d.precision(s, prior), n)?;
                 // η_k = e_kᵀ H e_k: the curvature's share of each eigenvalue.
-                let he = contract("ij,kj->ki", matrix, &[n, n], &e.rows, &[n, n]);
+                let he = contract("ij,kj->ki", &d.matrix, &[n, n], &e.rows, &[n, n]);
                 let eta = (0..n)
                     .map(|k| (0..n).map(|i| e.rows[k * n + i] * he[k * n + i]).sum())
                     .collect();
